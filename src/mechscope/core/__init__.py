@@ -1,0 +1,1 @@
+"""The core: model loading, architecture adapters, sites, interventions, run and trace."""

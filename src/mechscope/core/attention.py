@@ -1,0 +1,91 @@
+"""mechscope's attention function, registered with transformers' attention interface.
+
+HF attention modules compute q, k, v and the output projection themselves and
+hand the middle (scores, softmax, weighted sum) to a pluggable function. When
+a run asks for ``attn.q/k/v/pattern/z``, the run switches the model's
+``_attn_implementation`` to ``"mechscope"`` for its duration; this function
+then does the eager computation with a hook point at each of those tensors.
+Otherwise HF's fast kernel (usually SDPA) runs untouched. No weights are
+converted and the modules are unmodified.
+
+Hooks are found on the attention module itself, in the attribute
+``_mechscope_attn`` (a dict from "q", "k", "v", "pattern", "z" to a callable
+taking and returning the tensor in site layout), set and removed by
+`core.hooks.HookSession`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch import Tensor, nn
+from transformers import AttentionInterface
+from transformers.masking_utils import AttentionMaskInterface, eager_mask
+
+NAME = "mechscope"
+HOOK_ATTR = "_mechscope_attn"
+
+
+def _repeat_kv(x: Tensor, n_rep: int) -> Tensor:
+    """[batch, kv_head, pos, d_head] -> [batch, kv_head * n_rep, pos, d_head]."""
+    if n_rep == 1:
+        return x
+    b, h, s, d = x.shape
+    return x[:, :, None].expand(b, h, n_rep, s, d).reshape(b, h * n_rep, s, d)
+
+
+def mechscope_attention(
+    module: nn.Module,
+    query: Tensor,  # [batch, head, q_pos, d_head]
+    key: Tensor,  # [batch, kv_head, k_pos, d_head]
+    value: Tensor,  # [batch, kv_head, k_pos, d_head]
+    attention_mask: Tensor | None,
+    scaling: float | None = None,
+    dropout: float = 0.0,
+    softcap: float | None = None,
+    **kwargs: object,
+) -> tuple[Tensor, Tensor]:
+    """Eager attention with hook points; returns (z [batch, q_pos, head, d_head], pattern)."""
+    hooks: dict[str, Callable[[Tensor], Tensor]] = getattr(module, HOOK_ATTR, None) or {}
+    if kwargs.get("s_aux") is not None:
+        raise NotImplementedError("attention sinks (s_aux) are not supported by mechscope's attention")
+    # site layout puts positions before heads: [batch, pos, head, d_head]
+    if "q" in hooks:
+        query = hooks["q"](query.transpose(1, 2)).transpose(1, 2)
+    if "k" in hooks:
+        key = hooks["k"](key.transpose(1, 2)).transpose(1, 2)
+    if "v" in hooks:
+        value = hooks["v"](value.transpose(1, 2)).transpose(1, 2)
+    if scaling is None:
+        scaling = query.shape[-1] ** -0.5
+    n_rep = query.shape[1] // key.shape[1]
+    key_states = _repeat_kv(key, n_rep)
+    value_states = _repeat_kv(value, n_rep)
+
+    scores = torch.matmul(query, key_states.transpose(2, 3)) * scaling  # [b, h, q, k]
+    if softcap is not None:
+        scores = torch.tanh(scores / softcap) * softcap
+    if attention_mask is not None:
+        mask = attention_mask[:, :, :, : key_states.shape[-2]]
+        if mask.dtype == torch.bool:
+            scores = scores.masked_fill(~mask, torch.finfo(scores.dtype).min)
+        else:
+            scores = scores + mask
+    pattern = nn.functional.softmax(scores, dim=-1, dtype=torch.float32).to(query.dtype)
+    if "pattern" in hooks:
+        pattern = hooks["pattern"](pattern)
+    pattern_used = nn.functional.dropout(pattern, p=dropout, training=module.training)
+    z = torch.matmul(pattern_used, value_states).transpose(1, 2)  # [b, q, h, d]
+    if "z" in hooks:
+        z = hooks["z"](z)
+    return z.contiguous(), pattern
+
+
+def register() -> None:
+    """Make ``"mechscope"`` a valid ``_attn_implementation`` (attention and its mask)."""
+    AttentionInterface.register(NAME, mechscope_attention)
+    AttentionMaskInterface.register(NAME, eager_mask)
+
+
+register()

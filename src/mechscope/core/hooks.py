@@ -1,0 +1,217 @@
+"""HookSession: installs the few PyTorch hooks a list of interventions needs, and removes them.
+
+This is the only place in mechscope that calls ``register_forward_hook``.
+Interventions are grouped by site and sites by module, so each module gets
+at most one forward hook and one pre-hook whatever the number of
+interventions. A hook that only saves returns None, so the model's numbers
+are untouched. Everything added (hooks, attributes on attention modules, the
+attention implementation switch) is removed on exit, also when the forward
+raises.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Sequence
+from typing import Any
+
+from torch import Tensor, nn
+from torch.utils.hooks import RemovableHandle
+
+from . import attention
+from .cache import ActivationCache
+from .interventions import Intervention, Step, apply_intervention
+from .sites import Site, SiteTable
+
+
+class HookSession:
+    """Context manager: hooks for `interventions` (saves included) on `model`.
+
+    ``track_positions`` makes position selectors absolute across the several
+    forwards of a generation (the embedding's input length is counted).
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        table: SiteTable,
+        interventions: Sequence[Intervention],
+        cache: ActivationCache,
+        save_grad: Sequence[str] = (),
+        track_positions: bool = False,
+    ) -> None:
+        self.model = model
+        self.table = table
+        self.cache = cache
+        self.step = Step(0)
+        self._seen = 0
+        self._track = track_positions
+        self._handles: list[RemovableHandle] = []
+        self._attn_modules: list[nn.Module] = []
+        self._configs: list[tuple[Any, str]] = []
+        self._resid_pre: dict[int, Tensor] = {}
+
+        self.ops: dict[str, list[Intervention]] = defaultdict(list)
+        for iv in interventions:
+            self.ops[iv.site].append(iv)
+        self.grad_sites = set(save_grad)
+        names = table.order(list(dict.fromkeys([*self.ops, *self.grad_sites])))
+        self.sites: list[Site] = [table[n] for n in names]
+
+    # --- what each site does to its tensor -------------------------------------------
+
+    def _process(self, site: Site, x: Tensor) -> Tensor:
+        for iv in self.ops.get(site.name, ()):
+            if iv.op == "save":
+                self._save(site, x)
+            else:
+                x = apply_intervention(iv, x, site.axes, self.step)
+        if site.name in self.grad_sites:
+            x = self._watch_grad(site.name, x)
+        return x
+
+    def _save(self, site: Site, x: Tensor) -> None:
+        concat = None
+        if self.step.offset > 0:
+            if "pos" not in site.axes:
+                return  # e.g. a pattern of a later generation step: keep the prompt's
+            concat = site.axes.index("pos")
+        self.cache.store(site.name, x, concat)
+
+    def _watch_grad(self, name: str, x: Tensor) -> Tensor:
+        if not x.requires_grad:
+            # frozen weights: make the site a leaf of its own so the gradient still reaches it
+            x = x.detach().requires_grad_(True)
+        grads = self.cache.grads
+
+        def keep(g: Tensor) -> None:
+            grads[name] = g.detach() if name not in grads else grads[name] + g.detach()
+
+        x.register_hook(keep)
+        return x
+
+    # --- installation ----------------------------------------------------------------
+
+    def __enter__(self) -> HookSession:
+        try:
+            self._install()
+        except BaseException:
+            self._remove()
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._remove()
+
+    def _install(self) -> None:
+        out_sites: dict[str, list[Site]] = defaultdict(list)
+        in_sites: dict[str, list[Site]] = defaultdict(list)
+        attn_sites: dict[str, dict[str, Site]] = defaultdict(dict)
+        capture_pre: dict[str, int] = {}
+        for site in self.sites:
+            if site.kind == "output":
+                out_sites[site.module].append(site)
+            elif site.kind == "input":
+                in_sites[site.module].append(site)
+            elif site.kind == "resid_mid":
+                out_sites[site.module].append(site)
+                assert self.table.adapter is not None and site.layer is not None
+                block = f"{self.table.adapter.layers}.{site.layer}"
+                in_sites.setdefault(block, [])
+                capture_pre[block] = site.layer
+            else:  # attention-internal
+                attn_sites[site.module][site.name.rsplit(".", 1)[1]] = site
+
+        if self._track and self.table.adapter is not None:
+            embed = self.model.get_submodule(self.table.adapter.embed)
+            self._handles.append(embed.register_forward_pre_hook(self._count_positions))
+        for path, sites in in_sites.items():
+            module = self.model.get_submodule(path)
+            hook = self._make_pre_hook(sites, capture_pre.get(path))
+            self._handles.append(module.register_forward_pre_hook(hook, with_kwargs=True))
+        for path, sites in out_sites.items():
+            module = self.model.get_submodule(path)
+            self._handles.append(module.register_forward_hook(self._make_out_hook(sites)))
+        if attn_sites:
+            for path, by_short in attn_sites.items():
+                module = self.model.get_submodule(path)
+                setattr(module, attention.HOOK_ATTR, self._attn_hooks(by_short))
+                self._attn_modules.append(module)
+            self._switch_attention()
+
+    def _remove(self) -> None:
+        for handle in self._handles:
+            handle.remove()
+        self._handles.clear()
+        for module in self._attn_modules:
+            if hasattr(module, attention.HOOK_ATTR):
+                delattr(module, attention.HOOK_ATTR)
+        self._attn_modules.clear()
+        for config, previous in self._configs:
+            config._attn_implementation = previous
+        self._configs.clear()
+        self._resid_pre.clear()
+
+    def _switch_attention(self) -> None:
+        """Point every config of the model at mechscope's attention for this session."""
+        seen: set[int] = set()
+        for module in self.model.modules():
+            config = getattr(module, "config", None)
+            if config is None or id(config) in seen or not hasattr(config, "_attn_implementation"):
+                continue
+            seen.add(id(config))
+            self._configs.append((config, config._attn_implementation))
+            config._attn_implementation = attention.NAME
+
+    # --- hook factories ----------------------------------------------------------------
+
+    def _count_positions(self, module: nn.Module, args: tuple[Any, ...]) -> None:
+        ids = args[0] if args else None
+        length = ids.shape[-1] if isinstance(ids, Tensor) and ids.ndim >= 1 else 0
+        self.step = Step(self._seen)
+        self._seen += length
+
+    def _make_pre_hook(self, sites: list[Site], capture_layer: int | None):
+        def hook(module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]):
+            positional = bool(args)
+            x = args[0] if positional else kwargs.get("hidden_states")
+            if not isinstance(x, Tensor):
+                return None
+            new = x
+            for site in sites:
+                new = self._process(site, new)
+            if capture_layer is not None:
+                self._resid_pre[capture_layer] = new
+            if new is x:
+                return None
+            if positional:
+                return (new, *args[1:]), kwargs
+            return args, {**kwargs, "hidden_states": new}
+
+        return hook
+
+    def _make_out_hook(self, sites: list[Site]):
+        def hook(module: nn.Module, args: tuple[Any, ...], output: Any):
+            is_tuple = isinstance(output, tuple)
+            x = output[0] if is_tuple else output
+            if not isinstance(x, Tensor):
+                return None
+            new = x
+            for site in sites:
+                if site.kind == "resid_mid":
+                    assert site.layer is not None
+                    pre = self._resid_pre[site.layer]
+                    mid = pre + new
+                    changed = self._process(site, mid)
+                    if changed is not mid:
+                        new = changed - pre
+                else:
+                    new = self._process(site, new)
+            if new is x:
+                return None
+            return (new, *output[1:]) if is_tuple else new
+
+        return hook
+
+    def _attn_hooks(self, by_short: dict[str, Site]):
+        return {short: (lambda x, s=site: self._process(s, x)) for short, site in by_short.items()}

@@ -1,0 +1,337 @@
+"""Interventions as data: what to do to one site, and on which rows, positions, heads, units.
+
+An `Intervention` is a frozen record (site, operation, selectors, value). It
+says nothing about hooks; `core.hooks` turns a list of them into the few
+PyTorch hooks a run needs. Because each intervention carries its own row
+selector, one batch can hold many different experiments, one per row: that
+is what makes a whole patching sweep a single batched forward.
+
+Example::
+
+    import mechscope as ms
+    ivs = [ms.patch("blocks.3.resid_post", clean.cache, rows=[i], positions=[i]) for i in range(8)]
+    out = model.run(corrupted_tokens_x8, interventions=ivs)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Literal
+
+import torch
+from torch import Tensor
+
+from ..errors import InterventionError
+
+Op = Literal["save", "replace", "add", "scale", "zero", "mean", "resample", "fn"]
+OPS: tuple[str, ...] = ("save", "replace", "add", "scale", "zero", "mean", "resample", "fn")
+Index = int | Sequence[int] | slice | Tensor | None
+
+
+@dataclass(frozen=True, eq=False)
+class Intervention:
+    """One operation on one site, restricted by selectors.
+
+    Selectors (None = all): ``rows`` (batch axis), ``positions`` (token axis;
+    absolute positions, negative ones counted from the end of the prompt),
+    ``heads`` (head axis of attention sites), ``neurons`` (the unit axis:
+    d_model, d_mlp or d_head). ``value`` is a tensor either of the full site
+    shape (it is then indexed with the same selectors) or broadcastable to the
+    selected region; a float for ``scale``.
+    """
+
+    site: str
+    op: Op
+    value: Tensor | float | None = None
+    rows: Index = None
+    positions: Index = None
+    heads: Index = None
+    neurons: Index = None
+    fn: Callable[[Tensor], Tensor] | None = None
+    over: Literal["batch", "batch_pos"] = "batch"
+    seed: int = 0
+    meta: Mapping[str, object] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.op not in OPS:
+            raise InterventionError(f"unknown operation {self.op!r}; valid: {', '.join(OPS)}")
+        if self.op in ("replace", "add", "resample") and not isinstance(self.value, Tensor):
+            raise InterventionError(
+                f"{self.op} on {self.site!r} needs a tensor value, got {type(self.value).__name__}"
+            )
+        if self.op == "scale" and not isinstance(self.value, (int, float, Tensor)):
+            raise InterventionError(f"scale on {self.site!r} needs a number or tensor factor")
+        if self.op == "fn" and not callable(self.fn):
+            raise InterventionError(f"fn on {self.site!r} needs a callable `fn`")
+
+    @property
+    def selects_all(self) -> bool:
+        return all(s is None for s in (self.rows, self.positions, self.heads, self.neurons))
+
+    def __repr__(self) -> str:
+        parts = [self.site]
+        for name in ("rows", "positions", "heads", "neurons"):
+            sel = getattr(self, name)
+            if sel is not None:
+                parts.append(f"{name}={_short(sel)}")
+        if isinstance(self.value, Tensor):
+            parts.append(f"value={tuple(self.value.shape)}")
+        elif self.value is not None:
+            parts.append(f"value={self.value}")
+        if self.op == "mean":
+            parts.append(f"over={self.over}")
+        return f"{self.op}({', '.join(parts)})"
+
+
+def _short(sel: Index) -> str:
+    if isinstance(sel, Tensor):
+        sel = sel.tolist()
+    if isinstance(sel, Sequence) and len(sel) > 6:
+        return f"[{', '.join(map(str, sel[:3]))}, …, {sel[-1]}] ({len(sel)})"
+    return str(sel)
+
+
+def _value_of(value: Tensor | Mapping[str, Tensor], site: str) -> Tensor:
+    """Accept a tensor, or a cache (any mapping of site -> tensor) to take `site` from."""
+    if isinstance(value, Tensor):
+        return value
+    if isinstance(value, Mapping):
+        return value[site]
+    raise InterventionError(
+        f"value for {site!r} must be a tensor or an activation cache, got {type(value).__name__}"
+    )
+
+
+# Constructors: the public vocabulary. Each returns plain data.
+
+
+def save(site: str, **sel: Index) -> Intervention:
+    """Record the site's value (after the interventions listed before this one)."""
+    return Intervention(site, "save", **sel)
+
+
+def replace(site: str, value: Tensor | Mapping[str, Tensor], **sel: Index) -> Intervention:
+    """Set the selected region to `value` (a tensor, or a cache to read the same site from)."""
+    return Intervention(site, "replace", _value_of(value, site), **sel)
+
+
+def patch(site: str, source: Mapping[str, Tensor] | Tensor, **sel: Index) -> Intervention:
+    """Activation patching: `replace` with the same site from another run's cache."""
+    return replace(site, source, **sel)
+
+
+def add(site: str, value: Tensor, **sel: Index) -> Intervention:
+    """Add `value` (e.g. a steering vector of shape [d_model]) to the selected region."""
+    return Intervention(site, "add", value, **sel)
+
+
+def scale(site: str, factor: float | Tensor, **sel: Index) -> Intervention:
+    """Multiply the selected region by `factor`."""
+    return Intervention(site, "scale", factor, **sel)
+
+
+def zero_ablate(site: str, **sel: Index) -> Intervention:
+    """Set the selected region to zero."""
+    return Intervention(site, "zero", **sel)
+
+
+def mean_ablate(
+    site: str,
+    mean: Tensor | None = None,
+    *,
+    over: Literal["batch", "batch_pos"] = "batch",
+    **sel: Index,
+) -> Intervention:
+    """Replace the selected region by a mean.
+
+    With `mean` None the mean is taken over this run's batch (``over="batch"``:
+    per position, as in Wang et al.'s mean ablation over a template data set;
+    ``"batch_pos"``: over batch and positions).
+    """
+    return Intervention(site, "mean", mean, over=over, **sel)
+
+
+def resample_ablate(
+    site: str, source: Tensor | Mapping[str, Tensor], *, seed: int = 0, **sel: Index
+) -> Intervention:
+    """Replace each selected row by the site's value on a random row of `source` (seeded)."""
+    return Intervention(site, "resample", _value_of(source, site), seed=seed, **sel)
+
+
+def apply(site: str, fn: Callable[[Tensor], Tensor], **sel: Index) -> Intervention:
+    """Replace the selected region x by ``fn(x)`` (same shape)."""
+    return Intervention(site, "fn", fn=fn, **sel)
+
+
+# Execution: used by core.hooks on the tensor at a site.
+
+
+@dataclass(frozen=True)
+class Step:
+    """Where a forward stands: `offset` tokens were seen before it (generation)."""
+
+    offset: int = 0
+
+
+def _as_index(sel: Index, size: int, name: str, site: str) -> Tensor | None:
+    if sel is None:
+        return None
+    if isinstance(sel, slice):
+        return torch.arange(size)[sel]
+    idx = torch.as_tensor(sel, dtype=torch.long).reshape(-1)
+    bad = (idx >= size) | (idx < -size)
+    if bad.any():
+        raise InterventionError(
+            f"{name} {idx[bad].tolist()} out of range for {site!r}: that axis has {size} entries"
+        )
+    return idx % size
+
+
+def _positions(sel: Index, size: int, step: Step, site: str) -> Tensor | None:
+    """Map absolute positions onto this forward's local positions (empty if none fall here)."""
+    if sel is None:
+        return None
+    if step.offset == 0:
+        return _as_index(sel, size, "positions", site)
+    # a later generation step: only non-negative absolute positions can land here
+    if isinstance(sel, slice):
+        start = sel.start or 0
+        stop = sel.stop if sel.stop is not None else step.offset + size
+        absolute = torch.arange(max(start, 0), max(stop, 0), sel.step or 1)
+    else:
+        absolute = torch.as_tensor(sel, dtype=torch.long).reshape(-1)
+    local = absolute - step.offset
+    return local[(local >= 0) & (local < size)]
+
+
+# axis name -> which selector indexes it
+_SELECTOR_OF_AXIS = {
+    "batch": "rows",
+    "pos": "positions",
+    "q_pos": "positions",
+    "head": "heads",
+    "kv_head": "heads",
+}
+UNIT_AXES = ("d_model", "d_mlp", "d_head", "d_vocab", "channel")
+
+
+def region_index(
+    iv: Intervention, x: Tensor, axes: Sequence[str], step: Step
+) -> tuple[Tensor, ...] | None:
+    """Broadcasting index tensors for the selected region of `x`, or None for all of it."""
+    if iv.selects_all:
+        return None
+    parts: list[Tensor | None] = []
+    used: set[str] = set()
+    for dim, axis in enumerate(axes):
+        size = x.shape[dim]
+        name = _SELECTOR_OF_AXIS.get(axis)
+        if name is None and axis in UNIT_AXES:
+            name = "neurons"
+        if name is None:
+            parts.append(None)
+            continue
+        used.add(name)
+        sel = getattr(iv, name)
+        if name == "positions":
+            parts.append(_positions(sel, size, step, iv.site))
+        else:
+            parts.append(_as_index(sel, size, name, iv.site))
+    for name in ("rows", "positions", "heads", "neurons"):
+        if getattr(iv, name) is not None and name not in used:
+            raise InterventionError(
+                f"selector {name!r} does not apply to {iv.site!r}, whose axes are "
+                f"({', '.join(axes)})"
+            )
+    ndim = x.ndim
+    index = []
+    for dim, part in enumerate(parts):
+        t = torch.arange(x.shape[dim]) if part is None else part
+        shape = [1] * ndim
+        shape[dim] = -1
+        index.append(t.to(x.device).view(shape))
+    return tuple(index)
+
+
+def _source_region(
+    value: Tensor, x: Tensor, index: tuple[Tensor, ...] | None, iv: Intervention
+) -> Tensor:
+    """The part of a value tensor that lands on the region.
+
+    A value with the site's full shape (batch may be 1) is indexed like the
+    site; anything else must broadcast to the region's shape.
+    """
+    value = value.to(device=x.device, dtype=x.dtype)
+    full = value.ndim == x.ndim and value.shape[1:] == x.shape[1:]
+    if full and value.shape[0] in (1, x.shape[0]):
+        if index is None:
+            return value.expand_as(x)
+        idx = list(index)
+        if value.shape[0] == 1 and x.shape[0] != 1:
+            idx[0] = torch.zeros_like(idx[0])
+        return value[tuple(idx)]
+    region_shape = x.shape if index is None else torch.broadcast_shapes(*(i.shape for i in index))
+    try:
+        return value.expand(region_shape)
+    except RuntimeError:
+        raise InterventionError(
+            f"shape mismatch at {iv.site!r}: {iv.op} expected a value of the site's shape "
+            f"{tuple(x.shape)} or one broadcastable to the selected region "
+            f"{tuple(region_shape)}, got {tuple(value.shape)}"
+        ) from None
+
+
+def apply_intervention(iv: Intervention, x: Tensor, axes: Sequence[str], step: Step) -> Tensor:
+    """Return the site's new value after `iv` (a new tensor; `x` is not modified)."""
+    index = region_index(iv, x, axes, step)
+    if index is not None and any(i.numel() == 0 for i in index):
+        return x  # none of the selected positions are in this forward
+    current = x if index is None else x[index]
+    if iv.op == "replace":
+        assert isinstance(iv.value, Tensor)
+        new = _source_region(iv.value, x, index, iv)
+    elif iv.op == "add":
+        assert isinstance(iv.value, Tensor)
+        new = current + _source_region(iv.value, x, index, iv)
+    elif iv.op == "scale":
+        factor = iv.value
+        if isinstance(factor, Tensor):
+            factor = _source_region(factor, x, index, iv)
+        new = current * factor
+    elif iv.op == "zero":
+        new = torch.zeros_like(current)
+    elif iv.op == "mean":
+        if isinstance(iv.value, Tensor):
+            mean = iv.value
+        else:
+            dims = (0,) if iv.over == "batch" or x.ndim < 3 else (0, 1)
+            mean = x.mean(dim=dims, keepdim=True)
+        new = _source_region(mean, x, index, iv)
+    elif iv.op == "resample":
+        assert isinstance(iv.value, Tensor)
+        source = iv.value.to(device=x.device, dtype=x.dtype)
+        if source.shape[1:] != x.shape[1:]:
+            raise InterventionError(
+                f"shape mismatch at {iv.site!r}: resample needs source rows of shape "
+                f"{tuple(x.shape[1:])}, got {tuple(source.shape[1:])}"
+            )
+        gen = torch.Generator().manual_seed(iv.seed)
+        picks = torch.randint(source.shape[0], (x.shape[0],), generator=gen).to(x.device)
+        new = _source_region(source[picks], x, index, iv)
+    elif iv.op == "fn":
+        assert iv.fn is not None
+        new = iv.fn(current)
+        if not isinstance(new, Tensor) or new.shape != current.shape:
+            got = tuple(new.shape) if isinstance(new, Tensor) else type(new).__name__
+            raise InterventionError(
+                f"shape mismatch at {iv.site!r}: fn must return shape {tuple(current.shape)}, got {got}"
+            )
+    else:  # save is handled by the caller
+        return x
+    if index is None:
+        # never hand a caller's tensor (or a view of it) to the model: HF may write in place
+        return new.to(x.dtype).expand_as(x).clone() if new is not current else new
+    out = x.clone()
+    out[index] = new.to(x.dtype)
+    return out

@@ -1,0 +1,390 @@
+"""Model: an unmodified HF causal LM (or any torch module) with named sites.
+
+`Model.run` does one forward with hooks for exactly the sites it needs and
+returns the logits and a cache; `Model.trace` is the same as a context
+manager that collects saves and interventions line by line, each checked at
+once; `Model.generate` generates with interventions active. With no
+interventions the numbers are HF's numbers, bit for bit.
+
+Example::
+
+    model = mechscope.load("smollm2-135m")
+    out = model.run("The capital of France is", save=["blocks.*.resid_post"])
+    out.logits.shape                      # [1, 6, 49152]
+    out.cache["blocks.3.resid_post"].shape  # [1, 6, 576]
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple
+
+import torch
+from jaxtyping import Float, Int
+from torch import Tensor, nn
+
+from ..errors import InputError, MechscopeError
+from . import interventions as iv_lib
+from .adapters import Adapter, Dims, adapter_for, dims_of
+from .cache import ActivationCache
+from .hooks import HookSession
+from .interventions import Index, Intervention
+from .sites import Site, SiteTable
+
+Inputs = str | Sequence[str] | Tensor | dict[str, Tensor]
+
+
+class RunOutput(NamedTuple):
+    """What `Model.run` returns; unpacks as ``logits, cache = model.run(...)``."""
+
+    logits: Tensor  # [batch, pos, d_vocab] for LMs; the module's output otherwise
+    cache: ActivationCache
+
+
+class Model:
+    """A model with named sites. Build with `mechscope.load` (LMs) or ``Model(module)``."""
+
+    def __init__(
+        self,
+        hf: nn.Module,
+        tokenizer: Any | None = None,
+        *,
+        name: str | None = None,
+        source: str | None = None,
+        weights_sha256: str | None = None,
+    ) -> None:
+        self.hf = hf.eval()
+        self.tokenizer = tokenizer
+        self.name = name or type(hf).__name__
+        self.source = source
+        self.weights_sha256 = weights_sha256
+        self.adapter: Adapter | None = adapter_for(hf)
+        self.dims: Dims | None = dims_of(hf, self.adapter) if self.adapter else None
+        self.table = SiteTable(hf, self.adapter, self.dims)
+
+    # --- description -------------------------------------------------------------------
+
+    def sites(self, pattern: str | None = None) -> list[Site]:
+        """Canonical sites in forward order (all module paths for a plain torch model).
+
+        `pattern` filters with globs, e.g. ``"blocks.0.*"``.
+        """
+        names = [s.name for s in self.table.canonical()]
+        if not names:
+            names = [n for n, _ in self.hf.named_modules() if n]
+        if pattern is not None:
+            names = self.table.expand(pattern)
+        return [self.table[n] for n in names]
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.hf.parameters()).device
+
+    def __repr__(self) -> str:
+        if self.dims is None:
+            return f"Model({self.name}, {type(self.hf).__name__})"
+        d = self.dims
+        gqa = f", kv_heads={d.n_kv_heads}" if d.n_kv_heads != d.n_heads else ""
+        return (
+            f"Model({self.name}: {self.adapter.family if self.adapter else '?'}, layers={d.n_layers}, "
+            f"d_model={d.d_model}, heads={d.n_heads}{gqa}, d_head={d.d_head}, d_mlp={d.d_mlp}, "
+            f"vocab={d.d_vocab})"
+        )
+
+    # --- tokens ------------------------------------------------------------------------
+
+    def _need_tokenizer(self) -> Any:
+        if self.tokenizer is None:
+            raise InputError(f"{self.name} has no tokenizer: pass tensors, not text")
+        return self.tokenizer
+
+    @property
+    def bos_token_id(self) -> int | None:
+        tok = self._need_tokenizer()
+        return tok.bos_token_id if tok.bos_token_id is not None else tok.eos_token_id
+
+    def _ids(self, text: str, prepend_bos: bool) -> list[int]:
+        ids = self._need_tokenizer()(text, add_special_tokens=False)["input_ids"]
+        if prepend_bos and self.bos_token_id is not None:
+            ids = [self.bos_token_id, *ids]
+        return ids
+
+    def to_tokens(
+        self, text: str | Sequence[str], prepend_bos: bool = True
+    ) -> Int[Tensor, "batch pos"]:
+        """Token ids, shape [batch, pos]; a list of texts is right-padded with the pad id.
+
+        ``prepend_bos`` puts the BOS token first (SmolLM2's tokenizer adds none
+        by itself); the padded positions of a batch are masked in `run`.
+        """
+        texts = [text] if isinstance(text, str) else list(text)
+        if not texts or not all(isinstance(t, str) for t in texts):
+            raise InputError("to_tokens takes a string or a non-empty list of strings")
+        rows = [self._ids(t, prepend_bos) for t in texts]
+        width = max(len(r) for r in rows)
+        if width == 0:
+            raise InputError("the text is empty and no BOS token was prepended")
+        pad = self.pad_token_id
+        out = torch.full((len(rows), width), pad, dtype=torch.long)
+        for i, r in enumerate(rows):
+            out[i, : len(r)] = torch.tensor(r, dtype=torch.long)
+        return out.to(self.device)
+
+    @property
+    def pad_token_id(self) -> int:
+        tok = self._need_tokenizer()
+        for candidate in (tok.pad_token_id, tok.eos_token_id, tok.bos_token_id):
+            if candidate is not None:
+                return int(candidate)
+        return 0
+
+    def to_str_tokens(self, text: str | Tensor | Sequence[int], prepend_bos: bool = True) -> list[str]:
+        """The tokens of one text (or of one row of ids) as strings."""
+        if isinstance(text, str):
+            ids = self._ids(text, prepend_bos)
+        else:
+            ids = torch.as_tensor(text).reshape(-1).tolist()
+        tok = self._need_tokenizer()
+        return [tok.decode([i]) for i in ids]
+
+    def to_single_token(self, word: str) -> int:
+        """The id of `word` if it is exactly one token (mind the leading space: " Paris")."""
+        ids = self._ids(word, prepend_bos=False)
+        if len(ids) != 1:
+            pieces = [self._need_tokenizer().decode([i]) for i in ids]
+            raise InputError(f"{word!r} is {len(ids)} tokens, not one: {pieces}")
+        return ids[0]
+
+    def _prepare(self, inputs: Inputs, prepend_bos: bool) -> tuple[Any, dict[str, Tensor]]:
+        """Turn run inputs into the positional input and keyword arguments of the forward."""
+        if isinstance(inputs, dict):
+            kwargs = dict(inputs)
+            return kwargs.pop("input_ids"), kwargs
+        if isinstance(inputs, str) or (
+            isinstance(inputs, Sequence) and inputs and all(isinstance(t, str) for t in inputs)
+        ):
+            ids = self.to_tokens(inputs, prepend_bos=prepend_bos)
+            texts = [inputs] if isinstance(inputs, str) else list(inputs)
+            lengths = [len(self._ids(t, prepend_bos)) for t in texts]
+            if len(set(lengths)) > 1:
+                mask = torch.zeros_like(ids)
+                for i, n in enumerate(lengths):
+                    mask[i, :n] = 1
+                return ids, {"attention_mask": mask}
+            return ids, {}
+        if isinstance(inputs, Tensor):
+            if self.adapter is not None and inputs.dtype == torch.long and inputs.ndim == 1:
+                inputs = inputs[None]
+            return inputs.to(self.device), {}
+        raise InputError(
+            f"inputs must be a string, a list of strings, a tensor or a dict of tensors, "
+            f"got {type(inputs).__name__}"
+        )
+
+    # --- runs --------------------------------------------------------------------------
+
+    def _interventions(
+        self, save: str | Sequence[str], interventions: Sequence[Intervention]
+    ) -> list[Intervention]:
+        ivs = list(interventions)
+        for iv in ivs:
+            if not isinstance(iv, Intervention):
+                raise InputError(
+                    f"interventions must be mechscope Intervention objects (ms.add, ms.patch, …), "
+                    f"got {type(iv).__name__}"
+                )
+            self.table[iv.site]  # unknown site: error with the closest names
+        return ivs + [iv_lib.save(s) for s in self.table.expand(save or [])]
+
+    @contextlib.contextmanager
+    def hooks(
+        self,
+        interventions: Sequence[Intervention] = (),
+        save: str | Sequence[str] = (),
+        save_grad: str | Sequence[str] = (),
+        track_positions: bool = False,
+    ) -> Iterator[ActivationCache]:
+        """Hooks active for any forward inside the block (baukit style); yields the cache.
+
+        Example::
+
+            with model.hooks(save=["blocks.0.resid_post"]) as cache:
+                model.hf(ids)
+        """
+        cache = ActivationCache(model_name=self.name)
+        ivs = self._interventions(save, interventions)
+        grads = self.table.expand(save_grad or [])
+        with HookSession(self.hf, self.table, ivs, cache, grads, track_positions):
+            yield cache
+
+    def run(
+        self,
+        inputs: Inputs,
+        save: str | Sequence[str] = (),
+        interventions: Sequence[Intervention] = (),
+        *,
+        save_grad: str | Sequence[str] = (),
+        backward: Callable[[Tensor], Tensor] | None = None,
+        prepend_bos: bool = True,
+    ) -> RunOutput:
+        """One forward with `interventions` applied and `save` sites cached.
+
+        `save` takes site names and globs (``"blocks.*.resid_post"``). With
+        `save_grad`, gradients of those sites are kept in ``cache.grads``:
+        they arrive when a backward runs, either ``backward(logits)`` (a
+        function returning a scalar metric, run here) or your own later
+        ``.backward()`` on the returned logits.
+
+        Example::
+
+            logits, cache = model.run("When Mary and John went", save=["blocks.5.attn.pattern"])
+        """
+        x, kwargs = self._prepare(inputs, prepend_bos)
+        grad = bool(save_grad) or backward is not None
+        with self.hooks(interventions, save, save_grad) as cache, torch.set_grad_enabled(grad):
+            out = self.hf(x, **kwargs)
+            logits = out.logits if hasattr(out, "logits") else out
+            if backward is not None:
+                metric = backward(logits)
+                if not isinstance(metric, Tensor) or metric.numel() != 1:
+                    raise InputError("backward must return a scalar tensor (the metric)")
+                metric.backward()
+        return RunOutput(logits.detach() if backward is not None else logits, cache)
+
+    def trace(
+        self, inputs: Inputs, *, prepend_bos: bool = True, save_grad: str | Sequence[str] = ()
+    ) -> Trace:
+        """A context that collects saves and interventions, then runs on exit.
+
+        Each call inside the block is checked at once (a wrong site name fails
+        on its own line). After the block, ``t.logits`` and ``t.cache`` hold the
+        result.
+
+        Example::
+
+            with model.trace("The Eiffel Tower is in") as t:
+                t.save("blocks.10.resid_post")
+                t.zero_ablate("blocks.10.mlp.post", neurons=[42])
+            t.logits[0, -1].argmax()
+        """
+        return Trace(self, inputs, prepend_bos=prepend_bos, save_grad=save_grad)
+
+    def generate(
+        self,
+        prompt: str | Sequence[str],
+        max_new_tokens: int = 20,
+        interventions: Sequence[Intervention] = (),
+        *,
+        do_sample: bool = False,
+        temperature: float = 1.0,
+        seed: int = 0,
+        prepend_bos: bool = True,
+    ) -> str | list[str]:
+        """Generate a continuation with interventions active at every step.
+
+        Positions are absolute (0 is the first prompt token); a selector of
+        None reaches the generated tokens too.
+        """
+        single = isinstance(prompt, str)
+        prompts = [prompt] if single else list(prompt)
+        tok = self._need_tokenizer()
+        rows = [self._ids(p, prepend_bos) for p in prompts]
+        width = max(len(r) for r in rows)
+        ids = torch.full((len(rows), width), self.pad_token_id, dtype=torch.long)
+        mask = torch.zeros_like(ids)
+        for i, r in enumerate(rows):  # left padding, as generation needs
+            ids[i, width - len(r) :] = torch.tensor(r)
+            mask[i, width - len(r) :] = 1
+        torch.manual_seed(seed)
+        gen_kwargs: dict[str, Any] = {
+            "max_new_tokens": max_new_tokens,
+            "do_sample": do_sample,
+            "pad_token_id": self.pad_token_id,
+        }
+        if do_sample:
+            gen_kwargs["temperature"] = temperature
+        else:
+            gen_kwargs.update(temperature=None, top_p=None, top_k=None)
+        with self.hooks(interventions, track_positions=True), torch.no_grad():
+            out = self.hf.generate(
+                input_ids=ids.to(self.device), attention_mask=mask.to(self.device), **gen_kwargs
+            )
+        texts = tok.batch_decode(out[:, width:], skip_special_tokens=True)
+        return texts[0] if single else texts
+
+
+@dataclass
+class Trace:
+    """Collects interventions for one forward; see `Model.trace`."""
+
+    model: Model
+    inputs: Inputs
+    prepend_bos: bool = True
+    save_grad: str | Sequence[str] = ()
+    interventions: list[Intervention] = field(default_factory=list)
+    output: RunOutput | None = None
+
+    def __enter__(self) -> Trace:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, *rest: object) -> None:
+        if exc_type is None:
+            self.output = self.model.run(
+                self.inputs,
+                interventions=self.interventions,
+                save_grad=self.save_grad,
+                prepend_bos=self.prepend_bos,
+            )
+
+    def _add(self, iv: Intervention) -> Intervention:
+        self.model.table[iv.site]
+        self.interventions.append(iv)
+        return iv
+
+    def save(self, site: str, **sel: Index) -> None:
+        """Cache `site` (globs allowed) at this point of the list of interventions."""
+        for name in self.model.table.expand(site):
+            self._add(iv_lib.save(name, **sel))
+
+    def replace(self, site: str, value: Tensor | ActivationCache, **sel: Index) -> None:
+        self._add(iv_lib.replace(site, value, **sel))
+
+    def patch(self, site: str, source: ActivationCache | Tensor, **sel: Index) -> None:
+        self._add(iv_lib.patch(site, source, **sel))
+
+    def add(self, site: str, value: Tensor, **sel: Index) -> None:
+        self._add(iv_lib.add(site, value, **sel))
+
+    def scale(self, site: str, factor: float | Tensor, **sel: Index) -> None:
+        self._add(iv_lib.scale(site, factor, **sel))
+
+    def zero_ablate(self, site: str, **sel: Index) -> None:
+        self._add(iv_lib.zero_ablate(site, **sel))
+
+    def mean_ablate(self, site: str, mean: Tensor | None = None, **sel: Any) -> None:
+        self._add(iv_lib.mean_ablate(site, mean, **sel))
+
+    def resample_ablate(self, site: str, source: Tensor | ActivationCache, **sel: Any) -> None:
+        self._add(iv_lib.resample_ablate(site, source, **sel))
+
+    def apply(self, site: str, fn: Callable[[Tensor], Tensor], **sel: Index) -> None:
+        self._add(iv_lib.apply(site, fn, **sel))
+
+    def intervene(self, iv: Intervention) -> None:
+        """Add an intervention built elsewhere."""
+        self._add(iv)
+
+    def _result(self) -> RunOutput:
+        if self.output is None:
+            raise MechscopeError("the trace has not run yet: read results after the with-block")
+        return self.output
+
+    @property
+    def logits(self) -> Float[Tensor, "batch pos d_vocab"]:
+        return self._result().logits
+
+    @property
+    def cache(self) -> ActivationCache:
+        return self._result().cache

@@ -1,0 +1,45 @@
+"""Errors raised by mechscope.
+
+Every error a user can cause is a `MechscopeError` subclass whose message says
+what was wrong and what is valid; the CLI prints it in one line without a
+traceback.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable
+
+
+class MechscopeError(Exception):
+    """Base class of all errors a user can cause."""
+
+
+class ModelLoadError(MechscopeError):
+    """A model spec could not be resolved or loaded."""
+
+
+class SiteError(MechscopeError, KeyError):
+    """A site name does not exist on this model."""
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return str(self.args[0]) if self.args else ""
+
+
+class InterventionError(MechscopeError):
+    """An intervention does not fit the site it targets (shape, selector, value)."""
+
+
+class InputError(MechscopeError):
+    """Inputs to a run are malformed (wrong type, empty, inconsistent)."""
+
+
+def closest(name: str, valid: Iterable[str], n: int = 5) -> list[str]:
+    """The valid names closest to `name`, best first."""
+    valid = list(valid)
+    found = difflib.get_close_matches(name, valid, n=n, cutoff=0.5)
+    if not found:
+        # fall back on shared prefixes, e.g. "blocks.3.attn.hook_z" -> "blocks.3.attn.*"
+        head = name.rsplit(".", 1)[0]
+        found = [v for v in valid if v.startswith(head)][:n]
+    return found
