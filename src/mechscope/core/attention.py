@@ -49,7 +49,9 @@ def mechscope_attention(
     """Eager attention with hook points; returns (z [batch, q_pos, head, d_head], pattern)."""
     hooks: dict[str, Callable[[Tensor], Tensor]] = getattr(module, HOOK_ATTR, None) or {}
     if kwargs.get("s_aux") is not None:
-        raise NotImplementedError("attention sinks (s_aux) are not supported by mechscope's attention")
+        raise NotImplementedError(
+            "attention sinks (s_aux) are not supported by mechscope's attention"
+        )
     # site layout puts positions before heads: [batch, pos, head, d_head]
     if "q" in hooks:
         query = hooks["q"](query.transpose(1, 2)).transpose(1, 2)

@@ -99,13 +99,19 @@ class ActivationCache(Mapping[str, Tensor]):
         with safe_open(str(path), "pt") as f:
             meta = f.metadata() or {}
         flat = load_file(str(path))
-        order = json.loads(meta.get("sites", "[]")) or [k for k in flat if not k.startswith(GRAD_PREFIX)]
+        order = json.loads(meta.get("sites", "[]")) or [
+            k for k in flat if not k.startswith(GRAD_PREFIX)
+        ]
         tensors = {k: flat[k] for k in order}
         grads = {k[len(GRAD_PREFIX) :]: v for k, v in flat.items() if k.startswith(GRAD_PREFIX)}
         return cls(tensors, grads, meta.get("model") or None)
 
     def __repr__(self) -> str:
-        lines = [f"ActivationCache({len(self)} sites" + (f", model={self.model_name}" if self.model_name else "") + ")"]
+        lines = [
+            f"ActivationCache({len(self)} sites"
+            + (f", model={self.model_name}" if self.model_name else "")
+            + ")"
+        ]
         for k, v in list(self._tensors.items())[:20]:
             grad = "  +grad" if k in self.grads else ""
             lines.append(f"  {k:<28} {tuple(v.shape)} {str(v.dtype).removeprefix('torch.')}{grad}")

@@ -24,6 +24,17 @@ from .interventions import Intervention, Step, apply_intervention
 from .sites import Site, SiteTable
 
 
+def generic_axes(ndim: int) -> tuple[str, ...]:
+    """Axis names for a module path's output: batch first, channels next (NCHW) or last."""
+    if ndim == 1:
+        return ("batch",)
+    if ndim == 2:
+        return ("batch", "channel")
+    if ndim == 3:
+        return ("batch", "pos", "channel")
+    return ("batch", "channel", *(f"spatial{i}" for i in range(ndim - 2)))
+
+
 class HookSession:
     """Context manager: hooks for `interventions` (saves included) on `model`.
 
@@ -61,11 +72,12 @@ class HookSession:
     # --- what each site does to its tensor -------------------------------------------
 
     def _process(self, site: Site, x: Tensor) -> Tensor:
+        axes = site.axes if len(site.axes) == x.ndim else generic_axes(x.ndim)
         for iv in self.ops.get(site.name, ()):
             if iv.op == "save":
                 self._save(site, x)
             else:
-                x = apply_intervention(iv, x, site.axes, self.step)
+                x = apply_intervention(iv, x, axes, self.step)
         if site.name in self.grad_sites:
             x = self._watch_grad(site.name, x)
         return x

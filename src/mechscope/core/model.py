@@ -140,7 +140,9 @@ class Model:
                 return int(candidate)
         return 0
 
-    def to_str_tokens(self, text: str | Tensor | Sequence[int], prepend_bos: bool = True) -> list[str]:
+    def to_str_tokens(
+        self, text: str | Tensor | Sequence[int], prepend_bos: bool = True
+    ) -> list[str]:
         """The tokens of one text (or of one row of ids) as strings."""
         if isinstance(text, str):
             ids = self._ids(text, prepend_bos)

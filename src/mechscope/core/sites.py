@@ -58,7 +58,9 @@ class Site:
     @property
     def shape(self) -> str:
         """E.g. ``batch pos head=9 d_head=64``."""
-        return " ".join(a if s is None else f"{a}={s}" for a, s in zip(self.axes, self.sizes))
+        return " ".join(
+            a if s is None else f"{a}={s}" for a, s in zip(self.axes, self.sizes, strict=True)
+        )
 
 
 _DOCS = {
@@ -113,6 +115,9 @@ class SiteTable:
         msg = f"unknown site {name!r}"
         if near:
             msg += f"; closest: {', '.join(near)}"
+        elif candidates:
+            more = ", …" if len(candidates) > 10 else ""
+            msg += f"; valid sites include: {', '.join(candidates[:10])}{more}"
         if self.dims is not None:
             msg += (
                 f". Block sites are blocks.{{0..{self.dims.n_layers - 1}}}."
@@ -149,12 +154,16 @@ class SiteTable:
 
 
 def _canonical_sites(a: Adapter, d: Dims) -> list[Site]:
-    sites = [
-        Site("embed", "output", a.embed, ("batch", "pos", "d_model"), (None, None, d.d_model))
-    ]
+    sites = [Site("embed", "output", a.embed, ("batch", "pos", "d_model"), (None, None, d.d_model))]
     if a.pos_embed is not None:
         sites.append(
-            Site("pos_embed", "output", a.pos_embed, ("batch", "pos", "d_model"), (None, None, d.d_model))
+            Site(
+                "pos_embed",
+                "output",
+                a.pos_embed,
+                ("batch", "pos", "d_model"),
+                (None, None, d.d_model),
+            )
         )
     resid = (("batch", "pos", "d_model"), (None, None, d.d_model))
     for layer in range(d.n_layers):
@@ -173,7 +182,12 @@ def _canonical_sites(a: Adapter, d: Dims) -> list[Site]:
             ("attn.z", "attn", attn, heads),
             ("attn.out", "output", f"{block}.{a.attn_out}", resid),
             ("resid_mid", "resid_mid", f"{block}.{a.attn_out}", resid),
-            ("mlp.post", "input", f"{block}.{a.mlp_down}", (("batch", "pos", "d_mlp"), (None, None, d.d_mlp))),
+            (
+                "mlp.post",
+                "input",
+                f"{block}.{a.mlp_down}",
+                (("batch", "pos", "d_mlp"), (None, None, d.d_mlp)),
+            ),
             ("mlp.out", "output", f"{block}.{a.mlp_out}", resid),
             ("resid_post", "output", block, resid),
         ]
@@ -181,11 +195,20 @@ def _canonical_sites(a: Adapter, d: Dims) -> list[Site]:
             sites.append(Site(p + short, kind, module, axes, sizes, layer, _DOCS[short]))
     sites.append(Site("final_norm", "output", a.final_norm, *resid, doc=_DOCS["final_norm"]))
     sites.append(
-        Site("logits", "output", a.unembed, ("batch", "pos", "d_vocab"), (None, None, d.d_vocab), doc=_DOCS["logits"])
+        Site(
+            "logits",
+            "output",
+            a.unembed,
+            ("batch", "pos", "d_vocab"),
+            (None, None, d.d_vocab),
+            doc=_DOCS["logits"],
+        )
     )
     for i, s in enumerate(sites):
         if not s.doc:
-            sites[i] = Site(s.name, s.kind, s.module, s.axes, s.sizes, s.layer, _DOCS.get(s.name, ""))
+            sites[i] = Site(
+                s.name, s.kind, s.module, s.axes, s.sizes, s.layer, _DOCS.get(s.name, "")
+            )
     return sites
 
 

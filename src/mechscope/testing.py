@@ -1,0 +1,88 @@
+"""Tiny random models and a byte-level tokenizer, for tests (ours and yours).
+
+`tiny_model(arch)` builds a 2-layer model of one supported family from a
+config (d_model 32), with a byte-level tokenizer, in well under a second, with
+no files and no network.
+
+Example::
+
+    from mechscope.testing import tiny_model
+    model = tiny_model("llama")   # grouped-query attention: 4 heads, 2 key/value heads
+"""
+
+from __future__ import annotations
+
+import torch
+import transformers as tf
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+from transformers import PreTrainedTokenizerFast
+
+from .core.model import Model
+from .errors import InputError
+
+ARCHS = ("llama", "gpt2", "gpt_neox", "gemma3")
+_SPECIALS = ["<|bos|>", "<|eos|>", "<|pad|>"]
+
+
+def tiny_tokenizer() -> PreTrainedTokenizerFast:
+    """A byte-level BPE tokenizer with no merges: 256 byte tokens + BOS, EOS, PAD (259 ids)."""
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=256 + len(_SPECIALS),
+        special_tokens=_SPECIALS,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tok.train_from_iterator([], trainer=trainer)
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tok, bos_token="<|bos|>", eos_token="<|eos|>", pad_token="<|pad|>"
+    )
+
+
+def tiny_config(arch: str, vocab_size: int = 259) -> tf.PretrainedConfig:
+    """The config of a 2-layer, d_model-32 model of family `arch`."""
+    common = {"vocab_size": vocab_size, "bos_token_id": 0, "eos_token_id": 1, "pad_token_id": 2}
+    if arch == "llama":
+        return tf.LlamaConfig(
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            max_position_embeddings=256,
+            **common,
+        )
+    if arch == "gpt2":
+        return tf.GPT2Config(n_embd=32, n_layer=2, n_head=4, n_positions=256, **common)
+    if arch == "gpt_neox":
+        return tf.GPTNeoXConfig(
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            max_position_embeddings=256,
+            **common,
+        )
+    if arch == "gemma3":
+        return tf.Gemma3TextConfig(
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            num_key_value_heads=1,
+            head_dim=8,
+            max_position_embeddings=256,
+            sliding_window=4,
+            **common,
+        )
+    raise InputError(f"unknown tiny architecture {arch!r}; valid: {', '.join(ARCHS)}")
+
+
+def tiny_model(arch: str = "llama", seed: int = 0) -> Model:
+    """A randomly initialised 2-layer model of family `arch` with `tiny_tokenizer`, fp32, eval mode."""
+    config = tiny_config(arch)
+    torch.manual_seed(seed)
+    hf = tf.AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    return Model(hf.eval(), tiny_tokenizer(), name=f"tiny-{arch}")

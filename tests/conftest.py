@@ -1,0 +1,35 @@
+"""Shared fixtures: tiny random models of every family, and the real default model once."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from mechscope.testing import tiny_model
+
+ARCHS = ["llama", "gpt2", "gpt_neox", "gemma3"]
+
+
+@pytest.fixture(params=ARCHS)
+def tiny(request: pytest.FixtureRequest):
+    """Each tiny family in turn (2 layers, d_model 32; llama and gemma3 use GQA)."""
+    return tiny_model(request.param)
+
+
+@pytest.fixture
+def llama():
+    return tiny_model("llama")
+
+
+@pytest.fixture
+def ids() -> torch.Tensor:
+    g = torch.Generator().manual_seed(1)
+    return torch.randint(3, 259, (3, 11), generator=g)
+
+
+@pytest.fixture(scope="session")
+def smollm2():
+    """The real default model, loaded once per session (integration tests only)."""
+    import mechscope
+
+    return mechscope.load("smollm2-135m")
