@@ -181,4 +181,14 @@ def test_cache_round_trips_through_safetensors(llama, ids, tmp_path):
 def test_text_inputs_with_padding_match_single_runs(llama):
     batch = llama.run(["hello world", "hi"])
     single = llama.run("hi")
-    torch.testing.assert_close(batch.logits[1, :3], single.logits[0], atol=1e-5, rtol=0)
+    n = single.logits.shape[1]
+    torch.testing.assert_close(batch.logits[1, :n], single.logits[0], atol=1e-5, rtol=0)
+
+
+def test_prepend_bos_choices(llama):
+    assert llama.to_tokens("hi", prepend_bos=True)[0, 0] == llama.tokenizer.bos_token_id
+    assert llama.to_tokens("hi", prepend_bos=False).shape == (1, 2)
+    assert llama.to_str_tokens("hi", prepend_bos=True) == ["<|bos|>", "h", "i"]
+    assert llama.to_single_token("h") == llama.to_tokens("h")[0, 0]
+    with pytest.raises(ms.InputError, match="2 tokens"):
+        llama.to_single_token("hi")

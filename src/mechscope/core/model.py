@@ -105,19 +105,25 @@ class Model:
         tok = self._need_tokenizer()
         return tok.bos_token_id if tok.bos_token_id is not None else tok.eos_token_id
 
-    def _ids(self, text: str, prepend_bos: bool) -> list[int]:
-        ids = self._need_tokenizer()(text, add_special_tokens=False)["input_ids"]
+    def _ids(self, text: str, prepend_bos: bool | None) -> list[int]:
+        """Token ids of one text; None follows the tokenizer's own special-token rule."""
+        tok = self._need_tokenizer()
+        if prepend_bos is None:
+            return list(tok(text)["input_ids"])
+        ids = list(tok(text, add_special_tokens=False)["input_ids"])
         if prepend_bos and self.bos_token_id is not None:
             ids = [self.bos_token_id, *ids]
         return ids
 
     def to_tokens(
-        self, text: str | Sequence[str], prepend_bos: bool = True
+        self, text: str | Sequence[str], prepend_bos: bool | None = None
     ) -> Int[Tensor, "batch pos"]:
         """Token ids, shape [batch, pos]; a list of texts is right-padded with the pad id.
 
-        ``prepend_bos`` puts the BOS token first (SmolLM2's tokenizer adds none
-        by itself); the padded positions of a batch are masked in `run`.
+        ``prepend_bos``: None (default) does what the tokenizer does by itself,
+        so the numbers match plain HF use (SmolLM2's adds no BOS; Llama 2's
+        does); True puts the BOS token first, False never does. The padded
+        positions of a batch are masked in `run`.
         """
         texts = [text] if isinstance(text, str) else list(text)
         if not texts or not all(isinstance(t, str) for t in texts):
@@ -141,7 +147,7 @@ class Model:
         return 0
 
     def to_str_tokens(
-        self, text: str | Tensor | Sequence[int], prepend_bos: bool = True
+        self, text: str | Tensor | Sequence[int], prepend_bos: bool | None = None
     ) -> list[str]:
         """The tokens of one text (or of one row of ids) as strings."""
         if isinstance(text, str):
@@ -159,7 +165,7 @@ class Model:
             raise InputError(f"{word!r} is {len(ids)} tokens, not one: {pieces}")
         return ids[0]
 
-    def _prepare(self, inputs: Inputs, prepend_bos: bool) -> tuple[Any, dict[str, Tensor]]:
+    def _prepare(self, inputs: Inputs, prepend_bos: bool | None) -> tuple[Any, dict[str, Tensor]]:
         """Turn run inputs into the positional input and keyword arguments of the forward."""
         if isinstance(inputs, dict):
             kwargs = dict(inputs)
@@ -229,7 +235,7 @@ class Model:
         *,
         save_grad: str | Sequence[str] = (),
         backward: Callable[[Tensor], Tensor] | None = None,
-        prepend_bos: bool = True,
+        prepend_bos: bool | None = None,
     ) -> RunOutput:
         """One forward with `interventions` applied and `save` sites cached.
 
@@ -256,7 +262,11 @@ class Model:
         return RunOutput(logits.detach() if backward is not None else logits, cache)
 
     def trace(
-        self, inputs: Inputs, *, prepend_bos: bool = True, save_grad: str | Sequence[str] = ()
+        self,
+        inputs: Inputs,
+        *,
+        prepend_bos: bool | None = None,
+        save_grad: str | Sequence[str] = (),
     ) -> Trace:
         """A context that collects saves and interventions, then runs on exit.
 
@@ -282,7 +292,7 @@ class Model:
         do_sample: bool = False,
         temperature: float = 1.0,
         seed: int = 0,
-        prepend_bos: bool = True,
+        prepend_bos: bool | None = None,
     ) -> str | list[str]:
         """Generate a continuation with interventions active at every step.
 
@@ -323,7 +333,7 @@ class Trace:
 
     model: Model
     inputs: Inputs
-    prepend_bos: bool = True
+    prepend_bos: bool | None = None
     save_grad: str | Sequence[str] = ()
     interventions: list[Intervention] = field(default_factory=list)
     output: RunOutput | None = None

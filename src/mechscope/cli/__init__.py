@@ -1,0 +1,161 @@
+"""The ``mechscope`` command line: thin typer commands over the library.
+
+User mistakes (a wrong site, a missing model package) print one red line and
+exit with status 2; no traceback.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from ..errors import MechscopeError
+
+app = typer.Typer(
+    name="mechscope",
+    help="A workbench for mechanistic interpretability.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+console = Console()
+
+MODEL_ARG = typer.Argument(
+    ..., help="Built-in name (smollm2-135m), HF folder, .gguf file, or hub id."
+)
+
+
+@app.command()
+def models() -> None:
+    """List the built-in models and the models converted into the cache."""
+    from ..core.loading import BUILTIN_MODELS, default_cache_dir, list_cached
+
+    table = Table(title="built-in models")
+    table.add_column("name")
+    table.add_column("what")
+    table.add_column("package")
+    table.add_column("installed")
+    for name, b in BUILTIN_MODELS.items():
+        table.add_row(name, b.description, b.package, "yes" if b.installed() else "no")
+    console.print(table)
+    cached = list_cached()
+    if cached:
+        t2 = Table(title=f"converted and cached under {default_cache_dir()}")
+        t2.add_column("folder")
+        t2.add_column("source")
+        for entry in cached:
+            t2.add_row(str(entry.get("path", "")), str(entry.get("source", "")))
+        console.print(t2)
+
+
+@app.command()
+def sites(
+    model: str = MODEL_ARG,
+    pattern: str = typer.Option(None, "--pattern", "-p", help="Glob, e.g. 'blocks.3.*'."),
+    all_blocks: bool = typer.Option(False, "--all", help="List every block, not only block 0."),
+) -> None:
+    """List a model's sites with their shapes."""
+    from .. import load
+
+    m = load(model)
+    console.print(repr(m))
+    listed = m.sites(pattern)
+    n_layers = m.dims.n_layers if m.dims else 0
+    if pattern is None and not all_blocks and n_layers > 1:
+        listed = [s for s in listed if s.layer in (None, 0)]
+    table = Table()
+    table.add_column("site")
+    table.add_column("shape")
+    table.add_column("what")
+    for s in listed:
+        table.add_row(s.name, s.shape, s.doc)
+    console.print(table)
+    if pattern is None and not all_blocks and n_layers > 1:
+        console.print(f"… and the same for blocks.1 … blocks.{n_layers - 1} (--all lists them)")
+
+
+@app.command()
+def run(
+    model: str = MODEL_ARG,
+    prompt: str = typer.Argument(..., help="The text to run."),
+    top: int = typer.Option(10, "--top", help="How many next tokens to show."),
+    save: list[str] = typer.Option([], "--save", help="Site or glob to cache (repeatable)."),
+    out: Path = typer.Option(None, "--out", help="Write the cache to FILE.safetensors."),
+    bos: bool = typer.Option(
+        None,
+        "--bos/--no-bos",
+        help="Force a BOS token first, or none (default: the tokenizer's rule).",
+    ),
+) -> None:
+    """Run a prompt: top next tokens, and the cached sites' shapes (optionally saved)."""
+    from .. import load
+
+    if out is not None and out.suffix != ".safetensors":
+        raise MechscopeError(f"--out must end in .safetensors, got {out}")
+    if top < 1:
+        raise MechscopeError(f"--top must be at least 1, got {top}")
+    m = load(model)
+    result = m.run(prompt, save=save, prepend_bos=bos)
+    print_top_tokens(m, prompt, result.logits[0, -1], top)
+    if save:
+        print_cache(result.cache)
+    if out is not None:
+        path = result.cache.save(out)
+        console.print(f"saved {len(result.cache)} sites to {path}")
+
+
+def print_top_tokens(model, prompt: str, logits, k: int) -> None:
+    """A table of the k most likely next tokens after `prompt`."""
+    probs = logits.float().softmax(-1)
+    top = probs.topk(min(k, probs.numel()))
+    table = Table(title=f"next token after {prompt!r}")
+    table.add_column("#", justify="right")
+    table.add_column("token")
+    table.add_column("prob", justify="right")
+    table.add_column("logit", justify="right")
+    for rank, (p, i) in enumerate(zip(top.values.tolist(), top.indices.tolist(), strict=True)):
+        token = model.tokenizer.decode([i]) if model.tokenizer is not None else str(i)
+        table.add_row(str(rank + 1), repr(token), f"{p:.3f}", f"{logits[i].item():.2f}")
+    console.print(table)
+
+
+def print_cache(cache) -> None:
+    table = Table(title="cached sites")
+    table.add_column("site")
+    table.add_column("shape")
+    for name, value in cache.items():
+        table.add_row(name, str(tuple(value.shape)))
+    console.print(table)
+
+
+@app.command()
+def tour(
+    model: str = typer.Option("smollm2-135m", "--model", help="Which model to tour."),
+) -> None:
+    """The main job: a guided run of mechscope's techniques on the default model."""
+    from ..tour import run_tour
+
+    run_tour(model, console)
+
+
+def main() -> None:
+    """Entry point: run the app, turning user errors into one line."""
+    try:
+        app(standalone_mode=False)
+    except MechscopeError as err:
+        console.print(f"[red]error:[/red] {err}", highlight=False)
+        sys.exit(2)
+    except (typer.Abort, KeyboardInterrupt):
+        console.print("aborted")
+        sys.exit(130)
+    except Exception as err:  # click usage errors arrive here in non-standalone mode
+        import click
+
+        if isinstance(err, click.exceptions.ClickException):
+            err.show()
+            sys.exit(err.exit_code)
+        raise

@@ -1,0 +1,124 @@
+"""`mechscope tour`: the main job, a guided run of each technique on the default model.
+
+Each section is a function taking the model and a console; later techniques
+add their sections to `SECTIONS`. Results are written under ``runs/tour``.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+from rich.console import Console
+from rich.table import Table
+
+from . import Model, load
+from .core import interventions as iv
+
+PROMPTS = [
+    "The capital of France is",
+    "The Eiffel Tower is located in the city of",
+    "Albert Einstein was a famous",
+]
+IOI_CLEAN = "When Mary and John went to the store, John gave a drink to"
+IOI_CORRUPT = "When Mary and John went to the store, Mary gave a drink to"
+OUT_DIR = Path("runs/tour")
+
+
+def next_tokens(model: Model, console: Console) -> None:
+    """Top next tokens for a few prompts, in one batched run."""
+    from .cli import print_top_tokens
+
+    for prompt in PROMPTS:
+        logits = model.run(prompt).logits
+        print_top_tokens(model, prompt, logits[0, -1], 5)
+
+
+def cache_shapes(model: Model, console: Console) -> None:
+    """Save one of each kind of site and show the shapes; write the cache to disk."""
+    sites = [s.name for s in model.sites("blocks.0.*")] + ["embed", "final_norm", "logits"]
+    out = model.run(PROMPTS[0], save=sites)
+    table = Table(title=f"cached sites for {PROMPTS[0]!r}")
+    table.add_column("site")
+    table.add_column("shape")
+    table.add_column("axes")
+    for s in model.table.order(list(out.cache)):
+        table.add_row(s, str(tuple(out.cache[s].shape)), model.table[s].shape)
+    console.print(table)
+    path = out.cache.save(OUT_DIR / "cache.safetensors")
+    console.print(f"cache written to {path} (reopen with mechscope.ActivationCache.load)")
+
+
+def ioi_patching(model: Model, console: Console) -> None:
+    """IOI logit difference, then one batched forward patching resid_pre at S2 per layer."""
+    io, s = model.to_single_token(" Mary"), model.to_single_token(" John")
+    clean_ids = model.to_tokens(IOI_CLEAN)
+    corrupt_ids = model.to_tokens(IOI_CORRUPT)
+
+    def logit_diff(logits: torch.Tensor) -> torch.Tensor:
+        return logits[:, -1, io] - logits[:, -1, s]
+
+    n = model.dims.n_layers if model.dims else 0
+    sites = [f"blocks.{layer}.resid_pre" for layer in range(n)]
+    clean = model.run(clean_ids, save=sites)
+    corrupt = model.run(corrupt_ids)
+    console.print(
+        f"IOI {IOI_CLEAN!r}: logit(' Mary') − logit(' John') = "
+        f"[bold]{logit_diff(clean.logits).item():+.2f}[/bold]; with S2 swapped to Mary: "
+        f"{logit_diff(corrupt.logits).item():+.2f}"
+    )
+    s2 = [i for i, t in enumerate(model.to_str_tokens(IOI_CLEAN)) if t == " John"][-1]
+    # one row per layer: row L patches the clean resid_pre at S2 into the corrupted run
+    rows = corrupt_ids.repeat(n, 1)
+    ivs = [iv.patch(sites[layer], clean.cache, rows=[layer], positions=[s2]) for layer in range(n)]
+    start = time.perf_counter()
+    patched = model.run(rows, interventions=ivs)
+    took = time.perf_counter() - start
+    diffs = logit_diff(patched.logits)
+    table = Table(title=f"patching clean resid_pre at S2 (position {s2}) into the corrupted run")
+    table.add_column("layer", justify="right")
+    table.add_column("logit diff", justify="right")
+    table.add_column("")
+    lo, hi = logit_diff(corrupt.logits).item(), logit_diff(clean.logits).item()
+    for layer, d in enumerate(diffs.tolist()):
+        frac = (d - lo) / (hi - lo) if hi != lo else 0.0
+        table.add_row(str(layer), f"{d:+.2f}", "█" * max(0, round(20 * frac)))
+    console.print(table)
+    console.print(f"{n} experiments in one batched forward: {took:.2f} s")
+
+
+def generation(model: Model, console: Console) -> None:
+    """Generation with an intervention active: a crude steering example."""
+    prompt = "My favourite food is"
+    plain = model.generate(prompt, max_new_tokens=12)
+    love = model.run("Love", save=["blocks.6.resid_pre"]).cache["blocks.6.resid_pre"][0, -1]
+    hate = model.run("Hate", save=["blocks.6.resid_pre"]).cache["blocks.6.resid_pre"][0, -1]
+    steer = iv.add("blocks.6.resid_pre", 8 * (hate - love), positions=slice(0, 2))
+    steered = model.generate(prompt, max_new_tokens=12, interventions=[steer])
+    console.print(f"generate {prompt!r} → {plain!r}")
+    console.print(
+        f"  with 8×(Hate − Love) added at blocks.6.resid_pre, positions 0-1 → {steered!r}"
+    )
+
+
+SECTIONS: list[tuple[str, Callable[[Model, Console], None]]] = [
+    ("Next tokens", next_tokens),
+    ("Sites and the cache", cache_shapes),
+    ("Interventions: IOI and per-row patching", ioi_patching),
+    ("Generation with interventions", generation),
+]
+
+
+def run_tour(spec: str, console: Console) -> None:
+    """Load `spec` and run every section."""
+    start = time.perf_counter()
+    model = load(spec)
+    console.print(f"[bold]{model!r}[/bold] loaded in {time.perf_counter() - start:.1f} s")
+    OUT_DIR.mkdir(parents=True, exist_ok=True)
+    for title, section in SECTIONS:
+        console.rule(title)
+        section(model, console)
+    console.rule()
+    console.print(f"tour done in {time.perf_counter() - start:.1f} s; outputs in {OUT_DIR}/")
