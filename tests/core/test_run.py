@@ -192,3 +192,9 @@ def test_prepend_bos_choices(llama):
     assert llama.to_single_token("h") == llama.to_tokens("h")[0, 0]
     with pytest.raises(ms.InputError, match="2 tokens"):
         llama.to_single_token("hi")
+
+
+def test_cache_with_shared_tensors_saves(llama, ids, tmp_path):
+    out = llama.run(ids, save=["embed", "blocks.0.resid_pre"])  # the same tensor
+    back = ms.ActivationCache.load(out.cache.save(tmp_path / "c.safetensors"))
+    assert torch.equal(back["embed"], back["blocks.0.resid_pre"])

@@ -23,6 +23,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 console = Console()
+errors = Console(stderr=True, soft_wrap=True)
 
 MODEL_ARG = typer.Argument(
     ..., help="Built-in name (smollm2-135m), HF folder, .gguf file, or hub id."
@@ -112,7 +113,8 @@ def print_top_tokens(model, prompt: str, logits, k: int) -> None:
     """A table of the k most likely next tokens after `prompt`."""
     probs = logits.float().softmax(-1)
     top = probs.topk(min(k, probs.numel()))
-    table = Table(title=f"next token after {prompt!r}")
+    console.print(f"next token after [bold]{prompt!r}[/bold]", highlight=False)
+    table = Table()
     table.add_column("#", justify="right")
     table.add_column("token")
     table.add_column("prob", justify="right")
@@ -147,7 +149,7 @@ def main() -> None:
     try:
         app(standalone_mode=False)
     except MechscopeError as err:
-        console.print(f"[red]error:[/red] {err}", highlight=False)
+        errors.print(f"[red]error:[/red] {err}", highlight=False, markup=True)
         sys.exit(2)
     except (typer.Abort, KeyboardInterrupt):
         console.print("aborted")

@@ -75,8 +75,15 @@ class ActivationCache(Mapping[str, Tensor]):
         path = Path(path)
         if path.suffix != ".safetensors":
             raise MechscopeError(f"cache files are safetensors: {path} should end in .safetensors")
-        tensors = {k: v.contiguous() for k, v in self._tensors.items()}
-        tensors.update({GRAD_PREFIX + k: v.contiguous() for k, v in self.grads.items()})
+        tensors: dict[str, Tensor] = {}
+        seen: set[int] = set()
+        items = [*self._tensors.items(), *((GRAD_PREFIX + k, v) for k, v in self.grads.items())]
+        for key, value in items:
+            value = value.contiguous()
+            # sites can share storage (embed is blocks.0.resid_pre); safetensors wants copies
+            ptr = value.untyped_storage().data_ptr()
+            tensors[key] = value.clone() if ptr in seen else value
+            seen.add(ptr)
         meta = {
             "format": "mechscope.cache/1",
             "model": self.model_name or "",

@@ -275,10 +275,14 @@ def _source_region(
     try:
         return value.expand(region_shape)
     except RuntimeError:
+        wanted = (
+            f"a value broadcastable to the site's shape {tuple(x.shape)}"
+            if index is None
+            else f"a value of the site's shape {tuple(x.shape)} or one broadcastable to the "
+            f"selected region {tuple(region_shape)}"
+        )
         raise InterventionError(
-            f"shape mismatch at {iv.site!r}: {iv.op} expected a value of the site's shape "
-            f"{tuple(x.shape)} or one broadcastable to the selected region "
-            f"{tuple(region_shape)}, got {tuple(value.shape)}"
+            f"shape mismatch at {iv.site!r}: {iv.op} expected {wanted}, got {tuple(value.shape)}"
         ) from None
 
 

@@ -73,6 +73,10 @@ class BuiltinModel:
                 return path
         return None
 
+    def installed(self) -> bool:
+        """Whether the package holding the file is installed."""
+        return self.locate() is not None
+
 
 BUILTIN_MODELS: dict[str, BuiltinModel] = {
     "smollm2-135m": BuiltinModel(
@@ -377,7 +381,8 @@ def _load_gguf(
     folder = _cache_folder(gguf, name, cache_dir)
     if not (folder / METADATA_FILE).is_file():
         _convert_gguf(gguf, name, folder, progress)
-    return _load_folder(folder, dtype, device, progress)
+    # A local safetensors load takes a fraction of a second: no bar for it.
+    return _load_folder(folder, dtype, device, progress=False)
 
 
 def _sha256_file(path: Path) -> str:
@@ -415,6 +420,7 @@ def _convert_gguf(gguf: Path, name: str, folder: Path, progress: bool) -> None:
             plain.save_pretrained(tmp)
             tokenizer.save_pretrained(tmp)
             _write_metadata(tmp, name, gguf, sha256, max_diff)
+            _make_shareable(tmp)
         try:
             os.replace(tmp, folder)
         except OSError:
@@ -426,7 +432,8 @@ def _convert_gguf(gguf: Path, name: str, folder: Path, progress: bool) -> None:
         raise
     if progress:
         _console().print(
-            f"[green]✓[/] converted {name} in {time.perf_counter() - start:.1f} s → {folder}"
+            f"[green]✓[/] converted {name} in {time.perf_counter() - start:.1f} s → {folder}",
+            soft_wrap=True,
         )
 
 
@@ -481,6 +488,15 @@ def _write_metadata(folder: Path, name: str, gguf: Path, sha256: str, max_diff: 
     (folder / METADATA_FILE).write_text(json.dumps(meta, indent=2) + "\n")
 
 
+def _make_shareable(folder: Path) -> None:
+    """Give the folder and its files the umask's modes (`mkdtemp` makes them private)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    folder.chmod(0o777 & ~umask)
+    for f in folder.iterdir():
+        f.chmod(0o666 & ~umask)
+
+
 def _remove_stale_tmp(folder: Path) -> None:
     """Remove temporary folders left by killed conversions of the same model."""
     now = time.time()
@@ -513,10 +529,14 @@ class _Steps:
         self._progress: Any = None
         self._task: Any = None
         self._captured = io.StringIO()
+        self._started = 0
         self._redirect: contextlib.AbstractContextManager[Any] | None = None
 
     def __enter__(self) -> _Steps:
-        if self.enabled:
+        console = _console()
+        if self.enabled and not console.is_terminal:
+            console.print(f"mechscope: {self.title} …", soft_wrap=True)
+        elif self.enabled:
             from rich.progress import (
                 BarColumn,
                 MofNCompleteColumn,
@@ -532,7 +552,7 @@ class _Steps:
                 BarColumn(),
                 MofNCompleteColumn(),
                 TimeElapsedColumn(),
-                console=_console(),
+                console=console,
                 transient=True,
                 redirect_stdout=False,
                 redirect_stderr=False,
@@ -546,18 +566,17 @@ class _Steps:
     def __call__(self, what: str) -> None:
         """Start the next step (the previous one is done)."""
         if self._progress is not None:
-            done = self._progress.tasks[0].completed if self._progress.tasks[0].description else 0
-            if self._progress.tasks[0].description != self.title:
-                done += 1
-            self._progress.update(self._task, completed=done, description=f"{self.title}: {what}")
+            self._progress.update(
+                self._task, completed=self._started, description=f"{self.title}: {what}"
+            )
+        self._started += 1
 
     def __exit__(self, *exc: object) -> None:
         assert self._redirect is not None
         self._redirect.__exit__(None, None, None)
         if self._progress is not None:
             self._progress.stop()
-        kept = [
-            line for line in self._captured.getvalue().splitlines() if not self._BAR.search(line)
-        ]
+        lines = self._captured.getvalue().split("\n")  # not splitlines: it splits at \r
+        kept = [line for line in lines if line.strip() and not self._BAR.search(line)]
         if kept:
             print("\n".join(kept), file=sys.stderr)
