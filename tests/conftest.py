@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
-import pytest
-import torch
+from jaxtyping import install_import_hook
 
-from mechscope.testing import tiny_model
+# shapes annotated with jaxtyping are checked at run time, under pytest only
+with install_import_hook("mechscope", "beartype.beartype"):
+    import mechscope  # noqa: F401
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+from mechscope.testing import tiny_model  # noqa: E402
 
 ARCHS = ["llama", "gpt2", "gpt_neox", "gemma3"]
 

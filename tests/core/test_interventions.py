@@ -145,7 +145,7 @@ def test_intervention_repr_is_readable():
     iv = ms.patch("blocks.3.resid_pre", torch.zeros(1, 5, 32), rows=[0], positions=[4])
     assert repr(iv) == "replace(blocks.3.resid_pre, rows=[0], positions=[4], value=(1, 5, 32))"
     with pytest.raises(ms.InterventionError, match="needs a tensor"):
-        ms.add("blocks.0.resid_post", 3.0)
+        ms.Intervention("blocks.0.resid_post", "add", None)
 
 
 def test_any_module_path_is_a_site():
