@@ -19,6 +19,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import torch
+from jaxtyping import Float
 from torch import Tensor, nn
 from transformers import AttentionInterface
 from transformers.masking_utils import AttentionMaskInterface, eager_mask
@@ -37,15 +38,15 @@ def _repeat_kv(x: Tensor, n_rep: int) -> Tensor:
 
 def mechscope_attention(
     module: nn.Module,
-    query: Tensor,  # [batch, head, q_pos, d_head]
-    key: Tensor,  # [batch, kv_head, k_pos, d_head]
-    value: Tensor,  # [batch, kv_head, k_pos, d_head]
+    query: Float[Tensor, "batch head q_pos d_head"],
+    key: Float[Tensor, "batch kv_head k_pos d_head"],
+    value: Float[Tensor, "batch kv_head k_pos d_head"],
     attention_mask: Tensor | None,
     scaling: float | None = None,
     dropout: float = 0.0,
     softcap: float | None = None,
     **kwargs: object,
-) -> tuple[Tensor, Tensor]:
+) -> tuple[Float[Tensor, "batch q_pos head d_head"], Float[Tensor, "batch head q_pos k_pos"]]:
     """Eager attention with hook points; returns (z [batch, q_pos, head, d_head], pattern)."""
     hooks: dict[str, Callable[[Tensor], Tensor]] = getattr(module, HOOK_ATTR, None) or {}
     if kwargs.get("s_aux") is not None:

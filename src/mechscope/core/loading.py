@@ -105,12 +105,13 @@ class LoadedModel:
     weights_sha256: str | None
 
     def __repr__(self) -> str:
-        n_params = sum(p.numel() for p in self.hf.parameters())
+        n = sum(p.numel() for p in self.hf.parameters())
+        n_params = f"{n / 1e6:.1f}M" if n >= 1e6 else f"{n / 1e3:.1f}K"
         p = next(self.hf.parameters())
         sha = self.weights_sha256[:12] if self.weights_sha256 else None
         return (
             f"LoadedModel(name={self.name!r}, arch={type(self.hf).__name__}, "
-            f"params={n_params / 1e6:.1f}M, dtype={p.dtype}, device={p.device}, "
+            f"params={n_params}, dtype={p.dtype}, device={p.device}, "
             f"source={self.source!r}, weights_sha256={sha!r})"
         )
 
@@ -400,19 +401,24 @@ def _convert_gguf(gguf: Path, name: str, folder: Path, progress: bool) -> None:
     tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.tmp-", dir=folder.parent))
     start = time.perf_counter()
     try:
-        with _Steps(f"converting {name} from GGUF (one time)", total=5, enabled=progress) as step:
-            step("hashing the GGUF file")
+        with _Steps(f"converting {name} (one time)", total=5, enabled=progress) as step:
+            step("hashing")
             sha256 = _sha256_file(gguf)
-            step("reading and dequantising GGUF weights")
-            quantized = AutoModelForCausalLM.from_pretrained(
-                gguf.parent, gguf_file=gguf.name, dtype=torch.float32
-            ).eval()
-            step("reading the GGUF tokenizer")
-            tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
-            step("rebuilding a plain model and checking its logits")
-            plain = _rebuild_plain(quantized)
+            try:
+                step("dequantising GGUF")
+                quantized = AutoModelForCausalLM.from_pretrained(
+                    gguf.parent, gguf_file=gguf.name, dtype=torch.float32
+                ).eval()
+                step("reading tokenizer")
+                tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+                step("checking logits")
+                plain = _rebuild_plain(quantized)
+            except Exception as e:  # transformers supports some GGUF architectures, not all
+                raise ModelLoadError(
+                    f"cannot convert {str(gguf)!r} with transformers: {_one_line(e)}"
+                ) from e
             max_diff = _check_same_logits(quantized, plain, tokenizer)
-            step("saving safetensors")
+            step("saving")
             del quantized
             max_pos = getattr(plain.config, "max_position_embeddings", None)
             if max_pos and tokenizer.model_max_length > max_pos:
