@@ -1,0 +1,75 @@
+"""The command line, run as a real process on a tiny model saved to a folder."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+import mechscope as ms
+from mechscope.testing import tiny_model
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("tiny-llama")
+    model = tiny_model("llama")
+    model.hf.save_pretrained(path)
+    model.tokenizer.save_pretrained(path)
+    return path
+
+
+def mechscope(*args: str, cache: Path) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "MECHSCOPE_CACHE": str(cache), "COLUMNS": "200"}
+    return subprocess.run(
+        [sys.executable, "-m", "mechscope", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
+
+
+def test_run_prints_top_tokens_and_saves_the_cache(folder, tmp_path):
+    out_file = tmp_path / "c.safetensors"
+    res = mechscope(
+        "run",
+        str(folder),
+        "hello",
+        "--top",
+        "3",
+        "--save",
+        "blocks.*.attn.z",
+        "--out",
+        str(out_file),
+        cache=tmp_path,
+    )
+    assert res.returncode == 0, res.stderr
+    assert "next token after 'hello'" in res.stdout
+    assert "blocks.1.attn.z" in res.stdout and "(1, 5, 4, 8)" in res.stdout
+    cache = ms.ActivationCache.load(out_file)
+    assert list(cache) == ["blocks.0.attn.z", "blocks.1.attn.z"]
+    # the numbers in the file are the library's numbers
+    ref = ms.load(str(folder)).run("hello", save=["blocks.1.attn.z"]).cache["blocks.1.attn.z"]
+    torch.testing.assert_close(cache["blocks.1.attn.z"], ref)
+
+
+def test_sites_lists_block_zero_and_shapes(folder, tmp_path):
+    res = mechscope("sites", str(folder), cache=tmp_path)
+    assert res.returncode == 0, res.stderr
+    assert "blocks.0.attn.k" in res.stdout and "kv_head=2" in res.stdout
+    assert "blocks.1.attn.k" not in res.stdout and "--all" in res.stdout
+
+
+def test_user_mistakes_are_one_line_without_traceback(folder, tmp_path):
+    res = mechscope("run", str(folder), "hello", "--save", "blocks.0.hook_z", cache=tmp_path)
+    assert res.returncode == 2
+    assert "Traceback" not in res.stderr
+    errors = [line for line in res.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "closest: blocks.0.attn.z" in errors[0]
+    res = mechscope("run", str(tmp_path / "nowhere"), "hello", cache=tmp_path)
+    assert res.returncode == 2 and "Traceback" not in res.stderr and "smollm2-135m" in res.stderr
