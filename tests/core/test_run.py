@@ -198,3 +198,23 @@ def test_cache_with_shared_tensors_saves(llama, ids, tmp_path):
     out = llama.run(ids, save=["embed", "blocks.0.resid_pre"])  # the same tensor
     back = ms.ActivationCache.load(out.cache.save(tmp_path / "c.safetensors"))
     assert torch.equal(back["embed"], back["blocks.0.resid_pre"])
+
+
+def test_resume_from_any_block_reproduces_the_forward(tiny, ids):
+    out, context = tiny.capture(ids)
+    for layer in range(tiny.dims.n_layers):
+        start = out.cache[f"blocks.{layer}.resid_pre"]
+        resumed = tiny.resume(layer, start, context)
+        torch.testing.assert_close(resumed.logits, out.logits, atol=1e-5, rtol=0)
+        # experiment-major copies, the last position only, with attention sites saved
+        twice = tiny.resume(layer, start.repeat(2, 1, 1), context, save=ATTN, logits_at=-1)
+        torch.testing.assert_close(
+            twice.logits[:, 0], out.logits[:, -1].repeat(2, 1), atol=1e-4, rtol=0
+        )
+
+
+def test_keep_graph_gives_live_tensors(llama, ids):
+    out = llama.run(ids, save=["blocks.1.resid_pre", "blocks.1.attn.q"], keep_graph=True)
+    q, x = out.cache.live["blocks.1.attn.q"], out.cache.live["blocks.1.resid_pre"]
+    (g,) = torch.autograd.grad(q[:, :, 0].sum(), x)
+    assert g.shape == x.shape and g.abs().sum() > 0

@@ -69,7 +69,14 @@ def mechscope_attention(
     scores = torch.matmul(query, key_states.transpose(2, 3)) * scaling  # [b, h, q, k]
     if softcap is not None:
         scores = torch.tanh(scores / softcap) * softcap
-    if attention_mask is not None:
+    if attention_mask is None and getattr(module, "is_causal", True) and query.shape[2] > 1:
+        # SDPA-style callers pass no mask and rely on causality: build it (queries are the last positions)
+        q_len, k_len = query.shape[2], key_states.shape[2]
+        future = torch.ones(q_len, k_len, dtype=torch.bool, device=query.device).triu(
+            k_len - q_len + 1
+        )
+        scores = scores.masked_fill(future, torch.finfo(scores.dtype).min)
+    elif attention_mask is not None:
         mask = attention_mask[:, :, :, : key_states.shape[-2]]
         if mask.dtype == torch.bool:
             scores = scores.masked_fill(~mask, torch.finfo(scores.dtype).min)

@@ -32,6 +32,8 @@ class ActivationCache(Mapping[str, Tensor]):
     ) -> None:
         self._tensors: dict[str, Tensor] = dict(tensors or {})
         self.grads: dict[str, Tensor] = dict(grads or {})
+        # with keep_graph: the saved tensors still attached to the autograd graph (not saved)
+        self.live: dict[str, Tensor] = {}
         self.model_name = model_name
 
     def __getitem__(self, site: str) -> Tensor:

@@ -50,8 +50,10 @@ class HookSession:
         cache: ActivationCache,
         save_grad: Sequence[str] = (),
         track_positions: bool = False,
+        keep_graph: bool = False,
     ) -> None:
         self.model = model
+        self._keep_graph = keep_graph
         self.table = table
         self.cache = cache
         self.step = Step(0)
@@ -89,6 +91,8 @@ class HookSession:
                 return  # e.g. a pattern of a later generation step: keep the prompt's
             concat = site.axes.index("pos")
         self.cache.store(site.name, x, concat)
+        if self._keep_graph:
+            self.cache.live[site.name] = x
 
     def _watch_grad(self, name: str, x: Tensor) -> Tensor:
         if not x.requires_grad:
@@ -227,3 +231,37 @@ class HookSession:
 
     def _attn_hooks(self, by_short: dict[str, Site]):
         return {short: (lambda x, s=site: self._process(s, x)) for short, site in by_short.items()}
+
+
+class BlockInputs:
+    """Context manager recording what each block receives (hidden states and keyword arguments).
+
+    Used to resume a forward from any block: the keyword arguments (attention
+    mask, rotary embeddings, position ids) are the ones HF computed.
+    """
+
+    def __init__(self, blocks: Sequence[nn.Module]) -> None:
+        self.blocks = list(blocks)
+        self.kwargs: list[dict[str, Any]] = [{} for _ in self.blocks]
+        self.args: list[tuple[Any, ...]] = [() for _ in self.blocks]
+        self.hidden: list[Tensor | None] = [None for _ in self.blocks]
+        self._handles: list[RemovableHandle] = []
+
+    def __enter__(self) -> BlockInputs:
+        for i, block in enumerate(self.blocks):
+
+            def hook(module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], i: int = i):
+                self.hidden[i] = args[0] if args else kwargs.get("hidden_states")
+                self.kwargs[i] = {k: v for k, v in kwargs.items() if k != "hidden_states"}
+                if len(args) > 1:
+                    raise RuntimeError(
+                        "blocks taking several positional arguments cannot be resumed"
+                    )
+
+            self._handles.append(block.register_forward_pre_hook(hook, with_kwargs=True))
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for handle in self._handles:
+            handle.remove()
+        self._handles.clear()

@@ -29,7 +29,7 @@ from ..errors import InputError, MechscopeError
 from . import interventions as iv_lib
 from .adapters import Adapter, Dims, adapter_for, dims_of
 from .cache import ActivationCache
-from .hooks import HookSession
+from .hooks import BlockInputs, HookSession
 from .interventions import Index, Intervention
 from .sites import Site, SiteTable
 
@@ -213,6 +213,7 @@ class Model:
         save: str | Sequence[str] = (),
         save_grad: str | Sequence[str] = (),
         track_positions: bool = False,
+        keep_graph: bool = False,
     ) -> Iterator[ActivationCache]:
         """Hooks active for any forward inside the block (baukit style); yields the cache.
 
@@ -224,7 +225,7 @@ class Model:
         cache = ActivationCache(model_name=self.name)
         ivs = self._interventions(save, interventions)
         grads = self.table.expand(save_grad or [])
-        with HookSession(self.hf, self.table, ivs, cache, grads, track_positions):
+        with HookSession(self.hf, self.table, ivs, cache, grads, track_positions, keep_graph):
             yield cache
 
     def run(
@@ -235,6 +236,7 @@ class Model:
         *,
         save_grad: str | Sequence[str] = (),
         backward: Callable[[Tensor], Tensor] | None = None,
+        keep_graph: bool = False,
         prepend_bos: bool | None = None,
     ) -> RunOutput:
         """One forward with `interventions` applied and `save` sites cached.
@@ -243,15 +245,20 @@ class Model:
         `save_grad`, gradients of those sites are kept in ``cache.grads``:
         they arrive when a backward runs, either ``backward(logits)`` (a
         function returning a scalar metric, run here) or your own later
-        ``.backward()`` on the returned logits.
+        ``.backward()`` on the returned logits. `keep_graph` runs with
+        gradients on and also keeps the saved tensors attached to the graph in
+        ``cache.live`` (for vector-Jacobian products between sites).
 
         Example::
 
             logits, cache = model.run("When Mary and John went", save=["blocks.5.attn.pattern"])
         """
         x, kwargs = self._prepare(inputs, prepend_bos)
-        grad = bool(save_grad) or backward is not None
-        with self.hooks(interventions, save, save_grad) as cache, torch.set_grad_enabled(grad):
+        grad = bool(save_grad) or backward is not None or keep_graph
+        with (
+            self.hooks(interventions, save, save_grad, keep_graph=keep_graph) as cache,
+            torch.set_grad_enabled(grad),
+        ):
             out = self.hf(x, **kwargs)
             logits = out.logits if hasattr(out, "logits") else out
             if backward is not None:
@@ -260,6 +267,69 @@ class Model:
                     raise InputError("backward must return a scalar tensor (the metric)")
                 metric.backward()
         return RunOutput(logits.detach() if backward is not None else logits, cache)
+
+    def _blocks(self) -> list[nn.Module]:
+        if self.adapter is None:
+            raise InputError(f"{self.name} has no transformer blocks to resume from")
+        return list(self.hf.get_submodule(self.adapter.layers))
+
+    def capture(
+        self, inputs: Inputs, save: str | Sequence[str] = (), *, prepend_bos: bool | None = None
+    ) -> tuple[RunOutput, ForwardContext]:
+        """Run once and record what every block received, so `resume` can start from any block.
+
+        The cache always holds ``blocks.*.resid_pre`` besides `save`.
+        """
+        x, kwargs = self._prepare(inputs, prepend_bos)
+        resid = [f"blocks.{i}.resid_pre" for i in range(len(self._blocks()))]
+        names = list(dict.fromkeys([*self.table.expand(save or []), *resid]))
+        with BlockInputs(self._blocks()) as rec, self.hooks(save=names) as cache, torch.no_grad():
+            out = self.hf(x, use_cache=False, **kwargs)
+        context = ForwardContext(rec.args, rec.kwargs, int(x.shape[0]))
+        return RunOutput(out.logits, cache), context
+
+    def resume(
+        self,
+        layer: int,
+        resid_pre: Float[Tensor, "batch pos d_model"],
+        context: ForwardContext,
+        interventions: Sequence[Intervention] = (),
+        save: str | Sequence[str] = (),
+        *,
+        logits_at: int | None = None,
+    ) -> RunOutput:
+        """Run blocks `layer`… and the unembedding from a given ``blocks.{layer}.resid_pre``.
+
+        The rows of `resid_pre` are experiment-major copies of the captured
+        batch (row e·n + i is prompt i). Interventions and saves work as in
+        `run` for every site from block `layer` on. `logits_at` keeps one
+        position only (the final norm is per position, so this is exact).
+        """
+        blocks = self._blocks()
+        if not 0 <= layer < len(blocks):
+            raise InputError(f"layer {layer} out of range: the model has {len(blocks)} blocks")
+        if resid_pre.shape[0] % context.batch:
+            raise InputError(
+                f"resume needs a multiple of the captured batch ({context.batch}) rows, "
+                f"got {resid_pre.shape[0]}"
+            )
+        tile = resid_pre.shape[0] // context.batch
+        assert self.adapter is not None
+        final_norm = self.hf.get_submodule(self.adapter.final_norm)
+        unembed = self.hf.get_submodule(self.adapter.unembed)
+        with self.hooks(interventions, save) as cache, torch.no_grad():
+            h = resid_pre
+            for i in range(layer, len(blocks)):
+                args = _tile_batch(context.args[i], context.batch, tile)
+                out = blocks[i](h, *args, **_tile_batch(context.kwargs[i], context.batch, tile))
+                h = out[0] if isinstance(out, tuple) else out
+            if logits_at is not None:
+                h = h[:, logits_at].unsqueeze(1)
+            logits = unembed(final_norm(h))
+            cap = getattr(self.hf.config, "final_logit_softcapping", None)
+            if cap:
+                logits = torch.tanh(logits / cap) * cap
+        return RunOutput(logits, cache)
 
     def trace(
         self,
@@ -325,6 +395,30 @@ class Model:
             )
         texts = tok.batch_decode(out[:, width:], skip_special_tokens=True)
         return texts[0] if single else texts
+
+
+@dataclass(frozen=True)
+class ForwardContext:
+    """What each block received besides the residual stream in a captured forward."""
+
+    args: list[tuple[Any, ...]]  # positional arguments after the hidden states
+    kwargs: list[dict[str, Any]]
+    batch: int
+
+
+def _tile_batch(obj: Any, batch: int, tile: int) -> Any:
+    """Repeat tensors whose first axis is the captured batch `tile` times (experiment-major)."""
+    if tile == 1 or batch == 1:
+        return obj
+    if isinstance(obj, Tensor):
+        if obj.ndim and obj.shape[0] == batch:
+            return obj.repeat(tile, *([1] * (obj.ndim - 1)))
+        return obj
+    if isinstance(obj, dict):
+        return {k: _tile_batch(v, batch, tile) for k, v in obj.items()}
+    if isinstance(obj, (tuple, list)):
+        return type(obj)(_tile_batch(v, batch, tile) for v in obj)
+    return obj
 
 
 @dataclass

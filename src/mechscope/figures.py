@@ -1,0 +1,226 @@
+"""Figures: every figure is written as PNG, SVG and interactive HTML side by side.
+
+PNG/SVG come from matplotlib (Agg, no screen); HTML from plotly, with
+plotly.js written once beside the pages (``include_plotlyjs="directory"``) so
+the pages work offline.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from jaxtyping import Float
+from torch import Tensor
+
+FORMATS = ("png", "svg", "html")
+
+
+def _np(values: Tensor | np.ndarray) -> np.ndarray:
+    if isinstance(values, Tensor):
+        return values.detach().float().cpu().numpy()
+    return np.asarray(values, dtype=float)
+
+
+def heatmap(
+    values: Float[Tensor, "rows cols"] | np.ndarray,
+    path: str | Path,
+    *,
+    title: str,
+    x_labels: Sequence[str] | None = None,
+    y_labels: Sequence[str] | None = None,
+    x_title: str = "",
+    y_title: str = "",
+    value_title: str = "",
+    center: float | None = 0.0,
+    cmap: str = "RdBu",
+) -> dict[str, Path]:
+    """Write a heatmap as ``path``.png/.svg/.html; returns the paths by format.
+
+    `center` makes the colour scale symmetric around it (diverging data);
+    None uses the data's range.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import plotly.graph_objects as go
+
+    data = _np(values)
+    rows, cols = data.shape
+    xl = list(x_labels) if x_labels is not None else [str(i) for i in range(cols)]
+    yl = list(y_labels) if y_labels is not None else [str(i) for i in range(rows)]
+    if center is not None:
+        span = float(np.nanmax(np.abs(data - center))) or 1.0
+        vmin, vmax = center - span, center + span
+    else:
+        vmin, vmax = float(np.nanmin(data)), float(np.nanmax(data))
+    stem = Path(path).with_suffix("")
+    stem.parent.mkdir(parents=True, exist_ok=True)
+    out: dict[str, Path] = {}
+
+    width = min(2 + 0.32 * cols, 18)
+    height = min(1.5 + 0.22 * rows, 14)
+    fig, ax = plt.subplots(figsize=(max(width, 4), max(height, 3)))
+    mpl_cmap = {"RdBu": "RdBu_r"}.get(cmap, cmap)
+    im = ax.imshow(
+        data, cmap=mpl_cmap, vmin=vmin, vmax=vmax, aspect="auto", interpolation="nearest"
+    )
+    ax.set_title(title)
+    ax.set_xlabel(x_title)
+    ax.set_ylabel(y_title)
+    step_x = max(1, cols // 40)
+    step_y = max(1, rows // 40)
+    ax.set_xticks(range(0, cols, step_x), [xl[i] for i in range(0, cols, step_x)], rotation=90)
+    ax.set_yticks(range(0, rows, step_y), [yl[i] for i in range(0, rows, step_y)])
+    fig.colorbar(im, ax=ax, label=value_title)
+    fig.tight_layout()
+    for fmt in ("png", "svg"):
+        target = stem.with_suffix(f".{fmt}")
+        fig.savefig(target, dpi=120)
+        out[fmt] = target
+    plt.close(fig)
+
+    # plotly needs unique axis labels; keep the display text in hover
+    x_ids = [f"{i}: {label}" for i, label in enumerate(xl)]
+    y_ids = [f"{i}: {label}" for i, label in enumerate(yl)]
+    pfig = go.Figure(
+        go.Heatmap(
+            z=data,
+            x=x_ids,
+            y=y_ids,
+            colorscale=cmap,
+            reversescale=cmap == "RdBu",
+            zmin=vmin,
+            zmax=vmax,
+            colorbar={"title": value_title},
+            hovertemplate=f"{y_title} %{{y}}<br>{x_title} %{{x}}<br>{value_title} %{{z:.4g}}<extra></extra>",
+        )
+    )
+    pfig.update_layout(
+        title=title,
+        xaxis_title=x_title,
+        yaxis_title=y_title,
+        yaxis={"autorange": "reversed"},
+        width=max(500, 30 * cols + 200),
+        height=max(400, 22 * rows + 200),
+    )
+    target = stem.with_suffix(".html")
+    pfig.write_html(target, include_plotlyjs="directory", full_html=True)
+    out["html"] = target
+    return out
+
+
+def patterns(
+    patterns: Float[Tensor, "n q_pos k_pos"],
+    tokens: Sequence[str],
+    names: Sequence[str],
+    path: str | Path,
+    *,
+    title: str,
+) -> dict[str, Path]:
+    """Attention patterns of several heads on one prompt, side by side (PNG, SVG, HTML)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import plotly.graph_objects as go
+    from plotly.subplots import make_subplots
+
+    data = _np(patterns)
+    n = data.shape[0]
+    stem = Path(path).with_suffix("")
+    stem.parent.mkdir(parents=True, exist_ok=True)
+    labels = [f"{i}:{t!r}"[:14] for i, t in enumerate(tokens)]
+    out: dict[str, Path] = {}
+    cols = min(n, 4)
+    rows = (n + cols - 1) // cols
+    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 4.2 * rows), squeeze=False)
+    for k in range(rows * cols):
+        ax = axes[k // cols][k % cols]
+        if k >= n:
+            ax.axis("off")
+            continue
+        ax.imshow(data[k], cmap="Blues", vmin=0, vmax=1, interpolation="nearest")
+        ax.set_title(names[k], fontsize=9)
+        ax.set_xticks(range(len(labels)), labels, rotation=90, fontsize=6)
+        ax.set_yticks(range(len(labels)), labels, fontsize=6)
+    fig.suptitle(title)
+    fig.tight_layout()
+    for fmt in ("png", "svg"):
+        target = stem.with_suffix(f".{fmt}")
+        fig.savefig(target, dpi=110)
+        out[fmt] = target
+    plt.close(fig)
+
+    pfig = make_subplots(rows=rows, cols=cols, subplot_titles=list(names))
+    for k in range(n):
+        pfig.add_trace(
+            go.Heatmap(
+                z=data[k],
+                x=labels,
+                y=labels,
+                colorscale="Blues",
+                zmin=0,
+                zmax=1,
+                showscale=k == 0,
+                hovertemplate="query %{y}<br>key %{x}<br>attention %{z:.3f}<extra></extra>",
+            ),
+            row=k // cols + 1,
+            col=k % cols + 1,
+        )
+    pfig.update_yaxes(autorange="reversed")
+    pfig.update_layout(title=title, width=380 * cols, height=380 * rows + 80)
+    target = stem.with_suffix(".html")
+    pfig.write_html(target, include_plotlyjs="directory", full_html=True)
+    out["html"] = target
+    return out
+
+
+def line(
+    series: dict[str, Sequence[float] | Tensor],
+    path: str | Path,
+    *,
+    title: str,
+    x_labels: Sequence[str] | None = None,
+    x_title: str = "",
+    y_title: str = "",
+) -> dict[str, Path]:
+    """Several named series over the same x axis (PNG, SVG, HTML)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import plotly.graph_objects as go
+
+    stem = Path(path).with_suffix("")
+    stem.parent.mkdir(parents=True, exist_ok=True)
+    out: dict[str, Path] = {}
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    pfig = go.Figure()
+    for name, ys in series.items():
+        y = _np(torch.as_tensor(ys) if not isinstance(ys, Tensor) else ys)
+        x = list(x_labels) if x_labels is not None else list(range(len(y)))
+        ax.plot(range(len(y)), y, marker="o", ms=3, label=name)
+        pfig.add_trace(go.Scatter(x=x, y=y, mode="lines+markers", name=name))
+    if x_labels is not None:
+        step = max(1, len(x_labels) // 30)
+        ax.set_xticks(range(0, len(x_labels), step), list(x_labels)[::step], rotation=90)
+    ax.set_title(title)
+    ax.set_xlabel(x_title)
+    ax.set_ylabel(y_title)
+    ax.axhline(0, color="grey", lw=0.5)
+    ax.legend()
+    fig.tight_layout()
+    for fmt in ("png", "svg"):
+        target = stem.with_suffix(f".{fmt}")
+        fig.savefig(target, dpi=120)
+        out[fmt] = target
+    plt.close(fig)
+    pfig.update_layout(title=title, xaxis_title=x_title, yaxis_title=y_title)
+    target = stem.with_suffix(".html")
+    pfig.write_html(target, include_plotlyjs="directory", full_html=True)
+    out["html"] = target
+    return out

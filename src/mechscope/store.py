@@ -1,0 +1,165 @@
+"""Run folders: everything a run produces, in one folder that can be reopened and served.
+
+A run folder holds ``config.json`` (what is needed to rerun it: model and its
+weights' hash, seeds, parameters), ``run.json`` (versions, timings, the
+model's agreement with plain HF on the run's own inputs), results (safetensors
+and JSON) and ``figures/`` (PNG, SVG, HTML). It is built under a temporary
+name and renamed into place when the run finishes, so a killed run leaves no
+half-written folder behind.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import platform
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import Tensor
+
+from .errors import MechscopeError
+
+
+def versions() -> dict[str, str]:
+    """Versions of what produced a result."""
+    import transformers
+
+    from . import __version__
+
+    return {
+        "mechscope": __version__,
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "python": platform.python_version(),
+    }
+
+
+def model_record(model: Any) -> dict[str, Any]:
+    """The part of a config that names the model exactly."""
+    return {
+        "name": getattr(model, "name", None),
+        "source": getattr(model, "source", None),
+        "weights_sha256": getattr(model, "weights_sha256", None),
+        "dtype": str(next(model.hf.parameters()).dtype).removeprefix("torch."),
+    }
+
+
+def hf_agreement(model: Any, tokens: Tensor) -> float:
+    """Max |logit difference| between `model.run` and plain HF on `tokens` (no interventions)."""
+    with torch.no_grad():
+        ref = model.hf(tokens).logits
+    return float((model.run(tokens).logits - ref).abs().max())
+
+
+@dataclass
+class Run:
+    """A run folder being written; `finish` moves it into place."""
+
+    kind: str
+    path: Path
+    config: dict[str, Any]
+    _tmp: Path
+    _start: float = field(default_factory=time.perf_counter)
+    timings: dict[str, float] = field(default_factory=dict)
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def dir(self) -> Path:
+        """Where to write while the run is going on."""
+        return self._tmp
+
+    @property
+    def figures(self) -> Path:
+        path = self._tmp / "figures"
+        path.mkdir(exist_ok=True)
+        return path
+
+    def write_json(self, name: str, obj: Any) -> Path:
+        target = self._tmp / name
+        target.write_text(json.dumps(obj, indent=2, default=_json_default))
+        return target
+
+    def save_tensors(
+        self, name: str, tensors: dict[str, Tensor], meta: dict[str, str] | None = None
+    ) -> Path:
+        target = self._tmp / name
+        save_file(
+            {k: v.detach().contiguous().cpu() for k, v in tensors.items()},
+            str(target),
+            metadata=meta,
+        )
+        return target
+
+    def timed(self, what: str, since: float) -> None:
+        self.timings[what] = round(time.perf_counter() - since, 3)
+
+    def finish(self) -> Path:
+        """Write run.json and move the folder into place (replacing an older one)."""
+        record = {
+            "kind": self.kind,
+            "finished": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+            "seconds": round(time.perf_counter() - self._start, 2),
+            "timings": self.timings,
+            "versions": versions(),
+            **self.extra,
+        }
+        self.write_json("run.json", record)
+        if self.path.exists():
+            shutil.rmtree(self.path)
+        os.replace(self._tmp, self.path)
+        return self.path
+
+    def abandon(self) -> None:
+        shutil.rmtree(self._tmp, ignore_errors=True)
+
+    def __enter__(self) -> Run:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, *rest: object) -> None:
+        if exc_type is not None:
+            self.abandon()
+
+
+def new_run(kind: str, out: str | Path, config: dict[str, Any]) -> Run:
+    """Start a run folder at `out` (written under a temporary sibling until `finish`)."""
+    path = Path(out)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.partial")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir()
+    run = Run(kind, path, config, tmp)
+    run.write_json("config.json", {"kind": kind, **config})
+    return run
+
+
+def open_run(path: str | Path) -> dict[str, Any]:
+    """Read a finished run's config.json and run.json."""
+    path = Path(path)
+    if not (path / "run.json").exists():
+        raise MechscopeError(f"{path} is not a finished mechscope run folder (no run.json)")
+    return {
+        "config": json.loads((path / "config.json").read_text()),
+        "run": json.loads((path / "run.json").read_text()),
+    }
+
+
+def load_tensors(path: str | Path) -> dict[str, Tensor]:
+    return load_file(str(path))
+
+
+def _json_default(obj: Any) -> Any:
+    if isinstance(obj, Tensor):
+        return obj.tolist()
+    if isinstance(obj, Path):
+        return str(obj)
+    if hasattr(obj, "item"):
+        return obj.item()
+    raise TypeError(f"cannot write {type(obj).__name__} to JSON")
