@@ -252,11 +252,8 @@ class BlockInputs:
 
             def hook(module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], i: int = i):
                 self.hidden[i] = args[0] if args else kwargs.get("hidden_states")
+                self.args[i] = tuple(args[1:])
                 self.kwargs[i] = {k: v for k, v in kwargs.items() if k != "hidden_states"}
-                if len(args) > 1:
-                    raise RuntimeError(
-                        "blocks taking several positional arguments cannot be resumed"
-                    )
 
             self._handles.append(block.register_forward_pre_hook(hook, with_kwargs=True))
         return self
