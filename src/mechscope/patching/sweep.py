@@ -1,0 +1,346 @@
+"""Activation patching sweeps: many patches, batched into few forwards.
+
+One call patches a site at every layer × position (or every head, at all
+positions or per position), from one run into another, and returns one tensor
+with named axes. Denoising runs the corrupted input and restores clean
+activations; noising runs the clean input and inserts corrupted ones. Both are
+normalised the same way: 1 = clean behaviour, 0 = corrupted behaviour.
+
+Speed: each batch row is one (experiment, prompt) pair carrying its own patch
+(per-row interventions), rows are sorted by layer so a batch resumes the
+forward from the cached residual stream at its lowest layer instead of
+recomputing the blocks below, and only the last position's logits are
+computed when the metric needs only those. Batches are sized to a memory
+budget.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import torch
+from jaxtyping import Float
+from safetensors.torch import load_file, save_file
+from torch import Tensor
+from tqdm.auto import tqdm
+
+from ..core import interventions as iv
+from ..core.model import Inputs, Model
+from ..errors import InputError
+
+Metric = Callable[[Tensor], Tensor]
+"""logits [batch, pos, vocab] -> one value per prompt [batch] (a scalar is broadcast)."""
+
+RESID_SITES = ("resid_pre", "resid_mid", "resid_post", "attn.out", "mlp.out")
+HEAD_SITES = ("attn.z", "attn.q", "attn.pattern")
+
+
+@dataclass(frozen=True)
+class PatchResult:
+    """A patching sweep: `values` (normalised metric) and `raw` over named `axes`."""
+
+    values: Tensor
+    raw: Tensor
+    axes: tuple[str, ...]
+    labels: dict[str, list[str]]
+    site: str
+    direction: str
+    clean_metric: float
+    corrupted_metric: float
+    meta: dict[str, object] = field(default_factory=dict)
+
+    def __repr__(self) -> str:
+        shape = " × ".join(f"{a}={n}" for a, n in zip(self.axes, self.values.shape, strict=True))
+        best = self.top(3)
+        tops = ", ".join(f"{k}: {v:+.2f}" for k, v in best)
+        return (
+            f"PatchResult({self.direction} {self.site}, {shape}; clean {self.clean_metric:+.3f}, "
+            f"corrupted {self.corrupted_metric:+.3f}; top {tops})"
+        )
+
+    def top(self, k: int = 10, largest: bool = True) -> list[tuple[str, float]]:
+        """The k entries with the largest (or smallest) normalised values, labelled."""
+        flat = self.values.flatten()
+        k = min(k, flat.numel())
+        idx = flat.topk(k, largest=largest).indices
+        out = []
+        for i in idx.tolist():
+            coords = []
+            for axis, size in zip(reversed(self.axes), reversed(self.values.shape), strict=True):
+                coords.append(f"{axis} {self.labels[axis][i % size]}")
+                i //= size
+            out.append((", ".join(reversed(coords)), float(flat[idx[len(out)]])))
+        return out
+
+    def save(self, path: str | Path) -> Path:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        meta = {
+            "axes": json.dumps(self.axes),
+            "labels": json.dumps(self.labels),
+            "site": self.site,
+            "direction": self.direction,
+            "clean_metric": repr(self.clean_metric),
+            "corrupted_metric": repr(self.corrupted_metric),
+            "meta": json.dumps(self.meta),
+        }
+        save_file(
+            {"values": self.values.contiguous(), "raw": self.raw.contiguous()}, str(path), meta
+        )
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path) -> PatchResult:
+        from safetensors import safe_open
+
+        with safe_open(str(path), "pt") as f:
+            m = f.metadata()
+        t = load_file(str(path))
+        return cls(
+            t["values"],
+            t["raw"],
+            tuple(json.loads(m["axes"])),
+            json.loads(m["labels"]),
+            m["site"],
+            m["direction"],
+            float(m["clean_metric"]),
+            float(m["corrupted_metric"]),
+            json.loads(m["meta"]),
+        )
+
+    def heatmap(self, path: str | Path, title: str | None = None) -> dict[str, Path]:
+        """PNG, SVG and HTML heatmap of a 2-axis result (3 axes: summed over the last)."""
+        from ..figures import heatmap
+
+        values = self.values if self.values.ndim == 2 else self.values.sum(-1)
+        y_axis, x_axis = self.axes[0], self.axes[1]
+        return heatmap(
+            values,
+            path,
+            title=title or f"{self.direction} {self.site} (normalised metric)",
+            x_labels=self.labels[x_axis],
+            y_labels=self.labels[y_axis],
+            x_title=x_axis,
+            y_title=y_axis,
+            value_title="normalised metric",
+        )
+
+
+@dataclass(frozen=True)
+class _Experiment:
+    layer: int
+    position: int | None  # None = all positions
+    head: int | None  # None = all heads (or a non-head site)
+
+
+def activation_patching(
+    model: Model,
+    clean: Inputs,
+    corrupted: Inputs,
+    metric: Metric,
+    site: str = "resid_pre",
+    *,
+    direction: Literal["denoise", "noise"] = "denoise",
+    per_position: bool = True,
+    layers: Sequence[int] | None = None,
+    positions: Sequence[int] | None = None,
+    position_labels: Sequence[str] | None = None,
+    last_only: bool = True,
+    memory_budget: int = 1 << 30,
+    max_rows: int = 128,
+    progress: bool = True,
+) -> PatchResult:
+    """Patch `site` at every layer × position (or head), one tensor back.
+
+    `site` is a block site without the ``blocks.L.`` prefix: one of
+    ``resid_pre``, ``resid_mid``, ``resid_post``, ``attn.out``, ``mlp.out``
+    (axes layer × pos, or layer with ``per_position=False``) or a head site
+    ``attn.z`` / ``attn.q`` (axes layer × head, plus pos with
+    ``per_position=True``). `metric` maps logits to one value per prompt;
+    with `last_only` (default) it sees only the last position's logits,
+    shape [batch, 1, vocab]. Clean and corrupted inputs must tokenise to the
+    same shape.
+
+    Example::
+
+        result = activation_patching(model, clean_tokens, corrupted_tokens, metric, "resid_pre")
+        result.values.shape   # [n_layers, pos]
+    """
+    if model.dims is None:
+        raise InputError("activation patching needs a transformer with known sites")
+    if site not in RESID_SITES + HEAD_SITES:
+        raise InputError(f"cannot sweep {site!r}; valid: {', '.join(RESID_SITES + HEAD_SITES)}")
+    heads = site in HEAD_SITES
+    clean_x = _tokens(model, clean)
+    corrupt_x = _tokens(model, corrupted)
+    if clean_x.shape != corrupt_x.shape:
+        raise InputError(
+            f"clean and corrupted inputs must have the same shape, got {tuple(clean_x.shape)} "
+            f"and {tuple(corrupt_x.shape)}"
+        )
+    base_x, source_x = (corrupt_x, clean_x) if direction == "denoise" else (clean_x, corrupt_x)
+    if direction not in ("denoise", "noise"):
+        raise InputError(f"direction must be 'denoise' or 'noise', got {direction!r}")
+    n_prompts, n_pos = base_x.shape
+    n_layers = model.dims.n_layers
+    layer_list = list(range(n_layers)) if layers is None else list(layers)
+    pos_list = list(range(n_pos)) if positions is None else [p % n_pos for p in positions]
+
+    sites = [f"blocks.{layer}.{site}" for layer in layer_list]
+    base, context = model.capture(base_x, save=sites)
+    source = model.run(source_x, save=sites)
+    view = (lambda lg: lg[:, -1:]) if last_only else (lambda lg: lg)
+    m_base = _per_prompt(metric(view(base.logits)), n_prompts).mean().item()
+    m_source = _per_prompt(metric(view(source.logits)), n_prompts).mean().item()
+    m_clean, m_corrupt = (m_source, m_base) if direction == "denoise" else (m_base, m_source)
+
+    experiments: list[_Experiment] = []
+    for layer in layer_list:
+        head_list: list[int | None] = list(range(model.dims.n_heads)) if heads else [None]
+        for head in head_list:
+            for pos in pos_list if per_position else [None]:
+                experiments.append(_Experiment(layer, pos, head))
+
+    per_row = n_pos * (10 * model.dims.d_model + 3 * model.dims.d_mlp) * 4
+    if not last_only:
+        per_row += n_pos * model.dims.d_vocab * 4
+    rows = max(n_prompts, min(max_rows, memory_budget // per_row))
+    per_chunk = max(1, rows // n_prompts)
+    raw = torch.empty(len(experiments))
+    bar = tqdm(
+        total=len(experiments),
+        desc=f"patching {site}",
+        unit="patch",
+        disable=not progress,
+        leave=False,
+    )
+    for start in range(0, len(experiments), per_chunk):
+        chunk = experiments[start : start + per_chunk]
+        low = min(e.layer for e in chunk)
+        resid = base.cache[f"blocks.{low}.resid_pre"].repeat(len(chunk), 1, 1)
+        ivs = _chunk_interventions(chunk, site, source.cache, n_prompts)
+        out = model.resume(low, resid, context, ivs, logits_at=-1 if last_only else None)
+        values = _per_prompt(metric(out.logits), len(chunk) * n_prompts)
+        raw[start : start + len(chunk)] = values.view(len(chunk), n_prompts).mean(1)
+        bar.update(len(chunk))
+    bar.close()
+
+    shape: list[int] = [len(layer_list)]
+    axes: list[str] = ["layer"]
+    labels: dict[str, list[str]] = {"layer": [str(layer) for layer in layer_list]}
+    if heads:
+        shape.append(model.dims.n_heads)
+        axes.append("head")
+        labels["head"] = [str(h) for h in range(model.dims.n_heads)]
+    if per_position:
+        shape.append(len(pos_list))
+        axes.append("pos")
+        names = list(position_labels) if position_labels is not None else _pos_labels(model, base_x)
+        labels["pos"] = [names[p] if p < len(names) else str(p) for p in pos_list]
+    raw = raw.view(*shape)
+    denom = m_clean - m_corrupt
+    values = (raw - m_corrupt) / denom if abs(denom) > 1e-12 else torch.full_like(raw, math.nan)
+    return PatchResult(
+        values,
+        raw,
+        tuple(axes),
+        labels,
+        site,
+        direction,
+        m_clean,
+        m_corrupt,
+        {"prompts": n_prompts, "positions": n_pos, "patches": len(experiments)},
+    )
+
+
+def _tokens(model: Model, inputs: Inputs) -> Tensor:
+    if isinstance(inputs, Tensor):
+        return inputs if inputs.ndim == 2 else inputs[None]
+    if isinstance(inputs, str) or (isinstance(inputs, Sequence) and inputs):
+        x = model.to_tokens(inputs)  # type: ignore[arg-type]
+        return x
+    raise InputError(f"inputs must be token ids or text, got {type(inputs).__name__}")
+
+
+def _pos_labels(model: Model, tokens: Tensor) -> list[str]:
+    if model.tokenizer is None:
+        return [str(i) for i in range(tokens.shape[1])]
+    return [f"{i}:{t}" for i, t in enumerate(model.to_str_tokens(tokens[0]))]
+
+
+def _per_prompt(value: Tensor, n: int) -> Float[Tensor, " n"]:
+    value = torch.as_tensor(value).detach().float().reshape(-1)
+    if value.numel() == 1:
+        return value.expand(n)
+    if value.numel() != n:
+        raise InputError(
+            f"metric must return one value per prompt ({n}) or a scalar, got {value.numel()}"
+        )
+    return value
+
+
+def _chunk_interventions(
+    chunk: list[_Experiment], site: str, source: dict[str, Tensor], n_prompts: int
+) -> list[iv.Intervention]:
+    """One vectorised `apply` per site: row j·n + i takes prompt i's source value."""
+    by_layer: dict[int, list[tuple[int, _Experiment]]] = {}
+    for j, e in enumerate(chunk):
+        by_layer.setdefault(e.layer, []).append((j, e))
+    out = []
+    prompts = torch.arange(n_prompts)
+    for layer, items in by_layer.items():
+        name = f"blocks.{layer}.{site}"
+        src = source[name]
+        rows = torch.cat([j * n_prompts + prompts for j, _ in items])
+        which = torch.cat([prompts for _ in items])
+        pos = [e.position for _, e in items]
+        head = [e.head for _, e in items]
+        out.append(iv.apply(name, _scatter(src, rows, which, pos, head, n_prompts, site)))
+    return out
+
+
+def _scatter(
+    src: Tensor,
+    rows: Tensor,
+    which: Tensor,
+    pos: list[int | None],
+    head: list[int | None],
+    n_prompts: int,
+    site: str,
+) -> Callable[[Tensor], Tensor]:
+    """x[rows, pos(, head)] = src[which, pos(, head)], vectorised over the experiments."""
+    per = lambda values: torch.tensor(values).repeat_interleave(n_prompts)  # noqa: E731
+    all_pos = pos[0] is None
+    all_heads = head[0] is None
+    p = None if all_pos else per(pos)
+    h = None if all_heads else per(head)
+    pattern = site == "attn.pattern"  # [batch, head, q_pos, k_pos]: heads before positions
+
+    def fn(x: Tensor) -> Tensor:
+        x = x.clone()
+        s = src.to(x.dtype)
+        if pattern:
+            if p is None and h is None:
+                x[rows] = s[which]
+            elif p is None:
+                x[rows, h] = s[which, h]
+            elif h is None:
+                x[rows, :, p] = s[which, :, p]
+            else:
+                x[rows, h, p] = s[which, h, p]
+        elif p is None and h is None:
+            x[rows] = s[which]
+        elif h is None:
+            x[rows, p] = s[which, p]
+        elif p is None:
+            x[rows, :, h] = s[which, :, h]
+        else:
+            x[rows, p, h] = s[which, p, h]
+        return x
+
+    return fn
