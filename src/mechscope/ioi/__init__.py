@@ -1,0 +1,64 @@
+"""Indirect object identification (Wang et al. 2022): the data set, its metric, head diagnostics.
+
+Example::
+
+    from mechscope.ioi import ioi_dataset, logit_diff, induction_scores
+    ds = ioi_dataset(model, 100)
+    logit_diff(model.run(ds.tokens).logits, ds)
+"""
+
+from __future__ import annotations
+
+from .dataset import (
+    CORRUPTIONS,
+    NAMES,
+    OBJECTS,
+    PLACES,
+    TEMPLATES,
+    IOIDataset,
+    ioi_dataset,
+    logit_diff,
+    single_tokens,
+)
+from .heads import (
+    HEAD_CLASSES,
+    HeadClassification,
+    HeadLabel,
+    HeadScores,
+    IOIAttentionScores,
+    classify_heads,
+    copying_scores,
+    duplicate_token_scores,
+    frozen_final_norm,
+    head_logit_attribution,
+    induction_scores,
+    ioi_attention_scores,
+    previous_token_scores,
+    repeated_random_tokens,
+)
+
+__all__ = [
+    "CORRUPTIONS",
+    "HEAD_CLASSES",
+    "NAMES",
+    "OBJECTS",
+    "PLACES",
+    "TEMPLATES",
+    "HeadClassification",
+    "HeadLabel",
+    "HeadScores",
+    "IOIAttentionScores",
+    "IOIDataset",
+    "classify_heads",
+    "copying_scores",
+    "duplicate_token_scores",
+    "frozen_final_norm",
+    "head_logit_attribution",
+    "induction_scores",
+    "ioi_attention_scores",
+    "ioi_dataset",
+    "logit_diff",
+    "previous_token_scores",
+    "repeated_random_tokens",
+    "single_tokens",
+]

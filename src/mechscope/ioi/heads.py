@@ -1,0 +1,682 @@
+"""Per-head diagnostics for the IOI circuit: attention scores, direct logit attribution, classes.
+
+Every score is a [n_layers, n_heads] tensor from one batched `Model.run` (in
+chunks of rows). On repeated random tokens (BOS, r_1..r_T, r_1..r_T):
+induction heads attend from the second copy of a token to the token after
+its first copy, duplicate-token heads to the first copy itself,
+previous-token heads to the position before. On an `IOIDataset`: where END
+attends (IO, S1, S2), and each head's direct logit attribution to
+logit(IO) − logit(S) (`copying_scores`; name movers are positive, negative
+name movers negative). `classify_heads` turns the scores into a short list of
+(layer, head, class, score), using thresholds relative to each score's
+distribution over heads.
+
+Example::
+
+    ind = induction_scores(model)
+    ind.top(3)                       # [(layer, head, score), ...]
+    ds = ioi_dataset(model, 100)
+    classes = classify_heads(induction=ind, ioi_attention=ioi_attention_scores(model, ds),
+                             copying=copying_scores(model, ds))
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import torch
+from jaxtyping import Float, Int
+from safetensors import safe_open
+from safetensors.torch import load_file, save_file
+from torch import Tensor, nn
+
+from ..core.interventions import Intervention
+from ..core.model import Model
+from ..errors import InputError, MechscopeError
+from .dataset import IOIDataset
+
+# --- results ---------------------------------------------------------------------------
+
+
+def _save_tensors(
+    path: str | os.PathLike, tensors: dict[str, Tensor], meta: dict[str, Any]
+) -> Path:
+    path = Path(path)
+    if path.suffix != ".safetensors":
+        raise MechscopeError(
+            f"head scores are saved as safetensors: {path} should end in .safetensors"
+        )
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".partial")
+    save_file(
+        {k: v.detach().float().cpu().contiguous() for k, v in tensors.items()},
+        str(tmp),
+        metadata={"mechscope": json.dumps(meta)},
+    )
+    os.replace(tmp, path)
+    return path
+
+
+def _load_tensors(path: str | os.PathLike, fmt: str) -> tuple[dict[str, Tensor], dict[str, Any]]:
+    path = Path(path)
+    if not path.exists():
+        raise MechscopeError(f"no head scores at {path}")
+    with safe_open(str(path), "pt") as f:
+        meta = json.loads((f.metadata() or {}).get("mechscope", "{}"))
+    if meta.get("format") != fmt:
+        raise MechscopeError(f"{path} holds {meta.get('format')!r}, not {fmt!r}")
+    return load_file(str(path)), meta
+
+
+def _top(scores: Tensor, k: int, largest: bool = True) -> list[tuple[int, int, float]]:
+    n_heads = scores.shape[1]
+    flat = scores.flatten()
+    idx = flat.topk(min(k, flat.numel()), largest=largest).indices.tolist()
+    return [(i // n_heads, i % n_heads, float(flat[i])) for i in idx]
+
+
+def _fmt_top(scores: Tensor, k: int = 3) -> str:
+    return ", ".join(f"L{layer}H{head} {s:+.2f}" for layer, head, s in _top(scores, k))
+
+
+@dataclass(frozen=True, eq=False)
+class HeadScores:
+    """One score per attention head, [n_layers, n_heads], with how it was computed.
+
+    ``name`` says which score ("induction", "duplicate_token",
+    "previous_token", "copying"); ``meta`` the data it was computed on.
+    """
+
+    name: str
+    scores: Float[Tensor, "layer head"]
+    model_name: str | None = None
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    _FORMAT = "mechscope.head_scores/1"
+
+    def top(self, k: int = 5, largest: bool = True) -> list[tuple[int, int, float]]:
+        """The k highest (or lowest) heads as (layer, head, score), best first."""
+        return _top(self.scores, k, largest)
+
+    def __repr__(self) -> str:
+        n_layers, n_heads = self.scores.shape
+        return (
+            f"HeadScores({self.name}, {n_layers}×{n_heads} heads"
+            f"{', model=' + self.model_name if self.model_name else ''}; top {_fmt_top(self.scores)})"
+        )
+
+    def save(self, path: str | os.PathLike) -> Path:
+        """One safetensors file: the scores, with name, model and meta as JSON metadata."""
+        meta = {"format": self._FORMAT, "name": self.name, "model": self.model_name}
+        return _save_tensors(path, {"scores": self.scores}, {**meta, "meta": self.meta})
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> HeadScores:
+        tensors, meta = _load_tensors(path, cls._FORMAT)
+        return cls(meta["name"], tensors["scores"], meta["model"], meta["meta"])
+
+
+@dataclass(frozen=True, eq=False)
+class IOIAttentionScores:
+    """Mean attention from END to the IO, S1 and S2 tokens, each [n_layers, n_heads].
+
+    Indexes like a dict: ``scores["IO"]``, ``scores["S2"]``.
+    """
+
+    io: Float[Tensor, "layer head"]
+    s1: Float[Tensor, "layer head"]
+    s2: Float[Tensor, "layer head"]
+    model_name: str | None = None
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    _FORMAT = "mechscope.ioi_attention/1"
+    KEYS = ("IO", "S1", "S2")
+
+    def as_dict(self) -> dict[str, Tensor]:
+        return {"IO": self.io, "S1": self.s1, "S2": self.s2}
+
+    def __getitem__(self, key: str) -> Tensor:
+        if key not in self.KEYS:
+            raise KeyError(f"{key!r}; valid: {', '.join(self.KEYS)}")
+        return self.as_dict()[key]
+
+    def keys(self) -> tuple[str, ...]:
+        return self.KEYS
+
+    def __repr__(self) -> str:
+        n_layers, n_heads = self.io.shape
+        tops = "; ".join(f"END→{k} top {_fmt_top(v, 2)}" for k, v in self.as_dict().items())
+        return f"IOIAttentionScores({n_layers}×{n_heads} heads; {tops})"
+
+    def save(self, path: str | os.PathLike) -> Path:
+        """One safetensors file (tensors IO, S1, S2) with model and meta as JSON metadata."""
+        meta = {"format": self._FORMAT, "model": self.model_name, "meta": self.meta}
+        return _save_tensors(path, self.as_dict(), meta)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> IOIAttentionScores:
+        t, meta = _load_tensors(path, cls._FORMAT)
+        return cls(t["IO"], t["S1"], t["S2"], meta["model"], meta["meta"])
+
+
+class HeadLabel(NamedTuple):
+    """One classified head: (layer, head, class, score)."""
+
+    layer: int
+    head: int
+    cls: str
+    score: float
+
+
+HEAD_CLASSES = (
+    "duplicate_token",
+    "induction",
+    "previous_token",
+    "name_mover",
+    "negative_name_mover",
+    "s_inhibition",
+    "s_inhibition_candidate",
+)
+
+
+@dataclass(frozen=True, eq=False)
+class HeadClassification:
+    """Heads with the classes `classify_heads` gave them; iterates as `HeadLabel` tuples."""
+
+    labels: list[HeadLabel]
+    settings: dict[str, Any] = field(default_factory=dict)
+
+    _FORMAT = "mechscope.head_classes/1"
+
+    def __iter__(self) -> Iterator[HeadLabel]:
+        return iter(self.labels)
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def of(self, cls: str) -> list[HeadLabel]:
+        """The heads of one class, best first."""
+        if cls not in HEAD_CLASSES:
+            raise InputError(f"unknown head class {cls!r}; valid: {', '.join(HEAD_CLASSES)}")
+        return [h for h in self.labels if h.cls == cls]
+
+    def __repr__(self) -> str:
+        lines = [f"HeadClassification({len(self)} labels)"]
+        for cls in HEAD_CLASSES:
+            heads = self.of(cls)
+            if heads:
+                lines.append(
+                    f"  {cls:<23} "
+                    + ", ".join(f"L{h.layer}H{h.head} {h.score:+.2f}" for h in heads)
+                )
+        return "\n".join(lines)
+
+    def save(self, path: str | os.PathLike) -> Path:
+        """One JSON file (there are no tensors)."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        record = {
+            "format": self._FORMAT,
+            "labels": [list(h) for h in self.labels],
+            "settings": self.settings,
+        }
+        tmp = path.with_name(path.name + ".partial")
+        tmp.write_text(json.dumps(record, indent=1))
+        os.replace(tmp, path)
+        return path
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> HeadClassification:
+        path = Path(path)
+        if not path.exists():
+            raise MechscopeError(f"no head classification at {path}")
+        record = json.loads(path.read_text())
+        if record.get("format") != cls._FORMAT:
+            raise MechscopeError(f"{path} is not a head classification")
+        labels = [HeadLabel(int(a), int(b), str(c), float(d)) for a, b, c, d in record["labels"]]
+        return cls(labels, record["settings"])
+
+
+# --- running the model -----------------------------------------------------------------
+
+
+def _dims(model: Model) -> tuple[int, int]:
+    if model.dims is None or model.adapter is None:
+        raise InputError(
+            f"{model.name} is not a transformer LM mechscope knows: no attention heads"
+        )
+    return model.dims.n_layers, model.dims.n_heads
+
+
+def _per_head_mean(
+    model: Model,
+    tokens: Tensor,
+    reduce: Callable[[Tensor, slice], Tensor],
+    interventions: Sequence[Intervention],
+    chunk_size: int,
+) -> Tensor:
+    """Mean over rows of reduce(patterns [layer, batch, head, q, k], rows) -> summed [layer, head]."""
+    n_layers, _ = _dims(model)
+    if chunk_size < 1:
+        raise InputError(f"chunk_size must be at least 1, got {chunk_size}")
+    total: Tensor | None = None
+    sites = [f"blocks.{layer}.attn.pattern" for layer in range(n_layers)]
+    for start in range(0, tokens.shape[0], chunk_size):
+        rows = slice(start, min(start + chunk_size, tokens.shape[0]))
+        out = model.run(tokens[rows], save=sites, interventions=interventions)
+        patterns = torch.stack([out.cache[s].float() for s in sites]).cpu()
+        part = reduce(patterns, rows)
+        total = part if total is None else total + part
+    assert total is not None
+    return total / tokens.shape[0]
+
+
+def repeated_random_tokens(
+    model: Model, n_prompts: int = 20, seq_len: int = 20, seed: int = 0
+) -> Int[Tensor, "batch pos"]:
+    """[n_prompts, 1 + 2·seq_len]: BOS, then seq_len random tokens, then the same again.
+
+    Special tokens are never drawn. BOS is the tokenizer's BOS token, else its EOS.
+    """
+    if seq_len < 2 or n_prompts < 1:
+        raise InputError(f"need seq_len >= 2 and n_prompts >= 1, got {seq_len}, {n_prompts}")
+    assert model.dims is not None
+    bos = model.bos_token_id
+    if bos is None:
+        raise InputError(f"{model.name}'s tokenizer has neither a BOS nor an EOS token")
+    vocab = min(model.dims.d_vocab, len(model.tokenizer))
+    special = set(model.tokenizer.all_special_ids)
+    allowed = torch.tensor([i for i in range(vocab) if i not in special], dtype=torch.long)
+    gen = torch.Generator().manual_seed(seed)
+    half = allowed[torch.randint(len(allowed), (n_prompts, seq_len), generator=gen)]
+    first = torch.full((n_prompts, 1), bos, dtype=torch.long)
+    return torch.cat([first, half, half], dim=1)
+
+
+def _offset_scores(
+    model: Model,
+    n_prompts: int,
+    seq_len: int,
+    seed: int,
+    offset: int,
+    second_half_only: bool,
+    name: str,
+    interventions: Sequence[Intervention],
+    chunk_size: int,
+) -> HeadScores:
+    """Mean attention from query i to key i − offset over the chosen query positions."""
+    tokens = repeated_random_tokens(model, n_prompts, seq_len, seed)
+    first_q = seq_len + 1 if second_half_only else max(offset, 1)
+    q = torch.arange(first_q, 2 * seq_len + 1)
+    k = q - offset
+
+    def reduce(patterns: Tensor, rows: slice) -> Tensor:
+        return patterns[:, :, :, q, k].mean(-1).sum(1)
+
+    scores = _per_head_mean(model, tokens.to(model.device), reduce, interventions, chunk_size)
+    meta = {"n_prompts": n_prompts, "seq_len": seq_len, "seed": seed, "data": "repeated_random"}
+    return HeadScores(name, scores, model.name, meta)
+
+
+def induction_scores(
+    model: Model,
+    n_prompts: int = 20,
+    seq_len: int = 20,
+    seed: int = 0,
+    *,
+    interventions: Sequence[Intervention] = (),
+    chunk_size: int = 32,
+) -> HeadScores:
+    """Mean attention from each second-copy position i to i − seq_len + 1, per head.
+
+    That key is the token after the earlier copy of token i: what an
+    induction head attends to. `interventions` are applied to every chunk.
+
+    Example::
+
+        induction_scores(model).top(3)
+    """
+    return _offset_scores(
+        model, n_prompts, seq_len, seed, seq_len - 1, True, "induction", interventions, chunk_size
+    )
+
+
+def duplicate_token_scores(
+    model: Model,
+    n_prompts: int = 20,
+    seq_len: int = 20,
+    seed: int = 0,
+    *,
+    interventions: Sequence[Intervention] = (),
+    chunk_size: int = 32,
+) -> HeadScores:
+    """Mean attention from each second-copy position i to i − seq_len (the earlier copy)."""
+    return _offset_scores(
+        model, n_prompts, seq_len, seed, seq_len, True, "duplicate_token", interventions, chunk_size
+    )
+
+
+def previous_token_scores(
+    model: Model,
+    n_prompts: int = 20,
+    seq_len: int = 20,
+    seed: int = 0,
+    *,
+    interventions: Sequence[Intervention] = (),
+    chunk_size: int = 32,
+) -> HeadScores:
+    """Mean attention from each position i ≥ 1 to i − 1, on the same repeated random tokens."""
+    return _offset_scores(
+        model, n_prompts, seq_len, seed, 1, False, "previous_token", interventions, chunk_size
+    )
+
+
+def ioi_attention_scores(
+    model: Model,
+    ds: IOIDataset,
+    *,
+    interventions: Sequence[Intervention] = (),
+    chunk_size: int = 32,
+) -> IOIAttentionScores:
+    """Mean attention from END to the IO, S1 and S2 tokens, per head.
+
+    Example::
+
+        att = ioi_attention_scores(model, ds)
+        att["IO"].shape   # [n_layers, n_heads]
+    """
+    pos = {k: ds.positions[k].cpu() for k in ("END", "IO", "S1", "S2")}
+
+    def reduce(patterns: Tensor, rows: slice) -> Tensor:
+        b = torch.arange(patterns.shape[1])
+        end = pos["END"][rows]
+        keys = torch.stack([pos[k][rows] for k in ("IO", "S1", "S2")], dim=-1)  # [batch, 3]
+        # advanced indices on axes 1, 3, 4 come first: [batch, 3, layer, head]
+        picked = patterns[:, b[:, None], :, end[:, None], keys]
+        return picked.sum(0).permute(1, 2, 0)
+
+    total = _per_head_mean(model, ds.tokens.to(model.device), reduce, interventions, chunk_size)
+    meta = {"n_prompts": len(ds), "seed": ds.seed, "corruption": ds.corruption}
+    return IOIAttentionScores(total[..., 0], total[..., 1], total[..., 2], model.name, meta)
+
+
+# --- direct logit attribution ----------------------------------------------------------
+
+
+def _norm_gain(norm: nn.Module, x: Tensor) -> tuple[str, Tensor]:
+    """A norm at input x as (kind, gain g): RMSNorm y = x·g; LayerNorm y = (x − mean x)·g + b.
+
+    The kind is read off the module and checked against its own output on x;
+    RMSNorm's weight convention (w or Gemma's 1 + w) is the one that reproduces it.
+    """
+    xf = x.float()
+    eps = getattr(norm, "variance_epsilon", None)
+    if eps is None:
+        eps = getattr(norm, "eps", 1e-5)
+    w = getattr(norm, "weight", None)
+    w = torch.ones(x.shape[-1]) if w is None else w.detach().float()
+    w = w.to(xf.device)
+    with torch.no_grad():
+        y = norm(x).float()
+    candidates: list[tuple[str, Tensor, Tensor]] = []
+    if isinstance(norm, nn.LayerNorm) or getattr(norm, "bias", None) is not None:
+        centred = xf - xf.mean(-1, keepdim=True)
+        g = torch.rsqrt(centred.pow(2).mean(-1, keepdim=True) + eps) * w
+        b = getattr(norm, "bias", None)
+        pred = centred * g + (0.0 if b is None else b.detach().float())
+        candidates.append(("layernorm", g, pred))
+    else:
+        rms = torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + eps)
+        for gain in (rms * w, rms * (1 + w)):
+            candidates.append(("rmsnorm", gain, xf * gain))
+    kind, gain, pred = min(candidates, key=lambda c: float((c[2] - y).abs().max()))
+    if not torch.allclose(pred, y, rtol=1e-2, atol=1e-3 * (1 + float(y.abs().max()))):
+        raise MechscopeError(
+            f"cannot read {type(norm).__name__} as RMSNorm (x·w or x·(1+w)) or LayerNorm: "
+            "direct logit attribution needs one of those"
+        )
+    return kind, gain
+
+
+def _apply_frozen(kind: str, gain: Tensor, v: Tensor) -> Tensor:
+    """The norm as the linear map it is at its input: gain [batch, d] on v [batch, ..., d]."""
+    gain = gain.reshape(gain.shape[0], *([1] * (v.ndim - 2)), gain.shape[-1])
+    if kind == "layernorm":
+        v = v - v.mean(-1, keepdim=True)
+    return v * gain
+
+
+def frozen_final_norm(
+    model: Model,
+    x: Float[Tensor, "batch *rest d_model"],
+    final_resid: Float[Tensor, "batch d_model"],
+) -> Float[Tensor, "batch *rest d_model"]:
+    """Components `x` of the final residual through the final norm, its scale frozen at `final_resid`.
+
+    RMSNorm: x · w / rms(final_resid); LayerNorm: (x − mean x) · w /
+    std(final_resid), without the bias. Summing the components of the
+    residual and adding the bias gives the norm's output exactly.
+    """
+    adapter = model.adapter
+    if adapter is None:
+        raise InputError(f"{model.name} has no known final norm")
+    kind, gain = _norm_gain(model.hf.get_submodule(adapter.final_norm), final_resid)
+    return _apply_frozen(kind, gain, x.float())
+
+
+def _head_out_weight(model: Model, layer: int) -> tuple[Tensor, Tensor | None]:
+    """The output projection as [head, d_head, d_model], and its bias."""
+    assert model.adapter is not None and model.dims is not None
+    d = model.dims
+    proj = model.hf.get_submodule(f"{model.adapter.layers}.{layer}.{model.adapter.attn_proj}")
+    w = proj.weight.detach().float()
+    if isinstance(proj, nn.Linear):  # weight [d_model, head·d_head]
+        w = w.T
+    if tuple(w.shape) != (
+        d.n_heads * d.d_head,
+        d.d_model,
+    ):  # GPT-2's Conv1D: [head·d_head, d_model]
+        raise MechscopeError(
+            f"unexpected output projection weight {tuple(proj.weight.shape)} at layer {layer}"
+        )
+    bias = getattr(proj, "bias", None)
+    return w.reshape(
+        d.n_heads, d.d_head, d.d_model
+    ), None if bias is None else bias.detach().float()
+
+
+def head_logit_attribution(
+    model: Model,
+    cache_z_per_layer: Float[Tensor, "layer batch head d_head"]
+    | Sequence[Float[Tensor, "batch head d_head"]],
+    final_resid: Float[Tensor, "batch d_model"],
+    direction: Float[Tensor, "batch d_model"] | Float[Tensor, " d_model"],
+) -> Float[Tensor, "batch layer head"]:
+    """Each head's direct contribution to the logit `direction`, at one position per row.
+
+    `cache_z_per_layer` holds ``blocks.L.attn.z`` at that position for every
+    layer L; `final_resid` the residual entering the final norm there
+    (``blocks.{last}.resid_post``), whose scale is frozen; `direction` a
+    vector in the unembedding's input space, e.g. W_U[IO] − W_U[S]. A head's
+    output is z_h · W_O[h] (the output projection's bias belongs to no head;
+    Gemma's post-attention norm is applied with its scale frozen at the
+    layer's total). Final-logit softcapping is ignored.
+
+    Example::
+
+        dla = head_logit_attribution(model, [cache[f"blocks.{l}.attn.z"][:, -1] for l in ...],
+                                     cache[f"blocks.{n - 1}.resid_post"][:, -1], w_u[io] - w_u[s])
+    """
+    n_layers, _ = _dims(model)
+    assert model.adapter is not None
+    if len(cache_z_per_layer) != n_layers:
+        raise InputError(
+            f"cache_z_per_layer needs z for all {n_layers} layers, got {len(cache_z_per_layer)}"
+        )
+    kind, gain = _norm_gain(model.hf.get_submodule(model.adapter.final_norm), final_resid)
+    direction = direction.float().to(final_resid.device)
+    if direction.ndim == 1:
+        direction = direction.expand(final_resid.shape[0], -1)
+    out = []
+    for layer in range(n_layers):
+        z = cache_z_per_layer[layer].float().to(final_resid.device)
+        w_o, bias = _head_out_weight(model, layer)
+        heads = torch.einsum("bhd,hdm->bhm", z, w_o.to(z.device))
+        if model.adapter.attn_out != model.adapter.attn:
+            # the projection's output passes another module (Gemma's post-attention norm)
+            total = heads.sum(1) + (0.0 if bias is None else bias.to(z.device))
+            post = model.hf.get_submodule(
+                f"{model.adapter.layers}.{layer}.{model.adapter.attn_out}"
+            )
+            post_kind, post_gain = _norm_gain(post, total)
+            heads = _apply_frozen(post_kind, post_gain, heads)
+        normed = _apply_frozen(kind, gain, heads)
+        out.append(torch.einsum("bhm,bm->bh", normed, direction))
+    return torch.stack(out, dim=1)
+
+
+def copying_scores(
+    model: Model,
+    ds: IOIDataset,
+    *,
+    interventions: Sequence[Intervention] = (),
+    chunk_size: int = 32,
+) -> HeadScores:
+    """Mean direct logit attribution of each head at END to logit(IO) − logit(S).
+
+    Positive for heads that push the IO name (name movers), negative for
+    those that push against it (negative name movers).
+
+    Example::
+
+        copying_scores(model, ds).top(3)
+    """
+    n_layers, _ = _dims(model)
+    assert model.adapter is not None
+    w_u = model.hf.get_submodule(model.adapter.unembed).weight.detach().float()
+    z_sites = [f"blocks.{layer}.attn.z" for layer in range(n_layers)]
+    resid_site = f"blocks.{n_layers - 1}.resid_post"
+    total: Tensor | None = None
+    tokens = ds.tokens.to(model.device)
+    for start in range(0, len(ds), chunk_size):
+        rows = slice(start, min(start + chunk_size, len(ds)))
+        out = model.run(tokens[rows], save=[*z_sites, resid_site], interventions=interventions)
+        b = torch.arange(rows.stop - rows.start, device=tokens.device)
+        end = ds.positions["END"][rows].to(tokens.device)
+        zs = [out.cache[s][b, end] for s in z_sites]
+        final = out.cache[resid_site][b, end]
+        io, s = ds.io_ids[rows].to(w_u.device), ds.s_ids[rows].to(w_u.device)
+        direction = w_u[io] - w_u[s]
+        part = head_logit_attribution(model, zs, final, direction).sum(0).cpu()
+        total = part if total is None else total + part
+    assert total is not None
+    meta = {"n_prompts": len(ds), "seed": ds.seed, "corruption": ds.corruption, "position": "END"}
+    return HeadScores("copying", total / len(ds), model.name, meta)
+
+
+# --- classification --------------------------------------------------------------------
+
+
+def _zscore(x: Tensor) -> Tensor:
+    x = x.float()
+    return (x - x.mean()) / x.std().clamp_min(1e-12)
+
+
+def _select(
+    scores: Tensor, z_threshold: float, top: int, largest: bool = True
+) -> list[tuple[int, int, float]]:
+    """Up to `top` heads whose score is `z_threshold` standard deviations beyond the mean."""
+    z = _zscore(scores) if largest else -_zscore(scores)
+    return [
+        (layer, head, s)
+        for layer, head, s in _top(scores, top, largest)
+        if z[layer, head] >= z_threshold
+    ]
+
+
+def classify_heads(
+    *,
+    induction: HeadScores | None = None,
+    duplicate_token: HeadScores | None = None,
+    previous_token: HeadScores | None = None,
+    ioi_attention: IOIAttentionScores | None = None,
+    copying: HeadScores | None = None,
+    s_inhibition_effect: Float[Tensor, "layer head"] | None = None,
+    top: int = 5,
+    z_threshold: float = 3.0,
+    copying_z: float = 1.0,
+) -> HeadClassification:
+    """Label heads from their scores; each class takes at most `top` heads.
+
+    A head is "high" on a score when it is among the `top` highest and at
+    least `z_threshold` standard deviations above the mean over all heads
+    (a head stands out from the rest of the model, whatever the score's
+    scale). Classes:
+
+    - ``duplicate_token`` / ``induction`` / ``previous_token``: high on that score.
+    - ``name_mover``: high END→IO attention and copying at least `copying_z`
+      standard deviations (of the copying scores, around 0) above zero; score
+      = its copying score. ``negative_name_mover``: the same with copying
+      below −`copying_z`.
+    - ``s_inhibition_candidate``: high END→S2 attention; score = that attention.
+      True S-inhibition heads act through the name movers' queries, which only
+      path patching shows: pass its result as `s_inhibition_effect` ([layer,
+      head]: change of the logit difference when the head's path to the
+      name movers' queries is corrupted; S-inhibition heads are negative).
+      Candidates whose effect is `z_threshold` standard deviations below the
+      mean become ``s_inhibition``, score = the effect.
+
+    Scores not given are skipped. Example::
+
+        classify_heads(induction=ind, ioi_attention=att, copying=cp).of("name_mover")
+    """
+    labels: list[HeadLabel] = []
+
+    def add(cls: str, picked: list[tuple[int, int, float]]) -> None:
+        labels.extend(HeadLabel(layer, head, cls, float(s)) for layer, head, s in picked)
+
+    for cls, result in (
+        ("duplicate_token", duplicate_token),
+        ("induction", induction),
+        ("previous_token", previous_token),
+    ):
+        if result is not None:
+            add(cls, _select(result.scores, z_threshold, top))
+    if ioi_attention is not None and copying is not None:
+        cp = copying.scores.float()
+        spread = cp.pow(2).mean().sqrt().clamp_min(1e-12)  # spread around 0, not around the mean
+        to_io = _select(ioi_attention.io, z_threshold, 2 * top)
+        movers = [
+            (la, h, float(cp[la, h])) for la, h, _ in to_io if cp[la, h] >= copying_z * spread
+        ]
+        negative = [
+            (la, h, float(cp[la, h])) for la, h, _ in to_io if cp[la, h] <= -copying_z * spread
+        ]
+        add("name_mover", movers[:top])
+        add("negative_name_mover", negative[:top])
+    if ioi_attention is not None:
+        candidates = _select(ioi_attention.s2, z_threshold, top)
+        if s_inhibition_effect is None:
+            add("s_inhibition_candidate", candidates)
+        else:
+            effect = s_inhibition_effect.detach().float().cpu()
+            ez = _zscore(effect)
+            strong = [
+                (la, h, float(effect[la, h]))
+                for la, h, _ in candidates
+                if ez[la, h] <= -z_threshold
+            ]
+            add("s_inhibition", strong)
+            strong_heads = {(la, h) for la, h, _ in strong}
+            add(
+                "s_inhibition_candidate",
+                [c for c in candidates if (c[0], c[1]) not in strong_heads],
+            )
+    settings = {"top": top, "z_threshold": z_threshold, "copying_z": copying_z}
+    settings["with_s_inhibition_effect"] = s_inhibition_effect is not None
+    return HeadClassification(labels, settings)
