@@ -2,6 +2,17 @@
 
 from __future__ import annotations
 
+from .attribution import AttributionPatching, RankAgreement, attribution_patching, rank_agreement
+from .paths import path_patching
 from .sweep import Metric, PatchResult, activation_patching
 
-__all__ = ["Metric", "PatchResult", "activation_patching"]
+__all__ = [
+    "AttributionPatching",
+    "Metric",
+    "PatchResult",
+    "RankAgreement",
+    "activation_patching",
+    "attribution_patching",
+    "path_patching",
+    "rank_agreement",
+]
