@@ -103,10 +103,54 @@ def generation(model: Model, console: Console) -> None:
     )
 
 
+def ioi_heatmap(model: Model, console: Console) -> None:
+    """The IOI patching heatmaps: resid_pre by layer × position, and every head."""
+    from .patching import activation_patching
+
+    io, s = model.to_single_token(" Mary"), model.to_single_token(" John")
+
+    def metric(logits: torch.Tensor) -> torch.Tensor:
+        return logits[:, -1, io] - logits[:, -1, s]
+
+    start = time.perf_counter()
+    resid = activation_patching(model, IOI_CLEAN, IOI_CORRUPT, metric, "resid_pre")
+    heads = activation_patching(model, IOI_CLEAN, IOI_CORRUPT, metric, "attn.z", per_position=False)
+    took = time.perf_counter() - start
+    figures = OUT_DIR / "figures"
+    resid.heatmap(
+        figures / "ioi_resid_pre", title="IOI: restoring clean resid_pre (layer × position)"
+    )
+    heads.heatmap(
+        figures / "ioi_heads", title="IOI: restoring one head's clean output (layer × head)"
+    )
+    resid.save(OUT_DIR / "ioi_resid_pre.safetensors")
+    heads.save(OUT_DIR / "ioi_heads.safetensors")
+    console.print(resid)
+    console.print(heads)
+    console.print(
+        f"{resid.meta['patches'] + heads.meta['patches']} patches in {took:.1f} s; heatmaps (PNG, SVG, "
+        f"HTML) in {figures}/ioi_resid_pre.* and ioi_heads.*"
+    )
+    table = Table(title="resid_pre restoration by position (normalised; 1 = clean)")
+    table.add_column("layer", justify="right")
+    keep = [
+        i
+        for i, label in enumerate(resid.labels["pos"])
+        if any(n in label for n in ("Mary", "John"))
+    ]
+    keep.append(len(resid.labels["pos"]) - 1)
+    for i in keep:
+        table.add_column(resid.labels["pos"][i], justify="right")
+    for layer in range(0, resid.values.shape[0], 3):
+        table.add_row(str(layer), *(f"{resid.values[layer, i]:.2f}" for i in keep))
+    console.print(table)
+
+
 SECTIONS: list[tuple[str, Callable[[Model, Console], None]]] = [
     ("Next tokens", next_tokens),
     ("Sites and the cache", cache_shapes),
     ("Interventions: IOI and per-row patching", ioi_patching),
+    ("Circuits: IOI patching heatmaps", ioi_heatmap),
     ("Generation with interventions", generation),
 ]
 

@@ -240,7 +240,9 @@ def activation_patching(
     if per_position:
         shape.append(len(pos_list))
         axes.append("pos")
-        names = list(position_labels) if position_labels is not None else _pos_labels(model, base_x)
+        names = (
+            list(position_labels) if position_labels is not None else _pos_labels(model, clean_x)
+        )
         labels["pos"] = [names[p] if p < len(names) else str(p) for p in pos_list]
     raw = raw.view(*shape)
     denom = m_clean - m_corrupt
