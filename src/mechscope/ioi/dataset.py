@@ -30,7 +30,7 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import torch
 from jaxtyping import Float, Int
@@ -87,7 +87,6 @@ TEMPLATES: tuple[str, ...] = tuple(
 )
 
 POSITION_KEYS = ("IO", "S1", "S2", "END")
-Corruption = Literal["ABC", "S2_IO"]
 CORRUPTIONS: tuple[str, ...] = ("ABC", "S2_IO")
 _SLOTS = {"IO", "S", "PLACE", "OBJECT"}
 _FORMAT = "mechscope.ioi_dataset/1"
@@ -147,7 +146,7 @@ class IOIDataset:
             f"{len(self.name_ids)} names{kind}; e.g. {example!r})"
         )
 
-    def corrupt(self, kind: Corruption, seed: int | None = None) -> IOIDataset:
+    def corrupt(self, kind: str, seed: int | None = None) -> IOIDataset:
         """A corrupted twin with the same templates, places, objects and positions.
 
         ``"ABC"``: IO, S1 and S2 become three fresh names, all different (and

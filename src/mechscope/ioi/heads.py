@@ -619,10 +619,11 @@ def classify_heads(
     scale). Classes:
 
     - ``duplicate_token`` / ``induction`` / ``previous_token``: high on that score.
-    - ``name_mover``: high END→IO attention and copying at least `copying_z`
-      standard deviations (of the copying scores, around 0) above zero; score
-      = its copying score. ``negative_name_mover``: the same with copying
-      below −`copying_z`.
+    - ``name_mover``: high END→IO attention (here among the 2·`top`
+      highest, since name movers and negative name movers share the list)
+      and copying at least `copying_z` root-mean-squares of all copying
+      scores above zero; score = its copying score. ``negative_name_mover``:
+      the same with copying below −`copying_z` RMS.
     - ``s_inhibition_candidate``: high END→S2 attention; score = that attention.
       True S-inhibition heads act through the name movers' queries, which only
       path patching shows: pass its result as `s_inhibition_effect` ([layer,
@@ -657,8 +658,8 @@ def classify_heads(
         negative = [
             (la, h, float(cp[la, h])) for la, h, _ in to_io if cp[la, h] <= -copying_z * spread
         ]
-        add("name_mover", movers[:top])
-        add("negative_name_mover", negative[:top])
+        add("name_mover", sorted(movers, key=lambda m: -m[2])[:top])
+        add("negative_name_mover", sorted(negative, key=lambda m: m[2])[:top])
     if ioi_attention is not None:
         candidates = _select(ioi_attention.s2, z_threshold, top)
         if s_inhibition_effect is None:
