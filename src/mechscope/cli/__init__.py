@@ -135,6 +135,41 @@ def print_cache(cache) -> None:
 
 
 @app.command()
+def ioi(
+    model: str = typer.Argument("smollm2-135m", help="Model spec (default: the built-in SmolLM2)."),
+    prompts: int = typer.Option(
+        100, "--prompts", help="IOI prompts for the logit difference and scores."
+    ),
+    sweep_prompts: int = typer.Option(
+        16, "--sweep-prompts", help="Prompts per patching experiment."
+    ),
+    threshold: float = typer.Option(
+        0.025, "--threshold", help="ACDC pruning threshold (normalised)."
+    ),
+    resid_prompts: int = typer.Option(
+        4, "--resid-prompts", help="Prompts per resid_pre sweep patch."
+    ),
+    seed: int = typer.Option(0, "--seed"),
+    out: Path = typer.Option(Path("runs/ioi"), "--out", help="Run folder to write."),
+) -> None:
+    """Reproduce the IOI circuit analysis (Wang et al. 2022) on a model; write a run folder."""
+    from .. import load
+    from ..ioi.reproduce import reproduce
+
+    m = load(model)
+    reproduce(
+        m,
+        out,
+        n_prompts=prompts,
+        sweep_prompts=sweep_prompts,
+        resid_prompts=resid_prompts,
+        threshold=threshold,
+        seed=seed,
+        console=console,
+    )
+
+
+@app.command()
 def tour(
     model: str = typer.Option("smollm2-135m", "--model", help="Which model to tour."),
 ) -> None:

@@ -16,3 +16,21 @@ __all__ = [
     "path_patching",
     "rank_agreement",
 ]
+
+from .circuit import (  # noqa: E402
+    Circuit,
+    EdgeScores,
+    acdc,
+    circuit_from_scores,
+    edge_attribution_patching,
+    evaluate_circuit,
+)
+
+__all__ += [
+    "Circuit",
+    "EdgeScores",
+    "acdc",
+    "circuit_from_scores",
+    "edge_attribution_patching",
+    "evaluate_circuit",
+]

@@ -1,0 +1,1095 @@
+"""Automatic circuit discovery on the graph of attention heads and MLPs: EAP and ACDC.
+
+The graph: senders are the input embedding (``embed``; also ``pos_embed`` on
+GPT-2), every head ``a{L}.{h}`` (its ``z`` pushed through its slice of the
+output projection) and every MLP ``m{L}``; receivers are each head's query
+input ``a{L}.{h}.q``, each key/value head's inputs ``a{L}.{g}.k`` /
+``a{L}.{g}.v`` (shared by its query heads under grouped-query attention),
+each MLP's input ``m{L}`` and the ``logits``. An edge joins a sender to every
+receiver that reads the residual stream after it: a head at layer l feeds
+layers > l and the MLP of layer l (not under GPT-NeoX's parallel residual).
+
+`edge_attribution_patching` (Syed et al. 2023) scores every edge at once,
+score(u→r) = Σ (a_u(corrupted) − a_u(clean)) · ∂metric/∂x_r, with the
+gradient taken through receiver r only; the receiver-specific gradients are
+exact vector-Jacobian products on one clean forward kept with its graph
+(``keep_graph``), so no family-specific code is needed. `acdc` (Conmy et al.
+2023) prunes at node level with real patching: from the last layer down,
+each node's output is tentatively replaced by its value on the corrupted
+input, and the node stays out when the metric moves by less than
+``threshold`` × |metric(clean) − metric(corrupted)|. Candidates are
+evaluated speculatively several per batch (one experiment per group of
+rows, each resumed from the lowest layer it ablates), which is exact.
+
+Example::
+
+    scores = edge_attribution_patching(model, clean, corrupted, metric)
+    circuit = acdc(model, clean, corrupted, metric, threshold=0.02, edge_scores=scores)
+    circuit.ratio, circuit.n_heads
+    circuit.draw("runs/ioi/circuit")      # .png, .svg, .html
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Literal
+
+import torch
+from jaxtyping import Bool, Float
+from safetensors.torch import load_file, save_file
+from torch import Tensor, nn
+from tqdm.auto import tqdm
+
+from ..core import interventions as iv
+from ..core.model import Inputs, Model
+from ..errors import InputError, MechscopeError
+from .sweep import Metric, _per_prompt, _tokens
+
+Edge = tuple[str, str, float]
+_DERIVED = ("faithfulness", "ratio", "n_heads", "head_fraction")  # written to JSON, not read
+_NODE_RE = re.compile(r"^(?:a(\d+)\.(\d+)|m(\d+)|embed|pos_embed|logits)$")
+
+
+# --- the graph ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Graph:
+    """Senders and receivers of one model, in forward order, and which edges exist."""
+
+    n_layers: int
+    n_heads: int
+    n_kv_heads: int
+    parallel: bool  # attention and MLP read the same resid_pre (GPT-NeoX / Pythia)
+    embeds: tuple[str, ...]  # ("embed",) or ("embed", "pos_embed")
+
+    @property
+    def senders(self) -> list[str]:
+        out = list(self.embeds)
+        for layer in range(self.n_layers):
+            out += [f"a{layer}.{h}" for h in range(self.n_heads)] + [f"m{layer}"]
+        return out
+
+    def layer_receivers(self, layer: int) -> list[str]:
+        return (
+            [f"a{layer}.{h}.q" for h in range(self.n_heads)]
+            + [f"a{layer}.{g}.k" for g in range(self.n_kv_heads)]
+            + [f"a{layer}.{g}.v" for g in range(self.n_kv_heads)]
+            + [f"m{layer}"]
+        )
+
+    @property
+    def receivers(self) -> list[str]:
+        return [r for layer in range(self.n_layers) for r in self.layer_receivers(layer)] + [
+            "logits"
+        ]
+
+    def first_sender(self, layer: int) -> int:
+        """Index of the first sender of `layer` (= how many senders precede it)."""
+        return len(self.embeds) + layer * (self.n_heads + 1)
+
+    def n_valid(self, layer: int, mlp: bool) -> int:
+        """How many senders (a prefix in forward order) reach an input of `layer`."""
+        start = self.first_sender(layer)
+        return start + (self.n_heads if mlp and not self.parallel else 0)
+
+    def valid(self) -> Tensor:
+        """[senders, receivers] bool: the edges of the graph."""
+        mask = torch.zeros(len(self.senders), len(self.receivers), dtype=torch.bool)
+        col = 0
+        for layer in range(self.n_layers):
+            n = len(self.layer_receivers(layer))
+            mask[: self.n_valid(layer, False), col : col + n - 1] = True
+            mask[: self.n_valid(layer, True), col + n - 1] = True
+            col += n
+        mask[:, -1] = True
+        return mask
+
+    def nodes(self) -> list[str]:
+        return [*self.senders, "logits"]
+
+
+def _receiver_nodes(receiver: str, n_heads: int, n_kv_heads: int) -> list[str]:
+    """The node(s) a receiver belongs to: a k/v input belongs to every head of its group."""
+    parts = receiver.split(".")
+    if len(parts) == 1:
+        return [receiver]
+    layer, idx, kind = int(parts[0][1:]), int(parts[1]), parts[2]
+    if kind == "q":
+        return [f"a{layer}.{idx}"]
+    rep = n_heads // n_kv_heads
+    return [f"a{layer}.{h}" for h in range(idx * rep, (idx + 1) * rep)]
+
+
+def _graph(model: Model) -> _Graph:
+    if model.dims is None or model.adapter is None:
+        raise InputError(f"{model.name} is not a transformer with known sites: no head graph")
+    a = model.adapter
+    if a.attn_out != a.attn or not a.mlp_down.startswith(a.mlp_out + "."):
+        raise MechscopeError(
+            f"circuit discovery needs the attention and MLP outputs to be added to the residual "
+            f"stream as they are; the {a.family} family norms them first (post-norm, as in "
+            f"Gemma 2/3), so a head's contribution is not its slice of the output projection. "
+            f"Supported: Llama-style (Llama, Mistral, Qwen, SmolLM), GPT-2, GPT-NeoX"
+        )
+    d = model.dims
+    parallel = bool(getattr(model.hf.config, "use_parallel_residual", False))
+    embeds = ("embed", "pos_embed") if a.pos_embed is not None else ("embed",)
+    return _Graph(d.n_layers, d.n_heads, d.n_kv_heads, parallel, embeds)
+
+
+def _head_weights(model: Model, layer: int) -> Float[Tensor, "head d_head d_model"]:
+    """W_O split by head: z[..., h, :] @ W[h] is head h's write to the residual stream."""
+    assert model.adapter is not None and model.dims is not None
+    d = model.dims
+    proj = model.hf.get_submodule(f"{model.adapter.layers}.{layer}.{model.adapter.attn_proj}")
+    w = proj.weight
+    if isinstance(proj, nn.Linear):  # weight [d_model, head·d_head]
+        return w.T.reshape(d.n_heads, d.d_head, d.d_model)
+    if tuple(w.shape) == (d.n_heads * d.d_head, d.d_model):  # GPT-2 Conv1D: [head·d_head, d_model]
+        return w.reshape(d.n_heads, d.d_head, d.d_model)
+    raise MechscopeError(
+        f"cannot split the output projection {type(proj).__name__} of layer {layer} by head"
+    )
+
+
+def _pair(model: Model, clean: Inputs, corrupted: Inputs) -> tuple[Tensor, Tensor]:
+    clean_x, corrupt_x = _tokens(model, clean), _tokens(model, corrupted)
+    if clean_x.shape != corrupt_x.shape:
+        raise InputError(
+            f"clean and corrupted inputs must have the same shape, got {tuple(clean_x.shape)} "
+            f"and {tuple(corrupt_x.shape)}"
+        )
+    return clean_x, corrupt_x
+
+
+def _mean_metric(metric: Metric, logits: Tensor, n: int) -> float:
+    return float(_per_prompt(metric(logits), n).mean())
+
+
+# --- edge attribution patching --------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class EdgeScores:
+    """EAP scores: ``scores[i, j]`` for sender ``senders[i]`` → receiver ``receivers[j]``.
+
+    Entries that are not edges of the graph (``valid`` False) are 0.
+    """
+
+    scores: Float[Tensor, "senders receivers"]
+    valid: Bool[Tensor, "senders receivers"]
+    senders: list[str]
+    receivers: list[str]
+    metric_clean: float
+    metric_corrupted: float
+    n_layers: int
+    n_heads: int
+    n_kv_heads: int
+    model_name: str | None = None
+    meta: dict[str, object] = field(default_factory=dict)
+
+    def __repr__(self) -> str:
+        top = ", ".join(f"{s}→{r} {v:+.3g}" for s, r, v in self.edges(top_k=3))
+        return (
+            f"EdgeScores({int(self.valid.sum())} edges, {len(self.senders)} senders × "
+            f"{len(self.receivers)} receivers; clean {self.metric_clean:+.3f}, corrupted "
+            f"{self.metric_corrupted:+.3f}; top {top})"
+        )
+
+    def score(self, sender: str, receiver: str) -> float:
+        return float(self.scores[self.senders.index(sender), self.receivers.index(receiver)])
+
+    def edges(self, top_k: int | None = None, threshold: float | None = None) -> list[Edge]:
+        """Edges sorted by |score|: the `top_k` largest, or all with |score| ≥ `threshold`."""
+        flat = self.scores.abs().masked_fill(~self.valid, -1.0).flatten()
+        order = flat.argsort(descending=True)
+        order = order[flat[order] >= (0.0 if threshold is None else threshold)]
+        if top_k is not None:
+            order = order[:top_k]
+        n = len(self.receivers)
+        return [
+            (self.senders[i // n], self.receivers[i % n], float(self.scores.flatten()[i]))
+            for i in order.tolist()
+        ]
+
+    def node_scores(self) -> dict[str, float]:
+        """Each node's total |score|: its outgoing edges plus the edges into its inputs.
+
+        A key/value input shared by several query heads counts for each of them.
+        """
+        total = dict.fromkeys([*self.senders, "logits"], 0.0)
+        for name, value in zip(self.senders, self.scores.abs().sum(1).tolist(), strict=True):
+            total[name] += value
+        for name, value in zip(self.receivers, self.scores.abs().sum(0).tolist(), strict=True):
+            for node in _receiver_nodes(name, self.n_heads, self.n_kv_heads):
+                total[node] += value
+        return total
+
+    def save(self, path: str | Path) -> Path:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        meta = {
+            f.name: json.dumps(getattr(self, f.name))
+            for f in fields(self)
+            if f.name not in ("scores", "valid")
+        }
+        save_file({"scores": self.scores.contiguous(), "valid": self.valid}, str(path), meta)
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path) -> EdgeScores:
+        from safetensors import safe_open
+
+        with safe_open(str(path), "pt") as f:
+            meta = {k: json.loads(v) for k, v in (f.metadata() or {}).items()}
+        t = load_file(str(path))
+        return cls(scores=t["scores"], valid=t["valid"], **meta)
+
+
+def edge_attribution_patching(
+    model: Model,
+    clean: Inputs,
+    corrupted: Inputs,
+    metric: Metric,
+    *,
+    progress: bool = True,
+) -> EdgeScores:
+    """Score every edge of the head/MLP graph with one corrupted and one clean forward.
+
+    `metric` maps logits [batch, pos, vocab] to one value per prompt (the mean
+    is taken). Scores are summed over prompts, positions and d_model, as
+    derivatives of the mean metric, so summing a sender's scores over every
+    receiver gives attribution patching's estimate of the effect of patching
+    that sender alone.
+
+    Example::
+
+        scores = edge_attribution_patching(model, clean_ids, corrupt_ids, logit_diff)
+        scores.edges(top_k=20)
+    """
+    graph = _graph(model)
+    assert model.dims is not None
+    clean_x, corrupt_x = _pair(model, clean, corrupted)
+    n, last = clean_x.shape[0], graph.n_layers - 1
+    start = time.perf_counter()
+    z = [f"blocks.{layer}.attn.z" for layer in range(graph.n_layers)]
+    mlp = [f"blocks.{layer}.mlp.out" for layer in range(graph.n_layers)]
+    embed_sites = ["blocks.0.resid_pre", *(["pos_embed"] if len(graph.embeds) > 1 else [])]
+    corr = model.run(corrupt_x, save=[*embed_sites, *z, *mlp])
+    m_corrupt = _mean_metric(metric, corr.logits, n)
+    saves = ["blocks.*.resid_pre", "blocks.*.attn.q", "blocks.*.attn.k", "blocks.*.attn.v"]
+    saves += ["blocks.*.attn.out", *z, *mlp, f"blocks.{last}.resid_post", *embed_sites]
+    out = model.run(clean_x, save=saves, keep_graph=True)
+    live, cache = out.cache.live, out.cache
+    if not live["blocks.0.resid_pre"].requires_grad:
+        raise MechscopeError(
+            "edge attribution patching needs the autograd graph, but no gradient reaches the "
+            "embeddings: are the model's parameters frozen (requires_grad=False)?"
+        )
+
+    with torch.no_grad():  # sender deltas [senders, batch, pos, d_model], forward order
+        deltas = [corr.cache["blocks.0.resid_pre"] - cache["blocks.0.resid_pre"]]
+        if len(graph.embeds) > 1:
+            pos = (corr.cache["pos_embed"] - cache["pos_embed"]).expand_as(deltas[0])
+            deltas = [deltas[0] - pos, pos]
+        for layer in range(graph.n_layers):
+            dz = corr.cache[z[layer]] - cache[z[layer]]
+            w = _head_weights(model, layer).to(dz.dtype)
+            deltas += list(torch.einsum("bphe,hed->hbpd", dz, w))
+            deltas.append(corr.cache[mlp[layer]] - cache[mlp[layer]])
+        delta = torch.stack(deltas).float().flatten(1)  # [senders, batch·pos·d_model]
+
+    scores = torch.zeros(len(graph.senders), len(graph.receivers))
+    with torch.enable_grad():
+        m = _per_prompt_live(metric(out.logits), n).mean()
+        sites = [f"blocks.{layer}.attn.{k}" for layer in range(graph.n_layers) for k in "qkv"]
+        targets = [live[s] for s in sites] + [live[s] for s in mlp]
+        targets.append(live[f"blocks.{last}.resid_post"])
+        grads = torch.autograd.grad(m, targets, retain_graph=True, allow_unused=True)
+        g = {
+            name: torch.zeros_like(t) if gr is None else gr
+            for name, t, gr in zip([*sites, *mlp, "final"], targets, grads, strict=True)
+        }
+        col = 0
+        bar = tqdm(range(graph.n_layers), desc="EAP", unit="layer", disable=not progress)
+        for layer in bar:
+            resid = live[f"blocks.{layer}.resid_pre"]
+            rows = []
+            for kind, n_idx in (
+                ("q", graph.n_heads),
+                ("k", graph.n_kv_heads),
+                ("v", graph.n_kv_heads),
+            ):
+                name = f"blocks.{layer}.attn.{kind}"
+                rows += _per_head_vjp(live[name], resid, g[name], n_idx)
+            mlp_in = resid if graph.parallel else live[f"blocks.{layer}.attn.out"]
+            rows.append(_vjp(live[mlp[layer]], mlp_in, g[mlp[layer]]))
+            grad_in = torch.stack(rows).float().flatten(1)  # [receivers of layer, batch·pos·d]
+            k = graph.n_valid(layer, mlp=False)
+            scores[:k, col : col + len(rows) - 1] = delta[:k] @ grad_in[:-1].T
+            k = graph.n_valid(layer, mlp=True)
+            scores[:k, col + len(rows) - 1] = delta[:k] @ grad_in[-1]
+            col += len(rows)
+        scores[:, -1] = delta @ g["final"].float().flatten()
+    del out, live
+    return EdgeScores(
+        scores=scores,
+        valid=graph.valid(),
+        senders=graph.senders,
+        receivers=graph.receivers,
+        metric_clean=float(m.detach()),
+        metric_corrupted=m_corrupt,
+        n_layers=graph.n_layers,
+        n_heads=graph.n_heads,
+        n_kv_heads=graph.n_kv_heads,
+        model_name=model.name,
+        meta={"prompts": n, "positions": int(clean_x.shape[1]), "seconds": _since(start)},
+    )
+
+
+def _per_head_vjp(output: Tensor, inputs: Tensor, grad_output: Tensor, n: int) -> list[Tensor]:
+    """The VJP of each head's slice of `output` [batch, pos, head, d_head] on its own."""
+    one_hot = torch.eye(n, dtype=grad_output.dtype, device=grad_output.device)
+    per_head = grad_output.unsqueeze(0) * one_hot[:, None, None, :, None]  # [n, *output.shape]
+    try:
+        (grads,) = torch.autograd.grad(
+            output, inputs, grad_outputs=per_head, retain_graph=True, is_grads_batched=True
+        )
+        return list(grads)
+    except RuntimeError:  # an op without a batching rule: one VJP per head
+        return [_vjp(output, inputs, g) for g in per_head]
+
+
+def _vjp(output: Tensor, inputs: Tensor, grad_output: Tensor) -> Tensor:
+    (grad,) = torch.autograd.grad(
+        output, inputs, grad_outputs=grad_output, retain_graph=True, allow_unused=True
+    )
+    return torch.zeros_like(inputs) if grad is None else grad
+
+
+def _per_prompt_live(value: Tensor, n: int) -> Tensor:
+    """Like `_per_prompt`, keeping the graph."""
+    value = value.float().reshape(-1)
+    if value.numel() not in (1, n):
+        raise InputError(
+            f"metric must return one value per prompt ({n}) or a scalar, got {value.numel()}"
+        )
+    return value
+
+
+def _since(start: float) -> float:
+    return round(time.perf_counter() - start, 3)
+
+
+# --- node-level ablation by patching --------------------------------------------------
+
+
+class _Ablation:
+    """Evaluates the metric with sets of nodes patched to their corrupted values.
+
+    Each set is one experiment: a group of rows (experiment-major, as in
+    `Model.resume`), all resumed from the lowest layer any set touches.
+    """
+
+    def __init__(
+        self,
+        model: Model,
+        graph: _Graph,
+        clean: Inputs,
+        corrupted: Inputs,
+        metric: Metric,
+        last_only: bool,
+    ) -> None:
+        assert model.dims is not None
+        clean_x, corrupt_x = _pair(model, clean, corrupted)
+        self.model, self.graph, self.metric, self.last_only = model, graph, metric, last_only
+        self.n = int(clean_x.shape[0])
+        embed_sites = ["blocks.0.resid_pre", *(["pos_embed"] if len(graph.embeds) > 1 else [])]
+        sites = ["blocks.*.attn.z", "blocks.*.mlp.out", *embed_sites]
+        self.base, self.context = model.capture(clean_x, save=embed_sites)
+        corr = model.run(corrupt_x, save=sites)
+        self.corr = corr.cache
+        view = (lambda lg: lg[:, -1:]) if last_only else (lambda lg: lg)
+        self.m_model = _mean_metric(metric, view(self.base.logits), self.n)
+        self.m_corrupt = _mean_metric(metric, view(corr.logits), self.n)
+        d = model.dims
+        per_row = clean_x.shape[1] * (10 * d.d_model + 3 * d.d_mlp + d.n_heads * clean_x.shape[1])
+        per_row += (1 if last_only else clean_x.shape[1]) * d.d_vocab
+        self.row_bytes = 4 * per_row
+        self.evaluations = 0
+
+    def evaluate(self, ablated: Sequence[Iterable[str]]) -> Tensor:
+        """The mean metric of each experiment (a set of ablated node names)."""
+        sets = [set(a) for a in ablated]
+        k, n, graph = len(sets), self.n, self.graph
+        if not any(sets):
+            return torch.full((k,), self.m_model)
+        self.evaluations += k
+        layers = [_layer_of(node) for s in sets for node in s]
+        low = max(0, min(layers))
+        resid = self.base.cache[f"blocks.{low}.resid_pre"].repeat(k, 1, 1)
+        if min(layers) < 0:  # the embeddings: add their deltas to blocks.0.resid_pre
+            clean0 = self.base.cache["blocks.0.resid_pre"]
+            pos = (
+                self.corr["pos_embed"] - self.base.cache["pos_embed"]
+                if "pos_embed" in graph.embeds
+                else torch.zeros_like(clean0)
+            )
+            tok = self.corr["blocks.0.resid_pre"] - clean0 - pos
+            for e, s in enumerate(sets):
+                rows = slice(e * n, (e + 1) * n)
+                if "embed" in s:
+                    resid[rows] += tok
+                if "pos_embed" in s:
+                    resid[rows] += pos
+        ivs = []
+        for layer in range(low, graph.n_layers):
+            heads = torch.tensor(
+                [[f"a{layer}.{h}" in s for h in range(graph.n_heads)] for s in sets]
+            )
+            if heads.any():
+                site = f"blocks.{layer}.attn.z"
+                ivs.append(_rowwise(site, self.corr[site], heads.repeat_interleave(n, 0), k))
+            mlps = torch.tensor([f"m{layer}" in s for s in sets])
+            if mlps.any():
+                site = f"blocks.{layer}.mlp.out"
+                ivs.append(_rowwise(site, self.corr[site], mlps.repeat_interleave(n, 0), k))
+        out = self.model.resume(
+            low, resid, self.context, ivs, logits_at=-1 if self.last_only else None
+        )
+        return _per_prompt(self.metric(out.logits), k * n).view(k, n).mean(1)
+
+
+def _rowwise(site: str, source: Tensor, mask: Tensor, tile: int) -> iv.Intervention:
+    """Per-row patch: where `mask` (rows, or rows × heads) is set, take the tiled `source`."""
+
+    def fn(x: Tensor) -> Tensor:
+        src = source.to(x.dtype).repeat(tile, *([1] * (source.ndim - 1)))
+        m = mask.to(x.device)
+        m = m[:, None, :, None] if m.ndim == 2 else m[:, None, None]
+        return torch.where(m, src, x)
+
+    return iv.apply(site, fn)
+
+
+def _layer_of(node: str) -> int:
+    """Layer of an ablatable node; -1 for the embeddings."""
+    m = _NODE_RE.match(node)
+    if m is None or node == "logits":
+        raise InputError(
+            f"{node!r} is not an ablatable node; nodes are 'a{{layer}}.{{head}}', "
+            f"'m{{layer}}', 'embed' or 'pos_embed'"
+        )
+    if m.group(1) is not None:
+        return int(m.group(1))
+    if m.group(3) is not None:
+        return int(m.group(3))
+    return -1
+
+
+def _check_nodes(graph: _Graph, nodes: Iterable[str]) -> set[str]:
+    known = set(graph.nodes())
+    nodes = set(nodes)
+    unknown = sorted(nodes - known)
+    if unknown:
+        raise InputError(
+            f"unknown nodes {unknown[:5]}; nodes are 'a{{layer}}.{{head}}' (layers 0.."
+            f"{graph.n_layers - 1}, heads 0..{graph.n_heads - 1}), 'm{{layer}}', "
+            f"{', '.join(repr(e) for e in graph.embeds)} and 'logits'"
+        )
+    return nodes
+
+
+def evaluate_circuit(
+    model: Model,
+    clean: Inputs,
+    corrupted: Inputs,
+    metric: Metric,
+    nodes: Iterable[str],
+    *,
+    last_only: bool = False,
+) -> float:
+    """The metric on `clean` with every node not in `nodes` patched from `corrupted`.
+
+    Nodes are named as in `Circuit` ("a12.3", "m12", "embed"); leaving out
+    ``embed`` patches the token embeddings too, so ``nodes=[]`` gives the
+    corrupted metric and every node gives the clean one. `metric` sees
+    ``logits[:, -1:]`` with `last_only`.
+
+    Example::
+
+        evaluate_circuit(model, clean, corrupted, logit_diff, circuit.nodes)
+    """
+    graph = _graph(model)
+    keep = _check_nodes(graph, nodes)
+    ablation = _Ablation(model, graph, clean, corrupted, metric, last_only)
+    ablated = [s for s in graph.senders if s not in keep]
+    return float(ablation.evaluate([ablated])[0])
+
+
+# --- circuits -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Circuit:
+    """A set of nodes (and the EAP edges among them) with the metric it keeps.
+
+    ``faithfulness`` is normalised, (circuit − corrupted) / (model − corrupted);
+    ``ratio`` is the plain metric of the circuit over that of the model.
+    """
+
+    nodes: list[str]
+    edges: list[Edge]
+    metric_model: float
+    metric_circuit: float
+    metric_corrupted: float
+    n_layers: int
+    heads_per_layer: int
+    kv_heads_per_layer: int | None = None  # None: as many as heads
+    method: str = "acdc"
+    threshold: float | None = None
+    model_name: str | None = None
+    meta: dict[str, object] = field(default_factory=dict)
+
+    @property
+    def faithfulness(self) -> float:
+        denom = self.metric_model - self.metric_corrupted
+        return (self.metric_circuit - self.metric_corrupted) / denom if denom else math.nan
+
+    @property
+    def ratio(self) -> float:
+        return self.metric_circuit / self.metric_model if self.metric_model else math.nan
+
+    @property
+    def heads(self) -> list[str]:
+        return [n for n in self.nodes if n.startswith("a")]
+
+    @property
+    def mlps(self) -> list[str]:
+        return [n for n in self.nodes if n.startswith("m")]
+
+    @property
+    def n_heads(self) -> int:
+        return len(self.heads)
+
+    @property
+    def head_fraction(self) -> float:
+        return self.n_heads / (self.n_layers * self.heads_per_layer)
+
+    def __repr__(self) -> str:
+        return (
+            f"Circuit({self.method}, {self.n_heads} heads ({self.head_fraction:.1%}), "
+            f"{len(self.mlps)} MLPs, {len(self.edges)} edges; metric {self.metric_circuit:+.3f} "
+            f"of {self.metric_model:+.3f} (corrupted {self.metric_corrupted:+.3f}): "
+            f"faithfulness {self.faithfulness:.3f}, ratio {self.ratio:.3f})"
+        )
+
+    def _repr_html_(self) -> str:
+        rows = "".join(
+            f"<tr><td>{k}</td><td>{v}</td></tr>"
+            for k, v in [
+                ("method", f"{self.method} (threshold {self.threshold})"),
+                ("heads", f"{self.n_heads} ({self.head_fraction:.1%}): {', '.join(self.heads)}"),
+                ("MLPs", f"{len(self.mlps)}: {', '.join(self.mlps)}"),
+                ("edges", len(self.edges)),
+                ("metric", f"model {self.metric_model:+.4f}, circuit {self.metric_circuit:+.4f}, "
+                 f"corrupted {self.metric_corrupted:+.4f}"),
+                ("faithfulness", f"{self.faithfulness:.4f} (ratio {self.ratio:.4f})"),
+            ]
+        )  # fmt: skip
+        return f"<table><caption>Circuit</caption>{rows}</table>"
+
+    def to_json(self) -> str:
+        record = asdict(self)
+        record["edges"] = [list(e) for e in self.edges]
+        derived = {k: getattr(self, k) for k in _DERIVED}
+        return json.dumps({"format": "mechscope.circuit/1", **record, **derived}, indent=1)
+
+    def save(self, path: str | Path) -> Path:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(self.to_json())
+        return path
+
+    @classmethod
+    def from_json(cls, text: str) -> Circuit:
+        record = json.loads(text)
+        for key in _DERIVED:
+            record.pop(key, None)
+        if record.pop("format", None) != "mechscope.circuit/1":
+            raise MechscopeError("not a mechscope circuit (format mechscope.circuit/1)")
+        record["edges"] = [(str(s), str(r), float(v)) for s, r, v in record["edges"]]
+        return cls(**record)
+
+    @classmethod
+    def load(cls, path: str | Path) -> Circuit:
+        return cls.from_json(Path(path).read_text())
+
+    def draw(
+        self,
+        path: str | Path,
+        *,
+        node_labels: dict[str, str] | None = None,
+        title: str | None = None,
+    ) -> dict[str, Path]:
+        """Write the circuit as ``path``.png/.svg (matplotlib) and .html (plotly).
+
+        Layers go bottom to top, heads left to right by index (the MLP at the
+        right end); edge width and opacity follow |score|, colour its sign
+        (red positive, blue negative); k/v inputs are dashed/dotted.
+        `node_labels` gives nodes a class shown in colour and on hover.
+        """
+        return _draw(self, Path(path), node_labels or {}, title)
+
+
+def _edges_between(scores: EdgeScores, nodes: set[str], min_score: float) -> list[Edge]:
+    def heads(r: str) -> list[str]:
+        return _receiver_nodes(r, scores.n_heads, scores.n_kv_heads)
+
+    return [
+        (s, r, v)
+        for s, r, v in scores.edges(threshold=min_score)
+        if s in nodes and any(node in nodes for node in heads(r))
+    ]
+
+
+def circuit_from_scores(
+    scores: EdgeScores,
+    *,
+    top_k_edges: int | None = None,
+    threshold: float | None = None,
+    prune_dangling: bool = True,
+    evaluate_on: tuple[Model, Inputs, Inputs, Metric] | None = None,
+    last_only: bool = False,
+) -> Circuit:
+    """A pure EAP circuit: the `top_k_edges` largest |scores| (or all with |score| ≥ `threshold`).
+
+    With `prune_dangling`, edges are dropped until every kept node but the
+    embeddings has an input edge and every one but the logits an output
+    edge. ``evaluate_on=(model, clean, corrupted, metric)`` fills
+    ``metric_circuit`` by node-level patching (`evaluate_circuit`; edges
+    between kept nodes that were not selected stay clean); otherwise it is NaN.
+
+    Example::
+
+        circuit = circuit_from_scores(scores, top_k_edges=200)
+    """
+    if (top_k_edges is None) == (threshold is None):
+        raise InputError("give exactly one of top_k_edges and threshold")
+
+    def heads(r: str) -> list[str]:
+        return _receiver_nodes(r, scores.n_heads, scores.n_kv_heads)
+
+    edges = scores.edges(top_k=top_k_edges, threshold=threshold)
+    embeds = {s for s in scores.senders if s in ("embed", "pos_embed")}
+    while prune_dangling:
+        fed = {node for _, r, _ in edges for node in heads(r)} | embeds
+        feeding = {s for s, _, _ in edges} | {"logits"}
+        kept = [
+            (s, r, v) for s, r, v in edges if s in fed and any(node in feeding for node in heads(r))
+        ]
+        if len(kept) == len(edges):
+            break
+        edges = kept
+    # a key/value input belongs to the heads of its group that are in the circuit anyway
+    nodes_set = {s for s, _, _ in edges} | embeds | {"logits"}
+    nodes_set |= {heads(r)[0] for _, r, _ in edges if not r.endswith((".k", ".v"))}
+    for _, r, _ in edges:
+        group = heads(r)
+        if r.endswith((".k", ".v")) and not nodes_set & set(group):
+            nodes_set |= set(group)
+    nodes = [n for n in [*scores.senders, "logits"] if n in nodes_set]
+    metric_circuit = math.nan
+    model_metric, corrupt_metric = scores.metric_clean, scores.metric_corrupted
+    if evaluate_on is not None:
+        model, clean, corrupted, metric = evaluate_on
+        g = _graph(model)
+        ablation = _Ablation(model, g, clean, corrupted, metric, last_only)
+        metric_circuit = float(ablation.evaluate([[s for s in g.senders if s not in nodes_set]])[0])
+        model_metric, corrupt_metric = ablation.m_model, ablation.m_corrupt
+    return Circuit(
+        nodes=nodes,
+        edges=edges,
+        metric_model=model_metric,
+        metric_circuit=metric_circuit,
+        metric_corrupted=corrupt_metric,
+        n_layers=scores.n_layers,
+        heads_per_layer=scores.n_heads,
+        kv_heads_per_layer=scores.n_kv_heads,
+        method="eap",
+        threshold=threshold,
+        model_name=scores.model_name,
+        meta={"top_k_edges": top_k_edges, "prune_dangling": prune_dangling},
+    )
+
+
+# --- ACDC -----------------------------------------------------------------------------
+
+
+def acdc(
+    model: Model,
+    clean: Inputs,
+    corrupted: Inputs,
+    metric: Metric,
+    threshold: float,
+    *,
+    edge_scores: EdgeScores | None = None,
+    try_quantile: float | None = None,
+    order: Literal["reverse", "scores"] = "reverse",
+    include_mlps: bool = True,
+    batch_size: int = 8,
+    last_only: bool = False,
+    min_edge_score: float = 0.0,
+    memory_budget: int = 1 << 30,
+    progress: bool = True,
+) -> Circuit:
+    """ACDC at node level: greedily patch away heads and MLPs that barely move the metric.
+
+    Nodes are visited from the last layer to the first (within a layer the
+    MLP, then heads from the last index down). A node is patched to its value
+    on `corrupted`; it stays out when |metric(without it) − metric(now)| <
+    `threshold` × |metric(clean) − metric(corrupted)|, otherwise it is
+    restored. The embeddings and the logits always stay.
+
+    Speed, exactly: each batch tests up to `batch_size` candidates as
+    separate experiments. While most recent candidates were removed it
+    tests a chain (experiment j removes candidates 1..j, each compared with
+    j−1), otherwise each candidate alone against the current circuit; the
+    decisions up to the first one that breaks the assumption are kept, and
+    the next batch speculates about as far as this one held. Experiments
+    resume the forward from the lowest layer they patch.
+
+    `edge_scores` (computed if None) give the circuit's edges (EAP scores
+    between kept nodes with |score| > `min_edge_score`); with ``order="scores"``
+    nodes within a layer are tried least important first (by
+    `EdgeScores.node_scores`), and with `try_quantile` q only nodes whose
+    node score is at most the q-quantile are tried (the others are kept
+    untested: a shortcut, no longer pure ACDC). `include_mlps=False` keeps
+    every MLP. `metric` gets ``logits[:, -1:]`` with `last_only` (faster).
+
+    Example::
+
+        circuit = acdc(model, clean, corrupted, logit_diff, threshold=0.02, last_only=True)
+    """
+    graph = _graph(model)
+    start = time.perf_counter()
+    if threshold < 0:
+        raise InputError(f"threshold must be ≥ 0, got {threshold}")
+    if order not in ("reverse", "scores"):
+        raise InputError(f"order must be 'reverse' or 'scores', got {order!r}")
+    if try_quantile is not None and not 0 < try_quantile <= 1:
+        raise InputError(f"try_quantile must be in (0, 1], got {try_quantile}")
+    ablation = _Ablation(model, graph, clean, corrupted, metric, last_only)
+    denom = abs(ablation.m_model - ablation.m_corrupt)
+    if denom < 1e-12:
+        raise InputError("clean and corrupted inputs give the same metric: nothing to explain")
+    if edge_scores is None:
+        edge_scores = edge_attribution_patching(model, clean, corrupted, metric, progress=False)
+    node_score = edge_scores.node_scores()
+
+    candidates: list[str] = []
+    for layer in reversed(range(graph.n_layers)):
+        here = [f"m{layer}"] if include_mlps else []
+        here += [f"a{layer}.{h}" for h in reversed(range(graph.n_heads))]
+        if order == "scores":
+            here.sort(key=lambda node: node_score[node])
+        candidates += here
+    if try_quantile is not None:
+        values = torch.tensor([node_score[c] for c in candidates])
+        cut = float(values.quantile(try_quantile))
+        candidates = [c for c in candidates if node_score[c] <= cut]
+
+    rows_fit = max(1, memory_budget // (ablation.row_bytes * ablation.n))
+    most = max(1, min(batch_size, rows_fit))
+    width = most
+    ablated: list[str] = []
+    current = ablation.m_model
+    accept_rate = 1.0  # running estimate: chains pay off when most candidates go
+    batches = total_accepted = 0
+    bar = tqdm(
+        total=len(candidates), desc=f"ACDC τ={threshold:g}", unit="node", disable=not progress
+    )
+    i = 0
+    while i < len(candidates):
+        chunk = candidates[i : i + width]
+        chain = accept_rate >= 0.5
+        if chain:
+            sets = [ablated + chunk[: j + 1] for j in range(len(chunk))]
+        else:
+            sets = [[*ablated, c] for c in chunk]
+        values = ablation.evaluate(sets).tolist()
+        batches += 1
+        decided = accepted = 0
+        for j, c in enumerate(chunk):
+            before = (values[j - 1] if j else current) if chain else current
+            removed = abs(values[j] - before) < threshold * denom
+            decided += 1
+            if removed:
+                ablated.append(c)
+                current = values[j]
+                accepted += 1
+            if removed != chain:  # the speculation behind later experiments no longer holds
+                break
+        accept_rate = 0.5 * accept_rate + 0.5 * accepted / decided
+        # speculate as far as the last batch's guess held: double after a full run
+        width = min(most, 2 * width) if decided == len(chunk) else max(1, decided)
+        i += decided
+        total_accepted += accepted
+        bar.update(decided)
+        bar.set_postfix(kept=i - total_accepted)
+    bar.close()
+
+    final = float(ablation.evaluate([ablated])[0])
+    removed = set(ablated)
+    nodes = [n for n in graph.nodes() if n not in removed]
+    return Circuit(
+        nodes=nodes,
+        edges=_edges_between(edge_scores, set(nodes), min_edge_score),
+        metric_model=ablation.m_model,
+        metric_circuit=final,
+        metric_corrupted=ablation.m_corrupt,
+        n_layers=graph.n_layers,
+        heads_per_layer=graph.n_heads,
+        kv_heads_per_layer=graph.n_kv_heads,
+        method="acdc",
+        threshold=threshold,
+        model_name=model.name,
+        meta={
+            "tried": len(candidates),
+            "evaluations": ablation.evaluations,
+            "batches": batches,
+            "seconds": _since(start),
+            "order": order,
+            "try_quantile": try_quantile,
+            "include_mlps": include_mlps,
+            "last_only": last_only,
+        },
+    )
+
+
+# --- drawing --------------------------------------------------------------------------
+
+_SIGN_COLOURS = ("#d62728", "#1f77b4")  # positive, negative
+_STYLES = {"k": "dashed", "v": "dotted"}
+_PALETTE = ("#ff7f0e", "#2ca02c", "#9467bd", "#8c564b", "#e377c2", "#17becf", "#bcbd22")
+
+
+def _position(node: str, n_layers: int, n_heads: int) -> tuple[float, float]:
+    m = _NODE_RE.match(node)
+    assert m is not None, node
+    if m.group(1) is not None:
+        return float(m.group(2)), float(m.group(1))
+    if m.group(3) is not None:
+        return n_heads + 0.5, float(m.group(3))
+    centre = (n_heads - 1) / 2
+    return {
+        "embed": (centre - 0.5, -1.5),
+        "pos_embed": (centre + 1.0, -1.5),
+        "logits": (centre, n_layers + 0.5),
+    }[node]
+
+
+def _segments(circuit: Circuit) -> list[tuple[str, str, str, float]]:
+    """(sender, receiver node, input kind, score) per drawn line; k/v go to each kept head."""
+    kept = set(circuit.nodes)
+    out = []
+    kv = circuit.kv_heads_per_layer or circuit.heads_per_layer
+    for s, r, v in circuit.edges:
+        kind = r.split(".")[2] if r.count(".") == 2 else "in"
+        targets = _receiver_nodes(r, circuit.heads_per_layer, kv)
+        out += [(s, t, kind, v) for t in targets if t in kept]
+    return out
+
+
+def _classes(circuit: Circuit, labels: dict[str, str]) -> dict[str, str]:
+    def default(node: str) -> str:
+        return {"a": "head", "m": "MLP"}.get(node[0], "input/output")
+
+    return {n: labels.get(n, default(n)) for n in circuit.nodes}
+
+
+@dataclass(frozen=True)
+class _Layout:
+    """What both renderings share: node positions, drawn lines, node classes and colours."""
+
+    pos: dict[str, tuple[float, float]]
+    segments: list[tuple[str, str, str, float]]
+    top: float  # the largest |score|
+    classes: dict[str, str]
+    colours: dict[str, str]
+    grid: list[tuple[float, float]]  # every head and MLP slot, drawn faintly
+
+    @classmethod
+    def of(cls, circuit: Circuit, labels: dict[str, str]) -> _Layout:
+        n_layers, n_heads = circuit.n_layers, circuit.heads_per_layer
+        segments = _segments(circuit)
+        classes = _classes(circuit, labels)
+        colours = {
+            c: _PALETTE[i % len(_PALETTE)] for i, c in enumerate(dict.fromkeys(classes.values()))
+        }
+        colours["input/output"] = "#333333"
+        grid = [(float(h), float(layer)) for layer in range(n_layers) for h in range(n_heads)]
+        grid += [(n_heads + 0.5, float(layer)) for layer in range(n_layers)]
+        return cls(
+            pos={n: _position(n, n_layers, n_heads) for n in circuit.nodes},
+            segments=segments,
+            top=max((abs(v) for *_, v in segments), default=0.0) or 1.0,
+            classes=classes,
+            colours=colours,
+            grid=grid,
+        )
+
+    def members(self, cls: str) -> list[str]:
+        return [n for n, c in self.classes.items() if c == cls]
+
+
+def _draw(
+    circuit: Circuit, path: Path, labels: dict[str, str], title: str | None
+) -> dict[str, Path]:
+    layout = _Layout.of(circuit, labels)
+    title = title or repr(circuit).removeprefix("Circuit(").removesuffix(")")
+    stem = path.with_suffix("")
+    stem.parent.mkdir(parents=True, exist_ok=True)
+    out = _draw_matplotlib(circuit, layout, stem, title.replace("; ", "\n", 1))
+    out["html"] = _draw_plotly(circuit, layout, stem.with_suffix(".html"), title)
+    return out
+
+
+def _draw_matplotlib(circuit: Circuit, layout: _Layout, stem: Path, title: str) -> dict[str, Path]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.collections import LineCollection
+    from matplotlib.colors import to_rgba
+
+    n_layers, n_heads, pos = circuit.n_layers, circuit.heads_per_layer, layout.pos
+    fig, ax = plt.subplots(
+        figsize=(max(7.5, 0.75 * (n_heads + 5)), max(6.0, 0.32 * (n_layers + 4)))
+    )
+    ax.scatter(*zip(*layout.grid, strict=True), s=6, c="#dddddd", zorder=1)
+    strongest_last = sorted(layout.segments, key=lambda e: abs(e[3]))
+    if strongest_last:
+        weights = [abs(v) / layout.top for *_, v in strongest_last]
+        lines = LineCollection(
+            [[pos[s], pos[t]] for s, t, _, _ in strongest_last],
+            linewidths=[0.3 + 3.2 * w for w in weights],
+            colors=[
+                to_rgba(_SIGN_COLOURS[v < 0], 0.1 + 0.85 * w)
+                for (*_, v), w in zip(strongest_last, weights, strict=True)
+            ],
+            linestyles=[_STYLES.get(kind, "solid") for _, _, kind, _ in strongest_last],
+            zorder=2,
+        )
+        ax.add_collection(lines)
+    for cls, colour in layout.colours.items():
+        if members := layout.members(cls):
+            xy = zip(*(pos[n] for n in members), strict=True)
+            ax.scatter(*xy, s=60, c=colour, label=cls, zorder=3, edgecolors="k")
+    for n in circuit.nodes:
+        ax.annotate(n, pos[n], xytext=(4, 3), textcoords="offset points", fontsize=6, zorder=4)
+    ax.set_xticks([*range(n_heads), n_heads + 0.5], [*map(str, range(n_heads)), "MLP"])
+    ax.set_yticks(range(n_layers))
+    ax.set_xlim(-1, n_heads + 1.5)
+    ax.set_ylim(-2.2, n_layers + 1.2)
+    ax.set(xlabel="head", ylabel="layer")
+    ax.set_title(title, fontsize=8)
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=7)
+    fig.tight_layout()
+    out = {}
+    for fmt in ("png", "svg"):
+        out[fmt] = stem.with_suffix(f".{fmt}")
+        fig.savefig(out[fmt], dpi=120)
+    plt.close(fig)
+    return out
+
+
+def _draw_plotly(circuit: Circuit, layout: _Layout, target: Path, title: str) -> Path:
+    import plotly.graph_objects as go
+
+    n_layers, n_heads, pos = circuit.n_layers, circuit.heads_per_layer, layout.pos
+    fig = go.Figure()
+    xs, ys = zip(*layout.grid, strict=True)
+    grey = {"size": 4, "color": "#dddddd"}
+    fig.add_trace(
+        go.Scatter(x=xs, y=ys, mode="markers", marker=grey, hoverinfo="skip", showlegend=False)
+    )
+    # plotly styles whole traces: bin the lines by sign, input kind and width
+    bins: dict[tuple[bool, str, int], list[tuple[str, str]]] = {}
+    for s, t, kind, v in layout.segments:
+        key = (v < 0, kind, min(4, int(5 * abs(v) / layout.top)))
+        bins.setdefault(key, []).append((s, t))
+    for (negative, kind, b), pairs in sorted(bins.items()):
+        x = [c for s, t in pairs for c in (pos[s][0], pos[t][0], None)]
+        y = [c for s, t in pairs for c in (pos[s][1], pos[t][1], None)]
+        line = {"width": 0.5 + 0.9 * b, "color": _SIGN_COLOURS[negative]}
+        line["dash"] = {"k": "dash", "v": "dot"}.get(kind, "solid")
+        fig.add_trace(
+            go.Scatter(
+                x=x,
+                y=y,
+                mode="lines",
+                line=line,
+                opacity=0.2 + 0.18 * b,
+                hoverinfo="skip",
+                showlegend=False,
+            )
+        )
+    if layout.segments:  # hover targets at the middle of each line
+        fig.add_trace(
+            go.Scatter(
+                x=[(pos[s][0] + pos[t][0]) / 2 for s, t, _, _ in layout.segments],
+                y=[(pos[s][1] + pos[t][1]) / 2 for s, t, _, _ in layout.segments],
+                mode="markers",
+                marker={
+                    "size": 5,
+                    "opacity": 0.5,
+                    "color": [_SIGN_COLOURS[v < 0] for *_, v in layout.segments],
+                },
+                text=[f"{s} → {t} ({k})<br>score {v:+.4g}" for s, t, k, v in layout.segments],
+                hovertemplate="%{text}<extra></extra>",
+                showlegend=False,
+            )
+        )
+    strength = dict.fromkeys(circuit.nodes, 0.0)
+    for s, t, _, v in layout.segments:
+        strength[s] += abs(v)
+        strength[t] += abs(v)
+    for cls, colour in layout.colours.items():
+        if members := layout.members(cls):
+            fig.add_trace(
+                go.Scatter(
+                    x=[pos[n][0] for n in members],
+                    y=[pos[n][1] for n in members],
+                    mode="markers+text",
+                    name=cls,
+                    showlegend=True,
+                    text=members,
+                    textposition="top right",
+                    textfont={"size": 8},
+                    marker={"size": 11, "color": colour, "line": {"width": 1, "color": "black"}},
+                    customdata=[[cls, strength[n]] for n in members],
+                    hovertemplate="%{text}<br>%{customdata[0]}<br>Σ|edge score| %{customdata[1]:.4g}<extra></extra>",
+                )
+            )
+    fig.update_layout(
+        title={"text": title, "font": {"size": 12}},
+        xaxis={
+            "title": "head",
+            "tickvals": [*range(n_heads), n_heads + 0.5],
+            "ticktext": [*map(str, range(n_heads)), "MLP"],
+        },
+        yaxis={"title": "layer", "range": [-2.2, n_layers + 1.2]},
+        width=max(600, 70 * (n_heads + 3)),
+        height=max(600, 26 * (n_layers + 4)),
+        plot_bgcolor="white",
+    )
+    fig.write_html(target, include_plotlyjs="directory", full_html=True)
+    return target

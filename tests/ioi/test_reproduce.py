@@ -1,0 +1,41 @@
+"""The IOI reproduction end to end on SmolLM2, small (marked `model`)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from mechscope.ioi.reproduce import reproduce
+from mechscope.patching import PatchResult
+from mechscope.patching.circuit import Circuit
+from mechscope.store import open_run
+
+pytestmark = pytest.mark.model
+
+
+def test_reproduction_writes_a_complete_run(smollm2, tmp_path):
+    report = reproduce(
+        smollm2, tmp_path / "ioi", n_prompts=12, sweep_prompts=3, resid_prompts=1, threshold=0.05
+    )
+    path = report.path
+    record = open_run(path)
+    assert record["config"]["prompts"] == 12
+    assert record["run"]["hf_max_logit_difference"] < 1e-4
+    summary = json.loads((path / "summary.json").read_text())
+    assert summary["logit_diff"]["clean"] > 2 > summary["logit_diff"]["ABC"]
+    assert summary["logit_diff"]["S2_IO"] < 0
+    # the name information sits at the name positions early and at END late
+    resid = PatchResult.load(path / "patch_resid_pre_ABC.safetensors")
+    labels = resid.labels["pos"]
+    end = len(labels) - 1
+    s2 = next(i for i, label in enumerate(labels) if "(S2)" in label)
+    assert resid.values[0, s2] > 0.3 and abs(resid.values[0, end]) < 0.1
+    assert resid.values[-1, end] > 0.8 and abs(resid.values[-1, s2]) < 0.1
+    circuit = Circuit.load(path / "circuit.json")
+    assert 0 < circuit.n_heads < 270 and summary["circuit"]["heads"] == circuit.n_heads
+    classes = {cls for _, _, cls, _ in summary["head_classes"]}
+    assert {"induction", "name_mover"} <= classes
+    for name in ("patch_heads", "patch_resid_pre_ABC", "circuit", "dla_heads", "key_head_patterns"):
+        for fmt in ("png", "svg", "html"):
+            assert (path / "figures" / f"{name}.{fmt}").stat().st_size > 0
