@@ -34,3 +34,4 @@ lint: $(STAMP)
 bench: $(STAMP)
 	$(PY) benchmarks/overhead.py
 	$(PY) benchmarks/load.py
+	$(PY) benchmarks/patching.py
