@@ -24,6 +24,26 @@ def _np(values: Tensor | np.ndarray) -> np.ndarray:
     return np.asarray(values, dtype=float)
 
 
+def _save_static(fig: object, stem: Path, dpi: int) -> dict[str, Path]:
+    """Write a matplotlib figure as PNG and SVG beside `stem`, then close it."""
+    import matplotlib.pyplot as plt
+
+    out = {}
+    for fmt in ("png", "svg"):
+        target = stem.with_suffix(f".{fmt}")
+        fig.savefig(target, dpi=dpi)  # type: ignore[attr-defined]
+        out[fmt] = target
+    plt.close(fig)  # type: ignore[arg-type]
+    return out
+
+
+def _save_html(pfig: object, stem: Path) -> Path:
+    """Write a plotly figure as HTML, plotly.js once beside it (works offline)."""
+    target = stem.with_suffix(".html")
+    pfig.write_html(target, include_plotlyjs="directory", full_html=True)  # type: ignore[attr-defined]
+    return target
+
+
 def heatmap(
     values: Float[Tensor, "rows cols"] | np.ndarray,
     path: str | Path,
@@ -77,11 +97,7 @@ def heatmap(
     ax.set_yticks(range(0, rows, step_y), [yl[i] for i in range(0, rows, step_y)])
     fig.colorbar(im, ax=ax, label=value_title)
     fig.tight_layout()
-    for fmt in ("png", "svg"):
-        target = stem.with_suffix(f".{fmt}")
-        fig.savefig(target, dpi=120)
-        out[fmt] = target
-    plt.close(fig)
+    out.update(_save_static(fig, stem, dpi=120))
 
     # plotly needs unique axis labels; keep the display text in hover
     x_ids = [f"{i}: {label}" for i, label in enumerate(xl)]
@@ -107,9 +123,7 @@ def heatmap(
         width=max(500, 30 * cols + 200),
         height=max(400, 22 * rows + 200),
     )
-    target = stem.with_suffix(".html")
-    pfig.write_html(target, include_plotlyjs="directory", full_html=True)
-    out["html"] = target
+    out["html"] = _save_html(pfig, stem)
     return out
 
 
@@ -149,11 +163,7 @@ def patterns(
         ax.set_yticks(range(len(labels)), labels, fontsize=6)
     fig.suptitle(title)
     fig.tight_layout()
-    for fmt in ("png", "svg"):
-        target = stem.with_suffix(f".{fmt}")
-        fig.savefig(target, dpi=110)
-        out[fmt] = target
-    plt.close(fig)
+    out.update(_save_static(fig, stem, dpi=110))
 
     pfig = make_subplots(rows=rows, cols=cols, subplot_titles=list(names))
     for k in range(n):
@@ -173,9 +183,7 @@ def patterns(
         )
     pfig.update_yaxes(autorange="reversed")
     pfig.update_layout(title=title, width=380 * cols, height=380 * rows + 80)
-    target = stem.with_suffix(".html")
-    pfig.write_html(target, include_plotlyjs="directory", full_html=True)
-    out["html"] = target
+    out["html"] = _save_html(pfig, stem)
     return out
 
 
@@ -214,13 +222,7 @@ def line(
     ax.axhline(0, color="grey", lw=0.5)
     ax.legend()
     fig.tight_layout()
-    for fmt in ("png", "svg"):
-        target = stem.with_suffix(f".{fmt}")
-        fig.savefig(target, dpi=120)
-        out[fmt] = target
-    plt.close(fig)
+    out.update(_save_static(fig, stem, dpi=120))
     pfig.update_layout(title=title, xaxis_title=x_title, yaxis_title=y_title)
-    target = stem.with_suffix(".html")
-    pfig.write_html(target, include_plotlyjs="directory", full_html=True)
-    out["html"] = target
+    out["html"] = _save_html(pfig, stem)
     return out
