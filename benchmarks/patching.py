@@ -3,7 +3,9 @@
 Baseline: one forward per patch (`model.run` with one `patch` intervention,
 the way TransformerLens' `get_act_patch_resid_pre` works). Batched: mechscope's
 `activation_patching` (per-row patches, resumed from the lowest patched layer,
-last-position logits only). Both are timed in this process on the same
+last-position logits only, and patches whose clean value equals the corrupted
+one, such as every position before the first changed token, not run since
+they change nothing). Both are timed in this process on the same
 prompt, after one warm-up each, and checked to give the same numbers. The
 last line states the ratio against its target (≥ 10×).
 """

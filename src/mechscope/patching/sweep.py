@@ -10,8 +10,10 @@ Speed: each batch row is one (experiment, prompt) pair carrying its own patch
 (per-row interventions), rows are sorted by layer so a batch resumes the
 forward from the cached residual stream at its lowest layer instead of
 recomputing the blocks below, and only the last position's logits are
-computed when the metric needs only those. Batches are sized to a memory
-budget.
+computed when the metric needs only those. A patch whose source value equals
+what the patched run already has there (every position before the first
+corrupted token, say) changes nothing and is not run. Batches are sized to a
+memory budget.
 """
 
 from __future__ import annotations
@@ -206,29 +208,40 @@ def activation_patching(
             for pos in pos_list if per_position else [None]:
                 experiments.append(_Experiment(layer, pos, head))
 
+    # a patch whose source equals what the base run already has there changes nothing
+    # (e.g. every position before the first corrupted token): its value is the base metric
+    m_base_t = torch.tensor(m_base)
+    noop = [
+        torch.equal(_region(base.cache, e, site), _region(source.cache, e, site))
+        for e in experiments
+    ]
+    todo = [e for e, skip in zip(experiments, noop, strict=True) if not skip]
+
     per_row = n_pos * (10 * model.dims.d_model + 3 * model.dims.d_mlp) * 4
     if not last_only:
         per_row += n_pos * model.dims.d_vocab * 4
     rows = max(n_prompts, min(max_rows, memory_budget // per_row))
     per_chunk = max(1, rows // n_prompts)
-    raw = torch.empty(len(experiments))
+    raw_todo = torch.empty(len(todo))
     bar = tqdm(
-        total=len(experiments),
+        total=len(todo),
         desc=f"patching {site}",
         unit="patch",
         disable=not progress,
         leave=False,
     )
-    for start in range(0, len(experiments), per_chunk):
-        chunk = experiments[start : start + per_chunk]
+    for start in range(0, len(todo), per_chunk):
+        chunk = todo[start : start + per_chunk]
         low = min(e.layer for e in chunk)
         resid = base.cache[f"blocks.{low}.resid_pre"].repeat(len(chunk), 1, 1)
         ivs = _chunk_interventions(chunk, site, source.cache, n_prompts)
         out = model.resume(low, resid, context, ivs, logits_at=-1 if last_only else None)
         values = _per_prompt(metric(out.logits), len(chunk) * n_prompts)
-        raw[start : start + len(chunk)] = values.view(len(chunk), n_prompts).mean(1)
+        raw_todo[start : start + len(chunk)] = values.view(len(chunk), n_prompts).mean(1)
         bar.update(len(chunk))
     bar.close()
+    raw = m_base_t.repeat(len(experiments))
+    raw[torch.tensor([not skip for skip in noop], dtype=torch.bool)] = raw_todo
 
     shape: list[int] = [len(layer_list)]
     axes: list[str] = ["layer"]
@@ -256,7 +269,7 @@ def activation_patching(
         direction,
         m_clean,
         m_corrupt,
-        {"prompts": n_prompts, "positions": n_pos, "patches": len(experiments)},
+        {"prompts": n_prompts, "positions": n_pos, "patches": len(experiments), "run": len(todo)},
     )
 
 
@@ -284,6 +297,16 @@ def _per_prompt(value: Tensor, n: int) -> Float[Tensor, " n"]:
             f"metric must return one value per prompt ({n}) or a scalar, got {value.numel()}"
         )
     return value
+
+
+def _region(cache: dict[str, Tensor], e: _Experiment, site: str) -> Tensor:
+    """The part of a site's cached value that experiment `e` patches (all prompts)."""
+    t = cache[f"blocks.{e.layer}.{site}"]
+    if site == "attn.pattern":  # [batch, head, q_pos, k_pos]
+        t = t if e.head is None else t[:, e.head]
+        return t if e.position is None else t[..., e.position, :]
+    t = t if e.position is None else t[:, e.position]
+    return t if e.head is None else t[..., e.head, :]
 
 
 def _chunk_interventions(
