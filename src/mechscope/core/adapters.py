@@ -38,7 +38,6 @@ class Adapter:
     mlp_out: str
     mlp_down: str
     pos_embed: str | None = None
-    parallel_residual_attr: str | None = None
 
 
 LLAMA = Adapter(
