@@ -26,7 +26,7 @@ from mechscope.core.loading import (
     load_hf,
 )
 from mechscope.errors import MechscopeError, ModelLoadError
-from mechscope.testing import tiny_tokenizer
+from mechscope.testing import tiny_config, tiny_tokenizer
 
 PROMPT = "The capital of France is"
 
@@ -45,19 +45,8 @@ def cache(tmp_path: Path) -> Path:
 def hf_folder(tmp_path: Path) -> tuple[Path, tf.PreTrainedModel]:
     """A tiny random Llama (tied embeddings) and the byte-level tokenizer, saved HF-style."""
     torch.manual_seed(0)
-    config = tf.LlamaConfig(
-        vocab_size=259,
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=256,
-        tie_word_embeddings=True,
-        bos_token_id=0,
-        eos_token_id=1,
-        pad_token_id=2,
-    )
+    config = tiny_config("llama")
+    config.tie_word_embeddings = True
     model = tf.LlamaForCausalLM(config).eval()
     folder = tmp_path / "tiny-llama"
     model.save_pretrained(folder)
