@@ -47,6 +47,8 @@ def loop(model, clean, corrupted, site, per_position, heads):
         ("llama", "resid_mid", False),
         ("llama", "attn.z", False),
         ("gpt2", "attn.z", True),
+        ("llama", "attn.pattern", True),
+        ("gpt_neox", "attn.pattern", False),
     ],
 )
 def test_batched_sweep_equals_one_forward_per_patch(arch, site, per_position, pair):
@@ -55,7 +57,7 @@ def test_batched_sweep_equals_one_forward_per_patch(arch, site, per_position, pa
     result = activation_patching(
         model, clean, corrupted, metric, site, per_position=per_position, max_rows=6, progress=False
     )
-    expected = loop(model, clean, corrupted, site, per_position, site.startswith("attn.z"))
+    expected = loop(model, clean, corrupted, site, per_position, site in ("attn.z", "attn.pattern"))
     torch.testing.assert_close(result.raw.flatten(), expected, atol=1e-5, rtol=0)
     assert result.axes[0] == "layer" and result.values.shape[0] == model.dims.n_layers
 

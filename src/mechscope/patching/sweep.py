@@ -344,28 +344,21 @@ def _scatter(
     all_heads = head[0] is None
     p = None if all_pos else per(pos)
     h = None if all_heads else per(head)
-    pattern = site == "attn.pattern"  # [batch, head, q_pos, k_pos]: heads before positions
+    pattern = site == "attn.pattern"  # [batch, head, q_pos, k_pos]
 
     def fn(x: Tensor) -> Tensor:
         x = x.clone()
         s = src.to(x.dtype)
-        if pattern:
-            if p is None and h is None:
-                x[rows] = s[which]
-            elif p is None:
-                x[rows, h] = s[which, h]
-            elif h is None:
-                x[rows, :, p] = s[which, :, p]
-            else:
-                x[rows, h, p] = s[which, h, p]
-        elif p is None and h is None:
-            x[rows] = s[which]
+        # view patterns as [batch, q_pos, head, k_pos] so positions come before heads as elsewhere
+        xv, sv = (x.transpose(1, 2), s.transpose(1, 2)) if pattern else (x, s)
+        if p is None and h is None:
+            xv[rows] = sv[which]
         elif h is None:
-            x[rows, p] = s[which, p]
+            xv[rows, p] = sv[which, p]
         elif p is None:
-            x[rows, :, h] = s[which, :, h]
+            xv[rows, :, h] = sv[which, :, h]
         else:
-            x[rows, p, h] = s[which, p, h]
+            xv[rows, p, h] = sv[which, p, h]
         return x
 
     return fn
