@@ -6,10 +6,22 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 TORCH_SPEC ?= torch==2.13.0
 STAMP := $(VENV)/.mechscope-installed
+# Debian packages: corpora for harvests (fortunes, dictionary, Austen, Python docs,
+# WordNet glosses) and the Chromium that the viewer's browser tests drive.
+APT_PACKAGES := chromium fortunes dict-gcide r-cran-janeaustenr python3.11-doc wordnet-base
+APT_STAMP := $(VENV)/.mechscope-apt
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: setup tour test lint bench
 
-$(STAMP): pyproject.toml Makefile
+$(APT_STAMP): Makefile
+	@if dpkg -s $(APT_PACKAGES) >/dev/null 2>&1; then echo "Debian packages present"; else \
+		$(SUDO) apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends \
+			$(APT_PACKAGES); fi
+	mkdir -p $(VENV) && touch $@
+
+$(STAMP): pyproject.toml Makefile $(APT_STAMP)
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet "$(TORCH_SPEC)"
@@ -35,3 +47,4 @@ bench: $(STAMP)
 	$(PY) benchmarks/overhead.py
 	$(PY) benchmarks/load.py
 	$(PY) benchmarks/patching.py
+	$(PY) benchmarks/harvest.py

@@ -39,3 +39,12 @@ def smollm2():
     import mechscope
 
     return mechscope.load("smollm2-135m")
+
+
+@pytest.fixture(scope="session")
+def smollm2_harvest(smollm2, tmp_path_factory: pytest.TempPathFactory):
+    """Every MLP neuron of the default model over 2048 tokens of the default corpus (integration)."""
+    from mechscope.harvest import harvest
+
+    out = tmp_path_factory.mktemp("smollm2") / "harvest"
+    return harvest(smollm2, "default", out=out, tokens=2048, batch_size=32, progress=False)

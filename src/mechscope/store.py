@@ -66,6 +66,7 @@ class Run:
     path: Path
     config: dict[str, Any]
     _tmp: Path
+    resumed: bool = False
     _start: float = field(default_factory=time.perf_counter)
     timings: dict[str, float] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)
@@ -127,16 +128,25 @@ class Run:
             self.abandon()
 
 
-def new_run(kind: str, out: str | Path, config: dict[str, Any]) -> Run:
-    """Start a run folder at `out` (written under a temporary sibling until `finish`)."""
+def new_run(kind: str, out: str | Path, config: dict[str, Any], *, resume: bool = False) -> Run:
+    """Start a run folder at `out` (written under a temporary sibling until `finish`).
+
+    With `resume`, an unfinished folder left by a killed run with the same
+    config is kept (`Run.resumed` is then True) so the run can go on from its
+    last checkpoint; otherwise it is discarded.
+    """
     path = Path(out)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.partial")
-    if tmp.exists():
+    record = json.loads(json.dumps({"kind": kind, **config}, default=_json_default))
+    old = tmp / "config.json"
+    resumed = resume and old.exists() and json.loads(old.read_text()) == record
+    if tmp.exists() and not resumed:
         shutil.rmtree(tmp)
-    tmp.mkdir()
-    run = Run(kind, path, config, tmp)
-    run.write_json("config.json", {"kind": kind, **config})
+    tmp.mkdir(exist_ok=True)
+    run = Run(kind, path, config, tmp, resumed=resumed)
+    if not resumed:
+        run.write_json("config.json", record)
     return run
 
 

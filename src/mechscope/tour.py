@@ -25,6 +25,7 @@ PROMPTS = [
 IOI_CLEAN = "When Mary and John went to the store, John gave a drink to"
 IOI_CORRUPT = "When Mary and John went to the store, Mary gave a drink to"
 OUT_DIR = Path("runs/tour")
+TOUR_HARVEST_TOKENS = 16_384  # a slice; `mechscope harvest` does 1M tokens by default
 
 
 def next_tokens(model: Model, console: Console) -> None:
@@ -146,12 +147,52 @@ def ioi_heatmap(model: Model, console: Console) -> None:
     console.print(table)
 
 
+def neuroscope(model: Model, console: Console) -> None:
+    """Harvest a small slice of the default corpus for every MLP neuron; show a neuron and a search."""
+    from rich.text import Text
+
+    from .harvest import harvest
+
+    out = OUT_DIR / "harvest"
+    store = harvest(model, "default", out=out, tokens=TOUR_HARVEST_TOKENS, batch_size=32)
+    run = store.run
+    console.print(repr(store), highlight=False)
+    console.print(
+        f"{run['harvested_tokens'] / run['timings']['harvest']:,.0f} tokens/s; "
+        f"tables written in {run['timings']['tables']:.1f} s"
+    )
+    site = f"blocks.{model.dims.n_layers // 2}.mlp.post" if model.dims else store.sites[0]
+    best = store.top_units(site, by="max", limit=1)[0]
+    page = store.unit(site, best.unit)
+    console.print(
+        f"{site} neuron {best.unit}: max {best.max:.2f}, mean {best.mean:.3f}, "
+        f"active on {best.frac_active:.1%} of tokens; its top 3 windows around the peak:"
+    )
+    for ex in page.top[:3]:
+        lo, hi = max(ex.max_pos - 8, 0), ex.max_pos + 4
+        line = Text("  … ")
+        for tok, act in zip(ex.tokens[lo:hi], ex.acts[lo:hi], strict=True):
+            share = max(act, 0.0) / best.max if best.max > 0 else 0.0
+            style = "bold black on yellow" if share > 0.5 else ("on #665500" if share > 0.2 else "")
+            line.append(tok.replace("\n", "⏎"), style=style)
+        line.append(f" …  ({ex.max_act:.2f})")
+        console.print(line)
+    word = " she"
+    hits = store.search_token(word)[:5]
+    console.print(
+        f"units whose top examples peak on {word!r}: "
+        + ", ".join(f"{h.site.removesuffix('.mlp.post')}#{h.unit} ({h.count}×)" for h in hits)
+    )
+    console.print(f"browse every neuron: [bold]mechscope serve {OUT_DIR}[/bold]")
+
+
 SECTIONS: list[tuple[str, Callable[[Model, Console], None]]] = [
     ("Next tokens", next_tokens),
     ("Sites and the cache", cache_shapes),
     ("Interventions: IOI and per-row patching", ioi_patching),
     ("Circuits: IOI patching heatmaps", ioi_heatmap),
     ("Generation with interventions", generation),
+    ("Neuroscope: top-activating examples of every MLP neuron", neuroscope),
 ]
 
 

@@ -14,6 +14,7 @@ from rich.console import Console
 from rich.table import Table
 
 from ..errors import MechscopeError
+from .serve import serve as serve_cmd
 
 app = typer.Typer(
     name="mechscope",
@@ -177,6 +178,15 @@ def tour(
     from ..tour import run_tour
 
     run_tour(model, console)
+
+
+app.command()(serve_cmd)
+
+
+from .harvest import harvest_cmd, merge_cmd  # noqa: E402
+
+app.command("harvest")(harvest_cmd)
+app.command("merge-harvests")(merge_cmd)
 
 
 def main() -> None:

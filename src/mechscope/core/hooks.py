@@ -78,6 +78,9 @@ class HookSession:
         for iv in self.ops.get(site.name, ()):
             if iv.op == "save":
                 self._save(site, x)
+            elif iv.op == "observe":
+                assert iv.fn is not None
+                iv.fn(x)
             else:
                 x = apply_intervention(iv, x, axes, self.step)
         if site.name in self.grad_sites:

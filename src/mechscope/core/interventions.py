@@ -24,8 +24,18 @@ from torch import Tensor
 
 from ..errors import InterventionError
 
-Op = Literal["save", "replace", "add", "scale", "zero", "mean", "resample", "fn"]
-OPS: tuple[str, ...] = ("save", "replace", "add", "scale", "zero", "mean", "resample", "fn")
+Op = Literal["save", "observe", "replace", "add", "scale", "zero", "mean", "resample", "fn"]
+OPS: tuple[str, ...] = (
+    "save",
+    "observe",
+    "replace",
+    "add",
+    "scale",
+    "zero",
+    "mean",
+    "resample",
+    "fn",
+)
 Index = int | Sequence[int] | slice | Tensor | None
 
 
@@ -62,8 +72,8 @@ class Intervention:
             )
         if self.op == "scale" and not isinstance(self.value, (int, float, Tensor)):
             raise InterventionError(f"scale on {self.site!r} needs a number or tensor factor")
-        if self.op == "fn" and not callable(self.fn):
-            raise InterventionError(f"fn on {self.site!r} needs a callable `fn`")
+        if self.op in ("fn", "observe") and not callable(self.fn):
+            raise InterventionError(f"{self.op} on {self.site!r} needs a callable `fn`")
 
     @property
     def selects_all(self) -> bool:
@@ -157,6 +167,15 @@ def resample_ablate(
 ) -> Intervention:
     """Replace each selected row by the site's value on a random row of `source` (seeded)."""
     return Intervention(site, "resample", _value_of(source, site), seed=seed, **sel)
+
+
+def observe(site: str, fn: Callable[[Tensor], object]) -> Intervention:
+    """Call ``fn(x)`` with the site's whole value and leave it unchanged (streaming statistics).
+
+    Nothing is stored: this is how a harvest reduces activations batch by batch
+    without keeping them. `fn` must not modify `x`.
+    """
+    return Intervention(site, "observe", fn=fn)
 
 
 def apply(site: str, fn: Callable[[Tensor], Tensor], **sel: Index) -> Intervention:

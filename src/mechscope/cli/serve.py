@@ -1,0 +1,39 @@
+"""``mechscope serve RUN_DIR…``: the local web viewer of run folders.
+
+Kept apart from the other commands so that importing the CLI does not import
+the viewer: it is imported when the command runs.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+
+def serve(
+    paths: list[Path] = typer.Argument(
+        ...,
+        metavar="RUN_DIR",
+        help="Run folders, or folders that hold them (searched 2 levels down).",
+    ),
+    host: str = typer.Option(
+        "127.0.0.1", "--host", help="Interface to listen on (0.0.0.0 exposes your runs)."
+    ),
+    port: int = typer.Option(8000, "--port", help="Port to listen on; 0 picks a free one."),
+    open_browser: bool = typer.Option(False, "--open", help="Open the viewer in a browser."),
+) -> None:
+    """Serve run folders in a local web viewer (neuron pages, figures, records) until Ctrl-C."""
+    from ..viewer import serve as make_viewer
+
+    viewer = make_viewer(paths, host=host, port=port)
+    runs = len(viewer.app.runs)
+    typer.echo(f"serving {runs} run{'s' if runs != 1 else ''} at {viewer.url} (Ctrl-C stops)")
+    if open_browser:
+        import webbrowser
+
+        webbrowser.open(viewer.url)
+    try:
+        viewer.serve_forever()
+    except KeyboardInterrupt:
+        typer.echo("stopped")

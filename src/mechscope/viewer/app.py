@@ -1,0 +1,170 @@
+"""The viewer application: runs, routing a request to a page, and wrapping pages in the shell.
+
+`App.handle` turns (method, URL, form) into a `Response` and knows nothing
+about sockets (``server.py`` does); pages live in ``viewer/pages/``. Results
+that are costly to open (a harvest's tables) are kept per app with
+`App.resource`, and `App.lock` serialises access to them across the server's
+threads.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+import threading
+import traceback
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any, TypeVar
+from urllib.parse import parse_qs, quote, unquote, urlsplit
+
+from ..errors import MechscopeError
+from .html import Markup, document, escape, join, link, render, url
+from .registry import REGISTRY, Document, NotFound, Registry, Request, Response
+from .runs import RunInfo, discover_runs
+
+T = TypeVar("T")
+
+# Our own pages run no inline script and load nothing from elsewhere; figures
+# (plotly HTML with inline scripts) are served as files, without this policy.
+PAGE_POLICY = (
+    "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; "
+    "img-src 'self' data:; frame-src 'self'; object-src 'none'; base-uri 'none'; "
+    "form-action 'self'"
+)
+
+
+class App:
+    """The runs under `paths` and the pages of `registry` (the default: every technique's)."""
+
+    def __init__(self, paths: Iterable[str | Path], registry: Registry | None = None) -> None:
+        from . import pages  # noqa: F401  (registers every technique's pages)
+
+        self.paths = [Path(p) for p in paths]
+        if not self.paths:
+            raise MechscopeError("give at least one run folder (or a folder that holds runs)")
+        self.registry = registry or REGISTRY
+        self.runs: dict[str, RunInfo] = discover_runs(self.paths)
+        self._resources: dict[Any, Any] = {}
+        self._locks: dict[Any, threading.RLock] = {}
+        self._guard = threading.Lock()
+
+    def refresh(self) -> None:
+        """Look for runs again (new runs appear; ids of known runs stay the same)."""
+        known = {r.path: r.id for r in self.runs.values()}
+        with contextlib.suppress(MechscopeError):  # a folder vanished: keep what we had
+            self.runs = discover_runs(self.paths, known)
+
+    def lock(self, key: Any) -> threading.RLock:
+        """The lock that guards the resource `key`."""
+        with self._guard:
+            return self._locks.setdefault(key, threading.RLock())
+
+    def resource(self, key: Any, factory: Callable[[], T]) -> T:
+        """The object cached under `key`, made by `factory` on first use."""
+        with self.lock(key):
+            if key not in self._resources:
+                self._resources[key] = factory()
+            return self._resources[key]
+
+    def close(self) -> None:
+        """Close the cached resources that can be closed."""
+        with self._guard:
+            resources, self._resources = list(self._resources.values()), {}
+        for res in resources:
+            close = getattr(res, "close", None)
+            if callable(close):
+                close()
+
+    # ------------------------------------------------------------------ routing
+
+    def handle(self, method: str, target: str, form: dict[str, str] | None = None) -> Response:
+        """Answer one request; never raises (errors become error pages)."""
+        split = urlsplit(target)
+        parts = [unquote(p) for p in split.path.split("/") if p]
+        query = {k: v[0] for k, v in parse_qs(split.query, keep_blank_values=True).items()}
+        req = Request(self, method, split.path, {}, query, form or {})
+        try:
+            return self._dispatch(req, parts)
+        except NotFound as err:
+            return self.page(req, self.not_found_document(err.message, err.hint))
+        except MechscopeError as err:
+            doc = Document("Cannot show this", render('<p class="error">{e}</p>', e=err), 400)
+            return self.page(req, doc)
+        except Exception:  # a bug in a page: show it, keep serving
+            trace = traceback.format_exc()
+            print(trace, file=sys.stderr)
+            doc = Document(
+                "Internal error",
+                render(
+                    '<p class="error">This page failed; the traceback:</p><pre>{t}</pre>', t=trace
+                ),
+                500,
+            )
+            return self.page(req, doc)
+
+    def _dispatch(self, req: Request, parts: list[str]) -> Response:
+        found = self.registry.candidates(req.method, parts)
+        if not found:
+            raise NotFound(f"there is no page at {req.path}")
+        route, params = found[0]
+        if "run" in params:
+            run = self.runs.get(params["run"])
+            if run is None:
+                self.refresh()
+                run = self.runs.get(params["run"])
+            if run is None:
+                raise NotFound(f"no run named {params['run']!r}", self._run_list_hint())
+            fitting = [(r, p) for r, p in found if r.accepts(run.kind)]
+            if not fitting:
+                kinds = sorted({k for r, _ in found for k in (r.kinds or ())})
+                raise NotFound(
+                    f"{req.path} is a page of {' / '.join(kinds)} runs; "
+                    f"{run.id} is a {run.kind} run"
+                )
+            route, params = fitting[0]
+            req.run = run
+        req.params = params
+        result = route.handler(req)
+        if isinstance(result, Response):
+            return result
+        if isinstance(result, str):  # a bare body: titled by the route; plain text is escaped
+            result = Document(route.title or "mechscope", escape(result))
+        return self.page(req, result)
+
+    # ---------------------------------------------------------------- rendering
+
+    def page(self, req: Request, doc: Document) -> Response:
+        """`doc` wrapped in the shell, as a response."""
+        crumbs: list[tuple[str, str]] = []
+        nav: list[tuple[str, str]] = []
+        if req.run is not None:
+            run = req.run
+            crumbs.append((f"{run.id} ({run.kind})", url("run", run.id)))
+            nav.append(("home", url("run", run.id)))
+            if run.kind in self.registry.homes:
+                nav.append(("record", url("run", run.id, "record")))
+            for route in self.registry.nav_for(run.kind):
+                href = route.pattern.replace("{run}", quote(run.id, safe=""))
+                nav.append((route.nav or "", href))
+        html = document(doc.title, doc.body, crumbs=crumbs, nav=nav, current=req.path)
+        return Response(
+            html.encode("utf-8"),
+            status=doc.status,
+            headers={"Content-Security-Policy": PAGE_POLICY, "Cache-Control": "no-store"},
+        )
+
+    def not_found_document(self, message: str, hint: Markup | None = None) -> Document:
+        """The friendly 404 page."""
+        body = render(
+            '<p class="error">{message}</p>{hint}<p><a href="/">All runs</a></p>',
+            message=message,
+            hint=hint or Markup(""),
+        )
+        return Document("Not found", body, 404)
+
+    def _run_list_hint(self) -> Markup:
+        if not self.runs:
+            return Markup("")
+        items = join(render("<li>{a}</li>", a=link(url("run", i), i)) for i in sorted(self.runs))
+        return render("<p>Runs served here:</p><ul>{items}</ul>", items=items)

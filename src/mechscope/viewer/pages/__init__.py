@@ -1,0 +1,11 @@
+"""The viewer's pages, one module per technique; importing this package registers them all.
+
+To add pages for a technique, write ``pages/<technique>.py`` with ``@page`` and
+``@home`` handlers (see ``viewer/registry.py``) and import it here.
+"""
+
+from __future__ import annotations
+
+from . import generic, harvest
+
+__all__ = ["generic", "harvest"]

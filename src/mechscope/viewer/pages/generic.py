@@ -1,0 +1,195 @@
+"""Pages every run has: the index of runs, a run's record (config, run.json, figures), its files.
+
+``/run/<run>`` shows the home registered for the run's kind, or the record
+when the kind has none, so a run of a kind the viewer does not know is still
+readable. Files are served from inside the run folder only.
+"""
+
+from __future__ import annotations
+
+import json
+import mimetypes
+from pathlib import Path
+
+from ..html import Markup, definition_list, join, link, render, table, url
+from ..registry import Document, NotFound, Request, Response, page
+from ..runs import RunInfo
+
+STATIC = Path(__file__).resolve().parent.parent / "static"
+
+CONTENT_TYPES = {
+    ".html": "text/html; charset=utf-8",
+    ".htm": "text/html; charset=utf-8",
+    ".js": "text/javascript; charset=utf-8",
+    ".css": "text/css; charset=utf-8",
+    ".json": "application/json",
+    ".svg": "image/svg+xml",
+    ".png": "image/png",
+    ".txt": "text/plain; charset=utf-8",
+    ".md": "text/plain; charset=utf-8",
+    ".csv": "text/csv; charset=utf-8",
+}
+IMAGE_FORMATS = ("png", "svg", "jpg", "jpeg", "gif", "webp")
+
+
+def content_type(path: Path) -> str:
+    """The Content-Type to serve `path` with."""
+    suffix = path.suffix.lower()
+    if suffix in CONTENT_TYPES:
+        return CONTENT_TYPES[suffix]
+    guessed, _ = mimetypes.guess_type(path.name)
+    return guessed or "application/octet-stream"
+
+
+def file_inside(root: Path, relative: str) -> Path:
+    """`root`/`relative` if it is a file inside `root` (no ``..``, no escaping symlinks), else 404."""
+    root = root.resolve()
+    parts = [p for p in relative.replace("\\", "/").split("/") if p not in ("", ".")]
+    if any(p == ".." or p.startswith(".") for p in parts) or not parts:
+        raise NotFound(f"no file {relative!r} here")
+    target = root.joinpath(*parts).resolve()
+    if not target.is_relative_to(root) or not target.is_file():
+        raise NotFound(f"no file {relative!r} here")
+    return target
+
+
+@page("/", title="Runs")
+def index(req: Request) -> Document:
+    """All runs served, newest first."""
+    req.app.refresh()
+    runs = sorted(req.app.runs.values(), key=lambda r: r.finished, reverse=True)
+    rows = [(link(url("run", r.id), r.id), r.kind, r.finished, r.model, str(r.path)) for r in runs]
+    body = render(
+        "<p>{n} runs from {paths}.</p>{table}",
+        n=len(runs),
+        paths=", ".join(str(p) for p in req.app.paths),
+        table=table(("run", "kind", "finished", "model", "folder"), rows, cls="grid runs"),
+    )
+    return Document("Runs", body)
+
+
+@page("/run/{run}", title="Run")
+def run_home(req: Request) -> Document | Markup | Response:
+    """The home page registered for the run's kind, else its record."""
+    handler = req.app.registry.homes.get(req.the_run.kind)
+    return handler(req) if handler is not None else run_record(req)
+
+
+@page("/run/{run}/record", title="Run record")
+def run_record(req: Request) -> Document:
+    """config.json, run.json, figures and other files of any run."""
+    run = req.the_run
+    facts = definition_list(
+        {
+            "kind": run.kind,
+            "folder": str(run.path),
+            "finished": run.finished or "—",
+            "model": run.model or "—",
+        }
+    )
+    body = render(
+        "{facts}<h2>Figures</h2>{figures}<h2>config.json</h2><pre class=json>{config}</pre>"
+        "<h2>run.json</h2><pre class=json>{record}</pre><h2>Files</h2>{files}",
+        facts=facts,
+        figures=figures_html(run),
+        config=json.dumps(run.config, indent=2, default=str),
+        record=json.dumps(run.record, indent=2, default=str),
+        files=files_html(run),
+    )
+    return Document(f"{run.id}", body)
+
+
+def file_url(run: RunInfo, relative: str) -> str:
+    """The URL that serves `relative` (a path inside the run folder)."""
+    return url("run", run.id, "files", *relative.split("/"))
+
+
+def figures_html(run: RunInfo) -> Markup:
+    """Each figure of ``figures/``: interactive HTML in an iframe, else its image; links to all formats.
+
+    Figures are saved as PNG, SVG and HTML side by side under one stem; when a
+    PNG exists the HTML version is embedded in a collapsed block, so a page of
+    many plotly figures stays fast.
+    """
+    folder = run.path / "figures"
+    if not folder.is_dir():
+        return Markup("<p>No figures.</p>")
+    stems: dict[str, dict[str, str]] = {}
+    for path in sorted(folder.rglob("*")):
+        rel = path.relative_to(run.path).as_posix()
+        if not path.is_file() or any(p.startswith(".") for p in rel.split("/")):
+            continue
+        fmt = path.suffix.lower().lstrip(".")
+        if fmt in ("html", "htm", *IMAGE_FORMATS):
+            stem = path.relative_to(folder).with_suffix("").as_posix()
+            stems.setdefault(stem, {})[fmt] = rel
+    if not stems:
+        return Markup("<p>No figures.</p>")
+    blocks = []
+    for stem, formats in stems.items():
+        links = join((link(file_url(run, rel), fmt) for fmt, rel in formats.items()), " · ")
+        image = next((formats[f] for f in IMAGE_FORMATS if f in formats), None)
+        html_rel = formats.get("html") or formats.get("htm")
+        frame = (
+            render(
+                '<iframe class="figure" loading="lazy" src="{src}" title="{t}"></iframe>',
+                src=file_url(run, html_rel),
+                t=stem,
+            )
+            if html_rel
+            else Markup("")
+        )
+        if image is not None:
+            shown = render(
+                '<img class="figure" src="{src}" alt="{alt}">', src=file_url(run, image), alt=stem
+            )
+            if html_rel:
+                shown += render("<details><summary>interactive</summary>{f}</details>", f=frame)
+        else:
+            shown = frame
+        blocks.append(
+            render(
+                '<section class="figure"><h3>{stem} <small>{links}</small></h3>{shown}</section>',
+                stem=stem,
+                links=links,
+                shown=shown,
+            )
+        )
+    return join(blocks)
+
+
+def files_html(run: RunInfo) -> Markup:
+    """The run folder's top-level files, with sizes and links."""
+    rows = []
+    for path in sorted(run.path.iterdir()):
+        if path.is_file() and not path.name.startswith("."):
+            rows.append((link(file_url(run, path.name), path.name), _size(path.stat().st_size)))
+    return table(("file", "size"), rows) if rows else Markup("<p>No files.</p>")
+
+
+def _size(n: float) -> str:
+    for unit in ("B", "kB", "MB", "GB"):
+        if n < 1000 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1000
+    return f"{n:.1f} GB"
+
+
+@page("/run/{run}/files/{path:path}")
+def run_file(req: Request) -> Response:
+    """A file from inside the run folder (figures, results), with its content type."""
+    target = file_inside(req.the_run.path, req.params["path"])
+    return Response(content_type=content_type(target), file=target)
+
+
+@page("/static/{name:path}")
+def static(req: Request) -> Response:
+    """The viewer's own CSS and JS."""
+    target = file_inside(STATIC, req.params["name"])
+    return Response(content_type=content_type(target), file=target)
+
+
+@page("/favicon.ico")
+def favicon(req: Request) -> Response:
+    """No icon (spares the browser's console a 404)."""
+    return Response(status=204)

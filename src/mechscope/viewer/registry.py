@@ -1,0 +1,229 @@
+"""The viewer's page API: routes, per-kind run homes, requests and responses.
+
+A technique adds pages in its own module ``viewer/pages/<technique>.py``
+(listed in ``viewer/pages/__init__.py``)::
+
+    from ..html import render
+    from ..registry import Document, Request, home, page
+
+    @home("harvest")                       # what /run/<run> shows for runs of this kind
+    def harvest_home(req: Request) -> Document: ...
+
+    @page("/run/{run}/unit/{site}/{unit:int}", kinds=("harvest",), title="Neuron")
+    def unit_page(req: Request) -> Document:
+        site, unit = req.params["site"], req.params["unit"]
+        ...
+
+    @page("/run/{run}/search", kinds=("harvest",), nav="search")   # a link in the run's header
+    def search(req: Request) -> Document: ...
+
+Patterns are ``/``-separated; ``{name}`` matches one segment (percent-decoded),
+``{name:int}`` an integer, ``{name:path}`` the rest of the path. A pattern with
+``{run}`` gets ``req.run`` (the run folder, 404 if unknown) and is offered only
+to runs whose kind is in `kinds` (``None``: every kind). When two patterns
+match, the one with more literal segments wins, then the one restricted to
+kinds.
+
+A handler returns a `Document` (title and body; the app adds the shell), a
+bare `Markup` body (titled with the route's `title`), or a `Response` (files,
+redirects); it raises `NotFound` for a friendly 404 page, and a
+`MechscopeError` becomes a 400 page with its message. Build HTML with
+``viewer/html.py``: `render` escapes every value that is not `Markup`. Data
+that is costly to open is cached per viewer with ``req.app.resource(key,
+factory)`` and guarded by ``req.app.lock(key)`` (the server is threaded).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from .html import Markup
+
+if TYPE_CHECKING:
+    from .app import App
+    from .runs import RunInfo
+
+
+class NotFound(Exception):
+    """Raised by a handler for a missing thing; the app answers with a friendly 404 page."""
+
+    def __init__(self, message: str, hint: Markup | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+
+@dataclass
+class Request:
+    """One HTTP request, with the route's parameters and the run it names (if any)."""
+
+    app: App
+    method: str
+    path: str
+    params: dict[str, Any]
+    query: dict[str, str]
+    form: dict[str, str] = field(default_factory=dict)
+    run: RunInfo | None = None
+
+    def arg(self, name: str, default: str = "") -> str:
+        """A query-string (or form) argument, stripped; `default` when absent."""
+        value = self.form.get(name, self.query.get(name))
+        return default if value is None else value.strip()
+
+    @property
+    def the_run(self) -> RunInfo:
+        """`run`, for routes that always have one (pattern with ``{run}``)."""
+        if self.run is None:
+            raise NotFound("this page needs a run")
+        return self.run
+
+
+@dataclass
+class Document:
+    """A page body with its title; the app wraps it in the viewer's shell."""
+
+    title: str
+    body: Markup
+    status: int = 200
+
+
+@dataclass
+class Response:
+    """A raw HTTP response: bytes, or a file streamed from disk."""
+
+    body: bytes = b""
+    status: int = 200
+    content_type: str = "text/html; charset=utf-8"
+    headers: dict[str, str] = field(default_factory=dict)
+    file: Path | None = None
+
+
+def redirect(location: str, status: int = 303) -> Response:
+    """A redirect to `location` (a URL path)."""
+    return Response(status=status, headers={"Location": location})
+
+
+Handler = Callable[[Request], "Document | Markup | Response"]
+
+_FIELD = re.compile(r"^\{(\w+)(?::(int|path))?\}$")
+
+
+@dataclass(frozen=True)
+class Route:
+    """A URL pattern bound to a handler."""
+
+    pattern: str
+    handler: Handler
+    kinds: tuple[str, ...] | None = None
+    title: str | None = None
+    nav: str | None = None
+    methods: tuple[str, ...] = ("GET",)
+
+    @property
+    def segments(self) -> list[str]:
+        return [s for s in self.pattern.split("/") if s]
+
+    @property
+    def literals(self) -> int:
+        return sum(1 for s in self.segments if not _FIELD.match(s))
+
+    def match(self, parts: list[str]) -> dict[str, Any] | None:
+        """The parameters if `parts` (decoded path segments) fit this pattern, else None."""
+        params: dict[str, Any] = {}
+        segs = self.segments
+        for i, seg in enumerate(segs):
+            m = _FIELD.match(seg)
+            if m and m.group(2) == "path":
+                if i >= len(parts):
+                    return None
+                params[m.group(1)] = "/".join(parts[i:])
+                return params
+            if i >= len(parts):
+                return None
+            if m is None:
+                if seg != parts[i]:
+                    return None
+            elif m.group(2) == "int":
+                if not re.fullmatch(r"-?\d+", parts[i]):
+                    return None
+                params[m.group(1)] = int(parts[i])
+            else:
+                params[m.group(1)] = parts[i]
+        return params if len(parts) == len(segs) else None
+
+    def accepts(self, kind: str | None) -> bool:
+        return self.kinds is None or kind in self.kinds
+
+
+class Registry:
+    """All pages and run homes; `page` and `home` below register into the default one."""
+
+    def __init__(self) -> None:
+        self.routes: list[Route] = []
+        self.homes: dict[str, Handler] = {}
+
+    def page(
+        self,
+        pattern: str,
+        *,
+        kinds: tuple[str, ...] | None = None,
+        title: str | None = None,
+        nav: str | None = None,
+        methods: tuple[str, ...] = ("GET",),
+    ) -> Callable[[Handler], Handler]:
+        """Register a handler for `pattern` (see the module docstring); `nav` labels a header link."""
+        for seg in pattern.split("/"):
+            if "{" in seg and not _FIELD.match(seg):
+                raise ValueError(f"bad pattern segment {seg!r} in {pattern!r}")
+        if nav is not None and any(
+            _FIELD.match(s) and s != "{run}" for s in pattern.split("/") if s
+        ):
+            raise ValueError(f"a nav page may have only {{run}} as parameter: {pattern!r}")
+
+        def register(handler: Handler) -> Handler:
+            self.routes.append(Route(pattern, handler, kinds, title, nav, methods))
+            return handler
+
+        return register
+
+    def home(self, *kinds: str) -> Callable[[Handler], Handler]:
+        """Register what ``/run/<run>`` shows for runs of these kinds."""
+
+        def register(handler: Handler) -> Handler:
+            for kind in kinds:
+                self.homes[kind] = handler
+            return handler
+
+        return register
+
+    def candidates(self, method: str, parts: list[str]) -> list[tuple[Route, dict[str, Any]]]:
+        """Routes whose pattern fits `parts`, best first (more literal segments, then kinds)."""
+        found = []
+        for order, route in enumerate(self.routes):
+            if method not in route.methods and not (method == "HEAD" and "GET" in route.methods):
+                continue
+            params = route.match(parts)
+            if params is not None:
+                found.append((-route.literals, route.kinds is None, order, route, params))
+        found.sort(key=lambda t: t[:3])
+        return [(t[3], t[4]) for t in found]
+
+    def nav_for(self, kind: str) -> list[Route]:
+        """The header links offered to runs of `kind`."""
+        return [r for r in self.routes if r.nav is not None and r.accepts(kind)]
+
+    def copy(self) -> Registry:
+        """A registry with the same pages, to extend without touching this one (tests)."""
+        new = Registry()
+        new.routes = list(self.routes)
+        new.homes = dict(self.homes)
+        return new
+
+
+REGISTRY = Registry()
+page = REGISTRY.page
+home = REGISTRY.home
