@@ -23,7 +23,7 @@ def test_all_mlp_neurons_harvested(smollm2, smollm2_harvest):
     row = store.query('SELECT token_ids FROM windows WHERE "window" = ?', [ex.window]).fetchone()[0]
     ids = torch.tensor([row])
     acts = smollm2.run(ids, save=["blocks.3.mlp.post"]).cache["blocks.3.mlp.post"][0, :, 100]
-    torch.testing.assert_close(torch.tensor(ex.acts), acts, atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(torch.tensor(ex.acts), acts, atol=1e-3, rtol=1e-3)  # float16
 
 
 def test_token_search_returns_units(smollm2_harvest):

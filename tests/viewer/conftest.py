@@ -21,6 +21,7 @@ from typing import Any
 import pytest
 
 from mechscope.errors import InputError
+from mechscope.harvest.tables import Example, TokenHit, UnitRecord, UnitStats
 
 FAKE_MARKER = "fake_harvest.json"
 XSS = "<script>alert(1)</script>"
@@ -31,46 +32,6 @@ FAKE_WINDOWS = [
 ]
 FAKE_SITES = ["blocks.0.mlp.post", "blocks.1.mlp.post"]
 FAKE_UNITS = 6
-
-
-@dataclass(frozen=True)
-class UnitStats:
-    site: str
-    unit: int
-    count: int
-    mean: float
-    std: float
-    max: float
-    frac_active: float
-
-
-@dataclass(frozen=True)
-class Example:
-    kind: str
-    rank: int
-    window: int
-    tokens: list[str]
-    acts: list[float]
-    max_act: float
-    max_pos: int
-
-
-@dataclass(frozen=True)
-class UnitRecord:
-    stats: UnitStats
-    hist_edges: list[float]
-    hist_counts: list[int]
-    top: list[Example]
-    random: list[Example]
-
-
-@dataclass(frozen=True)
-class TokenHit:
-    site: str
-    unit: int
-    token: str
-    count: int
-    max_act: float
 
 
 def fake_act(site: str, unit: int, window: int, pos: int) -> float:

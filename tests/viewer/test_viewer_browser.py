@@ -135,7 +135,7 @@ def test_neuron_page_colours_tokens_and_shows_values_on_hover(
     colours = tokens.evaluate_all("ts => ts.map(t => getComputedStyle(t).backgroundColor)")
     assert len(set(colours)) >= 5  # shaded by activation, not one colour
     peak = page.locator("#top-examples .tok.max").first
-    expected = f"{record.top[0].max_act:.6g}"
+    expected = f"{record.top[0].acts[record.top[0].max_pos]:.6g}"
     assert peak.get_attribute("data-act") == expected
     assert "255, 110, 0" in peak.evaluate("t => getComputedStyle(t).backgroundColor")
     peak.hover()

@@ -5,7 +5,8 @@ Tables in a harvest run folder:
 - ``units.parquet``: one row per unit: site, unit, count, mean, std, max,
   frac_active, hist (counts on the bins of ``hist.json``).
 - ``examples.parquet``: site, unit, kind (``top`` | ``random``), rank,
-  window, max_act, max_pos, acts (the activation of every token of the window).
+  window, max_act, max_pos (exact), acts (the activation of every token of the
+  window, stored in half precision unless some value is too large for it).
 - ``windows.parquet``: window, token_ids, tokens (decoded, one string per token)
   for every window that an example shows.
 - ``token_hits.parquet``: token_id, token, site, unit, act, window, pos: the
@@ -38,6 +39,7 @@ if TYPE_CHECKING:
     from .stats import UnitAccumulator
 
 TABLES = ("units", "examples", "windows", "token_hits")
+HALF_MAX = 60000.0  # below float16's largest finite value, 65504
 PEAK_FRACTION = 0.5  # a token is a unit's "hit" if it reaches this share of the unit's max
 
 
@@ -125,6 +127,10 @@ def write_tables(
     ids = np.fromfile(folder / TOKENS_FILE, dtype=np.int32).reshape(-1, window)
     decode = _decoder(model.tokenizer)
 
+    # activations of examples are for display: half precision (3 significant digits) halves
+    # the largest table; float32 if any value would not fit
+    biggest = max((max(a.top_acts.abs().max(), a.sample_acts.abs().max()) for a in accs.values()))
+    act_type = pa.float16() if float(biggest) < HALF_MAX else pa.float32()
     unit_batches, example_batches, hit_batches = [], [], []
     shown: set[int] = set()
     edges = next(iter(accs.values())).edges if accs else None
@@ -169,7 +175,7 @@ def write_tables(
                             (vals[unit, slot] if vals is not None else a.max(1)).astype(np.float32)
                         ),
                         "max_pos": pa.array(a.argmax(1).astype(np.int16)),
-                        "acts": _list_column(a.astype(np.float32), pa.float32()),
+                        "acts": _list_column(a.astype(act_type.to_pandas_dtype()), act_type),
                     }
                 )
             )
@@ -297,13 +303,11 @@ class HarvestStore:
 
     def unit(self, site: str, unit: int) -> UnitRecord:
         """Statistics, histogram and examples (top first, then random) of one unit."""
-        self._check(site, unit)
-        row = self.query(
-            "SELECT count, mean, std, max, frac_active, hist FROM units WHERE site = ? AND unit = ?",
-            [site, unit],
+        stats = self.stats(site, unit)
+        (hist,) = self.query(
+            "SELECT hist FROM units WHERE site = ? AND unit = ?", [site, unit]
         ).fetchone()
-        stats = UnitStats(site, unit, int(row[0]), *map(float, row[1:5]))
-        edges, counts = _trim_hist(self.hist_edges, list(row[5]))
+        edges, counts = _trim_hist(self.hist_edges, list(hist))
         rows = self.query(
             'SELECT kind, "rank", "window", acts, max_act, max_pos FROM examples '
             'WHERE site = ? AND unit = ? ORDER BY kind, "rank"',
