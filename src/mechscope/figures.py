@@ -226,3 +226,109 @@ def line(
     pfig.update_layout(title=title, xaxis_title=x_title, yaxis_title=y_title)
     out["html"] = _save_html(pfig, stem)
     return out
+
+
+def unit_card(
+    tokens: Sequence[Sequence[str]],
+    acts: Float[Tensor, "example pos"] | np.ndarray,
+    hist_edges: Sequence[float],
+    hist_counts: Sequence[int],
+    path: str | Path,
+    *,
+    title: str,
+    row_labels: Sequence[str] | None = None,
+) -> dict[str, Path]:
+    """A Neuroscope card as ``path``.png/.svg/.html: activation histogram over examples as token heatmaps.
+
+    `tokens` and `acts` are examples (rows) of equal length; each cell shows
+    its token on a background coloured by the activation (diverging around 0,
+    scaled to the largest |activation|). The HTML shows the value on hover.
+    """
+    import html
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import plotly.graph_objects as go
+    from plotly.subplots import make_subplots
+
+    data = _np(acts)
+    rows, cols = data.shape
+    shown = [[t.replace("\n", "↵").replace("\t", "⇥") for t in row] for row in tokens]
+    labels = list(row_labels) if row_labels is not None else [f"#{i + 1}" for i in range(rows)]
+    span = float(np.nanmax(np.abs(data))) if data.size else 1.0
+    span = span or 1.0
+    stem = Path(path).with_suffix("")
+    stem.parent.mkdir(parents=True, exist_ok=True)
+    centers = [f"{(a + b) / 2:.3g}" for a, b in zip(hist_edges[:-1], hist_edges[1:], strict=True)]
+
+    fig, (hax, tax) = plt.subplots(
+        2,
+        1,
+        figsize=(min(2 + 0.75 * cols, 22), 2.6 + 0.42 * rows),
+        gridspec_kw={"height_ratios": [2, max(rows, 1) * 0.45]},
+    )
+    hax.bar(
+        range(len(hist_counts)),
+        hist_counts,
+        color=["#1e6eff" if float(c) < 0 else "#ff6e00" for c in centers],
+    )
+    hax.set_yscale("log")
+    step = max(1, len(centers) // 12)
+    hax.set_xticks(range(0, len(centers), step), centers[::step], fontsize=7)
+    hax.set_ylabel("tokens")
+    hax.set_title(title)
+    tax.imshow(data, cmap="RdBu_r", vmin=-span, vmax=span, aspect="auto", interpolation="nearest")
+    for r in range(rows):
+        for c in range(cols):
+            dark = abs(float(data[r, c])) > 0.6 * span
+            tax.text(
+                c,
+                r,
+                shown[r][c],
+                ha="center",
+                va="center",
+                fontsize=6,
+                family="monospace",
+                color="white" if dark else "black",
+            )
+    tax.set_yticks(range(rows), labels)
+    tax.set_xticks([])
+    fig.tight_layout()
+    out = _save_static(fig, stem, dpi=130)
+
+    pfig = make_subplots(rows=2, cols=1, row_heights=[0.3, 0.7], vertical_spacing=0.08)
+    pfig.add_trace(
+        go.Bar(
+            x=centers,
+            y=list(hist_counts),
+            name="tokens",
+            hovertemplate="~%{x}: %{y}<extra></extra>",
+        ),
+        row=1,
+        col=1,
+    )
+    pfig.add_trace(
+        go.Heatmap(
+            z=data,
+            text=[[html.escape(t) for t in row] for row in shown],
+            texttemplate="%{text}",
+            y=labels,
+            colorscale="RdBu",
+            reversescale=True,
+            zmin=-span,
+            zmax=span,
+            hovertemplate="%{text}: %{z:.4g}<extra></extra>",
+        ),
+        row=2,
+        col=1,
+    )
+    pfig.update_yaxes(type="log", row=1, col=1)
+    pfig.update_yaxes(autorange="reversed", row=2, col=1)
+    pfig.update_xaxes(showticklabels=False, row=2, col=1)
+    pfig.update_layout(
+        title=title, width=max(700, 60 * cols), height=300 + 32 * rows, showlegend=False
+    )
+    out["html"] = _save_html(pfig, stem)
+    return out

@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
+import torch
 
 from ..errors import InputError, closest
 
@@ -129,8 +130,11 @@ def write_tables(
 
     # activations of examples are for display: half precision (3 significant digits) halves
     # the largest table; float32 if any value would not fit
-    biggest = max((max(a.top_acts.abs().max(), a.sample_acts.abs().max()) for a in accs.values()))
-    act_type = pa.float16() if float(biggest) < HALF_MAX else pa.float32()
+    biggest = max(
+        float(torch.cat([a.top_acts.flatten(), a.sample_acts.flatten()]).abs().max())
+        for a in accs.values()
+    )
+    act_type = pa.float16() if biggest < HALF_MAX else pa.float32()
     unit_batches, example_batches, hit_batches = [], [], []
     shown: set[int] = set()
     edges = next(iter(accs.values())).edges if accs else None
@@ -324,6 +328,31 @@ class HarvestStore:
             counts,
             [e for e in examples if e.kind == "top"],
             [e for e in examples if e.kind == "random"],
+        )
+
+    def figure(
+        self, site: str, unit: int, path: str | Path, *, examples: int = 10, width: int = 24
+    ) -> dict[str, Path]:
+        """Write the unit's card (histogram, top examples around their peak) as PNG, SVG and HTML."""
+        from ..figures import unit_card
+
+        record = self.unit(site, unit)
+        top = record.top[:examples]
+        width = min(width, len(top[0].tokens)) if top else width
+        tokens, acts = [], []
+        for e in top:
+            lo = min(max(e.max_pos - 2 * width // 3, 0), len(e.tokens) - width)
+            tokens.append(e.tokens[lo : lo + width])
+            acts.append(e.acts[lo : lo + width])
+        return unit_card(
+            tokens,
+            np.array(acts, dtype=np.float32).reshape(len(top), width),
+            record.hist_edges,
+            record.hist_counts,
+            path,
+            title=f"{site} unit {unit}: max {record.stats.max:.3g}, "
+            f"active {record.stats.frac_active:.1%}",
+            row_labels=[f"#{e.rank + 1} ({e.max_act:.3g})" for e in top],
         )
 
     def window_tokens(self, windows: list[int]) -> dict[int, list[str]]:
