@@ -239,3 +239,14 @@ def test_smollm2_neuron_page_and_token_search_in_chromium(page: Any, smollm2_har
         expect(page.locator("table.hits tbody tr").first).to_be_visible()
         assert page.locator("table.hits tbody tr").count() == len(store.search_token(word))
     assert page.errors == []
+
+
+def test_unit_card_png_is_served(page: Any, base: str, store: Any) -> None:
+    site = store.sites[0]
+    page.goto(f"{base}run/harvest-real/unit/{site}/2")
+    href = page.locator("#card-link").get_attribute("href")
+    response = page.request.get(base.rstrip("/") + href)
+    assert response.status == 200 and response.headers["content-type"] == "image/png"
+    assert response.body()[:8] == b"\x89PNG\r\n\x1a\n"
+    missing = page.request.get(f"{base}run/harvest-real/card/{site}/99999")
+    assert missing.status == 404

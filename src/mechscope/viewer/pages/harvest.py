@@ -347,7 +347,7 @@ def unit_page(req: Request) -> Document:
         '<nav class="moves">{moves}<span class="keys">keys: j/→ next · k/← previous · / search'
         "</span></nav>{search}"
         '<div class="unit-head">{facts}<figure>{hist}<figcaption>activations of {site}:{unit}'
-        "</figcaption></figure></div>"
+        ' · <a href="{card}" id="card-link">card (PNG)</a></figcaption></figure></div>'
         '<h2>Top examples</h2><div class="examples" id="top-examples">{top}</div>'
         '<h2>Random examples</h2><div class="examples" id="random-examples">{random}</div>',
         moves=join(moves, " · "),
@@ -356,10 +356,28 @@ def unit_page(req: Request) -> Document:
         hist=histogram_svg(record.hist_edges, record.hist_counts),
         site=site,
         unit=unit,
+        card=url("run", run.id, "card", site, unit),
         top=join(example_html(e, scale) for e in record.top) or Markup("<p>None.</p>"),
         random=join(example_html(e, scale) for e in record.random) or Markup("<p>None.</p>"),
     )
     return Document(f"{site} unit {unit}", body)
+
+
+@page("/run/{run}/card/{site}/{unit:int}", kinds=KINDS, title="Unit card")
+def unit_card_png(req: Request) -> Response:
+    """The unit's card (histogram and top examples as a token heatmap) as a PNG image."""
+    import tempfile
+
+    site, unit = req.params["site"], req.params["unit"]
+    with harvest_of(req) as store:
+        try:
+            store.n_units(site)
+            with tempfile.TemporaryDirectory() as tmp:
+                paths = store.figure(site, unit, Path(tmp) / "card")
+                png = paths["png"].read_bytes()
+        except InputError as err:
+            raise NotFound(str(err)) from err
+    return Response(png, content_type="image/png")
 
 
 @page("/run/{run}/search", kinds=KINDS, title="Search", nav="search")
