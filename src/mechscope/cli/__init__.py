@@ -183,10 +183,12 @@ def tour(
 app.command()(serve_cmd)
 
 
+from .explain import explain_cmd  # noqa: E402
 from .harvest import harvest_cmd, merge_cmd  # noqa: E402
 
 app.command("harvest")(harvest_cmd)
 app.command("merge-harvests")(merge_cmd)
+app.command("explain")(explain_cmd)
 
 
 def main() -> None:

@@ -123,20 +123,27 @@ def token_background(act: float, scale: float) -> str:
     return f"background:rgba({r},{g},{b},{alpha:.3f})"
 
 
+def token_spans(
+    tokens: Sequence[str], acts: Sequence[float], scale: float, max_pos: int = -1, label: str = ""
+) -> Markup:
+    """Tokens shaded by activation relative to `scale`; hover shows `label` and the value."""
+    prefix = f"{label} " if label else ""
+    return join(
+        render(
+            '<span class="{cls}" style="{style}" title="{tip}" data-act="{act}">{text}</span>',
+            cls="tok max" if pos == max_pos else "tok",
+            style=token_background(act, scale),
+            tip=f"{tok!r}  {prefix}{act:.6g}",
+            act=f"{act:.6g}",
+            text=show_token(tok),
+        )
+        for pos, (tok, act) in enumerate(zip(tokens, acts, strict=False))
+    )
+
+
 def example_html(example: Any, scale: float) -> Markup:
     """One dataset example: a row of tokens shaded by activation; hover shows the value."""
-    spans = []
-    for pos, (tok, act) in enumerate(zip(example.tokens, example.acts, strict=False)):
-        spans.append(
-            render(
-                '<span class="{cls}" style="{style}" title="{tip}" data-act="{act}">{text}</span>',
-                cls="tok max" if pos == example.max_pos else "tok",
-                style=token_background(act, scale),
-                tip=f"{tok!r}  {act:.6g}",
-                act=f"{act:.6g}",
-                text=show_token(tok),
-            )
-        )
+    spans = token_spans(example.tokens, example.acts, scale, example.max_pos)
     return render(
         '<div class="example {kind}"><div class="meta">#{rank} · max {max} · window {window}</div>'
         '<div class="tokens">{spans}</div></div>',
@@ -144,7 +151,7 @@ def example_html(example: Any, scale: float) -> Markup:
         rank=example.rank + 1,
         max=_num(example.max_act),
         window=example.window,
-        spans=join(spans),
+        spans=spans,
     )
 
 
@@ -319,6 +326,10 @@ def unit_page(req: Request) -> Document:
         except InputError as err:
             raise NotFound(str(err)) from err
         layers = [(lab, s) for lab, s in neighbour_sites(sites, site) if unit < store.n_units(s)]
+    # explain imports this module, hence here; the served explain runs of this unit
+    from .explain import unit_explanations
+
+    explained = unit_explanations(req, site, unit)
     stats = record.stats
     examples = [*record.top, *record.random]
     scale = (
@@ -348,7 +359,7 @@ def unit_page(req: Request) -> Document:
         "</span></nav>{search}"
         '<div class="unit-head">{facts}<figure>{hist}<figcaption>activations of {site}:{unit}'
         ' · <a href="{card}" id="card-link">card (PNG)</a></figcaption></figure></div>'
-        '<h2>Top examples</h2><div class="examples" id="top-examples">{top}</div>'
+        '{explained}<h2>Top examples</h2><div class="examples" id="top-examples">{top}</div>'
         '<h2>Random examples</h2><div class="examples" id="random-examples">{random}</div>',
         moves=join(moves, " · "),
         search=search_forms(run),
@@ -357,6 +368,7 @@ def unit_page(req: Request) -> Document:
         site=site,
         unit=unit,
         card=url("run", run.id, "card", site, unit),
+        explained=explained,
         top=join(example_html(e, scale) for e in record.top) or Markup("<p>None.</p>"),
         random=join(example_html(e, scale) for e in record.random) or Markup("<p>None.</p>"),
     )

@@ -1,0 +1,45 @@
+"""Automated explanations of units: explain → simulate → score (Bills et al. 2023; delphi).
+
+Example::
+
+    import mechscope as ms
+    from mechscope.autointerp import LocalBackend, explain_units
+    from mechscope.harvest import open_harvest
+    store = open_harvest("runs/harvest")
+    result = explain_units(store, [("blocks.20.mlp.post", u) for u in range(10)],
+                           explainer=LocalBackend(ms.load()), out="runs/explain")
+"""
+
+from .backends import Backend, Completion, LocalBackend, Message
+from .explainer import Explanation, explain, parse_explanation, top_tokens_explanation
+from .http import BackendError, OpenAIBackend
+from .pipeline import METHODS, SCORERS, ExplainResult, explain_units
+from .scoring import Judge, auroc, correlation, detection, fuzzing, mean_ci
+from .simulator import JsonSimulator, LogprobSimulator, Simulation, parse_simulation
+
+__all__ = [
+    "METHODS",
+    "SCORERS",
+    "Backend",
+    "BackendError",
+    "Completion",
+    "ExplainResult",
+    "Explanation",
+    "JsonSimulator",
+    "Judge",
+    "LocalBackend",
+    "LogprobSimulator",
+    "Message",
+    "OpenAIBackend",
+    "Simulation",
+    "auroc",
+    "correlation",
+    "detection",
+    "explain",
+    "explain_units",
+    "fuzzing",
+    "mean_ci",
+    "parse_explanation",
+    "parse_simulation",
+    "top_tokens_explanation",
+]

@@ -1,0 +1,304 @@
+"""The explain → simulate → score pipeline over units of a harvest, as a resumable run.
+
+For each unit, the explainer sees the even-ranked top windows (the first
+`n_show`); the odd-ranked top windows and the random windows are held out for
+scoring. Three explanation methods are scored the same way: the language
+model's (`llm`), the unit's most frequent peak tokens (`top_tokens`) and
+another unit's LLM explanation (`random`, a seeded derangement). Every
+answer, failed ones included with their raw text, is appended to JSONL files
+as it arrives, so a killed run started again goes on where it stopped; the
+finished run holds Parquet tables and a summary with bootstrap intervals.
+
+Example::
+
+    from mechscope.autointerp import explain_units, LocalBackend
+    result = explain_units(store, [("blocks.20.mlp.post", u) for u in range(20)],
+                           explainer=LocalBackend(model), out="runs/explain")
+    print(result.table())
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+from tqdm.auto import tqdm
+
+from ..errors import InputError
+from ..harvest.tables import HarvestStore, UnitRecord
+from ..store import new_run
+from .backends import Backend, LocalBackend
+from .explainer import Explanation, explain, top_tokens_explanation
+from .scoring import Judge, correlation, detection, fuzzing, mean_ci
+from .simulator import JsonSimulator, LogprobSimulator
+
+METHODS = ("llm", "top_tokens", "random")
+SCORERS = ("correlation", "detection", "fuzzing")
+
+
+@dataclass(frozen=True)
+class ExplainResult:
+    """A finished explanation run: per-unit explanations and scores, and the summary."""
+
+    path: Path
+    summary: list[dict[str, Any]]
+    record: dict[str, Any]
+
+    def table(self) -> str:
+        """Mean score per method and scorer with 95% bootstrap intervals, as text."""
+        lines = [f"{'method':<11} {'scorer':<12} {'mean':>7}  95% CI            units"]
+        for row in self.summary:
+            lines.append(
+                f"{row['method']:<11} {row['scorer']:<12} {row['mean']:>7.3f}  "
+                f"[{row['lo']:+.3f}, {row['hi']:+.3f}]  {row['n']:>5}"
+            )
+        return "\n".join(lines)
+
+    def __repr__(self) -> str:
+        return f"ExplainResult({self.path})\n{self.table()}"
+
+
+def _split(record: UnitRecord, n_show: int, n_test: int) -> tuple[list, list, list]:
+    shown = record.top[0::2][:n_show]
+    held_top = record.top[1::2][:n_test]
+    held_random = record.random[:n_test]
+    return shown, held_top, held_random
+
+
+def _read_jsonl(path: Path) -> list[dict[str, Any]]:
+    """Records of a JSONL file; a last line cut by a kill is ignored."""
+    if not path.exists():
+        return []
+    out = []
+    for line in path.read_text().splitlines():
+        try:
+            out.append(json.loads(line))
+        except json.JSONDecodeError:
+            break
+    return out
+
+
+def _repair(path: Path) -> None:
+    """Cut a line left half-written by a kill, so appending goes on cleanly."""
+    if path.exists():
+        data = path.read_bytes()
+        end = data.rfind(b"\n") + 1
+        if end != len(data):
+            with open(path, "r+b") as f:
+                f.truncate(end)
+
+
+def _append(path: Path, records: Sequence[dict[str, Any]]) -> None:
+    with open(path, "a") as f:
+        for r in records:
+            f.write(json.dumps(r, ensure_ascii=False) + "\n")
+        f.flush()
+
+
+def explain_units(
+    store: HarvestStore,
+    units: Sequence[tuple[str, int]],
+    *,
+    explainer: Backend,
+    simulator: Backend | None = None,
+    out: str | Path,
+    methods: Sequence[str] = METHODS,
+    scorers: Sequence[str] = SCORERS,
+    n_show: int = 5,
+    n_test: int = 5,
+    seed: int = 0,
+    resume: bool = True,
+    progress: bool = True,
+) -> ExplainResult:
+    """Explain, simulate and score each unit of `units` of a harvest; write a run at `out`.
+
+    `simulator` (default: the explainer) also judges detection and fuzzing.
+    A local backend simulates from log-probabilities, any other from JSON.
+    """
+    bad = [m for m in methods if m not in METHODS] + [s for s in scorers if s not in SCORERS]
+    if bad:
+        raise InputError(
+            f"unknown method/scorer {', '.join(bad)}; methods: {', '.join(METHODS)}; "
+            f"scorers: {', '.join(SCORERS)}"
+        )
+    if not units:
+        raise InputError("explain_units needs at least one (site, unit)")
+    for site, unit in units:
+        store.n_units(site)  # unknown site: a clear error
+        if not 0 <= unit < store.n_units(site):
+            raise InputError(f"{site} has units 0…{store.n_units(site) - 1}, not {unit}")
+    sim_backend = simulator or explainer
+    sim = (
+        LogprobSimulator(sim_backend)
+        if isinstance(sim_backend, LocalBackend)
+        else JsonSimulator(sim_backend)
+    )
+    judge = Judge(sim_backend)
+    config = {
+        "harvest": str(store.path),
+        "model": store.config["model"],
+        "units": [list(u) for u in units],
+        "explainer": explainer.name,
+        "simulator": sim.name,
+        "judge": judge.name,
+        "methods": list(methods),
+        "scorers": list(scorers),
+        "n_show": n_show,
+        "n_test": n_test,
+        "seed": seed,
+    }
+    run = new_run("explain", out, config, resume=resume)
+    folder = run.dir
+    started = time.perf_counter()
+    records = {u: store.unit(*u) for u in units}
+
+    # 1. explanations
+    exp_file = folder / "explanations.jsonl"
+    score_file = folder / "scores.jsonl"
+    sim_file = folder / "simulations.jsonl"
+    for file in (exp_file, score_file, sim_file):
+        _repair(file)
+    done = {(r["site"], r["unit"]) for r in _read_jsonl(exp_file)}
+    todo = [u for u in units if u not in done]
+    for site, unit in tqdm(todo, desc="explain", disable=not progress):
+        shown, _, _ = _split(records[(site, unit)], n_show, n_test)
+        lines = []
+        if "llm" in methods or "random" in methods:
+            lines.append(
+                explain(
+                    explainer, shown, scale=records[(site, unit)].stats.max, site=site, unit=unit
+                )
+            )
+        lines.append(Explanation(site, unit, "top_tokens", top_tokens_explanation(shown)))
+        _append(exp_file, [asdict(e) for e in lines])
+    explanations = {(r["site"], r["unit"], r["method"]): r for r in _read_jsonl(exp_file)}
+    if "random" in methods:
+        # the random baseline: another unit's LLM explanation (a seeded derangement), recorded
+        shuffled = list(units)
+        random.Random(seed).shuffle(shuffled)
+        donor = {u: shuffled[(i + 1) % len(shuffled)] for i, u in enumerate(shuffled)}
+        new = []
+        for u in units:
+            if (*u, "random") in explanations:
+                continue
+            source = explanations.get((*donor[u], "llm")) if len(units) > 1 else None
+            ok = source is not None and not source["failed"]
+            new.append(
+                {
+                    **asdict(Explanation(*u, "random", source["text"] if ok else "")),
+                    "failed": not ok,
+                    "error": None if ok else "no LLM explanation of another unit to borrow",
+                    "donor_site": donor[u][0] if len(units) > 1 else None,
+                    "donor_unit": donor[u][1] if len(units) > 1 else None,
+                }
+            )
+        _append(exp_file, new)
+        explanations = {(r["site"], r["unit"], r["method"]): r for r in _read_jsonl(exp_file)}
+    run.timed("explain", started)
+    scoring_started = time.perf_counter()
+
+    def text_of(unit: tuple[str, int], method: str) -> str | None:
+        rec = explanations.get((*unit, method))
+        return None if rec is None or rec["failed"] else rec["text"]
+
+    # 2. simulation and scores
+    done_scores = {(r["site"], r["unit"]) for r in _read_jsonl(score_file)}
+    for site, unit in tqdm(
+        [u for u in units if u not in done_scores], desc="score", disable=not progress
+    ):
+        record = records[(site, unit)]
+        _, held_top, held_random = _split(record, n_show, n_test)
+        scale = record.stats.max
+        rows, sims = [], []
+        for method in methods:
+            text = text_of((site, unit), method)
+            for scorer in scorers:
+                row = {"site": site, "unit": unit, "method": method, "scorer": scorer}
+                if text is None:
+                    rows.append({**row, "score": None, "failed": 1, "note": "no explanation"})
+                    continue
+                if scorer == "correlation":
+                    windows = [*held_top, *held_random]
+                    results = sim.simulate_many([(text, w.tokens) for w in windows])
+                    ok = [(r, w) for r, w in zip(results, windows, strict=True) if not r.failed]
+                    score = correlation([r.values for r, _ in ok], [w.acts for _, w in ok])
+                    failed = len(windows) - len(ok)
+                    for r, w in zip(results, windows, strict=True):
+                        sims.append(
+                            {
+                                **row,
+                                "window": w.window,
+                                "kind": w.kind,
+                                "tokens": w.tokens,
+                                "true": w.acts,
+                                "simulated": r.values,
+                                "raw": r.raw,
+                                "error": r.error,
+                            }
+                        )
+                elif scorer == "detection":
+                    score, failed = detection(judge, text, held_top, held_random)
+                else:
+                    score, failed = fuzzing(judge, text, held_top, scale, seed=seed + unit)
+                rows.append({**row, "score": score, "failed": failed, "note": None})
+        _append(sim_file, sims)
+        _append(score_file, rows)  # written last: a unit counts as scored only when complete
+    run.timed("score", scoring_started)
+
+    summary = _summarise(_read_jsonl(score_file), methods, scorers, seed)
+    _write_tables(folder)
+    run.write_json("summary.json", summary)
+    llm = [r for r in explanations.values() if r["method"] == "llm"]
+    run.extra["units"] = len(units)
+    run.extra["failed_explanations"] = sum(1 for r in llm if r["failed"])
+    run.extra["explainer_cost"] = {
+        "calls": len(llm),
+        "cached": sum(1 for r in llm if r.get("cached")),
+        "tokens_in": sum(r.get("tokens_in", 0) for r in llm),
+        "tokens_out": sum(r.get("tokens_out", 0) for r in llm),
+        "seconds": round(sum(r.get("seconds", 0.0) for r in llm), 2),
+    }
+    path = run.finish()
+    return ExplainResult(path, summary, json.loads((path / "run.json").read_text()))
+
+
+def _summarise(
+    scores: list[dict[str, Any]], methods: Sequence[str], scorers: Sequence[str], seed: int
+) -> list[dict[str, Any]]:
+    out = []
+    for method in methods:
+        for scorer in scorers:
+            values = [
+                r["score"]
+                for r in scores
+                if r["method"] == method and r["scorer"] == scorer and r["score"] is not None
+            ]
+            mean, lo, hi = mean_ci(values, seed=seed)
+            out.append(
+                {
+                    "method": method,
+                    "scorer": scorer,
+                    "mean": mean,
+                    "lo": lo,
+                    "hi": hi,
+                    "n": len(values),
+                }
+            )
+    return out
+
+
+def _write_tables(folder: Path) -> None:
+    """The JSONL records as Parquet tables beside them."""
+    for name in ("explanations", "scores", "simulations"):
+        rows = _read_jsonl(folder / f"{name}.jsonl")
+        if rows:
+            keys = list(dict.fromkeys(k for r in rows for k in r))  # rows may lack some fields
+            table = pa.Table.from_pylist([{k: r.get(k) for k in keys} for r in rows])
+            pq.write_table(table, folder / f"{name}.parquet")

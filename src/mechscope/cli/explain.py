@@ -1,0 +1,112 @@
+"""``mechscope explain``: explain → simulate → score units of a harvest from the shell."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from ..errors import InputError
+
+console = Console()
+
+
+def backend_from_spec(spec: str):
+    """A model spec (``smollm2-135m``, a folder, a .gguf) → local backend; ``URL@MODEL`` → HTTP."""
+    from ..autointerp import LocalBackend
+
+    if spec.startswith(("http://", "https://")):
+        from ..autointerp.http import OpenAIBackend
+
+        url, sep, model = spec.rpartition("@")
+        if not sep or not url:
+            raise InputError(
+                f"an HTTP backend is URL@MODEL (e.g. http://127.0.0.1:8000/v1@gpt-4o), got {spec!r}"
+            )
+        return OpenAIBackend(url, model)
+    from .. import load
+
+    return LocalBackend(load(spec))
+
+
+def parse_units(store, specs: list[str], sample: int, seed: int) -> list[tuple[str, int]]:
+    """``SITE:1,2,5-9`` or a unit query (``L25 N342``) per spec, plus `sample` random units."""
+    units: list[tuple[str, int]] = []
+    for spec in specs:
+        site, sep, rest = spec.rpartition(":")
+        if sep and site in store.sites:
+            for part in rest.split(","):
+                lo, dash, hi = part.partition("-")
+                if not lo.strip().isdigit() or (dash and not hi.strip().isdigit()):
+                    raise InputError(f"--units {spec!r}: units are numbers or ranges like 5-9")
+                units += [(site, u) for u in range(int(lo), int(hi if dash else lo) + 1)]
+        else:
+            found = store.find_units(spec)
+            if not found:
+                raise InputError(
+                    f"--units {spec!r} names no harvested unit; use SITE:U,U-U or 'L25 N342'"
+                )
+            units += found
+    if sample:
+        rng = random.Random(seed)
+        pool = [(s, u) for s in store.sites for u in range(store.n_units(s))]
+        units += rng.sample([u for u in pool if u not in units], sample)
+    return list(dict.fromkeys(units))
+
+
+def explain_cmd(
+    run: Path = typer.Argument(..., help="A harvest run folder."),
+    units: list[str] = typer.Option([], "--units", help="SITE:U,U-U or 'L25 N342' (repeatable)."),
+    sample: int = typer.Option(0, "--sample", help="Also explain N random units (held out)."),
+    explainer: str = typer.Option(
+        "smollm2-135m", "--explainer", help="Model spec (local) or URL@MODEL (OpenAI-compatible)."
+    ),
+    simulator: str = typer.Option(None, "--simulator", help="Same forms; default: the explainer."),
+    n_show: int = typer.Option(5, "--show", help="Top windows shown to the explainer."),
+    n_test: int = typer.Option(5, "--test", help="Held-out top and random windows per unit."),
+    seed: int = typer.Option(0, "--seed"),
+    out: Path = typer.Option(Path("runs/explain"), "--out", help="Run folder to write."),
+) -> None:
+    """Explain units of a harvest with a language model, simulate them, and score the explanations."""
+    from ..autointerp import explain_units
+    from ..harvest import open_harvest
+
+    store = open_harvest(run)
+    chosen = parse_units(store, units, sample, seed)
+    if not chosen:
+        raise InputError("no units: give --units and/or --sample N")
+    exp = backend_from_spec(explainer)
+    sim = backend_from_spec(simulator) if simulator and simulator != explainer else None
+    result = explain_units(
+        store,
+        chosen,
+        explainer=exp,
+        simulator=sim,
+        out=out,
+        n_show=n_show,
+        n_test=n_test,
+        seed=seed,
+    )
+    table = Table(title=f"{len(chosen)} units: mean score (95% bootstrap CI)")
+    for col in ("method", "scorer", "mean", "95% CI", "units"):
+        table.add_column(col)
+    for row in result.summary:
+        table.add_row(
+            row["method"],
+            row["scorer"],
+            f"{row['mean']:.3f}",
+            f"[{row['lo']:+.3f}, {row['hi']:+.3f}]",
+            str(row["n"]),
+        )
+    console.print(table)
+    rec = result.record
+    cost = rec["explainer_cost"]
+    console.print(
+        f"explainer: {cost['calls']} calls ({cost['cached']} cached), {cost['tokens_in']} tokens in, "
+        f"{cost['tokens_out']} out, {cost['seconds']} s; explain {rec['timings']['explain']} s, "
+        f"score {rec['timings']['score']} s; failed explanations: {rec['failed_explanations']}"
+    )
+    console.print(f"view it: mechscope serve {out} {run}")
