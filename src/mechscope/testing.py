@@ -12,6 +12,9 @@ Example::
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
+from typing import Any
+
 import torch
 import transformers as tf
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
@@ -86,3 +89,49 @@ def tiny_model(arch: str = "llama", seed: int = 0) -> Model:
     torch.manual_seed(seed)
     hf = tf.AutoModelForCausalLM.from_config(config, dtype=torch.float32)
     return Model(hf.eval(), tiny_tokenizer(), name=f"tiny-{arch}")
+
+
+# A minimal chat template for tiny models (the backends of `autointerp` need one).
+TINY_CHAT_TEMPLATE = (
+    "{% for m in messages %}<|bos|>{{ m['role'] }}\n{{ m['content'] }}<|eos|>\n{% endfor %}"
+    "{% if add_generation_prompt %}<|bos|>assistant\n{% endif %}"
+)
+
+
+def tiny_chat_model(arch: str = "llama", seed: int = 0) -> Model:
+    """`tiny_model` whose tokenizer has a chat template, for explainer and simulator tests."""
+    model = tiny_model(arch, seed)
+    model.tokenizer.chat_template = TINY_CHAT_TEMPLATE
+    return model
+
+
+class ScriptedBackend:
+    """A backend for tests that answers from a script, in turn.
+
+    An answer is a string, an exception (returned in its slot by `chat_many`,
+    raised by `chat`) or a function of the messages returning a string.
+    """
+
+    name = "scripted"
+
+    def __init__(self, answers: Sequence[str | Exception | Callable[[Any], str]]) -> None:
+        self.answers = list(answers)
+        self.calls = 0
+
+    def chat(self, messages: Any, **kw: Any) -> Any:
+        (out,) = self.chat_many([messages], **kw)
+        if isinstance(out, Exception):
+            raise out
+        return out
+
+    def chat_many(self, requests: Sequence[Any], **kw: Any) -> list[Any]:
+        from .autointerp.backends import Completion
+
+        out: list[Any] = []
+        for messages in requests:
+            answer = self.answers[self.calls % len(self.answers)]
+            self.calls += 1
+            if callable(answer) and not isinstance(answer, Exception):
+                answer = answer(messages)
+            out.append(answer if isinstance(answer, Exception) else Completion(answer))
+        return out

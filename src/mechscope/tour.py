@@ -25,6 +25,7 @@ PROMPTS = [
 IOI_CLEAN = "When Mary and John went to the store, John gave a drink to"
 IOI_CORRUPT = "When Mary and John went to the store, Mary gave a drink to"
 OUT_DIR = Path("runs/tour")
+TOUR_EXPLAIN_UNITS = 3
 TOUR_HARVEST_TOKENS = 16_384  # a slice; `mechscope harvest` does 1M tokens by default
 
 
@@ -188,6 +189,39 @@ def neuroscope(model: Model, console: Console) -> None:
     console.print(f"browse every neuron: [bold]mechscope serve {OUT_DIR}[/bold]")
 
 
+def autointerp(model: Model, console: Console) -> None:
+    """Explain, simulate and score a few neurons of the tour's harvest with the model itself."""
+    from .autointerp import LocalBackend, explain_units
+    from .autointerp.pipeline import read_jsonl
+    from .harvest import open_harvest
+
+    store = open_harvest(OUT_DIR / "harvest")
+    site = f"blocks.{model.dims.n_layers // 2}.mlp.post" if model.dims else store.sites[0]
+    units = [(site, s.unit) for s in store.top_units(site, limit=TOUR_EXPLAIN_UNITS)]
+    result = explain_units(
+        store, units, explainer=LocalBackend(model), out=OUT_DIR / "explain", n_show=4, n_test=3
+    )
+    table = Table(title=f"{len(units)} neurons of {site}: mean score (95% bootstrap CI)")
+    for col in ("method", "scorer", "mean", "95% CI"):
+        table.add_column(col)
+    for row in result.summary:
+        table.add_row(
+            row["method"],
+            row["scorer"],
+            f"{row['mean']:.3f}",
+            f"[{row['lo']:+.2f}, {row['hi']:+.2f}]",
+        )
+    console.print(table)
+    for r in read_jsonl(result.path / "explanations.jsonl"):
+        if r["method"] == "llm":
+            text = r["text"] if not r["failed"] else f"(failed: {r['error']})"
+            console.print(f"  {r['site']} #{r['unit']}: {text!r}", highlight=False)
+    console.print(
+        "a 135M model explains and simulates poorly (scores near chance); "
+        "use --explainer URL@MODEL with `mechscope explain` for a strong one"
+    )
+
+
 SECTIONS: list[tuple[str, Callable[[Model, Console], None]]] = [
     ("Next tokens", next_tokens),
     ("Sites and the cache", cache_shapes),
@@ -195,6 +229,7 @@ SECTIONS: list[tuple[str, Callable[[Model, Console], None]]] = [
     ("Circuits: IOI patching heatmaps", ioi_heatmap),
     ("Generation with interventions", generation),
     ("Neuroscope: top-activating examples of every MLP neuron", neuroscope),
+    ("Automated explanations: explain, simulate, score", autointerp),
 ]
 
 

@@ -384,6 +384,22 @@ def test_http_real_server_cache_and_no_logprobs(served: tuple[str, str], tmp_pat
 
 
 @pytest.mark.model
+def test_json_simulator_through_the_server_matches_local(
+    smollm2: Any, served: tuple[str, str]
+) -> None:
+    """The simulator's JSON path over HTTP: same greedy answer as locally, parsed or failed alike."""
+    from mechscope.autointerp import JsonSimulator
+
+    url, folder = served
+    tokens = ["<|endoftext|>", "The", " cat", " sat", " on", " the", " mat"]
+    remote = JsonSimulator(OpenAIBackend(url, folder, cache=False)).simulate("cats", tokens)
+    local = JsonSimulator(LocalBackend(smollm2)).simulate("cats", tokens)
+    assert remote.raw == local.raw and remote.raw
+    assert remote.values == local.values and remote.error == local.error
+    assert remote.failed or len(remote.values) == len(tokens)
+
+
+@pytest.mark.model
 def test_http_real_server_error_names_status(served: tuple[str, str], tmp_path: Path) -> None:
     url, _ = served
     with pytest.raises(BackendError, match="400.*pinned") as info:

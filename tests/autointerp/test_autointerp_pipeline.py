@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
@@ -25,18 +24,12 @@ from mechscope.autointerp import (
 from mechscope.autointerp.explainer import ExplanationError, discretise
 from mechscope.errors import InputError
 from mechscope.harvest import harvest, open_harvest
-from mechscope.testing import tiny_model
-
-CHAT = (
-    "{% for m in messages %}<|bos|>{{ m['role'] }}\n{{ m['content'] }}<|eos|>\n{% endfor %}"
-    "{% if add_generation_prompt %}<|bos|>assistant\n{% endif %}"
-)
+from mechscope.testing import ScriptedBackend as Scripted
+from mechscope.testing import tiny_chat_model, tiny_model
 
 
 def chat_model():
-    model = tiny_model("llama")
-    model.tokenizer.chat_template = CHAT
-    return model
+    return tiny_chat_model("llama")
 
 
 @pytest.fixture(scope="module")
@@ -55,30 +48,6 @@ def store(tmp_path_factory: pytest.TempPathFactory):
         progress=False,
     )
     return open_harvest(out)
-
-
-class Scripted:
-    """A backend that answers from a script (for the parsers' failure paths)."""
-
-    name = "scripted"
-
-    def __init__(self, answers: Sequence[str | Exception]) -> None:
-        self.answers = list(answers)
-        self.calls = 0
-
-    def chat(self, messages, **kw):
-        (out,) = self.chat_many([messages], **kw)
-        if isinstance(out, Exception):
-            raise out
-        return out
-
-    def chat_many(self, requests, **kw):
-        out = []
-        for _ in requests:
-            a = self.answers[self.calls % len(self.answers)]
-            self.calls += 1
-            out.append(a if isinstance(a, Exception) else Completion(a))
-        return out
 
 
 def test_parse_explanation() -> None:

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 import mechscope as ms
-from mechscope.testing import tiny_model
+from mechscope.testing import tiny_chat_model, tiny_model
 
 
 @pytest.fixture(scope="module")
@@ -73,3 +73,89 @@ def test_user_mistakes_are_one_line_without_traceback(folder, tmp_path):
     assert len(errors) == 1 and "closest: blocks.0.attn.z" in errors[0]
     res = mechscope("run", str(tmp_path / "nowhere"), "hello", cache=tmp_path)
     assert res.returncode == 2 and "Traceback" not in res.stderr and "smollm2-135m" in res.stderr
+
+
+@pytest.fixture(scope="module")
+def chat_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny Llama with a chat template (an explainer), saved as an HF folder."""
+    path = tmp_path_factory.mktemp("tiny-chat-llama")
+    model = tiny_chat_model("llama")
+    model.hf.save_pretrained(path)
+    model.tokenizer.save_pretrained(path)
+    return path
+
+
+def test_harvest_shards_merge_and_explain(chat_folder: Path, tmp_path: Path) -> None:
+    common = [
+        "--corpus",
+        "fortunes",
+        "--tokens",
+        "512",
+        "--window",
+        "16",
+        "--batch-size",
+        "4",
+        "--k",
+        "6",
+    ]
+    for i in (0, 1):
+        res = mechscope(
+            "harvest",
+            str(chat_folder),
+            *common,
+            "--shard",
+            f"{i}/2",
+            "--out",
+            str(tmp_path / f"s{i}"),
+            cache=tmp_path,
+        )
+        assert res.returncode == 0, res.stderr
+        assert "view it: mechscope serve" in res.stdout
+    res = mechscope(
+        "merge-harvests",
+        str(tmp_path / "s0"),
+        str(tmp_path / "s1"),
+        "--out",
+        str(tmp_path / "h"),
+        cache=tmp_path,
+    )
+    assert res.returncode == 0, res.stderr
+    assert "512 tokens" in res.stdout
+    res = mechscope(
+        "explain",
+        str(tmp_path / "h"),
+        "--units",
+        "blocks.0.mlp.post:0-2",
+        "--sample",
+        "1",
+        "--explainer",
+        str(chat_folder),
+        "--show",
+        "3",
+        "--test",
+        "2",
+        "--out",
+        str(tmp_path / "e"),
+        cache=tmp_path,
+    )
+    assert res.returncode == 0, res.stderr
+    assert "mean score" in res.stdout and "top_tokens" in res.stdout
+    assert "explainer: 4 calls" in res.stdout
+    assert (tmp_path / "e" / "scores.parquet").exists()
+
+
+def test_harvest_bad_input_is_one_line(chat_folder: Path, tmp_path: Path) -> None:
+    res = mechscope(
+        "harvest",
+        str(chat_folder),
+        "--corpus",
+        "nonsense",
+        "--out",
+        str(tmp_path / "x"),
+        cache=tmp_path,
+    )
+    assert res.returncode == 2 and "nonsense" in res.stderr and "Traceback" not in res.stderr
+    res = mechscope(
+        "harvest", str(chat_folder), "--shard", "3", "--out", str(tmp_path / "x"), cache=tmp_path
+    )
+    assert res.returncode == 2 and "I/N" in res.stderr

@@ -33,3 +33,33 @@ def test_token_search_returns_units(smollm2_harvest):
     hits = smollm2_harvest.search_token(token)
     assert hits and all(h.token == token for h in hits)
     assert hits[0].count >= hits[-1].count
+
+
+def test_explain_score_smollm2_neurons(smollm2, smollm2_harvest, tmp_path):
+    """The whole explain → simulate → score pipeline on two SmolLM2 neurons, local backend."""
+    from mechscope.autointerp import LocalBackend, explain_units
+
+    units = [
+        ("blocks.12.mlp.post", s.unit)
+        for s in smollm2_harvest.top_units("blocks.12.mlp.post", limit=2)
+    ]
+    result = explain_units(
+        smollm2_harvest,
+        units,
+        explainer=LocalBackend(smollm2),
+        out=tmp_path / "e",
+        n_show=3,
+        n_test=2,
+        progress=False,
+    )
+    assert {(r["method"], r["scorer"]) for r in result.summary} == {
+        (m, s)
+        for m in ("llm", "top_tokens", "random")
+        for s in ("correlation", "detection", "fuzzing")
+    }
+    assert (
+        result.record["explainer_cost"]["calls"] == 2
+        and result.record["explainer_cost"]["tokens_out"] > 0
+    )
+    scores = [r["mean"] for r in result.summary if r["scorer"] != "correlation"]
+    assert all(0 <= s <= 1 for s in scores)  # AUROCs

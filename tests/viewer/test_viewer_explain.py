@@ -13,15 +13,16 @@ import re
 import shutil
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from mechscope.autointerp import Completion, explain_units
+from mechscope.autointerp import explain_units
 from mechscope.harvest import harvest, open_harvest
+from mechscope.testing import ScriptedBackend as Scripted
 from mechscope.testing import tiny_model
 from mechscope.viewer import App, serve
 
@@ -32,32 +33,6 @@ RAW_XSS = "123\n<script>alert(2)</script>"  # fails: no words on its first line
 SIM_XSS = "<script>alert(3)</script> no list here"
 EXPLANATIONS = ["the letter e", RAW_XSS, XSS, "spaces between words"]
 FAILED_SIM_CALL = 2  # the 2nd simulation asked for: unit 0, llm, 2nd held-out window
-
-
-class Scripted:
-    """A backend that answers from a script; an answer may be a function of the messages."""
-
-    name = "scripted"
-
-    def __init__(self, answers: Sequence[str | Exception | Callable[[Any], str]]) -> None:
-        self.answers = list(answers)
-        self.calls = 0
-
-    def chat(self, messages, **kw):
-        (out,) = self.chat_many([messages], **kw)
-        if isinstance(out, Exception):
-            raise out
-        return out
-
-    def chat_many(self, requests, **kw):
-        out = []
-        for messages in requests:
-            a = self.answers[self.calls % len(self.answers)]
-            self.calls += 1
-            if callable(a):
-                a = a(messages)
-            out.append(a if isinstance(a, Exception) else Completion(a))
-        return out
 
 
 def simulator_answers() -> Callable[[Any], str]:

@@ -72,7 +72,7 @@ def _split(record: UnitRecord, n_show: int, n_test: int) -> tuple[list, list, li
     return shown, held_top, held_random
 
 
-def _read_jsonl(path: Path) -> list[dict[str, Any]]:
+def read_jsonl(path: Path) -> list[dict[str, Any]]:
     """Records of a JSONL file; a last line cut by a kill is ignored."""
     if not path.exists():
         return []
@@ -165,7 +165,7 @@ def explain_units(
     sim_file = folder / "simulations.jsonl"
     for file in (exp_file, score_file, sim_file):
         _repair(file)
-    done = {(r["site"], r["unit"]) for r in _read_jsonl(exp_file)}
+    done = {(r["site"], r["unit"]) for r in read_jsonl(exp_file)}
     todo = [u for u in units if u not in done]
     for site, unit in tqdm(todo, desc="explain", disable=not progress):
         shown, _, _ = _split(records[(site, unit)], n_show, n_test)
@@ -178,7 +178,7 @@ def explain_units(
             )
         lines.append(Explanation(site, unit, "top_tokens", top_tokens_explanation(shown)))
         _append(exp_file, [asdict(e) for e in lines])
-    explanations = {(r["site"], r["unit"], r["method"]): r for r in _read_jsonl(exp_file)}
+    explanations = {(r["site"], r["unit"], r["method"]): r for r in read_jsonl(exp_file)}
     if "random" in methods:
         # the random baseline: another unit's LLM explanation (a seeded derangement), recorded
         shuffled = list(units)
@@ -200,7 +200,7 @@ def explain_units(
                 }
             )
         _append(exp_file, new)
-        explanations = {(r["site"], r["unit"], r["method"]): r for r in _read_jsonl(exp_file)}
+        explanations = {(r["site"], r["unit"], r["method"]): r for r in read_jsonl(exp_file)}
     run.timed("explain", started)
     scoring_started = time.perf_counter()
 
@@ -209,7 +209,7 @@ def explain_units(
         return None if rec is None or rec["failed"] else rec["text"]
 
     # 2. simulation and scores
-    done_scores = {(r["site"], r["unit"]) for r in _read_jsonl(score_file)}
+    done_scores = {(r["site"], r["unit"]) for r in read_jsonl(score_file)}
     for site, unit in tqdm(
         [u for u in units if u not in done_scores], desc="score", disable=not progress
     ):
@@ -252,7 +252,7 @@ def explain_units(
         _append(score_file, rows)  # written last: a unit counts as scored only when complete
     run.timed("score", scoring_started)
 
-    summary = _summarise(_read_jsonl(score_file), methods, scorers, seed)
+    summary = _summarise(read_jsonl(score_file), methods, scorers, seed)
     _write_tables(folder)
     run.write_json("summary.json", summary)
     llm = [r for r in explanations.values() if r["method"] == "llm"]
@@ -297,7 +297,7 @@ def _summarise(
 def _write_tables(folder: Path) -> None:
     """The JSONL records as Parquet tables beside them."""
     for name in ("explanations", "scores", "simulations"):
-        rows = _read_jsonl(folder / f"{name}.jsonl")
+        rows = read_jsonl(folder / f"{name}.jsonl")
         if rows:
             keys = list(dict.fromkeys(k for r in rows for k in r))  # rows may lack some fields
             table = pa.Table.from_pylist([{k: r.get(k) for k in keys} for r in rows])

@@ -46,13 +46,9 @@ def _read_records(folder: Path, name: str) -> list[dict[str, Any]]:
     jsonl = folder / f"{name}.jsonl"
     try:
         if jsonl.exists():
-            rows = []
-            for line in jsonl.read_text().splitlines():
-                try:
-                    rows.append(json.loads(line))
-                except json.JSONDecodeError:
-                    break
-            return rows
+            from ...autointerp.pipeline import read_jsonl
+
+            return read_jsonl(jsonl)
         parquet = folder / f"{name}.parquet"
         if parquet.exists():
             import pyarrow.parquet as pq
