@@ -193,6 +193,7 @@ def autointerp(model: Model, console: Console) -> None:
     """Explain, simulate and score a few neurons of the tour's harvest with the model itself."""
     from .autointerp import LocalBackend, explain_units
     from .autointerp.pipeline import read_jsonl
+    from .cli.explain import score_table
     from .harvest import open_harvest
 
     store = open_harvest(OUT_DIR / "harvest")
@@ -201,17 +202,7 @@ def autointerp(model: Model, console: Console) -> None:
     result = explain_units(
         store, units, explainer=LocalBackend(model), out=OUT_DIR / "explain", n_show=4, n_test=3
     )
-    table = Table(title=f"{len(units)} neurons of {site}: mean score (95% bootstrap CI)")
-    for col in ("method", "scorer", "mean", "95% CI"):
-        table.add_column(col)
-    for row in result.summary:
-        table.add_row(
-            row["method"],
-            row["scorer"],
-            f"{row['mean']:.3f}",
-            f"[{row['lo']:+.2f}, {row['hi']:+.2f}]",
-        )
-    console.print(table)
+    console.print(score_table(result.summary, f"{len(units)} neurons of {site}"))
     for r in read_jsonl(result.path / "explanations.jsonl"):
         if r["method"] == "llm":
             text = r["text"] if not r["failed"] else f"(failed: {r['error']})"

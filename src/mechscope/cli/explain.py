@@ -57,6 +57,22 @@ def parse_units(store, specs: list[str], sample: int, seed: int) -> list[tuple[s
     return list(dict.fromkeys(units))
 
 
+def score_table(summary: list[dict], what: str) -> Table:
+    """The summary of an explain run: mean score per method and scorer with its 95% CI."""
+    table = Table(title=f"{what}: mean score (95% bootstrap CI)")
+    for col in ("method", "scorer", "mean", "95% CI", "units"):
+        table.add_column(col)
+    for row in summary:
+        table.add_row(
+            row["method"],
+            row["scorer"],
+            f"{row['mean']:.3f}",
+            f"[{row['lo']:+.3f}, {row['hi']:+.3f}]",
+            str(row["n"]),
+        )
+    return table
+
+
 def explain_cmd(
     run: Path = typer.Argument(..., help="A harvest run folder."),
     units: list[str] = typer.Option([], "--units", help="SITE:U,U-U or 'L25 N342' (repeatable)."),
@@ -90,18 +106,7 @@ def explain_cmd(
         n_test=n_test,
         seed=seed,
     )
-    table = Table(title=f"{len(chosen)} units: mean score (95% bootstrap CI)")
-    for col in ("method", "scorer", "mean", "95% CI", "units"):
-        table.add_column(col)
-    for row in result.summary:
-        table.add_row(
-            row["method"],
-            row["scorer"],
-            f"{row['mean']:.3f}",
-            f"[{row['lo']:+.3f}, {row['hi']:+.3f}]",
-            str(row["n"]),
-        )
-    console.print(table)
+    console.print(score_table(result.summary, f"{len(chosen)} units"))
     rec = result.record
     cost = rec["explainer_cost"]
     console.print(
