@@ -24,13 +24,19 @@ def _np(values: Tensor | np.ndarray) -> np.ndarray:
     return np.asarray(values, dtype=float)
 
 
+def _stem(path: str | Path) -> Path:
+    """`path` without a figure extension; other dots stay (``neuron_blocks.3.mlp.post_7``)."""
+    p = Path(path)
+    return p.with_suffix("") if p.suffix.lstrip(".") in FORMATS else p
+
+
 def _save_static(fig: object, stem: Path, dpi: int) -> dict[str, Path]:
     """Write a matplotlib figure as PNG and SVG beside `stem`, then close it."""
     import matplotlib.pyplot as plt
 
     out = {}
     for fmt in ("png", "svg"):
-        target = stem.with_suffix(f".{fmt}")
+        target = stem.with_name(f"{stem.name}.{fmt}")
         fig.savefig(target, dpi=dpi)  # type: ignore[attr-defined]
         out[fmt] = target
     plt.close(fig)  # type: ignore[arg-type]
@@ -39,7 +45,7 @@ def _save_static(fig: object, stem: Path, dpi: int) -> dict[str, Path]:
 
 def _save_html(pfig: object, stem: Path) -> Path:
     """Write a plotly figure as HTML, plotly.js once beside it (works offline)."""
-    target = stem.with_suffix(".html")
+    target = stem.with_name(f"{stem.name}.html")
     pfig.write_html(target, include_plotlyjs="directory", full_html=True)  # type: ignore[attr-defined]
     return target
 
@@ -77,7 +83,7 @@ def heatmap(
         vmin, vmax = center - span, center + span
     else:
         vmin, vmax = float(np.nanmin(data)), float(np.nanmax(data))
-    stem = Path(path).with_suffix("")
+    stem = _stem(path)
     stem.parent.mkdir(parents=True, exist_ok=True)
     out: dict[str, Path] = {}
 
@@ -145,7 +151,7 @@ def patterns(
 
     data = _np(patterns)
     n = data.shape[0]
-    stem = Path(path).with_suffix("")
+    stem = _stem(path)
     stem.parent.mkdir(parents=True, exist_ok=True)
     labels = [f"{i}:{t!r}"[:14] for i, t in enumerate(tokens)]
     out: dict[str, Path] = {}
@@ -203,7 +209,7 @@ def line(
     import matplotlib.pyplot as plt
     import plotly.graph_objects as go
 
-    stem = Path(path).with_suffix("")
+    stem = _stem(path)
     stem.parent.mkdir(parents=True, exist_ok=True)
     out: dict[str, Path] = {}
     fig, ax = plt.subplots(figsize=(8, 4.5))
@@ -259,7 +265,7 @@ def unit_card(
     labels = list(row_labels) if row_labels is not None else [f"#{i + 1}" for i in range(rows)]
     span = float(np.nanmax(np.abs(data))) if data.size else 1.0
     span = span or 1.0
-    stem = Path(path).with_suffix("")
+    stem = _stem(path)
     stem.parent.mkdir(parents=True, exist_ok=True)
     centers = [f"{(a + b) / 2:.3g}" for a, b in zip(hist_edges[:-1], hist_edges[1:], strict=True)]
 

@@ -178,7 +178,9 @@ def neuroscope(model: Model, console: Console) -> None:
             line.append(tok.replace("\n", "⏎"), style=style)
         line.append(f" …  ({ex.max_act:.2f})")
         console.print(line)
-    card = store.figure(site, best.unit, OUT_DIR / "figures" / f"neuron_{site}_{best.unit}")
+    card = store.figure(
+        site, best.unit, OUT_DIR / "figures" / f"neuron_{site.replace('.', '_')}_{best.unit}"
+    )
     console.print(f"its card (histogram and top examples): {card['png']} and .html")
     word = " she"
     hits = store.search_token(word)[:5]
