@@ -11,13 +11,14 @@ import pytest
 import torch
 
 import mechscope as ms
-from mechscope.testing import tiny_chat_model, tiny_model
+from mechscope.testing import tiny_chat_model
 
 
 @pytest.fixture(scope="module")
 def folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny Llama saved as an HF folder; its chat template makes it an explainer too."""
     path = tmp_path_factory.mktemp("tiny-llama")
-    model = tiny_model("llama")
+    model = tiny_chat_model("llama")
     model.hf.save_pretrained(path)
     model.tokenizer.save_pretrained(path)
     return path
@@ -75,17 +76,7 @@ def test_user_mistakes_are_one_line_without_traceback(folder, tmp_path):
     assert res.returncode == 2 and "Traceback" not in res.stderr and "smollm2-135m" in res.stderr
 
 
-@pytest.fixture(scope="module")
-def chat_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A tiny Llama with a chat template (an explainer), saved as an HF folder."""
-    path = tmp_path_factory.mktemp("tiny-chat-llama")
-    model = tiny_chat_model("llama")
-    model.hf.save_pretrained(path)
-    model.tokenizer.save_pretrained(path)
-    return path
-
-
-def test_harvest_shards_merge_and_explain(chat_folder: Path, tmp_path: Path) -> None:
+def test_harvest_shards_merge_and_explain(folder: Path, tmp_path: Path) -> None:
     common = [
         "--corpus",
         "fortunes",
@@ -101,7 +92,7 @@ def test_harvest_shards_merge_and_explain(chat_folder: Path, tmp_path: Path) -> 
     for i in (0, 1):
         res = mechscope(
             "harvest",
-            str(chat_folder),
+            str(folder),
             *common,
             "--shard",
             f"{i}/2",
@@ -129,7 +120,7 @@ def test_harvest_shards_merge_and_explain(chat_folder: Path, tmp_path: Path) -> 
         "--sample",
         "1",
         "--explainer",
-        str(chat_folder),
+        str(folder),
         "--show",
         "3",
         "--test",
@@ -144,10 +135,10 @@ def test_harvest_shards_merge_and_explain(chat_folder: Path, tmp_path: Path) -> 
     assert (tmp_path / "e" / "scores.parquet").exists()
 
 
-def test_harvest_bad_input_is_one_line(chat_folder: Path, tmp_path: Path) -> None:
+def test_harvest_bad_input_is_one_line(folder: Path, tmp_path: Path) -> None:
     res = mechscope(
         "harvest",
-        str(chat_folder),
+        str(folder),
         "--corpus",
         "nonsense",
         "--out",
@@ -156,6 +147,6 @@ def test_harvest_bad_input_is_one_line(chat_folder: Path, tmp_path: Path) -> Non
     )
     assert res.returncode == 2 and "nonsense" in res.stderr and "Traceback" not in res.stderr
     res = mechscope(
-        "harvest", str(chat_folder), "--shard", "3", "--out", str(tmp_path / "x"), cache=tmp_path
+        "harvest", str(folder), "--shard", "3", "--out", str(tmp_path / "x"), cache=tmp_path
     )
     assert res.returncode == 2 and "I/N" in res.stderr

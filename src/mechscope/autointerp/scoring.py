@@ -83,7 +83,8 @@ class Judge:
             yes, no = self._yes_no
             seqs = [self.backend.prompt_ids(m) for m in requests]
             lps = self.backend.position_logprobs_many(seqs, [[len(s) - 1] for s in seqs], yes + no)
-            return [float(lp[0].exp()[: len(yes)].sum() / lp[0].exp().sum()) for lp in lps]
+            probs = [lp[0].exp() for lp in lps]
+            return [float(p[: len(yes)].sum() / p.sum()) for p in probs]
         answers = self.backend.chat_many(requests, max_tokens=4)
         return [_parse_yes_no(a) for a in answers]
 

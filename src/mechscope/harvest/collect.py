@@ -48,6 +48,10 @@ STATE_FILE = "state.safetensors"
 TOKENS_FILE = "windows.bin"  # int32 token ids, window after window
 
 
+HEAD_AXES = (("batch", "pos", "head", "d_head"), ("batch", "pos", "kv_head", "d_head"))
+PATTERN_AXES = ("batch", "head", "q_pos", "k_pos")
+
+
 class _Done(Exception):
     """Raised by the last observer: the rest of the forward is not needed."""
 
@@ -57,9 +61,9 @@ def unit_kind(site: Site) -> tuple[str, str]:
     axes = site.axes
     if len(axes) == 3 and axes[:2] == ("batch", "pos"):
         return ("neuron" if axes[2] == "d_mlp" else "dimension"), "value"
-    if axes in (("batch", "pos", "head", "d_head"), ("batch", "pos", "kv_head", "d_head")):
+    if axes in HEAD_AXES:
         return "head", "L2 norm of the head's vector"
-    if axes == ("batch", "head", "q_pos", "k_pos"):
+    if axes == PATTERN_AXES:
         return "head", "largest attention weight on a key after position 0"
     return "unit", "value (trailing axes flattened)"
 
@@ -67,9 +71,9 @@ def unit_kind(site: Site) -> tuple[str, str]:
 def units_of(site: Site, x: Tensor) -> Float[Tensor, "batch pos unit"]:
     """The site's tensor as [batch, pos, unit] (see `unit_kind`)."""
     axes = site.axes
-    if axes in (("batch", "pos", "head", "d_head"), ("batch", "pos", "kv_head", "d_head")):
+    if axes in HEAD_AXES:
         return torch.linalg.vector_norm(x.float(), dim=-1)
-    if axes == ("batch", "head", "q_pos", "k_pos"):
+    if axes == PATTERN_AXES:
         off_sink = x[..., 1:].amax(-1) if x.shape[-1] > 1 else torch.zeros_like(x[..., 0])
         return off_sink.transpose(1, 2)
     if x.ndim < 3:
@@ -258,7 +262,7 @@ def _load_checkpoint(
 ) -> tuple[dict[str, UnitAccumulator], int]:
     """Accumulators and windows done from the folder's checkpoint, or fresh ones."""
     if (folder / STATE_FILE).exists():
-        accs, done = _load_checkpoint_readonly(folder, names)
+        accs, done = _read_state(folder, names)
     else:
         accs = {
             name: UnitAccumulator.empty(
@@ -422,7 +426,7 @@ def merge_harvests(model: Model, parts: Sequence[str | Path], *, out: str | Path
     accs: dict[str, UnitAccumulator] | None = None
     with open(run.dir / TOKENS_FILE, "wb") as tokens_out:
         for _, folder in loaded:
-            state, _ = _load_checkpoint_readonly(folder, names)
+            state, _ = _read_state(folder, names)
             if accs is None:
                 accs = state
             else:
@@ -437,9 +441,7 @@ def merge_harvests(model: Model, parts: Sequence[str | Path], *, out: str | Path
     return HarvestStore(run.finish())
 
 
-def _load_checkpoint_readonly(
-    folder: Path, names: list[str]
-) -> tuple[dict[str, UnitAccumulator], int]:
+def _read_state(folder: Path, names: list[str]) -> tuple[dict[str, UnitAccumulator], int]:
     state = load_file(str(folder / STATE_FILE))
     accs = {}
     for i, name in enumerate(names):

@@ -296,21 +296,23 @@ class HarvestStore:
         if not 0 <= unit < self._units[site]:
             raise InputError(f"{site} has units 0…{self._units[site] - 1}, not {unit}")
 
-    def stats(self, site: str, unit: int) -> UnitStats:
-        """The statistics of one unit."""
+    def _unit_row(self, site: str, unit: int, extra: str = "") -> tuple[UnitStats, tuple]:
+        """The unit's statistics and any `extra` columns of its row in ``units``, in one query."""
         self._check(site, unit)
         row = self.query(
-            "SELECT count, mean, std, max, frac_active FROM units WHERE site = ? AND unit = ?",
+            f"SELECT count, mean, std, max, frac_active{extra} FROM units "
+            "WHERE site = ? AND unit = ?",
             [site, unit],
         ).fetchone()
-        return UnitStats(site, unit, int(row[0]), *map(float, row[1:]))
+        return UnitStats(site, unit, int(row[0]), *map(float, row[1:5])), tuple(row[5:])
+
+    def stats(self, site: str, unit: int) -> UnitStats:
+        """The statistics of one unit."""
+        return self._unit_row(site, unit)[0]
 
     def unit(self, site: str, unit: int) -> UnitRecord:
         """Statistics, histogram and examples (top first, then random) of one unit."""
-        stats = self.stats(site, unit)
-        (hist,) = self.query(
-            "SELECT hist FROM units WHERE site = ? AND unit = ?", [site, unit]
-        ).fetchone()
+        stats, (hist,) = self._unit_row(site, unit, ", hist")
         edges, counts = _trim_hist(self.hist_edges, list(hist))
         rows = self.query(
             'SELECT kind, "rank", "window", acts, max_act, max_pos FROM examples '

@@ -383,7 +383,6 @@ def unit_card_png(req: Request) -> Response:
     site, unit = req.params["site"], req.params["unit"]
     with harvest_of(req) as store:
         try:
-            store.n_units(site)
             with tempfile.TemporaryDirectory() as tmp:
                 paths = store.figure(site, unit, Path(tmp) / "card")
                 png = paths["png"].read_bytes()
