@@ -11,6 +11,7 @@ raises.
 
 from __future__ import annotations
 
+import dataclasses
 from collections import defaultdict
 from collections.abc import Sequence
 from typing import Any
@@ -70,10 +71,13 @@ class HookSession:
         self.grad_sites = set(save_grad)
         names = table.order(list(dict.fromkeys([*self.ops, *self.grad_sites])))
         self.sites: list[Site] = [table[n] for n in names]
+        self._site_names = set(names)
 
     # --- what each site does to its tensor -------------------------------------------
 
     def _process(self, site: Site, x: Tensor) -> Tensor:
+        if site.base is not None:
+            return self._process_attached(site, x)
         axes = site.axes if len(site.axes) == x.ndim else generic_axes(x.ndim)
         for iv in self.ops.get(site.name, ()):
             if iv.op == "save":
@@ -86,6 +90,39 @@ class HookSession:
         if site.name in self.grad_sites:
             x = self._watch_grad(site.name, x)
         return x
+
+    def _process_attached(self, site: Site, x: Tensor) -> Tensor:
+        """x = decode(f) + error with f = encode(x): interventions on f and on the error.
+
+        Both parts of one attachment are handled together, at whichever comes
+        first; with no change to either, x is returned untouched (exact).
+        """
+        prefix, part = site.name.rsplit(".", 1)
+        sibling = f"{prefix}.{'error' if part == 'latents' else 'latents'}"
+        if part == "error" and sibling in self._site_names:
+            return x  # done with the latents
+        dictionary = site.attachment
+        lead = 2 if site.axes[:2] == ("batch", "pos") else 1
+        flat = x.reshape(*x.shape[:lead], -1)  # e.g. attn.z: heads concatenated
+        f = dictionary.encode(flat)
+        x_hat = dictionary.decode(f).to(x.dtype)
+        err = flat - x_hat
+        parts = {"latents": f, "error": err}
+        changed = dict(parts)
+        for name in (f"{prefix}.latents", f"{prefix}.error"):
+            if name in self._site_names:
+                short = name.rsplit(".", 1)[1]
+                plain = dataclasses.replace(self.table[name], base=None, attachment=None)
+                changed[short] = self._process(plain, parts[short])
+        if changed["latents"] is f and changed["error"] is err:
+            return x
+        # x + the changes (not decode(f') + error), so untouched rows and positions stay exact
+        new = flat
+        if changed["latents"] is not f:
+            new = new + (dictionary.decode(changed["latents"]).to(x.dtype) - x_hat)
+        if changed["error"] is not err:
+            new = new + (changed["error"] - err)
+        return new.reshape(x.shape)
 
     def _save(self, site: Site, x: Tensor) -> None:
         concat = None
@@ -125,7 +162,7 @@ class HookSession:
     def _install(self) -> None:
         out_sites: dict[str, list[Site]] = defaultdict(list)
         in_sites: dict[str, list[Site]] = defaultdict(list)
-        attn_sites: dict[str, dict[str, Site]] = defaultdict(dict)
+        attn_sites: dict[str, dict[str, list[Site]]] = defaultdict(lambda: defaultdict(list))
         capture_pre: dict[str, int] = {}
         for site in self.sites:
             if site.kind == "output":
@@ -139,7 +176,8 @@ class HookSession:
                 in_sites.setdefault(block, [])
                 capture_pre[block] = site.layer
             else:  # attention-internal
-                attn_sites[site.module][site.name.rsplit(".", 1)[1]] = site
+                short = (site.base or site.name).rsplit(".", 1)[1]
+                attn_sites[site.module][short].append(site)
 
         if self._track and self.table.adapter is not None:
             embed = self.model.get_submodule(self.table.adapter.embed)
@@ -232,8 +270,13 @@ class HookSession:
 
         return hook
 
-    def _attn_hooks(self, by_short: dict[str, Site]):
-        return {short: (lambda x, s=site: self._process(s, x)) for short, site in by_short.items()}
+    def _attn_hooks(self, by_short: dict[str, list[Site]]):
+        def run(x: Tensor, sites: list[Site]) -> Tensor:
+            for site in sites:
+                x = self._process(site, x)
+            return x
+
+        return {short: (lambda x, s=sites: run(x, s)) for short, sites in by_short.items()}
 
 
 class BlockInputs:

@@ -232,7 +232,7 @@ _SELECTOR_OF_AXIS = {
     "head": "heads",
     "kv_head": "heads",
 }
-UNIT_AXES = ("d_model", "d_mlp", "d_head", "d_vocab", "channel")
+UNIT_AXES = ("d_model", "d_mlp", "d_head", "d_vocab", "channel", "latent")
 
 
 def region_index(

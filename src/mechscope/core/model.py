@@ -31,7 +31,7 @@ from .adapters import Adapter, Dims, adapter_for, dims_of
 from .cache import ActivationCache
 from .hooks import BlockInputs, HookSession
 from .interventions import Index, Intervention
-from .sites import Site, SiteTable
+from .sites import Dictionary, Site, SiteTable
 
 Inputs = str | Sequence[str] | Tensor | dict[str, Tensor]
 
@@ -74,6 +74,7 @@ class Model:
         names = [s.name for s in self.table.canonical()]
         if not names:
             names = [n for n, _ in self.hf.named_modules() if n]
+        names += [s.name for s in self.table.attached()]
         if pattern is not None:
             names = self.table.expand(pattern)
         return [self.table[n] for n in names]
@@ -192,6 +193,33 @@ class Model:
         )
 
     # --- runs --------------------------------------------------------------------------
+
+    def attach(
+        self, dictionary: Dictionary, site: str | None = None, name: str = "sae"
+    ) -> Attached:
+        """Make a dictionary's (an SAE's) latents and error term sites of this model.
+
+        Adds ``{site}.{name}.latents`` [batch pos latent] and ``{site}.{name}.error``
+        (site minus reconstruction). Saving them changes nothing; an intervention
+        on either makes the site read decode(latents) + error, so with the error
+        kept the rest of the forward sees only the change made. `site` defaults
+        to the one the SAE was trained on. Use as a context manager to detach.
+
+        Example::
+
+            with model.attach(sae) as sae_sites:          # blocks.15.resid_post.sae.*
+                logits, cache = model.run(text, save=[sae_sites.latents])
+                model.run(text, interventions=[ms.zero_ablate(sae_sites.latents, neurons=[7])])
+        """
+        site = site or getattr(getattr(dictionary, "cfg", None), "site", "") or ""
+        if not site:
+            raise InputError("the dictionary records no site; pass site=… to say where it reads")
+        names = self.table.attach(dictionary, site, name)
+        return Attached(self, f"{site}.{name}", names[0], names[1])
+
+    def detach(self, prefix: str) -> None:
+        """Remove an attachment's sites, e.g. ``model.detach("blocks.15.resid_post.sae")``."""
+        self.table.detach(prefix)
 
     def _interventions(
         self, save: str | Sequence[str], interventions: Sequence[Intervention]
@@ -395,6 +423,28 @@ class Model:
             )
         texts = tok.batch_decode(out[:, width:], skip_special_tokens=True)
         return texts[0] if single else texts
+
+
+@dataclass(frozen=True)
+class Attached:
+    """The sites an attached dictionary added; `remove` (or leaving a ``with`` block) detaches it."""
+
+    model: Model
+    prefix: str
+    latents: str
+    error: str
+
+    def remove(self) -> None:
+        self.model.detach(self.prefix)
+
+    def __enter__(self) -> Attached:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.remove()
+
+    def __repr__(self) -> str:
+        return f"Attached({self.latents}, {self.error})"
 
 
 @dataclass(frozen=True)

@@ -12,8 +12,8 @@ from __future__ import annotations
 import fnmatch
 import re
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
-from typing import Literal
+from dataclasses import dataclass, field, replace
+from typing import Any, Literal, Protocol, runtime_checkable
 
 from torch import nn
 
@@ -54,6 +54,9 @@ class Site:
     sizes: tuple[int | None, ...]
     layer: int | None = None
     doc: str = ""
+    # sites of an attached dictionary (an SAE): read off `base` through `attachment`
+    base: str | None = None
+    attachment: Any = field(default=None, compare=False, repr=False)
 
     @property
     def shape(self) -> str:
@@ -82,6 +85,20 @@ _DOCS = {
 }
 
 
+@runtime_checkable
+class Dictionary(Protocol):
+    """What `Model.attach` needs of an SAE (or transcoder, or any dictionary): width, encode, decode."""
+
+    width: int
+
+    def encode(self, x: Any) -> Any: ...
+
+    def decode(self, f: Any) -> Any: ...
+
+
+ATTACHED_PARTS = ("latents", "error")
+
+
 class SiteTable:
     """All sites of one model, canonical ones in forward order, plus module paths."""
 
@@ -94,15 +111,60 @@ class SiteTable:
             for site in _canonical_sites(adapter, dims):
                 self._canonical[site.name] = site
         self._modules = {name for name, _ in model.named_modules() if name}
+        self._attached: dict[str, Site] = {}
 
     def canonical(self) -> list[Site]:
         return list(self._canonical.values())
 
+    def attached(self) -> list[Site]:
+        """Sites of attached dictionaries (``….sae.latents``, ``….sae.error``)."""
+        return list(self._attached.values())
+
+    def attach(self, dictionary: Dictionary, base: str, name: str) -> list[str]:
+        """Add ``{base}.{name}.latents`` and ``{base}.{name}.error``; returns their names."""
+        if not name or not name.replace("_", "").isalnum():
+            raise SiteError(f"attachment name must be letters, digits or _, got {name!r}")
+        site = self[base]
+        if site.base is not None:
+            raise SiteError(f"{base!r} is itself an attached site; attach to a model site")
+        if site.axes == ("batch", "head", "q_pos", "k_pos"):
+            raise SiteError(f"cannot attach a dictionary to attention patterns ({base!r})")
+        prefix = f"{base}.{name}"
+        if any(n.startswith(prefix + ".") for n in self._attached):
+            raise SiteError(
+                f"{prefix!r} is already attached; detach it first or choose another name"
+            )
+        lead = site.axes[:2] if site.axes[:2] == ("batch", "pos") else site.axes[:1]
+        width = int(dictionary.width)
+        made = {
+            "latents": replace(
+                site, name=f"{prefix}.latents", axes=(*lead, "latent"),
+                sizes=(*site.sizes[: len(lead)], width), base=base, attachment=dictionary,
+                doc=f"latents of the dictionary {name!r} reading {base}",
+            ),
+            "error": replace(
+                site, name=f"{prefix}.error", base=base, attachment=dictionary,
+                doc=f"{base} minus the reconstruction of {name!r} (the error term)",
+            ),
+        }  # fmt: skip
+        for s in made.values():
+            self._attached[s.name] = s
+        return [s.name for s in made.values()]
+
+    def detach(self, prefix: str) -> None:
+        """Remove the sites of the attachment ``{base}.{name}``."""
+        names = [n for n in self._attached if n.startswith(prefix + ".")]
+        if not names:
+            attached = sorted({n.rsplit(".", 1)[0] for n in self._attached}) or ["none"]
+            raise SiteError(f"nothing attached as {prefix!r}; attached: {', '.join(attached)}")
+        for n in names:
+            del self._attached[n]
+
     def __contains__(self, name: str) -> bool:
-        return name in self._canonical or name in self._modules
+        return name in self._canonical or name in self._modules or name in self._attached
 
     def __getitem__(self, name: str) -> Site:
-        site = self._canonical.get(name)
+        site = self._canonical.get(name) or self._attached.get(name)
         if site is not None:
             return site
         if name in self._modules:
@@ -110,7 +172,7 @@ class SiteTable:
         raise SiteError(self._unknown_message(name))
 
     def _unknown_message(self, name: str) -> str:
-        candidates = list(self._canonical) or sorted(self._modules)
+        candidates = [*(list(self._canonical) or sorted(self._modules)), *self._attached]
         near = closest(name, candidates) or closest(name, sorted(self._modules))
         msg = f"unknown site {name!r}"
         if near:
@@ -132,7 +194,7 @@ class SiteTable:
         out: list[str] = []
         for name in names:
             if any(ch in name for ch in "*?["):
-                pool = list(self._canonical) or sorted(self._modules)
+                pool = [*(list(self._canonical) or sorted(self._modules)), *self._attached]
                 found = fnmatch.filter(pool, name)
                 if not found:
                     raise SiteError(f"pattern {name!r} matches no site; " + self._example())
@@ -149,8 +211,13 @@ class SiteTable:
 
     def order(self, names: Sequence[str]) -> list[str]:
         """Sort site names in forward order (canonical first by position, then modules)."""
-        pos = {n: i for i, n in enumerate(self._canonical)}
-        return sorted(names, key=lambda n: (pos.get(n, len(pos)), n))
+        pos: dict[str, float] = {n: i for i, n in enumerate(self._canonical)}
+        # just before the site they read: the site's own saves and interventions see their effect
+        for n, site in self._attached.items():
+            assert site.base is not None
+            part = ATTACHED_PARTS.index(n.rsplit(".", 1)[1])
+            pos[n] = pos.get(site.base, len(self._canonical) + 1) - 0.2 + 0.1 * part
+        return sorted(names, key=lambda n: (pos.get(n, len(self._canonical) + 1), n))
 
 
 def _canonical_sites(a: Adapter, d: Dims) -> list[Site]:

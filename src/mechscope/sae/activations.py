@@ -1,0 +1,220 @@
+"""Where an SAE's training data comes from: a site's activations, streamed or stored.
+
+`stream_activations` runs the model over corpus windows and yields the
+site's vectors (the forward stops right after the site). Positions holding
+the window's first token or a document separator are left out by default:
+their residual norms are orders of magnitude above the rest (attention
+sinks) and would dominate the reconstruction loss. `ShuffleBuffer` mixes
+tokens from many windows so a batch is not a run of neighbours.
+`store_activations` writes the same vectors as safetensors shards, which
+`load_activations` reads back (for repeated training runs and benchmarks).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+import torch
+from jaxtyping import Float
+from safetensors.torch import load_file, save_file
+from torch import Tensor
+from tqdm.auto import tqdm
+
+from ..core.interventions import observe
+from ..core.model import Model
+from ..errors import InputError
+from ..harvest.corpus import Corpus, boundary_tokens, open_corpus, windows
+
+META_FILE = "activations.json"
+
+
+class _SiteReached(Exception):
+    """Raised by the observer: the rest of the forward is not needed."""
+
+
+def stream_activations(
+    model: Model,
+    site: str,
+    corpus: Corpus | str = "default",
+    *,
+    tokens: int | None = None,
+    window: int = 64,
+    batch_windows: int = 32,
+    start_window: int = 0,
+    skip_boundary: bool = True,
+    progress: bool = False,
+) -> Iterator[Float[Tensor, "n d_in"]]:
+    """Yield `site`'s vectors, one chunk per forward of `batch_windows` windows (float32, CPU).
+
+    `tokens` bounds the corpus tokens read (None: the whole corpus); windows
+    start at `start_window`, so a held-out range can follow the training one.
+    """
+    model.table[site]  # unknown site: error naming the closest ones
+    corpus = open_corpus(corpus) if isinstance(corpus, (str, Path)) else corpus
+    limit = None if tokens is None else max(1, tokens // window)
+    skip = torch.tensor([t for t in boundary_tokens(model) if t is not None])
+    grabbed: list[Tensor] = []
+
+    def grab(x: Tensor) -> None:
+        grabbed.append(x.detach())
+        raise _SiteReached
+
+    rows: list[list[int]] = []
+    bar = tqdm(total=tokens, unit="tok", unit_scale=True, desc=site, disable=not progress)
+
+    def forward() -> Tensor:
+        ids = torch.tensor(rows)
+        grabbed.clear()
+        # hooks only around this forward: between chunks the model is the caller's again
+        with contextlib.suppress(_SiteReached), model.hooks([observe(site, grab)]), torch.no_grad():
+            model.hf(ids.to(model.device), use_cache=False)
+        if not grabbed:
+            raise InputError(f"site {site!r} was not reached in the forward")
+        x = grabbed[0]
+        if x.ndim != 3:
+            raise InputError(
+                f"site {site!r} has shape {tuple(x.shape)}; an SAE needs [batch pos d]"
+            )
+        keep = ~torch.isin(ids, skip) if skip_boundary else torch.ones_like(ids, dtype=torch.bool)
+        bar.update(ids.numel())
+        return x[keep.to(x.device)].float().cpu()
+
+    for ids in windows(model, corpus, window, start=start_window, limit=limit):
+        rows.append(ids)
+        if len(rows) == batch_windows:
+            yield forward()
+            rows = []
+    if rows:
+        yield forward()
+    bar.close()
+
+
+class ShuffleBuffer:
+    """Mix a stream of [n, d] chunks: fill `size` rows, shuffle, hand out half, refill.
+
+    Iterating yields batches of `batch` rows until the stream is exhausted.
+    """
+
+    def __init__(self, chunks: Iterable[Tensor], size: int, batch: int, seed: int = 0) -> None:
+        if size < 2 * batch:
+            raise InputError(f"buffer size {size} must hold at least two batches of {batch}")
+        self.chunks, self.size, self.batch = chunks, size, batch
+        self.generator = torch.Generator().manual_seed(seed)
+
+    def __iter__(self) -> Iterator[Float[Tensor, "batch d_in"]]:
+        pending: list[Tensor] = []
+        held = 0
+        source = iter(self.chunks)
+        exhausted = False
+        while True:
+            while held < self.size and not exhausted:
+                try:
+                    chunk = next(source)
+                except StopIteration:
+                    exhausted = True
+                    break
+                pending.append(chunk)
+                held += len(chunk)
+            if held < self.batch:
+                return
+            buf = torch.cat(pending)
+            buf = buf[torch.randperm(len(buf), generator=self.generator)]
+            out = len(buf) if exhausted else max(self.batch, len(buf) // 2)
+            out -= out % self.batch
+            for i in range(0, out, self.batch):
+                yield buf[i : i + self.batch]
+            pending, held = [buf[out:]], len(buf) - out
+            if exhausted and held < self.batch:
+                return
+
+
+def store_activations(
+    model: Model,
+    site: str,
+    out: str | Path,
+    corpus: Corpus | str = "default",
+    *,
+    tokens: int,
+    window: int = 64,
+    batch_windows: int = 32,
+    start_window: int = 0,
+    shard_tokens: int = 1 << 16,
+    dtype: torch.dtype = torch.float32,
+    progress: bool = True,
+) -> Path:
+    """Write `site`'s vectors over `tokens` corpus tokens as safetensors shards in `out`.
+
+    The folder is complete only when ``activations.json`` exists (written last).
+    """
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    corpus = open_corpus(corpus) if isinstance(corpus, (str, Path)) else corpus
+    (out / META_FILE).unlink(missing_ok=True)
+    pending: list[Tensor] = []
+    held, n_shards, total = 0, 0, 0
+
+    def flush(rows: Tensor) -> None:
+        nonlocal n_shards
+        tmp = out / f".acts-{n_shards:05d}.tmp"
+        save_file({"acts": rows.to(dtype).contiguous()}, str(tmp))
+        os.replace(tmp, out / f"acts-{n_shards:05d}.safetensors")
+        n_shards += 1
+
+    stream = stream_activations(
+        model, site, corpus, tokens=tokens, window=window, batch_windows=batch_windows,
+        start_window=start_window, progress=progress,
+    )  # fmt: skip
+    d_in = 0
+    for chunk in stream:
+        d_in = chunk.shape[1]
+        pending.append(chunk)
+        held += len(chunk)
+        total += len(chunk)
+        while held >= shard_tokens:
+            buf = torch.cat(pending)
+            flush(buf[:shard_tokens])
+            pending, held = [buf[shard_tokens:]], held - shard_tokens
+    if held:
+        flush(torch.cat(pending))
+    meta: dict[str, Any] = {
+        "site": site,
+        "model": getattr(model, "name", ""),
+        "d_in": d_in,
+        "rows": total,
+        "corpus": corpus.record(),
+        "corpus_tokens": tokens,
+        "window": window,
+        "start_window": start_window,
+        "shards": n_shards,
+        "dtype": str(dtype).removeprefix("torch."),
+    }
+    (out / META_FILE).write_text(json.dumps(meta, indent=2))
+    return out
+
+
+def activations_meta(folder: str | Path) -> dict[str, Any]:
+    """The record written by `store_activations` (site, model, rows, corpus)."""
+    path = Path(folder) / META_FILE
+    if not path.exists():
+        raise InputError(f"{folder} holds no stored activations (no {META_FILE}; was it finished?)")
+    return json.loads(path.read_text())
+
+
+def load_activations(folder: str | Path, rows: int | None = None) -> Float[Tensor, "rows d_in"]:
+    """All stored vectors (or the first `rows`) as one float32 tensor."""
+    meta = activations_meta(folder)
+    parts: list[Tensor] = []
+    held = 0
+    for i in range(meta["shards"]):
+        if rows is not None and held >= rows:
+            break
+        part = load_file(str(Path(folder) / f"acts-{i:05d}.safetensors"))["acts"].float()
+        parts.append(part)
+        held += len(part)
+    acts = torch.cat(parts)
+    return acts if rows is None else acts[:rows]

@@ -1,0 +1,214 @@
+"""How good an SAE is: sparsity, reconstruction, and what the model loses when it reads x̂.
+
+On held-out corpus windows: L0 (active latents per token), the fraction of
+variance unexplained FVU = Σ‖x − x̂‖² / Σ‖x − x̄‖², and the next-token
+cross-entropy with x̂ spliced into the forward in place of x, against the
+clean loss and the zero-ablated one:
+
+    CE loss recovered = (CE_zero − CE_sae) / (CE_zero − CE_clean)
+
+(1 = the model loses nothing, 0 = as bad as deleting the site). Splicing
+and ablation skip window-first and separator tokens, as training does. Each
+latent's firing frequency gives the dead (never fired) and dense (fires on
+more than 10% of tokens) fractions.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
+from torch import Tensor
+from tqdm.auto import tqdm
+
+from ..core.interventions import apply
+from ..core.model import Model
+from ..errors import InputError
+from ..harvest.corpus import Corpus, boundary_tokens, open_corpus, windows
+from .model import SparseAutoencoder
+
+DENSE_FREQUENCY = 0.1
+
+
+@dataclass(frozen=True)
+class SAEEval:
+    """Metrics of one SAE on held-out tokens; `frequencies` [width] is each latent's firing rate."""
+
+    site: str
+    tokens: int
+    l0: float
+    fvu: float
+    mse: float
+    ce_clean: float
+    ce_sae: float
+    ce_zero: float
+    kl_sae: float  # mean KL(clean ‖ spliced) of the next-token distributions
+    frequencies: Tensor = field(repr=False)
+
+    @property
+    def ce_recovered(self) -> float:
+        return (self.ce_zero - self.ce_sae) / (self.ce_zero - self.ce_clean)
+
+    @property
+    def explained_variance(self) -> float:
+        return 1 - self.fvu
+
+    @property
+    def dead_fraction(self) -> float:
+        return float((self.frequencies == 0).float().mean())
+
+    @property
+    def dense_fraction(self) -> float:
+        return float((self.frequencies > DENSE_FREQUENCY).float().mean())
+
+    def summary(self) -> dict[str, float]:
+        """The scalar metrics, derived ones included."""
+        out = {k: v for k, v in asdict(self).items() if k not in ("frequencies", "site")}
+        out |= {
+            "ce_recovered": self.ce_recovered,
+            "explained_variance": self.explained_variance,
+            "dead_fraction": self.dead_fraction,
+            "dense_fraction": self.dense_fraction,
+        }
+        return out
+
+    def __repr__(self) -> str:
+        return (
+            f"SAEEval({self.site}: L0={self.l0:.1f}, explained variance={self.explained_variance:.3f}, "
+            f"CE recovered={self.ce_recovered:.3f} (clean {self.ce_clean:.3f}, SAE {self.ce_sae:.3f}, "
+            f"zero {self.ce_zero:.3f}), dead={self.dead_fraction:.1%}, dense={self.dense_fraction:.1%}, "
+            f"{self.tokens} tokens)"
+        )
+
+    def save(self, folder: str | Path) -> None:
+        """``eval.json`` (scalars) and ``latent_frequencies.safetensors``."""
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        record = {"site": self.site, **self.summary()}
+        (folder / "eval.json").write_text(json.dumps(record, indent=2))
+        save_file(
+            {"frequencies": self.frequencies.contiguous()},
+            str(folder / "latent_frequencies.safetensors"),
+        )
+
+    @classmethod
+    def load(cls, folder: str | Path) -> SAEEval:
+        folder = Path(folder)
+        record = json.loads((folder / "eval.json").read_text())
+        freq = load_file(str(folder / "latent_frequencies.safetensors"))["frequencies"]
+        names = {f for f in cls.__dataclass_fields__ if f != "frequencies"}
+        return cls(**{k: v for k, v in record.items() if k in names}, frequencies=freq)
+
+
+def _batches(
+    model: Model, corpus: Corpus, window: int, tokens: int, start: int, size: int
+) -> Iterator[Tensor]:
+    rows: list[list[int]] = []
+    for ids in windows(model, corpus, window, start=start, limit=max(1, tokens // window)):
+        rows.append(ids)
+        if len(rows) == size:
+            yield torch.tensor(rows)
+            rows = []
+    if rows:
+        yield torch.tensor(rows)
+
+
+@torch.no_grad()
+def evaluate_sae(
+    model: Model,
+    sae: SparseAutoencoder,
+    corpus: Corpus | str = "default",
+    *,
+    site: str | None = None,
+    tokens: int = 16_384,
+    window: int = 64,
+    batch_windows: int = 16,
+    start_window: int = 0,
+    progress: bool = True,
+) -> SAEEval:
+    """Score `sae` at `site` (default: the site it was trained on) over `tokens` corpus tokens.
+
+    Example::
+
+        ev = evaluate_sae(model, sae)     # SAEEval(blocks.15.resid_post: L0=32.0, …)
+        ev.ce_recovered
+    """
+    site = site or sae.cfg.site
+    if not site:
+        raise InputError("the SAE records no site; pass site=… to say where it reads")
+    info = model.table[site]
+    if info.sizes and info.sizes[-1] not in (None, sae.cfg.d_in):
+        raise InputError(
+            f"site {site!r} has {info.sizes[-1]} dimensions but the SAE reads {sae.cfg.d_in}"
+        )
+    corpus = open_corpus(corpus) if isinstance(corpus, (str, Path)) else corpus
+    skip = torch.tensor([t for t in boundary_tokens(model) if t is not None])
+    sae = sae.to(model.device)
+    totals = dict.fromkeys(
+        ("err", "var_sum", "l0", "n", "ce_clean", "ce_sae", "ce_zero", "kl", "preds"), 0.0
+    )
+    sum_x: Tensor | None = None
+    sum_sq = 0.0
+    fired = torch.zeros(sae.cfg.width)
+    bar = tqdm(total=tokens, unit="tok", unit_scale=True, desc="evaluate", disable=not progress)
+    for ids in _batches(model, corpus, window, tokens, start_window, batch_windows):
+        ids = ids.to(model.device)
+        n = len(ids)
+        keep = ~torch.isin(ids, skip.to(ids.device))  # [n, pos]
+
+        def splice(x: Tensor, keep: Tensor = keep, n: int = n) -> Tensor:
+            # rows n..2n-1 read x̂ in place of x, rows 2n..3n-1 read zero; rows 0..n-1 stay clean
+            out = x.clone()
+            out[n : 2 * n] = torch.where(keep[..., None], sae(x[n : 2 * n]), x[n : 2 * n])
+            out[2 * n :] = torch.where(keep[..., None], 0.0, x[2 * n :])
+            return out
+
+        logits, cache = model.run(
+            ids.repeat(3, 1), save=[site], interventions=[apply(site, splice)]
+        )
+        x = cache[site][:n][keep].float()
+        f = sae.encode(x)
+        x_hat = sae.decode(f)
+        totals["err"] += float((x - x_hat).pow(2).sum())
+        totals["l0"] += float((f > 0).sum())
+        totals["n"] += len(x)
+        fired += (f > 0).sum(0).float().cpu()
+        sum_x = x.sum(0) if sum_x is None else sum_x + x.sum(0)
+        sum_sq += float(x.pow(2).sum())
+        targets = ids[:, 1:]
+        lp_clean, lp_sae, lp_zero = F.log_softmax(logits[:, :-1].float(), -1).split(n)
+        for name, lp in (("ce_clean", lp_clean), ("ce_sae", lp_sae), ("ce_zero", lp_zero)):
+            totals[name] += float(-lp.gather(-1, targets[..., None]).sum())
+        totals["kl"] += float((lp_clean.exp() * (lp_clean - lp_sae)).sum())
+        totals["preds"] += targets.numel()
+        bar.update(ids.numel())
+    bar.close()
+    if not totals["n"] or sum_x is None:
+        raise InputError(f"no tokens to evaluate on (tokens={tokens}, window={window})")
+    count = totals["n"]
+    var = sum_sq - float(sum_x.pow(2).sum()) / count  # Σ‖x − x̄‖²
+    preds = totals["preds"]
+    return SAEEval(
+        site=site,
+        tokens=int(count),
+        l0=totals["l0"] / count,
+        fvu=totals["err"] / var,
+        mse=totals["err"] / count,
+        ce_clean=totals["ce_clean"] / preds,
+        ce_sae=totals["ce_sae"] / preds,
+        ce_zero=totals["ce_zero"] / preds,
+        kl_sae=totals["kl"] / preds,
+        frequencies=fired / count,
+    )
+
+
+def frequency_histogram(ev: SAEEval) -> dict[str, Any]:
+    """log10 firing frequencies of live latents, for the density figure."""
+    live = ev.frequencies[ev.frequencies > 0]
+    return {"log10_frequency": live.log10().tolist(), "dead": int((ev.frequencies == 0).sum())}

@@ -1,0 +1,192 @@
+"""One SAE run on a model: stream a site's activations, train, evaluate, write a run folder.
+
+The first `eval_tokens` corpus tokens are held out (periodic FVU and L0, and
+the final evaluation with CE loss recovered); training reads the windows
+after them through a shuffling buffer, or a folder written by
+`store_activations`. The run folder holds ``sae/`` (weights and config),
+``checkpoints/``, ``history.json``, ``eval.json``,
+``latent_frequencies.safetensors`` and the figures (training curves, latent
+density), and is served by ``mechscope serve``.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from .. import figures
+from ..core.model import Model
+from ..errors import InputError
+from ..harvest.corpus import Corpus, open_corpus
+from ..store import model_record, new_run
+from .activations import ShuffleBuffer, activations_meta, load_activations, stream_activations
+from .evaluate import SAEEval, evaluate_sae
+from .model import SparseAutoencoder
+from .train import TrainConfig, TrainedSAE, config_dict, train_sae
+
+
+@dataclass(frozen=True)
+class SAERun:
+    """A finished SAE run folder, reopened: the SAE, its evaluation and training history."""
+
+    path: Path
+    sae: SparseAutoencoder
+    eval: SAEEval | None
+    history: list[dict[str, float]]
+    config: dict[str, Any]
+
+    def __repr__(self) -> str:
+        return f"SAERun({self.path}: {self.sae!r}, {self.eval!r})"
+
+
+def open_sae_run(path: str | Path) -> SAERun:
+    """Reopen a folder written by `fit_sae`."""
+    path = Path(path)
+    if not (path / "sae").is_dir():
+        raise InputError(f"{path} is not an SAE run folder (no sae/ inside)")
+    ev = SAEEval.load(path) if (path / "eval.json").exists() else None
+    history = (
+        json.loads((path / "history.json").read_text()) if (path / "history.json").exists() else []
+    )
+    config = json.loads((path / "config.json").read_text())
+    return SAERun(path, SparseAutoencoder.load(path / "sae"), ev, history, config)
+
+
+def _repeat(acts: Tensor, batch: int, seed: int) -> Iterator[Tensor]:
+    """Batches of stored activations, reshuffled on each pass."""
+    g = torch.Generator().manual_seed(seed)
+    while True:
+        order = torch.randperm(len(acts), generator=g)
+        for i in range(0, len(acts) - batch + 1, batch):
+            yield acts[order[i : i + batch]]
+
+
+def fit_sae(
+    model: Model,
+    site: str,
+    config: TrainConfig,
+    *,
+    out: str | Path,
+    corpus: Corpus | str = "default",
+    activations: str | Path | None = None,
+    eval_tokens: int = 16_384,
+    window: int = 64,
+    buffer_tokens: int = 1 << 17,
+    progress: bool = True,
+) -> SAERun:
+    """Train an SAE on `site` of `model`, evaluate it on held-out tokens, write the run to `out`.
+
+    `activations` trains on a folder from `store_activations` (recorded from the
+    same site) instead of streaming from the model.
+
+    Example::
+
+        run = fit_sae(model, "blocks.15.resid_post", TrainConfig(width=4608, k=32), out="runs/sae")
+        run.eval.ce_recovered
+    """
+    info = model.table[site]
+    corpus = open_corpus(corpus) if isinstance(corpus, (str, Path)) else corpus
+    held_out_windows = max(1, eval_tokens // window)
+    record: dict[str, Any] = {
+        "model": model_record(model),
+        "site": site,
+        "site_doc": info.doc,
+        "corpus": corpus.record(),
+        "window": window,
+        "eval_tokens": eval_tokens,
+        "held_out_windows": [0, held_out_windows],
+        "buffer_tokens": buffer_tokens,
+        "train": config_dict(config),
+    }
+    batches: Iterable[Tensor]
+    if activations is not None:
+        meta = activations_meta(activations)
+        if meta["site"] != site:
+            raise InputError(f"{activations} holds {meta['site']!r}, not {site!r}")
+        record["activations"] = {"folder": str(activations), **meta}
+        batches = _repeat(load_activations(activations), config.batch_size, config.seed)
+    else:
+        chunks = stream_activations(
+            model, site, corpus, window=window, start_window=held_out_windows
+        )
+        batches = ShuffleBuffer(chunks, buffer_tokens, config.batch_size, seed=config.seed)
+    run = new_run("sae", out, record)
+    with run:
+        started = time.perf_counter()
+        held = torch.cat(
+            list(stream_activations(model, site, corpus, tokens=eval_tokens, window=window))
+        )
+        d_in = held.shape[1]
+
+        def checkpoint(sae: SparseAutoencoder, step: int) -> None:
+            sae.save(run.dir / "checkpoints" / f"step-{step:06d}")
+
+        trained = train_sae(
+            batches,
+            config,
+            d_in=d_in,
+            eval_batch=held,
+            on_checkpoint=checkpoint,
+            site=site,
+            model_name=model.name,
+            progress=progress,
+        )
+        run.timed("train", started)
+        trained.sae.save(run.dir / "sae")
+        run.write_json("history.json", trained.history)
+        t0 = time.perf_counter()
+        ev = evaluate_sae(
+            model, trained.sae, corpus, tokens=eval_tokens, window=window, progress=progress
+        )
+        run.timed("evaluate", t0)
+        ev.save(run.dir)
+        _figures(trained, ev, run.figures)
+        run.extra.update(
+            {"eval": ev.summary(), "scale": trained.scale, "train_seconds": trained.seconds}
+        )
+        path = run.finish()
+    return open_sae_run(path)
+
+
+def _figures(trained: TrainedSAE, ev: SAEEval, folder: Path) -> None:
+    rows = [r for r in trained.history if "tokens" in r]
+    labels = [f"{int(r['tokens']):,}" for r in rows]
+    figures.line(
+        {"held-out FVU": [r.get("eval_fvu", float("nan")) for r in rows]},
+        folder / "fvu",
+        title="Fraction of variance unexplained (held-out)",
+        x_labels=labels,
+        x_title="training tokens",
+    )
+    figures.line(
+        {"L0": [r.get("eval_l0", float("nan")) for r in rows]},
+        folder / "l0",
+        title="Active latents per token (held-out)",
+        x_labels=labels,
+        x_title="training tokens",
+    )
+    figures.line(
+        {"dead fraction": [r["dead"] for r in rows]},
+        folder / "dead",
+        title="Dead latents (no activation in the last dead_after_tokens)",
+        x_labels=labels,
+        x_title="training tokens",
+    )
+    live = ev.frequencies[ev.frequencies > 0].log10()
+    edges = torch.linspace(-6, 0, 31)
+    counts = torch.histc(live.clamp(-6, 0), bins=30, min=-6, max=0)
+    figures.line(
+        {f"latents ({int((ev.frequencies == 0).sum())} dead not shown)": counts},
+        folder / "latent_density",
+        title="Latent firing frequency (held-out tokens)",
+        x_labels=[f"{float(e):.1f}" for e in edges[:-1]],
+        x_title="log10 frequency",
+        y_title="latents",
+    )

@@ -1,0 +1,345 @@
+"""Training a sparse autoencoder on batches of activations.
+
+The loop: activations are divided by one scale (so that E‖x‖² = d_in; folded
+back into the weights at the end), the loss is the squared reconstruction
+error summed over d_in and averaged over the batch plus the kind's sparsity
+or auxiliary term, Adam takes a step with the decoder gradient projected off
+each decoder row, and the rows are put back at unit norm. The learning rate
+warms up linearly and decays linearly to zero over the last `decay_fraction`
+of the steps; the L1 / L0 coefficient warms up over the first 5%.
+
+Dead latents (no activation for `dead_after_tokens` tokens) are revived by
+the AuxK loss for TopK (Gao et al. 2024: the top `k_aux` dead latents
+reconstruct the residual error, weighted by `aux_coef`) and by resampling
+for ReLU and JumpReLU (Bricken et al. 2023: re-initialised toward inputs the
+SAE reconstructs worst).
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import math
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from jaxtyping import Float
+from torch import Tensor
+from tqdm.auto import tqdm
+
+from .model import KINDS, Kind, SAEConfig, SAEError, SparseAutoencoder
+from .sparse import sparse_decode, topk_encode
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Hyper-parameters of one SAE training run (saved in the run's config)."""
+
+    kind: Kind = "topk"
+    width: int = 4608
+    k: int = 32
+    tokens: int = 1_000_000
+    batch_size: int = 4096
+    lr: float | None = None  # None: 2e-4 / sqrt(width / 2^14) (Gao et al. 2024)
+    warmup_steps: int = 50
+    decay_fraction: float = 0.2
+    l1_coef: float = 5.0  # relu
+    l0_coef: float = 0.05  # jumprelu
+    aux_coef: float = 1 / 32  # topk
+    k_aux: int | None = None  # None: d_in // 2
+    dead_after_tokens: int = 200_000
+    resample_every: int = 250  # relu / jumprelu: steps between resamplings
+    eval_every: int = 25  # steps between evaluations on the held-out batch
+    checkpoint_every: int | None = None  # steps; None: only the final SAE
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.kind not in KINDS:
+            raise SAEError(f"unknown SAE kind {self.kind!r}; valid: {', '.join(KINDS)}")
+        if self.tokens < self.batch_size:
+            raise SAEError(f"tokens ({self.tokens}) must be at least one batch ({self.batch_size})")
+        if not 0 <= self.decay_fraction <= 1:
+            raise SAEError(f"decay_fraction must be in [0, 1], got {self.decay_fraction}")
+
+    @property
+    def steps(self) -> int:
+        return self.tokens // self.batch_size
+
+    def learning_rate(self) -> float:
+        return self.lr if self.lr is not None else 2e-4 / math.sqrt(self.width / 2**14)
+
+    def schedule(self, step: int) -> float:
+        """Multiplier of the learning rate at `step`: warm-up, constant, linear decay."""
+        warm = min(1.0, (step + 1) / max(1, self.warmup_steps))
+        decay_start = self.steps * (1 - self.decay_fraction)
+        if step < decay_start or self.decay_fraction == 0:
+            return warm
+        return warm * max(0.0, (self.steps - step) / (self.steps - decay_start))
+
+
+@dataclass(frozen=True)
+class TrainedSAE:
+    """An SAE fitted by `train_sae` (reading raw activations) and how training went."""
+
+    sae: SparseAutoencoder
+    config: TrainConfig
+    scale: float  # activations were divided by this during training (folded into `sae`)
+    history: list[dict[str, float]] = field(default_factory=list)
+    seconds: float = 0.0
+
+    def __repr__(self) -> str:
+        last = self.history[-1] if self.history else {}
+        summary = ", ".join(f"{k}={last[k]:.3g}" for k in ("fvu", "l0", "dead") if k in last)
+        return f"TrainedSAE({self.sae!r}, {self.config.steps} steps, {summary})"
+
+
+class _JumpReLU(torch.autograd.Function):
+    """z · H(z − θ); ∂/∂θ through the rectangle pseudo-derivative of width ε."""
+
+    @staticmethod
+    def forward(ctx: Any, z: Tensor, log_theta: Tensor, eps: float) -> Tensor:  # type: ignore[override]
+        theta = log_theta.exp()
+        ctx.save_for_backward(z, theta)
+        ctx.eps = eps
+        return z * (z > theta)
+
+    @staticmethod
+    def backward(ctx: Any, g: Tensor) -> tuple[Tensor | None, ...]:  # type: ignore[override]
+        z, theta = ctx.saved_tensors
+        near = ((z - theta).abs() < ctx.eps / 2).to(g.dtype)
+        d_theta = -(theta / ctx.eps) * near * g
+        return g * (z > theta), (d_theta * theta).reshape(-1, theta.numel()).sum(0), None
+
+
+class _Step(torch.autograd.Function):
+    """H(z − θ), for the L0 penalty; gradient only to θ (rectangle pseudo-derivative)."""
+
+    @staticmethod
+    def forward(ctx: Any, z: Tensor, log_theta: Tensor, eps: float) -> Tensor:  # type: ignore[override]
+        theta = log_theta.exp()
+        ctx.save_for_backward(z, theta)
+        ctx.eps = eps
+        return (z > theta).to(z.dtype)
+
+    @staticmethod
+    def backward(ctx: Any, g: Tensor) -> tuple[Tensor | None, ...]:  # type: ignore[override]
+        z, theta = ctx.saved_tensors
+        near = ((z - theta).abs() < ctx.eps / 2).to(g.dtype)
+        d_theta = -(1 / ctx.eps) * near * g
+        return None, (d_theta * theta).reshape(-1, theta.numel()).sum(0), None
+
+
+def _losses(
+    sae: SparseAutoencoder, x: Tensor, cfg: TrainConfig, coef: float, dead: Tensor | None
+) -> tuple[Tensor, dict[str, Tensor], Tensor, Tensor]:
+    """(total loss, its parts, x̂, which latents fired [width] as counts)."""
+    width = sae.cfg.width
+    if sae.cfg.kind == "topk":
+        k_aux = 0
+        if dead is not None and bool(dead.any()):
+            k_aux = min(cfg.k_aux or sae.cfg.d_in // 2, int(dead.sum()))
+        vals, idx, aux_vals, aux_idx = topk_encode(
+            x, sae.b_dec, sae.W_enc, sae.b_enc, sae.cfg.k, k_aux, dead if k_aux else None
+        )
+        x_hat = sparse_decode(vals, idx, sae.W_dec) + sae.b_dec
+        mse = (x_hat - x).pow(2).sum(-1).mean()
+        parts = {"mse": mse}
+        loss = mse
+        if k_aux:
+            err = (x - x_hat).detach()
+            err_hat = sparse_decode(aux_vals, aux_idx, sae.W_dec)
+            aux = (err_hat - err).pow(2).sum(-1).mean() / err.pow(2).sum(-1).mean().clamp_min(1e-12)
+            parts["aux"] = aux
+            loss = loss + cfg.aux_coef * aux
+        fired = torch.zeros(width).index_add_(0, idx[vals > 0], torch.ones(int((vals > 0).sum())))
+        return loss, parts, x_hat, fired
+    pre = sae.pre_activation(x)
+    if sae.cfg.kind == "relu":
+        f = torch.relu(pre)
+        sparsity = (f * sae.W_dec.norm(dim=1)).sum(-1).mean()
+    else:
+        f = _JumpReLU.apply(pre, sae.log_threshold, sae.cfg.jump_bandwidth)
+        sparsity = _Step.apply(pre, sae.log_threshold, sae.cfg.jump_bandwidth).sum(-1).mean()
+    x_hat = sae.decode(f)
+    mse = (x_hat - x).pow(2).sum(-1).mean()
+    name = "l1" if sae.cfg.kind == "relu" else "l0_penalty"
+    return mse + coef * sparsity, {"mse": mse, name: sparsity}, x_hat, (f > 0).sum(0).float()
+
+
+@torch.no_grad()
+def _resample(
+    sae: SparseAutoencoder,
+    dead: Tensor,
+    x: Tensor,
+    x_hat: Tensor,
+    opt: torch.optim.Optimizer,
+    seed: int,
+) -> int:
+    """Point dead latents at inputs the SAE reconstructs worst (chosen ∝ loss²); reset their Adam state."""
+    n = int(dead.sum())
+    if n == 0:
+        return 0
+    err = (x - x_hat).pow(2).sum(-1)
+    g = torch.Generator().manual_seed(seed)
+    rows = torch.multinomial(err.pow(2) + 1e-12, n, replacement=n > len(err), generator=g)
+    direction = x[rows] - sae.b_dec
+    direction /= direction.norm(dim=1, keepdim=True).clamp_min(1e-8)
+    alive = ~dead
+    enc_norm = sae.W_enc[:, alive].norm(dim=0).mean() if alive.any() else torch.tensor(1.0)
+    which = dead.nonzero().squeeze(1)
+    sae.W_dec[which] = direction
+    sae.W_enc[:, which] = direction.t() * enc_norm * 0.2
+    sae.b_enc[which] = 0.0
+    for p in (sae.W_dec, sae.W_enc, sae.b_enc):
+        state = opt.state.get(p, {})
+        for key in ("exp_avg", "exp_avg_sq"):
+            if key in state:
+                view = state[key] if p is not sae.W_enc else state[key].t()
+                view[which] = 0.0
+    return n
+
+
+@torch.no_grad()
+def evaluate_batch(sae: SparseAutoencoder, x: Float[Tensor, "n d_in"]) -> dict[str, float]:
+    """Fraction of variance unexplained, L0 and mean squared error of `sae` on `x`."""
+    f = sae.encode(x)
+    x_hat = sae.decode(f)
+    err = (x - x_hat).pow(2).sum(-1)
+    var = (x - x.mean(0)).pow(2).sum(-1)
+    return {
+        "fvu": float(err.sum() / var.sum()),
+        "l0": float((f > 0).sum(-1).float().mean()),
+        "mse": float(err.mean()),
+    }
+
+
+def train_sae(
+    batches: Iterable[Float[Tensor, "batch d_in"]],
+    config: TrainConfig,
+    *,
+    d_in: int,
+    eval_batch: Float[Tensor, "n d_in"] | None = None,
+    on_eval: Callable[[SparseAutoencoder, int], dict[str, float]] | None = None,
+    on_checkpoint: Callable[[SparseAutoencoder, int], None] | None = None,
+    site: str = "",
+    model_name: str = "",
+    scale: float | None = None,
+    progress: bool = True,
+) -> TrainedSAE:
+    """Fit an SAE to `batches` (raw activations, e.g. from a `ShuffleBuffer`) for `config.steps` steps.
+
+    Every `eval_every` steps the held-out `eval_batch` is scored (FVU, L0) and
+    `on_eval(sae, step)` may add metrics (it receives the SAE folded to raw
+    units). Training stops early, with a clear record, if `batches` runs out.
+
+    Example::
+
+        buffer = ShuffleBuffer(stream_activations(model, "blocks.15.resid_post"), 1 << 17, 4096)
+        trained = train_sae(buffer, TrainConfig(width=4608, k=32, tokens=500_000), d_in=576)
+    """
+    torch.manual_seed(config.seed)
+    sae = SparseAutoencoder(
+        SAEConfig(
+            d_in=d_in, width=config.width, kind=config.kind, k=config.k, site=site, model=model_name
+        ),
+        seed=config.seed,
+    )
+    opt = torch.optim.Adam(sae.parameters(), lr=config.learning_rate(), betas=(0.9, 0.999))
+    base_lr = config.learning_rate()
+    coef_target = config.l1_coef if config.kind == "relu" else config.l0_coef
+    last_fired = torch.zeros(config.width, dtype=torch.long)
+    history: list[dict[str, float]] = []
+    seen = 0
+    bar = tqdm(total=config.steps * config.batch_size, unit="tok", unit_scale=True, desc="sae",
+               disable=not progress)  # fmt: skip
+    started = time.perf_counter()
+    iterator = iter(batches)
+    trained = 0
+    for step in range(config.steps):
+        try:
+            raw = next(iterator)
+        except StopIteration:
+            break
+        trained = step + 1
+        if raw.shape != (config.batch_size, d_in):
+            raise SAEError(
+                f"batch {step} has shape {tuple(raw.shape)}; expected ({config.batch_size}, {d_in})"
+            )
+        if scale is None:  # so that E‖x‖² = d_in
+            scale = float(raw.pow(2).sum(-1).mean().div(d_in).sqrt())
+        x = raw / scale
+        if step == 0:
+            with torch.no_grad():
+                sae.b_dec.copy_(x.mean(0))
+        for group in opt.param_groups:
+            group["lr"] = base_lr * config.schedule(step)
+        coef = coef_target * min(1.0, (step + 1) / max(1, config.steps // 20))
+        dead = (
+            (seen - last_fired) > config.dead_after_tokens
+            if seen > config.dead_after_tokens
+            else None
+        )
+        loss, parts, x_hat, fired = _losses(sae, x, config, coef, dead)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        with torch.no_grad():  # keep ‖W_dec,i‖ = 1: remove the gradient along each row
+            w, grad = sae.W_dec, sae.W_dec.grad
+            assert grad is not None
+            grad -= (grad * w).sum(1, keepdim=True) * w
+        opt.step()
+        sae.normalize_decoder()
+        seen += len(x)
+        last_fired[fired > 0] = seen
+        if (
+            config.kind != "topk"
+            and dead is not None
+            and step % config.resample_every == config.resample_every - 1
+        ):
+            n = _resample(sae, dead, x, x_hat.detach(), opt, config.seed + step)
+            if n:
+                last_fired[dead] = seen
+        bar.update(len(x))
+        last = step == config.steps - 1
+        if step % config.eval_every == 0 or last:
+            row = {"step": float(step), "tokens": float(seen), "lr": opt.param_groups[0]["lr"]}
+            row |= {name: float(v.detach()) for name, v in parts.items()}
+            row["loss"] = float(loss.detach())
+            row["dead"] = float(
+                ((seen - last_fired) > min(seen, config.dead_after_tokens)).float().mean()
+            )
+            row["tokens_per_s"] = seen / (time.perf_counter() - started)
+            folded = _folded(sae, scale)
+            if eval_batch is not None:
+                row |= {f"eval_{k}": v for k, v in evaluate_batch(folded, eval_batch).items()}
+            if on_eval is not None:
+                row |= on_eval(folded, step)
+            history.append(row)
+            shown = {k: row[k] for k in ("mse", "eval_fvu", "eval_l0", "dead") if k in row}
+            bar.set_postfix({k: f"{v:.3g}" for k, v in shown.items()})
+        if (
+            on_checkpoint
+            and config.checkpoint_every
+            and step % config.checkpoint_every == 0
+            and step
+        ):
+            on_checkpoint(_folded(sae, scale), step)
+    bar.close()
+    if scale is None:
+        raise SAEError("no activations were given to train on")
+    if trained < config.steps:
+        history.append({"stopped_early_at_step": float(trained)})
+    return TrainedSAE(_folded(sae, scale), config, scale, history, time.perf_counter() - started)
+
+
+def _folded(sae: SparseAutoencoder, scale: float) -> SparseAutoencoder:
+    """A copy of `sae` that reads raw activations (training saw them divided by `scale`)."""
+    out = copy.deepcopy(sae)
+    out.fold_input_scale(scale)
+    return out.requires_grad_(False)
+
+
+def config_dict(config: TrainConfig) -> dict[str, Any]:
+    return dataclasses.asdict(config) | {"steps": config.steps, "lr_used": config.learning_rate()}
