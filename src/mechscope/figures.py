@@ -24,13 +24,13 @@ def _np(values: Tensor | np.ndarray) -> np.ndarray:
     return np.asarray(values, dtype=float)
 
 
-def _stem(path: str | Path) -> Path:
+def figure_stem(path: str | Path) -> Path:
     """`path` without a figure extension; other dots stay (``neuron_blocks.3.mlp.post_7``)."""
     p = Path(path)
     return p.with_suffix("") if p.suffix.lstrip(".") in FORMATS else p
 
 
-def _save_static(fig: object, stem: Path, dpi: int) -> dict[str, Path]:
+def save_static(fig: object, stem: Path, dpi: int) -> dict[str, Path]:
     """Write a matplotlib figure as PNG and SVG beside `stem`, then close it."""
     import matplotlib.pyplot as plt
 
@@ -43,7 +43,7 @@ def _save_static(fig: object, stem: Path, dpi: int) -> dict[str, Path]:
     return out
 
 
-def _save_html(pfig: object, stem: Path) -> Path:
+def save_html(pfig: object, stem: Path) -> Path:
     """Write a plotly figure as HTML, plotly.js once beside it (works offline)."""
     target = stem.with_name(f"{stem.name}.html")
     pfig.write_html(target, include_plotlyjs="directory", full_html=True)  # type: ignore[attr-defined]
@@ -83,7 +83,7 @@ def heatmap(
         vmin, vmax = center - span, center + span
     else:
         vmin, vmax = float(np.nanmin(data)), float(np.nanmax(data))
-    stem = _stem(path)
+    stem = figure_stem(path)
     stem.parent.mkdir(parents=True, exist_ok=True)
     out: dict[str, Path] = {}
 
@@ -103,7 +103,7 @@ def heatmap(
     ax.set_yticks(range(0, rows, step_y), [yl[i] for i in range(0, rows, step_y)])
     fig.colorbar(im, ax=ax, label=value_title)
     fig.tight_layout()
-    out.update(_save_static(fig, stem, dpi=120))
+    out.update(save_static(fig, stem, dpi=120))
 
     # plotly needs unique axis labels; keep the display text in hover
     x_ids = [f"{i}: {label}" for i, label in enumerate(xl)]
@@ -129,7 +129,7 @@ def heatmap(
         width=max(500, 30 * cols + 200),
         height=max(400, 22 * rows + 200),
     )
-    out["html"] = _save_html(pfig, stem)
+    out["html"] = save_html(pfig, stem)
     return out
 
 
@@ -151,7 +151,7 @@ def patterns(
 
     data = _np(patterns)
     n = data.shape[0]
-    stem = _stem(path)
+    stem = figure_stem(path)
     stem.parent.mkdir(parents=True, exist_ok=True)
     labels = [f"{i}:{t!r}"[:14] for i, t in enumerate(tokens)]
     out: dict[str, Path] = {}
@@ -169,7 +169,7 @@ def patterns(
         ax.set_yticks(range(len(labels)), labels, fontsize=6)
     fig.suptitle(title)
     fig.tight_layout()
-    out.update(_save_static(fig, stem, dpi=110))
+    out.update(save_static(fig, stem, dpi=110))
 
     pfig = make_subplots(rows=rows, cols=cols, subplot_titles=list(names))
     for k in range(n):
@@ -189,7 +189,7 @@ def patterns(
         )
     pfig.update_yaxes(autorange="reversed")
     pfig.update_layout(title=title, width=380 * cols, height=380 * rows + 80)
-    out["html"] = _save_html(pfig, stem)
+    out["html"] = save_html(pfig, stem)
     return out
 
 
@@ -209,7 +209,7 @@ def line(
     import matplotlib.pyplot as plt
     import plotly.graph_objects as go
 
-    stem = _stem(path)
+    stem = figure_stem(path)
     stem.parent.mkdir(parents=True, exist_ok=True)
     out: dict[str, Path] = {}
     fig, ax = plt.subplots(figsize=(8, 4.5))
@@ -228,9 +228,9 @@ def line(
     ax.axhline(0, color="grey", lw=0.5)
     ax.legend()
     fig.tight_layout()
-    out.update(_save_static(fig, stem, dpi=120))
+    out.update(save_static(fig, stem, dpi=120))
     pfig.update_layout(title=title, xaxis_title=x_title, yaxis_title=y_title)
-    out["html"] = _save_html(pfig, stem)
+    out["html"] = save_html(pfig, stem)
     return out
 
 
@@ -265,7 +265,7 @@ def unit_card(
     labels = list(row_labels) if row_labels is not None else [f"#{i + 1}" for i in range(rows)]
     span = float(np.nanmax(np.abs(data))) if data.size else 1.0
     span = span or 1.0
-    stem = _stem(path)
+    stem = figure_stem(path)
     stem.parent.mkdir(parents=True, exist_ok=True)
     centers = [f"{(a + b) / 2:.3g}" for a, b in zip(hist_edges[:-1], hist_edges[1:], strict=True)]
 
@@ -302,7 +302,7 @@ def unit_card(
     tax.set_yticks(range(rows), labels)
     tax.set_xticks([])
     fig.tight_layout()
-    out = _save_static(fig, stem, dpi=130)
+    out = save_static(fig, stem, dpi=130)
 
     pfig = make_subplots(rows=2, cols=1, row_heights=[0.3, 0.7], vertical_spacing=0.08)
     pfig.add_trace(
@@ -336,5 +336,5 @@ def unit_card(
     pfig.update_layout(
         title=title, width=max(700, 60 * cols), height=300 + 32 * rows, showlegend=False
     )
-    out["html"] = _save_html(pfig, stem)
+    out["html"] = save_html(pfig, stem)
     return out

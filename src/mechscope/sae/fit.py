@@ -79,12 +79,15 @@ def fit_sae(
     eval_tokens: int = 16_384,
     window: int = 64,
     buffer_tokens: int = 1 << 17,
+    harvest_tokens: int = 0,
     progress: bool = True,
 ) -> SAERun:
     """Train an SAE on `site` of `model`, evaluate it on held-out tokens, write the run to `out`.
 
     `activations` trains on a folder from `store_activations` (recorded from the
-    same site) instead of streaming from the model.
+    same site) instead of streaming from the model. With `harvest_tokens`,
+    the latents are harvested over that many held-out corpus tokens into
+    ``harvest/`` (top examples per latent: the viewer's latent pages).
 
     Example::
 
@@ -148,11 +151,34 @@ def fit_sae(
         run.timed("evaluate", t0)
         ev.save(run.dir)
         _figures(trained, ev, run.figures)
+        if harvest_tokens:
+            t0 = time.perf_counter()
+            harvest_latents(model, trained.sae, run.dir / "harvest", corpus, tokens=harvest_tokens,
+                            window=window, progress=progress)  # fmt: skip
+            run.timed("harvest", t0)
         run.extra.update(
             {"eval": ev.summary(), "scale": trained.scale, "train_seconds": trained.seconds}
         )
         path = run.finish()
     return open_sae_run(path)
+
+
+def harvest_latents(
+    model: Model,
+    sae: SparseAutoencoder,
+    out: str | Path,
+    corpus: Corpus | str = "default",
+    *,
+    tokens: int = 65_536,
+    window: int = 64,
+    progress: bool = True,
+) -> Any:
+    """Harvest every latent of `sae` (attached at its site) over `tokens` corpus tokens into `out`."""
+    from ..harvest import harvest
+
+    with model.attach(sae) as sites:
+        return harvest(model, corpus, out=out, sites=[sites.latents], tokens=tokens, window=window,
+                       progress=progress, keep_state=False)  # fmt: skip
 
 
 def _figures(trained: TrainedSAE, ev: SAEEval, folder: Path) -> None:
