@@ -27,6 +27,7 @@ IOI_CORRUPT = "When Mary and John went to the store, Mary gave a drink to"
 OUT_DIR = Path("runs/tour")
 TOUR_EXPLAIN_UNITS = 3
 TOUR_HARVEST_TOKENS = 16_384  # a slice; `mechscope harvest` does 1M tokens by default
+TOUR_SAE_TOKENS = 196_608  # a short run; `mechscope sae train` does 1M tokens by default
 
 
 def next_tokens(model: Model, console: Console) -> None:
@@ -215,6 +216,71 @@ def autointerp(model: Model, console: Console) -> None:
     )
 
 
+def toy_superposition(model: Model, console: Console) -> None:
+    """Toy models of superposition: more features than dimensions once features are sparse."""
+    from .sae.toy import features_represented, toy_run
+
+    results = toy_run(OUT_DIR / "toy", steps=2000)
+    relu, linear = results["relu"], results["linear"]
+    table = Table(
+        title=f"{relu.n_features} features in m = {relu.d_hidden} dimensions (importance 0.7^i)"
+    )
+    table.add_column("1 − S (feature density)", justify="right")
+    table.add_column("features represented, ReLU", justify="right")
+    table.add_column("linear", justify="right")
+    counts = features_represented(relu.W).tolist()
+    lin = features_represented(linear.W).tolist()
+    for density, a, b in zip((1 - s for s in relu.grid["sparsity"]), counts, lin, strict=True):
+        table.add_row(f"{density:.3g}", str(a), str(b))
+    console.print(table)
+    console.print(f"figures (WᵀW, norms, phase diagram): {OUT_DIR / 'toy' / 'figures'}")
+
+
+def sparse_autoencoder(model: Model, console: Console) -> None:
+    """Train a TopK SAE on the middle residual stream; evaluate it; read its latents as a site."""
+    from .cli.sae import print_eval
+    from .harvest import open_harvest
+    from .sae.fit import fit_sae
+    from .sae.train import TrainConfig
+
+    layer = model.dims.n_layers // 2 if model.dims else 0
+    site = f"blocks.{layer}.resid_post"
+    config = TrainConfig(
+        width=8 * (model.dims.d_model if model.dims else 64), k=32, tokens=TOUR_SAE_TOKENS
+    )
+    run = fit_sae(model, site, config, out=OUT_DIR / "sae", eval_tokens=8192, harvest_tokens=16_384)
+    console.print(
+        f"{run.sae!r} trained on {TOUR_SAE_TOKENS:,} tokens in {run.history[-1]['tokens'] / run.history[-1]['tokens_per_s']:.0f} s"
+    )
+    assert run.eval is not None
+    print_eval(run.eval.summary())
+    store = open_harvest(run.path / "harvest")
+    prompt = PROMPTS[1]
+    with model.attach(run.sae) as sae_sites:
+        latents = model.run(prompt, save=[sae_sites.latents]).cache[sae_sites.latents][0, -1]
+        top = latents.topk(5)
+        console.print(
+            f"latents active on the last token of {prompt!r}, with their top harvested context:"
+        )
+        for value, unit in zip(top.values.tolist(), top.indices.tolist(), strict=True):
+            ex = store.unit(sae_sites.latents, unit).top[0]
+            context = "".join(ex.tokens[max(ex.max_pos - 6, 0) : ex.max_pos + 1]).replace("\n", "⏎")
+            console.print(f"  #{unit:<5} {value:6.2f}   … {context!r}", highlight=False)
+        base = model.run(prompt).logits[0, -1].softmax(-1)
+        ablated = model.run(
+            prompt,
+            interventions=[
+                iv.zero_ablate(sae_sites.latents, positions=[-1], neurons=top.indices.tolist())
+            ],
+        )
+        paris = model.to_single_token(" Paris")
+        console.print(
+            f"zero-ablating those 5 latents at the last position (error term kept): "
+            f"P(' Paris') {base[paris]:.3f} → {ablated.logits[0, -1].softmax(-1)[paris]:.3f}"
+        )
+    console.print(f"latent pages: [bold]mechscope serve {run.path}[/bold]")
+
+
 SECTIONS: list[tuple[str, Callable[[Model, Console], None]]] = [
     ("Next tokens", next_tokens),
     ("Sites and the cache", cache_shapes),
@@ -223,6 +289,8 @@ SECTIONS: list[tuple[str, Callable[[Model, Console], None]]] = [
     ("Generation with interventions", generation),
     ("Neuroscope: top-activating examples of every MLP neuron", neuroscope),
     ("Automated explanations: explain, simulate, score", autointerp),
+    ("Superposition: toy models", toy_superposition),
+    ("Sparse autoencoder on the residual stream", sparse_autoencoder),
 ]
 
 

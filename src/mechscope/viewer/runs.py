@@ -68,9 +68,17 @@ def read_run(path: Path, run_id: str) -> RunInfo:
 
 
 def find_run_folders(path: Path, depth: int = SEARCH_DEPTH) -> list[Path]:
-    """Run folders at `path` or below it (at most `depth` levels), sorted by path."""
+    """Run folders at `path` or below it (at most `depth` levels), sorted by path.
+
+    A run folder's own sub-runs (one level inside it, e.g. an SAE run's
+    ``harvest/``) are included after it.
+    """
     if (path / "run.json").is_file():
-        return [path]
+        try:
+            inner = sorted(p for p in path.iterdir() if p.is_dir() and (p / "run.json").is_file())
+        except OSError:
+            inner = []
+        return [path, *inner]
     if depth == 0:
         return []
     found: list[Path] = []
@@ -111,6 +119,8 @@ def discover_runs(
         if folder in ids:
             continue
         candidate = folder.name
+        if (folder.parent / "run.json").is_file():  # a sub-run: named after its run
+            candidate = f"{ids.get(folder.parent, folder.parent.name)}-{folder.name}"
         if candidate in taken:
             candidate = f"{folder.parent.name}-{folder.name}"
         base, n = candidate, 2

@@ -6,6 +6,6 @@ To add pages for a technique, write ``pages/<technique>.py`` with ``@page`` and
 
 from __future__ import annotations
 
-from . import explain, generic, harvest
+from . import explain, generic, harvest, sae
 
-__all__ = ["explain", "generic", "harvest"]
+__all__ = ["explain", "generic", "harvest", "sae"]
