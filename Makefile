@@ -12,6 +12,11 @@ APT_PACKAGES := chromium fortunes dict-gcide r-cran-janeaustenr python3.11-doc w
 APT_STAMP := $(VENV)/.mechscope-apt
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
+# SAELens, the baseline of benchmarks/sae.py, in its own environment (it pins other versions)
+SAELENS_VENV := .venv-saelens
+SAELENS_SPEC ?= sae-lens==6.54.12
+SAELENS_STAMP := $(SAELENS_VENV)/.installed
+
 .PHONY: setup tour test lint bench
 
 $(APT_STAMP): Makefile
@@ -43,8 +48,15 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check src tests benchmarks
 	$(VENV)/bin/ruff format --check src tests benchmarks
 
-bench: $(STAMP)
+$(SAELENS_STAMP): Makefile
+	test -x $(SAELENS_VENV)/bin/python || python3 -m venv $(SAELENS_VENV)
+	$(SAELENS_VENV)/bin/pip install --quiet "$(TORCH_SPEC)"
+	$(SAELENS_VENV)/bin/pip install --quiet "$(SAELENS_SPEC)"
+	touch $@
+
+bench: $(STAMP) $(SAELENS_STAMP)
 	$(PY) benchmarks/overhead.py
 	$(PY) benchmarks/load.py
 	$(PY) benchmarks/patching.py
 	$(PY) benchmarks/harvest.py
+	$(PY) benchmarks/sae.py

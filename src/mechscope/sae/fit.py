@@ -139,6 +139,7 @@ def fit_sae(
             on_checkpoint=checkpoint,
             site=site,
             model_name=model.name,
+            device=model.device,
             progress=progress,
         )
         run.timed("train", started)

@@ -154,7 +154,7 @@ def _losses(
             aux = (err_hat - err).pow(2).sum(-1).mean() / err.pow(2).sum(-1).mean().clamp_min(1e-12)
             parts["aux"] = aux
             loss = loss + cfg.aux_coef * aux
-        fired = torch.zeros(width).index_add_(0, idx[vals > 0], torch.ones(int((vals > 0).sum())))
+        fired = torch.bincount(idx[vals > 0], minlength=width)
         return loss, parts, x_hat, fired
     pre = sae.pre_activation(x)
     if sae.cfg.kind == "relu":
@@ -184,11 +184,12 @@ def _resample(
         return 0
     err = (x - x_hat).pow(2).sum(-1)
     g = torch.Generator().manual_seed(seed)
-    rows = torch.multinomial(err.pow(2) + 1e-12, n, replacement=n > len(err), generator=g)
+    weights = (err.pow(2) + 1e-12).cpu()
+    rows = torch.multinomial(weights, n, replacement=n > len(err), generator=g).to(x.device)
     direction = x[rows] - sae.b_dec
     direction /= direction.norm(dim=1, keepdim=True).clamp_min(1e-8)
     alive = ~dead
-    enc_norm = sae.W_enc[:, alive].norm(dim=0).mean() if alive.any() else torch.tensor(1.0)
+    enc_norm = sae.W_enc[:, alive].norm(dim=0).mean() if alive.any() else 1.0
     which = dead.nonzero().squeeze(1)
     sae.W_dec[which] = direction
     sae.W_enc[:, which] = direction.t() * enc_norm * 0.2
@@ -227,6 +228,7 @@ def train_sae(
     site: str = "",
     model_name: str = "",
     scale: float | None = None,
+    device: str | torch.device = "cpu",
     progress: bool = True,
 ) -> TrainedSAE:
     """Fit an SAE to `batches` (raw activations, e.g. from a `ShuffleBuffer`) for `config.steps` steps.
@@ -234,6 +236,7 @@ def train_sae(
     Every `eval_every` steps the held-out `eval_batch` is scored (FVU, L0) and
     `on_eval(sae, step)` may add metrics (it receives the SAE folded to raw
     units). Training stops early, with a clear record, if `batches` runs out.
+    Training runs on `device` (batches are moved there); the SAE returned is on the CPU.
 
     Example::
 
@@ -247,10 +250,11 @@ def train_sae(
         ),
         seed=config.seed,
     )
+    sae.to(device)
     opt = torch.optim.Adam(sae.parameters(), lr=config.learning_rate(), betas=(0.9, 0.999))
     base_lr = config.learning_rate()
     coef_target = config.l1_coef if config.kind == "relu" else config.l0_coef
-    last_fired = torch.zeros(config.width, dtype=torch.long)
+    last_fired = torch.zeros(config.width, dtype=torch.long, device=device)
     history: list[dict[str, float]] = []
     seen = 0
     bar = tqdm(total=config.steps * config.batch_size, unit="tok", unit_scale=True, desc="sae",
@@ -269,8 +273,8 @@ def train_sae(
                 f"batch {step} has shape {tuple(raw.shape)}; expected ({config.batch_size}, {d_in})"
             )
         if scale is None:  # so that E‖x‖² = d_in
-            scale = float(raw.pow(2).sum(-1).mean().div(d_in).sqrt())
-        x = raw / scale
+            scale = float(raw.float().pow(2).sum(-1).mean().div(d_in).sqrt())
+        x = raw.to(device, torch.float32, non_blocking=True) / scale
         if step == 0:
             with torch.no_grad():
                 sae.b_dec.copy_(x.mean(0))
@@ -313,7 +317,9 @@ def train_sae(
             row["tokens_per_s"] = seen / (time.perf_counter() - started)
             folded = _folded(sae, scale)
             if eval_batch is not None:
-                row |= {f"eval_{k}": v for k, v in evaluate_batch(folded, eval_batch).items()}
+                row |= {
+                    f"eval_{k}": v for k, v in evaluate_batch(folded, eval_batch.to(device)).items()
+                }
             if on_eval is not None:
                 row |= on_eval(folded, step)
             history.append(row)
@@ -331,7 +337,9 @@ def train_sae(
         raise SAEError("no activations were given to train on")
     if trained < config.steps:
         history.append({"stopped_early_at_step": float(trained)})
-    return TrainedSAE(_folded(sae, scale), config, scale, history, time.perf_counter() - started)
+    return TrainedSAE(
+        _folded(sae, scale).cpu(), config, scale, history, time.perf_counter() - started
+    )
 
 
 def _folded(sae: SparseAutoencoder, scale: float) -> SparseAutoencoder:
