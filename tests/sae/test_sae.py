@@ -362,3 +362,18 @@ def test_sae_on_smollm2(smollm2, tmp_path):
     with smollm2.attach(run.sae) as at:
         out = smollm2.run("The Eiffel Tower is located in the city of", save=[at.latents])
         assert int((out.cache[at.latents][0, -1] > 0).sum()) <= 16
+
+
+def test_sparse_and_dense_kernels_train_alike():
+    data = _sparse_data(8 * 256)
+    runs = {}
+    for kernels in ("sparse", "dense"):
+        cfg = TrainConfig(
+            width=48, k=3, tokens=len(data), batch_size=256, lr=3e-3, eval_every=1, kernels=kernels
+        )
+        runs[kernels] = train_sae(data.split(256), cfg, d_in=16, progress=False)
+    for a, b in zip(runs["sparse"].history, runs["dense"].history, strict=True):
+        assert a["mse"] == pytest.approx(b["mse"], rel=1e-3)
+    assert torch.allclose(runs["sparse"].sae.W_dec, runs["dense"].sae.W_dec, atol=1e-4)
+    with pytest.raises(SAEError, match="kernels"):
+        TrainConfig(kernels="fast")
