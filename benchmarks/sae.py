@@ -40,7 +40,7 @@ SIDE = Path(__file__).with_name("saelens_side.py")
 def mechscope_rate(
     acts: torch.Tensor, width: int, k: int, batch: int, steps: int
 ) -> tuple[float, float]:
-    """(tokens/s, per-element MSE of the last batch) of `train_sae` over `steps` steps."""
+    """(tokens/s, per-element MSE of the last batch in raw units) of `train_sae` over `steps` steps."""
 
     def batches(n: int):
         for i in range(n):
@@ -53,7 +53,8 @@ def mechscope_rate(
     started = time.perf_counter()
     trained = train_sae(batches(steps), cfg, d_in=acts.shape[1], progress=False)
     seconds = time.perf_counter() - started
-    mse = trained.history[-1]["mse"] / acts.shape[1] if trained.history else float("nan")
+    # the trainer's loss is on activations divided by `scale`: back to raw units, per element
+    mse = trained.history[-1]["mse"] * trained.scale**2 / acts.shape[1]
     return batch * steps / seconds, mse
 
 
@@ -100,9 +101,9 @@ def main() -> None:
             side = saelens_rate(acts_file, args.width, args.k, args.batch, args.steps, args.threads)
             theirs.append(side["tokens_per_s"])
             print(
-                f"round {r}: mechscope {rate:,.0f} tok/s (MSE/elem {mse:.4g} on scaled acts) | "
+                f"round {r}: mechscope {rate:,.0f} tok/s (last batch MSE/elem {mse:.4g}) | "
                 f"SAELens {side['sae_lens_version']} {side['tokens_per_s']:,.0f} tok/s "
-                f"(MSE/elem {side['final_mse']:.4g}, L0 {side['l0']:.0f})"
+                f"(last batch MSE/elem {side['final_mse']:.4g}, L0 {side['l0']:.0f})"
             )
     a, b = statistics.median(ours), statistics.median(theirs)
     print(f"mechscope {a:,.0f} tok/s, SAELens {b:,.0f} tok/s: ratio {a / b:.2f}x (target >= 1.5x)")

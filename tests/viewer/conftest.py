@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import math
 import re
+import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -270,3 +271,18 @@ def http(viewer: Any) -> Any:
 def fake_store(runs_root: Path) -> FakeHarvestStore:
     """The fake harvest the viewer shows as run ``harvest-fake``."""
     return FakeHarvestStore(runs_root / "harvest-fake")
+
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    """Debian's Chromium driven by Playwright (skipped where either is missing)."""
+    if CHROMIUM is None:
+        pytest.skip("no chromium executable on PATH (Debian package `chromium`)")
+    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
+    with sync_api.sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        yield b
+        b.close()

@@ -257,19 +257,6 @@ def test_a_run_with_parquet_tables_only_reads_the_same(runs: Path, tmp_path: Pat
 
 # ---------------------------------------------------------------------------- Chromium
 
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    if CHROMIUM is None:
-        pytest.skip("no chromium executable on PATH (Debian package `chromium`)")
-    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
-    with sync_api.sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
-        yield b
-        b.close()
-
 
 def test_explained_unit_in_chromium_colours_both_rows_and_shows_values(
     browser: Any, base: str, runs: Path

@@ -299,19 +299,6 @@ def test_text_from_the_run_files_is_escaped(base: str) -> None:
 
 # ---------------------------------------------------------------------------- Chromium
 
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    if CHROMIUM is None:
-        pytest.skip("no chromium executable on PATH (Debian package `chromium`)")
-    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
-    with sync_api.sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
-        yield b
-        b.close()
-
 
 def test_sae_home_in_chromium_shows_metrics_and_leads_to_a_latent(
     browser: Any, base: str, runs: Path

@@ -27,6 +27,7 @@ def print_eval(summary: dict[str, float]) -> None:
     rows = [
         ("L0 (active latents per token)", f"{summary['l0']:.1f}"),
         ("explained variance", f"{summary['explained_variance']:.3f}"),
+        ("mean cosine(x, x̂)", f"{summary.get('cosine', float('nan')):.3f}"),
         ("CE loss clean", f"{summary['ce_clean']:.3f}"),
         ("CE loss with SAE", f"{summary['ce_sae']:.3f}"),
         ("CE loss zero-ablated", f"{summary['ce_zero']:.3f}"),
@@ -50,8 +51,8 @@ def train_cmd(
     width: int = typer.Option(4608, "--width", help="Number of latents."),
     k: int = typer.Option(32, "--k", help="Active latents per token (topk)."),
     tokens: int = typer.Option(1_000_000, "--tokens", help="Training tokens."),
-    batch_size: int = typer.Option(4096, "--batch-size", help="Tokens per step."),
-    lr: float = typer.Option(None, "--lr", help="Learning rate (default 2e-4·sqrt(2^14/width))."),
+    batch_size: int = typer.Option(2048, "--batch-size", help="Tokens per step."),
+    lr: float = typer.Option(None, "--lr", help="Learning rate (default 0.07/sqrt(width))."),
     l1: float = typer.Option(5.0, "--l1", help="L1 coefficient (relu)."),
     l0: float = typer.Option(0.05, "--l0", help="L0 coefficient (jumprelu)."),
     activations: Path = typer.Option(

@@ -50,6 +50,9 @@ class SAEEval:
     ce_zero: float
     kl_sae: float  # mean KL(clean ‖ spliced) of the next-token distributions
     frequencies: Tensor = field(repr=False)
+    cosine: float = float(
+        "nan"
+    )  # mean cos(x, x̂) per token: not dominated by outlier tokens as FVU can be
 
     @property
     def ce_recovered(self) -> float:
@@ -151,7 +154,7 @@ def evaluate_sae(
     skip = torch.tensor([t for t in boundary_tokens(model) if t is not None])
     sae = sae.to(model.device)
     totals = dict.fromkeys(
-        ("err", "var_sum", "l0", "n", "ce_clean", "ce_sae", "ce_zero", "kl", "preds"), 0.0
+        ("err", "cos", "l0", "n", "ce_clean", "ce_sae", "ce_zero", "kl", "preds"), 0.0
     )
     sum_x: Tensor | None = None
     sum_sq = 0.0
@@ -177,6 +180,7 @@ def evaluate_sae(
         x_hat = sae.decode(f)
         totals["err"] += float((x - x_hat).pow(2).sum())
         totals["l0"] += float((f > 0).sum())
+        totals["cos"] += float(F.cosine_similarity(x, x_hat, dim=-1).sum())
         totals["n"] += len(x)
         fired += (f > 0).sum(0).float().cpu()
         sum_x = x.sum(0) if sum_x is None else sum_x + x.sum(0)
@@ -205,6 +209,7 @@ def evaluate_sae(
         ce_zero=totals["ce_zero"] / preds,
         kl_sae=totals["kl"] / preds,
         frequencies=fired / count,
+        cosine=totals["cos"] / count,
     )
 
 

@@ -48,6 +48,11 @@ METRICS: tuple[tuple[str, str, str], ...] = (
         "fraction of variance unexplained, Σ‖x − x̂‖² / Σ‖x − x̄‖² (0 is perfect)",
     ),
     ("mse", "MSE", "squared reconstruction error per token, Σ‖x − x̂‖² / tokens"),
+    (
+        "cosine",
+        "cosine",
+        "mean cos(x, x̂) per token: unlike FVU, not dominated by a few huge-norm tokens",
+    ),
     ("ce_clean", "CE loss, clean", "next-token cross-entropy (nats) of the unmodified model"),
     ("ce_sae", "CE loss with SAE", "the same with x̂ spliced into the forward in place of x"),
     ("ce_zero", "CE loss, zero-ablated", "the same with the site set to zero"),
