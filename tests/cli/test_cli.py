@@ -150,3 +150,64 @@ def test_harvest_bad_input_is_one_line(folder: Path, tmp_path: Path) -> None:
         "harvest", str(folder), "--shard", "3", "--out", str(tmp_path / "x"), cache=tmp_path
     )
     assert res.returncode == 2 and "I/N" in res.stderr
+
+
+def test_sae_store_train_eval(folder: Path, tmp_path: Path) -> None:
+    site = "blocks.1.resid_post"
+    stored = tmp_path / "acts"
+    res = mechscope("sae", "store", site, "--model", str(folder), "--out", str(stored), "--tokens", "4096",
+                    "--dtype", "float32", cache=tmp_path)  # fmt: skip
+    assert res.returncode == 0, res.stderr
+    assert "stored blocks.1.resid_post" in res.stdout
+    out = tmp_path / "sae"
+    args = [
+        "--model",
+        str(folder),
+        "--width",
+        "64",
+        "--k",
+        "4",
+        "--tokens",
+        "4096",
+        "--batch-size",
+        "512",
+    ]
+    res = mechscope("sae", "train", site, *args, "--activations", str(stored), "--eval-tokens", "512",
+                    "--harvest-tokens", "1024", "--out", str(out), cache=tmp_path)  # fmt: skip
+    assert res.returncode == 0, res.stderr
+    assert "CE loss recovered" in res.stdout and "k=4" in res.stdout
+    assert (out / "sae" / "sae.safetensors").exists() and (out / "harvest" / "run.json").exists()
+    res = mechscope(
+        "sae", "eval", str(out), "--model", str(folder), "--tokens", "512", cache=tmp_path
+    )
+    assert res.returncode == 0, res.stderr
+    assert "L0 (active latents per token)" in res.stdout and "│    4.0 │" in res.stdout
+
+
+def test_sae_bad_input_is_one_line(folder: Path, tmp_path: Path) -> None:
+    cases = [
+        (
+            ["sae", "train", "blocks.1.resid_post", "--model", str(folder), "--kind", "gated"],
+            "unknown SAE kind",
+        ),
+        (
+            [
+                "sae",
+                "store",
+                "blocks.1.resid_post",
+                "--model",
+                str(folder),
+                "--out",
+                str(tmp_path / "a"),
+                "--dtype",
+                "int8",
+            ],
+            "--dtype must be one of",
+        ),  # fmt: skip
+        (["sae", "eval", str(tmp_path), "--model", str(folder)], "no SAE in"),
+        (["sae", "train", "blocks.9.resid_post", "--model", str(folder)], "unknown site"),
+    ]
+    for args, message in cases:
+        res = mechscope(*args, cache=tmp_path)
+        assert res.returncode == 2, (args, res.stderr)
+        assert message in res.stderr and "Traceback" not in res.stderr, res.stderr

@@ -212,3 +212,15 @@ def test_unit_card_is_written_as_png_svg_and_html(one_pass: Path, tmp_path: Path
     assert all(p.stat().st_size > 1000 for p in out.values())
     best = store.unit("blocks.0.mlp.post", 3).top[0]
     assert f"{best.max_act:.3g}" in out["html"].read_text()  # the row label of the top example
+
+
+def test_a_site_whose_random_sample_is_all_top_windows_still_writes_tables(tmp_path):
+    """With as many top examples as windows, every sampled window is a top one: an empty batch."""
+    from mechscope.harvest import harvest
+    from mechscope.testing import tiny_model
+
+    model = tiny_model("llama")
+    store = harvest(model, out=tmp_path / "h", sites=["blocks.0.mlp.post"], tokens=256, window=32, k=8,
+                    n_random=4, progress=False)  # fmt: skip
+    record = store.unit("blocks.0.mlp.post", 0)
+    assert len(record.top) == 8 and record.random == []

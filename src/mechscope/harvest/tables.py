@@ -170,9 +170,10 @@ def write_tables(
             example_batches.append(
                 pa.table(
                     {
-                        "site": pa.array([site] * len(unit)),
+                        # explicit types: an empty batch must not become a null column
+                        "site": pa.array([site] * len(unit), type=pa.string()),
                         "unit": pa.array(unit.astype(np.int32)),
-                        "kind": pa.array([kind] * len(unit)),
+                        "kind": pa.array([kind] * len(unit), type=pa.string()),
                         "rank": pa.array(rank.astype(np.int16)),
                         "window": pa.array(wins[unit, slot].astype(np.int64)),
                         "max_act": pa.array(
@@ -194,8 +195,8 @@ def write_tables(
             pa.table(
                 {
                     "token_id": pa.array(tok.astype(np.int32)),
-                    "token": pa.array(decode(tok)),
-                    "site": pa.array([site] * len(unit)),
+                    "token": pa.array(decode(tok), type=pa.string()),
+                    "site": pa.array([site] * len(unit), type=pa.string()),
                     "unit": pa.array(unit.astype(np.int32)),
                     "act": pa.array(top_acts[unit, slot, pos].astype(np.float32)),
                     "window": pa.array(wins.astype(np.int64)),
