@@ -60,3 +60,4 @@ bench: $(STAMP) $(SAELENS_STAMP)
 	$(PY) benchmarks/patching.py
 	$(PY) benchmarks/harvest.py
 	$(PY) benchmarks/sae.py
+	$(PY) benchmarks/sae_kernels.py

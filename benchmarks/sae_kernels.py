@@ -4,9 +4,8 @@
 unit-norm decoder) on the same activations with ``kernels="sparse"``
 (sparse encoder gradient, embedding-bag decoder, sampled decoder gradient)
 and ``kernels="dense"`` (TopK scattered into dense latents, dense decoder,
-autograd through all of it: what most SAE code does). ``auto`` picks sparse
-on CPUs and dense on GPUs; this benchmark is what that choice rests on.
-Runs on CUDA when present, else on the CPU.
+autograd through all of it: what most SAE code does). Sparse is the default
+because of these numbers. Runs on CUDA when present, else on the CPU.
 Activations are Gaussian unless `--acts` names a folder of stored ones (the
 cost of a step does not depend on the values).
 """

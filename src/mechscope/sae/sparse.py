@@ -147,7 +147,7 @@ def dense_topk_encode(
     k_aux: int = 0,
     dead: Tensor | None = None,
 ) -> tuple[Float[Tensor, "batch k"], Int[Tensor, "batch k"], Tensor, Tensor]:
-    """`topk_encode` with plain autograd (dense gradients): faster on GPUs, where matmuls are cheap."""
+    """`topk_encode` with plain autograd (dense gradients), for checks and comparisons."""
     pre = torch.addmm(b_enc, x - b_dec, w_enc)
     vals, idx = pre.topk(k, dim=-1, sorted=False)
     aux_vals, aux_idx = _EMPTY.to(x), _EMPTY.to(x.device, torch.long)
