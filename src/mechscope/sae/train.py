@@ -34,8 +34,8 @@ from .model import KINDS, Kind, SAEConfig, SAEError, SparseAutoencoder
 from .sparse import dense_decode, dense_topk_encode, sparse_decode, topk_encode
 
 # TopK kernels, measured with benchmarks/sae_kernels.py (k=32, batch 4096): on an H100 the sparse
-# ones run at 1.01x the dense ones at width 4608, 1.45x at 18432 and 1.92x at 73728; on CPUs they
-# win at any width. Dense stays available (kernels="dense") for checking and for other hardware.
+# ones run at 1.01x the dense ones at width 4608, 1.45x at 18432 and 1.92x at 73728; on 2 CPU
+# cores 3.56x at 4608 and 3.79x at 18432. Dense stays available (kernels="dense") for checking and for other hardware.
 
 
 @dataclass(frozen=True)
