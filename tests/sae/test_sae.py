@@ -291,12 +291,21 @@ def test_fit_sae_writes_a_run_that_reopens(tmp_path):
     )
     run = fit_sae(
         model, "blocks.1.resid_post", cfg, out=tmp_path / "sae", eval_tokens=512, window=32,
-        buffer_tokens=2048, progress=False,
+        buffer_tokens=2048, harvest_tokens=1024, progress=False,
     )  # fmt: skip
     again = open_sae_run(tmp_path / "sae")
     assert again.eval is not None and again.eval.l0 <= 4
     assert again.sae.cfg.site == "blocks.1.resid_post"
     assert (tmp_path / "sae" / "checkpoints" / "step-000004" / "sae.safetensors").exists()
+    # the latents' harvest leaves out each window's first token (the boundary, never trained on)
+    from mechscope.harvest import open_harvest
+
+    store = open_harvest(tmp_path / "sae" / "harvest")
+    latents = "blocks.1.resid_post.sae.latents"
+    best = store.top_units(latents, limit=3)
+    assert best and all(
+        ex.acts[0] == 0 and ex.max_pos > 0 for b in best for ex in store.unit(latents, b.unit).top
+    )
     for fig in ("fvu", "l0", "dead", "latent_density"):
         assert (tmp_path / "sae" / "figures" / f"{fig}.png").exists()
         assert (tmp_path / "sae" / "figures" / f"{fig}.html").exists()

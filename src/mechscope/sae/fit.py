@@ -174,12 +174,32 @@ def harvest_latents(
     window: int = 64,
     progress: bool = True,
 ) -> Any:
-    """Harvest every latent of `sae` (attached at its site) over `tokens` corpus tokens into `out`."""
+    """Harvest every latent of `sae` (attached at its site) over `tokens` corpus tokens into `out`.
+
+    Latents read zero at each window's first token (the document boundary the
+    SAE was not trained on, whose huge norm would top every latent's list).
+    """
     from ..harvest import harvest
 
-    with model.attach(sae) as sites:
+    with model.attach(_FirstTokenSkipped(sae), site=sae.cfg.site) as sites:
         return harvest(model, corpus, out=out, sites=[sites.latents], tokens=tokens, window=window,
                        progress=progress, keep_state=False)  # fmt: skip
+
+
+class _FirstTokenSkipped:
+    """`sae` with its latents zeroed at position 0 of [batch, pos, d] inputs (for harvests)."""
+
+    def __init__(self, sae: SparseAutoencoder) -> None:
+        self.sae, self.width = sae, sae.cfg.width
+
+    def encode(self, x: Tensor) -> Tensor:
+        f = self.sae.encode(x)
+        if f.ndim == 3:
+            f[:, 0] = 0
+        return f
+
+    def decode(self, f: Tensor) -> Tensor:
+        return self.sae.decode(f)
 
 
 def _figures(trained: TrainedSAE, ev: SAEEval, folder: Path) -> None:

@@ -57,9 +57,7 @@ class TrainConfig:
     dead_after_tokens: int = 200_000
     resample_every: int = 250  # relu / jumprelu: steps between resamplings
     eval_every: int = 25  # steps between evaluations on the held-out batch
-    kernels: str = (
-        "auto"  # topk: "sparse" (faster on CPUs), "dense" (faster on GPUs), auto: by device
-    )
+    kernels: str = "sparse"  # topk: "sparse" or "dense" (same numbers; see the note above)
     checkpoint_every: int | None = None  # steps; None: only the final SAE
     seed: int = 0
 
