@@ -20,7 +20,7 @@ from mechscope.sae.evaluate import evaluate_sae
 from mechscope.sae.fit import fit_sae, open_sae_run
 from mechscope.sae.model import SAEConfig, SAEError, SparseAutoencoder
 from mechscope.sae.sparse import sparse_decode, topk_encode
-from mechscope.sae.train import TrainConfig, train_sae
+from mechscope.sae.train import TrainConfig, TrainedSAE, train_sae
 from mechscope.testing import tiny_model
 
 
@@ -133,6 +133,18 @@ def test_training_learns_a_sparse_code(kind):
     else:
         assert last["eval_l0"] < first["eval_l0"]
     assert "tokens_per_s" in last and last["dead"] <= 1
+
+
+def test_trained_sae_saves_and_reopens(tmp_path):
+    data = _sparse_data(4 * 256)
+    cfg = TrainConfig(width=48, k=3, tokens=len(data), batch_size=256, eval_every=2)
+    trained = train_sae(data.split(256), cfg, d_in=16, eval_batch=data[:256], progress=False)
+    back = TrainedSAE.load(trained.save(tmp_path / "t"))
+    assert back.config == cfg and back.history == trained.history and back.scale == trained.scale
+    assert torch.equal(back.sae(data), trained.sae(data))
+    assert "fvu=" in repr(back) and "L0=3" in repr(back)
+    with pytest.raises(SAEError, match="no trained SAE"):
+        TrainedSAE.load(tmp_path)
 
 
 def test_training_reports_early_stop_and_bad_batches():

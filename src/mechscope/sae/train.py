@@ -19,10 +19,12 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import json
 import math
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -101,9 +103,31 @@ class TrainedSAE:
     seconds: float = 0.0
 
     def __repr__(self) -> str:
-        last = self.history[-1] if self.history else {}
-        summary = ", ".join(f"{k}={last[k]:.3g}" for k in ("fvu", "l0", "dead") if k in last)
+        rows = [r for r in self.history if "step" in r]
+        last = rows[-1] if rows else {}
+        keys = {"eval_fvu": "fvu", "eval_l0": "L0", "dead": "dead"}
+        summary = ", ".join(f"{name}={last[k]:.3g}" for k, name in keys.items() if k in last)
         return f"TrainedSAE({self.sae!r}, {self.config.steps} steps, {summary})"
+
+    def save(self, folder: str | Path) -> Path:
+        """``sae/`` (weights and config), ``training.json`` (hyper-parameters, scale, history)."""
+        folder = Path(folder)
+        self.sae.save(folder / "sae")
+        record = {"train": dataclasses.asdict(self.config), "scale": self.scale,
+                  "seconds": self.seconds, "history": self.history}  # fmt: skip
+        (folder / "training.json").write_text(json.dumps(record, indent=2))
+        return folder
+
+    @classmethod
+    def load(cls, folder: str | Path) -> TrainedSAE:
+        folder = Path(folder)
+        path = folder / "training.json"
+        if not path.exists():
+            raise SAEError(f"no trained SAE in {folder} (no training.json)")
+        record = json.loads(path.read_text())
+        config = TrainConfig(**record["train"])
+        sae = SparseAutoencoder.load(folder / "sae")
+        return cls(sae, config, record["scale"], record["history"], record["seconds"])
 
 
 class _JumpReLU(torch.autograd.Function):
