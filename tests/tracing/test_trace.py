@@ -83,3 +83,24 @@ def test_noise_scale_and_errors(model):
     with pytest.raises(InputError, match="at least 1"):
         trace_fact(model, FACT, samples=0)
     assert "clean" in repr(trace_fact(model, FACT, samples=1, kinds=["hidden"]))
+
+
+def test_a_trace_saves_reopens_and_draws(traced, tmp_path):
+    from mechscope.tracing.trace import CausalTrace
+
+    back = CausalTrace.load(traced.save(tmp_path / "trace.safetensors"))
+    assert (
+        back.fact == traced.fact and back.tokens == traced.tokens and back.subject == traced.subject
+    )
+    assert back.clean == traced.clean and back.corrupted == traced.corrupted
+    assert all(torch.equal(back.scores[k], traced.scores[k]) for k in traced.scores)
+    paths = traced.figure(tmp_path / "figures" / "rome")
+    assert set(paths) == {"hidden", "mlp", "attn"}
+    for kind in paths:
+        for fmt in ("png", "svg", "html"):
+            assert (tmp_path / "figures" / f"rome_{kind}.{fmt}").exists()
+    from safetensors.torch import save_file
+
+    save_file({"x": torch.zeros(1)}, str(tmp_path / "other.safetensors"))
+    with pytest.raises(InputError, match="not a saved causal trace"):
+        CausalTrace.load(tmp_path / "other.safetensors")
