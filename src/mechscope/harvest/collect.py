@@ -39,7 +39,7 @@ from ..core.model import Model
 from ..core.sites import Site
 from ..errors import InputError
 from ..store import model_record, new_run
-from .corpus import Corpus, boundary_tokens, open_corpus, windows
+from .corpus import Corpus, boundary_tokens, open_corpus, window_batches
 from .stats import UnitAccumulator
 from .tables import HarvestStore, write_tables
 
@@ -295,19 +295,13 @@ def _batches(
     model: Model, corpus: Corpus, window: int, first: int, stop: int, batch_size: int
 ) -> Iterator[tuple[int, Tensor]]:
     """(first window id, ids [batch window]) for the windows first … stop-1."""
-    rows: list[list[int]] = []
     at = first
-    for ids in windows(model, corpus, window, start=first, limit=stop - first):
-        rows.append(ids)
-        if len(rows) == batch_size:
-            yield at, torch.tensor(rows)
-            at += len(rows)
-            rows = []
-    if rows:
-        yield at, torch.tensor(rows)
-    if at + len(rows) < stop:
+    for ids in window_batches(model, corpus, window, batch_size, start=first, limit=stop - first):
+        yield at, ids
+        at += len(ids)
+    if at < stop:
         raise InputError(
-            f"the corpus {corpus.spec!r} has only {at + len(rows)} windows of {window} tokens; "
+            f"the corpus {corpus.spec!r} has only {at} windows of {window} tokens; "
             f"asked for {stop}: ask for fewer tokens or a larger corpus"
         )
 

@@ -34,6 +34,9 @@ from itertools import islice
 from pathlib import Path
 from typing import Any
 
+import torch
+from torch import Tensor
+
 from ..core.model import Model
 from ..errors import InputError, closest
 
@@ -815,6 +818,26 @@ def windows(
         start=start,
         limit=limit,
     )
+
+
+def window_batches(
+    model: Model,
+    corpus: Corpus | str,
+    window: int,
+    batch_size: int,
+    *,
+    start: int = 0,
+    limit: int | None = None,
+) -> Iterator[Tensor]:
+    """`windows` grouped into id tensors [batch window] of `batch_size` rows (the last may be short)."""
+    rows: list[list[int]] = []
+    for ids in windows(model, corpus, window, start=start, limit=limit):
+        rows.append(ids)
+        if len(rows) == batch_size:
+            yield torch.tensor(rows)
+            rows = []
+    if rows:
+        yield torch.tensor(rows)
 
 
 def boundary_tokens(model: Model) -> tuple[int | None, int | None]:

@@ -28,7 +28,7 @@ from tqdm.auto import tqdm
 from ..core.interventions import observe
 from ..core.model import Model
 from ..errors import InputError
-from ..harvest.corpus import Corpus, boundary_tokens, open_corpus, windows
+from ..harvest.corpus import Corpus, boundary_tokens, open_corpus, window_batches
 
 META_FILE = "activations.json"
 
@@ -64,11 +64,9 @@ def stream_activations(
         grabbed.append(x.detach())
         raise _SiteReached
 
-    rows: list[list[int]] = []
     bar = tqdm(total=tokens, unit="tok", unit_scale=True, desc=site, disable=not progress)
 
-    def forward() -> Tensor:
-        ids = torch.tensor(rows)
+    def forward(ids: Tensor) -> Tensor:
         grabbed.clear()
         # hooks only around this forward: between chunks the model is the caller's again
         with contextlib.suppress(_SiteReached), model.hooks([observe(site, grab)]), torch.no_grad():
@@ -84,13 +82,10 @@ def stream_activations(
         bar.update(ids.numel())
         return x[keep.to(x.device)].float().cpu()
 
-    for ids in windows(model, corpus, window, start=start_window, limit=limit):
-        rows.append(ids)
-        if len(rows) == batch_windows:
-            yield forward()
-            rows = []
-    if rows:
-        yield forward()
+    for ids in window_batches(
+        model, corpus, window, batch_windows, start=start_window, limit=limit
+    ):
+        yield forward(ids)
     bar.close()
 
 

@@ -16,7 +16,6 @@ more than 10% of tokens) fractions.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,7 +29,7 @@ from tqdm.auto import tqdm
 from ..core.interventions import apply
 from ..core.model import Model
 from ..errors import InputError
-from ..harvest.corpus import Corpus, boundary_tokens, open_corpus, windows
+from ..harvest.corpus import Corpus, boundary_tokens, open_corpus, window_batches
 from .model import SparseAutoencoder
 
 DENSE_FREQUENCY = 0.1
@@ -109,19 +108,6 @@ class SAEEval:
         return cls(**{k: v for k, v in record.items() if k in names}, frequencies=freq)
 
 
-def _batches(
-    model: Model, corpus: Corpus, window: int, tokens: int, start: int, size: int
-) -> Iterator[Tensor]:
-    rows: list[list[int]] = []
-    for ids in windows(model, corpus, window, start=start, limit=max(1, tokens // window)):
-        rows.append(ids)
-        if len(rows) == size:
-            yield torch.tensor(rows)
-            rows = []
-    if rows:
-        yield torch.tensor(rows)
-
-
 @torch.no_grad()
 def evaluate_sae(
     model: Model,
@@ -160,24 +146,29 @@ def evaluate_sae(
     sum_sq = 0.0
     fired = torch.zeros(sae.cfg.width)
     bar = tqdm(total=tokens, unit="tok", unit_scale=True, desc="evaluate", disable=not progress)
-    for ids in _batches(model, corpus, window, tokens, start_window, batch_windows):
+    limit = max(1, tokens // window)
+    for ids in window_batches(
+        model, corpus, window, batch_windows, start=start_window, limit=limit
+    ):
         ids = ids.to(model.device)
         n = len(ids)
         keep = ~torch.isin(ids, skip.to(ids.device))  # [n, pos]
 
-        def splice(x: Tensor, keep: Tensor = keep, n: int = n) -> Tensor:
-            # rows n..2n-1 read x̂ in place of x, rows 2n..3n-1 read zero; rows 0..n-1 stay clean
+        seen: dict[str, Tensor] = {}
+
+        def splice(x: Tensor, keep: Tensor = keep, n: int = n, seen: dict = seen) -> Tensor:
+            # rows n..2n-1 read x̂ in place of x, rows 2n..3n-1 read zero; rows 0..n-1 stay clean.
+            # The site's input is the same in every row, so rows n..2n-1 are also the clean x.
+            clean = x[n : 2 * n]
+            seen["x"], seen["f"] = clean, sae.encode(clean)
+            seen["x_hat"] = sae.decode(seen["f"])
             out = x.clone()
-            out[n : 2 * n] = torch.where(keep[..., None], sae(x[n : 2 * n]), x[n : 2 * n])
+            out[n : 2 * n] = torch.where(keep[..., None], seen["x_hat"].to(x.dtype), clean)
             out[2 * n :] = torch.where(keep[..., None], 0.0, x[2 * n :])
             return out
 
-        logits, cache = model.run(
-            ids.repeat(3, 1), save=[site], interventions=[apply(site, splice)]
-        )
-        x = cache[site][:n][keep].float()
-        f = sae.encode(x)
-        x_hat = sae.decode(f)
+        logits = model.run(ids.repeat(3, 1), interventions=[apply(site, splice)]).logits
+        x, f, x_hat = (seen[k][keep].float() for k in ("x", "f", "x_hat"))
         totals["err"] += float((x - x_hat).pow(2).sum())
         totals["l0"] += float((f > 0).sum())
         totals["cos"] += float(F.cosine_similarity(x, x_hat, dim=-1).sum())
