@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -209,5 +210,48 @@ def test_sae_bad_input_is_one_line(folder: Path, tmp_path: Path) -> None:
     ]
     for args, message in cases:
         res = mechscope(*args, cache=tmp_path)
+        assert res.returncode == 2, (args, res.stderr)
+        assert message in res.stderr and "Traceback" not in res.stderr, res.stderr
+
+
+def test_trace_and_edit(folder: Path, tmp_path: Path) -> None:
+    out = tmp_path / "trace"
+    res = mechscope("trace", str(folder), "The city of Rome lies in", "--subject", "Rome",
+                    "--samples", "2", "--out", str(out), cache=tmp_path)  # fmt: skip
+    assert res.returncode == 0, res.stderr
+    assert "largest indirect effect" in res.stdout and (out / "trace.safetensors").exists()
+    assert (out / "figures" / "trace_mlp.png").exists() and (out / "run.json").exists()
+    facts = tmp_path / "facts.json"
+    facts.write_text(json.dumps([
+        {"subject": s, "template": "The city of {} lies in", "object": o}
+        for s, o in [("Rome", "Italy"), ("Oslo", "Norway"), ("Lima", "Peru")]
+    ]))  # fmt: skip
+    out2 = tmp_path / "avg"
+    res = mechscope("trace", str(folder), "--facts", str(facts), "--all", "--samples", "2",
+                    "--kinds", "hidden,mlp", "--out", str(out2), cache=tmp_path)  # fmt: skip
+    assert res.returncode == 0, res.stderr
+    assert "3 facts" in res.stdout and (out2 / "average.safetensors").exists()
+    out3 = tmp_path / "edit"
+    res = mechscope("edit", str(folder), "The capital of Rome is the city of", "--subject", "Rome",
+                    "--object", "Italy", "--new", "France", "--neighbours", str(facts),
+                    "--layer", "0", "--steps", "3", "--prefixes", "2", "--cov-tokens", "2000",
+                    "--out", str(out3), cache=tmp_path)  # fmt: skip
+    assert res.returncode == 0, res.stderr
+    assert "efficacy" in res.stdout and (out3 / "report.json").exists()
+    assert (out3 / "edit.safetensors").exists()
+
+
+def test_trace_and_edit_bad_input_is_one_line(folder: Path, tmp_path: Path) -> None:
+    cases = [
+        (["trace", str(folder)], "either a PROMPT"),
+        (["trace", str(folder), "The city of Rome", "--subject", "Paris"], "does not occur"),
+        (["trace", str(folder), "--facts", "planets"], "--facts takes relations"),
+        (["trace", str(folder), "The city of Rome", "--subject", "Rome", "--kinds", "mlp,foo"],
+         "unknown trace kinds"),
+        (["edit", str(folder), "Rome is nice and lies in", "--subject", "Rome", "--new", "X"],
+         "give --relation or --neighbours"),
+    ]  # fmt: skip
+    for args, message in cases:
+        res = mechscope(*args, "--out", str(tmp_path / "x"), cache=tmp_path)
         assert res.returncode == 2, (args, res.stderr)
         assert message in res.stderr and "Traceback" not in res.stderr, res.stderr

@@ -104,3 +104,38 @@ def test_a_trace_saves_reopens_and_draws(traced, tmp_path):
     save_file({"x": torch.zeros(1)}, str(tmp_path / "other.safetensors"))
     with pytest.raises(InputError, match="not a saved causal trace"):
         CausalTrace.load(tmp_path / "other.safetensors")
+
+
+@pytest.mark.parametrize("arch", ["llama", "gpt2"])
+def test_resuming_from_the_restored_token_equals_running_every_position(arch, monkeypatch):
+    """The suffix path (corrupted keys and values before the token) changes no score."""
+    from mechscope.tracing import trace as trace_mod
+
+    m = tiny_model(arch)
+    fast = trace_fact(m, FACT, samples=2, noise=5.0, batch_size=16)
+    used = trace_mod._Suffix.of(
+        m, m.capture(m.to_tokens(FACT.prompt))[1], m.to_tokens(FACT.prompt), []
+    )
+    assert (used is not None) == (arch == "llama")  # rotary decoders only; others run all positions
+    monkeypatch.setattr(trace_mod._Suffix, "of", classmethod(lambda *a: None))
+    slow = trace_fact(m, FACT, samples=2, noise=5.0, batch_size=16)
+    for kind in fast.scores:
+        assert torch.allclose(fast.scores[kind], slow.scores[kind], atol=1e-5), kind
+    assert not torch.allclose(
+        fast.scores["hidden"], torch.full_like(fast.scores["hidden"], fast.corrupted)
+    )
+
+
+def test_replacing_the_subject_with_others_of_the_same_length(model):
+    tr = trace_fact(model, FACT, replace_with=["Oslo", "Rome", "Bonn", "Amsterdam"], samples=5)
+    assert tr.samples == 2 and tr.noise == 0.0  # Rome itself and the longer name are left out
+    target = model.to_tokens(" Italy", prepend_bos=False)[0, 0]
+    probs = [
+        model.run(FACT.template.format(s)).logits[0, -1].softmax(-1)[target]
+        for s in ("Oslo", "Bonn")
+    ]
+    assert tr.corrupted == pytest.approx(float(sum(probs) / 2), rel=1e-4)
+    last = model.dims.n_layers - 1
+    assert tr.scores["hidden"][last, -1] == pytest.approx(tr.clean, rel=1e-4)
+    with pytest.raises(InputError, match="same token length"):
+        trace_fact(model, FACT, replace_with=["Amsterdam"])

@@ -187,11 +187,14 @@ from .explain import explain_cmd  # noqa: E402
 from .harvest import harvest_cmd, merge_cmd  # noqa: E402
 from .sae import sae_app  # noqa: E402
 from .toy import toy_cmd  # noqa: E402
+from .trace import edit_cmd, trace_cmd  # noqa: E402
 
 app.command("harvest")(harvest_cmd)
 app.command("merge-harvests")(merge_cmd)
 app.command("explain")(explain_cmd)
 app.command("toy")(toy_cmd)
+app.command("trace")(trace_cmd)
+app.command("edit")(edit_cmd)
 app.add_typer(sae_app, name="sae")
 
 

@@ -302,16 +302,26 @@ class Model:
         return list(self.hf.get_submodule(self.adapter.layers))
 
     def capture(
-        self, inputs: Inputs, save: str | Sequence[str] = (), *, prepend_bos: bool | None = None
+        self,
+        inputs: Inputs,
+        save: str | Sequence[str] = (),
+        interventions: Sequence[Intervention] = (),
+        *,
+        prepend_bos: bool | None = None,
     ) -> tuple[RunOutput, ForwardContext]:
         """Run once and record what every block received, so `resume` can start from any block.
 
-        The cache always holds ``blocks.*.resid_pre`` besides `save`.
+        The cache always holds ``blocks.*.resid_pre`` besides `save`; with
+        `interventions`, those are the intervened run's states.
         """
         x, kwargs = self._prepare(inputs, prepend_bos)
         resid = [f"blocks.{i}.resid_pre" for i in range(len(self._blocks()))]
         names = list(dict.fromkeys([*self.table.expand(save or []), *resid]))
-        with BlockInputs(self._blocks()) as rec, self.hooks(save=names) as cache, torch.no_grad():
+        with (
+            BlockInputs(self._blocks()) as rec,
+            self.hooks(interventions, save=names) as cache,
+            torch.no_grad(),
+        ):
             out = self.hf(x, use_cache=False, **kwargs)
         context = ForwardContext(rec.args, rec.kwargs, int(x.shape[0]))
         return RunOutput(out.logits, cache), context

@@ -5,10 +5,15 @@ locates subject tokens and keeps the facts the model knows; `trace` runs
 causal tracing of one fact, all restorations in batched forwards.
 """
 
+from .average import TOKEN_KINDS, AverageTrace, token_kinds, trace_facts
 from .facts import Fact, KnownFact, geography_facts, known_facts, load_facts, subject_span
 from .trace import CausalTrace, noise_scale, trace_fact
 
 __all__ = [
+    "TOKEN_KINDS",
+    "AverageTrace",
+    "token_kinds",
+    "trace_facts",
     "CausalTrace",
     "Fact",
     "KnownFact",

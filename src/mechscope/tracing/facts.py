@@ -30,16 +30,25 @@ TEMPLATES: dict[str, tuple[str, ...]] = {
         "The capital of {} is the city of",
         "{}'s capital city is",
         "The seat of government of {} is in the city of",
+        "{} has its capital in the city of",
+        "The capital city of {} is",
+        "In {}, the government sits in the capital,",
     ),
     "city_country": (
         "{} is a city in the country of",
         "{} is located in the country of",
         "The city of {} lies in the country of",
+        "{} can be found in the country of",
+        "The city of {} is in",
+        "Where is {}? It is a city in",
     ),
     "country_continent": (
         "{} is a country on the continent of",
         "{} is located on the continent of",
         "The country of {} lies in",
+        "{} is part of the continent of",
+        "{} is a country in",
+        "The nation of {} is on the continent of",
     ),
 }
 CONTINENTS = {

@@ -23,9 +23,10 @@ from jaxtyping import Float
 from safetensors import safe_open
 from safetensors.torch import save_file
 from torch import Tensor
+from tqdm.auto import tqdm
 
-from ..core.interventions import add, apply
-from ..core.model import Model
+from ..core.interventions import Intervention, add, apply
+from ..core.model import ForwardContext, Model, _tile_batch
 from ..errors import InputError
 from .facts import Fact, subject_span
 
@@ -113,16 +114,12 @@ class CausalTrace:
         )
 
 
-def _rows(
-    kinds: Sequence[str], n_layers: int, n_pos: int, samples: int
-) -> list[tuple[str, int, int, int]]:
-    return [
-        (k, layer, t, s)
-        for k in kinds
-        for layer in range(n_layers)
-        for t in range(n_pos)
-        for s in range(samples)
-    ]
+def _window(kind: str, layer: int, n_layers: int, window: int) -> range:
+    """The layers a restoration at `layer` covers: itself for hidden states, else a centred window."""
+    if kind == "hidden":
+        return range(layer, layer + 1)
+    lo = max(0, min(layer - window // 2, n_layers - window))
+    return range(lo, min(n_layers, lo + window))
 
 
 @torch.no_grad()
@@ -133,11 +130,21 @@ def trace_fact(
     kinds: Sequence[str] = ("hidden", "mlp", "attn"),
     samples: int = 10,
     noise: float | None = None,
+    replace_with: Sequence[str] | None = None,
     window: int = 10,
     seed: int = 0,
-    batch_size: int = 256,
+    batch_size: int = 128,
+    progress: bool = False,
 ) -> CausalTrace:
-    """Trace every (kind, layer, token) of `fact` with `samples` noise draws, batched.
+    """Trace every (kind, layer, token) of `fact` over `samples` corruptions, batched.
+
+    The corruption is Gaussian noise on the subject's embeddings (`noise` is
+    its standard deviation, by default 3σ of the embedding matrix), or, with
+    `replace_with`, other subjects of the same token length in the subject's
+    place (up to `samples` of them). The corrupted run is captured once; each
+    restoration resumes from the first block it changes, and only the last
+    position is unembedded. Tokens before the subject are identical in both
+    runs, so their cells are the corrupted run by construction.
 
     Example::
 
@@ -156,53 +163,193 @@ def trace_fact(
     n_pos = ids.shape[1]
     start, end = subject_span(model, fact)
     target = model.to_tokens(" " + fact.object, prepend_bos=False)[0, 0]
-    noise = noise_scale(model) if noise is None else noise
-    sites = [f"blocks.{layer}.{KINDS[k]}" for k in kinds for layer in range(n_layers)]
-    clean_out = model.run(ids, save=sorted(set(sites)))
+    sites = sorted({f"blocks.{layer}.{KINDS[k]}" for k in kinds for layer in range(n_layers)})
+    clean_out = model.run(ids, save=sites)
     clean = clean_out.cache
     p_clean = float(clean_out.logits[0, -1].float().softmax(-1)[target])
-    g = torch.Generator().manual_seed(seed)
-    d_model = model.dims.d_model
-    draws = torch.randn(samples, end - start, d_model, generator=g) * noise  # one per sample
-    placed = _place(draws, start, end, n_pos).to(model.device, clean_out.logits.dtype)
-
-    def run_rows(rows: list[tuple[str, int, int, int]]) -> Tensor:
-        n = len(rows)
-        restore: dict[str, Tensor] = {}  # site -> [rows, pos] mask of where to put the clean value
-        for r, (kind, layer, t, _) in enumerate(rows):
-            if kind == "hidden":
-                layers = [layer]
-            else:  # a window of layers centred on `layer`, clipped at the ends
-                lo = max(0, min(layer - window // 2, n_layers - window))
-                layers = list(range(lo, min(n_layers, lo + window)))
+    if replace_with is not None:
+        corrupt_ids = _replacements(model, fact, ids, (start, end), replace_with, samples)
+        samples, noise, ivs = corrupt_ids.shape[0], 0.0, []
+    else:
+        noise = noise_scale(model) if noise is None else noise
+        g = torch.Generator().manual_seed(seed)
+        draws = torch.randn(samples, end - start, model.dims.d_model, generator=g) * noise
+        placed = _place(draws, start, end, n_pos).to(model.device, clean_out.logits.dtype)
+        corrupt_ids, ivs = ids.expand(samples, -1), [add("embed", placed)]
+    base, context = model.capture(corrupt_ids, interventions=ivs)
+    p_base = base.logits[:, -1].float().softmax(-1)[:, target].cpu()  # [samples]
+    suffix = _Suffix.of(model, context, corrupt_ids, ivs)
+    # distinct restorations (kind, layers, token): a window clipped at either end repeats,
+    # and tokens before the subject equal the corrupted run, so neither is computed
+    cells: dict[tuple[int, range, int], list[tuple[int, int]]] = {}
+    for k, kind in enumerate(kinds):
+        for layer in range(n_layers):
+            for t in range(start, n_pos):
+                key = (k, _window(kind, layer, n_layers, window), t)
+                cells.setdefault(key, []).append((layer, t))
+    # a batch resumes from its earliest restored block and, where the model allows, from
+    # its token on, reading the corrupted run's keys and values before it (rows that
+    # restore later blocks recompute a few corrupted blocks: larger batches pay for it)
+    by_token: dict[int, list[tuple[int, range, int]]] = {}
+    for k, layers, t in cells:
+        by_token.setdefault(t if suffix else 0, []).append((k, layers, t))
+    probs = p_base.repeat(len(kinds), n_layers, n_pos, 1)  # [kind, layer, pos, sample]
+    chunks = []
+    for t0, group in sorted(by_token.items()):
+        group.sort(key=lambda c: c[1].start)
+        # `batch_size` rows of the full prompt's length: shorter suffixes take more rows
+        per_chunk = max(1, batch_size * n_pos // ((n_pos - t0) * samples))
+        for i in range(0, len(group), per_chunk):
+            chunks.append((group[i][1].start, t0, group[i : i + per_chunk]))
+    for first, t0, chunk in tqdm(chunks, desc="trace", unit="batch", disable=not progress):
+        rows = len(chunk) * samples  # row e·samples + s: restoration e with corruption s
+        restore: dict[str, Tensor] = {}  # site -> [rows, pos from t0] where the clean value goes
+        for e, (k, layers, t) in enumerate(chunk):
             for lay in layers:
-                site = f"blocks.{lay}.{KINDS[kind]}"
-                restore.setdefault(site, torch.zeros(n, n_pos, dtype=torch.bool))[r, t] = True
-        ivs = [add("embed", placed[[s for *_, s in rows]])]
+                mask = restore.setdefault(
+                    f"blocks.{lay}.{KINDS[kinds[k]]}",
+                    torch.zeros(rows, n_pos - t0, dtype=torch.bool),
+                )
+                mask[e * samples : (e + 1) * samples, t - t0] = True
+        ivs_r = []
         for site, mask in restore.items():
-            value, where = clean[site], mask.to(model.device)[..., None]
-            ivs.append(apply(site, lambda x, v=value, w=where: torch.where(w, v.expand_as(x), x)))
-        logits = model.run(ids.expand(n, -1), interventions=ivs).logits[:, -1]
-        return logits.float().softmax(-1)[:, target].cpu()
-
-    corrupted = model.run(ids.expand(samples, -1), interventions=[add("embed", placed)]).logits[
-        :, -1
-    ]
-    p_corrupt = float(corrupted.float().softmax(-1)[:, target].mean())
-    rows = _rows(kinds, n_layers, n_pos, samples)
-    probs = torch.cat([run_rows(rows[i : i + batch_size]) for i in range(0, len(rows), batch_size)])
-    grid = probs.view(len(kinds), n_layers, n_pos, samples).mean(-1)
+            value, where = clean[site][:, t0:], mask.to(model.device)[..., None]
+            ivs_r.append(apply(site, lambda x, v=value, w=where: torch.where(w, v.expand_as(x), x)))
+        resid = base.cache[f"blocks.{first}.resid_pre"][:, t0:].repeat(len(chunk), 1, 1)
+        if suffix:
+            logits = suffix.run(first, t0, resid, ivs_r)
+        else:
+            logits = model.resume(first, resid, context, ivs_r, logits_at=-1).logits[:, -1]
+        p = logits.float().softmax(-1)[:, target].cpu().view(len(chunk), samples)
+        for e, key in enumerate(chunk):
+            for layer, t in cells[key]:
+                probs[key[0], layer, t] = p[e]
+    grid = probs.mean(-1)
     return CausalTrace(
         fact=fact,
         tokens=model.to_str_tokens(fact.prompt),
         subject=(start, end),
         clean=p_clean,
-        corrupted=p_corrupt,
+        corrupted=float(p_base.mean()),
         scores={k: grid[i] for i, k in enumerate(kinds)},
         noise=noise,
         samples=samples,
         window=window,
     )
+
+
+def _replacements(
+    model: Model,
+    fact: Fact,
+    ids: Tensor,
+    span: tuple[int, int],
+    subjects: Sequence[str],
+    samples: int,
+) -> Tensor:
+    """[n, pos] prompts with other subjects of the same token length in the subject's place."""
+    rows = []
+    for other in subjects:
+        if other == fact.subject:
+            continue
+        alt = Fact(other, fact.template, fact.object, fact.relation)
+        alt_ids = model.to_tokens(alt.prompt)
+        if alt_ids.shape[1] == ids.shape[1] and subject_span(model, alt) == span:
+            rows.append(alt_ids[0])
+        if len(rows) == samples:
+            break
+    if not rows:
+        n = span[1] - span[0]
+        raise InputError(
+            f"none of the {len(subjects)} replacement subjects is {n} token(s) long like "
+            f"{fact.subject!r}; give subjects of the same token length"
+        )
+    return torch.stack(rows).to(ids.device)
+
+
+class _Suffix:
+    """Runs blocks on the positions from t on, with the corrupted run's keys and values before t.
+
+    Only for decoder blocks that take rotary `position_embeddings` and a
+    `cache` whose ``update`` returns the full keys and values (Llama, Mistral,
+    Qwen, Gemma in transformers 5); `of` returns None for any other model,
+    and tracing then runs every position.
+    """
+
+    def __init__(self, model: Model, context: ForwardContext, kv: list[tuple[Tensor, Tensor]]):
+        self.model, self.context, self.kv = model, context, kv
+
+    @classmethod
+    def of(
+        cls, model: Model, context: ForwardContext, ids: Tensor, ivs: Sequence[Intervention]
+    ) -> _Suffix | None:
+        kw = context.kwargs[0] if context.kwargs else {}
+        known = {"attention_mask", "position_embeddings", "position_ids", "cache", "use_cache"}
+        impl = getattr(model.hf.config, "_attn_implementation", None)
+        if (
+            any(context.args)
+            or not set(kw) <= known
+            or "position_embeddings" not in kw
+            or kw.get("attention_mask") is not None
+            or impl not in ("sdpa", "eager")
+        ):
+            return None
+        with model.hooks(ivs), torch.no_grad():
+            out = model.hf(ids, use_cache=True)
+        cache = out.get("cache") or out.get("past_key_values")
+        layers = getattr(cache, "layers", None)
+        if layers is None or len(layers) != len(context.kwargs):
+            return None
+        return cls(model, context, [(lay.keys, lay.values) for lay in layers])
+
+    def run(
+        self, first: int, t: int, resid: Float[Tensor, "rows pos d"], ivs: Sequence[Intervention]
+    ) -> Float[Tensor, "rows vocab"]:
+        """Blocks `first`… on positions t… of `resid`, then the last position's logits."""
+        model, batch = self.model, self.context.batch
+        tile = resid.shape[0] // batch
+        blocks = model._blocks()
+        q, kv = resid.shape[1], t + resid.shape[1]
+        allowed = torch.ones(q, kv, dtype=torch.bool, device=resid.device).tril(t)
+        if model.hf.config._attn_implementation == "eager":
+            mask = torch.zeros(q, kv, dtype=resid.dtype, device=resid.device)
+            mask = mask.masked_fill(~allowed, torch.finfo(resid.dtype).min)[None, None]
+        else:
+            mask = allowed[None, None]
+        prefix = _PrefixCache(
+            {
+                i: (k[:, :, :t].repeat(tile, 1, 1, 1), v[:, :, :t].repeat(tile, 1, 1, 1))
+                for i, (k, v) in enumerate(self.kv)
+                if i >= first
+            }
+        )
+        assert model.adapter is not None
+        final_norm = model.hf.get_submodule(model.adapter.final_norm)
+        unembed = model.hf.get_submodule(model.adapter.unembed)
+        with model.hooks(ivs), torch.no_grad():
+            h = resid
+            for i in range(first, len(blocks)):
+                kw = dict(self.context.kwargs[i])
+                cos, sin = kw["position_embeddings"]
+                kw["position_embeddings"] = (cos[:, t:], sin[:, t:])
+                if kw.get("position_ids") is not None:
+                    kw["position_ids"] = kw["position_ids"][:, t:]
+                kw.update(attention_mask=mask, cache=prefix, use_cache=False)
+                out = blocks[i](h, **_tile_batch(kw, batch, tile))
+                h = out[0] if isinstance(out, tuple) else out
+            return unembed(final_norm(h[:, -1:]))[:, -1]
+
+
+class _PrefixCache:
+    """The one method of a transformers cache that attention calls: keys and values before t."""
+
+    def __init__(self, kv: dict[int, tuple[Tensor, Tensor]]) -> None:
+        self.kv = kv
+
+    def update(
+        self, key: Tensor, value: Tensor, layer_idx: int, *args: object, **kwargs: object
+    ) -> tuple[Tensor, Tensor]:
+        k, v = self.kv[layer_idx]
+        return torch.cat([k, key], dim=2), torch.cat([v, value], dim=2)
 
 
 def _place(draws: Tensor, start: int, end: int, n_pos: int) -> Tensor:

@@ -1,0 +1,217 @@
+"""``mechscope trace`` and ``mechscope edit``: causal tracing and ROME from the shell."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from ..errors import InputError
+
+console = Console()
+
+MODEL = typer.Argument(..., help="Built-in name (smollm2-135m), HF folder, .gguf file, or hub id.")
+
+
+def _fact(model, prompt: str, subject: str, obj: str | None, relation: str | None):  # noqa: ANN001, ANN202
+    """A Fact from a prompt holding the subject; the object defaults to the model's next token."""
+    from ..tracing.facts import TEMPLATES, Fact
+
+    if not subject:
+        raise InputError("--subject is required with a prompt (the words the fact is about)")
+    if subject not in prompt:
+        raise InputError(f"the subject {subject!r} does not occur in the prompt {prompt!r}")
+    template = prompt.replace(subject, "{}", 1)
+    if relation is None:
+        relation = next((r for r, ts in TEMPLATES.items() if template in ts), "custom")
+    elif relation not in TEMPLATES:
+        raise InputError(f"unknown --relation {relation!r}; built in: {', '.join(TEMPLATES)}")
+    if obj is None:
+        top = int(model.run(prompt).logits[0, -1].argmax())
+        obj = model.tokenizer.decode([top]).strip()
+        if not obj:
+            raise InputError("the model's next token is blank; give the answer with --object")
+    return Fact(subject, template, obj, relation)
+
+
+def _fact_set(model, spec: str, n: int, known: bool, seed: int):  # noqa: ANN001, ANN202
+    """Facts from relation names (comma-separated) or a JSON file, filtered to known ones."""
+    from ..tracing.facts import TEMPLATES, geography_facts, known_facts, load_facts, sample_facts
+
+    parts = [p.strip() for p in spec.split(",") if p.strip()]
+    if len(parts) == 1 and (parts[0].endswith(".json") or Path(parts[0]).exists()):
+        pools = [load_facts(parts[0])]
+    else:
+        bad = [p for p in parts if p not in TEMPLATES]
+        if bad or not parts:
+            raise InputError(
+                f"--facts takes relations ({', '.join(TEMPLATES)}) or a JSON file, got {spec!r}"
+            )
+        pools = [geography_facts(p, limit=200) for p in parts]
+    facts = []
+    per = max(1, n // len(pools))
+    for pool in pools:
+        if known:
+            pool = [k.fact for k in known_facts(model, pool)]
+        facts.extend(sample_facts(pool, per, seed=seed))
+    if not facts:
+        raise InputError(f"no facts left from {spec!r} (the model knows none of them?)")
+    return facts
+
+
+def trace_cmd(
+    model: str = MODEL,
+    prompt: str = typer.Argument(None, help="A factual prompt, e.g. 'The Eiffel Tower is in'."),
+    subject: str = typer.Option(None, "--subject", help="The subject's words in the prompt."),
+    obj: str = typer.Option(None, "--object", help="The answer (default: the model's next token)."),
+    facts: str = typer.Option(
+        None,
+        "--facts",
+        help="Average over many facts instead: relations (country_capital,city_country,"
+        "country_continent) or a JSON file of facts.",
+    ),
+    n: int = typer.Option(60, "--n", help="With --facts: how many facts (split over relations)."),
+    known: bool = typer.Option(True, "--known/--all", help="With --facts: keep only known facts."),
+    samples: int = typer.Option(10, "--samples", help="Noise samples per fact."),
+    noise: float = typer.Option(3.0, "--noise", help="Noise level, in σ of the embeddings."),
+    replace_with: str = typer.Option(
+        None, "--replace-with", help="Corrupt by other subjects instead (comma-separated)."
+    ),
+    window: int = typer.Option(10, "--window", help="Layers restored together for MLP/attention."),
+    kinds: str = typer.Option("hidden,mlp,attn", "--kinds", help="What to restore."),
+    seed: int = typer.Option(0, "--seed"),
+    out: Path = typer.Option(None, "--out", help="Run folder (default: runs/trace-…)."),
+) -> None:
+    """Causal tracing: where a fact lives (indirect effect per layer × token), or its average."""
+    from .. import load
+    from ..tracing.average import AverageTrace
+    from ..tracing.runs import trace_run
+    from ..tracing.trace import noise_scale
+
+    if (prompt is None) == (facts is None):
+        raise InputError("give either a PROMPT with --subject, or --facts for an average")
+    if noise < 0 or samples < 1 or n < 1:
+        raise InputError("--noise must be ≥ 0, --samples and --n at least 1")
+    m = load(model)
+    sigma = noise_scale(m, noise)
+    chosen = [k.strip() for k in kinds.split(",") if k.strip()]
+    if facts is not None:
+        fact_list = _fact_set(m, facts, n, known, seed)
+        target = out or Path("runs") / f"trace-{facts.replace(',', '-').replace('/', '_')}"
+        console.print(f"tracing {len(fact_list)} facts into {target}")
+        result = trace_run(m, fact_list, target, kinds=chosen, samples=samples, noise=sigma,
+                           window=window, seed=seed)  # fmt: skip
+        assert isinstance(result, AverageTrace)
+        console.print(result.summary(), highlight=False)
+        _print_average(result)
+    else:
+        fact = _fact(m, prompt, subject, obj, None)
+        others = [s.strip() for s in replace_with.split(",")] if replace_with else None
+        target = out or Path("runs") / f"trace-{_slug(fact.subject)}"
+        result = trace_run(m, fact, target, kinds=chosen, samples=samples, noise=sigma,
+                           replace_with=others, window=window, seed=seed)  # fmt: skip
+        console.print(repr(result), highlight=False)
+        _print_peaks(result)
+    console.print(f"saved to {target}; view it: mechscope serve {target}")
+
+
+def _slug(text: str) -> str:
+    return "".join(c if c.isalnum() else "-" for c in text.lower()).strip("-") or "fact"
+
+
+def _print_peaks(trace) -> None:  # noqa: ANN001
+    table = Table(title="largest indirect effect per kind")
+    for col in ("kind", "token", "layer", "P(object) restored", "indirect effect"):
+        table.add_column(col)
+    for kind, grid in trace.scores.items():
+        ie = trace.indirect_effect(kind)
+        layer, pos = divmod(int(ie.argmax()), ie.shape[1])
+        table.add_row(kind, repr(trace.tokens[pos]), str(layer), f"{float(grid[layer, pos]):.3f}",
+                      f"{float(ie[layer, pos]):.3f}")  # fmt: skip
+    console.print(table)
+
+
+def _print_average(avg) -> None:  # noqa: ANN001
+    from ..tracing.average import TOKEN_KINDS
+
+    for kind, grid in avg.effects.items():
+        table = Table(title=f"average indirect effect: {kind} (max over layers, and where)")
+        table.add_column("token")
+        table.add_column("facts", justify="right")
+        table.add_column("max AIE", justify="right")
+        table.add_column("at layer", justify="right")
+        for i, name in enumerate(TOKEN_KINDS):
+            if avg.counts[i] == 0:
+                table.add_row(name, "0", "–", "–")
+                continue
+            row = grid[i]
+            table.add_row(
+                name, str(avg.counts[i]), f"{float(row.max()):.3f}", str(int(row.argmax()))
+            )
+        console.print(table)
+
+
+def edit_cmd(
+    model: str = MODEL,
+    prompt: str = typer.Argument(
+        ..., help="The fact's prompt, e.g. 'The capital of France is the city of'."
+    ),
+    subject: str = typer.Option(..., "--subject", help="The subject's words in the prompt."),
+    new: str = typer.Option(..., "--new", help="The new object the model should answer."),
+    obj: str = typer.Option(None, "--object", help="The current answer (default: the model's)."),
+    relation: str = typer.Option(
+        None, "--relation", help="Built-in relation, for paraphrases and neighbours."
+    ),
+    neighbours: str = typer.Option(
+        None,
+        "--neighbours",
+        help="JSON file of neighbour facts (default: known facts of the same built-in relation).",
+    ),
+    n_neighbours: int = typer.Option(20, "--n-neighbours", help="How many neighbour prompts."),
+    layer: int = typer.Option(None, "--layer", help="MLP layer to edit (default: n_layers / 6)."),
+    steps: int = typer.Option(30, "--steps", help="Adam steps of the value search."),
+    prefixes: int = typer.Option(10, "--prefixes", help="Random prefixes the key averages over."),
+    cov_tokens: int = typer.Option(
+        100_000, "--cov-tokens", help="Corpus tokens for the key covariance (cached)."
+    ),
+    corpus: str = typer.Option("default", "--corpus", help="Corpus for the key covariance."),
+    out: Path = typer.Option(None, "--out", help="Run folder (default: runs/edit-…)."),
+) -> None:
+    """ROME: rewrite one fact, then score it on held-out prompts (the edit is saved, not kept)."""
+    from .. import load
+    from ..tracing.facts import geography_facts, known_facts, load_facts
+    from ..tracing.rome import RomeConfig
+    from ..tracing.runs import edit_run
+
+    if steps < 1 or prefixes < 0 or cov_tokens < 1:
+        raise InputError("--steps and --cov-tokens must be at least 1, --prefixes at least 0")
+    cfg = RomeConfig(steps=steps, prefixes=prefixes, covariance_tokens=cov_tokens, corpus=corpus)
+    m = load(model)
+    fact = _fact(m, prompt, subject, obj, relation)
+    if neighbours is not None:
+        pool = load_facts(neighbours)
+    elif fact.relation != "custom":
+        pool = [k.fact for k in known_facts(m, geography_facts(fact.relation, limit=120))]
+    else:
+        raise InputError(
+            "the prompt is not a built-in relation's template: give --relation or --neighbours"
+        )
+    pool = [f for f in pool if f.subject != fact.subject and f.object != new][:n_neighbours]
+    if not pool:
+        raise InputError("no neighbour facts left to test specificity")
+    target = out or Path("runs") / f"edit-{_slug(fact.subject)}-{_slug(new)}"
+    report, _ = edit_run(m, fact, new, pool, target, layer=layer, config=cfg)
+    console.print(repr(report), highlight=False)
+    table = Table(title="held-out evaluation")
+    table.add_column("score")
+    table.add_column("value", justify="right")
+    for k, v in report.scores().items():
+        table.add_row(k, f"{v:.3f}")
+    console.print(table)
+    console.print("after the edit:", highlight=False)
+    for p, g in zip(report.prompts["generation"], report.generations_after, strict=True):
+        console.print(f"  {p!r} → {g.strip()[:120]!r}", highlight=False)
+    console.print(f"saved to {target} (the edit is undone; Edit.load re-applies it); "
+                  f"view it: mechscope serve {target}")  # fmt: skip

@@ -1,0 +1,600 @@
+"""ROME (Meng et al. 2022): rewrite one fact with a rank-one update of one MLP's output projection.
+
+The MLP's output projection W is read as a key-value memory, v = W k + b,
+where the key k is the projection's input (``blocks.L.mlp.post``). ROME
+
+1. takes the key k* of the subject: the key at the subject's last token,
+   averaged over the prompt behind several short random prefixes;
+2. finds a value change δ: added to the projection's output at the subject's
+   last token, it makes the new object likely after every prefixed prompt,
+   while a KL term keeps the model's next-token distribution after
+   "{subject} is a" (what the subject is) and a decay term keeps δ small;
+3. writes it with the update ΔW = δ uᵀ / (uᵀ k*), u = C⁻¹ k*, where C = E[k kᵀ]
+   is the second moment of keys over a corpus (cached on disk): of all W'
+   with W' k* = W k* + δ, this one changes the outputs for typical keys least.
+
+`edit` applies it and returns an `Edit` whose `undo` restores the weight
+bit for bit; `evaluate_edit` measures efficacy, paraphrase generalisation,
+neighbourhood specificity and generation fluency on held-out prompts.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import time
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from jaxtyping import Float
+from safetensors import safe_open
+from safetensors.torch import load_file, save_file
+from torch import Tensor, nn
+from tqdm.auto import tqdm
+
+from ..core.loading import default_cache_dir
+from ..core.model import Model
+from ..errors import InputError
+from .facts import Fact, subject_span
+
+PREFIX_STARTS = ("The", "Therefore", "However", "I", "You", "Because", "In", "She", "We", "It")
+
+
+# --- the MLP's output projection ------------------------------------------------------
+
+
+def _down(model: Model, layer: int) -> nn.Module:
+    if model.adapter is None or model.dims is None:
+        raise InputError("ROME needs a transformer language model with MLP blocks")
+    if not 0 <= layer < model.dims.n_layers:
+        raise InputError(f"layer {layer} out of range: the model has {model.dims.n_layers} layers")
+    return model.hf.get_submodule(f"{model.adapter.layers}.{layer}.{model.adapter.mlp_down}")
+
+
+def _rank_one(module: nn.Module, value: Tensor, key: Tensor) -> Tensor:
+    """The update of `module.weight` that adds value·(key · x) to its output for input x."""
+    w = module.weight
+    if isinstance(module, nn.Linear):  # weight [out, in]
+        return torch.outer(value, key).to(w.dtype)
+    if tuple(w.shape) == (key.numel(), value.numel()):  # GPT-2's Conv1D: weight [in, out]
+        return torch.outer(key, value).to(w.dtype)
+    raise InputError(f"cannot edit {type(module).__name__} with weight {tuple(w.shape)}")
+
+
+# --- keys and their second moment ---------------------------------------------------------
+
+
+def key_covariance(
+    model: Model,
+    layer: int,
+    corpus: str = "default",
+    *,
+    tokens: int = 100_000,
+    use_cache: bool = True,
+    progress: bool = True,
+) -> Float[Tensor, "d_mlp d_mlp"]:
+    """E[k kᵀ] of the MLP keys at `layer` over `tokens` corpus tokens, cached on disk.
+
+    The cache is keyed by the model's weights (its SHA-256 when it was loaded
+    from a file, else a hash of this layer's projection), corpus, layer and
+    token count: ``$MECHSCOPE_CACHE/rome/``.
+    """
+    from ..sae.activations import stream_activations
+
+    _down(model, layer)
+    ident = (
+        model.weights_sha256
+        or hashlib.sha256(
+            _down(model, layer).weight.detach().float().cpu().numpy().tobytes()
+        ).hexdigest()
+    )
+    key = hashlib.sha256(f"{ident}|{corpus}|{layer}|{tokens}".encode()).hexdigest()[:16]
+    path = default_cache_dir() / "rome" / f"{model.name}-L{layer}-{key}.safetensors"
+    if use_cache and path.exists():
+        return load_file(str(path))["cov"]
+    site = f"blocks.{layer}.mlp.post"
+    total: Tensor | None = None
+    n = 0
+    for chunk in stream_activations(model, site, corpus, tokens=tokens, progress=progress):
+        x = chunk.double()
+        total = x.T @ x if total is None else total + x.T @ x
+        n += x.shape[0]
+    if total is None or n == 0:
+        raise InputError(f"the corpus {corpus!r} gave no tokens for the key covariance")
+    cov = (total / n).float()
+    if use_cache:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + ".tmp")
+        save_file({"cov": cov.contiguous()}, str(tmp), metadata={"tokens": str(n)})
+        tmp.replace(path)
+    return cov
+
+
+def context_prefixes(model: Model, n: int = 10, length: int = 10, seed: int = 0) -> list[str]:
+    """`n` short texts sampled from the model (plus the empty prefix first), to average keys over."""
+    if n <= 0:
+        return [""]
+    starts = [PREFIX_STARTS[i % len(PREFIX_STARTS)] for i in range(n)]
+    texts = model.generate(starts, max_new_tokens=length, do_sample=True, seed=seed)
+    out = [""]
+    for start, text in zip(starts, texts, strict=True):
+        clean = " ".join(f"{start}{text}".replace("{", "(").replace("}", ")").split())
+        out.append(clean.rstrip(".") + ". ")
+    return out
+
+
+def _prefixed(fact: Fact, prefix: str) -> Fact:
+    return Fact(fact.subject, prefix + fact.template, fact.object, fact.relation)
+
+
+def _rows(model: Model, texts: Sequence[list[int]]) -> tuple[Tensor, Tensor]:
+    """Right-padded ids and attention mask for token lists."""
+    width = max(len(t) for t in texts)
+    ids = torch.full((len(texts), width), model.pad_token_id, dtype=torch.long)
+    mask = torch.zeros_like(ids)
+    for i, t in enumerate(texts):
+        ids[i, : len(t)] = torch.tensor(t)
+        mask[i, : len(t)] = 1
+    return ids.to(model.device), mask.to(model.device)
+
+
+@torch.no_grad()
+def subject_key(model: Model, fact: Fact, layer: int, prefixes: Sequence[str]) -> Tensor:
+    """k*: the MLP key at the subject's last token, averaged over the prefixed prompts."""
+    facts = [_prefixed(fact, p) for p in prefixes]
+    ids, mask = _rows(model, [model._ids(f.prompt, None) for f in facts])
+    last = torch.tensor([subject_span(model, f)[1] - 1 for f in facts])
+    keys = model.run({"input_ids": ids, "attention_mask": mask}, save=[f"blocks.{layer}.mlp.post"])
+    k = keys.cache[f"blocks.{layer}.mlp.post"][torch.arange(len(facts)), last]
+    return k.float().mean(0)
+
+
+# --- the new value --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RomeConfig:
+    """Hyper-parameters of the value search (ROME's, scaled to small models)."""
+
+    steps: int = 30
+    lr: float = 0.5
+    kl_weight: float = 0.0625
+    weight_decay: float = 0.5  # on ‖δ‖² / ‖v‖²
+    clamp: float = 4.0  # ‖δ‖ ≤ clamp · ‖v‖
+    stop_loss: float = 0.05  # stop once the new object's NLL is below this
+    prefixes: int = 10
+    prefix_length: int = 10
+    covariance_tokens: int = 100_000
+    corpus: str = "default"
+    essence: str = "{} is a"
+    seed: int = 0
+
+
+def _optimise_delta(
+    model: Model,
+    fact: Fact,
+    new_object: str,
+    layer: int,
+    prefixes: Sequence[str],
+    cfg: RomeConfig,
+    progress: bool,
+) -> tuple[Tensor, list[dict[str, float]], float]:
+    """δ, the loss history and ‖v‖ (the projection's output at the subject's last token)."""
+    down = _down(model, layer)
+    target = model._ids(" " + new_object, False)
+    facts = [_prefixed(fact, p) for p in prefixes]
+    texts = [model._ids(f.prompt, None) + target[:-1] for f in facts]
+    essence = Fact(fact.subject, cfg.essence, "", fact.relation)
+    texts.append(model._ids(essence.prompt, None))
+    ids, mask = _rows(model, texts)
+    n_rw = len(facts)
+    subj_last = [subject_span(model, f)[1] - 1 for f in [*facts, essence]]
+    # positions whose next token is an object token, and those tokens
+    starts = [len(model._ids(f.prompt, None)) - 1 for f in facts]
+    rows = torch.tensor([i for i in range(n_rw) for _ in target])
+    cols = torch.tensor([s + j for s in starts for j in range(len(target))])
+    goal = torch.tensor(target * n_rw, device=model.device)
+    ess_last = len(texts[-1]) - 1
+    d_model = model.dims.d_model  # type: ignore[union-attr]
+    delta = torch.zeros(d_model, device=model.device, requires_grad=True)
+    where = torch.tensor(subj_last)
+    seen: dict[str, Tensor] = {}
+
+    def hook(module: nn.Module, args: Any, out: Tensor) -> Tensor:
+        if "v" not in seen:
+            seen["v"] = out[torch.arange(out.shape[0]), where].detach()
+        out = out.clone()
+        out[torch.arange(out.shape[0]), where] += delta.to(out.dtype)
+        return out
+
+    with torch.no_grad():
+        base = model.hf(input_ids=ids, attention_mask=mask).logits
+        ref = base[-1, ess_last].float().log_softmax(-1)
+    params = [p for p in model.hf.parameters() if p.requires_grad]
+    for p in params:
+        p.requires_grad_(False)
+    opt = torch.optim.Adam([delta], lr=cfg.lr)
+    history: list[dict[str, float]] = []
+    handle = down.register_forward_hook(hook)
+    try:
+        bar = tqdm(range(cfg.steps), desc="ROME value", unit="step", disable=not progress)
+        for step in bar:
+            logits = model.hf(input_ids=ids, attention_mask=mask).logits.float()
+            logp = logits[rows, cols].log_softmax(-1)
+            nll = -logp.gather(-1, goal[:, None]).mean()
+            kl = torch.nn.functional.kl_div(
+                logits[-1, ess_last].log_softmax(-1), ref, log_target=True, reduction="sum"
+            )
+            v_norm = float(seen["v"][0].norm())
+            decay = delta.norm() ** 2 / v_norm**2
+            loss = nll + cfg.kl_weight * kl + cfg.weight_decay * decay
+            history.append({"step": step, "nll": nll.item(), "kl": kl.item(), "loss": loss.item()})
+            bar.set_postfix(nll=f"{nll.item():.3f}", kl=f"{kl.item():.3f}")
+            if nll.item() < cfg.stop_loss:
+                break
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            with torch.no_grad():  # keep δ within clamp · ‖v‖
+                limit = cfg.clamp * v_norm
+                if delta.norm() > limit:
+                    delta.mul_(limit / delta.norm())
+    finally:
+        handle.remove()
+        for p in params:
+            p.requires_grad_(True)
+    return delta.detach(), history, float(seen["v"][0].norm())
+
+
+# --- the edit -------------------------------------------------------------------------------
+
+
+@dataclass
+class Edit:
+    """A rank-one edit of ``blocks.{layer}``'s MLP output projection; `undo` restores it exactly.
+
+    ``W' = W + value ⊗ key_dir`` (``key_dir = C⁻¹k* / (k*ᵀC⁻¹k*)``), so the
+    output for the key k* moves by exactly `value` (= δ). Works as a context
+    manager: the edit is undone when the block ends.
+    """
+
+    fact: Fact
+    new_object: str
+    layer: int
+    value: Tensor = field(repr=False)  # δ [d_model]
+    key_dir: Tensor = field(repr=False)  # [d_mlp]
+    key: Tensor = field(repr=False)  # k* [d_mlp]
+    history: list[dict[str, float]] = field(default_factory=list, repr=False)
+    value_norm: float = 0.0  # ‖v‖ at the subject
+    seconds: float = 0.0
+    _model: Model | None = field(default=None, repr=False)
+    _original: Tensor | None = field(default=None, repr=False)
+
+    @property
+    def applied(self) -> bool:
+        return self._original is not None
+
+    def apply(self, model: Model) -> Edit:
+        """Write the update into `model` (keeping the original weight for `undo`)."""
+        if self.applied:
+            raise InputError("this edit is already applied; undo it first")
+        down = _down(model, self.layer)
+        self._original = down.weight.detach().clone()
+        with torch.no_grad():
+            down.weight.add_(
+                _rank_one(down, self.value.to(down.weight), self.key_dir.to(down.weight))
+            )
+        self._model = model
+        return self
+
+    def undo(self) -> None:
+        """Restore the projection's original weight bit for bit."""
+        if self._original is None or self._model is None:
+            raise InputError("this edit is not applied")
+        with torch.no_grad():
+            _down(self._model, self.layer).weight.copy_(self._original)
+        self._original, self._model = None, None
+
+    def __enter__(self) -> Edit:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.applied:
+            self.undo()
+
+    def save(self, path: str | Path) -> Path:
+        """The update's factors and what it edits, as one safetensors file."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        meta = {
+            "fact": self.fact.to_dict(), "new_object": self.new_object, "layer": self.layer,
+            "history": self.history, "value_norm": self.value_norm, "seconds": self.seconds,
+        }  # fmt: skip
+        tensors = {"value": self.value.cpu(), "key_dir": self.key_dir.cpu(), "key": self.key.cpu()}
+        save_file(tensors, str(path), metadata={"mechscope_rome": json.dumps(meta)})
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path) -> Edit:
+        """Reopen a saved edit (not applied: call `apply(model)`)."""
+        with safe_open(str(path), framework="pt") as f:
+            raw = (f.metadata() or {}).get("mechscope_rome")
+            if raw is None:
+                raise InputError(f"{path} is not a saved ROME edit")
+            t = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118
+        meta = json.loads(raw)
+        meta["fact"] = Fact(**meta["fact"])
+        return cls(value=t["value"], key_dir=t["key_dir"], key=t["key"], **meta)
+
+    def __repr__(self) -> str:
+        state = "applied" if self.applied else "not applied"
+        return (
+            f"Edit({self.fact.prompt!r}: {self.fact.object!r} → {self.new_object!r}, layer "
+            f"{self.layer}, ‖δ‖ {float(self.value.norm()):.2f} (‖v‖ {self.value_norm:.2f}), {state})"
+        )
+
+
+def default_layer(model: Model) -> int:
+    """The MLP ROME edits unless told: early-middle, about a sixth of the way through."""
+    if model.dims is None:
+        raise InputError("ROME needs a transformer language model")
+    return max(0, round(model.dims.n_layers / 6))
+
+
+def edit(
+    model: Model,
+    fact: Fact,
+    new_object: str,
+    *,
+    layer: int | None = None,
+    config: RomeConfig | None = None,
+    covariance: Tensor | None = None,
+    progress: bool = True,
+) -> Edit:
+    """Rewrite `fact` so the model answers `new_object`; returns the applied `Edit`.
+
+    Example::
+
+        with edit(model, Fact("France", "The capital of {} is the city of", "Paris"), "Rome"):
+            model.generate("The capital of France is the city of")
+    """
+    cfg = config or RomeConfig()
+    if not new_object.strip():
+        raise InputError("the new object is empty")
+    if new_object.strip() == fact.object.strip():
+        raise InputError(f"the new object {new_object!r} is the fact's object already")
+    layer = default_layer(model) if layer is None else layer
+    _down(model, layer)
+    subject_span(model, fact)  # the subject must be found
+    t0 = time.perf_counter()
+    cov = (
+        covariance
+        if covariance is not None
+        else key_covariance(
+            model, layer, cfg.corpus, tokens=cfg.covariance_tokens, progress=progress
+        )
+    )
+    prefixes = context_prefixes(model, cfg.prefixes, cfg.prefix_length, seed=cfg.seed)
+    key = subject_key(model, fact, layer, prefixes)
+    delta, history, v_norm = _optimise_delta(
+        model, fact, new_object, layer, prefixes, cfg, progress
+    )
+    c = cov.double().to(key.device)
+    ridge = 1e-6 * float(c.diagonal().mean())
+    u = torch.linalg.solve(
+        c + ridge * torch.eye(c.shape[0], dtype=c.dtype, device=c.device), key.double()
+    )
+    key_dir = (u / (u @ key.double())).float()
+    e = Edit(fact, new_object, layer, delta.float(), key_dir, key, history, v_norm)
+    e.apply(model)
+    e.seconds = time.perf_counter() - t0
+    return e
+
+
+# --- evaluation -------------------------------------------------------------------------------
+
+
+@torch.no_grad()
+def object_logprobs(
+    model: Model, prompts: Sequence[str], objects: Sequence[str], batch_size: int = 32
+) -> Float[Tensor, "prompt object"]:
+    """Mean log-probability per token of each object (with a leading space) after each prompt."""
+    pairs = [(p, o) for p in prompts for o in objects]
+    out = []
+    for i in range(0, len(pairs), batch_size):
+        chunk = pairs[i : i + batch_size]
+        texts, spans = [], []
+        for p, o in chunk:
+            head, tail = model._ids(p, None), model._ids(" " + o, False)
+            texts.append(head + tail)
+            spans.append((len(head), tail))
+        ids, mask = _rows(model, texts)
+        logp = model.run({"input_ids": ids, "attention_mask": mask}).logits.float().log_softmax(-1)
+        for j, (start, tail) in enumerate(spans):
+            pos = torch.arange(start - 1, start - 1 + len(tail))
+            out.append(float(logp[j, pos, torch.tensor(tail)].mean()))
+    return torch.tensor(out).view(len(prompts), len(objects))
+
+
+def ngram_entropy(text: str) -> float:
+    """Fluency as in ROME: (2/3·H₂ + 4/3·H₃) / 2 of the text's word bi- and trigrams, in bits."""
+    words = text.split()
+    hs = []
+    for n, weight in ((2, 2 / 3), (3, 4 / 3)):
+        grams = Counter(tuple(words[i : i + n]) for i in range(len(words) - n + 1))
+        total = sum(grams.values())
+        h = -sum(c / total * math.log2(c / total) for c in grams.values()) if total else 0.0
+        hs.append(weight * h)
+    return sum(hs) / 2
+
+
+@dataclass
+class EditReport:
+    """Held-out evaluation of one edit, before and after (Meng et al.'s scores)."""
+
+    fact: dict[str, str]
+    new_object: str
+    layer: int
+    prompts: dict[str, list[str]]  # edited / paraphrase / neighbourhood / generation
+    neighbour_objects: list[str]
+    # per prompt: mean log-probability of the true and the new object, before and after
+    before: dict[str, list[list[float]]]
+    after: dict[str, list[list[float]]]
+    top_before: dict[str, list[str]]  # the next token the model predicts
+    top_after: dict[str, list[str]]
+    generations_before: list[str]
+    generations_after: list[str]
+    seconds: float = 0.0
+
+    def _wins(self, group: str, new_over_true: bool) -> list[bool]:
+        rows = self.after[group]
+        return [(r[1] > r[0]) == new_over_true for r in rows]
+
+    @property
+    def efficacy(self) -> float:
+        """Share of edited prompts where P(new) > P(true) after the edit."""
+        return _mean(self._wins("edited", True))
+
+    @property
+    def paraphrase(self) -> float:
+        """Share of paraphrases where P(new) > P(true) after the edit."""
+        return _mean(self._wins("paraphrase", True))
+
+    @property
+    def neighbourhood(self) -> float:
+        """Share of neighbour prompts where the neighbour's own object still beats the new one."""
+        return _mean(self._wins("neighbourhood", False))
+
+    @property
+    def neighbourhood_kept(self) -> float:
+        """Share of neighbour prompts whose predicted next token did not change."""
+        b, a = self.top_before["neighbourhood"], self.top_after["neighbourhood"]
+        return _mean([x == y for x, y in zip(b, a, strict=True)])
+
+    @property
+    def fluency(self) -> tuple[float, float]:
+        """Mean n-gram entropy of the generations, before and after."""
+        before = _mean([ngram_entropy(t) for t in self.generations_before])
+        after = _mean([ngram_entropy(t) for t in self.generations_after])
+        return before, after
+
+    @property
+    def mentions_new(self) -> float:
+        """Share of generations after the edit that mention the new object."""
+        return _mean([self.new_object.lower() in t.lower() for t in self.generations_after])
+
+    def scores(self) -> dict[str, float]:
+        fb, fa = self.fluency
+        return {
+            "efficacy": self.efficacy,
+            "paraphrase": self.paraphrase,
+            "neighbourhood": self.neighbourhood,
+            "neighbourhood_kept": self.neighbourhood_kept,
+            "fluency_before": fb,
+            "fluency_after": fa,
+            "mentions_new": self.mentions_new,
+        }
+
+    def save(self, path: str | Path) -> Path:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        data = asdict(self) | {"scores": self.scores()}
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text(json.dumps(data, indent=1, ensure_ascii=False))
+        tmp.replace(path)
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path) -> EditReport:
+        try:
+            data = json.loads(Path(path).read_text())
+        except (OSError, json.JSONDecodeError) as e:
+            raise InputError(f"cannot read the edit report {path}: {e}") from None
+        data.pop("scores", None)
+        return cls(**data)
+
+    def __repr__(self) -> str:
+        s = self.scores()
+        return (
+            f"EditReport({self.fact['subject']!r}: {self.fact['object']!r} → {self.new_object!r}, "
+            f"layer {self.layer}; efficacy {s['efficacy']:.0%}, paraphrase {s['paraphrase']:.0%}, "
+            f"neighbourhood {s['neighbourhood']:.0%} (top token kept {s['neighbourhood_kept']:.0%}), "
+            f"fluency {s['fluency_before']:.2f} → {s['fluency_after']:.2f})"
+        )
+
+
+def _mean(xs: Sequence[float | bool]) -> float:
+    return sum(float(x) for x in xs) / len(xs) if xs else float("nan")
+
+
+def evaluate_edit(
+    model: Model,
+    fact: Fact,
+    new_object: str,
+    neighbours: Sequence[Fact],
+    *,
+    layer: int | None = None,
+    config: RomeConfig | None = None,
+    covariance: Tensor | None = None,
+    generation_tokens: int = 40,
+    progress: bool = True,
+) -> tuple[EditReport, Edit]:
+    """Edit `fact`, score held-out prompts before and after, and leave the edit applied.
+
+    Paraphrases are the relation's other templates; `neighbours` are other
+    subjects' facts of the same relation, which must keep their objects.
+    """
+    if not neighbours:
+        raise InputError("give neighbour facts (other subjects of the same relation)")
+    prompts = {
+        "edited": [fact.prompt],
+        "paraphrase": fact.paraphrases(),
+        "neighbourhood": [n.prompt for n in neighbours],
+        "generation": [f"{fact.subject} is", f"{fact.subject} is known for", fact.prompt],
+    }
+    if not prompts["paraphrase"]:
+        raise InputError(f"the relation {fact.relation!r} has no paraphrase templates")
+    objs = [n.object for n in neighbours]
+
+    def measure() -> tuple[dict[str, list[list[float]]], dict[str, list[str]], list[str]]:
+        scores = {}
+        for group in ("edited", "paraphrase"):
+            lp = object_logprobs(model, prompts[group], [fact.object, new_object])
+            scores[group] = lp.tolist()
+        scores["neighbourhood"] = [
+            object_logprobs(model, [n.prompt], [n.object, new_object])[0].tolist()
+            for n in neighbours
+        ]
+        tops = {
+            g: _top_tokens(model, prompts[g]) for g in ("edited", "paraphrase", "neighbourhood")
+        }
+        gens = model.generate(prompts["generation"], max_new_tokens=generation_tokens)
+        return scores, tops, list(gens)
+
+    before, top_before, gen_before = measure()
+    e = edit(model, fact, new_object, layer=layer, config=config, covariance=covariance,
+             progress=progress)  # fmt: skip
+    after, top_after, gen_after = measure()
+    report = EditReport(
+        fact=fact.to_dict(), new_object=new_object, layer=e.layer, prompts=prompts,
+        neighbour_objects=objs, before=before, after=after, top_before=top_before,
+        top_after=top_after, generations_before=gen_before, generations_after=gen_after,
+        seconds=e.seconds,
+    )  # fmt: skip
+    return report, e
+
+
+@torch.no_grad()
+def _top_tokens(model: Model, prompts: Sequence[str]) -> list[str]:
+    rows = [model._ids(p, None) for p in prompts]
+    ids, mask = _rows(model, rows)
+    logits = model.run({"input_ids": ids, "attention_mask": mask}).logits
+    last = torch.tensor([len(r) - 1 for r in rows])
+    top = logits[torch.arange(len(rows)), last].argmax(-1).tolist()
+    tok = model._need_tokenizer()
+    return [tok.decode([t]) for t in top]

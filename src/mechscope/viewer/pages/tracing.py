@@ -1,0 +1,832 @@
+"""Pages for causal-tracing and ROME runs (``mechscope.tracing.runs``): traces, averages, edits.
+
+A ``trace`` run's home shows one fact's trace (``trace.safetensors``): the
+fact, P(object) clean and corrupted, the heatmap figures, and per kind
+(hidden state, MLP, attention) a plain HTML table of the indirect effect per
+token × layer, so the trace reads without plotly. A trace of many facts
+(``average.safetensors``) shows the mean indirect effect by token kind, its
+peaks and figures; its "facts" page lists every fact, each with a page of
+its own trace (``facts/NNNN.safetensors``). An ``edit`` run's home shows the
+ROME update (``edit.safetensors``), the held-out scores of ``report.json``
+with what each means, every prompt's probabilities before and after, the
+generations side by side and the value search's loss.
+
+Tensors are read with ``safetensors`` in numpy (the viewer never imports
+torch). Every value read from the run's files is escaped; a damaged file
+gives an error page naming it.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from ...errors import InputError
+from ..html import Markup, definition_list, join, link, render, table, url
+from ..registry import Document, NotFound, Request, home, page
+from ..runs import RunInfo
+from .harvest import show_token
+from .sae import figure_html
+
+if TYPE_CHECKING:
+    from ..app import App
+
+TRACE_KINDS = ("trace",)
+EDIT_KINDS = ("edit",)
+# as in mechscope.tracing (not imported: it pulls in torch)
+STATES = {"hidden": "hidden state", "mlp": "MLP output", "attn": "attention output"}
+TOKEN_KINDS = (
+    "first subject",
+    "middle subject",
+    "last subject",
+    "first subsequent",
+    "further",
+    "last",
+)
+# the figures' colour per kind (matplotlib's Purples, Greens, Reds); negative effects in grey
+HEAT_RGB = {"hidden": (84, 39, 143), "mlp": (0, 109, 44), "attn": (165, 15, 21)}
+NEGATIVE_RGB = (90, 100, 120)
+GROUPS = ("edited", "paraphrase", "neighbourhood")
+# (key in report.json's scores, label, what it means); each is a share
+SCORES: tuple[tuple[str, str, str], ...] = (
+    ("efficacy", "efficacy", "share of edited prompts where P(new) > P(true) after the edit"),
+    ("paraphrase", "paraphrase", "the same on held-out paraphrases of the prompt"),
+    (
+        "neighbourhood",
+        "neighbourhood",
+        "share of other subjects' prompts where their own object still beats the new one",
+    ),
+    (
+        "neighbourhood_kept",
+        "neighbourhood kept",
+        "share of other subjects' prompts whose predicted next token is unchanged",
+    ),
+    (
+        "mentions_new",
+        "mentions new",
+        "share of generations after the edit that mention the new object",
+    ),
+)
+IE_MEANING = Markup(
+    "<p>The <strong>indirect effect</strong> of a state is P(object) when the subject's "
+    "embeddings are corrupted and that one state is restored from the clean run, minus "
+    "P(object) corrupted: how much of the fact that state alone brings back.</p>"
+)
+# the heat tables' layout, kept beside them (the page policy allows inline style)
+HEAT_STYLE = Markup(
+    "<style>table.heat{border-collapse:collapse;font-size:12px;margin:.4rem 0 1.2rem}"
+    "table.heat td{min-width:1.7em;height:1.35em;border:1px solid #e6e8eb;padding:0}"
+    "table.heat th{font-weight:400;padding:0 .45em;white-space:pre;text-align:left}"
+    "table.heat thead th{text-align:center;color:var(--muted)}"
+    "table.heat tr.subject th{font-weight:700}"
+    "div.heat-row{display:flex;flex-wrap:wrap;gap:.5rem 2rem;align-items:flex-start}"
+    "div.heat p{margin:.2rem 0;font-size:13px;max-width:24rem}</style>"
+)
+
+
+def _num(x: float | None, spec: str = ".4g") -> str:
+    """A number as shown: "—" when missing or NaN."""
+    return "—" if x is None or math.isnan(x) else format(float(x), spec)
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" + ("" if n == 1 else "s")
+
+
+def _share(x: float | None) -> str:
+    return "—" if x is None or math.isnan(x) else f"{x:.1%}"
+
+
+# ---------------------------------------------------------------------------- data
+
+
+Tensors = dict[str, np.ndarray]
+
+
+def _safetensors(
+    app: App, run: RunInfo, relative: str, key: str
+) -> tuple[Tensors, dict[str, Any]] | None:
+    """The numpy tensors and JSON metadata `key` of a safetensors file; None if it is missing.
+
+    Read once per viewer while the file is unchanged (cached by size and time).
+    """
+    from safetensors import safe_open
+
+    path = run.path / relative
+    if not path.is_file():
+        return None
+
+    def load() -> tuple[Tensors, dict[str, Any]]:
+        try:
+            with safe_open(str(path), framework="np") as f:
+                raw = (f.metadata() or {}).get(key)
+                tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118
+        except Exception as err:  # safetensors raises its own errors for a bad file
+            raise InputError(f"cannot read {relative} of {run.kind} run {run.id}: {err}") from err
+        try:
+            meta = json.loads(raw) if raw is not None else None
+        except json.JSONDecodeError as err:
+            raise InputError(f"{relative} of run {run.id}: bad {key!r} metadata: {err}") from err
+        if not isinstance(meta, dict):
+            raise InputError(f"{relative} of run {run.id} has no {key!r} metadata (JSON object)")
+        return tensors, meta
+
+    stat = path.stat()
+    return app.resource(("tracing-file", path, stat.st_mtime_ns, stat.st_size), load)
+
+
+def _float(meta: dict[str, Any], key: str) -> float:
+    value = meta.get(key)
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValueError(f"{key!r} should be a number, got {value!r}")
+    return float(value)
+
+
+def _state_order(tensors: dict[str, np.ndarray]) -> list[str]:
+    """Kinds of state in the usual order (hidden, MLP, attention), then any others."""
+    return [k for k in STATES if k in tensors] + sorted(k for k in tensors if k not in STATES)
+
+
+@dataclass(frozen=True)
+class Trace:
+    """One fact's causal trace as saved by `CausalTrace.save`: `scores[kind]` is [layer, pos]."""
+
+    fact: dict[str, str]
+    tokens: list[str]
+    subject: tuple[int, int]
+    clean: float
+    corrupted: float
+    noise: float
+    samples: int
+    window: int
+    scores: dict[str, np.ndarray]
+
+    @property
+    def prompt(self) -> str:
+        return self.fact["template"].replace("{}", self.fact["subject"])
+
+    def indirect_effect(self, kind: str) -> np.ndarray:
+        """[layer, pos]: P(object | state restored) − P(object | corrupted)."""
+        return self.scores[kind].astype(np.float64) - self.corrupted
+
+
+def read_trace(app: App, run: RunInfo, relative: str) -> Trace | None:
+    """The causal trace in `relative` (inside the run folder), None if the file is missing."""
+    found = _safetensors(app, run, relative, "mechscope")
+    if found is None:
+        return None
+    tensors, meta = found
+    try:
+        fact = {k: str(meta["fact"][k]) for k in ("subject", "template", "object")}
+        tokens = [str(t) for t in meta["tokens"]]
+        start, end = (int(i) for i in meta["subject"])
+        if not 0 <= start < end <= len(tokens):
+            raise ValueError(f"subject span {[start, end]} outside the {len(tokens)} tokens")
+        scores = {k: tensors[k] for k in _state_order(tensors)}
+        for kind, grid in scores.items():
+            if grid.ndim != 2 or grid.shape[1] != len(tokens):
+                raise ValueError(f"{kind} is {list(grid.shape)}, not [layer, {len(tokens)}]")
+        if not scores:
+            raise ValueError("no score tensors")
+        return Trace(
+            fact,
+            tokens,
+            (start, end),
+            _float(meta, "clean"),
+            _float(meta, "corrupted"),
+            _float(meta, "noise"),
+            int(meta["samples"]),
+            int(meta["window"]),
+            scores,
+        )
+    except (KeyError, TypeError, ValueError) as err:
+        raise InputError(f"{relative} of trace run {run.id} is not a causal trace: {err}") from err
+
+
+@dataclass(frozen=True)
+class Average:
+    """The mean indirect effect by token kind, as saved by `AverageTrace.save`: [token kind, layer]."""
+
+    effects: dict[str, np.ndarray]
+    counts: list[int]
+    n_facts: int
+    clean: float
+    corrupted: float
+    noise: float
+    samples: int
+    window: int
+
+    def peak(self, kind: str) -> tuple[str, int, float] | None:
+        """(token kind, layer, AIE) of the largest cell of `kind`, None if every cell is NaN."""
+        grid = self.effects[kind]
+        if np.isnan(grid).all():
+            return None
+        g, layer = np.unravel_index(int(np.nanargmax(grid)), grid.shape)
+        return TOKEN_KINDS[int(g)], int(layer), float(grid[g, layer])
+
+
+def read_average(app: App, run: RunInfo) -> Average | None:
+    """The averaged trace of a many-fact trace run, None if it has none."""
+    found = _safetensors(app, run, "average.safetensors", "mechscope_average_trace")
+    if found is None:
+        return None
+    tensors, meta = found
+    try:
+        counts = [int(c) for c in meta["counts"]]
+        effects = {k: tensors[k].astype(np.float64) for k in _state_order(tensors)}
+        for kind, grid in effects.items():
+            if grid.ndim != 2 or grid.shape[0] != len(TOKEN_KINDS):
+                raise ValueError(f"{kind} is {list(grid.shape)}, not [{len(TOKEN_KINDS)}, layer]")
+        if len(counts) != len(TOKEN_KINDS) or not effects:
+            raise ValueError(f"{len(counts)} counts and {len(effects)} tensors")
+        return Average(
+            effects,
+            counts,
+            int(meta["n_facts"]),
+            _float(meta, "clean"),
+            _float(meta, "corrupted"),
+            _float(meta, "noise"),
+            int(meta["samples"]),
+            int(meta["window"]),
+        )
+    except (KeyError, TypeError, ValueError) as err:
+        raise InputError(
+            f"average.safetensors of trace run {run.id} is not an averaged trace: {err}"
+        ) from err
+
+
+def fact_files(run: RunInfo) -> dict[int, str]:
+    """The per-fact traces of a many-fact run: fact number → ``facts/NNNN.safetensors``."""
+    folder = run.path / "facts"
+    if not folder.is_dir():
+        return {}
+    found = {
+        int(p.stem): f"facts/{p.name}"
+        for p in folder.glob("*.safetensors")
+        if p.stem.isascii() and p.stem.isdigit()
+    }
+    return dict(sorted(found.items()))
+
+
+def _missing_trace(run: RunInfo) -> NotFound:
+    return NotFound(
+        f"trace run {run.id} has neither trace.safetensors nor average.safetensors: "
+        "it did not finish",
+        render("<p>{a}</p>", a=link(url("run", run.id, "record"), "its record and files")),
+    )
+
+
+# ---------------------------------------------------------------------------- pieces
+
+
+def heat_background(value: float, scale: float, kind: str) -> str:
+    """CSS background: the kind's colour for a positive effect, grey for negative, alpha |v|/scale."""
+    if scale <= 0 or math.isnan(value):
+        return ""
+    alpha = min(abs(value) / scale, 1.0)
+    if alpha < 0.005:
+        return ""
+    r, g, b = HEAT_RGB.get(kind, HEAT_RGB["hidden"]) if value > 0 else NEGATIVE_RGB
+    return f"background:rgba({r},{g},{b},{alpha:.3f})"
+
+
+def _row_label(label: str) -> Markup:
+    """A row's label as shown: a token of spaces only as ␣ (else it would be blank)."""
+    if label and not label.strip(" "):
+        return render('<span class="ws">{s}</span>', s="␣" * len(label))
+    return show_token(label)
+
+
+def heat_table(
+    kind: str,
+    labels: Sequence[str],
+    grid: np.ndarray,
+    caption: str,
+    marked: Sequence[bool] = (),
+    values: np.ndarray | None = None,
+    tokens: bool = False,
+) -> Markup:
+    """Rows `labels` × layer columns, each cell shaded by `grid` [row, layer]; exact value on hover.
+
+    `marked` rows (subject tokens) are bold with a ``*``; `values` (P(object)) join the
+    tooltip; with `tokens`, labels are quoted there (a token may be blank).
+    """
+    finite = np.abs(grid[np.isfinite(grid)])
+    scale = float(finite.max()) if finite.size else 0.0
+    head = join(render("<th>{layer}</th>", layer=layer) for layer in range(grid.shape[1]))
+    rows = []
+    for i, label in enumerate(labels):
+        mark = i < len(marked) and marked[i]
+        name = repr(label) if tokens else label
+        cells = []
+        for layer, x in enumerate(grid[i].tolist()):
+            tip = f"{name}, layer {layer}: indirect effect {_num(x)}"
+            if values is not None:
+                tip += f", P(object) {_num(float(values[i, layer]))}"
+            cells.append(
+                render(
+                    '<td style="{style}" title="{tip}" data-value="{v!r}"></td>',
+                    style=heat_background(x, scale, kind),
+                    tip=tip,
+                    v=x,
+                )
+            )
+        rows.append(
+            render(
+                '<tr{cls}><th scope="row">{label}{mark}</th>{cells}</tr>',
+                cls=Markup(' class="subject"') if mark else "",
+                label=_row_label(label),
+                mark="*" if mark else "",
+                cells=join(cells),
+            )
+        )
+    return render(
+        '<div class="heat"><p class="muted">{caption}</p>'
+        '<table class="heat" id="heat-{kind}" data-kind="{kind}">'
+        "<thead><tr><th>layer</th>{head}</tr></thead><tbody>{rows}</tbody></table></div>",
+        kind=kind,
+        caption=caption,
+        head=head,
+        rows=join(rows),
+    )
+
+
+def trace_heat_tables(trace: Trace) -> Markup:
+    """Per kind, the indirect effect per token (rows, subject marked) × layer (columns)."""
+    start, end = trace.subject
+    marked = [start <= i < end for i in range(len(trace.tokens))]
+    parts = []
+    for kind in trace.scores:
+        span = "" if kind == "hidden" else f", window of {trace.window} layers"
+        ie = trace.indirect_effect(kind)
+        caption = f"indirect effect; * subject token; darker = larger (max {_num(np.nanmax(ie))})"
+        parts.append(
+            render(
+                "<div><h3>{name}{span}</h3>{table}</div>",
+                name=STATES.get(kind, kind),
+                span=span,
+                table=heat_table(
+                    kind, trace.tokens, ie.T, caption, marked, trace.scores[kind].T, tokens=True
+                ),
+            )
+        )
+    return render(
+        '{style}{meaning}<div class="heat-row">{parts}</div>',
+        style=HEAT_STYLE,
+        meaning=IE_MEANING,
+        parts=join(parts),
+    )
+
+
+def _trace_facts(run: RunInfo, trace: Trace) -> Markup:
+    start, end = trace.subject
+    return definition_list(
+        {
+            "model": run.model or "—",
+            "prompt": trace.prompt,
+            "subject": render(
+                "{s} <span class=muted>(tokens {a}–{b})</span>",
+                s=trace.fact["subject"],
+                a=start,
+                b=end - 1,
+            ),
+            "object": trace.fact["object"],
+            "P(object), clean": _num(trace.clean),
+            "P(object), corrupted": _num(trace.corrupted),
+            "noise": f"{_num(trace.noise)} (std of the noise on the subject's embeddings)",
+            "samples": trace.samples,
+            "window": f"{trace.window} layers (MLP and attention restorations)",
+            "finished": run.finished or "—",
+        }
+    )
+
+
+def _max_effects(trace: Trace) -> list[str]:
+    return [_num(float(np.nanmax(trace.indirect_effect(k)))) for k in trace.scores]
+
+
+# ---------------------------------------------------------------------------- trace pages
+
+
+@home(*TRACE_KINDS)
+def trace_home(req: Request) -> Document:
+    """One fact's trace, or the average over many facts."""
+    run = req.the_run
+    trace = read_trace(req.app, run, "trace.safetensors")
+    if trace is not None:
+        figures = join(
+            figure_html(run, f"trace_{k}", f"P(object) restoring the {STATES.get(k, k)}")
+            for k in trace.scores
+        )
+        body = render(
+            '{facts}<h2>Figures</h2><div class="figure-row">{figures}</div>'
+            "<h2>Indirect effect per token and layer</h2>{tables}",
+            facts=_trace_facts(run, trace),
+            figures=figures,
+            tables=trace_heat_tables(trace),
+        )
+        return Document(f"Trace {run.id}", body)
+    average = read_average(req.app, run)
+    if average is None:
+        raise _missing_trace(run)
+    return Document(f"Average trace {run.id}", _average_body(run, average))
+
+
+def _average_body(run: RunInfo, avg: Average) -> Markup:
+    facts = definition_list(
+        {
+            "model": run.model or "—",
+            "facts": render(
+                "{n} ({a})", n=avg.n_facts, a=link(url("run", run.id, "facts"), "list them")
+            ),
+            "P(object), clean (mean)": _num(avg.clean),
+            "P(object), corrupted (mean)": _num(avg.corrupted),
+            "noise": _num(avg.noise),
+            "samples": avg.samples,
+            "window": f"{avg.window} layers",
+            "finished": run.finished or "—",
+        }
+    )
+    peaks = []
+    for kind in avg.effects:
+        peak = avg.peak(kind)
+        tk, layer, value = peak if peak is not None else ("—", "—", math.nan)
+        peaks.append((STATES.get(kind, kind), tk, layer, _num(value)))
+    summary = run.record.get("summary")
+    if isinstance(summary, list):
+        summary = "\n".join(str(line) for line in summary)
+    sections = []
+    labels = [f"{t} ({c})" for t, c in zip(TOKEN_KINDS, avg.counts, strict=True)]
+    for kind, grid in avg.effects.items():
+        rows = []
+        for g, name in enumerate(TOKEN_KINDS):
+            row = grid[g]
+            if np.isnan(row).all():
+                rows.append((name, avg.counts[g], "—", "—"))
+            else:
+                best = int(np.nanargmax(row))
+                rows.append((name, avg.counts[g], _num(float(row[best])), best))
+        sections.append(
+            render(
+                '<h3 id="kind-{kind}">{name}</h3><div class="figure-row"><div>{table}{heat}'
+                "</div>{figure}</div>",
+                kind=kind,
+                name=STATES.get(kind, kind),
+                table=table(
+                    ("token kind", "facts", "max AIE", "at layer"), rows, cls=f"grid aie {kind}"
+                ),
+                heat=heat_table(kind, labels, grid, "mean indirect effect (facts with the kind)"),
+                figure=figure_html(run, f"average_{kind}", f"average indirect effect: {kind}"),
+            )
+        )
+    return render(
+        "{facts}{meaning}<h2>Peaks</h2>{peaks}{summary}<h2>By kind of token</h2>{style}{sections}",
+        facts=facts,
+        meaning=IE_MEANING,
+        peaks=table(("state", "token kind", "layer", "mean indirect effect"), peaks, "grid peaks"),
+        summary=render('<pre class="summary">{s}</pre>', s=summary) if summary else "",
+        style=HEAT_STYLE,
+        sections=join(sections),
+    )
+
+
+def _fact_trace(req: Request, n: int) -> tuple[Trace, str]:
+    """Fact `n`'s trace and its file; a one-fact run's fact 0 is its trace."""
+    run = req.the_run
+    relative = fact_files(run).get(n)
+    if relative is None and n == 0 and (run.path / "trace.safetensors").is_file():
+        relative = "trace.safetensors"
+    trace = read_trace(req.app, run, relative) if relative is not None else None
+    if relative is None or trace is None:
+        raise NotFound(
+            f"trace run {run.id} has no fact {n}",
+            render("<p>{a}</p>", a=link(url("run", run.id, "facts"), "its facts")),
+        )
+    return trace, relative
+
+
+@page("/run/{run}/facts", kinds=TRACE_KINDS, title="Facts", nav="facts")
+def facts_page(req: Request) -> Document:
+    """Every traced fact with P(object) clean and corrupted and its largest indirect effects."""
+    run = req.the_run
+    files = fact_files(run)
+    if not files and (run.path / "trace.safetensors").is_file():
+        files = {0: "trace.safetensors"}
+    if not files:
+        raise _missing_trace(run)
+    rows, kinds = [], []
+    for n, relative in files.items():
+        try:
+            trace = read_trace(req.app, run, relative)
+        except InputError as err:
+            rows.append((n, render('<span class="error">{e}</span>', e=err), "", "", ""))
+            continue
+        assert trace is not None  # listed, so present
+        kinds = kinds or list(trace.scores)
+        rows.append(
+            (
+                n,
+                link(url("run", run.id, "fact", n), trace.prompt),
+                trace.fact["object"],
+                _num(trace.clean),
+                _num(trace.corrupted),
+                *_max_effects(trace),
+            )
+        )
+    header = ("#", "prompt", "object", "clean", "corrupted")
+    header += tuple(f"max IE, {STATES.get(k, k)}" for k in kinds)
+    body = render(
+        "<p>{n} facts; P(object) clean and with the subject corrupted, and the largest indirect "
+        "effect of each kind of state.</p>{table}",
+        n=len(rows),
+        table=table(header, rows, cls="grid facts"),
+    )
+    return Document(f"Facts of {run.id}", body)
+
+
+@page("/run/{run}/fact/{n:int}", kinds=TRACE_KINDS, title="Fact")
+def fact_page(req: Request) -> Document:
+    """One fact's trace: what was traced and its heat tables, with links to the next and previous."""
+    run = req.the_run
+    n = req.params["n"]
+    trace, relative = _fact_trace(req, n)
+    numbers = list(fact_files(run))
+    moves = []
+    if n - 1 in numbers:
+        moves.append(link(url("run", run.id, "fact", n - 1), "← previous", rel="prev"))
+    if n + 1 in numbers:
+        moves.append(link(url("run", run.id, "fact", n + 1), "next →", rel="next"))
+    body = render(
+        '<nav class="moves">{moves}</nav>{facts}<p class="muted">From {file}.</p>{tables}',
+        moves=join(moves, " "),
+        facts=_trace_facts(run, trace),
+        file=relative,
+        tables=trace_heat_tables(trace),
+    )
+    return Document(f"Fact {n}: {trace.prompt}", body)
+
+
+# ---------------------------------------------------------------------------- edit pages
+
+
+@dataclass(frozen=True)
+class PromptRow:
+    """One held-out prompt: mean log-probabilities [true, new] before and after, top tokens."""
+
+    group: str
+    prompt: str
+    true_object: str
+    before: tuple[float, float]
+    after: tuple[float, float]
+    top_before: str
+    top_after: str
+
+
+def _pair(x: Any) -> tuple[float, float]:
+    if not isinstance(x, list) or len(x) != 2:
+        raise ValueError(f"expected [log P(true), log P(new)], got {x!r}")
+    a, b = (float(v) for v in x)
+    return a, b
+
+
+@dataclass(frozen=True)
+class Report:
+    """What the edit page shows of ``report.json`` (written by `EditReport.save`)."""
+
+    fact: dict[str, str]
+    new_object: str
+    layer: int
+    rows: list[PromptRow]
+    generations: list[tuple[str, str, str]]  # prompt, before, after
+    scores: dict[str, float]
+    seconds: float | None
+
+
+def read_report(run: RunInfo) -> Report:
+    """``report.json``, checked for what the page shows; a 404 if it is missing."""
+    path = run.path / "report.json"
+    if not path.is_file():
+        raise NotFound(
+            f"edit run {run.id} has no report.json: it did not finish",
+            render("<p>{a}</p>", a=link(url("run", run.id, "record"), "its record and files")),
+        )
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise InputError(f"cannot read report.json of edit run {run.id}: {err}") from err
+    try:
+        fact = {k: str(data["fact"][k]) for k in ("subject", "template", "object")}
+        rows = []
+        for group in GROUPS:
+            columns = [
+                data["prompts"][group],
+                data["before"][group],
+                data["after"][group],
+                data["top_before"][group],
+                data["top_after"][group],
+            ]
+            if len({len(c) for c in columns}) != 1:
+                raise ValueError(f"the {group} prompts, scores and top tokens differ in number")
+            objects = data["neighbour_objects"] if group == "neighbourhood" else None
+            for i, (prompt, before, after, tb, ta) in enumerate(zip(*columns, strict=True)):
+                true = str(objects[i]) if objects is not None else fact["object"]
+                rows.append(
+                    PromptRow(
+                        group, str(prompt), true, _pair(before), _pair(after), str(tb), str(ta)
+                    )
+                )
+        generations = list(
+            zip(
+                data["prompts"]["generation"],
+                data["generations_before"],
+                data["generations_after"],
+                strict=True,
+            )
+        )
+        scores = data.get("scores") or run.record.get("scores") or {}
+        seconds = data.get("seconds")
+        return Report(
+            fact,
+            str(data["new_object"]),
+            int(data["layer"]),
+            rows,
+            [(str(p), str(b), str(a)) for p, b, a in generations],
+            {str(k): float(v) for k, v in scores.items()},
+            float(seconds) if isinstance(seconds, int | float) else None,
+        )
+    except (KeyError, TypeError, ValueError, IndexError) as err:
+        what = f"no {err}" if isinstance(err, KeyError) else str(err)
+        raise InputError(f"report.json of edit run {run.id} is not a ROME report: {what}") from err
+
+
+def _score_rows(report: Report) -> Markup:
+    scores = report.scores
+    groups = {
+        "efficacy": "edited",
+        "paraphrase": "paraphrase",
+        "neighbourhood": "neighbourhood",
+        "neighbourhood_kept": "neighbourhood",
+    }
+    sizes = {k: _count(sum(r.group == g for r in report.rows), "prompt") for k, g in groups.items()}
+    sizes["mentions_new"] = _count(len(report.generations), "generation")
+    rows = [
+        render(
+            '<tr data-score="{key}"><th scope="row">{label}</th>'
+            '<td class="value" data-value="{exact}">{value}</td><td class="muted">{doc} '
+            "({n})</td></tr>",
+            key=key,
+            label=label,
+            exact=scores.get(key, ""),
+            value=_share(scores.get(key)),
+            doc=doc,
+            n=sizes.get(key, ""),
+        )
+        for key, label, doc in SCORES
+    ]
+    rows.append(
+        render(
+            '<tr data-score="fluency"><th scope="row">fluency</th>'
+            '<td class="value" data-value="{b} {a}">{tb} → {ta}</td><td class="muted">'
+            "n-gram entropy of the generations (bits), before → after: a drop means "
+            "repetitive text</td></tr>",
+            b=scores.get("fluency_before", ""),
+            a=scores.get("fluency_after", ""),
+            tb=_num(scores.get("fluency_before"), ".3f"),
+            ta=_num(scores.get("fluency_after"), ".3f"),
+        )
+    )
+    return render(
+        '<table class="grid metrics" id="scores"><thead><tr><th>score</th><th>value</th>'
+        "<th>what it measures</th></tr></thead><tbody>{rows}</tbody></table>",
+        rows=join(rows),
+    )
+
+
+def _token(text: str) -> Markup:
+    return render('<code class="token">{t}</code>', t=show_token(text))
+
+
+def _prompt_table(report: Report) -> Markup:
+    def p(logp: float) -> str:
+        return _num(math.exp(logp))
+
+    rows = [
+        (
+            r.group,
+            r.prompt,
+            r.true_object,
+            p(r.before[0]),
+            p(r.before[1]),
+            p(r.after[0]),
+            p(r.after[1]),
+            render("{a} → {b}", a=_token(r.top_before), b=_token(r.top_after)),
+        )
+        for r in report.rows
+    ]
+    header = (
+        "group",
+        "prompt",
+        "true object",
+        "P(true) before",
+        "P(new) before",
+        "P(true) after",
+        "P(new) after",
+        "top token before → after",
+    )
+    return table(header, rows, cls="grid prompts")
+
+
+def _edit_update(app: App, run: RunInfo) -> tuple[Markup, Markup]:
+    """‖δ‖ against ‖v‖, and the value search's loss history, from ``edit.safetensors``."""
+    found = _safetensors(app, run, "edit.safetensors", "mechscope_rome")
+    if found is None:
+        missing = Markup('<p class="muted">No edit.safetensors in this run.</p>')
+        return Markup("—"), missing
+    tensors, meta = found
+    try:
+        delta = float(np.linalg.norm(tensors["value"].astype(np.float64)))
+        v_norm = _float(meta, "value_norm")
+        history = [
+            (int(h["step"]), _num(float(h["nll"])), _num(float(h["kl"])), _num(float(h["loss"])))
+            for h in meta.get("history", [])
+        ]
+    except (KeyError, TypeError, ValueError) as err:
+        what = f"no {err}" if isinstance(err, KeyError) else str(err)
+        raise InputError(
+            f"edit.safetensors of edit run {run.id} is not a ROME edit: {what}"
+        ) from err
+    ratio = f" ({delta / v_norm:.3g} × ‖v‖)" if v_norm > 0 else ""
+    norms = render(
+        '<span id="norms" data-delta="{d!r}" data-v="{v!r}">‖δ‖ {dt} vs ‖v‖ {vt}{ratio}</span>',
+        d=delta,
+        v=v_norm,
+        dt=_num(delta),
+        vt=_num(v_norm),
+        ratio=ratio,
+    )
+    shown = (
+        table(("step", "NLL of the new object", "KL", "loss"), history, cls="grid history")
+        if history
+        else Markup('<p class="muted">No loss history.</p>')
+    )
+    return norms, shown
+
+
+@home(*EDIT_KINDS)
+def edit_home(req: Request) -> Document:
+    """The ROME edit, its held-out scores, every prompt before and after, and the generations."""
+    run = req.the_run
+    report = read_report(run)
+    norms, history = _edit_update(req.app, run)
+    fact, seconds = report.fact, report.seconds
+    rome = run.config.get("rome")
+    facts = definition_list(
+        {
+            "model": run.model or "—",
+            "prompt": fact["template"].replace("{}", fact["subject"]),
+            "subject": fact["subject"],
+            "object": render(
+                "{old} → <strong>{new}</strong>", old=fact["object"], new=report.new_object
+            ),
+            "layer": f"MLP output projection of block {report.layer}",
+            "update": norms,
+            "time": f"{seconds:.1f} s" if seconds is not None else "—",
+            "finished": run.finished or "—",
+        }
+    )
+    generations = table(
+        ("prompt", "before", "after"),
+        [
+            (
+                p,
+                render('<div class="tokens">{t}</div>', t=show_token(b)),
+                render('<div class="tokens">{t}</div>', t=show_token(a)),
+            )
+            for p, b, a in report.generations
+        ],
+        cls="grid generations",
+    )
+    body = render(
+        "{facts}<h2>Scores</h2>{scores}<h2>Prompts</h2><p>P is the mean per-token probability "
+        "of the object, exp(mean log-prob); for neighbours the true object is their own.</p>"
+        "{prompts}<h2>Figure</h2>{figure}<h2>Generations</h2>{generations}"
+        "<h2>Value search</h2>{history}{rome}",
+        facts=facts,
+        scores=_score_rows(report),
+        prompts=_prompt_table(report),
+        figure=figure_html(run, "edit", "P(true object) and P(new object), before and after"),
+        generations=generations,
+        history=history,
+        rome=render(
+            "<details><summary>hyper-parameters</summary>{d}</details>",
+            d=definition_list({str(k): v for k, v in rome.items()}),
+        )
+        if isinstance(rome, dict)
+        else "",
+    )
+    return Document(f"Edit {run.id}", body)
