@@ -61,3 +61,4 @@ bench: $(STAMP) $(SAELENS_STAMP)
 	$(PY) benchmarks/harvest.py
 	$(PY) benchmarks/sae.py
 	$(PY) benchmarks/sae_kernels.py
+	$(PY) benchmarks/trace.py

@@ -28,6 +28,8 @@ OUT_DIR = Path("runs/tour")
 TOUR_EXPLAIN_UNITS = 3
 TOUR_HARVEST_TOKENS = 16_384  # a slice; `mechscope harvest` does 1M tokens by default
 TOUR_SAE_TOKENS = 196_608  # a short run; `mechscope sae train` does 1M tokens by default
+TOUR_TRACE_FACTS = 8  # a small average; the README's is over 60 facts
+TOUR_EDIT_FACT = 0  # which known capital the tour rewrites (to the next one's capital)
 
 
 def next_tokens(model: Model, console: Console) -> None:
@@ -281,6 +283,47 @@ def sparse_autoencoder(model: Model, console: Console) -> None:
     console.print(f"latent pages: [bold]mechscope serve {run.path}[/bold]")
 
 
+def tracing_and_rome(model: Model, console: Console) -> None:
+    """Causal tracing of one fact and a small average; a ROME edit, evaluated, then undone."""
+    from .cli.trace import _print_average, _print_peaks
+    from .tracing import Fact, geography_facts, known_facts
+    from .tracing.facts import sample_facts
+    from .tracing.rome import _down, default_layer
+    from .tracing.runs import edit_run, trace_run
+
+    fact = Fact("The Eiffel Tower", "{} is located in the city of", "Paris")
+    trace = trace_run(model, fact, OUT_DIR / "trace-eiffel", samples=10, progress=False)
+    console.print(repr(trace), highlight=False)
+    _print_peaks(trace)
+    capitals = [k.fact for k in known_facts(model, geography_facts("country_capital", limit=80))]
+    few = sample_facts(capitals, TOUR_TRACE_FACTS, seed=1)
+    avg = trace_run(model, few, OUT_DIR / "trace-capitals", samples=3)
+    console.print(avg.summary(), highlight=False)  # type: ignore[union-attr]
+    _print_average(avg)
+    console.print("(the 60-fact average: mechscope trace --facts "
+                  "country_capital,city_country,country_continent)")  # fmt: skip
+    target, new = capitals[TOUR_EDIT_FACT], capitals[TOUR_EDIT_FACT + 1].object
+    neighbours = [f for f in capitals if f.subject != target.subject][:20]
+    layer = default_layer(model)
+    weight = _down(model, layer).weight.detach().clone()
+    report, _ = edit_run(model, target, new, neighbours, OUT_DIR / "edit", layer=layer)
+    console.print(repr(report), highlight=False)
+    s = report.scores()
+    console.print(
+        f"efficacy {s['efficacy_before']:.0%} → {s['efficacy']:.0%}, paraphrases "
+        f"{s['paraphrase_before']:.0%} → {s['paraphrase']:.0%}, neighbourhood "
+        f"{s['neighbourhood_before']:.0%} → {s['neighbourhood']:.0%}",
+        highlight=False,
+    )
+    for p, b, a in zip(report.prompts["generation"], report.generations_before,
+                       report.generations_after, strict=True):  # fmt: skip
+        console.print(f"  {p!r}\n    before: {b.strip()[:90]!r}\n    after:  {a.strip()[:90]!r}",
+                      highlight=False)  # fmt: skip
+    same = torch.equal(_down(model, layer).weight, weight)
+    console.print(f"edit undone; weights restored bit for bit: {same}")
+    console.print(f"pages: [bold]mechscope serve {OUT_DIR}[/bold]")
+
+
 SECTIONS: list[tuple[str, Callable[[Model, Console], None]]] = [
     ("Next tokens", next_tokens),
     ("Sites and the cache", cache_shapes),
@@ -291,6 +334,7 @@ SECTIONS: list[tuple[str, Callable[[Model, Console], None]]] = [
     ("Automated explanations: explain, simulate, score", autointerp),
     ("Superposition: toy models", toy_superposition),
     ("Sparse autoencoder on the residual stream", sparse_autoencoder),
+    ("Causal tracing and ROME: where a fact lives, and rewriting it", tracing_and_rome),
 ]
 
 

@@ -135,10 +135,12 @@ def test_evaluate_edit_scores_and_report_round_trip(model, cov, tmp_path):
                               covariance=cov, generation_tokens=8, progress=False)  # fmt: skip
     e.undo()
     assert torch.equal(_down(model).weight, before)
-    assert len(report.prompts["paraphrase"]) == 5 and len(report.after["neighbourhood"]) == 2
+    assert len(report.prompts["paraphrase"]) == 5
+    # Paris's answer is the new object itself, so it cannot test specificity and is left out
+    assert report.prompts["neighbourhood"] == [NEIGHBOURS[1].prompt]
     s = report.scores()
     assert set(s) >= {"efficacy", "paraphrase", "neighbourhood", "fluency_before"}
-    for key in ("efficacy", "paraphrase", "neighbourhood", "neighbourhood_kept"):
+    for key in ("efficacy", "paraphrase", "neighbourhood", "neighbourhood_kept", "efficacy_before"):
         assert 0.0 <= s[key] <= 1.0
     new_wins = [r[1] > r[0] for r in report.after["edited"]]
     assert s["efficacy"] == sum(new_wins) / len(new_wins)

@@ -52,21 +52,35 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SimpleNamespace]:
     root = base / "runs"
     model = tiny_model("llama")
     city = "The city of {} lies in"
-    facts = [Fact("Rome", city, "Italy"), Fact("Paris", city, "France"),
-             Fact("New York", city, "America")]  # fmt: skip
+    facts = [
+        Fact("Rome", city, "Italy"),
+        Fact("Paris", city, "France"),
+        Fact("New York", city, "America"),
+    ]
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("MECHSCOPE_CACHE", str(base / "cache"))  # the key covariance is cached there
         one = trace_run(model, facts[0], root / "t-one", samples=2, noise=5.0, progress=False)
         many = trace_run(model, facts, root / "t-many", samples=2, noise=5.0, progress=False)
-        trace_run(model, Fact(HOSTILE, city, "Italy & <i>co</i>"), root / "t-hostile",
-                  samples=1, noise=5.0, kinds=("hidden",), progress=False)  # fmt: skip
+        trace_run(
+            model,
+            Fact(HOSTILE, city, "Italy & <i>co</i>"),
+            root / "t-hostile",
+            samples=1,
+            noise=5.0,
+            kinds=("hidden",),
+            progress=False,
+        )
         capital = "The capital of {} is the city of"
         report, edit = edit_run(
-            model, Fact("Rome", capital, "Italy", "country_capital"), "France",
-            [Fact("Paris", capital, "France", "country_capital")], root / "e-one", layer=0,
+            model,
+            Fact("Rome", capital, "Italy", "country_capital"),
+            "France",
+            [Fact("Paris", capital, "France", "country_capital")],
+            root / "e-one",
+            layer=0,
             config=RomeConfig(steps=3, prefixes=2, prefix_length=3, covariance_tokens=2000),
             progress=False,
-        )  # fmt: skip
+        )
 
     def copy(name: str, to: str) -> Path:
         return Path(shutil.copytree(root / name, root / to))
@@ -226,8 +240,9 @@ def test_one_fact_home_embeds_the_figures_and_a_heat_table_per_kind(base: str, r
             assert values == pytest.approx(ie[:, pos].tolist(), abs=1e-8)
             assert "indirect effect" in row.cells[1].attrs["title"]
         # shaded relative to the largest effect, in either direction
-        cells = sorted((c for r in rows for c in r.cells[1:]),
-                       key=lambda c: abs(float(c.attrs["data-value"])))  # fmt: skip
+        cells = sorted(
+            (c for r in rows for c in r.cells[1:]), key=lambda c: abs(float(c.attrs["data-value"]))
+        )
         assert cells[-1].attrs["style"].endswith(",1.000)")
         assert cells[0].attrs["style"] == "" or not cells[0].attrs["style"].endswith(",1.000)")
 
@@ -268,8 +283,14 @@ def test_facts_page_lists_every_fact_and_each_has_its_page(base: str, runs: Any)
     for n, row in enumerate(rows):
         tr = CausalTrace.load(runs.root / "t-many" / "facts" / f"{n:04d}.safetensors")
         maxima = [g4(float(tr.indirect_effect(k).max())) for k in KINDS]
-        assert row.texts == [str(n), tr.fact.prompt, tr.fact.object, g4(tr.clean),
-                             g4(tr.corrupted), *maxima]  # fmt: skip
+        assert row.texts == [
+            str(n),
+            tr.fact.prompt,
+            tr.fact.object,
+            g4(tr.clean),
+            g4(tr.corrupted),
+            *maxima,
+        ]
         assert row.cells[1].links == [f"/run/t-many/fact/{n}"]
         fact = get(base, f"/run/t-many/fact/{n}")
         assert fact.status == 200
@@ -290,6 +311,7 @@ def test_facts_page_lists_every_fact_and_each_has_its_page(base: str, runs: Any)
     assert missing.status == 404 and "trace run t-many has no fact 3" in missing.text
     one = Page(get(base, "/run/t-one/facts").text).body("grid facts")
     assert [r.cells[1].links for r in one] == [["/run/t-one/fact/0"]]
+    assert Page(get(base, "/run/t-one/fact/0").text).facts["prompt"] == runs.one.fact.prompt
 
 
 # ---------------------------------------------------------------------------- edits
@@ -340,8 +362,9 @@ def test_edit_home_shows_every_prompt_before_and_after(base: str, runs: Any) -> 
         true = report.neighbour_objects[i] if group == "neighbourhood" else "Italy"
         probs = [g4(math.exp(x)) for x in (tb, nb, ta, na)]
         assert row.texts[:7] == [group, prompt, true, *probs]
-        before, after = (_text(show_token(t)) for t in (report.top_before[group][i],
-                                                        report.top_after[group][i]))  # fmt: skip
+        before, after = (
+            _text(show_token(t)) for t in (report.top_before[group][i], report.top_after[group][i])
+        )
         assert row.texts[7] == _text(f"{before} → {after}")
     generations = page.body("grid generations")
     assert [r.texts[0] for r in generations] == report.prompts["generation"]

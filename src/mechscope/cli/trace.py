@@ -92,8 +92,8 @@ def trace_cmd(
 
     if (prompt is None) == (facts is None):
         raise InputError("give either a PROMPT with --subject, or --facts for an average")
-    if noise < 0 or samples < 1 or n < 1:
-        raise InputError("--noise must be ≥ 0, --samples and --n at least 1")
+    if noise <= 0 or samples < 1 or n < 1:
+        raise InputError("--noise must be above 0, --samples and --n at least 1")
     m = load(model)
     sigma = noise_scale(m, noise)
     chosen = [k.strip() for k in kinds.split(",") if k.strip()]

@@ -159,13 +159,17 @@ def subject_key(model: Model, fact: Fact, layer: int, prefixes: Sequence[str]) -
 
 @dataclass(frozen=True)
 class RomeConfig:
-    """Hyper-parameters of the value search (ROME's, scaled to small models)."""
+    """Hyper-parameters of the value search: ROME's, with less decay and a looser clamp.
+
+    On SmolLM2 the paper's decay (0.5) and clamp (4‖v‖) left δ too small to
+    carry to paraphrases whose subject opens the prompt; 0.1 and 8 did.
+    """
 
     steps: int = 30
-    lr: float = 0.5
+    lr: float = 0.025  # Adam's step, in units of ‖v‖ (0.5 for ‖v‖ ≈ 20, as in ROME)
     kl_weight: float = 0.0625
-    weight_decay: float = 0.5  # on ‖δ‖² / ‖v‖²
-    clamp: float = 4.0  # ‖δ‖ ≤ clamp · ‖v‖
+    weight_decay: float = 0.1  # on ‖δ‖² / ‖v‖² (ROME: 0.5)
+    clamp: float = 8.0  # ‖δ‖ ≤ clamp · ‖v‖ (ROME: 4)
     stop_loss: float = 0.05  # stop once the new object's NLL is below this
     prefixes: int = 10
     prefix_length: int = 10
@@ -218,7 +222,7 @@ def _optimise_delta(
     params = [p for p in model.hf.parameters() if p.requires_grad]
     for p in params:
         p.requires_grad_(False)
-    opt = torch.optim.Adam([delta], lr=cfg.lr)
+    opt: torch.optim.Adam | None = None
     history: list[dict[str, float]] = []
     handle = down.register_forward_hook(hook)
     try:
@@ -237,6 +241,8 @@ def _optimise_delta(
             bar.set_postfix(nll=f"{nll.item():.3f}", kl=f"{kl.item():.3f}")
             if nll.item() < cfg.stop_loss:
                 break
+            if opt is None:  # the step size scales with ‖v‖, known after the first forward
+                opt = torch.optim.Adam([delta], lr=cfg.lr * v_norm)
             opt.zero_grad()
             loss.backward()
             opt.step()
@@ -451,8 +457,8 @@ class EditReport:
     generations_after: list[str]
     seconds: float = 0.0
 
-    def _wins(self, group: str, new_over_true: bool) -> list[bool]:
-        rows = self.after[group]
+    def _wins(self, group: str, new_over_true: bool, when: str = "after") -> list[bool]:
+        rows = (self.after if when == "after" else self.before)[group]
         return [(r[1] > r[0]) == new_over_true for r in rows]
 
     @property
@@ -462,8 +468,17 @@ class EditReport:
 
     @property
     def paraphrase(self) -> float:
-        """Share of paraphrases where P(new) > P(true) after the edit."""
+        """Share of held-out paraphrases (each after an unrelated sentence) where P(new) > P(true)."""
         return _mean(self._wins("paraphrase", True))
+
+    @property
+    def paraphrase_bare(self) -> float:
+        """The same on the paraphrase templates alone (no sentence before them)."""
+        return (
+            _mean(self._wins("paraphrase_bare", True))
+            if "paraphrase_bare" in self.after
+            else float("nan")
+        )
 
     @property
     def neighbourhood(self) -> float:
@@ -489,11 +504,16 @@ class EditReport:
         return _mean([self.new_object.lower() in t.lower() for t in self.generations_after])
 
     def scores(self) -> dict[str, float]:
+        """The scores after the edit, with efficacy, paraphrase and neighbourhood before it."""
         fb, fa = self.fluency
         return {
             "efficacy": self.efficacy,
             "paraphrase": self.paraphrase,
+            "paraphrase_bare": self.paraphrase_bare,
             "neighbourhood": self.neighbourhood,
+            "efficacy_before": _mean(self._wins("edited", True, "before")),
+            "paraphrase_before": _mean(self._wins("paraphrase", True, "before")),
+            "neighbourhood_before": _mean(self._wins("neighbourhood", False, "before")),
             "neighbourhood_kept": self.neighbourhood_kept,
             "fluency_before": fb,
             "fluency_after": fa,
@@ -546,38 +566,52 @@ def evaluate_edit(
 ) -> tuple[EditReport, Edit]:
     """Edit `fact`, score held-out prompts before and after, and leave the edit applied.
 
-    Paraphrases are the relation's other templates; `neighbours` are other
-    subjects' facts of the same relation, which must keep their objects.
+    Paraphrases are the relation's other templates, each after an unrelated
+    sampled sentence as in CounterFact (and also scored bare); `neighbours` are
+    other subjects' facts of the same relation, which must keep their objects.
     """
+    neighbours = [
+        n
+        for n in neighbours
+        if n.subject != fact.subject and n.object.strip() != new_object.strip()
+    ]  # a neighbour whose answer is the new object cannot tell keeping from moving
     if not neighbours:
-        raise InputError("give neighbour facts (other subjects of the same relation)")
+        raise InputError(
+            "give neighbour facts (other subjects of the same relation, answered other than "
+            f"{new_object!r})"
+        )
+    cfg = config or RomeConfig()
+    bare = fact.paraphrases()
+    if not bare:
+        raise InputError(f"the relation {fact.relation!r} has no paraphrase templates")
+    # as in CounterFact, each paraphrase follows an unrelated sentence (sampled with another
+    # seed than the edit's prefixes); the bare templates are scored too
+    held_out = context_prefixes(model, len(bare), cfg.prefix_length, seed=cfg.seed + 1000)[1:]
     prompts = {
         "edited": [fact.prompt],
-        "paraphrase": fact.paraphrases(),
+        "paraphrase": [p + t for p, t in zip(held_out, bare, strict=True)],
+        "paraphrase_bare": bare,
         "neighbourhood": [n.prompt for n in neighbours],
         "generation": [f"{fact.subject} is", f"{fact.subject} is known for", fact.prompt],
     }
-    if not prompts["paraphrase"]:
-        raise InputError(f"the relation {fact.relation!r} has no paraphrase templates")
     objs = [n.object for n in neighbours]
+    scored = ("edited", "paraphrase", "paraphrase_bare", "neighbourhood")
 
     def measure() -> tuple[dict[str, list[list[float]]], dict[str, list[str]], list[str]]:
         scores = {}
-        for group in ("edited", "paraphrase"):
+        for group in ("edited", "paraphrase", "paraphrase_bare"):
             lp = object_logprobs(model, prompts[group], [fact.object, new_object])
             scores[group] = lp.tolist()
         scores["neighbourhood"] = [
             object_logprobs(model, [n.prompt], [n.object, new_object])[0].tolist()
             for n in neighbours
         ]
-        tops = {
-            g: _top_tokens(model, prompts[g]) for g in ("edited", "paraphrase", "neighbourhood")
-        }
+        tops = {g: _top_tokens(model, prompts[g]) for g in scored}
         gens = model.generate(prompts["generation"], max_new_tokens=generation_tokens)
         return scores, tops, list(gens)
 
     before, top_before, gen_before = measure()
-    e = edit(model, fact, new_object, layer=layer, config=config, covariance=covariance,
+    e = edit(model, fact, new_object, layer=layer, config=cfg, covariance=covariance,
              progress=progress)  # fmt: skip
     after, top_after, gen_after = measure()
     report = EditReport(

@@ -109,11 +109,13 @@ def edit_figure(report: EditReport, path: Path) -> dict[str, Path]:
     from ..figures import heatmap
 
     rows, labels = [], []
-    for group in ("edited", "paraphrase", "neighbourhood"):
+    short = {"edited": "edited", "paraphrase": "para", "paraphrase_bare": "bare",
+             "neighbourhood": "neighb"}  # fmt: skip
+    for group in [g for g in short if g in report.prompts]:
         for i, prompt in enumerate(report.prompts[group]):
             b, a = report.before[group][i], report.after[group][i]
             rows.append([b[0], b[1], a[0], a[1]])
-            labels.append(f"{group[:5]}: {prompt}")
+            labels.append(f"{short[group]}: {prompt[:48]}")
     probs = torch.tensor(rows).exp()  # mean per-token probability
     return heatmap(
         probs, path,

@@ -51,11 +51,16 @@ TOKEN_KINDS = (
 # the figures' colour per kind (matplotlib's Purples, Greens, Reds); negative effects in grey
 HEAT_RGB = {"hidden": (84, 39, 143), "mlp": (0, 109, 44), "attn": (165, 15, 21)}
 NEGATIVE_RGB = (90, 100, 120)
-GROUPS = ("edited", "paraphrase", "neighbourhood")
+GROUPS = ("edited", "paraphrase", "paraphrase_bare", "neighbourhood")
 # (key in report.json's scores, label, what it means); each is a share
 SCORES: tuple[tuple[str, str, str], ...] = (
     ("efficacy", "efficacy", "share of edited prompts where P(new) > P(true) after the edit"),
-    ("paraphrase", "paraphrase", "the same on held-out paraphrases of the prompt"),
+    (
+        "paraphrase",
+        "paraphrase",
+        "the same on held-out paraphrases, each after an unrelated sentence (as in CounterFact)",
+    ),
+    ("paraphrase_bare", "paraphrase, bare", "the same on the paraphrase templates alone"),
     (
         "neighbourhood",
         "neighbourhood",
@@ -622,7 +627,7 @@ def read_report(run: RunInfo) -> Report:
     try:
         fact = {k: str(data["fact"][k]) for k in ("subject", "template", "object")}
         rows = []
-        for group in GROUPS:
+        for group in [g for g in GROUPS if g != "paraphrase_bare" or g in data["prompts"]]:
             columns = [
                 data["prompts"][group],
                 data["before"][group],
@@ -669,6 +674,7 @@ def _score_rows(report: Report) -> Markup:
     groups = {
         "efficacy": "edited",
         "paraphrase": "paraphrase",
+        "paraphrase_bare": "paraphrase_bare",
         "neighbourhood": "neighbourhood",
         "neighbourhood_kept": "neighbourhood",
     }
@@ -795,7 +801,9 @@ def edit_home(req: Request) -> Document:
             ),
             "layer": f"MLP output projection of block {report.layer}",
             "update": norms,
-            "time": f"{seconds:.1f} s" if seconds is not None else "—",
+            "edit time": f"{seconds:.1f} s (covariance, key, value search)"
+            if seconds is not None
+            else "—",
             "finished": run.finished or "—",
         }
     )
