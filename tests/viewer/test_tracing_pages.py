@@ -25,19 +25,13 @@ from urllib.parse import unquote, urlsplit
 
 import pytest
 
+from mechscope.tracing.average import TOKEN_KINDS
 from mechscope.viewer import serve
+from mechscope.viewer.pages import tracing as tracing_pages
 
 HOSTILE = "<b>Rome</b>"
 SCRIPT = "<script>alert(1)</script>"
 KINDS = ("hidden", "mlp", "attn")
-TOKEN_KINDS = (
-    "first subject",
-    "middle subject",
-    "last subject",
-    "first subsequent",
-    "further",
-    "last",
-)
 
 
 @pytest.fixture(scope="module")
@@ -75,7 +69,10 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SimpleNamespace]:
             model,
             Fact("Rome", capital, "Italy", "country_capital"),
             "France",
-            [Fact("Paris", capital, "France", "country_capital")],
+            [
+                Fact("Paris", capital, "France", "country_capital"),
+                Fact("Berlin", capital, "Germany", "country_capital"),
+            ],  # fmt: skip
             root / "e-one",
             layer=0,
             config=RomeConfig(steps=3, prefixes=2, prefix_length=3, covariance_tokens=2000),
@@ -353,10 +350,10 @@ def test_edit_home_shows_every_prompt_before_and_after(base: str, runs: Any) -> 
     rows = page.body("grid prompts")
     expected = [
         (group, i, prompt)
-        for group in ("edited", "paraphrase", "neighbourhood")
+        for group in ("edited", "paraphrase", "paraphrase_bare", "neighbourhood")
         for i, prompt in enumerate(report.prompts[group])
     ]
-    assert len(rows) == len(expected) == 7
+    assert len(rows) == len(expected) == 1 + 5 + 5 + 1  # Paris answers the new object: left out
     for row, (group, i, prompt) in zip(rows, expected, strict=True):
         (tb, nb), (ta, na) = report.before[group][i], report.after[group][i]
         true = report.neighbour_objects[i] if group == "neighbourhood" else "Italy"
@@ -447,3 +444,8 @@ def test_edit_and_trace_homes_render_in_chromium(browser: Any, base: str, runs: 
         assert errors == []
     finally:
         context.close()
+
+
+def test_the_viewer_copy_of_the_token_kinds_matches_the_library():
+    """The pages keep their own copy (importing the library pulls in torch)."""
+    assert tracing_pages.TOKEN_KINDS == TOKEN_KINDS

@@ -6,6 +6,6 @@ To add pages for a technique, write ``pages/<technique>.py`` with ``@page`` and
 
 from __future__ import annotations
 
-from . import explain, generic, harvest, sae, tracing
+from . import editing, explain, generic, harvest, sae, tracing
 
-__all__ = ["explain", "generic", "harvest", "sae", "tracing"]
+__all__ = ["editing", "explain", "generic", "harvest", "sae", "tracing"]

@@ -1,0 +1,317 @@
+"""Pages for ROME edit runs (``mechscope.tracing.runs.edit_run``): the update and its evaluation.
+
+An ``edit`` run's home shows the ROME update (``edit.safetensors``), the
+held-out scores of ``report.json`` with what each means, every prompt's
+probabilities before and after, the generations side by side and the value
+search's loss. Every value read from the run's files is escaped; a damaged
+file gives an error page naming it.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from ...errors import InputError
+from ..html import Markup, definition_list, join, link, render, table, url
+from ..registry import Document, NotFound, Request, home
+from ..runs import RunInfo
+from .harvest import show_token
+from .sae import figure_html
+from .tracing import _count, _float, _num, _safetensors, _share
+
+if TYPE_CHECKING:
+    from ..app import App
+
+EDIT_KINDS = ("edit",)
+GROUPS = ("edited", "paraphrase", "paraphrase_bare", "neighbourhood")
+# (key in report.json's scores, label, what it means); each is a share
+SCORES: tuple[tuple[str, str, str], ...] = (
+    ("efficacy", "efficacy", "share of edited prompts where P(new) > P(true) after the edit"),
+    (
+        "paraphrase",
+        "paraphrase",
+        "the same on held-out paraphrases, each after an unrelated sentence (as in CounterFact)",
+    ),
+    ("paraphrase_bare", "paraphrase, bare", "the same on the paraphrase templates alone"),
+    (
+        "neighbourhood",
+        "neighbourhood",
+        "share of other subjects' prompts where their own object still beats the new one",
+    ),
+    (
+        "neighbourhood_kept",
+        "neighbourhood kept",
+        "share of other subjects' prompts whose predicted next token is unchanged",
+    ),
+    (
+        "mentions_new",
+        "mentions new",
+        "share of generations after the edit that mention the new object",
+    ),
+)
+
+
+@dataclass(frozen=True)
+class PromptRow:
+    """One held-out prompt: mean log-probabilities [true, new] before and after, top tokens."""
+
+    group: str
+    prompt: str
+    true_object: str
+    before: tuple[float, float]
+    after: tuple[float, float]
+    top_before: str
+    top_after: str
+
+
+def _pair(x: Any) -> tuple[float, float]:
+    if not isinstance(x, list) or len(x) != 2:
+        raise ValueError(f"expected [log P(true), log P(new)], got {x!r}")
+    a, b = (float(v) for v in x)
+    return a, b
+
+
+@dataclass(frozen=True)
+class Report:
+    """What the edit page shows of ``report.json`` (written by `EditReport.save`)."""
+
+    fact: dict[str, str]
+    new_object: str
+    layer: int
+    rows: list[PromptRow]
+    generations: list[tuple[str, str, str]]  # prompt, before, after
+    scores: dict[str, float]
+    seconds: float | None
+
+
+def read_report(run: RunInfo) -> Report:
+    """``report.json``, checked for what the page shows; a 404 if it is missing."""
+    path = run.path / "report.json"
+    if not path.is_file():
+        raise NotFound(
+            f"edit run {run.id} has no report.json: it did not finish",
+            render("<p>{a}</p>", a=link(url("run", run.id, "record"), "its record and files")),
+        )
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise InputError(f"cannot read report.json of edit run {run.id}: {err}") from err
+    try:
+        fact = {k: str(data["fact"][k]) for k in ("subject", "template", "object")}
+        rows = []
+        for group in [g for g in GROUPS if g != "paraphrase_bare" or g in data["prompts"]]:
+            columns = [
+                data["prompts"][group],
+                data["before"][group],
+                data["after"][group],
+                data["top_before"][group],
+                data["top_after"][group],
+            ]
+            if len({len(c) for c in columns}) != 1:
+                raise ValueError(f"the {group} prompts, scores and top tokens differ in number")
+            objects = data["neighbour_objects"] if group == "neighbourhood" else None
+            for i, (prompt, before, after, tb, ta) in enumerate(zip(*columns, strict=True)):
+                true = str(objects[i]) if objects is not None else fact["object"]
+                rows.append(
+                    PromptRow(
+                        group, str(prompt), true, _pair(before), _pair(after), str(tb), str(ta)
+                    )
+                )
+        generations = list(
+            zip(
+                data["prompts"]["generation"],
+                data["generations_before"],
+                data["generations_after"],
+                strict=True,
+            )
+        )
+        scores = data.get("scores") or run.record.get("scores") or {}
+        seconds = data.get("seconds")
+        return Report(
+            fact,
+            str(data["new_object"]),
+            int(data["layer"]),
+            rows,
+            [(str(p), str(b), str(a)) for p, b, a in generations],
+            {str(k): float(v) for k, v in scores.items()},
+            float(seconds) if isinstance(seconds, int | float) else None,
+        )
+    except (KeyError, TypeError, ValueError, IndexError) as err:
+        what = f"no {err}" if isinstance(err, KeyError) else str(err)
+        raise InputError(f"report.json of edit run {run.id} is not a ROME report: {what}") from err
+
+
+def _score_rows(report: Report) -> Markup:
+    scores = report.scores
+    groups = {
+        "efficacy": "edited",
+        "paraphrase": "paraphrase",
+        "paraphrase_bare": "paraphrase_bare",
+        "neighbourhood": "neighbourhood",
+        "neighbourhood_kept": "neighbourhood",
+    }
+    sizes = {k: _count(sum(r.group == g for r in report.rows), "prompt") for k, g in groups.items()}
+    sizes["mentions_new"] = _count(len(report.generations), "generation")
+    rows = [
+        render(
+            '<tr data-score="{key}"><th scope="row">{label}</th>'
+            '<td class="value" data-value="{exact}">{value}</td><td class="muted">{doc} '
+            "({n})</td></tr>",
+            key=key,
+            label=label,
+            exact=scores.get(key, ""),
+            value=_share(scores.get(key)),
+            doc=doc,
+            n=sizes.get(key, ""),
+        )
+        for key, label, doc in SCORES
+    ]
+    rows.append(
+        render(
+            '<tr data-score="fluency"><th scope="row">fluency</th>'
+            '<td class="value" data-value="{b} {a}">{tb} → {ta}</td><td class="muted">'
+            "n-gram entropy of the generations (bits), before → after: a drop means "
+            "repetitive text</td></tr>",
+            b=scores.get("fluency_before", ""),
+            a=scores.get("fluency_after", ""),
+            tb=_num(scores.get("fluency_before"), ".3f"),
+            ta=_num(scores.get("fluency_after"), ".3f"),
+        )
+    )
+    return render(
+        '<table class="grid metrics" id="scores"><thead><tr><th>score</th><th>value</th>'
+        "<th>what it measures</th></tr></thead><tbody>{rows}</tbody></table>",
+        rows=join(rows),
+    )
+
+
+def _token(text: str) -> Markup:
+    return render('<code class="token">{t}</code>', t=show_token(text))
+
+
+def _prompt_table(report: Report) -> Markup:
+    def p(logp: float) -> str:
+        return _num(math.exp(logp))
+
+    rows = [
+        (
+            r.group,
+            r.prompt,
+            r.true_object,
+            p(r.before[0]),
+            p(r.before[1]),
+            p(r.after[0]),
+            p(r.after[1]),
+            render("{a} → {b}", a=_token(r.top_before), b=_token(r.top_after)),
+        )
+        for r in report.rows
+    ]
+    header = (
+        "group",
+        "prompt",
+        "true object",
+        "P(true) before",
+        "P(new) before",
+        "P(true) after",
+        "P(new) after",
+        "top token before → after",
+    )
+    return table(header, rows, cls="grid prompts")
+
+
+def _edit_update(app: App, run: RunInfo) -> tuple[Markup, Markup]:
+    """‖δ‖ against ‖v‖, and the value search's loss history, from ``edit.safetensors``."""
+    found = _safetensors(app, run, "edit.safetensors", "mechscope_rome")
+    if found is None:
+        missing = Markup('<p class="muted">No edit.safetensors in this run.</p>')
+        return Markup("—"), missing
+    tensors, meta = found
+    try:
+        delta = float(np.linalg.norm(tensors["value"].astype(np.float64)))
+        v_norm = _float(meta, "value_norm")
+        history = [
+            (int(h["step"]), _num(float(h["nll"])), _num(float(h["kl"])), _num(float(h["loss"])))
+            for h in meta.get("history", [])
+        ]
+    except (KeyError, TypeError, ValueError) as err:
+        what = f"no {err}" if isinstance(err, KeyError) else str(err)
+        raise InputError(
+            f"edit.safetensors of edit run {run.id} is not a ROME edit: {what}"
+        ) from err
+    ratio = f" ({delta / v_norm:.3g} × ‖v‖)" if v_norm > 0 else ""
+    norms = render(
+        '<span id="norms" data-delta="{d!r}" data-v="{v!r}">‖δ‖ {dt} vs ‖v‖ {vt}{ratio}</span>',
+        d=delta,
+        v=v_norm,
+        dt=_num(delta),
+        vt=_num(v_norm),
+        ratio=ratio,
+    )
+    shown = (
+        table(("step", "NLL of the new object", "KL", "loss"), history, cls="grid history")
+        if history
+        else Markup('<p class="muted">No loss history.</p>')
+    )
+    return norms, shown
+
+
+@home(*EDIT_KINDS)
+def edit_home(req: Request) -> Document:
+    """The ROME edit, its held-out scores, every prompt before and after, and the generations."""
+    run = req.the_run
+    report = read_report(run)
+    norms, history = _edit_update(req.app, run)
+    fact, seconds = report.fact, report.seconds
+    rome = run.config.get("rome")
+    facts = definition_list(
+        {
+            "model": run.model or "—",
+            "prompt": fact["template"].replace("{}", fact["subject"]),
+            "subject": fact["subject"],
+            "object": render(
+                "{old} → <strong>{new}</strong>", old=fact["object"], new=report.new_object
+            ),
+            "layer": f"MLP output projection of block {report.layer}",
+            "update": norms,
+            "edit time": f"{seconds:.1f} s (covariance, key, value search)"
+            if seconds is not None
+            else "—",
+            "finished": run.finished or "—",
+        }
+    )
+    generations = table(
+        ("prompt", "before", "after"),
+        [
+            (
+                p,
+                render('<div class="tokens">{t}</div>', t=show_token(b)),
+                render('<div class="tokens">{t}</div>', t=show_token(a)),
+            )
+            for p, b, a in report.generations
+        ],
+        cls="grid generations",
+    )
+    body = render(
+        "{facts}<h2>Scores</h2>{scores}<h2>Prompts</h2><p>P is the mean per-token probability "
+        "of the object, exp(mean log-prob); for neighbours the true object is their own.</p>"
+        "{prompts}<h2>Figure</h2>{figure}<h2>Generations</h2>{generations}"
+        "<h2>Value search</h2>{history}{rome}",
+        facts=facts,
+        scores=_score_rows(report),
+        prompts=_prompt_table(report),
+        figure=figure_html(run, "edit", "P(true object) and P(new object), before and after"),
+        generations=generations,
+        history=history,
+        rome=render(
+            "<details><summary>hyper-parameters</summary>{d}</details>",
+            d=definition_list({str(k): v for k, v in rome.items()}),
+        )
+        if isinstance(rome, dict)
+        else "",
+    )
+    return Document(f"Edit {run.id}", body)
