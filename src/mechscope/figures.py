@@ -7,6 +7,7 @@ the pages work offline.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -37,7 +38,7 @@ def save_static(fig: object, stem: Path, dpi: int) -> dict[str, Path]:
     out = {}
     for fmt in ("png", "svg"):
         target = stem.with_name(f"{stem.name}.{fmt}")
-        fig.savefig(target, dpi=dpi)  # type: ignore[attr-defined]
+        fig.savefig(target, dpi=dpi, bbox_inches="tight")  # type: ignore[attr-defined]
         out[fmt] = target
     plt.close(fig)  # type: ignore[arg-type]
     return out
@@ -102,7 +103,9 @@ def heatmap(
     ax.set_xticks(range(0, cols, step_x), [xl[i] for i in range(0, cols, step_x)], rotation=90)
     ax.set_yticks(range(0, rows, step_y), [yl[i] for i in range(0, rows, step_y)])
     fig.colorbar(im, ax=ax, label=value_title)
-    fig.tight_layout()
+    with warnings.catch_warnings():  # long labels: the saved figure is cropped to fit instead
+        warnings.simplefilter("ignore", UserWarning)
+        fig.tight_layout()
     out.update(save_static(fig, stem, dpi=120))
 
     # plotly needs unique axis labels; keep the display text in hover

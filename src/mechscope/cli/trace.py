@@ -137,7 +137,7 @@ def _print_average(avg) -> None:  # noqa: ANN001
     from ..tracing.average import TOKEN_KINDS
 
     for kind, grid in avg.effects.items():
-        table = Table(title=f"average indirect effect: {kind} (max over layers, and where)")
+        table = Table(title=f"{kind}: largest average indirect effect")
         table.add_column("token")
         table.add_column("facts", justify="right")
         table.add_column("max AIE", justify="right")
