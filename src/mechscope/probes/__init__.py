@@ -1,0 +1,35 @@
+"""Latent knowledge (Burns et al. 2022): contrast pairs and probes read from the residual stream.
+
+`data` builds contrast pairs (true and false statements answered "Yes" and
+"No"); `probes` reads the hidden states of both answers at every layer and
+fits CCS (unsupervised), logistic-regression and difference-of-means probes,
+with zero-shot prompting as the baseline.
+"""
+
+from .data import ContrastPair, geography_pairs, load_pairs, pair_texts, question_head
+from .probes import (
+    Accuracy,
+    CCSProbe,
+    LinearDirection,
+    hidden_states,
+    logistic_probe,
+    mean_diff_probe,
+    normalise,
+    zero_shot,
+)
+
+__all__ = [
+    "Accuracy",
+    "CCSProbe",
+    "ContrastPair",
+    "LinearDirection",
+    "geography_pairs",
+    "hidden_states",
+    "load_pairs",
+    "logistic_probe",
+    "mean_diff_probe",
+    "normalise",
+    "pair_texts",
+    "question_head",
+    "zero_shot",
+]

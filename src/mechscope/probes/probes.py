@@ -1,0 +1,220 @@
+"""Probes on contrast pairs: CCS, logistic regression, difference of means, and zero-shot.
+
+`hidden_states` reads the residual stream after every block at the last
+token of x+ and x−. Each side is normalised over the data set (its mean
+removed and divided by its standard deviation, as Burns et al. do) so the
+probes cannot read the answer token itself.
+
+- `CCSProbe`: p(x) = σ(θᵀφ(x) + b) trained without labels to be consistent,
+  p(x+) ≈ 1 − p(x−), and confident, min(p(x+), p(x−)) ≈ 0; several random
+  restarts, the lowest loss kept. Its sign is arbitrary: accuracies are
+  reported as max(acc, 1 − acc), and `orient` fixes the sign with labels.
+- `LogisticProbe`: supervised logistic regression on φ(x+) − φ(x−).
+- `MeanDiffProbe`: the difference of the class means of φ(x+) − φ(x−).
+- `zero_shot`: the model's own P("Yes") against P("No") after the question.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+from jaxtyping import Float
+from torch import Tensor
+from tqdm.auto import tqdm
+
+from ..core.model import Model
+from ..errors import InputError
+from .data import ContrastPair, pair_texts, question_head
+
+
+@torch.no_grad()
+def hidden_states(
+    model: Model,
+    pairs: Sequence[ContrastPair],
+    *,
+    batch_size: int = 16,
+    chat: bool | None = None,
+    progress: bool = True,
+) -> tuple[Float[Tensor, "n layer d"], Float[Tensor, "n layer d"]]:
+    """φ(x+) and φ(x−): ``blocks.L.resid_post`` at the last token, for every layer L (float32, CPU)."""
+    if model.dims is None:
+        raise InputError("probes need a transformer language model")
+    if not pairs:
+        raise InputError("no contrast pairs")
+    sites = [f"blocks.{i}.resid_post" for i in range(model.dims.n_layers)]
+    out: dict[bool, list[Tensor]] = {True: [], False: []}
+    texts = [pair_texts(model, p, chat=chat) for p in pairs]
+    for i in tqdm(range(0, len(pairs), batch_size), desc="hidden states", disable=not progress):
+        chunk = texts[i : i + batch_size]
+        for side, column in ((True, 0), (False, 1)):
+            batch = [t[column] for t in chunk]
+            lengths = torch.tensor([len(model._ids(t, None)) for t in batch])
+            cache = model.run(batch, save=sites).cache
+            rows = torch.arange(len(batch))
+            stacked = torch.stack([cache[s][rows, lengths - 1] for s in sites], dim=1)
+            out[side].append(stacked.float().cpu())
+    return torch.cat(out[True]), torch.cat(out[False])
+
+
+def normalise(x: Float[Tensor, "n ... d"]) -> Float[Tensor, "n ... d"]:
+    """Each feature centred and scaled over the data set (axis 0)."""
+    return (x - x.mean(0)) / (x.std(0) + 1e-6)
+
+
+def _ci(correct: int, n: int, z: float = 1.96) -> tuple[float, float]:
+    """Wilson score interval of a proportion."""
+    if n == 0:
+        return (float("nan"), float("nan"))
+    p = correct / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return (centre - half, centre + half)
+
+
+@dataclass(frozen=True)
+class Accuracy:
+    """An accuracy on `n` held-out pairs with its 95% Wilson interval."""
+
+    value: float
+    n: int
+    low: float
+    high: float
+
+    @classmethod
+    def of(cls, predictions: Tensor, labels: Tensor) -> Accuracy:
+        correct = int((predictions.bool() == labels.bool()).sum())
+        low, high = _ci(correct, len(labels))
+        return cls(correct / max(1, len(labels)), len(labels), low, high)
+
+    def __repr__(self) -> str:
+        return f"{self.value:.3f} [{self.low:.3f}, {self.high:.3f}] (n={self.n})"
+
+
+class CCSProbe(torch.nn.Module):
+    """Contrast-consistent search: a linear probe trained without labels."""
+
+    def __init__(self, d: int) -> None:
+        super().__init__()
+        self.linear = torch.nn.Linear(d, 1)
+
+    def forward(self, x: Float[Tensor, "n d"]) -> Float[Tensor, " n"]:
+        return torch.sigmoid(self.linear(x)).squeeze(-1)
+
+    @staticmethod
+    def loss(p_pos: Tensor, p_neg: Tensor) -> Tensor:
+        """Consistency (p+ − (1 − p−))² plus confidence min(p+, p−)², averaged."""
+        return ((p_pos - (1 - p_neg)) ** 2 + torch.minimum(p_pos, p_neg) ** 2).mean()
+
+    @classmethod
+    def fit(
+        cls,
+        pos: Float[Tensor, "n d"],
+        neg: Float[Tensor, "n d"],
+        *,
+        restarts: int = 10,
+        epochs: int = 1000,
+        lr: float = 1e-3,
+        weight_decay: float = 0.01,
+        seed: int = 0,
+    ) -> tuple[CCSProbe, float]:
+        """The probe with the lowest loss over `restarts` random starts, and that loss."""
+        if restarts < 1:
+            raise InputError("CCS needs at least one restart")
+        best: tuple[CCSProbe, float] | None = None
+        g = torch.Generator().manual_seed(seed)
+        for _ in range(restarts):
+            probe = cls(pos.shape[-1])
+            with torch.no_grad():
+                w = torch.randn(pos.shape[-1], generator=g)
+                probe.linear.weight.copy_(w / w.norm() / math.sqrt(pos.shape[-1]))
+                probe.linear.bias.zero_()
+            opt = torch.optim.AdamW(probe.parameters(), lr=lr, weight_decay=weight_decay)
+            with torch.enable_grad():
+                for _ in range(epochs):
+                    opt.zero_grad()
+                    loss = cls.loss(probe(pos), probe(neg))
+                    loss.backward()
+                    opt.step()
+            final = float(cls.loss(probe(pos), probe(neg)).detach())
+            if best is None or final < best[1]:
+                best = (probe, final)
+        assert best is not None
+        return best
+
+    @torch.no_grad()
+    def credence(self, pos: Tensor, neg: Tensor) -> Float[Tensor, " n"]:
+        """The probe's P(true): ½(p(x+) + 1 − p(x−))."""
+        return 0.5 * (self(pos) + 1 - self(neg))
+
+    @torch.no_grad()
+    def orient(self, pos: Tensor, neg: Tensor, labels: Tensor) -> bool:
+        """Flip the probe if it is below chance on labelled data; True when it flipped."""
+        acc = float(((self.credence(pos, neg) > 0.5) == labels.bool()).float().mean())
+        if acc < 0.5:
+            self.linear.weight.neg_()
+            self.linear.bias.neg_()
+            return True
+        return False
+
+
+@dataclass
+class LinearDirection:
+    """A direction w and bias b on φ(x+) − φ(x−): predicts true where w·Δφ + b > 0."""
+
+    weight: Float[Tensor, " d"]
+    bias: float = 0.0
+
+    def predict(self, pos: Tensor, neg: Tensor) -> Tensor:
+        return (pos - neg) @ self.weight + self.bias > 0
+
+
+def logistic_probe(
+    pos: Tensor, neg: Tensor, labels: Tensor, *, epochs: int = 500, weight_decay: float = 1e-2
+) -> LinearDirection:
+    """Supervised logistic regression on φ(x+) − φ(x−) (full-batch L-BFGS-free Adam)."""
+    x, y = pos - neg, labels.float()
+    w = torch.zeros(x.shape[-1], requires_grad=True)
+    b = torch.zeros((), requires_grad=True)
+    opt = torch.optim.Adam([w, b], lr=1e-2)
+    with torch.enable_grad():
+        for _ in range(epochs):
+            opt.zero_grad()
+            logits = x @ w + b
+            loss = torch.nn.functional.binary_cross_entropy_with_logits(logits, y)
+            (loss + weight_decay * (w**2).sum()).backward()
+            opt.step()
+    return LinearDirection(w.detach(), float(b.detach()))
+
+
+def mean_diff_probe(pos: Tensor, neg: Tensor, labels: Tensor) -> LinearDirection:
+    """The difference of the class means of φ(x+) − φ(x−), thresholded halfway between them."""
+    x, y = pos - neg, labels.bool()
+    if y.all() or not y.any():
+        raise InputError("difference of means needs both true and false pairs")
+    mu_t, mu_f = x[y].mean(0), x[~y].mean(0)
+    w = mu_t - mu_f
+    return LinearDirection(w, float(-(mu_t + mu_f) @ w / 2))
+
+
+@torch.no_grad()
+def zero_shot(
+    model: Model, pairs: Sequence[ContrastPair], *, chat: bool | None = None, batch_size: int = 16
+) -> Tensor:
+    """The model's answer without a probe: True where P(positive) > P(negative) after the question."""
+    preds = []
+    for i in range(0, len(pairs), batch_size):
+        chunk = pairs[i : i + batch_size]
+        heads, pos_ids, neg_ids = [], [], []
+        for p in chunk:
+            head, sep = question_head(model, p, chat=chat)
+            heads.append(head)
+            pos_ids.append(model._ids(sep + p.positive, False)[0])
+            neg_ids.append(model._ids(sep + p.negative, False)[0])
+        lengths = torch.tensor([len(model._ids(h, None)) for h in heads])
+        logits = model.run(heads).logits[torch.arange(len(chunk)), lengths - 1]
+        rows = torch.arange(len(chunk))
+        preds.append((logits[rows, pos_ids] > logits[rows, neg_ids]).cpu())
+    return torch.cat(preds)

@@ -1,0 +1,121 @@
+"""Contrast pairs and probes: data, hidden states, and each probe on planted directions."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from mechscope.errors import InputError
+from mechscope.probes import (
+    Accuracy,
+    CCSProbe,
+    ContrastPair,
+    geography_pairs,
+    hidden_states,
+    load_pairs,
+    logistic_probe,
+    mean_diff_probe,
+    normalise,
+    pair_texts,
+    question_head,
+    zero_shot,
+)
+from mechscope.testing import tiny_chat_model, tiny_model
+
+
+def test_geography_pairs_are_balanced_true_and_false_statements():
+    pairs = geography_pairs(["country_capital"], seed=1)
+    assert sum(p.label for p in pairs) * 2 == len(pairs)
+    true = next(p for p in pairs if p.label and "of France is" in p.statement)
+    assert true.statement == "The capital of France is the city of Paris."
+    false = next(p for p in pairs if not p.label and "France is" in p.statement)
+    assert "Paris" not in false.statement
+    assert geography_pairs(["country_capital"], seed=1) == pairs  # reproducible
+
+
+def test_load_pairs_and_its_errors(tmp_path):
+    path = tmp_path / "p.json"
+    path.write_text(json.dumps([{"statement": "Snow is white.", "label": True}]))
+    assert load_pairs(path) == [ContrastPair("Snow is white.", True)]
+    path.write_text(json.dumps([{"statement": "x", "label": "yes"}]))
+    with pytest.raises(InputError, match="true or false"):
+        load_pairs(path)
+    with pytest.raises(InputError, match="no such"):
+        load_pairs(tmp_path / "none.json")
+
+
+def test_pair_texts_use_the_chat_template_when_there_is_one():
+    pair = ContrastPair("Snow is white.", True)
+    plain = tiny_model("llama")
+    pos, neg = pair_texts(plain, pair)
+    assert pos.endswith("Answer: Yes") and neg.endswith("Answer: No")
+    assert question_head(plain, pair) == (pos[: -len(" Yes")], " ")
+    chat = tiny_chat_model("llama")
+    head, sep = question_head(chat, pair)
+    assert sep == "" and "Snow is white." in head and head != pos[: -len(" Yes")]
+    assert pair_texts(chat, pair, chat=False) == (pos, neg)
+    with pytest.raises(InputError, match="no chat template"):
+        pair_texts(plain, pair, chat=True)
+
+
+def test_hidden_states_are_the_last_tokens_residual_stream():
+    model = tiny_model("llama")
+    pairs = [ContrastPair("Snow is white.", True), ContrastPair("Grass is blue!", False)]
+    pos, neg = hidden_states(model, pairs, batch_size=1, progress=False)
+    assert pos.shape == (2, model.dims.n_layers, model.dims.d_model)
+    x_pos, x_neg = pair_texts(model, pairs[1])
+    cache = model.run(x_neg, save=["blocks.1.resid_post"]).cache
+    assert torch.allclose(neg[1, 1], cache["blocks.1.resid_post"][0, -1], atol=1e-5)
+    batched, _ = hidden_states(model, pairs, batch_size=2, progress=False)  # right-padded
+    assert torch.allclose(batched, pos, atol=1e-5)
+
+
+def _planted(n: int = 400, d: int = 16, seed: int = 0):
+    """φ(x±) = noise ± s·label·u: the truth is along u, with the answer's own offset along v."""
+    g = torch.Generator().manual_seed(seed)
+    labels = torch.rand(n, generator=g) > 0.5
+    u, v = torch.eye(d)[0], torch.eye(d)[1]
+    s = labels.float() * 2 - 1
+    pos = torch.randn(n, d, generator=g) * 0.5 + 3 * v + 2 * s[:, None] * u
+    neg = torch.randn(n, d, generator=g) * 0.5 - 3 * v - 2 * s[:, None] * u
+    return normalise(pos), normalise(neg), labels
+
+
+def test_ccs_finds_the_planted_truth_direction_without_labels():
+    pos, neg, labels = _planted()
+    probe, loss = CCSProbe.fit(pos[:200], neg[:200], restarts=3, epochs=300, lr=1e-2)
+    acc = Accuracy.of(probe.credence(pos[200:], neg[200:]) > 0.5, labels[200:]).value
+    assert max(acc, 1 - acc) > 0.95 and loss < 0.2
+    probe.orient(pos[:200], neg[:200], labels[:200])
+    assert Accuracy.of(probe.credence(pos[200:], neg[200:]) > 0.5, labels[200:]).value > 0.95
+    # on noise alone, no direction is consistent and confident
+    noise = torch.randn(200, 16)
+    _, noise_loss = CCSProbe.fit(noise, torch.randn(200, 16), restarts=2, epochs=300, lr=1e-2)
+    assert noise_loss > loss
+
+
+def test_supervised_probes_find_it_too():
+    pos, neg, labels = _planted(seed=1)
+    for fit in (logistic_probe, mean_diff_probe):
+        probe = fit(pos[:200], neg[:200], labels[:200])
+        assert Accuracy.of(probe.predict(pos[200:], neg[200:]), labels[200:]).value > 0.95
+    with pytest.raises(InputError, match="both true and false"):
+        mean_diff_probe(pos[:5], neg[:5], torch.ones(5, dtype=torch.bool))
+
+
+def test_accuracy_interval():
+    acc = Accuracy.of(torch.tensor([1, 1, 1, 0] * 25), torch.ones(100))
+    assert acc.value == 0.75 and acc.low < 0.75 < acc.high
+    assert acc.low == pytest.approx(0.657, abs=1e-3) and acc.high == pytest.approx(0.825, abs=1e-3)
+
+
+def test_zero_shot_compares_the_answers_first_tokens():
+    model = tiny_model("llama")
+    pairs = [ContrastPair("Snow is white.", True), ContrastPair("Grass is blue.", False)]
+    preds = zero_shot(model, pairs)
+    head, sep = question_head(model, pairs[0])
+    logits = model.run(head).logits[0, -1]
+    yes, no = model._ids(sep + "Yes", False)[0], model._ids(sep + "No", False)[0]
+    assert bool(preds[0]) == bool(logits[yes] > logits[no]) and preds.shape == (2,)
