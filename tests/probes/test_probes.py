@@ -119,3 +119,24 @@ def test_zero_shot_compares_the_answers_first_tokens():
     logits = model.run(head).logits[0, -1]
     yes, no = model._ids(sep + "Yes", False)[0], model._ids(sep + "No", False)[0]
     assert bool(preds[0]) == bool(logits[yes] > logits[no]) and preds.shape == (2,)
+
+
+def test_probe_layers_scores_every_method_and_round_trips(tmp_path):
+    from mechscope.probes import ProbeResults, probe_layers
+
+    model = tiny_model("llama")
+    pairs = [ContrastPair(f"Statement {i} is {'true' if i % 2 else 'false'}.", bool(i % 2))
+             for i in range(24)]  # fmt: skip
+    res = probe_layers(model, pairs, test=8, restarts=2, epochs=20, progress=False)
+    assert res.layers == [0, 1] and set(res.accuracy) == {"ccs", "logistic", "mean_diff"}
+    assert all(a.n == 8 and 0 <= a.value <= 1 for accs in res.accuracy.values() for a in accs)
+    assert all(a.value >= 0.5 for a in res.accuracy["ccs"])  # the sign is not learned
+    layer, best = res.best("logistic")
+    assert best.value == max(a.value for a in res.accuracy["logistic"]) and layer in (0, 1)
+    again = ProbeResults.load(res.save(tmp_path / "probes.json"))
+    assert again.accuracy == res.accuracy and again.zero_shot == res.zero_shot
+    assert all(p.exists() for p in res.figure(tmp_path / "acc").values())
+    with pytest.raises(InputError, match="test must be"):
+        probe_layers(model, pairs, test=24)
+    with pytest.raises(InputError, match="both true and false"):
+        probe_layers(model, [ContrastPair("x", True)] * 4, test=2)

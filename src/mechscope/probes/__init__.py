@@ -3,7 +3,8 @@
 `data` builds contrast pairs (true and false statements answered "Yes" and
 "No"); `probes` reads the hidden states of both answers at every layer and
 fits CCS (unsupervised), logistic-regression and difference-of-means probes,
-with zero-shot prompting as the baseline.
+with zero-shot prompting as the baseline; `sweep` runs them all at every
+layer and reports held-out accuracy with intervals.
 """
 
 from .data import ContrastPair, geography_pairs, load_pairs, pair_texts, question_head
@@ -17,8 +18,12 @@ from .probes import (
     normalise,
     zero_shot,
 )
+from .sweep import METHODS, ProbeResults, probe_layers
 
 __all__ = [
+    "METHODS",
+    "ProbeResults",
+    "probe_layers",
     "Accuracy",
     "CCSProbe",
     "ContrastPair",
