@@ -140,3 +140,25 @@ def test_probe_layers_scores_every_method_and_round_trips(tmp_path):
         probe_layers(model, pairs, test=24)
     with pytest.raises(InputError, match="both true and false"):
         probe_layers(model, [ContrastPair("x", True)] * 4, test=2)
+
+
+def test_directions_save_reopen_and_map_to_the_residual_stream(tmp_path):
+    pos, neg, labels = _planted(seed=2)
+    lr = logistic_probe(pos, neg, labels)
+    lr.layer, lr.method = 3, "logistic"
+    again = type(lr).load(lr.save(tmp_path / "dir.safetensors"))
+    assert torch.equal(again.weight, lr.weight) and again.bias == lr.bias and again.layer == 3
+    assert torch.equal(again.predict(pos, neg), lr.predict(pos, neg))
+    std = torch.full((16,), 2.0)
+    raw = lr.in_residual(std)
+    assert raw.norm() == pytest.approx(1.0) and torch.allclose(
+        raw, lr.weight / lr.weight.norm(), atol=1e-5
+    )
+    probe, _ = CCSProbe.fit(pos, neg, restarts=1, epochs=100, lr=1e-2)
+    d = probe.direction(layer=3)
+    assert d.method == "ccs" and torch.equal(d.weight, probe.linear.weight[0])
+    with pytest.raises(InputError, match="not a saved probe direction"):
+        from safetensors.torch import save_file
+
+        save_file({"x": torch.zeros(1)}, str(tmp_path / "x.safetensors"))
+        type(lr).load(tmp_path / "x.safetensors")

@@ -16,9 +16,11 @@ probes cannot read the answer token itself.
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 from jaxtyping import Float
@@ -149,6 +151,10 @@ class CCSProbe(torch.nn.Module):
         """The probe's P(true): ½(p(x+) + 1 − p(x−))."""
         return 0.5 * (self(pos) + 1 - self(neg))
 
+    def direction(self, layer: int | None = None) -> LinearDirection:
+        """The probe's weight as a direction (its sign as fitted; `orient` it first)."""
+        return LinearDirection(self.linear.weight.detach()[0].clone(), 0.0, layer, "ccs")
+
     @torch.no_grad()
     def orient(self, pos: Tensor, neg: Tensor, labels: Tensor) -> bool:
         """Flip the probe if it is below chance on labelled data; True when it flipped."""
@@ -162,13 +168,50 @@ class CCSProbe(torch.nn.Module):
 
 @dataclass
 class LinearDirection:
-    """A direction w and bias b on φ(x+) − φ(x−): predicts true where w·Δφ + b > 0."""
+    """A direction w and bias b on φ(x+) − φ(x−): predicts true where w·Δφ + b > 0.
+
+    Probes are fitted on normalised hidden states; `in_residual` divides w by
+    the features' standard deviation, giving the direction in the residual
+    stream's own coordinates (to steer with, or to read unnormalised states).
+    """
 
     weight: Float[Tensor, " d"]
     bias: float = 0.0
+    layer: int | None = None
+    method: str = ""
 
     def predict(self, pos: Tensor, neg: Tensor) -> Tensor:
         return (pos - neg) @ self.weight + self.bias > 0
+
+    def in_residual(self, std: Float[Tensor, " d"]) -> Float[Tensor, " d"]:
+        """w / σ, unit norm: the direction for raw ``blocks.{layer}.resid_post`` vectors."""
+        w = self.weight / (std + 1e-6)
+        return w / w.norm()
+
+    def save(self, path: str | Path) -> Path:
+        """One safetensors file (the weight) with bias, layer and method as metadata."""
+        from safetensors.torch import save_file
+
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        meta = {"bias": self.bias, "layer": self.layer, "method": self.method}
+        save_file({"weight": self.weight.contiguous()}, str(path),
+                  metadata={"mechscope_direction": json.dumps(meta)})  # fmt: skip
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path) -> LinearDirection:
+        from safetensors import SafetensorError, safe_open
+
+        try:
+            with safe_open(str(path), framework="pt") as f:
+                raw = (f.metadata() or {}).get("mechscope_direction")
+                weight = f.get_tensor("weight") if raw is not None else None
+        except (OSError, SafetensorError) as e:
+            raise InputError(f"cannot read {path} as a probe direction: {e}") from None
+        if raw is None or weight is None:
+            raise InputError(f"{path} is not a saved probe direction")
+        return cls(weight, **json.loads(raw))
 
 
 def logistic_probe(
