@@ -28,7 +28,6 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
 
 import torch
 from jaxtyping import Float
@@ -37,6 +36,7 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
+from ..core.interventions import apply
 from ..core.loading import default_cache_dir
 from ..core.model import Model
 from ..errors import InputError
@@ -189,7 +189,6 @@ def _optimise_delta(
     progress: bool,
 ) -> tuple[Tensor, list[dict[str, float]], float]:
     """δ, the loss history and ‖v‖ (the projection's output at the subject's last token)."""
-    down = _down(model, layer)
     target = model._ids(" " + new_object, False)
     facts = [_prefixed(fact, p) for p in prefixes]
     texts = [model._ids(f.prompt, None) + target[:-1] for f in facts]
@@ -209,26 +208,28 @@ def _optimise_delta(
     where = torch.tensor(subj_last)
     seen: dict[str, Tensor] = {}
 
-    def hook(module: nn.Module, args: Any, out: Tensor) -> Tensor:
+    def add_delta(out: Tensor) -> Tensor:  # the projection's output, δ added at the subject
+        at = (torch.arange(out.shape[0]), where)
         if "v" not in seen:
-            seen["v"] = out[torch.arange(out.shape[0]), where].detach()
-        out = out.clone()
-        out[torch.arange(out.shape[0]), where] += delta.to(out.dtype)
-        return out
+            seen["v"] = out[at].detach()
+        return out.index_put(at, delta.to(out.dtype), accumulate=True)
 
-    with torch.no_grad():
-        base = model.hf(input_ids=ids, attention_mask=mask).logits
-        ref = base[-1, ess_last].float().log_softmax(-1)
+    # the projection module's path is a site: δ goes in through the core's hooks
+    site = f"{model.adapter.layers}.{layer}.{model.adapter.mlp_down}"  # type: ignore[union-attr]
+    inputs = {"input_ids": ids, "attention_mask": mask}
+    ivs = [apply(site, add_delta)]
     params = [p for p in model.hf.parameters() if p.requires_grad]
     for p in params:
         p.requires_grad_(False)
     opt: torch.optim.Adam | None = None
+    ref: Tensor | None = None  # the essence prompt's next-token distribution with δ = 0
     history: list[dict[str, float]] = []
-    handle = down.register_forward_hook(hook)
     try:
         bar = tqdm(range(cfg.steps), desc="ROME value", unit="step", disable=not progress)
         for step in bar:
-            logits = model.hf(input_ids=ids, attention_mask=mask).logits.float()
+            logits = model.run(inputs, interventions=ivs, keep_graph=True).logits.float()
+            if ref is None:  # δ is still zero at the first step
+                ref = logits[-1, ess_last].detach().log_softmax(-1)
             logp = logits[rows, cols].log_softmax(-1)
             nll = -logp.gather(-1, goal[:, None]).mean()
             kl = torch.nn.functional.kl_div(
@@ -251,7 +252,6 @@ def _optimise_delta(
                 if delta.norm() > limit:
                     delta.mul_(limit / delta.norm())
     finally:
-        handle.remove()
         for p in params:
             p.requires_grad_(True)
     return delta.detach(), history, float(seen["v"][0].norm())
