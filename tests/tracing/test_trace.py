@@ -113,11 +113,11 @@ def test_resuming_from_the_restored_token_equals_running_every_position(arch, mo
 
     m = tiny_model(arch)
     fast = trace_fact(m, FACT, samples=2, noise=5.0, batch_size=16)
-    used = trace_mod._Suffix.of(
+    used = trace_mod.SuffixRunner.of(
         m, m.capture(m.to_tokens(FACT.prompt))[1], m.to_tokens(FACT.prompt), []
     )
     assert (used is not None) == (arch == "llama")  # rotary decoders only; others run all positions
-    monkeypatch.setattr(trace_mod._Suffix, "of", classmethod(lambda *a: None))
+    monkeypatch.setattr(trace_mod.SuffixRunner, "of", classmethod(lambda *a: None))
     slow = trace_fact(m, FACT, samples=2, noise=5.0, batch_size=16)
     for kind in fast.scores:
         assert torch.allclose(fast.scores[kind], slow.scores[kind], atol=1e-5), kind
