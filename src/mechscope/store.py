@@ -24,7 +24,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import Tensor
 
-from .errors import MechscopeError
+from .errors import InputError, MechscopeError
 
 
 def versions() -> dict[str, str]:
@@ -159,6 +159,24 @@ def open_run(path: str | Path) -> dict[str, Any]:
         "config": json.loads((path / "config.json").read_text()),
         "run": json.loads((path / "run.json").read_text()),
     }
+
+
+def read_json_list(
+    path: str | Path, what: str, items: str, *, non_empty: bool = False
+) -> list[Any]:
+    """The JSON list in the user's file `path`; one-line errors name the `what` file and its `items`."""
+    path = Path(path)
+    try:
+        rows = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise InputError(f"no such {what} file: {path}") from None
+    except json.JSONDecodeError as e:
+        raise InputError(f"{path} is not valid JSON: {e}") from None
+    if not isinstance(rows, list) or (non_empty and not rows):
+        raise InputError(
+            f"{path} must hold a {'non-empty ' if non_empty else ''}JSON list of {items}"
+        )
+    return rows
 
 
 def load_tensors(path: str | Path) -> dict[str, Tensor]:

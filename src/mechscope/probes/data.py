@@ -11,7 +11,6 @@ when it has one.
 
 from __future__ import annotations
 
-import json
 import random
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
@@ -19,6 +18,7 @@ from pathlib import Path
 
 from ..core.model import Model
 from ..errors import InputError
+from ..store import read_json_list
 
 # how a statement becomes a yes/no question; {} is the statement
 QUESTION = "Is the following statement true or false?\n{}\nAnswer Yes or No."
@@ -74,15 +74,7 @@ def geography_pairs(
 
 def load_pairs(path: str | Path) -> list[ContrastPair]:
     """Pairs from JSON: a list of {"statement", "label" (true/false), "positive"?, "negative"?}."""
-    path = Path(path)
-    try:
-        rows = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise InputError(f"no such contrast-pair file: {path}") from None
-    except json.JSONDecodeError as e:
-        raise InputError(f"{path} is not valid JSON: {e}") from None
-    if not isinstance(rows, list) or not rows:
-        raise InputError(f"{path} must hold a non-empty JSON list of pairs")
+    rows = read_json_list(path, "contrast-pair", "pairs", non_empty=True)
     pairs = []
     for i, row in enumerate(rows):
         if not isinstance(row, dict) or "statement" not in row or "label" not in row:

@@ -12,7 +12,6 @@ the facts the model completes with the object's first token.
 
 from __future__ import annotations
 
-import json
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -23,6 +22,7 @@ import torch
 
 from ..core.model import Model
 from ..errors import InputError
+from ..store import read_json_list
 
 # relation -> templates ("{}" is the subject); the first is the one traced and edited
 TEMPLATES: dict[str, tuple[str, ...]] = {
@@ -141,15 +141,7 @@ def geography_facts(
 
 def load_facts(path: str | Path) -> list[Fact]:
     """Facts from a JSON file: a list of {"subject", "template" (with {}), "object", "relation"?}."""
-    path = Path(path)
-    try:
-        rows = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise InputError(f"no such fact file: {path}") from None
-    except json.JSONDecodeError as e:
-        raise InputError(f"{path} is not valid JSON: {e}") from None
-    if not isinstance(rows, list):
-        raise InputError(f"{path} must hold a JSON list of facts")
+    rows = read_json_list(path, "fact", "facts")
     facts = []
     for i, row in enumerate(rows):
         missing = [
