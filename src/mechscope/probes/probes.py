@@ -91,6 +91,12 @@ class Accuracy:
         low, high = _ci(correct, len(labels))
         return cls(correct / max(1, len(labels)), len(labels), low, high)
 
+    def sign_free(self) -> Accuracy:
+        """max(acc, 1 − acc), for probes whose sign is not learned (CCS)."""
+        if self.value >= 0.5:
+            return self
+        return Accuracy(1 - self.value, self.n, 1 - self.high, 1 - self.low)
+
     def __repr__(self) -> str:
         return f"{self.value:.3f} [{self.low:.3f}, {self.high:.3f}] (n={self.n})"
 
@@ -152,7 +158,11 @@ class CCSProbe(torch.nn.Module):
         return 0.5 * (self(pos) + 1 - self(neg))
 
     def direction(self, layer: int | None = None) -> LinearDirection:
-        """The probe's weight as a direction (its sign as fitted; `orient` it first)."""
+        """The probe as a direction on φ(x+) − φ(x−) (its sign as fitted; `orient` it first).
+
+        The credence ½(p(x+) + 1 − p(x−)) exceeds ½ exactly where θᵀφ(x+) > θᵀφ(x−),
+        so the direction is θ with no bias.
+        """
         return LinearDirection(self.linear.weight.detach()[0].clone(), 0.0, layer, "ccs")
 
     @torch.no_grad()
@@ -167,51 +177,89 @@ class CCSProbe(torch.nn.Module):
 
 
 @dataclass
+class Normaliser:
+    """Per-side feature means and a shared scale, fitted on training states (Burns et al.)."""
+
+    mean_pos: Float[Tensor, " d"]
+    mean_neg: Float[Tensor, " d"]
+    std_pos: Float[Tensor, " d"]
+    std_neg: Float[Tensor, " d"]
+
+    @classmethod
+    def fit(cls, pos: Float[Tensor, "n d"], neg: Float[Tensor, "n d"]) -> Normaliser:
+        return cls(pos.mean(0), neg.mean(0), pos.std(0), neg.std(0))
+
+    def __call__(self, pos: Tensor, neg: Tensor) -> tuple[Tensor, Tensor]:
+        return ((pos - self.mean_pos) / (self.std_pos + 1e-6),
+                (neg - self.mean_neg) / (self.std_neg + 1e-6))  # fmt: skip
+
+
+@dataclass
 class LinearDirection:
     """A direction w and bias b on φ(x+) − φ(x−): predicts true where w·Δφ + b > 0.
 
-    Probes are fitted on normalised hidden states; `in_residual` divides w by
-    the features' standard deviation, giving the direction in the residual
-    stream's own coordinates (to steer with, or to read unnormalised states).
+    Probes are fitted on normalised hidden states; with the `normaliser` kept,
+    `predict_raw` reads raw ``blocks.{layer}.resid_post`` states and
+    `in_residual` gives w in the residual stream's own coordinates (w / σ, to
+    steer with).
     """
 
     weight: Float[Tensor, " d"]
     bias: float = 0.0
     layer: int | None = None
     method: str = ""
+    normaliser: Normaliser | None = None
 
     def predict(self, pos: Tensor, neg: Tensor) -> Tensor:
+        """On normalised states φ(x+), φ(x−): True where the probe says the statement is true."""
         return (pos - neg) @ self.weight + self.bias > 0
 
-    def in_residual(self, std: Float[Tensor, " d"]) -> Float[Tensor, " d"]:
+    def predict_raw(self, pos: Tensor, neg: Tensor) -> Tensor:
+        """On raw residual states (normalised with the training statistics first)."""
+        if self.normaliser is None:
+            raise InputError("this direction has no normalisation statistics; use predict")
+        return self.predict(*self.normaliser(pos, neg))
+
+    def in_residual(self, std: Float[Tensor, " d"] | None = None) -> Float[Tensor, " d"]:
         """w / σ, unit norm: the direction for raw ``blocks.{layer}.resid_post`` vectors."""
+        if std is None:
+            if self.normaliser is None:
+                raise InputError("pass the features' std: this direction has no normaliser")
+            std = 0.5 * (self.normaliser.std_pos + self.normaliser.std_neg)
         w = self.weight / (std + 1e-6)
         return w / w.norm()
 
     def save(self, path: str | Path) -> Path:
-        """One safetensors file (the weight) with bias, layer and method as metadata."""
+        """One safetensors file (weight and normaliser) with bias, layer and method as metadata."""
         from safetensors.torch import save_file
 
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         meta = {"bias": self.bias, "layer": self.layer, "method": self.method}
-        save_file({"weight": self.weight.contiguous()}, str(path),
-                  metadata={"mechscope_direction": json.dumps(meta)})  # fmt: skip
+        tensors = {"weight": self.weight.contiguous()}
+        if self.normaliser is not None:
+            tensors.update({k: v.contiguous() for k, v in self.normaliser.__dict__.items()})
+        save_file(tensors, str(path), metadata={"mechscope_direction": json.dumps(meta)})
         return path
 
     @classmethod
     def load(cls, path: str | Path) -> LinearDirection:
         from safetensors import SafetensorError, safe_open
 
+        if not Path(path).is_file():
+            raise InputError(f"no such probe direction file: {path}")
         try:
             with safe_open(str(path), framework="pt") as f:
                 raw = (f.metadata() or {}).get("mechscope_direction")
-                weight = f.get_tensor("weight") if raw is not None else None
+                names = f.keys() if raw is not None else []  # noqa: SIM118
+                tensors = {k: f.get_tensor(k) for k in names}
         except (OSError, SafetensorError) as e:
             raise InputError(f"cannot read {path} as a probe direction: {e}") from None
-        if raw is None or weight is None:
+        if raw is None or "weight" not in tensors:
             raise InputError(f"{path} is not a saved probe direction")
-        return cls(weight, **json.loads(raw))
+        weight = tensors.pop("weight")
+        norm = Normaliser(**tensors) if tensors else None
+        return cls(weight, **json.loads(raw), normaliser=norm)
 
 
 def logistic_probe(
@@ -243,12 +291,17 @@ def mean_diff_probe(pos: Tensor, neg: Tensor, labels: Tensor) -> LinearDirection
 
 
 @torch.no_grad()
-def zero_shot(
-    model: Model, pairs: Sequence[ContrastPair], *, chat: bool | None = None, batch_size: int = 16
-) -> Tensor:
-    """The model's answer without a probe: True where P(positive) > P(negative) after the question."""
-    preds = []
-    for i in range(0, len(pairs), batch_size):
+def zero_shot_logodds(
+    model: Model,
+    pairs: Sequence[ContrastPair],
+    *,
+    chat: bool | None = None,
+    batch_size: int = 16,
+    progress: bool = True,
+) -> Float[Tensor, " n"]:
+    """log P(positive) − log P(negative) of the first answer token after each question."""
+    out = []
+    for i in tqdm(range(0, len(pairs), batch_size), desc="zero-shot", disable=not progress):
         chunk = pairs[i : i + batch_size]
         heads, pos_ids, neg_ids = [], [], []
         for p in chunk:
@@ -257,7 +310,25 @@ def zero_shot(
             pos_ids.append(model._ids(sep + p.positive, False)[0])
             neg_ids.append(model._ids(sep + p.negative, False)[0])
         lengths = torch.tensor([len(model._ids(h, None)) for h in heads])
-        logits = model.run(heads).logits[torch.arange(len(chunk)), lengths - 1]
+        logits = model.run(heads).logits[torch.arange(len(chunk)), lengths - 1].float()
         rows = torch.arange(len(chunk))
-        preds.append((logits[rows, pos_ids] > logits[rows, neg_ids]).cpu())
-    return torch.cat(preds)
+        out.append((logits[rows, pos_ids] - logits[rows, neg_ids]).cpu())
+    return torch.cat(out)
+
+
+def zero_shot(
+    model: Model,
+    pairs: Sequence[ContrastPair],
+    *,
+    chat: bool | None = None,
+    calibrated: bool = False,
+    progress: bool = True,
+) -> Tensor:
+    """The model's own answer: True where P(positive) > P(negative) after the question.
+
+    `calibrated` thresholds the log-odds at their median over `pairs`
+    instead of 0 (no labels used): a model that leans to one answer is then
+    judged on its ranking, as an unsupervised baseline should be.
+    """
+    logodds = zero_shot_logodds(model, pairs, chat=chat, progress=progress)
+    return logodds > (logodds.median() if calibrated else 0)

@@ -1,0 +1,55 @@
+"""Steering (Turner et al. 2023; contrastive activation addition): add a vector to the residual stream.
+
+`vectors` builds steering vectors from prompt pairs (activation addition),
+from two sets of texts (difference of means, first principal component) or
+from a probe's direction, and saves them as safetensors; `apply` adds them
+during runs and generation and measures their cost (corpus perplexity, KL
+on neutral prompts); `sweep` scans layer × coefficient for the effect on a
+target and its cost.
+
+Example::
+
+    from mechscope import steering
+    v = steering.actadd(model, "I talk about weddings constantly",
+                        "I do not talk about weddings constantly", layer=6)
+    steering.generate(model, "I went up to my friend and said", v, coef=4)
+"""
+
+from .apply import generate, next_token_kl, perplexity, steer
+from .sweep import (
+    NEUTRAL_PROMPTS,
+    PROMPTS,
+    WEDDING_WORDS,
+    SteeringSweep,
+    corpus_windows,
+    steering_sweep,
+    topic_share,
+)
+from .vectors import (
+    SteeringVector,
+    actadd,
+    from_direction,
+    mean_diff_vector,
+    pca_vector,
+    text_activations,
+)
+
+__all__ = [
+    "NEUTRAL_PROMPTS",
+    "PROMPTS",
+    "WEDDING_WORDS",
+    "SteeringSweep",
+    "SteeringVector",
+    "actadd",
+    "corpus_windows",
+    "from_direction",
+    "generate",
+    "mean_diff_vector",
+    "next_token_kl",
+    "pca_vector",
+    "perplexity",
+    "steer",
+    "steering_sweep",
+    "text_activations",
+    "topic_share",
+]

@@ -1,0 +1,134 @@
+"""Applying a steering vector: the interventions, steered generation, and what steering costs.
+
+`steer` turns a vector and a coefficient into ``ms.add`` interventions on
+``blocks.{layer}.resid_pre``: a one-row vector at every position (generated
+tokens too), a k-row vector at the first k tokens of each prompt (activation
+addition). They work in any `model.run` or `model.generate`.
+
+`perplexity` measures the cost on a corpus (the same steering applied to each
+window) and `next_token_kl` the change of the next-token distributions on
+neutral prompts, KL(unsteered ‖ steered) averaged over their positions.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from ..core import interventions as iv_lib
+from ..core.interventions import Intervention
+from ..core.model import Model
+from ..errors import InputError
+from .vectors import SteeringVector, check_layer
+
+
+def steer(
+    vector: SteeringVector, coef: float, *, starts: Sequence[int] | None = None
+) -> list[Intervention]:
+    """The interventions adding ``coef · vector`` to its layer's residual stream.
+
+    A k-row vector goes at positions start … start+k−1 of each row; `starts`
+    gives each row's first prompt position (left padding), default 0 for all.
+    """
+    value = coef * vector.vector
+    if not vector.front:
+        return [iv_lib.add(vector.site, value[0])]
+    k = value.shape[0]
+    if starts is None:
+        return [iv_lib.add(vector.site, value, positions=list(range(k)))]
+    return [
+        iv_lib.add(vector.site, value, rows=[row], positions=list(range(s, s + k)))
+        for row, s in enumerate(starts)
+    ]
+
+
+def _check_fits(model: Model, vector: SteeringVector, lengths: Sequence[int]) -> None:
+    check_layer(model, vector.layer)
+    if model.dims is not None and vector.vector.shape[-1] != model.dims.d_model:
+        raise InputError(
+            f"the vector has width {vector.vector.shape[-1]}, the model's residual stream "
+            f"{model.dims.d_model}"
+        )
+    short = min(lengths) if lengths else 0
+    if vector.front and short < vector.vector.shape[0]:
+        raise InputError(
+            f"this vector covers {vector.vector.shape[0]} positions (activation addition) but a "
+            f"prompt has only {short} tokens; use a longer prompt or a one-row vector"
+        )
+
+
+def generate(
+    model: Model,
+    prompt: str | Sequence[str],
+    vector: SteeringVector | None,
+    coef: float = 1.0,
+    *,
+    max_new_tokens: int = 40,
+    do_sample: bool = False,
+    temperature: float = 1.0,
+    seed: int = 0,
+) -> str | list[str]:
+    """`model.generate` with ``coef · vector`` added (no vector or coef 0: unsteered)."""
+    prompts = [prompt] if isinstance(prompt, str) else list(prompt)
+    ivs: list[Intervention] = []
+    if vector is not None and coef != 0:
+        lengths = [len(model._ids(p, None)) for p in prompts]
+        _check_fits(model, vector, lengths)
+        width = max(lengths)
+        starts = [width - n for n in lengths]  # generate pads on the left
+        ivs = steer(vector, coef, starts=starts if any(starts) else None)
+    out = model.generate(
+        prompts, max_new_tokens, ivs, do_sample=do_sample, temperature=temperature, seed=seed
+    )
+    return out[0] if isinstance(prompt, str) else out
+
+
+@torch.no_grad()
+def _log_probs(
+    model: Model, inputs: Tensor | list[str], vector: SteeringVector | None, coef: float
+) -> Tensor:  # [batch pos vocab]
+    ivs = steer(vector, coef) if vector is not None and coef != 0 else []
+    return F.log_softmax(model.run(inputs, interventions=ivs).logits.float(), dim=-1)
+
+
+@torch.no_grad()
+def perplexity(
+    model: Model,
+    windows: Tensor,  # [n pos] token ids, no padding
+    vector: SteeringVector | None = None,
+    coef: float = 0.0,
+    *,
+    batch_size: int = 8,
+) -> float:
+    """exp(mean next-token loss) over the windows, with the steering applied to each."""
+    if windows.ndim != 2 or windows.shape[1] < 2:
+        raise InputError("perplexity needs token windows of shape [n, pos] with pos ≥ 2")
+    if vector is not None:
+        _check_fits(model, vector, [windows.shape[1]])
+    total, count = 0.0, 0
+    for i in range(0, len(windows), batch_size):
+        ids = windows[i : i + batch_size].to(model.device)
+        logp = _log_probs(model, ids, vector, coef)[:, :-1]
+        nll = -logp.gather(-1, ids[:, 1:, None]).squeeze(-1)
+        total += float(nll.sum())
+        count += nll.numel()
+    return float(torch.exp(torch.tensor(total / count)))
+
+
+@torch.no_grad()
+def next_token_kl(
+    model: Model, prompts: Sequence[str], vector: SteeringVector, coef: float
+) -> float:
+    """KL(unsteered ‖ steered) of the next-token distributions, averaged over prompt positions."""
+    if not prompts:
+        raise InputError("next_token_kl needs at least one prompt")
+    lengths = torch.tensor([len(model._ids(p, None)) for p in prompts])
+    _check_fits(model, vector, lengths.tolist())
+    base = _log_probs(model, list(prompts), None, 0.0)
+    steered = _log_probs(model, list(prompts), vector, coef)
+    kl = (base.exp() * (base - steered)).sum(-1).cpu()  # [batch pos]
+    mask = torch.arange(kl.shape[1])[None] < lengths[:, None]
+    return float(kl[mask].mean())

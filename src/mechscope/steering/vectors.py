@@ -1,0 +1,243 @@
+"""Steering vectors: directions in the residual stream read from prompts or data sets.
+
+A `SteeringVector` is added, times a coefficient, to ``blocks.{layer}.resid_pre``.
+It has one row ([d_model]: added at every position) or several ([k, d_model]:
+added at the first k positions, as activation addition does).
+
+- `actadd` (Turner et al. 2023): the difference of the activations of two
+  prompts ("Love" − "Hate"), position by position, the shorter one padded
+  with spaces;
+- `mean_diff_vector` (contrastive activation addition): the difference of the
+  mean activations of two sets of texts;
+- `pca_vector` (representation engineering): the first principal component of
+  the paired differences, signed and scaled like the mean difference;
+- `from_direction`: a probe's direction (`mechscope.probes.LinearDirection`).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import torch
+from jaxtyping import Float
+from torch import Tensor
+from tqdm.auto import tqdm
+
+from ..core.model import Model
+from ..errors import InputError
+
+Reduce = Literal["mean", "last"]
+
+
+@dataclass
+class SteeringVector:
+    """What to add to ``blocks.{layer}.resid_pre`` (times a coefficient), and where it came from."""
+
+    vector: Float[Tensor, "k d_model"]  # k = 1: every position; k > 1: the first k positions
+    layer: int
+    method: str = "custom"
+    meta: dict[str, object] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.vector.ndim == 1:
+            self.vector = self.vector[None]
+        if self.vector.ndim != 2 or self.vector.shape[0] < 1:
+            raise InputError(
+                f"a steering vector is [d_model] or [k, d_model], got {tuple(self.vector.shape)}"
+            )
+        self.vector = self.vector.detach().float().cpu()
+
+    @property
+    def site(self) -> str:
+        return f"blocks.{self.layer}.resid_pre"
+
+    @property
+    def front(self) -> bool:
+        """True for a vector of several positions, added at the front of the prompt."""
+        return self.vector.shape[0] > 1
+
+    def norm(self) -> float:
+        """The largest norm of one position's vector."""
+        return float(self.vector.norm(dim=-1).max())
+
+    def save(self, path: str | Path) -> Path:
+        """One safetensors file: the vector, with layer, method and meta as metadata."""
+        from safetensors.torch import save_file
+
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        info = {"layer": self.layer, "method": self.method, "meta": self.meta}
+        tmp = path.with_name(path.name + ".tmp")
+        save_file({"vector": self.vector.contiguous()}, str(tmp),
+                  metadata={"mechscope_steering": json.dumps(info)})  # fmt: skip
+        tmp.replace(path)
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path) -> SteeringVector:
+        from safetensors import SafetensorError, safe_open
+
+        if not Path(path).is_file():
+            raise InputError(f"no such steering vector file: {path}")
+        try:
+            with safe_open(str(path), framework="pt") as f:
+                raw = (f.metadata() or {}).get("mechscope_steering")
+                vector = f.get_tensor("vector") if raw is not None else None
+        except (OSError, SafetensorError) as e:
+            raise InputError(f"cannot read {path} as a steering vector: {e}") from None
+        if raw is None or vector is None:
+            raise InputError(f"{path} is not a saved steering vector (mechscope steer --save …)")
+        info = json.loads(raw)
+        return cls(vector, int(info["layer"]), info.get("method", "custom"), info.get("meta", {}))
+
+    def __repr__(self) -> str:
+        k = self.vector.shape[0]
+        where = f"first {k} positions" if self.front else "every position"
+        return f"SteeringVector({self.method}, layer {self.layer}, {where}, norm {self.norm():.2f})"
+
+
+def check_layer(model: Model, layer: int) -> None:
+    if model.dims is None:
+        raise InputError("steering needs a transformer language model")
+    if not 0 <= layer < model.dims.n_layers:
+        raise InputError(f"layer {layer} out of range: the model has {model.dims.n_layers} blocks")
+
+
+def _token_rows(model: Model, text: str, prepend_bos: bool | None) -> list[int]:
+    ids = model._ids(text, prepend_bos)
+    if not ids:
+        raise InputError(f"the prompt {text!r} has no tokens")
+    return ids
+
+
+@torch.no_grad()
+def actadd(
+    model: Model, plus: str, minus: str, layer: int, *, prepend_bos: bool | None = None
+) -> SteeringVector:
+    """Activation addition: resid_pre(plus) − resid_pre(minus) at `layer`, position by position.
+
+    The shorter prompt is padded at its end with space tokens to the longer
+    one's length (Turner et al.), so the vector has one row per token.
+    """
+    check_layer(model, layer)
+    a, b = _token_rows(model, plus, prepend_bos), _token_rows(model, minus, prepend_bos)
+    space = model._ids(" ", False)
+    if len(space) != 1:
+        raise InputError(f"{model.name}'s tokenizer has no single space token to pad with")
+    width = max(len(a), len(b))
+    a, b = a + space * (width - len(a)), b + space * (width - len(b))
+    ids = torch.tensor([a, b], device=model.device)
+    site = f"blocks.{layer}.resid_pre"
+    acts = model.run(ids, save=[site]).cache[site].float()
+    return SteeringVector(acts[0] - acts[1], layer, "actadd", {"plus": plus, "minus": minus})
+
+
+@torch.no_grad()
+def text_activations(
+    model: Model,
+    texts: Sequence[str],
+    layer: int,
+    *,
+    reduce: Reduce = "mean",
+    batch_size: int = 16,
+    progress: bool = True,
+) -> Float[Tensor, "n d_model"]:
+    """``blocks.{layer}.resid_pre`` of each text: averaged over its tokens, or at its last token."""
+    check_layer(model, layer)
+    if not texts:
+        raise InputError("no texts to read activations from")
+    if reduce not in ("mean", "last"):
+        raise InputError(f"reduce must be 'mean' or 'last', got {reduce!r}")
+    site = f"blocks.{layer}.resid_pre"
+    out = []
+    for i in tqdm(range(0, len(texts), batch_size), desc=f"activations L{layer}",
+                  disable=not progress):  # fmt: skip
+        batch = list(texts[i : i + batch_size])
+        lengths = torch.tensor([len(_token_rows(model, t, None)) for t in batch])
+        acts = model.run(batch, save=[site]).cache[site].float().cpu()  # [b, pos, d]
+        if reduce == "last":
+            out.append(acts[torch.arange(len(batch)), lengths - 1])
+        else:
+            mask = (torch.arange(acts.shape[1])[None] < lengths[:, None]).float()
+            out.append((acts * mask[..., None]).sum(1) / lengths[:, None])
+    return torch.cat(out)
+
+
+def _pairs_check(positive: Sequence[str], negative: Sequence[str], paired: bool) -> None:
+    if not positive or not negative:
+        raise InputError("a steering vector needs texts on both sides")
+    if paired and len(positive) != len(negative):
+        raise InputError(
+            f"PCA needs paired texts: {len(positive)} positive and {len(negative)} negative"
+        )
+
+
+def mean_diff_vector(
+    model: Model,
+    positive: Sequence[str],
+    negative: Sequence[str],
+    layer: int,
+    *,
+    reduce: Reduce = "mean",
+    progress: bool = True,
+) -> SteeringVector:
+    """mean(act(positive)) − mean(act(negative)) at `layer` (added at every position)."""
+    _pairs_check(positive, negative, paired=False)
+    pos = text_activations(model, positive, layer, reduce=reduce, progress=progress)
+    neg = text_activations(model, negative, layer, reduce=reduce, progress=progress)
+    meta = {"n_positive": len(positive), "n_negative": len(negative), "reduce": reduce}
+    return SteeringVector(pos.mean(0) - neg.mean(0), layer, "mean_diff", meta)
+
+
+def pca_vector(
+    model: Model,
+    positive: Sequence[str],
+    negative: Sequence[str],
+    layer: int,
+    *,
+    reduce: Reduce = "mean",
+    progress: bool = True,
+) -> SteeringVector:
+    """The first principal component of the paired differences act(x+) − act(x−).
+
+    The component is signed to agree with the mean difference and scaled to
+    the mean difference's length along it, so coefficients compare with
+    `mean_diff_vector`'s.
+    """
+    _pairs_check(positive, negative, paired=True)
+    diffs = text_activations(model, positive, layer, reduce=reduce, progress=progress) - (
+        text_activations(model, negative, layer, reduce=reduce, progress=progress)
+    )  # [n, d]
+    mean = diffs.mean(0)
+    centred = diffs - mean if len(diffs) > 1 else diffs
+    _, s, vh = torch.linalg.svd(centred, full_matrices=False)
+    pc = vh[0]
+    if float(pc @ mean) < 0:
+        pc = -pc
+    explained = float(s[0] ** 2 / (s**2).sum()) if s.numel() else 1.0
+    scale = float(pc @ mean)
+    meta = {"n_pairs": len(diffs), "reduce": reduce, "explained_variance": round(explained, 4)}
+    return SteeringVector(pc * scale, layer, "pca", meta)
+
+
+def from_direction(direction: object, scale: float, layer: int | None = None) -> SteeringVector:
+    """A probe's direction (a `LinearDirection` in residual coordinates) times `scale`.
+
+    Probes read ``blocks.L.resid_post``, which is ``blocks.{L+1}.resid_pre``:
+    without `layer`, the vector is added there.
+    """
+    weight = getattr(direction, "weight", None)
+    if not isinstance(weight, Tensor):
+        raise InputError(
+            "from_direction needs a probe direction (mechscope.probes.LinearDirection)"
+        )
+    if layer is None and getattr(direction, "layer", None) is not None:
+        layer = int(direction.layer) + 1  # type: ignore[attr-defined]
+    if layer is None:
+        raise InputError("the direction records no layer; pass layer=…")
+    unit = weight.float() / weight.float().norm()
+    return SteeringVector(unit * scale, int(layer), f"probe:{getattr(direction, 'method', '')}")
