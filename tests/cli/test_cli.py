@@ -255,3 +255,54 @@ def test_trace_and_edit_bad_input_is_one_line(folder: Path, tmp_path: Path) -> N
         res = mechscope(*args, "--out", str(tmp_path / "x"), cache=tmp_path)
         assert res.returncode == 2, (args, res.stderr)
         assert message in res.stderr and "Traceback" not in res.stderr, res.stderr
+
+
+def test_probe_steer_and_steer_sweep(folder: Path, tmp_path: Path) -> None:
+    pairs = tmp_path / "pairs.json"
+    pairs.write_text(json.dumps([
+        {"statement": f"Number {i} is {'even' if i % 2 == 0 else 'odd'}.", "label": i % 3 == 0}
+        for i in range(24)
+    ]))  # fmt: skip
+    out = tmp_path / "probe"
+    res = mechscope("probe", str(folder), "--data", str(pairs), "--test", "8", "--restarts", "2",
+                    "--epochs", "20", "--out", str(out), cache=tmp_path)  # fmt: skip
+    assert res.returncode == 0, res.stderr
+    assert "held-out accuracy on 8 pairs" in res.stdout and (out / "probes.json").exists()
+    assert (out / "directions" / "logistic_L0.safetensors").exists() or (
+        out / "directions" / "logistic_L1.safetensors"
+    ).exists()
+    vec = tmp_path / "v.safetensors"
+    res = mechscope("steer", "hello there my friend", "--model", str(folder), "--plus", "Love",
+                    "--minus", "Hate", "--layer", "1", "--coef", "20", "--max-new-tokens", "5",
+                    "--save", str(vec), cache=tmp_path)  # fmt: skip
+    assert res.returncode == 0, res.stderr
+    assert "unsteered" in res.stdout and "coef 20, layer 1" in res.stdout and vec.exists()
+    res = mechscope("steer", "hello there my friend", "--model", str(folder), "--vector", str(vec),
+                    "--coef", "3", "--max-new-tokens", "5", cache=tmp_path)  # fmt: skip
+    assert res.returncode == 0 and "SteeringVector(actadd, layer 1" in res.stdout, res.stderr
+    out2 = tmp_path / "sweep"
+    res = mechscope("steer-sweep", "--model", str(folder), "--plus", "Love", "--minus", "Hate",
+                    "--layers", "0,1", "--coefs", "0,8", "--samples", "1", "--max-new-tokens",
+                    "4", "--words", "e", "--out", str(out2), cache=tmp_path)  # fmt: skip
+    assert res.returncode == 0, res.stderr
+    assert (out2 / "sweep.json").exists() and (out2 / "vectors" / "L1.safetensors").exists()
+    assert (out2 / "figures" / "sweep_effect.png").exists() and "coef 8" in res.stdout
+
+
+def test_probe_and_steer_bad_input_is_one_line(folder: Path, tmp_path: Path) -> None:
+    cases = [
+        (["probe", str(folder), "--data", "planets"], "--data takes"),
+        (["probe", str(folder), "--data", "sentiment", "--n", "10", "--test", "20"], "--test"),
+        (["steer", "hi", "--model", str(folder), "--coef", "2"], "give one source"),
+        (["steer", "hi", "--model", str(folder), "--plus", "a", "--minus", "b"], "--layer"),
+        (["steer", "hi", "--model", str(folder), "--vector", str(tmp_path / "none.safetensors")],
+         "no such steering vector"),
+        (["steer-sweep", "--model", str(folder), "--plus", "a", "--minus", "b", "--coefs", "x"],
+         "--coefs takes numbers"),
+        (["steer-sweep", "--model", str(folder), "--plus", "a", "--minus", "b", "--layers", "7"],
+         "out of range"),
+    ]  # fmt: skip
+    for args, message in cases:
+        res = mechscope(*args, cache=tmp_path)
+        assert res.returncode == 2, (args, res.stderr)
+        assert message in res.stderr and "Traceback" not in res.stderr, res.stderr

@@ -50,8 +50,11 @@ def test_generate_steers_each_left_padded_prompt_at_its_own_front(model):
     assert together == alone
     assert st.generate(model, prompts, v, 0.0, max_new_tokens=6) == model.generate(prompts, 6)
     assert together != model.generate(prompts, 6)  # the steering changes what is written
-    with pytest.raises(InputError, match="only 1 tokens"):
-        st.generate(model, "x", v, 1.0)
+    # a prompt shorter than the vector gets its first rows only
+    short = model.run("x", save=["blocks.0.resid_pre"], interventions=st.steer(v, 2.0, lengths=[1]))
+    clean = model.run("x", save=["blocks.0.resid_pre"]).cache["blocks.0.resid_pre"]
+    torch.testing.assert_close(short.cache["blocks.0.resid_pre"] - clean, 2.0 * v.vector[None, :1])
+    assert isinstance(st.generate(model, "x", v, 1.0, max_new_tokens=3), str)
 
 
 def test_mean_diff_and_pca_vectors(model):

@@ -186,6 +186,7 @@ app.command()(serve_cmd)
 from .explain import explain_cmd  # noqa: E402
 from .harvest import harvest_cmd, merge_cmd  # noqa: E402
 from .sae import sae_app  # noqa: E402
+from .steer import probe_cmd, steer_cmd, steer_sweep_cmd  # noqa: E402
 from .toy import toy_cmd  # noqa: E402
 from .trace import edit_cmd, trace_cmd  # noqa: E402
 
@@ -195,6 +196,9 @@ app.command("explain")(explain_cmd)
 app.command("toy")(toy_cmd)
 app.command("trace")(trace_cmd)
 app.command("edit")(edit_cmd)
+app.command("probe")(probe_cmd)
+app.command("steer")(steer_cmd)
+app.command("steer-sweep")(steer_sweep_cmd)
 app.add_typer(sae_app, name="sae")
 
 

@@ -32,6 +32,7 @@ from .vectors import (
     mean_diff_vector,
     pca_vector,
     text_activations,
+    topic_sentences,
 )
 
 __all__ = [
@@ -52,4 +53,5 @@ __all__ = [
     "steering_sweep",
     "text_activations",
     "topic_share",
+    "topic_sentences",
 ]

@@ -26,37 +26,40 @@ from .vectors import SteeringVector, check_layer
 
 
 def steer(
-    vector: SteeringVector, coef: float, *, starts: Sequence[int] | None = None
+    vector: SteeringVector,
+    coef: float,
+    *,
+    starts: Sequence[int] | None = None,
+    lengths: Sequence[int] | None = None,
 ) -> list[Intervention]:
     """The interventions adding ``coef · vector`` to its layer's residual stream.
 
-    A k-row vector goes at positions start … start+k−1 of each row; `starts`
-    gives each row's first prompt position (left padding), default 0 for all.
+    A k-row vector goes at positions start … start+k−1 of each row: `starts`
+    gives each row's first prompt position (left padding, default 0) and
+    `lengths` each prompt's length; a prompt shorter than k gets the vector's
+    first rows only.
     """
     value = coef * vector.vector
     if not vector.front:
         return [iv_lib.add(vector.site, value[0])]
     k = value.shape[0]
-    if starts is None:
+    if starts is None and (lengths is None or min(lengths) >= k):
         return [iv_lib.add(vector.site, value, positions=list(range(k)))]
+    n = len(starts if starts is not None else lengths)  # type: ignore[arg-type]
+    starts = list(starts) if starts is not None else [0] * n
+    ks = [min(k, length) for length in lengths] if lengths is not None else [k] * n
     return [
-        iv_lib.add(vector.site, value, rows=[row], positions=list(range(s, s + k)))
-        for row, s in enumerate(starts)
+        iv_lib.add(vector.site, value[:ki], rows=[row], positions=list(range(s, s + ki)))
+        for row, (s, ki) in enumerate(zip(starts, ks, strict=True))
     ]
 
 
-def _check_fits(model: Model, vector: SteeringVector, lengths: Sequence[int]) -> None:
+def _check_fits(model: Model, vector: SteeringVector) -> None:
     check_layer(model, vector.layer)
     if model.dims is not None and vector.vector.shape[-1] != model.dims.d_model:
         raise InputError(
             f"the vector has width {vector.vector.shape[-1]}, the model's residual stream "
             f"{model.dims.d_model}"
-        )
-    short = min(lengths) if lengths else 0
-    if vector.front and short < vector.vector.shape[0]:
-        raise InputError(
-            f"this vector covers {vector.vector.shape[0]} positions (activation addition) but a "
-            f"prompt has only {short} tokens; use a longer prompt or a one-row vector"
         )
 
 
@@ -75,11 +78,11 @@ def generate(
     prompts = [prompt] if isinstance(prompt, str) else list(prompt)
     ivs: list[Intervention] = []
     if vector is not None and coef != 0:
+        _check_fits(model, vector)
         lengths = [len(model._ids(p, None)) for p in prompts]
-        _check_fits(model, vector, lengths)
         width = max(lengths)
         starts = [width - n for n in lengths]  # generate pads on the left
-        ivs = steer(vector, coef, starts=starts if any(starts) else None)
+        ivs = steer(vector, coef, starts=starts, lengths=lengths)
     out = model.generate(
         prompts, max_new_tokens, ivs, do_sample=do_sample, temperature=temperature, seed=seed
     )
@@ -88,9 +91,13 @@ def generate(
 
 @torch.no_grad()
 def _log_probs(
-    model: Model, inputs: Tensor | list[str], vector: SteeringVector | None, coef: float
+    model: Model,
+    inputs: Tensor | list[str],
+    vector: SteeringVector | None,
+    coef: float,
+    lengths: Sequence[int] | None = None,
 ) -> Tensor:  # [batch pos vocab]
-    ivs = steer(vector, coef) if vector is not None and coef != 0 else []
+    ivs = steer(vector, coef, lengths=lengths) if vector is not None and coef != 0 else []
     return F.log_softmax(model.run(inputs, interventions=ivs).logits.float(), dim=-1)
 
 
@@ -107,11 +114,11 @@ def perplexity(
     if windows.ndim != 2 or windows.shape[1] < 2:
         raise InputError("perplexity needs token windows of shape [n, pos] with pos ≥ 2")
     if vector is not None:
-        _check_fits(model, vector, [windows.shape[1]])
+        _check_fits(model, vector)
     total, count = 0.0, 0
     for i in range(0, len(windows), batch_size):
         ids = windows[i : i + batch_size].to(model.device)
-        logp = _log_probs(model, ids, vector, coef)[:, :-1]
+        logp = _log_probs(model, ids, vector, coef, [ids.shape[1]] * len(ids))[:, :-1]
         nll = -logp.gather(-1, ids[:, 1:, None]).squeeze(-1)
         total += float(nll.sum())
         count += nll.numel()
@@ -125,10 +132,10 @@ def next_token_kl(
     """KL(unsteered ‖ steered) of the next-token distributions, averaged over prompt positions."""
     if not prompts:
         raise InputError("next_token_kl needs at least one prompt")
+    _check_fits(model, vector)
     lengths = torch.tensor([len(model._ids(p, None)) for p in prompts])
-    _check_fits(model, vector, lengths.tolist())
     base = _log_probs(model, list(prompts), None, 0.0)
-    steered = _log_probs(model, list(prompts), vector, coef)
+    steered = _log_probs(model, list(prompts), vector, coef, lengths.tolist())
     kl = (base.exp() * (base - steered)).sum(-1).cpu()  # [batch pos]
     mask = torch.arange(kl.shape[1])[None] < lengths[:, None]
     return float(kl[mask].mean())

@@ -241,3 +241,40 @@ def from_direction(direction: object, scale: float, layer: int | None = None) ->
         raise InputError("the direction records no layer; pass layer=…")
     unit = weight.float() / weight.float().norm()
     return SteeringVector(unit * scale, int(layer), f"probe:{getattr(direction, 'method', '')}")
+
+
+def topic_sentences(
+    words: Sequence[str],
+    corpus: str = "austen",
+    *,
+    n: int = 200,
+    seed: int = 0,
+    min_chars: int = 40,
+    max_chars: int = 250,
+) -> tuple[list[str], list[str]]:
+    """Sentences of a corpus with any of `words` (whole words) and as many without, for a topic vector.
+
+    The sentences mentioning the topic are the first `n` found; the others
+    are sampled with `seed` from the same stretch of the corpus, so the two
+    sets differ in topic and not in style.
+    """
+    import random
+    import re
+
+    from ..harvest.corpus import open_corpus
+
+    if not words:
+        raise InputError("a topic needs at least one word")
+    pattern = re.compile(r"\b(" + "|".join(re.escape(w) for w in words) + r")\b", re.IGNORECASE)
+    with_topic: list[str] = []
+    without: list[str] = []
+    for doc in open_corpus(corpus).documents():
+        for sentence in re.split(r"(?<=[.!?])\s+", " ".join(doc.split())):
+            if min_chars <= len(sentence) <= max_chars:
+                (with_topic if pattern.search(sentence) else without).append(sentence)
+        if len(with_topic) >= n and len(without) >= 10 * n:
+            break
+    if not with_topic or len(without) < len(with_topic):
+        raise InputError(f"the corpus {corpus!r} has too few sentences with {', '.join(words)}")
+    with_topic = with_topic[:n]
+    return with_topic, random.Random(seed).sample(without, len(with_topic))

@@ -1,0 +1,97 @@
+"""Run folders for steering, which the viewer serves.
+
+A ``steer`` run holds the vectors (``vectors/L{layer}.safetensors``,
+`SteeringVector.load`), ``sweep.json`` (effect, perplexity and KL per layer ×
+coefficient, `SteeringSweep.load`) with its figures, and ``examples.json``:
+greedy generations of the prompts unsteered and steered at the best cell
+(the largest effect within the perplexity bound).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from torch import Tensor
+
+from ..core.model import Model
+from ..errors import InputError
+from ..store import model_record, new_run
+from .apply import generate
+from .sweep import PROMPTS, WEDDING_WORDS, SteeringSweep, steering_sweep, topic_share
+from .vectors import SteeringVector
+
+
+def steer_examples(
+    model: Model,
+    prompts: Sequence[str],
+    vector: SteeringVector,
+    coef: float,
+    *,
+    max_new_tokens: int = 40,
+) -> list[dict[str, str]]:
+    """Greedy continuations of each prompt, unsteered and with ``coef · vector``."""
+    plain = generate(model, list(prompts), None, max_new_tokens=max_new_tokens)
+    steered = generate(model, list(prompts), vector, coef, max_new_tokens=max_new_tokens)
+    return [
+        {"prompt": p, "unsteered": a, "steered": b}
+        for p, a, b in zip(prompts, plain, steered, strict=True)
+    ]
+
+
+def steer_run(
+    model: Model,
+    vectors: Sequence[SteeringVector],
+    coefs: Sequence[float],
+    out: str | Path,
+    *,
+    words: Sequence[str] = WEDDING_WORDS,
+    score: Callable[[Sequence[str]], float] | None = None,
+    target: str | None = None,
+    prompts: Sequence[str] = PROMPTS,
+    samples: int = 4,
+    max_new_tokens: int = 30,
+    corpus: Tensor | None = None,
+    max_rise: float = 0.10,
+    seed: int = 0,
+    progress: bool = True,
+) -> SteeringSweep:
+    """Sweep layer × coefficient (`steering_sweep`) and write the run folder `out`.
+
+    The effect is the share of generations with any of `words`, unless a
+    `score` function is given (then name it with `target`).
+    """
+    if score is None:
+        score = topic_share(words)
+        target = target or f"share mentioning {'/'.join(words[:3])}…"
+    config: dict[str, Any] = {
+        "model": model_record(model), "method": vectors[0].method if vectors else None,
+        "vectors": [{"layer": v.layer, "method": v.method, **v.meta} for v in vectors],
+        "coefs": list(coefs), "words": list(words), "prompts": list(prompts),
+        "samples": samples, "max_new_tokens": max_new_tokens, "max_rise": max_rise, "seed": seed,
+    }  # fmt: skip
+    with new_run("steer", out, config) as run:
+        t0 = time.perf_counter()
+        sweep = steering_sweep(model, vectors, coefs, score=score, target=target or "target",
+                               prompts=prompts, samples=samples, max_new_tokens=max_new_tokens,
+                               corpus=corpus, seed=seed, progress=progress)  # fmt: skip
+        run.timed("sweep", t0)
+        for v in vectors:
+            v.save(run.dir / "vectors" / f"L{v.layer}.safetensors")
+        sweep.save(run.dir / "sweep.json")
+        sweep.figure(run.figures / "sweep")
+        try:
+            layer, coef, effect, rise = sweep.best(max_rise)
+        except InputError:
+            run.extra["best"] = None
+        else:
+            best = next(v for v in vectors if v.layer == layer)
+            examples = steer_examples(model, prompts, best, coef, max_new_tokens=max_new_tokens)
+            run.write_json("examples.json", {"layer": layer, "coef": coef, "examples": examples})
+            run.extra["best"] = {"layer": layer, "coef": coef, "effect": effect,
+                                 "perplexity_rise": rise}  # fmt: skip
+        run.extra["summary"] = repr(sweep)
+        run.finish()
+    return sweep
