@@ -6,6 +6,6 @@ To add pages for a technique, write ``pages/<technique>.py`` with ``@page`` and
 
 from __future__ import annotations
 
-from . import editing, explain, generic, harvest, sae, tracing
+from . import editing, explain, generic, harvest, probes, sae, steering, tracing
 
-__all__ = ["editing", "explain", "generic", "harvest", "sae", "tracing"]
+__all__ = ["editing", "explain", "generic", "harvest", "probes", "sae", "steering", "tracing"]

@@ -200,8 +200,11 @@ def harvest_stats(app: App, harvest: RunInfo, site: str) -> list[Any]:
 # ---------------------------------------------------------------------------- pieces
 
 
-def figure_html(run: RunInfo, stem: str, caption: str) -> Markup:
-    """The figure ``figures/<stem>``: its PNG (else SVG), with links to every format."""
+def figure_html(run: RunInfo, stem: str, caption: str, *, interactive: bool = False) -> Markup:
+    """The figure ``figures/<stem>``: its PNG (else SVG), with links to every format.
+
+    `interactive` shows the HTML version instead when there is one.
+    """
     folder = run.path / "figures"
     formats = {
         fmt: f"figures/{stem}.{fmt}"
@@ -211,14 +214,14 @@ def figure_html(run: RunInfo, stem: str, caption: str) -> Markup:
     if not formats:
         return render('<p class="muted">No figure figures/{stem}.*</p>', stem=stem)
     links = join((link(file_url(run, rel), fmt) for fmt, rel in formats.items()), " · ")
-    image = formats.get("png") or formats.get("svg")
+    image = None if interactive and "html" in formats else formats.get("png") or formats.get("svg")
     shown = (
         render(
             '<img class="figure" src="{src}" alt="{alt}">', src=file_url(run, image), alt=caption
         )
         if image
         else render(
-            '<iframe class="figure" src="{src}" title="{t}"></iframe>',
+            '<iframe class="figure" loading="lazy" src="{src}" title="{t}"></iframe>',
             src=file_url(run, formats["html"]),
             t=caption,
         )

@@ -1,0 +1,349 @@
+"""Pages for probe runs (``mechscope.probes.runs.probe_run``): held-out accuracy per layer.
+
+A ``probe`` run's home shows the run's summary, the accuracy figure
+(interactive), a table of each method's held-out accuracy per layer with its
+95% interval (best layer of each method marked) and the zero-shot baselines,
+links to the saved directions (``directions/{method}_L{layer}.safetensors``)
+and a sample of the contrast pairs (``pairs.json``). ``probes.json`` is read
+as JSON (the viewer never imports torch); every value read from the run's
+files is escaped, and a damaged file gives an error page naming it. The
+helpers for summaries, figures and saved tensors are shared with
+``pages/steering.py``.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from ...errors import InputError
+from ..html import Markup, definition_list, join, link, render, table, url
+from ..registry import Document, NotFound, Request, home
+from ..runs import RunInfo
+from .generic import _size, file_url
+from .sae import figure_html
+from .tracing import _count
+
+PROBE_KINDS = ("probe",)
+# as in mechscope.probes.sweep.METHODS (not imported: it pulls in torch)
+METHODS = {"ccs": "CCS", "logistic": "logistic", "mean_diff": "mean diff"}
+PAIRS_SHOWN = 5  # of each split
+ACCURACY_STYLE = Markup(
+    "<style>table.accuracy td.best{background:#dcefd9;font-weight:700}"
+    "table.accuracy tr.baseline th,table.accuracy tr.baseline td{background:#f6f7f9}"
+    "table.accuracy td.loss{color:var(--muted)}</style>"
+)
+SIGN_FREE = Markup(
+    "<p>CCS learns no sign (it is trained without labels), so its accuracy is "
+    "<strong>sign-free</strong>: max(acc, 1 − acc). Logistic regression and difference of "
+    "means are fitted on the labels of the training pairs. Intervals are 95% Wilson "
+    "intervals over the held-out pairs.</p>"
+)
+
+
+# ---------------------------------------------------------------------------- shared pieces
+
+
+def read_run_json(run: RunInfo, relative: str) -> Any:
+    """The JSON in `relative` (inside the run folder), None if the file is missing."""
+    path = run.path / relative
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise InputError(f"cannot read {relative} of {run.kind} run {run.id}: {err}") from err
+
+
+def missing_file(run: RunInfo, relative: str) -> NotFound:
+    """The 404 for a run that lacks its main result file (it did not finish)."""
+    return NotFound(
+        f"{run.kind} run {run.id} has no {relative}: it did not finish",
+        render("<p>{a}</p>", a=link(url("run", run.id, "record"), "its record and files")),
+    )
+
+
+def summary_html(run: RunInfo) -> Markup:
+    """run.json's one-line ``summary`` (the result's repr), or nothing."""
+    summary = run.record.get("summary")
+    if isinstance(summary, list):
+        summary = "\n".join(str(line) for line in summary)
+    return render('<pre class="summary">{s}</pre>', s=summary) if summary else Markup("")
+
+
+def tensor_links(run: RunInfo, folder: str, name: re.Pattern[str]) -> list[tuple[re.Match, str]]:
+    """The safetensors files in `folder` whose stem matches `name`: (match, relative path)."""
+    path = run.path / folder
+    if not path.is_dir():
+        return []
+    found = []
+    for file in sorted(path.glob("*.safetensors")):
+        m = name.fullmatch(file.stem)
+        if m is not None and file.is_file():
+            found.append((m, f"{folder}/{file.name}"))
+    return found
+
+
+def download(run: RunInfo, relative: str) -> Markup:
+    """A link that downloads `relative`, with the file's size."""
+    size = _size((run.path / relative).stat().st_size)
+    return render(
+        "{a} <span class=muted>({size})</span>",
+        a=link(file_url(run, relative), relative, download=""),
+        size=size,
+    )
+
+
+# ---------------------------------------------------------------------------- data
+
+
+@dataclass(frozen=True)
+class Accuracy:
+    """An accuracy on `n` held-out pairs with its 95% interval (as `probes.Accuracy`)."""
+
+    value: float
+    n: int
+    low: float
+    high: float
+
+    @classmethod
+    def of(cls, raw: Any) -> Accuracy:
+        if not isinstance(raw, dict):
+            raise ValueError(f"an accuracy should be an object, got {raw!r}")
+        value, low, high = (_number(raw, k) for k in ("value", "low", "high"))
+        return cls(value, int(raw["n"]), low, high)
+
+    def __str__(self) -> str:
+        return f"{self.value:.3f} [{self.low:.3f}, {self.high:.3f}]"
+
+
+def _number(raw: dict[str, Any], key: str) -> float:
+    value = raw[key]
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValueError(f"{key!r} should be a number, got {value!r}")
+    return float(value)
+
+
+@dataclass(frozen=True)
+class ProbeTable:
+    """What the probe page shows of ``probes.json`` (written by `ProbeResults.save`)."""
+
+    layers: list[int]
+    accuracy: dict[str, list[Accuracy]]  # method -> one per layer
+    zero_shot: Accuracy
+    zero_shot_calibrated: Accuracy | None
+    n_train: int
+    n_test: int
+    ccs_loss: list[float]
+
+    def best(self, method: str) -> int:
+        """The index of the layer where `method` is most accurate (the first, on ties)."""
+        accs = self.accuracy[method]
+        return max(range(len(accs)), key=lambda i: accs[i].value)
+
+
+def read_probes(run: RunInfo) -> ProbeTable:
+    """``probes.json``, checked for what the page shows; a 404 if it is missing."""
+    data = read_run_json(run, "probes.json")
+    if data is None:
+        raise missing_file(run, "probes.json")
+    try:
+        if not isinstance(data, dict):
+            raise TypeError(f"expected a JSON object, got {type(data).__name__}")
+        layers = [int(layer) for layer in data["layers"]]
+        accuracy = {str(m): [Accuracy.of(a) for a in accs] for m, accs in data["accuracy"].items()}
+        for method, accs in accuracy.items():
+            if len(accs) != len(layers):
+                raise ValueError(f"{method} has {len(accs)} accuracies for {len(layers)} layers")
+        if not layers or not accuracy:
+            raise ValueError("no layers or no methods")
+        calibrated = data.get("zero_shot_calibrated")
+        losses = [float(x) for x in data.get("ccs_loss") or []]
+        return ProbeTable(
+            layers,
+            accuracy,
+            Accuracy.of(data["zero_shot"]),
+            Accuracy.of(calibrated) if calibrated is not None else None,
+            int(data["n_train"]),
+            int(data["n_test"]),
+            losses if len(losses) == len(layers) else [],
+        )
+    except (KeyError, TypeError, ValueError, AttributeError) as err:
+        what = f"no {err}" if isinstance(err, KeyError) else str(err)
+        raise InputError(
+            f"probes.json of probe run {run.id} is not saved probe results: {what}"
+        ) from err
+
+
+def read_pairs(run: RunInfo) -> list[tuple[str, bool]] | None:
+    """(statement, label) of each pair in ``pairs.json``, None if the file is missing."""
+    data = read_run_json(run, "pairs.json")
+    if data is None:
+        return None
+    try:
+        if not isinstance(data, list):
+            raise TypeError(f"expected a JSON list, got {type(data).__name__}")
+        return [(str(p["statement"]), bool(p["label"])) for p in data]
+    except (KeyError, TypeError) as err:
+        what = f"a pair has no {err}" if isinstance(err, KeyError) else str(err)
+        raise InputError(f"pairs.json of probe run {run.id} is not contrast pairs: {what}") from err
+
+
+# ---------------------------------------------------------------------------- pieces
+
+
+def accuracy_table(probes: ProbeTable) -> Markup:
+    """Layers × methods: held-out accuracy [95% interval], each method's best layer marked."""
+    methods = list(probes.accuracy)
+    best = {m: probes.best(m) for m in methods}
+    rows = []
+    for i, layer in enumerate(probes.layers):
+        cells = [
+            render(
+                '<td class="{cls}" data-method="{m}" data-value="{v!r}" title="{tip}">{acc}'
+                "{star}</td>",
+                cls="best" if best[m] == i else "",
+                m=m,
+                v=probes.accuracy[m][i].value,
+                tip=f"{METHODS.get(m, m)}, layer {layer}: {probes.accuracy[m][i]}"
+                f" on {probes.accuracy[m][i].n} held-out pairs"
+                + (" (best layer)" if best[m] == i else ""),
+                acc=str(probes.accuracy[m][i]),
+                star=" ★" if best[m] == i else "",
+            )
+            for m in methods
+        ]
+        if probes.ccs_loss:
+            cells.append(render('<td class="loss">{x:.4g}</td>', x=probes.ccs_loss[i]))
+        rows.append(
+            render(
+                '<tr data-layer="{layer}"><th scope="row">{layer}</th>{cells}</tr>',
+                layer=layer,
+                cells=join(cells),
+            )
+        )
+    baselines = [("zero_shot", "zero-shot", probes.zero_shot)]
+    if probes.zero_shot_calibrated is not None:
+        baselines.append(
+            ("zero_shot_calibrated", "zero-shot, calibrated", probes.zero_shot_calibrated)
+        )
+    width = len(methods) + (1 if probes.ccs_loss else 0)
+    for key, label, acc in baselines:
+        rows.append(
+            render(
+                '<tr class="baseline" data-baseline="{key}"><th scope="row">{label}</th>'
+                '<td colspan="{width}" data-value="{v!r}">{acc}</td></tr>',
+                key=key,
+                label=label,
+                width=width,
+                v=acc.value,
+                acc=str(acc),
+            )
+        )
+    head = join(render("<th>{m}</th>", m=METHODS.get(m, m)) for m in methods)
+    if probes.ccs_loss:
+        head += Markup("<th>CCS loss</th>")
+    return render(
+        '{style}<table class="grid accuracy" id="accuracy"><thead><tr><th>layer</th>{head}'
+        "</tr></thead><tbody>{rows}</tbody></table>",
+        style=ACCURACY_STYLE,
+        head=head,
+        rows=join(rows),
+    )
+
+
+def baselines_note(probes: ProbeTable) -> Markup:
+    """What the zero-shot rows mean."""
+    note = (
+        "<p><strong>zero-shot</strong>: the model's own answer to the held-out questions, "
+        "log P(positive) − log P(negative) of the first answer token above 0"
+    )
+    if probes.zero_shot_calibrated is not None:
+        note += (
+            "; <strong>calibrated</strong>: its log-odds thresholded at their median, "
+            "which removes a bias towards one answer"
+        )
+    return Markup(note + ".</p>")
+
+
+def directions_list(run: RunInfo) -> Markup:
+    """Links to download each saved direction (``LinearDirection.load`` reopens them)."""
+    found = tensor_links(run, "directions", re.compile(r"(?P<method>.+)_L(?P<layer>\d+)"))
+    if not found:
+        return Markup('<p class="muted">No directions saved in this run.</p>')
+    rows = [
+        (METHODS.get(m["method"], m["method"]), int(m["layer"]), download(run, rel))
+        for m, rel in found
+    ]
+    return render(
+        "<p>Each method's direction at its best layer, with the normaliser fitted on the "
+        "training pairs (<code>LinearDirection.load</code>).</p>{t}",
+        t=table(("method", "layer", "file"), rows, cls="grid directions"),
+    )
+
+
+def pairs_sample(run: RunInfo, n_train: int) -> Markup:
+    """The first few training and held-out pairs: statement and label."""
+    pairs = read_pairs(run)
+    if pairs is None:
+        return Markup('<p class="muted">No pairs.json in this run.</p>')
+    shown = [
+        *range(min(PAIRS_SHOWN, n_train)),
+        *range(n_train, min(n_train + PAIRS_SHOWN, len(pairs))),
+    ]
+    rows = [
+        (i, "train" if i < n_train else "held out", pairs[i][0], "true" if pairs[i][1] else "false")
+        for i in shown
+    ]
+    return render(
+        "<p>{shown} of the {n} pairs; each statement is asked as a yes/no question and answered "
+        "both ways. {all}</p>{t}",
+        shown=len(rows),
+        n=len(pairs),
+        all=link(file_url(run, "pairs.json"), "All pairs (pairs.json)"),
+        t=table(("#", "split", "statement", "label"), rows, cls="grid pairs"),
+    )
+
+
+# ---------------------------------------------------------------------------- page
+
+
+@home(*PROBE_KINDS)
+def probe_home(req: Request) -> Document:
+    """Held-out accuracy per layer of each probe, the baselines, directions and pairs."""
+    run = req.the_run
+    probes = read_probes(run)
+    best = {m: probes.best(m) for m in probes.accuracy}
+    facts = definition_list(
+        {
+            "model": run.model or "—",
+            "dataset": run.config.get("dataset") or "—",
+            "pairs": render(
+                "{train} to fit, {test} held out",
+                train=_count(probes.n_train, "pair"),
+                test=_count(probes.n_test, "pair"),
+            ),
+            **{
+                f"best {METHODS.get(m, m)}": f"{probes.accuracy[m][i]} at layer {probes.layers[i]}"
+                for m, i in best.items()
+            },
+            "zero-shot": str(probes.zero_shot),
+            "zero-shot, calibrated": str(probes.zero_shot_calibrated or "—"),
+            "finished": run.finished or "—",
+        }
+    )
+    body = render(
+        "{facts}{summary}<h2>Accuracy per layer</h2>{figure}{table}{sign_free}{baselines}"
+        "<h2>Directions</h2>{directions}<h2>Pairs</h2>{pairs}",
+        facts=facts,
+        summary=summary_html(run),
+        figure=figure_html(run, "accuracy", "held-out accuracy per layer", interactive=True),
+        table=accuracy_table(probes),
+        sign_free=SIGN_FREE,
+        baselines=baselines_note(probes),
+        directions=directions_list(run),
+        pairs=pairs_sample(run, probes.n_train),
+    )
+    return Document(f"Probes {run.id}", body)

@@ -1,0 +1,357 @@
+"""Pages for steering runs (``mechscope.steering.runs.steer_run``): examples, sweep and costs.
+
+A ``steer`` run's home leads with greedy continuations of the prompts
+unsteered and steered at the best cell, side by side (``examples.json``),
+then the best cell, the summary, the layer × coefficient table of
+``sweep.json`` (effect, perplexity rise, KL; cells over the run's perplexity
+bound marked, the best cell highlighted), both figures, the sampled
+generations kept per cell (collapsed) and links to the vectors
+(``vectors/L{layer}.safetensors``). Files are read as JSON (the viewer never
+imports torch); every value read from them is escaped, and a damaged file
+gives an error page naming it.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from ...errors import InputError
+from ..html import Markup, definition_list, join, render, table
+from ..registry import Document, Request, home
+from ..runs import RunInfo
+from .harvest import show_token
+from .probes import (
+    download,
+    missing_file,
+    read_run_json,
+    summary_html,
+    tensor_links,
+)
+from .sae import figure_html
+from .tracing import _num
+
+STEER_KINDS = ("steer",)
+MAX_RISE = 0.10  # steer_run's default bound on the perplexity rise of the best cell
+SWEEP_STYLE = Markup(
+    "<style>table.sweep td{vertical-align:top;white-space:nowrap}"
+    "table.sweep td .effect{font-weight:600}table.sweep td .cost{color:var(--muted);font-size:13px}"
+    "table.sweep td.over{background:#fde4e1}table.sweep td.over .flag{color:#b3261e;"
+    "font-weight:600}table.sweep td.best{background:#dcefd9;outline:2px solid #2e7d32}"
+    "table.examples td{vertical-align:top;min-width:14rem}"
+    "details.samples{margin:.2rem 0}details.samples summary{cursor:pointer}"
+    "details.samples ol{margin:.2rem 0 .6rem}</style>"
+)
+
+
+@dataclass(frozen=True)
+class Sweep:
+    """What the steer page shows of ``sweep.json`` (written by `SteeringSweep.save`).
+
+    Grids are [layer][coef]; the perplexity rise is perplexity / baseline − 1.
+    """
+
+    layers: list[int]
+    coefs: list[float]
+    effect: list[list[float]]
+    perplexity: list[list[float]]
+    kl: list[list[float]]
+    baseline_effect: float
+    baseline_perplexity: float
+    target: str
+    method: str
+    n_generations: int
+    samples: dict[str, list[str]]
+
+    def rise(self, i: int, j: int) -> float:
+        return self.perplexity[i][j] / self.baseline_perplexity - 1
+
+    @staticmethod
+    def cell(layer: int, coef: float) -> str:
+        """A cell's key in `samples` (as `steering_sweep` writes it)."""
+        return f"{layer},{coef:g}"
+
+
+def _grid(data: dict[str, Any], key: str, shape: tuple[int, int]) -> list[list[float]]:
+    rows = data[key]
+    if not isinstance(rows, list) or len(rows) != shape[0]:
+        raise ValueError(f"{key} should have one row per layer ({shape[0]})")
+    grid = []
+    for row in rows:
+        if not isinstance(row, list) or len(row) != shape[1]:
+            raise ValueError(f"{key} should have one value per coefficient ({shape[1]})")
+        grid.append([float(x) for x in row])
+    return grid
+
+
+def read_sweep(run: RunInfo) -> Sweep:
+    """``sweep.json``, checked for what the page shows; a 404 if it is missing."""
+    data = read_run_json(run, "sweep.json")
+    if data is None:
+        raise missing_file(run, "sweep.json")
+    try:
+        if not isinstance(data, dict):
+            raise TypeError(f"expected a JSON object, got {type(data).__name__}")
+        layers = [int(layer) for layer in data["layers"]]
+        coefs = [float(c) for c in data["coefs"]]
+        if not layers or not coefs:
+            raise ValueError("no layers or no coefficients")
+        shape = (len(layers), len(coefs))
+        samples = data.get("samples") or {}
+        baseline = float(data["baseline_perplexity"])
+        if not baseline > 0:
+            raise ValueError(f"baseline_perplexity should be positive, got {baseline}")
+        return Sweep(
+            layers,
+            coefs,
+            _grid(data, "effect", shape),
+            _grid(data, "perplexity", shape),
+            _grid(data, "kl", shape),
+            float(data["baseline_effect"]),
+            baseline,
+            str(data.get("target", "target")),
+            str(data.get("method", "")),
+            int(data.get("n_generations", 0)),
+            {str(k): [str(t) for t in v] for k, v in samples.items()},
+        )
+    except (KeyError, TypeError, ValueError, AttributeError) as err:
+        what = f"no {err}" if isinstance(err, KeyError) else str(err)
+        raise InputError(
+            f"sweep.json of steer run {run.id} is not a saved steering sweep: {what}"
+        ) from err
+
+
+@dataclass(frozen=True)
+class Examples:
+    """``examples.json``: greedy continuations unsteered and steered at one cell."""
+
+    layer: int
+    coef: float
+    rows: list[tuple[str, str, str]]  # prompt, unsteered, steered
+
+
+def read_examples(run: RunInfo) -> Examples | None:
+    """``examples.json``, None if the run has none (no cell kept perplexity in bounds)."""
+    data = read_run_json(run, "examples.json")
+    if data is None:
+        return None
+    try:
+        rows = [
+            (str(e["prompt"]), str(e["unsteered"]), str(e["steered"])) for e in data["examples"]
+        ]
+        return Examples(int(data["layer"]), float(data["coef"]), rows)
+    except (KeyError, TypeError, ValueError) as err:
+        what = f"no {err}" if isinstance(err, KeyError) else str(err)
+        raise InputError(
+            f"examples.json of steer run {run.id} is not steering examples: {what}"
+        ) from err
+
+
+def best_cell(run: RunInfo, sweep: Sweep) -> tuple[int, int] | None:
+    """(layer index, coef index) of run.json's ``best``, None if there is none."""
+    best = run.record.get("best")
+    if not isinstance(best, dict):
+        return None
+    try:
+        i = sweep.layers.index(int(best["layer"]))
+        j = next(j for j, c in enumerate(sweep.coefs) if math.isclose(c, float(best["coef"])))
+    except (KeyError, TypeError, ValueError, StopIteration) as err:
+        raise InputError(f"run.json of steer run {run.id}: best {best!r} is not a cell") from err
+    return i, j
+
+
+# ---------------------------------------------------------------------------- pieces
+
+
+def _text(text: str) -> Markup:
+    return render('<div class="tokens">{t}</div>', t=show_token(text))
+
+
+def examples_html(run: RunInfo, examples: Examples | None) -> Markup:
+    """The prompts' continuations unsteered and steered, side by side."""
+    if examples is None:
+        why = (
+            f"no cell kept the perplexity rise within {_bound(run):.0%}"
+            if run.record.get("best") is None
+            else "the run did not write examples.json"
+        )
+        return render('<p class="muted">No examples: {why}.</p>', why=why)
+    rows = [(prompt, _text(plain), _text(steered)) for prompt, plain, steered in examples.rows]
+    return render(
+        "<p>Greedy continuations of each prompt, without steering and with {coef:g} × the "
+        "layer {layer} vector added.</p>{t}",
+        coef=examples.coef,
+        layer=examples.layer,
+        t=table(("prompt", "unsteered", "steered"), rows, cls="grid examples"),
+    )
+
+
+def _bound(run: RunInfo) -> float:
+    bound = run.config.get("max_rise", MAX_RISE)
+    return float(bound) if isinstance(bound, int | float) else MAX_RISE
+
+
+def sweep_table(sweep: Sweep, best: tuple[int, int] | None, bound: float) -> Markup:
+    """Layers × coefficients: effect, perplexity rise and KL; over-`bound` and best cells marked."""
+    rows = []
+    for i, layer in enumerate(sweep.layers):
+        cells = []
+        for j, coef in enumerate(sweep.coefs):
+            rise = sweep.rise(i, j)
+            over, is_best = rise > bound, best == (i, j)
+            classes = " ".join(c for c, on in (("over", over), ("best", is_best)) if on)
+            cells.append(
+                render(
+                    '<td class="{cls}" data-layer="{layer}" data-coef="{coef!r}" '
+                    'data-effect="{effect!r}" data-rise="{rise!r}" data-kl="{kl!r}">'
+                    '<span class="effect">{effect_text}</span>{star}<br>'
+                    '<span class="cost">perplexity {rise_text} · KL {kl_text}</span>{flag}</td>',
+                    cls=classes,
+                    layer=layer,
+                    coef=coef,
+                    effect=sweep.effect[i][j],
+                    rise=rise,
+                    kl=sweep.kl[i][j],
+                    effect_text=_num(sweep.effect[i][j], ".3f"),
+                    star=" ★ best" if is_best else "",
+                    rise_text=f"{rise:+.1%}",
+                    kl_text=_num(sweep.kl[i][j], ".3g"),
+                    flag=render('<br><span class="flag">⚠ over {b:.0%}</span>', b=bound)
+                    if over
+                    else "",
+                )
+            )
+        rows.append(
+            render(
+                '<tr data-layer="{layer}"><th scope="row">layer {layer}</th>{cells}</tr>',
+                layer=layer,
+                cells=join(cells),
+            )
+        )
+    head = join(render("<th>× {c:g}</th>", c=c) for c in sweep.coefs)
+    return render(
+        '<table class="grid sweep" id="sweep"><thead><tr><th>layer \\ coefficient</th>{head}'
+        "</tr></thead><tbody>{rows}</tbody></table>"
+        '<p class="muted">Each cell: the effect ({target}), the rise of corpus perplexity over '
+        "the unsteered model and the KL of next-token distributions on neutral prompts (nats "
+        "per token). Unsteered: effect {base:.3f}, perplexity {ppl:.4g}. Cells whose "
+        "perplexity rises more than {b:.0%} are marked ⚠; the best cell (largest effect within "
+        "that bound) ★.</p>",
+        head=head,
+        rows=join(rows),
+        target=sweep.target,
+        base=sweep.baseline_effect,
+        ppl=sweep.baseline_perplexity,
+        b=bound,
+    )
+
+
+def samples_html(sweep: Sweep) -> Markup:
+    """The generations kept per cell, each cell collapsed; unsteered first."""
+    cells = [("unsteered", "unsteered")]
+    cells += [
+        (sweep.cell(layer, coef), f"layer {layer} × {coef:g}")
+        for layer in sweep.layers
+        for coef in sweep.coefs
+    ]
+    shown = [
+        render(
+            '<details class="samples" data-cell="{key}"><summary>{label} '
+            "<span class=muted>({n})</span></summary><ol>{items}</ol></details>",
+            key=key,
+            label=label,
+            n=len(sweep.samples[key]),
+            items=join(render("<li>{t}</li>", t=_text(t)) for t in sweep.samples[key]),
+        )
+        for key, label in cells
+        if key in sweep.samples
+    ]
+    if not shown:
+        return Markup('<p class="muted">No generations kept in sweep.json.</p>')
+    return render(
+        "<p>Sampled generations kept per cell ({n} sampled per cell, seeds shared across "
+        "cells).</p>{shown}",
+        n=sweep.n_generations,
+        shown=join(shown),
+    )
+
+
+def vectors_list(run: RunInfo) -> Markup:
+    """Links to download each layer's vector (``SteeringVector.load`` reopens them)."""
+    pattern = re.compile(r"L(?P<layer>\d+)")
+    found = [(int(m["layer"]), rel) for m, rel in tensor_links(run, "vectors", pattern)]
+    if not found:
+        return Markup('<p class="muted">No vectors saved in this run.</p>')
+    made = {
+        v.get("layer"): v for v in run.config.get("vectors") or [] if isinstance(v, dict)
+    }  # how each vector was made, from config.json
+    rows = [
+        (
+            layer,
+            made.get(layer, {}).get("method", "—"),
+            ", ".join(
+                f"{k}={v}" for k, v in made.get(layer, {}).items() if k not in ("layer", "method")
+            )
+            or "—",
+            download(run, rel),
+        )
+        for layer, rel in sorted(found)
+    ]
+    return table(("layer", "method", "made with", "file"), rows, cls="grid vectors")
+
+
+# ---------------------------------------------------------------------------- page
+
+
+@home(*STEER_KINDS)
+def steer_home(req: Request) -> Document:
+    """Examples steered at the best cell, the sweep with its costs, figures and samples."""
+    run = req.the_run
+    sweep = read_sweep(run)
+    examples = read_examples(run)
+    best = best_cell(run, sweep)
+    bound = _bound(run)
+    if best is None:
+        best_text: object = f"none: every cell raises perplexity more than {bound:.0%}"
+    else:
+        i, j = best
+        best_text = render(
+            "layer {layer} × {coef:g}: effect {effect:.3f} (unsteered {base:.3f}), "
+            "perplexity {rise:+.1%}",
+            layer=sweep.layers[i],
+            coef=sweep.coefs[j],
+            effect=sweep.effect[i][j],
+            base=sweep.baseline_effect,
+            rise=sweep.rise(i, j),
+        )
+    facts = definition_list(
+        {
+            "model": run.model or "—",
+            "vectors": f"{sweep.method or '—'}, layers {', '.join(map(str, sweep.layers))}",
+            "target": sweep.target,
+            "best cell": best_text,
+            "generations per cell": sweep.n_generations,
+            "finished": run.finished or "—",
+        }
+    )
+    body = render(
+        "{style}{facts}<h2>Steered examples</h2>{examples}{summary}<h2>Sweep</h2>{table}"
+        '<div class="figure-row">{effect}{perplexity}</div>'
+        "<h2>Sampled generations</h2>{samples}<h2>Vectors</h2>{vectors}",
+        style=SWEEP_STYLE,
+        facts=facts,
+        examples=examples_html(run, examples),
+        summary=summary_html(run),
+        table=sweep_table(sweep, best, bound),
+        effect=figure_html(
+            run, "sweep_effect", f"{sweep.target} per coefficient", interactive=True
+        ),
+        perplexity=figure_html(
+            run, "sweep_perplexity", "perplexity rise per coefficient", interactive=True
+        ),
+        samples=samples_html(sweep),
+        vectors=vectors_list(run),
+    )
+    return Document(f"Steering {run.id}", body)
