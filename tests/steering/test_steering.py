@@ -18,14 +18,16 @@ def model():
 
 
 def test_actadd_is_the_position_wise_difference_padded_with_spaces(model):
-    v = st.actadd(model, "Love it", "Hate", 1)
+    v = st.actadd(model, "Love it", "Hate", 1, pad="space")
     a, b = model._ids("Love it", None), model._ids("Hate", None)
     assert v.vector.shape == (max(len(a), len(b)), model.dims.d_model) and v.front
     space = model._ids(" ", False)
     ids = torch.tensor([a, b + space * (len(a) - len(b))])
     acts = model.run(ids, save=["blocks.1.resid_pre"]).cache["blocks.1.resid_pre"]
     torch.testing.assert_close(v.vector, acts[0] - acts[1])
-    assert v.meta == {"plus": "Love it", "minus": "Hate"}
+    assert v.meta == {"plus": "Love it", "minus": "Hate", "pad": "space"}
+    short = st.actadd(model, "Love it", "Hate", 1)  # the default: the shared length
+    torch.testing.assert_close(short.vector, v.vector[: len(b)])
 
 
 def test_steer_adds_coef_times_vector_at_the_front_or_everywhere(model):
@@ -122,30 +124,49 @@ def test_topic_share_counts_whole_words():
         st.topic_share([])
 
 
-def test_sweep_measures_effect_and_costs_and_reopens(model, tmp_path):
+def test_target_probability_is_the_next_token_mass_of_the_words(model):
+    ids = st.target_tokens(model, ["a", "b", "xyz"])  # "xyz" is three byte tokens: left out
+    assert ids == sorted({model._ids(w, False)[0] for w in ("a", "A", "b", "B")})
+    prompts = ["hello", "abc de"]
+    p = st.target_probability(model, prompts, ["a", "b"])
+    probs = [model.run(t).logits[0, -1].softmax(-1)[ids].sum() for t in prompts]
+    assert p == pytest.approx(float(sum(probs) / 2), rel=1e-5)
+    with pytest.raises(InputError, match="single token"):
+        st.target_tokens(model, ["xyz"])
+
+
+def test_sweep_measures_target_and_costs_and_reopens(tmp_path):
+    model = tiny_model("llama")
+    with torch.no_grad():  # sharper logits, so that the planted push can dominate
+        model.hf.model.norm.weight.mul_(30)
     # a vector that pushes the next token towards byte "a" (planted through the unembedding)
     a = model._ids("a", False)[0]
     unembed = model.hf.get_output_embeddings().weight[a].detach()
     vectors = [st.SteeringVector(unembed / unembed.norm(), layer) for layer in (0, 1)]
     windows = torch.randint(3, 250, (2, 10), generator=torch.Generator().manual_seed(1))
     sweep = st.steering_sweep(
-        model, vectors, [0.0, 2.0, 50.0], score=lambda texts: sum(t.count("a") for t in texts)
-        / max(1, sum(len(t) for t in texts)), target="share of a", prompts=["xyz", "hello"],
-        samples=2, max_new_tokens=8, corpus=windows, neutral_prompts=["a b c"], progress=False,
+        model, vectors, [0.0, 2.0, 50.0], words=["a"], prompts=["xyz", "hello"], samples=2,
+        score=lambda texts: sum(t.count("a") for t in texts) / max(1, sum(map(len, texts))),
+        target="share of a", max_new_tokens=8, corpus=windows, neutral_prompts=["a b c"],
+        progress=False,
     )  # fmt: skip
-    assert sweep.effect.shape == sweep.perplexity.shape == sweep.kl.shape == (2, 3)
+    assert sweep.effect.shape == sweep.probability.shape == sweep.kl.shape == (2, 3)
     assert sweep.effect[:, 0].tolist() == [sweep.baseline_effect] * 2  # coef 0: unsteered
+    torch.testing.assert_close(sweep.factor()[:, 0], torch.ones(2))
     assert torch.allclose(sweep.perplexity_rise[:, 0], torch.zeros(2), atol=1e-5)
-    assert (sweep.effect[:, 2] > sweep.baseline_effect).all()
+    assert (sweep.factor()[:, 2] > 10).all() and (sweep.effect[:, 2] > sweep.baseline_effect).all()
     assert (sweep.kl[:, 2] > sweep.kl[:, 1]).all()
-    layer, coef, effect, rise = sweep.best(max_rise=float("inf"))
-    assert coef > 0 and effect == float(sweep.effect.max())
+    layer, coef, p, rise = sweep.best(max_rise=float("inf"))
+    assert coef > 0 and p == float(sweep.probability.max())
     with pytest.raises(InputError, match="no \\(layer, coefficient\\)"):
         sweep.best(max_rise=-1.0)
+    with pytest.raises(InputError, match="unknown measure"):
+        sweep.best(by="joy")
     again = st.SteeringSweep.load(sweep.save(tmp_path / "sweep.json"))
-    torch.testing.assert_close(again.effect, sweep.effect)
-    assert again.samples == sweep.samples and again.target == "share of a"
+    torch.testing.assert_close(again.probability, sweep.probability)
+    assert again.samples == sweep.samples and again.words == ["a"] and again.target == "share of a"
     paths = sweep.figure(tmp_path / "sweep")
+    assert set(paths) == {"probability", "effect", "perplexity"}
     assert all(p.exists() for fig in paths.values() for p in fig.values())
     with pytest.raises(InputError, match="one vector per layer"):
         st.steering_sweep(model, [vectors[0], vectors[0]], [1.0], progress=False)

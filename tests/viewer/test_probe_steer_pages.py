@@ -63,6 +63,7 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> SimpleNamespace:
         ],
         [0.0, 4.0, 64.0],
         root / "steer-x",
+        words=["a", "b"],
         score=lambda texts: 1 - len(set("".join(texts))) / 100,
         target="repetitiveness",
         prompts=["hello there", "abc def"],
@@ -225,15 +226,17 @@ def test_steer_sweep_table_marks_costly_cells_and_the_best_one(base: str, runs: 
     sweep = runs.sweep
     text = get_ok(base, "/run/steer-x")
     cells = re.findall(
-        r'<td class="([^"]*)" data-layer="(\d+)" data-coef="([^"]+)" data-effect="([^"]+)" '
-        r'data-rise="([^"]+)" data-kl="([^"]+)">(.*?)</td>',
+        r'<td class="([^"]*)" data-layer="(\d+)" data-coef="([^"]+)" data-factor="([^"]+)" '
+        r'data-effect="([^"]+)" data-rise="([^"]+)" data-kl="([^"]+)">(.*?)</td>',
         text,
     )
     assert len(cells) == len(sweep.layers) * len(sweep.coefs)
     best = sweep.best()
     rise = sweep.perplexity_rise
-    for cls, layer, coef, effect, shown_rise, kl, content in cells:
+    for cls, layer, coef, factor, effect, shown_rise, kl, content in cells:
         i, j = sweep.layers.index(int(layer)), sweep.coefs.index(float(coef))
+        assert float(factor) == pytest.approx(float(sweep.factor()[i, j]), rel=1e-5)
+        assert f"×{float(sweep.factor()[i, j]):.1f}" in content
         assert float(effect) == pytest.approx(float(sweep.effect[i, j]))
         assert float(shown_rise) == pytest.approx(float(rise[i, j]), rel=1e-5)
         assert float(kl) == pytest.approx(float(sweep.kl[i, j]))
@@ -244,9 +247,11 @@ def test_steer_sweep_table_marks_costly_cells_and_the_best_one(base: str, runs: 
         is_best = (int(layer), float(coef)) == best[:2]
         assert ("best" in cls.split()) == is_best
     assert sum("over" in c[0].split() for c in cells) == int((rise > 0.10).sum()) > 0
+    bi, bj = sweep.layers.index(best[0]), sweep.coefs.index(best[1])
     assert facts(text)["best cell"] == (
-        f"layer {best[0]} × {best[1]:g}: effect {best[2]:.3f} "
-        f"(unsteered {sweep.baseline_effect:.3f}), perplexity {best[3]:+.1%}"
+        f"layer {best[0]} × {best[1]:g}: target words ×{float(sweep.factor()[bi, bj]):.1f} as "
+        f"likely next; repetitiveness {float(sweep.effect[bi, bj]):.3f} "
+        f"(unsteered {sweep.baseline_effect:.3f}); perplexity {best[3]:+.1%}"
     )
     assert repr(sweep) in html.unescape(text)
 
@@ -256,7 +261,8 @@ def test_steer_home_has_figures_samples_and_vectors(base: str, runs: Any) -> Non
     text = get_ok(base, "/run/steer-x")
     frames = re.findall(r'<iframe class="figure"[^>]* src="([^"]+)"', text)
     assert frames == [
-        f"/run/steer-x/files/figures/sweep_{s}.html" for s in ("effect", "perplexity")
+        f"/run/steer-x/files/figures/sweep_{s}.html"
+        for s in ("probability", "effect", "perplexity")
     ]
     for src in frames:
         assert fetch(base, src).status == 200

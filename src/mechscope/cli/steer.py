@@ -234,15 +234,21 @@ def steer_sweep_cmd(
     target = out or Path("runs") / f"steer-{vectors[0].method}"
     sweep = steer_run(m, vectors, cs, target, words=target_words, samples=samples,
                       max_new_tokens=max_new_tokens, seed=seed)  # fmt: skip
-    table = Table(title=f"{sweep.target} (unsteered {sweep.baseline_effect:.3f}); "
-                  "perplexity rise in brackets")  # fmt: skip
+    table = Table(
+        title=f"next-token P(target words) × unsteered ({sweep.baseline_probability:.2e}) / "
+        f"{sweep.target} (unsteered {sweep.baseline_effect:.3f}) / perplexity rise"
+    )
     table.add_column("layer", justify="right")
     for c in sweep.coefs:
         table.add_column(f"coef {c:g}", justify="right")
-    rise = sweep.perplexity_rise
+    factor, rise = sweep.factor(), sweep.perplexity_rise
     for i, layer in enumerate(sweep.layers):
-        table.add_row(str(layer), *[f"{float(sweep.effect[i, j]):.3f} ({float(rise[i, j]):+.1%})"
-                                    for j in range(len(sweep.coefs))])  # fmt: skip
+        cells = [
+            f"×{float(factor[i, j]):.1f} / {float(sweep.effect[i, j]):.2f} / "
+            f"{float(rise[i, j]):+.1%}"
+            for j in range(len(sweep.coefs))
+        ]
+        table.add_row(str(layer), *cells)
     console.print(table)
     console.print(repr(sweep), highlight=False)
     console.print(f"saved to {target}; view it: mechscope serve {target}")

@@ -23,6 +23,8 @@ from .sweep import (
     SteeringSweep,
     corpus_windows,
     steering_sweep,
+    target_probability,
+    target_tokens,
     topic_share,
 )
 from .vectors import (
@@ -52,6 +54,8 @@ __all__ = [
     "steer",
     "steering_sweep",
     "text_activations",
+    "target_probability",
+    "target_tokens",
     "topic_share",
     "topic_sentences",
 ]

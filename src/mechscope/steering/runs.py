@@ -20,7 +20,7 @@ from ..core.model import Model
 from ..errors import InputError
 from ..store import model_record, new_run
 from .apply import generate
-from .sweep import PROMPTS, WEDDING_WORDS, SteeringSweep, steering_sweep, topic_share
+from .sweep import PROMPTS, WEDDING_WORDS, SteeringSweep, steering_sweep
 from .vectors import SteeringVector
 
 
@@ -60,12 +60,9 @@ def steer_run(
 ) -> SteeringSweep:
     """Sweep layer × coefficient (`steering_sweep`) and write the run folder `out`.
 
-    The effect is the share of generations with any of `words`, unless a
-    `score` function is given (then name it with `target`).
+    The best cell (the largest next-token probability of `words` within
+    `max_rise` of perplexity) gets greedy examples, steered and not.
     """
-    if score is None:
-        score = topic_share(words)
-        target = target or f"share mentioning {'/'.join(words[:3])}…"
     config: dict[str, Any] = {
         "model": model_record(model), "method": vectors[0].method if vectors else None,
         "vectors": [{"layer": v.layer, "method": v.method, **v.meta} for v in vectors],
@@ -74,7 +71,7 @@ def steer_run(
     }  # fmt: skip
     with new_run("steer", out, config) as run:
         t0 = time.perf_counter()
-        sweep = steering_sweep(model, vectors, coefs, score=score, target=target or "target",
+        sweep = steering_sweep(model, vectors, coefs, words=words, score=score, target=target,
                                prompts=prompts, samples=samples, max_new_tokens=max_new_tokens,
                                corpus=corpus, seed=seed, progress=progress)  # fmt: skip
         run.timed("sweep", t0)
@@ -90,7 +87,10 @@ def steer_run(
             best = next(v for v in vectors if v.layer == layer)
             examples = steer_examples(model, prompts, best, coef, max_new_tokens=max_new_tokens)
             run.write_json("examples.json", {"layer": layer, "coef": coef, "examples": examples})
-            run.extra["best"] = {"layer": layer, "coef": coef, "effect": effect,
+            i, j = sweep.layers.index(layer), sweep.coefs.index(coef)
+            run.extra["best"] = {"layer": layer, "coef": coef, "probability": effect,
+                                 "factor": float(sweep.factor()[i, j]),
+                                 "effect": float(sweep.effect[i, j]),
                                  "perplexity_rise": rise}  # fmt: skip
         run.extra["summary"] = repr(sweep)
         run.finish()

@@ -35,6 +35,10 @@ PROMPTS = (
     "My favourite memory is",
     "The meeting this morning was about",
     "When I got home, I",
+    "Last summer we decided to",
+    "The most important thing in my life is",
+    "He called his sister to talk about",
+    "Everyone in the town was talking about",
 )
 # prompts for the KL cost (different from the generation prompts)
 NEUTRAL_PROMPTS = (
@@ -57,18 +61,64 @@ def topic_share(words: Sequence[str]) -> Callable[[Sequence[str]], float]:
     return lambda texts: sum(bool(pattern.search(t)) for t in texts) / max(1, len(texts))
 
 
+def target_tokens(model: Model, words: Sequence[str]) -> list[int]:
+    """Token ids of `words` that are single tokens: " word", " Word", "word", "Word"."""
+    ids: set[int] = set()
+    for word in words:
+        for variant in (f" {word}", f" {word.capitalize()}", word, word.capitalize()):
+            tokens = model._ids(variant, False)
+            if len(tokens) == 1:
+                ids.add(tokens[0])
+    if not ids:
+        raise InputError(f"none of {', '.join(words)} is a single token of {model.name}")
+    return sorted(ids)
+
+
+@torch.no_grad()
+def target_probability(
+    model: Model,
+    prompts: Sequence[str],
+    words: Sequence[str],
+    vector: SteeringVector | None = None,
+    coef: float = 0.0,
+) -> float:
+    """The next-token probability of any of `words` after each prompt, averaged over prompts."""
+    from .apply import steer
+
+    if not prompts:
+        raise InputError("target_probability needs at least one prompt")
+    ids = torch.tensor(target_tokens(model, words))
+    lengths = torch.tensor([len(model._ids(p, None)) for p in prompts])
+    ivs = steer(vector, coef, lengths=lengths.tolist()) if vector is not None and coef else []
+    logits = model.run(list(prompts), interventions=ivs).logits
+    last = logits[torch.arange(len(prompts)), lengths - 1].float().softmax(-1).cpu()
+    return float(last[:, ids].sum(-1).mean())
+
+
+METRICS = ("probability", "effect")
+
+
 @dataclass
 class SteeringSweep:
-    """Effect and costs at every (layer, coefficient); baselines are the unsteered model."""
+    """The target and the costs at every (layer, coefficient); baselines are the unsteered model.
+
+    Two measures of the target: ``probability``, the next-token probability
+    of the target words after each prompt (exact, no sampling), and
+    ``effect``, a score of sampled generations (by default the share that
+    mention a target word).
+    """
 
     layers: list[int]
     coefs: list[float]
-    effect: Tensor  # [layer coef]: the target's score on steered generations
+    probability: Tensor  # [layer coef]: next-token P(target words), mean over prompts
+    effect: Tensor  # [layer coef]: the score of steered generations
     perplexity: Tensor  # [layer coef]: corpus perplexity with the steering
     kl: Tensor  # [layer coef]: KL(unsteered ‖ steered) on neutral prompts, nats per token
+    baseline_probability: float
     baseline_effect: float
     baseline_perplexity: float
     target: str = "target"
+    words: list[str] = field(default_factory=list)
     method: str = ""
     n_generations: int = 0
     samples: dict[str, list[str]] = field(default_factory=dict)  # "layer,coef" -> generations
@@ -78,23 +128,39 @@ class SteeringSweep:
         """Relative rise of perplexity over the unsteered model (0.1 = 10%)."""
         return self.perplexity / self.baseline_perplexity - 1
 
-    def best(self, max_rise: float = 0.10) -> tuple[int, float, float, float]:
-        """(layer, coef, effect, perplexity rise) of the largest effect whose rise is ≤ `max_rise`."""
+    def factor(self, by: str = "probability") -> Tensor:
+        """Steered over unsteered, per cell, for the probability or the generations' score."""
+        values, base = self._metric(by)
+        return values / base if base > 0 else torch.full_like(values, float("inf"))
+
+    def _metric(self, by: str) -> tuple[Tensor, float]:
+        if by == "probability":
+            return self.probability, self.baseline_probability
+        if by == "effect":
+            return self.effect, self.baseline_effect
+        raise InputError(f"unknown measure {by!r}; valid: {', '.join(METRICS)}")
+
+    def best(
+        self, max_rise: float = 0.10, by: str = "probability"
+    ) -> tuple[int, float, float, float]:
+        """(layer, coef, value, perplexity rise) of the largest `by` whose rise is ≤ `max_rise`."""
+        values, _ = self._metric(by)
         ok = self.perplexity_rise <= max_rise
         if not ok.any():
             raise InputError(f"no (layer, coefficient) keeps the perplexity rise ≤ {max_rise:.0%}")
-        score = torch.where(ok, self.effect, torch.full_like(self.effect, -float("inf")))
+        score = torch.where(ok, values, torch.full_like(values, -float("inf")))
         i, j = divmod(int(score.argmax()), len(self.coefs))
-        return (self.layers[i], self.coefs[j], float(self.effect[i, j]),
+        return (self.layers[i], self.coefs[j], float(values[i, j]),
                 float(self.perplexity_rise[i, j]))  # fmt: skip
 
     def save(self, path: str | Path) -> Path:
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         data = {
-            "layers": self.layers, "coefs": self.coefs, "effect": self.effect.tolist(),
-            "perplexity": self.perplexity.tolist(), "kl": self.kl.tolist(),
-            "baseline_effect": self.baseline_effect, "target": self.target,
+            "layers": self.layers, "coefs": self.coefs, "probability": self.probability.tolist(),
+            "effect": self.effect.tolist(), "perplexity": self.perplexity.tolist(),
+            "kl": self.kl.tolist(), "baseline_probability": self.baseline_probability,
+            "baseline_effect": self.baseline_effect, "target": self.target, "words": self.words,
             "baseline_perplexity": self.baseline_perplexity, "method": self.method,
             "n_generations": self.n_generations, "samples": self.samples,
         }  # fmt: skip
@@ -107,27 +173,40 @@ class SteeringSweep:
     def load(cls, path: str | Path) -> SteeringSweep:
         try:
             d = json.loads(Path(path).read_text())
+            t = {k: torch.tensor(d[k]) for k in ("probability", "effect", "perplexity", "kl")}
             return cls(
-                d["layers"], d["coefs"], torch.tensor(d["effect"]), torch.tensor(d["perplexity"]),
-                torch.tensor(d["kl"]), d["baseline_effect"], d["baseline_perplexity"],
-                d.get("target", "target"), d.get("method", ""), d.get("n_generations", 0),
-                d.get("samples", {}),
+                d["layers"], d["coefs"], t["probability"], t["effect"], t["perplexity"], t["kl"],
+                d["baseline_probability"], d["baseline_effect"], d["baseline_perplexity"],
+                d.get("target", "target"), d.get("words", []), d.get("method", ""),
+                d.get("n_generations", 0), d.get("samples", {}),
             )  # fmt: skip
-        except (OSError, json.JSONDecodeError, KeyError, TypeError) as e:
+        except (OSError, json.JSONDecodeError, KeyError, TypeError, ValueError) as e:
             raise InputError(f"{path} is not a saved steering sweep: {e}") from None
 
     def figure(self, path: str | Path) -> dict[str, dict[str, Path]]:
-        """Effect and perplexity rise against the coefficient, one line per layer (PNG, SVG, HTML)."""
+        """Target probability (× unsteered), generations' score and perplexity rise per coefficient.
+
+        One line per layer; PNG, SVG and HTML each.
+        """
         from ..figures import figure_stem, line
 
         stem = figure_stem(path)
         coefs = [f"{c:g}" for c in self.coefs]
-        effect = {f"layer {layer}": self.effect[i] for i, layer in enumerate(self.layers)}
+
+        def per_layer(values: Tensor) -> dict[str, Tensor | list[float]]:
+            return {f"layer {layer}": values[i] for i, layer in enumerate(self.layers)}
+
+        factor = per_layer(self.factor("probability"))
+        factor["unsteered"] = [1.0] * len(coefs)
+        effect = per_layer(self.effect)
         effect["unsteered"] = [self.baseline_effect] * len(coefs)
-        rise = {f"layer {layer}": 100 * self.perplexity_rise[i]
-                for i, layer in enumerate(self.layers)}  # fmt: skip
+        rise = per_layer(100 * self.perplexity_rise)
         rise["10% bound"] = [10.0] * len(coefs)
+        words = ", ".join(self.words[:4]) + ("…" if len(self.words) > 4 else "")
         return {
+            "probability": line(factor, stem.with_name(stem.name + "_probability"),
+                                title=f"next-token P({words}), steered / unsteered",
+                                x_labels=coefs, x_title="coefficient", y_title="× unsteered"),
             "effect": line(effect, stem.with_name(stem.name + "_effect"),
                            title=f"{self.target} ({self.n_generations} generations per cell)",
                            x_labels=coefs, x_title="coefficient", y_title=self.target),
@@ -138,15 +217,19 @@ class SteeringSweep:
 
     def __repr__(self) -> str:
         try:
-            layer, coef, eff, rise = self.best()
+            layer, coef, p, rise = self.best()
+            i, j = self.layers.index(layer), self.coefs.index(coef)
             top = (
-                f"best within 10% perplexity: layer {layer} coef {coef:g} → {eff:.3f} (+{rise:.1%})"
+                f"best within 10% perplexity: layer {layer} coef {coef:g}, P(target) "
+                f"×{p / max(self.baseline_probability, 1e-30):.1f}, {self.target} "
+                f"{float(self.effect[i, j]):.3f} (unsteered {self.baseline_effect:.3f}), "
+                f"perplexity {rise:+.1%}"
             )
         except InputError:
             top = "no cell within 10% perplexity"
         return (
             f"SteeringSweep({self.method}, {len(self.layers)} layers × {len(self.coefs)} coefs, "
-            f"{self.target} unsteered {self.baseline_effect:.3f}, {top})"
+            f"{top})"
         )
 
 
@@ -155,8 +238,9 @@ def steering_sweep(
     vectors: Sequence[SteeringVector],
     coefs: Sequence[float],
     *,
+    words: Sequence[str] = WEDDING_WORDS,
     score: Callable[[Sequence[str]], float] | None = None,
-    target: str = "share mentioning weddings",
+    target: str | None = None,
     prompts: Sequence[str] = PROMPTS,
     samples: int = 4,
     max_new_tokens: int = 30,
@@ -167,12 +251,14 @@ def steering_sweep(
     keep: int = 3,
     progress: bool = True,
 ) -> SteeringSweep:
-    """Score sampled generations and measure costs for each vector (one per layer) × coefficient.
+    """Measure the target and the costs for each vector (one per layer) × coefficient.
 
-    `score` maps generations to a number (default: `topic_share(WEDDING_WORDS)`);
-    `corpus` defaults to 24 windows of 128 tokens of the default corpus. Each
-    cell samples ``samples`` generations per prompt with the same seeds, so
-    cells differ only by the steering. `keep` generations per cell are kept.
+    The target is the next-token probability of `words` after `prompts`, and
+    `score` of sampled generations (default: the share mentioning `words`;
+    name another score with `target`). `corpus` defaults to 24 windows of
+    128 tokens of the default corpus. Each cell samples ``samples``
+    generations per prompt with the same seeds, so cells differ only by the
+    steering; `keep` generations per cell are kept.
     """
     if not vectors or not coefs:
         raise InputError("a sweep needs at least one vector and one coefficient")
@@ -180,7 +266,10 @@ def steering_sweep(
         raise InputError("give one vector per layer")
     if samples < 1 or not prompts:
         raise InputError("a sweep needs prompts and at least one sample per prompt")
-    score = score or topic_share(WEDDING_WORDS)
+    if score is None:
+        score = topic_share(words)
+        target = target or "share mentioning " + "/".join(list(words)[:3]) + "…"
+    target_tokens(model, words)  # fails early if no word is a single token
     if corpus is None:
         corpus = corpus_windows(model)
     batch = [p for p in prompts for _ in range(samples)]
@@ -192,20 +281,24 @@ def steering_sweep(
 
     base = sample(None, 0.0)
     base_ppl = perplexity(model, corpus)
+    base_p = target_probability(model, prompts, words)
     shape = (len(vectors), len(coefs))
-    effect, ppl, kl = torch.zeros(shape), torch.zeros(shape), torch.zeros(shape)
+    prob, effect = torch.zeros(shape), torch.zeros(shape)
+    ppl, kl = torch.zeros(shape), torch.zeros(shape)
     kept: dict[str, list[str]] = {"unsteered": base[:keep]}
     cells = [(i, j) for i in range(len(vectors)) for j in range(len(coefs))]
     for i, j in tqdm(cells, desc="steering sweep", disable=not progress):
         vector, coef = vectors[i], float(coefs[j])
         texts = sample(vector, coef)
+        prob[i, j] = target_probability(model, prompts, words, vector, coef)
         effect[i, j] = score(texts)
         ppl[i, j] = perplexity(model, corpus, vector, coef)
         kl[i, j] = next_token_kl(model, neutral_prompts, vector, coef)
         kept[f"{vector.layer},{coef:g}"] = texts[:keep]
     return SteeringSweep(
-        [v.layer for v in vectors], [float(c) for c in coefs], effect, ppl, kl,
-        score(base), base_ppl, target, vectors[0].method, len(batch), kept,
+        [v.layer for v in vectors], [float(c) for c in coefs], prob, effect, ppl, kl,
+        base_p, score(base), base_ppl, target or "score", list(words), vectors[0].method,
+        len(batch), kept,
     )  # fmt: skip
 
 

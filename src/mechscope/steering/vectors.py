@@ -116,24 +116,39 @@ def _token_rows(model: Model, text: str, prepend_bos: bool | None) -> list[int]:
 
 @torch.no_grad()
 def actadd(
-    model: Model, plus: str, minus: str, layer: int, *, prepend_bos: bool | None = None
+    model: Model,
+    plus: str,
+    minus: str,
+    layer: int,
+    *,
+    pad: Literal["space", "truncate"] = "truncate",
+    prepend_bos: bool | None = None,
 ) -> SteeringVector:
     """Activation addition: resid_pre(plus) − resid_pre(minus) at `layer`, position by position.
 
-    The shorter prompt is padded at its end with space tokens to the longer
-    one's length (Turner et al.), so the vector has one row per token.
+    Prompts of different lengths: ``"truncate"`` keeps their shared length;
+    ``pad="space"`` pads the shorter one at its end with space tokens, as
+    Turner et al. did in GPT-2. In SmolLM2 a lone space token carries a
+    massive activation (norm ≈ 600 against ≈ 100 for words), so space padding
+    there adds a huge vector at the padded positions: hence the default.
     """
     check_layer(model, layer)
+    if pad not in ("space", "truncate"):
+        raise InputError(f"pad must be 'space' or 'truncate', got {pad!r}")
     a, b = _token_rows(model, plus, prepend_bos), _token_rows(model, minus, prepend_bos)
+    if pad == "truncate":
+        width = min(len(a), len(b))
+        a, b = a[:width], b[:width]
     space = model._ids(" ", False)
-    if len(space) != 1:
+    if len(a) != len(b) and len(space) != 1:
         raise InputError(f"{model.name}'s tokenizer has no single space token to pad with")
     width = max(len(a), len(b))
     a, b = a + space * (width - len(a)), b + space * (width - len(b))
     ids = torch.tensor([a, b], device=model.device)
     site = f"blocks.{layer}.resid_pre"
     acts = model.run(ids, save=[site]).cache[site].float()
-    return SteeringVector(acts[0] - acts[1], layer, "actadd", {"plus": plus, "minus": minus})
+    meta = {"plus": plus, "minus": minus, "pad": pad}
+    return SteeringVector(acts[0] - acts[1], layer, "actadd", meta)
 
 
 @torch.no_grad()

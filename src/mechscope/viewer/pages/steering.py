@@ -55,18 +55,26 @@ class Sweep:
 
     layers: list[int]
     coefs: list[float]
+    probability: list[list[float]]
     effect: list[list[float]]
     perplexity: list[list[float]]
     kl: list[list[float]]
+    baseline_probability: float
     baseline_effect: float
     baseline_perplexity: float
     target: str
+    words: list[str]
     method: str
     n_generations: int
     samples: dict[str, list[str]]
 
     def rise(self, i: int, j: int) -> float:
         return self.perplexity[i][j] / self.baseline_perplexity - 1
+
+    def factor(self, i: int, j: int) -> float:
+        """The target words' next-token probability, steered over unsteered."""
+        base = self.baseline_probability
+        return self.probability[i][j] / base if base > 0 else math.inf
 
     @staticmethod
     def cell(layer: int, coef: float) -> str:
@@ -106,12 +114,15 @@ def read_sweep(run: RunInfo) -> Sweep:
         return Sweep(
             layers,
             coefs,
+            _grid(data, "probability", shape),
             _grid(data, "effect", shape),
             _grid(data, "perplexity", shape),
             _grid(data, "kl", shape),
+            float(data["baseline_probability"]),
             float(data["baseline_effect"]),
             baseline,
             str(data.get("target", "target")),
+            [str(w) for w in data.get("words") or []],
             str(data.get("method", "")),
             int(data.get("n_generations", 0)),
             {str(k): [str(t) for t in v] for k, v in samples.items()},
@@ -205,15 +216,18 @@ def sweep_table(sweep: Sweep, best: tuple[int, int] | None, bound: float) -> Mar
             cells.append(
                 render(
                     '<td class="{cls}" data-layer="{layer}" data-coef="{coef!r}" '
-                    'data-effect="{effect!r}" data-rise="{rise!r}" data-kl="{kl!r}">'
-                    '<span class="effect">{effect_text}</span>{star}<br>'
+                    'data-factor="{factor!r}" data-effect="{effect!r}" data-rise="{rise!r}" '
+                    'data-kl="{kl!r}"><span class="effect">×{factor_text}</span> · '
+                    "{effect_text}{star}<br>"
                     '<span class="cost">perplexity {rise_text} · KL {kl_text}</span>{flag}</td>',
                     cls=classes,
                     layer=layer,
                     coef=coef,
+                    factor=sweep.factor(i, j),
                     effect=sweep.effect[i][j],
                     rise=rise,
                     kl=sweep.kl[i][j],
+                    factor_text=_num(sweep.factor(i, j), ".1f"),
                     effect_text=_num(sweep.effect[i][j], ".3f"),
                     star=" ★ best" if is_best else "",
                     rise_text=f"{rise:+.1%}",
@@ -234,13 +248,16 @@ def sweep_table(sweep: Sweep, best: tuple[int, int] | None, bound: float) -> Mar
     return render(
         '<table class="grid sweep" id="sweep"><thead><tr><th>layer \\ coefficient</th>{head}'
         "</tr></thead><tbody>{rows}</tbody></table>"
-        '<p class="muted">Each cell: the effect ({target}), the rise of corpus perplexity over '
-        "the unsteered model and the KL of next-token distributions on neutral prompts (nats "
-        "per token). Unsteered: effect {base:.3f}, perplexity {ppl:.4g}. Cells whose "
-        "perplexity rises more than {b:.0%} are marked ⚠; the best cell (largest effect within "
-        "that bound) ★.</p>",
+        '<p class="muted">Each cell: the next-token probability of the target words ({words}) '
+        "over the unsteered model's ({pbase:.3g}), then {target} of sampled generations; "
+        "below, the rise of corpus perplexity over the unsteered model and the KL of "
+        "next-token distributions on neutral prompts (nats per token). Unsteered: {target} "
+        "{base:.3f}, perplexity {ppl:.4g}. Cells whose perplexity rises more than {b:.0%} are "
+        "marked ⚠; the best cell (largest target probability within that bound) ★.</p>",
         head=head,
         rows=join(rows),
+        words=", ".join(sweep.words) or "—",
+        pbase=sweep.baseline_probability,
         target=sweep.target,
         base=sweep.baseline_effect,
         ppl=sweep.baseline_perplexity,
@@ -318,10 +335,12 @@ def steer_home(req: Request) -> Document:
     else:
         i, j = best
         best_text = render(
-            "layer {layer} × {coef:g}: effect {effect:.3f} (unsteered {base:.3f}), "
-            "perplexity {rise:+.1%}",
+            "layer {layer} × {coef:g}: target words ×{factor} as likely next; {target} "
+            "{effect:.3f} (unsteered {base:.3f}); perplexity {rise:+.1%}",
             layer=sweep.layers[i],
             coef=sweep.coefs[j],
+            factor=_num(sweep.factor(i, j), ".1f"),
+            target=sweep.target,
             effect=sweep.effect[i][j],
             base=sweep.baseline_effect,
             rise=sweep.rise(i, j),
@@ -338,13 +357,16 @@ def steer_home(req: Request) -> Document:
     )
     body = render(
         "{style}{facts}<h2>Steered examples</h2>{examples}{summary}<h2>Sweep</h2>{table}"
-        '<div class="figure-row">{effect}{perplexity}</div>'
+        '<div class="figure-row">{probability}{effect}{perplexity}</div>'
         "<h2>Sampled generations</h2>{samples}<h2>Vectors</h2>{vectors}",
         style=SWEEP_STYLE,
         facts=facts,
         examples=examples_html(run, examples),
         summary=summary_html(run),
         table=sweep_table(sweep, best, bound),
+        probability=figure_html(
+            run, "sweep_probability", "target probability, steered / unsteered", interactive=True
+        ),
         effect=figure_html(
             run, "sweep_effect", f"{sweep.target} per coefficient", interactive=True
         ),
