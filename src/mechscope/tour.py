@@ -30,6 +30,9 @@ TOUR_HARVEST_TOKENS = 16_384  # a slice; `mechscope harvest` does 1M tokens by d
 TOUR_SAE_TOKENS = 196_608  # a short run; `mechscope sae train` does 1M tokens by default
 TOUR_TRACE_FACTS = 8  # a small average; the README's is over 60 facts
 TOUR_EDIT_FACT = 0  # which known capital the tour rewrites (to the next one's capital)
+TOUR_PROBE_PAIRS = 600  # 200 to fit, 400 held out; the README's run fits 600
+TOUR_STEER = ("I talk about weddings constantly", "I do not talk about weddings constantly")
+TOUR_STEER_LAYER, TOUR_STEER_COEF = 8, 1.0  # a cell of the README's sweep within 10% perplexity
 
 
 def next_tokens(model: Model, console: Console) -> None:
@@ -324,6 +327,41 @@ def tracing_and_rome(model: Model, console: Console) -> None:
     console.print(f"pages: [bold]mechscope serve {OUT_DIR}[/bold]")
 
 
+def probes_and_steering(model: Model, console: Console) -> None:
+    """CCS against supervised probes and zero-shot on tweets; one vector steering generation."""
+    from . import steering as st
+    from .cli.steer import print_probe_table, print_sweep_table
+    from .probes import sentiment_pairs
+    from .probes.runs import probe_run
+    from .steering.runs import steer_examples, steer_run
+
+    assert model.dims is not None
+    pairs = sentiment_pairs(limit=TOUR_PROBE_PAIRS)
+    console.print(f"{len(pairs)} crowd-labelled tweets, each asked 'negative or positive?' and "
+                  "answered both ways; probes read the last token's residual stream")  # fmt: skip
+    res = probe_run(model, pairs, OUT_DIR / "probe-sentiment", dataset="sentiment", test=400,
+                    layers=range(0, model.dims.n_layers, 3), restarts=5, epochs=500)  # fmt: skip
+    print_probe_table(res)
+    console.print(repr(res), highlight=False)
+    vector = st.actadd(model, *TOUR_STEER, TOUR_STEER_LAYER)
+    console.print(f"activation addition {TOUR_STEER[0]!r} − {TOUR_STEER[1]!r}: {vector!r}",
+                  highlight=False)  # fmt: skip
+    prompts = list(st.PROMPTS[:3])
+    examples = steer_examples(model, prompts, vector, TOUR_STEER_COEF, max_new_tokens=30)
+    table = Table(title=f"greedy, unsteered and steered (coef {TOUR_STEER_COEF:g})",
+                  show_lines=True)  # fmt: skip
+    for col in ("prompt", "unsteered", "steered"):
+        table.add_column(col)
+    for ex in examples:
+        table.add_row(ex["prompt"], ex["unsteered"].strip(), ex["steered"].strip())
+    console.print(table)
+    sweep = steer_run(model, [vector, st.actadd(model, *TOUR_STEER, 2)], [0.5, 1.0, 2.0],
+                      OUT_DIR / "steer-weddings", samples=2, progress=False)  # fmt: skip
+    print_sweep_table(sweep)
+    console.print(repr(sweep), highlight=False)
+    console.print(f"pages: [bold]mechscope serve {OUT_DIR}[/bold]")
+
+
 SECTIONS: list[tuple[str, Callable[[Model, Console], None]]] = [
     ("Next tokens", next_tokens),
     ("Sites and the cache", cache_shapes),
@@ -335,6 +373,7 @@ SECTIONS: list[tuple[str, Callable[[Model, Console], None]]] = [
     ("Superposition: toy models", toy_superposition),
     ("Sparse autoencoder on the residual stream", sparse_autoencoder),
     ("Causal tracing and ROME: where a fact lives, and rewriting it", tracing_and_rome),
+    ("Latent knowledge and steering: CCS, probes, activation addition", probes_and_steering),
 ]
 
 

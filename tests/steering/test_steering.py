@@ -42,6 +42,12 @@ def test_steer_adds_coef_times_vector_at_the_front_or_everywhere(model):
     flat = st.SteeringVector(torch.ones(model.dims.d_model), 1)
     steered = model.run(text, save=[site], interventions=st.steer(flat, -0.5)).cache[site]
     torch.testing.assert_close(steered - clean, torch.full_like(clean, -0.5))
+    later = st.steer(flat, 1.0, positions=slice(3, None))
+    steered = model.run(text, save=[site], interventions=later).cache[site]
+    torch.testing.assert_close(steered[0, :3], clean[0, :3])
+    torch.testing.assert_close(steered[0, 3:] - clean[0, 3:], torch.ones_like(clean[0, 3:]))
+    with pytest.raises(InputError, match="one-row vectors"):
+        st.steer(front, 1.0, positions=[0])
 
 
 def test_generate_steers_each_left_padded_prompt_at_its_own_front(model):

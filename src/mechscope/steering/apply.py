@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ..core import interventions as iv_lib
-from ..core.interventions import Intervention
+from ..core.interventions import Index, Intervention
 from ..core.model import Model
 from ..errors import InputError
 from .vectors import SteeringVector, check_layer
@@ -31,17 +31,22 @@ def steer(
     *,
     starts: Sequence[int] | None = None,
     lengths: Sequence[int] | None = None,
+    positions: Index = None,
 ) -> list[Intervention]:
     """The interventions adding ``coef · vector`` to its layer's residual stream.
 
-    A k-row vector goes at positions start … start+k−1 of each row: `starts`
-    gives each row's first prompt position (left padding, default 0) and
-    `lengths` each prompt's length; a prompt shorter than k gets the vector's
-    first rows only.
+    A one-row vector goes at every position, or at `positions` (absolute, as
+    in `model.generate`: ``slice(n, None)`` steers only what follows the
+    first n tokens). A k-row vector goes at positions start … start+k−1 of
+    each row: `starts` gives each row's first prompt position (left padding,
+    default 0) and `lengths` each prompt's length; a prompt shorter than k
+    gets the vector's first rows only.
     """
     value = coef * vector.vector
     if not vector.front:
-        return [iv_lib.add(vector.site, value[0])]
+        return [iv_lib.add(vector.site, value[0], positions=positions)]
+    if positions is not None:
+        raise InputError("positions apply to one-row vectors; a k-row vector sits at the front")
     k = value.shape[0]
     if starts is None and (lengths is None or min(lengths) >= k):
         return [iv_lib.add(vector.site, value, positions=list(range(k)))]
@@ -73,8 +78,13 @@ def generate(
     do_sample: bool = False,
     temperature: float = 1.0,
     seed: int = 0,
+    positions: Index = None,
 ) -> str | list[str]:
-    """`model.generate` with ``coef · vector`` added (no vector or coef 0: unsteered)."""
+    """`model.generate` with ``coef · vector`` added (no vector or coef 0: unsteered).
+
+    `positions` (one-row vectors) are absolute positions of the left-padded
+    batch, as in `model.generate`.
+    """
     prompts = [prompt] if isinstance(prompt, str) else list(prompt)
     ivs: list[Intervention] = []
     if vector is not None and coef != 0:
@@ -82,7 +92,10 @@ def generate(
         lengths = [len(model._ids(p, None)) for p in prompts]
         width = max(lengths)
         starts = [width - n for n in lengths]  # generate pads on the left
-        ivs = steer(vector, coef, starts=starts, lengths=lengths)
+        if vector.front:
+            ivs = steer(vector, coef, starts=starts, lengths=lengths)
+        else:
+            ivs = steer(vector, coef, positions=positions)
     out = model.generate(
         prompts, max_new_tokens, ivs, do_sample=do_sample, temperature=temperature, seed=seed
     )
