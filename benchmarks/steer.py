@@ -56,7 +56,9 @@ def main() -> None:
         print(f"{name:10s} median {med[name]:.3f} s  (min {min(ts):.3f}, max {max(ts):.3f})")
     print(f"the steering changed the text: {changed}")
     ratio = med["steered"] / med["unsteered"]
-    print(f"steered / unsteered {ratio:.3f} (target ≤ 1.05): {'met' if ratio <= 1.05 else 'NOT met'}")
+    print(
+        f"steered / unsteered {ratio:.3f} (target ≤ 1.05): {'met' if ratio <= 1.05 else 'NOT met'}"
+    )
 
 
 if __name__ == "__main__":

@@ -121,6 +121,12 @@ def test_from_direction_writes_where_the_probe_read():
     v = st.from_direction(d, 10.0)
     assert v.layer == 3 and v.method == "probe:logistic"
     torch.testing.assert_close(v.vector[0], torch.tensor([6.0, 8.0]))
+    from mechscope.probes import Normaliser
+
+    two = torch.tensor([1.0, 2.0])
+    d.normaliser = Normaliser(torch.zeros(2), torch.zeros(2), two, two)  # σ = (1, 2)
+    v = st.from_direction(d, 1.0)  # w / σ = (3, 2), unit length
+    torch.testing.assert_close(v.vector[0], torch.tensor([3.0, 2.0]) / 13**0.5)
 
 
 def test_topic_share_counts_whole_words():

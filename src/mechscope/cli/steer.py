@@ -149,7 +149,7 @@ def steer_cmd(
     negative: Path = NEGATIVE,
     method: str = METHOD,
     layer: int = typer.Option(None, "--layer", help="Add to blocks.LAYER.resid_pre."),
-    coef: float = typer.Option(4.0, "--coef", help="Coefficient on the vector."),
+    coef: float = typer.Option(1.0, "--coef", help="Coefficient on the vector."),
     max_new_tokens: int = typer.Option(40, "--max-new-tokens"),
     sample: bool = typer.Option(False, "--sample/--greedy", help="Sample instead of greedy."),
     seed: int = typer.Option(0, "--seed"),
@@ -185,7 +185,7 @@ def steer_sweep_cmd(
     negative: Path = NEGATIVE,
     method: str = METHOD,
     layers: str = typer.Option("2,4,6,8", "--layers", help="Layers to build and add vectors at."),
-    coefs: str = typer.Option("1,2,4,8", "--coefs", help="Coefficients to try."),
+    coefs: str = typer.Option("0.5,1,2,4", "--coefs", help="Coefficients to try."),
     words: str = typer.Option(
         None,
         "--words",

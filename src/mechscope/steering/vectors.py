@@ -240,16 +240,21 @@ def pca_vector(
 
 
 def from_direction(direction: object, scale: float, layer: int | None = None) -> SteeringVector:
-    """A probe's direction (a `LinearDirection` in residual coordinates) times `scale`.
+    """A probe's direction (`mechscope.probes.LinearDirection`), unit length, times `scale`.
 
-    Probes read ``blocks.L.resid_post``, which is ``blocks.{L+1}.resid_pre``:
-    without `layer`, the vector is added there.
+    Probes are fitted on normalised states; a direction that keeps its
+    normaliser is first mapped to residual-stream coordinates
+    (`LinearDirection.in_residual`). Probes read ``blocks.L.resid_post``,
+    which is ``blocks.{L+1}.resid_pre``: without `layer`, the vector is added
+    there.
     """
     weight = getattr(direction, "weight", None)
     if not isinstance(weight, Tensor):
         raise InputError(
             "from_direction needs a probe direction (mechscope.probes.LinearDirection)"
         )
+    if getattr(direction, "normaliser", None) is not None:
+        weight = direction.in_residual()  # type: ignore[attr-defined]
     if layer is None and getattr(direction, "layer", None) is not None:
         layer = int(direction.layer) + 1  # type: ignore[attr-defined]
     if layer is None:
