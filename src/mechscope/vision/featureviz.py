@@ -1,0 +1,327 @@
+"""Feature visualisation by optimisation (Olah et al. 2017): images that excite a unit.
+
+Three parts, each small and swappable:
+
+- **objectives** (`channel`, `neuron`, `direction`, `deepdream`, `diversity`)
+  read saved sites and return a score to maximise; they compose with ``+``,
+  ``-`` and ``*`` (``channel("net._blocks.9", 3) - 1e-2 * diversity(…)``);
+- **parameterisations** (`pixel_image`, `fourier_image`, with decorrelated
+  colour) map free parameters to a batch of images in [0, 1];
+- **transforms** (`pad`, `jitter`, `random_scale`, `random_rotate`) are applied
+  to the images at every step, so that what is found is robust, not noise.
+
+`render` runs Adam on the parameters and keeps snapshots at chosen steps.
+Everything random draws from one generator seeded by `seed`.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from jaxtyping import Float
+from torch import Tensor
+from tqdm.auto import tqdm
+
+from ..core.model import Model
+from ..errors import InputError
+
+Images = Float[Tensor, "batch 3 h w"]
+
+# ---------------------------------------------------------------------------- objectives
+
+
+@dataclass(frozen=True)
+class Objective:
+    """A score over saved activations, one value per image (to maximise); composable."""
+
+    fn: Callable[[dict[str, Tensor]], Tensor]  # site -> activation, to [batch]
+    sites: frozenset[str]
+    name: str
+
+    def __call__(self, acts: dict[str, Tensor]) -> Float[Tensor, " batch"]:
+        return self.fn(acts)
+
+    def __add__(self, other: Objective | float) -> Objective:
+        if not isinstance(other, Objective):
+            return Objective(lambda a: self(a) + other, self.sites, f"{self.name} + {other:g}")
+        return Objective(lambda a: self(a) + other(a), self.sites | other.sites,
+                         f"{self.name} + {other.name}")  # fmt: skip
+
+    def __radd__(self, other: float) -> Objective:
+        return self + other
+
+    def __mul__(self, k: float) -> Objective:
+        return Objective(lambda a: k * self(a), self.sites, f"{k:g}·{self.name}")
+
+    __rmul__ = __mul__
+
+    def __neg__(self) -> Objective:
+        return -1.0 * self
+
+    def __sub__(self, other: Objective) -> Objective:
+        return self + (-other)
+
+
+def _act(acts: dict[str, Tensor], site: str) -> Tensor:
+    x = acts[site]
+    if x.ndim not in (2, 4):
+        raise InputError(
+            f"{site!r} has shape {tuple(x.shape)}: expected [batch c] or [batch c h w]"
+        )
+    return x
+
+
+def channel(site: str, c: int) -> Objective:
+    """The mean activation of channel `c` over all positions."""
+
+    def fn(a: dict[str, Tensor]) -> Tensor:
+        x = _act(a, site)
+        return x[:, c].reshape(len(x), -1).mean(-1)
+
+    return Objective(fn, frozenset([site]), f"channel({site}:{c})")
+
+
+def neuron(site: str, c: int, x: int | None = None, y: int | None = None) -> Objective:
+    """Channel `c` at one spatial position (default: the centre)."""
+
+    def fn(a: dict[str, Tensor]) -> Tensor:
+        t = _act(a, site)
+        if t.ndim == 2:
+            return t[:, c]
+        h, w = t.shape[-2:]
+        return t[:, c, h // 2 if y is None else y, w // 2 if x is None else x]
+
+    return Objective(fn, frozenset([site]), f"neuron({site}:{c})")
+
+
+def direction(site: str, vector: Float[Tensor, " c"]) -> Objective:
+    """The activation's dot product with `vector` over channels, averaged over positions."""
+    v = vector.detach().float()
+
+    def fn(a: dict[str, Tensor]) -> Tensor:
+        t = _act(a, site)
+        if t.shape[1] != v.numel():
+            raise InputError(
+                f"the direction has {v.numel()} entries, {site!r} {t.shape[1]} channels"
+            )
+        prod = torch.einsum("bc...,c->b...", t, v.to(t))
+        return prod.reshape(len(t), -1).mean(-1)
+
+    return Objective(fn, frozenset([site]), f"direction({site})")
+
+
+def deepdream(site: str) -> Objective:
+    """The mean squared activation of the whole layer (DeepDream)."""
+
+    def fn(a: dict[str, Tensor]) -> Tensor:
+        t = _act(a, site)
+        return (t**2).reshape(len(t), -1).mean(-1)
+
+    return Objective(fn, frozenset([site]), f"deepdream({site})")
+
+
+def diversity(site: str) -> Objective:
+    """Minus the mean cosine similarity of the batch's Gram matrices (rewards different images)."""
+
+    def fn(a: dict[str, Tensor]) -> Tensor:
+        t = _act(a, site)
+        b = len(t)
+        flat = t.reshape(b, t.shape[1], -1)
+        gram = F.normalize((flat @ flat.transpose(1, 2)).reshape(b, -1), dim=-1)
+        sim = gram @ gram.T
+        off = (sim.sum(-1) - sim.diagonal()) / max(1, b - 1)
+        return -off
+
+    return Objective(fn, frozenset([site]), f"diversity({site})")
+
+
+# ---------------------------------------------------------------------------- parameterisations
+
+# the square root of ImageNet's colour correlation (Lucid's decorrelated colour space)
+COLOR_CORRELATION_SQRT = torch.tensor(
+    [[0.26, 0.09, 0.02], [0.27, 0.00, -0.05], [0.27, -0.09, 0.03]]
+)
+_COLOR_NORM = COLOR_CORRELATION_SQRT.norm(dim=0).max()
+
+
+def _to_rgb(x: Tensor, decorrelate: bool) -> Images:
+    """Unbounded parameters [b 3 h w] → colours in [0, 1] (through the correlation, then a sigmoid)."""
+    if decorrelate:
+        x = torch.einsum("bchw,dc->bdhw", x, (COLOR_CORRELATION_SQRT / _COLOR_NORM).to(x))
+    return torch.sigmoid(x)
+
+
+@dataclass
+class ImageParam:
+    """Free parameters and the map from them to images in [0, 1]."""
+
+    params: list[Tensor]
+    make: Callable[[], Images]
+
+    def __call__(self) -> Images:
+        return self.make()
+
+
+def pixel_image(
+    size: int, batch: int = 1, *, sd: float = 0.01, decorrelate: bool = True,
+    generator: torch.Generator | None = None,
+) -> ImageParam:  # fmt: skip
+    """One parameter per pixel and colour."""
+    x = (torch.randn(batch, 3, size, size, generator=generator) * sd).requires_grad_(True)
+    return ImageParam([x], lambda: _to_rgb(x, decorrelate))
+
+
+def _frequencies(h: int, w: int) -> Tensor:
+    fy = torch.fft.fftfreq(h)[:, None]
+    fx = torch.fft.rfftfreq(w)[None, :]
+    return torch.sqrt(fx * fx + fy * fy)  # [h, w//2+1]
+
+
+def fourier_image(
+    size: int, batch: int = 1, *, sd: float = 0.01, decay_power: float = 1.0,
+    decorrelate: bool = True, generator: torch.Generator | None = None,
+) -> ImageParam:  # fmt: skip
+    """Parameters in the Fourier basis, each frequency scaled by 1/frequency^decay_power.
+
+    Gradient steps then move low frequencies as much as high ones, which
+    keeps the optimisation from filling the image with high-frequency noise.
+    """
+    freqs = _frequencies(size, size)
+    scale = (1.0 / torch.clamp(freqs, min=1.0 / size) ** decay_power) * size**0.5 / size
+    spectrum = (torch.randn(batch, 3, *freqs.shape, 2, generator=generator) * sd).requires_grad_(
+        True
+    )
+
+    def make() -> Images:
+        coeffs = torch.view_as_complex(spectrum) * scale
+        x = torch.fft.irfft2(coeffs, s=(size, size), norm="ortho")
+        return _to_rgb(x * 4, decorrelate)
+
+    return ImageParam([spectrum], make)
+
+
+# ---------------------------------------------------------------------------- transforms
+
+Transform = Callable[[Images, torch.Generator], Images]
+
+
+def pad(n: int, value: float = 0.5) -> Transform:
+    """Pad every side with `n` pixels of a constant grey."""
+    return lambda x, g: F.pad(x, (n, n, n, n), value=value)
+
+
+def jitter(d: int) -> Transform:
+    """Crop a random offset of up to `d` pixels in each direction."""
+
+    def fn(x: Images, g: torch.Generator) -> Images:
+        dx, dy = (int(torch.randint(0, d + 1, (1,), generator=g)) for _ in range(2))
+        h, w = x.shape[-2:]
+        return x[..., dy : h - d + dy, dx : w - d + dx]
+
+    return fn
+
+
+def _affine(x: Images, scale: float, angle: float) -> Images:
+    cos, sin = math.cos(angle) / scale, math.sin(angle) / scale
+    theta = torch.tensor([[cos, -sin, 0.0], [sin, cos, 0.0]], dtype=x.dtype, device=x.device)
+    grid = F.affine_grid(theta.expand(len(x), 2, 3), list(x.shape), align_corners=False)
+    return F.grid_sample(x, grid, padding_mode="reflection", align_corners=False)
+
+
+def random_scale(scales: Sequence[float]) -> Transform:
+    """Zoom by one of `scales`, chosen at random each step."""
+
+    def fn(x: Images, g: torch.Generator) -> Images:
+        return _affine(x, float(scales[int(torch.randint(len(scales), (1,), generator=g))]), 0.0)
+
+    return fn
+
+
+def random_rotate(degrees: Sequence[float]) -> Transform:
+    """Rotate by one of `degrees`, chosen at random each step."""
+
+    def fn(x: Images, g: torch.Generator) -> Images:
+        deg = float(degrees[int(torch.randint(len(degrees), (1,), generator=g))])
+        return _affine(x, 1.0, math.radians(deg))
+
+    return fn
+
+
+def standard_transforms() -> list[Transform]:
+    """Lucid's default robustness set: pad 12, jitter 8, scale ±10%, rotate ±10°, jitter 4."""
+    return [
+        pad(12),
+        jitter(8),
+        random_scale([1 + (i - 5) / 50 for i in range(11)]),
+        random_rotate(list(range(-10, 11))),
+        jitter(4),
+    ]
+
+
+# ---------------------------------------------------------------------------- rendering
+
+
+@dataclass
+class Rendering:
+    """Snapshots of the optimised images: ``images[step]`` is [batch 3 h w] in [0, 1]."""
+
+    images: dict[int, Images]
+    objective: str
+    losses: list[float]
+
+    @property
+    def final(self) -> Images:
+        return self.images[max(self.images)]
+
+
+def render(
+    model: Model,
+    objective: Objective,
+    *,
+    param: ImageParam | None = None,
+    size: int = 128,
+    batch: int = 1,
+    steps: int = 512,
+    lr: float = 0.05,
+    transforms: Sequence[Transform] | None = None,
+    thresholds: Sequence[int] = (),
+    seed: int = 0,
+    progress: bool = True,
+) -> Rendering:
+    """Maximise `objective` over the images of `param` (default: Fourier, decorrelated).
+
+    Each step applies `transforms` (default: `standard_transforms`), runs the
+    model with the objective's sites saved, and takes an Adam step on the
+    parameters. Snapshots are kept at `thresholds` and at the last step
+    (step 0 is the starting image).
+    """
+    if steps < 1:
+        raise InputError("render needs at least one step")
+    g = torch.Generator().manual_seed(seed)
+    param = param or fourier_image(size, batch, generator=g)
+    chain = list(standard_transforms() if transforms is None else transforms)
+    opt = torch.optim.Adam(param.params, lr=lr)
+    keep = set(thresholds) | {steps}
+    images: dict[int, Images] = {}
+    if 0 in keep:
+        images[0] = param().detach().clone()
+    losses = []
+    sites = sorted(objective.sites)
+    for step in tqdm(range(1, steps + 1), desc=objective.name, disable=not progress):
+        opt.zero_grad()
+        x = param()
+        for t in chain:
+            x = t(x, g)
+        with model.hooks(save=sites, keep_graph=True) as cache, torch.enable_grad():
+            model.hf(x)
+            loss = -objective({s: cache.live[s] for s in sites}).sum()
+            loss.backward()
+        opt.step()
+        losses.append(float(loss.detach()))
+        if step in keep:
+            images[step] = param().detach().clone()
+    return Rendering(images, objective.name, losses)
