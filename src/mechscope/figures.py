@@ -341,3 +341,55 @@ def unit_card(
     )
     out["html"] = save_html(pfig, stem)
     return out
+
+
+def image_grid(
+    images: Float[Tensor, "rows cols 3 h w"],
+    path: str | Path,
+    *,
+    title: str,
+    row_labels: Sequence[str] | None = None,
+    col_labels: Sequence[str] | None = None,
+) -> dict[str, Path]:
+    """A grid of RGB images in [0, 1] as ``path``.png/.svg/.html (the HTML zooms and shows pixels)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import plotly.graph_objects as go
+    from plotly.subplots import make_subplots
+
+    if images.ndim != 5 or images.shape[2] != 3:
+        raise ValueError(f"image_grid takes [rows, cols, 3, h, w], got {tuple(images.shape)}")
+    rows, cols = images.shape[:2]
+    pixels = images.detach().float().clamp(0, 1).permute(0, 1, 3, 4, 2).cpu().numpy() * 255
+    pixels = pixels.round().astype(np.uint8)
+    stem = figure_stem(path)
+    stem.parent.mkdir(parents=True, exist_ok=True)
+    rl = list(row_labels) if row_labels is not None else [""] * rows
+    cl = list(col_labels) if col_labels is not None else [""] * cols
+    fig, axes = plt.subplots(rows, cols, figsize=(1.6 * cols + 0.6, 1.6 * rows + 0.6),
+                             squeeze=False)  # fmt: skip
+    for r in range(rows):
+        for c in range(cols):
+            ax = axes[r][c]
+            ax.imshow(pixels[r, c])
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if r == 0 and cl[c]:
+                ax.set_title(cl[c], fontsize=8)
+            if c == 0 and rl[r]:
+                ax.set_ylabel(rl[r], fontsize=8)
+    fig.suptitle(title)
+    fig.tight_layout()
+    out = save_static(fig, stem, dpi=100)
+    titles = [f"{rl[r]} {cl[c]}".strip() for r in range(rows) for c in range(cols)]
+    pfig = make_subplots(rows=rows, cols=cols, subplot_titles=titles)
+    for r in range(rows):
+        for c in range(cols):
+            pfig.add_trace(go.Image(z=pixels[r, c]), row=r + 1, col=c + 1)
+    pfig.update_xaxes(showticklabels=False)
+    pfig.update_yaxes(showticklabels=False)
+    pfig.update_layout(title=title, height=220 * rows + 80, width=220 * cols + 80)
+    out["html"] = save_html(pfig, stem)
+    return out

@@ -76,3 +76,17 @@ def test_render_raises_the_objective_deterministically(cnn):
     assert not torch.equal(other.final, robust.final)
     with pytest.raises(InputError, match="at least one step"):
         fv.render(cnn, obj, steps=0)
+
+
+def test_renderings_save_reopen_and_draw_as_strips(cnn, tmp_path):
+    r = fv.render(cnn, fv.channel("2", 1), size=16, batch=2, steps=4, thresholds=(0, 2),
+                  progress=False)  # fmt: skip
+    again = fv.Rendering.load(r.save(tmp_path / "r.safetensors"))
+    assert again.objective == r.objective and again.losses == pytest.approx(r.losses)
+    assert sorted(again.images) == [0, 2, 4]
+    torch.testing.assert_close(again.images[4], r.images[4])
+    paths = r.strip(tmp_path / "strip", labels=["a", "b"])
+    assert set(paths) == {"png", "svg", "html"} and all(p.exists() for p in paths.values())
+    with pytest.raises(InputError, match="cannot read"):
+        (tmp_path / "bad.safetensors").write_bytes(b"x")
+        fv.Rendering.load(tmp_path / "bad.safetensors")
