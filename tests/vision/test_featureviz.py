@@ -24,6 +24,10 @@ def test_objectives_read_their_sites_and_compose():
     acts = {"a": torch.randn(2, 4, 5, 5), "b": torch.randn(2, 6)}
     a, b = acts["a"], acts["b"]
     torch.testing.assert_close(fv.channel("a", 1)(acts), a[:, 1].mean((-1, -2)))
+    both = fv.channels("a", [3, 0])(acts)
+    torch.testing.assert_close(both, torch.stack([a[0, 3].mean(), a[1, 0].mean()]))
+    with pytest.raises(InputError, match="batch of 3"):
+        fv.channels("a", [0, 1, 2])(acts)
     torch.testing.assert_close(fv.neuron("a", 2)(acts), a[:, 2, 2, 2])
     torch.testing.assert_close(fv.neuron("b", 3)(acts), b[:, 3])
     torch.testing.assert_close(fv.deepdream("a")(acts), (a**2).mean((1, 2, 3)))

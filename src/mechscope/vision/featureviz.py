@@ -86,6 +86,19 @@ def channel(site: str, c: int) -> Objective:
     return Objective(fn, frozenset([site]), f"channel({site}:{c})")
 
 
+def channels(site: str, cs: Sequence[int]) -> Objective:
+    """Image i excites channel ``cs[i]`` (mean over positions): many units in one batch."""
+    index = torch.tensor(list(cs))
+
+    def fn(a: dict[str, Tensor]) -> Tensor:
+        x = _act(a, site)
+        if len(x) != len(index):
+            raise InputError(f"{len(index)} channels need a batch of {len(index)}, got {len(x)}")
+        return x[torch.arange(len(x)), index.to(x.device)].reshape(len(x), -1).mean(-1)
+
+    return Objective(fn, frozenset([site]), f"channels({site}:{','.join(map(str, cs))})")
+
+
 def neuron(site: str, c: int, x: int | None = None, y: int | None = None) -> Objective:
     """Channel `c` at one spatial position (default: the centre)."""
 
