@@ -306,3 +306,22 @@ def test_probe_and_steer_bad_input_is_one_line(folder: Path, tmp_path: Path) -> 
         res = mechscope(*args, cache=tmp_path)
         assert res.returncode == 2, (args, res.stderr)
         assert message in res.stderr and "Traceback" not in res.stderr, res.stderr
+
+
+def test_viz_renders_channels_into_a_run_folder(tmp_path: Path) -> None:
+    out = tmp_path / "viz"
+    res = mechscope("viz", "net._blocks.1", "--channels", "0-2", "--size", "32", "--steps", "3",
+                    "--snapshots", "0,2", "--out", str(out), cache=tmp_path)  # fmt: skip
+    assert res.returncode == 0, res.stderr
+    assert "channels(net._blocks.1:0,1,2)" in res.stdout
+    assert (out / "rendering.safetensors").exists() and (out / "run.json").exists()
+    assert all((out / "figures" / f"{f}.{e}").exists() for f in ("grid", "strip")
+               for e in ("png", "html"))  # fmt: skip
+    for args, message in [
+        (["viz", "net._blokcs.1"], "unknown site"),
+        (["viz", "net._blocks.1", "--channels", "a-b"], "--channels takes"),
+    ]:
+        res = mechscope(*args, "--steps", "1", "--size", "16", "--out", str(tmp_path / "x"),
+                        cache=tmp_path)  # fmt: skip
+        assert res.returncode == 2 and message in res.stderr, res.stderr
+        assert "Traceback" not in res.stderr

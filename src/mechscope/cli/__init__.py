@@ -189,6 +189,7 @@ from .sae import sae_app  # noqa: E402
 from .steer import probe_cmd, steer_cmd, steer_sweep_cmd  # noqa: E402
 from .toy import toy_cmd  # noqa: E402
 from .trace import edit_cmd, trace_cmd  # noqa: E402
+from .viz import viz_cmd  # noqa: E402
 
 app.command("harvest")(harvest_cmd)
 app.command("merge-harvests")(merge_cmd)
@@ -199,6 +200,7 @@ app.command("edit")(edit_cmd)
 app.command("probe")(probe_cmd)
 app.command("steer")(steer_cmd)
 app.command("steer-sweep")(steer_sweep_cmd)
+app.command("viz")(viz_cmd)
 app.add_typer(sae_app, name="sae")
 
 
