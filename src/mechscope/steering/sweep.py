@@ -11,7 +11,6 @@ strongest effect whose perplexity rise stays under a bound.
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,8 +21,8 @@ from tqdm.auto import tqdm
 
 from ..core.model import Model
 from ..errors import InputError
-from .apply import generate, next_token_kl, perplexity
-from .vectors import SteeringVector
+from .apply import generate, next_token_kl, perplexity, steer
+from .vectors import SteeringVector, word_pattern
 
 # open-ended prompts that steer nowhere by themselves
 PROMPTS = (
@@ -55,9 +54,7 @@ WEDDING_WORDS = ("wedding", "weddings", "bride", "brides", "groom", "married", "
 
 def topic_share(words: Sequence[str]) -> Callable[[Sequence[str]], float]:
     """A scorer: the share of texts containing any of `words` (whole words, any case)."""
-    if not words:
-        raise InputError("a topic needs at least one word")
-    pattern = re.compile(r"\b(" + "|".join(re.escape(w) for w in words) + r")\b", re.IGNORECASE)
+    pattern = word_pattern(words)
     return lambda texts: sum(bool(pattern.search(t)) for t in texts) / max(1, len(texts))
 
 
@@ -83,8 +80,6 @@ def target_probability(
     coef: float = 0.0,
 ) -> float:
     """The next-token probability of any of `words` after each prompt, averaged over prompts."""
-    from .apply import steer
-
     if not prompts:
         raise InputError("target_probability needs at least one prompt")
     ids = torch.tensor(target_tokens(model, words))

@@ -17,6 +17,7 @@ added at the first k positions, as activation addition does).
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -263,6 +264,13 @@ def from_direction(direction: object, scale: float, layer: int | None = None) ->
     return SteeringVector(unit * scale, int(layer), f"probe:{getattr(direction, 'method', '')}")
 
 
+def word_pattern(words: Sequence[str]) -> re.Pattern[str]:
+    """A regex matching any of `words` as a whole word, in any case."""
+    if not words:
+        raise InputError("a topic needs at least one word")
+    return re.compile(r"\b(" + "|".join(re.escape(w) for w in words) + r")\b", re.IGNORECASE)
+
+
 def topic_sentences(
     words: Sequence[str],
     corpus: str = "austen",
@@ -279,13 +287,10 @@ def topic_sentences(
     sets differ in topic and not in style.
     """
     import random
-    import re
 
     from ..harvest.corpus import open_corpus
 
-    if not words:
-        raise InputError("a topic needs at least one word")
-    pattern = re.compile(r"\b(" + "|".join(re.escape(w) for w in words) + r")\b", re.IGNORECASE)
+    pattern = word_pattern(words)
     with_topic: list[str] = []
     without: list[str] = []
     for doc in open_corpus(corpus).documents():
