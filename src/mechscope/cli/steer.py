@@ -9,6 +9,7 @@ from rich.console import Console
 from rich.table import Table
 
 from ..errors import InputError
+from .options import numbers
 
 console = Console()
 
@@ -35,10 +36,7 @@ def _layers(spec: str | None, n_layers: int) -> list[int] | None:
     if spec is None or spec == "all":
         return None
     try:
-        if "-" in spec and "," not in spec:
-            a, b = spec.split("-")
-            return list(range(int(a), int(b) + 1))
-        return [int(x) for x in spec.split(",") if x.strip()]
+        return numbers(spec)
     except ValueError:
         raise InputError(
             f"--layers takes 'all', '0,2,4' or '0-{n_layers - 1}', got {spec!r}"

@@ -8,20 +8,14 @@ import typer
 from rich.console import Console
 
 from ..errors import InputError
+from .options import numbers
 
 console = Console()
 
 
 def _units(spec: str) -> list[int]:
     try:
-        out: list[int] = []
-        for part in spec.split(","):
-            if "-" in part:
-                a, b = part.split("-")
-                out += range(int(a), int(b) + 1)
-            elif part.strip():
-                out.append(int(part))
-        return out
+        return numbers(spec)
     except ValueError:
         raise InputError(f"--channels takes numbers and ranges like 0-7,12, got {spec!r}") from None
 
