@@ -24,6 +24,7 @@ from .core.interventions import (
     resample_ablate,
     save,
     scale,
+    stop,
     zero_ablate,
 )
 from .core.model import Model, RunOutput, Trace
@@ -78,5 +79,6 @@ __all__ = [
     "resample_ablate",
     "save",
     "scale",
+    "stop",
     "zero_ablate",
 ]

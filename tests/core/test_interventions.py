@@ -159,3 +159,19 @@ def test_any_module_path_is_a_site():
     assert [s.name for s in model.sites()] == ["0", "1", "2"]
     with pytest.raises(ms.SiteError, match="valid sites include: 0, 1, 2"):
         model.run(x, save=["3"])
+
+
+def test_stop_ends_the_forward_after_the_site_and_its_saves(llama, ids):
+    reached: list[int] = []
+    watch = [ms.observe(f"blocks.{layer}.resid_post", lambda x, i=layer: reached.append(i)) for layer in range(2)]  # fmt: skip
+    out = llama.run(
+        ids, save=["blocks.0.resid_post"], interventions=[ms.stop("blocks.0.resid_post"), *watch]
+    )
+    assert out.logits is None
+    assert reached == [0]  # block 1 never ran
+    full = llama.run(ids, save=["blocks.0.resid_post"])
+    assert torch.equal(out.cache["blocks.0.resid_post"], full.cache["blocks.0.resid_post"])
+    with llama.hooks([ms.stop("blocks.0.mlp.post")], save=["blocks.0.mlp.post"]) as cache:
+        llama.hf(ids)
+        raise AssertionError("the forward should have stopped")  # skipped by the stop
+    assert cache["blocks.0.mlp.post"].shape[:2] == ids.shape

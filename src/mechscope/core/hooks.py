@@ -21,7 +21,7 @@ from torch.utils.hooks import RemovableHandle
 
 from . import attention
 from .cache import ActivationCache
-from .interventions import Intervention, Step, apply_intervention
+from .interventions import Intervention, Step, StopForward, apply_intervention
 from .sites import Site, SiteTable
 
 
@@ -79,8 +79,11 @@ class HookSession:
         if site.base is not None:
             return self._process_attached(site, x)
         axes = site.axes if len(site.axes) == x.ndim else generic_axes(x.ndim)
+        stop = False
         for iv in self.ops.get(site.name, ()):
-            if iv.op == "save":
+            if iv.op == "stop":
+                stop = True
+            elif iv.op == "save":
                 self._save(site, x)
             elif iv.op == "observe":
                 assert iv.fn is not None
@@ -89,6 +92,8 @@ class HookSession:
                 x = apply_intervention(iv, x, axes, self.step)
         if site.name in self.grad_sites:
             x = self._watch_grad(site.name, x)
+        if stop:
+            raise StopForward(site.name)
         return x
 
     def _process_attached(self, site: Site, x: Tensor) -> Tensor:

@@ -24,7 +24,7 @@ from torch import Tensor
 
 from ..errors import InterventionError
 
-Op = Literal["save", "observe", "replace", "add", "scale", "zero", "mean", "resample", "fn"]
+Op = Literal["save", "observe", "replace", "add", "scale", "zero", "mean", "resample", "fn", "stop"]
 OPS: tuple[str, ...] = (
     "save",
     "observe",
@@ -35,6 +35,7 @@ OPS: tuple[str, ...] = (
     "mean",
     "resample",
     "fn",
+    "stop",
 )
 Index = int | Sequence[int] | slice | Tensor | None
 
@@ -181,6 +182,21 @@ def observe(site: str, fn: Callable[[Tensor], object]) -> Intervention:
 def apply(site: str, fn: Callable[[Tensor], Tensor], **sel: Index) -> Intervention:
     """Replace the selected region x by ``fn(x)`` (same shape)."""
     return Intervention(site, "fn", fn=fn, **sel)
+
+
+def stop(site: str) -> Intervention:
+    """End the forward once `site` is computed (after its other interventions and saves).
+
+    Nothing downstream runs, so a harvest or a feature visualisation of an early
+    layer pays for the layers up to it only. ``model.run`` then returns
+    ``logits=None``; inside ``model.hooks`` the model call raises `StopForward`,
+    which the block swallows (code after the call in the block is skipped).
+    """
+    return Intervention(site, "stop")
+
+
+class StopForward(Exception):  # noqa: N818 (a control signal, not an error)
+    """Raised at a `stop` site; `Model.hooks` and `Model.run` catch it."""
 
 
 # Execution: used by core.hooks on the tensor at a site.

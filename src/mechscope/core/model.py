@@ -30,7 +30,7 @@ from . import interventions as iv_lib
 from .adapters import Adapter, Dims, adapter_for, dims_of
 from .cache import ActivationCache
 from .hooks import BlockInputs, HookSession
-from .interventions import Index, Intervention
+from .interventions import Index, Intervention, StopForward
 from .sites import Dictionary, Site, SiteTable
 
 Inputs = str | Sequence[str] | Tensor | dict[str, Tensor]
@@ -39,7 +39,9 @@ Inputs = str | Sequence[str] | Tensor | dict[str, Tensor]
 class RunOutput(NamedTuple):
     """What `Model.run` returns; unpacks as ``logits, cache = model.run(...)``."""
 
-    logits: Tensor  # [batch, pos, d_vocab] for LMs; the module's output otherwise
+    logits: (
+        Tensor  # [batch, pos, d_vocab] for LMs; the module's output otherwise (None after ms.stop)
+    )
     cache: ActivationCache
 
 
@@ -253,7 +255,9 @@ class Model:
         cache = ActivationCache(model_name=self.name)
         ivs = self._interventions(save, interventions)
         grads = self.table.expand(save_grad or [])
-        with HookSession(self.hf, self.table, ivs, cache, grads, track_positions, keep_graph):
+        session = HookSession(self.hf, self.table, ivs, cache, grads, track_positions, keep_graph)
+        # StopForward: an ms.stop site was reached, the forward is done
+        with session, contextlib.suppress(StopForward):
             yield cache
 
     def run(
@@ -287,7 +291,10 @@ class Model:
             self.hooks(interventions, save, save_grad, keep_graph=keep_graph) as cache,
             torch.set_grad_enabled(grad),
         ):
-            out = self.hf(x, **kwargs)
+            try:
+                out = self.hf(x, **kwargs)
+            except StopForward:  # ms.stop: the saved sites are all there is
+                return RunOutput(None, cache)
             logits = out.logits if hasattr(out, "logits") else out
             if backward is not None:
                 metric = backward(logits)

@@ -110,7 +110,16 @@ class SiteTable:
         if adapter is not None and dims is not None:
             for site in _canonical_sites(adapter, dims):
                 self._canonical[site.name] = site
-        self._modules = {name for name, _ in model.named_modules() if name}
+        names = [name for name, _ in model.named_modules() if name]
+        self._modules = set(names)
+        # a module's output is ready after its whole subtree ran: rank by the subtree's last
+        # module in registration order (a proxy for forward order), children before parents
+        self._module_rank: dict[str, tuple[int, int]] = {}
+        for i, name in enumerate(names):
+            end = i
+            while end + 1 < len(names) and names[end + 1].startswith(name + "."):
+                end += 1
+            self._module_rank[name] = (end, -name.count("."))
         self._attached: dict[str, Site] = {}
 
     def canonical(self) -> list[Site]:
@@ -217,7 +226,10 @@ class SiteTable:
             assert site.base is not None
             part = ATTACHED_PARTS.index(n.rsplit(".", 1)[1])
             pos[n] = pos.get(site.base, len(self._canonical) + 1) - 0.2 + 0.1 * part
-        return sorted(names, key=lambda n: (pos.get(n, len(self._canonical) + 1), n))
+        rank = self._module_rank
+        return sorted(
+            names, key=lambda n: (pos.get(n, len(self._canonical) + 1), rank.get(n, (0, 0)), n)
+        )
 
 
 def _canonical_sites(a: Adapter, d: Dims) -> list[Site]:

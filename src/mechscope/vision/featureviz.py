@@ -27,6 +27,7 @@ from jaxtyping import Float
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from ..core.interventions import stop
 from ..core.model import Model
 from ..errors import InputError
 
@@ -182,10 +183,10 @@ class ImageParam:
 
 def pixel_image(
     size: int, batch: int = 1, *, sd: float = 0.01, decorrelate: bool = True,
-    generator: torch.Generator | None = None,
+    generator: torch.Generator | None = None, device: torch.device | str = "cpu",
 ) -> ImageParam:  # fmt: skip
     """One parameter per pixel and colour."""
-    x = (torch.randn(batch, 3, size, size, generator=generator) * sd).requires_grad_(True)
+    x = (torch.randn(batch, 3, size, size, generator=generator) * sd).to(device).requires_grad_()
     return ImageParam([x], lambda: _to_rgb(x, decorrelate))
 
 
@@ -198,17 +199,17 @@ def _frequencies(h: int, w: int) -> Tensor:
 def fourier_image(
     size: int, batch: int = 1, *, sd: float = 0.01, decay_power: float = 1.0,
     decorrelate: bool = True, generator: torch.Generator | None = None,
+    device: torch.device | str = "cpu",
 ) -> ImageParam:  # fmt: skip
     """Parameters in the Fourier basis, each frequency scaled by 1/frequency^decay_power.
 
     Gradient steps then move low frequencies as much as high ones, which
     keeps the optimisation from filling the image with high-frequency noise.
     """
-    freqs = _frequencies(size, size)
+    freqs = _frequencies(size, size).to(device)
     scale = (1.0 / torch.clamp(freqs, min=1.0 / size) ** decay_power) * size**0.5 / size
-    spectrum = (torch.randn(batch, 3, *freqs.shape, 2, generator=generator) * sd).requires_grad_(
-        True
-    )
+    noise = torch.randn(batch, 3, *freqs.shape, 2, generator=generator) * sd
+    spectrum = noise.to(device).requires_grad_()
 
     def make() -> Images:
         coeffs = torch.view_as_complex(spectrum) * scale
@@ -351,7 +352,7 @@ def render(
     if steps < 1:
         raise InputError("render needs at least one step")
     g = torch.Generator().manual_seed(seed)
-    param = param or fourier_image(size, batch, generator=g)
+    param = param or fourier_image(size, batch, generator=g, device=model.device)
     chain = list(standard_transforms() if transforms is None else transforms)
     opt = torch.optim.Adam(param.params, lr=lr)
     keep = set(thresholds) | {steps}
@@ -359,14 +360,17 @@ def render(
     if 0 in keep:
         images[0] = param().detach().clone()
     losses = []
-    sites = sorted(objective.sites)
+    sites = model.table.order(sorted(objective.sites))
+    # the layers after the objective's last site play no part: the forward stops there
+    ivs = [stop(sites[-1])]
     for step in tqdm(range(1, steps + 1), desc=objective.name, disable=not progress):
         opt.zero_grad()
         x = param()
         for t in chain:
             x = t(x, g)
-        with model.hooks(save=sites, keep_graph=True) as cache, torch.enable_grad():
-            model.hf(x)
+        with torch.enable_grad():
+            with model.hooks(ivs, save=sites, keep_graph=True) as cache:
+                model.hf(x)
             loss = -objective({s: cache.live[s] for s in sites}).sum()
             loss.backward()
         opt.step()
