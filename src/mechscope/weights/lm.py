@@ -159,10 +159,16 @@ def qk_circuit(model: Model, layer: int, head: int) -> Float[Tensor, "d_model d_
 
 
 def _embed_unembed(model: Model) -> tuple[Tensor, Tensor]:
-    """Token embeddings as a norm would see them (unit RMS) [vocab d_model], and the
-    unembedding with the final norm's scale folded in [d_model vocab]."""
+    """Token embeddings centred and scaled to unit RMS, as a norm sees them [vocab d_model],
+    and the unembedding with the final norm's scale folded in [d_model vocab].
+
+    The mean embedding is removed first: it is common to every token, and
+    through a late head's OV it lifts the same few junk tokens for every
+    source (in SmolLM2 " setattr", " cfg"), hiding what the head does per token.
+    """
     assert model.adapter is not None
     e = model.hf.get_submodule(model.adapter.embed).weight.detach().float()
+    e = e - e.mean(0)
     e = e / e.pow(2).mean(-1, keepdim=True).sqrt().clamp(min=1e-6)
     u = _in_out(model.hf.get_submodule(model.adapter.unembed))  # [d_model vocab]
     return e, norm_scale(model, None, "final")[:, None] * u
