@@ -325,3 +325,26 @@ def test_viz_renders_channels_into_a_run_folder(tmp_path: Path) -> None:
                         cache=tmp_path)  # fmt: skip
         assert res.returncode == 2 and message in res.stderr, res.stderr
         assert "Traceback" not in res.stderr
+
+
+def test_weights_conv_and_lm_write_run_folders(folder, tmp_path: Path) -> None:
+    out = tmp_path / "wc"
+    res = mechscope("weights", "conv", "net._blocks.3", "net._blocks.4", "--unit", "2", "--k", "2",
+                    "--viz-steps", "2", "--viz-size", "32", "--out", str(out), cache=tmp_path)  # fmt: skip
+    assert res.returncode == 0, res.stderr
+    assert "net._blocks.3 → net._blocks.4:2" in res.stdout and "inhibition" in res.stdout
+    assert (out / "weights.safetensors").exists() and (out / "figures" / "circuit.png").exists()
+    out = tmp_path / "wl"
+    res = mechscope("weights", "lm", "--model", str(folder), "--head", "1.2", "--neuron", "1.5",
+                    "--out", str(out), cache=tmp_path)  # fmt: skip
+    assert res.returncode == 0, res.stderr
+    assert "head 1.2" in res.stdout and "neuron 1.5 (via gate)" in res.stdout
+    assert (out / "heads.json").exists() and (out / "neurons" / "1-5" / "wiring.json").exists()
+    for args, message in [
+        (["weights", "lm", "--model", str(folder), "--head", "1"], "--head takes LAYER.INDEX"),
+        (["weights", "lm", "--model", str(folder), "--neuron", "9.1"], "layers 0–1"),
+        (["weights", "conv", "net._blocks.4", "net._blocks.3", "--unit", "0"], "must come before"),
+    ]:
+        res = mechscope(*args, "--out", str(tmp_path / "x"), cache=tmp_path)
+        assert res.returncode == 2 and message in res.stderr, res.stderr
+        assert "Traceback" not in res.stderr

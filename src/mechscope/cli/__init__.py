@@ -190,6 +190,7 @@ from .steer import probe_cmd, steer_cmd, steer_sweep_cmd  # noqa: E402
 from .toy import toy_cmd  # noqa: E402
 from .trace import edit_cmd, trace_cmd  # noqa: E402
 from .viz import viz_cmd  # noqa: E402
+from .weights import weights_app  # noqa: E402
 
 app.command("harvest")(harvest_cmd)
 app.command("merge-harvests")(merge_cmd)
@@ -202,6 +203,7 @@ app.command("steer")(steer_cmd)
 app.command("steer-sweep")(steer_sweep_cmd)
 app.command("viz")(viz_cmd)
 app.add_typer(sae_app, name="sae")
+app.add_typer(weights_app, name="weights")
 
 
 def main() -> None:
