@@ -473,3 +473,39 @@ def weight_circuit(
     pfig.update_layout(title=title, height=170 * rows + 90, width=150 * cols + 80)
     out["html"] = save_html(pfig, stem)
     return out
+
+
+def grouped_bars(
+    series: Mapping[str, Sequence[float]],
+    labels: Sequence[str],
+    path: str | Path,
+    *,
+    title: str,
+    y_title: str = "",
+) -> dict[str, Path]:
+    """One group of bars per label, one bar per series (PNG/SVG/HTML)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import plotly.graph_objects as go
+
+    stem = figure_stem(path)
+    stem.parent.mkdir(parents=True, exist_ok=True)
+    n, width = len(series), 0.8 / max(1, len(series))
+    x = np.arange(len(labels))
+    fig, ax = plt.subplots(figsize=(max(6.0, 0.45 * len(labels) + 2), 4))
+    for i, (name, values) in enumerate(series.items()):
+        ax.bar(x + (i - (n - 1) / 2) * width, list(values), width, label=name)
+    ax.set_xticks(x, list(labels), rotation=60, ha="right", fontsize=7)
+    ax.set_ylabel(y_title)
+    ax.legend(fontsize=8)
+    ax.set_title(title)
+    fig.tight_layout()
+    out = save_static(fig, stem, dpi=110)
+    pfig = go.Figure(
+        [go.Bar(name=name, x=list(labels), y=list(values)) for name, values in series.items()]
+    )
+    pfig.update_layout(title=title, barmode="group", yaxis_title=y_title, height=450)
+    out["html"] = save_html(pfig, stem)
+    return out

@@ -326,8 +326,8 @@ class NeuronWiring:
                 "heads": self.top_heads(k), "embed": self.embed, "logits_up": self.logits_up,
                 "logits_down": self.logits_down}  # fmt: skip
 
-    def save(self, path: str | Path) -> Path:
-        """Tensors as safetensors beside a JSON of the rest."""
+    def save(self, path: str | Path, k: int = 10) -> Path:
+        """Tensors as safetensors beside a JSON of the rest and of the top-`k` rankings."""
         from safetensors.torch import save_file
 
         path = Path(path)
@@ -335,6 +335,9 @@ class NeuronWiring:
         save_file({"neurons": self.neurons.contiguous(), "heads": self.heads.contiguous()},
                   str(path / "wiring.safetensors"))  # fmt: skip
         meta = {k: v for k, v in asdict(self).items() if k not in ("neurons", "heads")}
+        # the rankings too, for readers without torch (the viewer)
+        ranked = self.to_json(k)
+        meta.update({key: ranked[key] for key in ("excitation", "inhibition", "heads")})
         (path / "wiring.json").write_text(json.dumps(meta, indent=1))
         return path
 

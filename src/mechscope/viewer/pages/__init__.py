@@ -6,6 +6,30 @@ To add pages for a technique, write ``pages/<technique>.py`` with ``@page`` and
 
 from __future__ import annotations
 
-from . import editing, explain, generic, harvest, probes, sae, steering, tracing
+from . import (
+    editing,
+    explain,
+    featureviz,
+    generic,
+    harvest,
+    probes,
+    prompts,
+    sae,
+    steering,
+    tracing,
+    weights,
+)
 
-__all__ = ["editing", "explain", "generic", "harvest", "probes", "sae", "steering", "tracing"]
+__all__ = [
+    "editing",
+    "explain",
+    "featureviz",
+    "generic",
+    "harvest",
+    "probes",
+    "prompts",
+    "sae",
+    "steering",
+    "tracing",
+    "weights",
+]

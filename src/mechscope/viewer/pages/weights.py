@@ -1,0 +1,603 @@
+"""Pages for weight-circuit runs (``mechscope.weights.runs``): conv units and LM heads and neurons.
+
+A ``weights-conv`` run's home explains the expanded weights (each channel of
+``src`` into one unit of ``dst``, through the network with its activations
+linearised), shows the figure ``circuit`` (the unit's and the top channels'
+visualisations above their weight maps: red excites, blue inhibits) and a
+table of the top exciting and inhibiting channels with their totals and peak
+offsets (``weights.json``).
+
+A ``weights-lm`` run's home shows the copying score of every head
+(``copying.json``, the figure ``copying``, the strongest heads listed), a
+section per head of ``heads.json`` (OV circuit: source token → tokens it
+raises; QK circuit: query token → keys it attends to; the earlier heads that
+compose with it) and a section per neuron (``neurons/L-N/wiring.json``: the
+upstream neurons that excite and inhibit it, the heads that write to it, the
+tokens it reads from the embedding and the logits it raises and lowers).
+Upstream rankings are read from ``wiring.json`` only (``wiring.safetensors``
+needs torch); a wiring saved without them says so.
+
+Tokens are shown with whitespace made visible (hover for their ``repr``).
+Files are read as JSON; every value is escaped, and a damaged file gives an
+error page naming it.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from ...errors import InputError
+from ..html import Markup, definition_list, join, link, render, table
+from ..registry import Document, Request, home
+from ..runs import RunInfo
+from .featureviz import interactive_figure, run_summary, tensors_link
+from .harvest import show_token
+from .probes import missing_file, read_run_json
+from .tracing import _count, _num
+
+CONV_KINDS = ("weights-conv",)
+LM_KINDS = ("weights-lm",)
+COPYING_SHOWN = 10  # strongest copying heads listed under the heatmap
+WEIGHTS_STYLE = Markup(
+    "<style>table.channels td.excitation{color:#b3261e;font-weight:600}"
+    "table.channels td.inhibition{color:#1f5fbf;font-weight:600}"
+    "table.channels td.weak{color:var(--muted)}.excite{color:#b3261e}.inhibit{color:#1f5fbf}"
+    "ul.ranked{list-style:none;padding:0;margin:.2rem 0;display:flex;flex-wrap:wrap;gap:.2rem .9rem}"
+    "ul.ranked li{white-space:nowrap}ul.ranked .score{color:var(--muted);font-size:12px}"
+    "table.circuit td{vertical-align:top}section.unit{border-top:1px solid var(--line);"
+    "margin-top:1.4rem}section.unit h3{font-size:.95rem}</style>"
+)
+
+
+# ---------------------------------------------------------------------------- shared pieces
+
+
+def token_code(token: str) -> Markup:
+    """A token in a box, spaces shown as ␣ and newlines, tabs and control characters made
+    visible (``show_token``); hover for its repr."""
+    text = str(token)
+    shown = join(
+        render('<span class="ws">{s}</span>', s="␣" * len(part))
+        if part and not part.strip(" ")
+        else show_token(part)
+        for part in re.split(r"( +)", text)
+        if part
+    )
+    return render(
+        '<code class="token" title="{r}">{t}</code>',
+        r=repr(text),
+        t=shown if text else show_token(""),
+    )
+
+
+def scored_tokens(pairs: list[tuple[str, float]]) -> Markup:
+    """Tokens with their scores, best first, as one wrapping list."""
+    if not pairs:
+        return Markup('<span class="muted">—</span>')
+    return render(
+        '<ul class="ranked">{items}</ul>',
+        items=join(
+            render(
+                '<li>{t} <span class="score">{s}</span></li>',
+                t=token_code(tok),
+                s=_num(score, ".3g"),
+            )
+            for tok, score in pairs
+        ),
+    )
+
+
+def _what(err: Exception) -> str:
+    return f"no {err}" if isinstance(err, KeyError) else str(err)
+
+
+def _number(value: Any, what: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValueError(f"{what} should be a number, got {value!r}")
+    return float(value)
+
+
+def _whole(value: Any, what: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError(f"{what} should be a whole number, got {value!r}")
+    return value
+
+
+def _token_scores(raw: Any, what: str) -> list[tuple[str, float]]:
+    """[[token, score], ...] as (token, score) pairs."""
+    if not isinstance(raw, list):
+        raise ValueError(f"{what} should be a list of [token, score], got {raw!r}")
+    out = []
+    for item in raw:
+        if not isinstance(item, list | tuple) or len(item) != 2 or not isinstance(item[0], str):
+            raise ValueError(f"{what} should hold [token, score] pairs, got {item!r}")
+        out.append((item[0], _number(item[1], f"the score of {item[0]!r} in {what}")))
+    return out
+
+
+def _triples(raw: Any, what: str) -> list[tuple[int, int, float]]:
+    """[[layer, index, value], ...] as triples."""
+    if not isinstance(raw, list):
+        raise ValueError(f"{what} should be a list of [layer, index, value], got {raw!r}")
+    out = []
+    for item in raw:
+        if not isinstance(item, list | tuple) or len(item) != 3:
+            raise ValueError(f"{what} should hold [layer, index, value] triples, got {item!r}")
+        out.append((_whole(item[0], what), _whole(item[1], what), _number(item[2], what)))
+    return out
+
+
+# ---------------------------------------------------------------------------- conv: data
+
+
+@dataclass(frozen=True)
+class Channel:
+    """One of the top channels of ``weights.json`` (a row of `ConvWeights.table`)."""
+
+    kind: str  # "excitation" or "inhibition"
+    channel: int
+    excitation: float  # sum of the positive weights
+    inhibition: float  # sum of the negative weights, as a positive number
+    peak: tuple[int, int]  # (row, column) of the strongest weight of `kind` in the map
+
+
+@dataclass(frozen=True)
+class ConvCircuit:
+    """``weights.json`` of a weights-conv run (written by `ConvWeights.to_json`)."""
+
+    src: str
+    dst: str
+    unit: int
+    shape: tuple[int, int, int]  # input channels, kernel height, kernel width
+    top: list[Channel]
+
+    def of(self, kind: str) -> list[Channel]:
+        return [c for c in self.top if c.kind == kind]
+
+
+def read_conv(run: RunInfo) -> ConvCircuit:
+    """``weights.json``, checked for what the page shows; a 404 if it is missing."""
+    data = read_run_json(run, "weights.json")
+    if data is None:
+        raise missing_file(run, "weights.json")
+    try:
+        if not isinstance(data, dict):
+            raise TypeError(f"expected a JSON object, got {type(data).__name__}")
+        shape = data["shape"]
+        if not isinstance(shape, list) or len(shape) != 3:
+            raise ValueError(f"shape should be [channels, height, width], got {shape!r}")
+        top = []
+        for row in data["top"]:
+            if not isinstance(row, dict):
+                raise TypeError(f"a top channel should be an object, got {row!r}")
+            if row["kind"] not in ("excitation", "inhibition"):
+                raise ValueError(f"kind should be excitation or inhibition, got {row['kind']!r}")
+            peak = row["peak"]
+            if not isinstance(peak, list) or len(peak) != 2:
+                raise ValueError(f"peak should be [row, column], got {peak!r}")
+            top.append(
+                Channel(
+                    row["kind"],
+                    _whole(row["channel"], "channel"),
+                    _number(row["excitation"], "excitation"),
+                    _number(row["inhibition"], "inhibition"),
+                    (_whole(peak[0], "peak"), _whole(peak[1], "peak")),
+                )
+            )
+        return ConvCircuit(
+            str(data["src"]),
+            str(data["dst"]),
+            _whole(data["unit"], "unit"),
+            (_whole(shape[0], "shape"), _whole(shape[1], "shape"), _whole(shape[2], "shape")),
+            top,
+        )
+    except (KeyError, TypeError, ValueError) as err:
+        raise InputError(
+            f"weights.json of weights-conv run {run.id} is not saved expanded weights: {_what(err)}"
+        ) from err
+
+
+# ---------------------------------------------------------------------------- conv: page
+
+
+def _offset(peak: tuple[int, int], shape: tuple[int, int, int]) -> str:
+    """The peak's place in the map and its offset from the map's centre (down, right)."""
+    dy, dx = peak[0] - shape[1] // 2, peak[1] - shape[2] // 2
+    return f"({peak[0]}, {peak[1]}) · {dy:+d}, {dx:+d} from centre"
+
+
+def channels_table(circuit: ConvCircuit, kind: str) -> Markup:
+    """The top channels of `kind` (exciting or inhibiting): totals and peak offsets."""
+    rows = circuit.of(kind)
+    if not rows:
+        return render('<p class="muted">No {kind} channels in weights.json.</p>', kind=kind)
+    body = join(
+        render(
+            '<tr data-channel="{c}" data-kind="{kind}"><td>{rank}</td><td>{c}</td>'
+            '<td class="{ecls}" data-value="{e!r}">+{e_text}</td>'
+            '<td class="{icls}" data-value="{i!r}">−{i_text}</td><td>{peak}</td></tr>',
+            c=ch.channel,
+            kind=kind,
+            rank=rank,
+            e=ch.excitation,
+            i=ch.inhibition,
+            ecls="excitation" if kind == "excitation" else "weak",
+            icls="inhibition" if kind == "inhibition" else "weak",
+            e_text=_num(ch.excitation, ".3f"),
+            i_text=_num(ch.inhibition, ".3f"),
+            peak=_offset(ch.peak, circuit.shape),
+        )
+        for rank, ch in enumerate(rows, 1)
+    )
+    return render(
+        '<table class="grid channels {kind}" id="{kind}"><thead><tr><th>#</th><th>channel</th>'
+        "<th>excitation</th><th>inhibition</th><th>peak (row, column)</th></tr></thead>"
+        "<tbody>{body}</tbody></table>",
+        kind=kind,
+        body=body,
+    )
+
+
+@home(*CONV_KINDS)
+def conv_home(req: Request) -> Document:
+    """The circuit figure and the top exciting and inhibiting channels."""
+    run = req.the_run
+    circuit = read_conv(run)
+    c_in, kh, kw = circuit.shape
+    facts = definition_list(
+        {
+            "model": run.model or "—",
+            "from": render(
+                "{src} <span class=muted>({n})</span>", src=circuit.src, n=_count(c_in, "channel")
+            ),
+            "into": f"{circuit.dst}:{circuit.unit}",
+            "weight maps": f"{kh}×{kw} per channel",
+            "input size": f"{run.config['size']} px" if "size" in run.config else "—",
+            "visualisations": (
+                f"{run.config['viz_steps']} steps at {run.config.get('viz_size', '—')} px"
+                if run.config.get("viz_steps")
+                else "none"
+            ),
+            "finished": run.finished or "—",
+        }
+    )
+    body = render(
+        "{style}{summary}{facts}<p>The weights from each channel of <code>{src}</code> into unit "
+        "{unit} of <code>{dst}</code>, through the network between them with its activations "
+        "linearised (taken as identities, max-pools as average pools): one {kh}×{kw} map per "
+        "input channel. <span class=excite>Red excites</span>, <span class=inhibit>blue "
+        "inhibits</span>; a channel's excitation is the sum of its positive weights, its "
+        "inhibition the sum of its negative ones.{viz}</p>"
+        "<h2>Circuit</h2>{figure}"
+        "<h2>Top channels</h2><h3>Exciting</h3>{excite}<h3>Inhibiting</h3>{inhibit}"
+        '<p class="muted">Peak: where in the channel\'s map its strongest weight of that sign '
+        "lies (row, column), and its offset from the centre (down, right).</p>{tensors}",
+        style=WEIGHTS_STYLE,
+        summary=run_summary(run),
+        facts=facts,
+        viz=" Above each map, the channel's visualisation; top left, the unit's."
+        if run.config.get("viz_steps")
+        else "",
+        src=circuit.src,
+        dst=circuit.dst,
+        unit=circuit.unit,
+        kh=kh,
+        kw=kw,
+        figure=interactive_figure(run, "circuit", f"{circuit.src} → {circuit.dst}:{circuit.unit}"),
+        excite=channels_table(circuit, "excitation"),
+        inhibit=channels_table(circuit, "inhibition"),
+        tensors=tensors_link(
+            run, "weights.safetensors", "All the weight maps (ConvWeights.load reopens them)"
+        ),
+    )
+    return Document(f"Weights into {circuit.dst}:{circuit.unit}", body)
+
+
+# ---------------------------------------------------------------------------- LM: data
+
+
+@dataclass(frozen=True)
+class Head:
+    """One head of ``heads.json``."""
+
+    layer: int
+    head: int
+    copying: float
+    ov: dict[str, list[tuple[str, float]]]  # source token -> tokens it raises
+    qk: dict[str, list[tuple[str, float]]]  # query token -> keys it attends to
+    composition: dict[str, list[tuple[int, int, float]]]  # q/k/v -> (layer, head, score)
+
+
+@dataclass(frozen=True)
+class Wiring:
+    """``neurons/L-N/wiring.json`` (written by `NeuronWiring.save`)."""
+
+    layer: int
+    neuron: int
+    via: str
+    embed: list[tuple[str, float]]
+    logits_up: list[tuple[str, float]]
+    logits_down: list[tuple[str, float]]
+    excitation: list[tuple[int, int, float]] | None  # None: not in the file (older runs)
+    inhibition: list[tuple[int, int, float]] | None
+    heads: list[tuple[int, int, float]] | None
+
+
+def read_copying(run: RunInfo) -> list[list[float]]:
+    """``copying.json``: the copying score of each head, [layer][head]."""
+    data = read_run_json(run, "copying.json")
+    if data is None:
+        raise missing_file(run, "copying.json")
+    try:
+        if not isinstance(data, list) or not data:
+            raise ValueError("expected a non-empty list of layers")
+        grid = []
+        for row in data:
+            if not isinstance(row, list) or len(row) != len(data[0]):
+                raise ValueError("each layer should be a list with one score per head")
+            grid.append([_number(x, "a copying score") for x in row])
+        return grid
+    except ValueError as err:
+        raise InputError(
+            f"copying.json of weights-lm run {run.id} is not copying scores: {err}"
+        ) from err
+
+
+def read_heads(run: RunInfo) -> list[Head]:
+    """``heads.json``: each studied head's circuits, in the file's order."""
+    data = read_run_json(run, "heads.json")
+    if data is None:
+        raise missing_file(run, "heads.json")
+    try:
+        if not isinstance(data, dict):
+            raise TypeError(f"expected a JSON object, got {type(data).__name__}")
+        heads = []
+        for name, h in data.items():
+            if not isinstance(h, dict):
+                raise TypeError(f"head {name} should be an object, got {h!r}")
+            ov, qk, comp = h["ov"], h["qk"], h.get("composition") or {}
+            if not isinstance(ov, dict) or not isinstance(qk, dict) or not isinstance(comp, dict):
+                raise TypeError(f"ov, qk and composition of head {name} should be objects")
+            heads.append(
+                Head(
+                    _whole(h["layer"], "layer"),
+                    _whole(h["head"], "head"),
+                    _number(h["copying"], "copying"),
+                    {str(t): _token_scores(v, f"ov[{t!r}]") for t, v in ov.items()},
+                    {str(t): _token_scores(v, f"qk[{t!r}]") for t, v in qk.items()},
+                    {str(k): _triples(v, f"composition {k}") for k, v in comp.items()},
+                )
+            )
+        return heads
+    except (KeyError, TypeError, ValueError) as err:
+        raise InputError(
+            f"heads.json of weights-lm run {run.id} is not saved head circuits: {_what(err)}"
+        ) from err
+
+
+_NEURON_DIR = re.compile(r"(?P<layer>\d+)-(?P<neuron>\d+)")
+
+
+def neuron_folders(run: RunInfo) -> list[tuple[int, int]]:
+    """The neurons of the run: config.json's ``neurons``, else the folders under ``neurons/``."""
+    listed = run.config.get("neurons")
+    if isinstance(listed, list) and listed:
+        try:
+            return [(int(layer), int(n)) for layer, n in listed]
+        except (TypeError, ValueError) as err:
+            raise InputError(
+                f"config.json of weights-lm run {run.id}: neurons should be [layer, neuron] "
+                f"pairs, got {listed!r}"
+            ) from err
+    folder = run.path / "neurons"
+    if not folder.is_dir():
+        return []
+    found = [_NEURON_DIR.fullmatch(p.name) for p in folder.iterdir() if p.is_dir()]
+    return sorted((int(m["layer"]), int(m["neuron"])) for m in found if m is not None)
+
+
+def read_wiring(run: RunInfo, layer: int, neuron: int) -> Wiring:
+    """``neurons/<layer>-<neuron>/wiring.json``; a 404 if it is missing."""
+    relative = f"neurons/{layer}-{neuron}/wiring.json"
+    data = read_run_json(run, relative)
+    if data is None:
+        raise missing_file(run, relative)
+    try:
+        if not isinstance(data, dict):
+            raise TypeError(f"expected a JSON object, got {type(data).__name__}")
+
+        def ranked(key: str) -> list[tuple[int, int, float]] | None:
+            return _triples(data[key], key) if key in data else None
+
+        return Wiring(
+            _whole(data["layer"], "layer"),
+            _whole(data["neuron"], "neuron"),
+            str(data.get("via") or "—"),
+            _token_scores(data["embed"], "embed"),
+            _token_scores(data["logits_up"], "logits_up"),
+            _token_scores(data["logits_down"], "logits_down"),
+            ranked("excitation"),
+            ranked("inhibition"),
+            ranked("heads"),
+        )
+    except (KeyError, TypeError, ValueError) as err:
+        raise InputError(
+            f"{relative} of weights-lm run {run.id} is not a saved neuron wiring: {_what(err)}"
+        ) from err
+
+
+# ---------------------------------------------------------------------------- LM: page
+
+
+def _head_id(layer: int, head: int) -> str:
+    return f"head-{layer}.{head}"
+
+
+def _neuron_id(layer: int, neuron: int) -> str:
+    return f"neuron-{layer}-{neuron}"
+
+
+def ranked_units(
+    items: list[tuple[int, int, float]], noun: str, spec: str = ".3g", signed: bool = False
+) -> Markup:
+    """(layer, index, value) as "L{layer} {noun}{index}" with the value, strongest first."""
+    if not items:
+        return Markup('<span class="muted">none</span>')
+    return render(
+        '<ul class="ranked">{items}</ul>',
+        items=join(
+            render(
+                '<li data-layer="{layer}" data-index="{i}" data-value="{v!r}">L{layer} {noun}{i} '
+                '<span class="score">{text}</span></li>',
+                layer=layer,
+                i=i,
+                v=v,
+                noun=noun,
+                text=format(v, "+" + spec) if signed else _num(v, spec),
+            )
+            for layer, i, v in items
+        ),
+    )
+
+
+def copying_top(grid: list[list[float]]) -> Markup:
+    """The heads with the highest copying scores."""
+    ranked = sorted(
+        (
+            (v, layer, h)
+            for layer, row in enumerate(grid)
+            for h, v in enumerate(row)
+            if not math.isnan(v)
+        ),
+        reverse=True,
+    )[:COPYING_SHOWN]
+    return render(
+        "<p>Strongest copying heads:</p>{items}",
+        items=ranked_units([(layer, h, v) for v, layer, h in ranked], "H", ".3f"),
+    )
+
+
+def token_table(circuit: dict[str, list[tuple[str, float]]], first: str, second: str) -> Markup:
+    """One row per token: the token and its ranked tokens with scores."""
+    if not circuit:
+        return Markup('<p class="muted">No tokens.</p>')
+    rows = [(token_code(tok), scored_tokens(pairs)) for tok, pairs in circuit.items()]
+    return table((first, second), rows, cls="grid circuit")
+
+
+COMPOSITION = {
+    "q": "Q-composition: earlier heads whose output this head's queries read",
+    "k": "K-composition: earlier heads whose output this head's keys read",
+    "v": "V-composition: earlier heads whose output this head's values read",
+}
+
+
+def head_section(head: Head) -> Markup:
+    """A head's OV and QK circuits on tokens and the heads it composes with."""
+    comp = join(
+        render(
+            "<dt>{label}</dt><dd>{items}</dd>",
+            label=COMPOSITION.get(kind, kind),
+            items=ranked_units(items, "H"),
+        )
+        for kind, items in head.composition.items()
+    )
+    return render(
+        '<section class="unit head" id="{id}"><h3>Head {layer}.{head} '
+        "<small>copying score {copying:.3f}</small></h3>"
+        "<h4>OV circuit</h4><p class=muted>What the head writes when it attends to a token: "
+        "the tokens whose logits the source token's value raises most.</p>{ov}"
+        "<h4>QK circuit</h4><p class=muted>Where the head looks from a token: the key tokens "
+        "with the largest attention scores for each query token, from the embeddings alone.</p>"
+        "{qk}"
+        "<h4>Composition</h4>{comp}</section>",
+        id=_head_id(head.layer, head.head),
+        layer=head.layer,
+        head=head.head,
+        copying=head.copying,
+        ov=token_table(head.ov, "source token", "tokens it raises"),
+        qk=token_table(head.qk, "query token", "keys it attends to"),
+        comp=render('<dl class="facts">{c}</dl>', c=comp)
+        if head.composition
+        else Markup('<p class="muted">No composition scores.</p>'),
+    )
+
+
+def neuron_section(w: Wiring) -> Markup:
+    """A neuron's upstream neurons and heads, the tokens it reads and the logits it writes."""
+    if w.excitation is None and w.inhibition is None and w.heads is None:
+        upstream = Markup(
+            '<p class="muted">This wiring.json holds no upstream rankings (the run predates '
+            "them): the virtual weights are only in wiring.safetensors.</p>"
+        )
+    else:
+        upstream = definition_list(
+            {
+                "exciting neurons": ranked_units(w.excitation or [], "N", signed=True),
+                "inhibiting neurons": ranked_units(w.inhibition or [], "N", signed=True),
+                "heads writing to it": ranked_units(w.heads or [], "H"),
+            }
+        )
+    return render(
+        '<section class="unit neuron" id="{id}"><h3>Neuron {layer}.{neuron} '
+        "<small>read through {via}</small></h3>"
+        "<h4>Upstream</h4><p class=muted>Virtual weights into the neuron's {via} input from each "
+        "earlier MLP neuron; for heads, the norm of their output projected on it (a head's "
+        "sign depends on its input).</p>{upstream}"
+        "<h4>Tokens</h4>{tokens}</section>",
+        id=_neuron_id(w.layer, w.neuron),
+        layer=w.layer,
+        neuron=w.neuron,
+        via=w.via,
+        upstream=upstream,
+        tokens=definition_list(
+            {
+                "read from the embedding": scored_tokens(w.embed),
+                "logits raised": scored_tokens(w.logits_up),
+                "logits lowered": scored_tokens(w.logits_down),
+            }
+        ),
+    )
+
+
+@home(*LM_KINDS)
+def lm_home(req: Request) -> Document:
+    """Copying scores of every head, then a section per studied head and per neuron."""
+    run = req.the_run
+    grid = read_copying(run)
+    heads = read_heads(run)
+    wirings = [read_wiring(run, layer, n) for layer, n in neuron_folders(run)]
+    contents = [
+        link(f"#{_head_id(h.layer, h.head)}", f"head {h.layer}.{h.head}") for h in heads
+    ] + [link(f"#{_neuron_id(w.layer, w.neuron)}", f"neuron {w.layer}.{w.neuron}") for w in wirings]
+    facts = definition_list(
+        {
+            "model": run.model or "—",
+            "heads": f"{len(grid)} layers × {len(grid[0])} heads",
+            "studied": join(contents, " · ") if contents else "—",
+            "tokens per list": run.config.get("k", "—"),
+            "finished": run.finished or "—",
+        }
+    )
+    body = render(
+        "{style}{summary}{facts}<h2>Copying score of every head</h2>"
+        "<p>How much each head copies the tokens it attends to (Elhage et al. 2021): the sum "
+        "of the positive eigenvalues of its full OV circuit (embedding → OV → unembedding) over "
+        "the sum of their absolute values; 1 for a head that copies.</p>{figure}{top}"
+        "<h2>Heads</h2>{heads}<h2>Neurons</h2>{neurons}",
+        style=WEIGHTS_STYLE,
+        summary=run_summary(run),
+        facts=facts,
+        figure=interactive_figure(run, "copying", "copying score per head (layer × head)"),
+        top=copying_top(grid),
+        heads=join(head_section(h) for h in heads)
+        if heads
+        else Markup('<p class="muted">No heads studied in this run.</p>'),
+        neurons=join(neuron_section(w) for w in wirings)
+        if wirings
+        else Markup('<p class="muted">No neurons studied in this run.</p>'),
+    )
+    return Document(f"Weight circuits {run.id}", body)
