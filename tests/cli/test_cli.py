@@ -348,3 +348,21 @@ def test_weights_conv_and_lm_write_run_folders(folder, tmp_path: Path) -> None:
         res = mechscope(*args, "--out", str(tmp_path / "x"), cache=tmp_path)
         assert res.returncode == 2 and message in res.stderr, res.stderr
         assert "Traceback" not in res.stderr
+
+
+def test_viz_of_a_language_model_writes_prompts_beside_top_examples(folder, tmp_path: Path) -> None:
+    store = tmp_path / "h"
+    res = mechscope("harvest", str(folder), "--corpus", "fortunes", "--tokens", "256", "--window", "16",
+                    "--batch-size", "4", "--k", "3", "--sites", "blocks.1.mlp.post", "--out", str(store),
+                    cache=tmp_path)  # fmt: skip
+    assert res.returncode == 0, res.stderr
+    out = tmp_path / "p"
+    res = mechscope("viz", "blocks.1.mlp.post", "--model", str(folder), "--units", "1,2", "--harvest",
+                    str(store), "--steps", "2", "--length", "4", "--soft-steps", "2", "--out", str(out),
+                    cache=tmp_path)  # fmt: skip
+    assert res.returncode == 0, res.stderr
+    assert "GCG beats the top example on" in res.stdout and "of 2 units" in res.stdout
+    assert (out / "comparisons.json").exists() and (out / "figures" / "prompts.png").exists()
+    res = mechscope("viz", "blocks.1.mlp.post", "--model", str(folder), "--out", str(tmp_path / "x"),
+                    cache=tmp_path)  # fmt: skip
+    assert res.returncode == 2 and "give --harvest" in res.stderr and "Traceback" not in res.stderr

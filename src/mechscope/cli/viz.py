@@ -21,27 +21,72 @@ def _units(spec: str) -> list[int]:
 
 
 def viz_cmd(
-    site: str = typer.Argument(..., help="A module path of the model, e.g. net._blocks.8."),
-    model: str = typer.Option("efficientnet-lite0", "--model", help="A built-in vision model."),
-    channels: str = typer.Option("0-7", "--channels", help="Channels to render, e.g. 0-7,12."),
-    size: int = typer.Option(128, "--size", help="Image side in pixels."),
-    steps: int = typer.Option(512, "--steps", help="Optimisation steps."),
-    snapshots: str = typer.Option("0,4,48", "--snapshots", help="Steps kept for the strip."),
+    site: str = typer.Argument(..., help="A site: a module path (net._blocks.8) or an LM site."),
+    model: str = typer.Option("efficientnet-lite0", "--model",
+                              help="A built-in vision model, or a language model spec."),
+    channels: str = typer.Option("0-7", "--channels", "--units",
+                                 help="Channels (vision) or units (LM) to optimise, e.g. 0-7,12."),
+    size: int = typer.Option(128, "--size", help="Vision: image side in pixels."),
+    steps: int = typer.Option(None, "--steps", help="Optimisation steps (vision 512, LM 40)."),
+    snapshots: str = typer.Option("0,4,48", "--snapshots", help="Vision: steps kept for the strip."),
+    harvest: Path = typer.Option(None, "--harvest",
+                                 help="LM: a harvest run holding SITE (the top examples to beat)."),
+    length: int = typer.Option(10, "--length", help="LM: prompt length in tokens."),
+    fluency: float = typer.Option(0.1, "--fluency", help="LM: weight of the prompt's NLL."),
+    start: str = typer.Option("top", "--start",
+                              help="LM: start from the top example's text (top) or random tokens."),
+    soft_steps: int = typer.Option(0, "--soft-steps", help="LM: also a soft prompt of this many steps."),
     seed: int = typer.Option(0, "--seed"),
     out: Path = typer.Option(None, "--out", help="Run folder (default: runs/viz-SITE)."),
-) -> None:
-    """Feature visualisation: optimise images to excite channels of one layer (a grid and a strip)."""
+) -> None:  # fmt: skip
+    """Optimised inputs: images that excite a vision model's channels (a grid and a strip), or
+    prompts (GCG, and soft) that excite a language model's units, beside their top dataset examples."""
+    from ..vision import VISION_MODELS
+
+    units = _units(channels)
+    target = out or Path("runs") / f"viz-{site.replace('.', '-')}"
+    if model not in VISION_MODELS:
+        _prompts(site, model, units, harvest, target, steps=steps or 40, length=length,
+                 fluency=fluency, start=start, soft_steps=soft_steps, seed=seed)  # fmt: skip
+        return
     from ..vision import load_vision
     from ..vision.runs import viz_run
 
-    units = _units(channels)
+    steps = 512 if steps is None else steps
     if size < 16 or steps < 1:
         raise InputError("--size must be at least 16 and --steps at least 1")
     thresholds = _units(snapshots) if snapshots else []
     m = load_vision(model)
-    target = out or Path("runs") / f"viz-{site.replace('.', '-')}"
     result = viz_run(m, site, units, target, size=size, steps=steps, thresholds=thresholds,
                      seed=seed)  # fmt: skip
     console.print(f"{result.objective}: score {-result.losses[0]:.3g} → {-result.losses[-1]:.3g} "
                   f"(sum over the batch)", highlight=False)  # fmt: skip
+    console.print(f"saved to {target}; view it: mechscope serve {target}")
+
+
+def _prompts(site: str, model: str, units: list[int], harvest: Path | None, target: Path,
+             **options: object) -> None:  # fmt: skip
+    from rich.table import Table
+
+    from .. import load
+    from ..harvest import open_harvest
+    from ..prompts import prompts_run
+
+    if harvest is None:
+        raise InputError("a language model's units are compared with their top dataset examples: "
+                         "give --harvest, a run of `mechscope harvest` that holds the site")  # fmt: skip
+    if options["start"] not in ("top", "random"):
+        raise InputError(f"--start takes top or random, got {options['start']!r}")
+    store = open_harvest(harvest)
+    m = load(model)
+    rows = prompts_run(m, [(site, u) for u in units], store, target, **options)  # type: ignore[arg-type]
+    table = Table(title=f"{site}: optimised prompts against the top dataset example")
+    for col in ("unit", "top example", "act", "GCG prompt", "act", "NLL"):
+        table.add_column(col, justify="right" if col in ("unit", "act", "NLL") else "left")
+    for r in rows:
+        table.add_row(str(r.unit), repr("".join(r.top_context[-8:])), f"{r.top_act:.2f}",
+                      repr(r.gcg.text), f"{r.gcg.activation:.2f}", f"{r.gcg.nll:.1f}")  # fmt: skip
+    console.print(table)
+    wins = sum(r.gcg.activation > r.top_act for r in rows)
+    console.print(f"GCG beats the top example on {wins} of {len(rows)} units")
     console.print(f"saved to {target}; view it: mechscope serve {target}")
