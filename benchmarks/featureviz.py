@@ -26,6 +26,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -37,7 +39,12 @@ import torch
 from mechscope.vision import load_vision
 from mechscope.vision.featureviz import channel, render, standard_transforms
 
-LUCENT_PYTHON = Path(__file__).resolve().parents[1] / ".venv-lucent" / "bin" / "python"
+# the Lucent environment's python (MECHSCOPE_LUCENT_PYTHON overrides it, e.g. on a machine
+# where Lucent is on the path of the system python)
+LUCENT_PYTHON = Path(
+    os.environ.get("MECHSCOPE_LUCENT_PYTHON")
+    or Path(__file__).resolve().parents[1] / ".venv-lucent" / "bin" / "python"
+)
 SIDE = Path(__file__).with_name("_lucent_render.py")
 
 
@@ -89,7 +96,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--device", default="cpu")
     args = parser.parse_args()
-    if not LUCENT_PYTHON.exists():
+    if not LUCENT_PYTHON.exists() and not shutil.which(str(LUCENT_PYTHON)):
         sys.exit(f"no Lucent environment at {LUCENT_PYTHON}: run `make bench` (it creates it)")
     torch.set_num_threads(args.threads)
     site = f"net._blocks.{args.block}"

@@ -23,7 +23,9 @@ def _units(spec: str) -> list[int]:
 def viz_cmd(
     site: str = typer.Argument(..., help="A site: a module path (net._blocks.8) or an LM site."),
     model: str = typer.Option("efficientnet-lite0", "--model",
-                              help="A built-in vision model, or a language model spec."),
+                              help="A vision model (efficientnet-lite0, googlenet, torchvision:ARCH, "
+                              "timm:ARCH) or a language model spec."),
+    weights: Path = typer.Option(None, "--weights", help="Vision: a weights file for --model."),
     channels: str = typer.Option("0-7", "--channels", "--units",
                                  help="Channels (vision) or units (LM) to optimise, e.g. 0-7,12."),
     size: int = typer.Option(128, "--size", help="Vision: image side in pixels."),
@@ -41,11 +43,11 @@ def viz_cmd(
 ) -> None:  # fmt: skip
     """Optimised inputs: images that excite a vision model's channels (a grid and a strip), or
     prompts (GCG, and soft) that excite a language model's units, beside their top dataset examples."""
-    from ..vision import VISION_MODELS
+    from ..vision import is_vision_spec
 
     units = _units(channels)
     target = out or Path("runs") / f"viz-{site.replace('.', '-')}"
-    if model not in VISION_MODELS:
+    if not is_vision_spec(model):
         _prompts(site, model, units, harvest, target, steps=steps or 40, length=length,
                  fluency=fluency, start=start, soft_steps=soft_steps, seed=seed)  # fmt: skip
         return
@@ -56,7 +58,7 @@ def viz_cmd(
     if size < 16 or steps < 1:
         raise InputError("--size must be at least 16 and --steps at least 1")
     thresholds = _units(snapshots) if snapshots else []
-    m = load_vision(model)
+    m = load_vision(model, weights=weights)
     result = viz_run(m, site, units, target, size=size, steps=steps, thresholds=thresholds,
                      seed=seed)  # fmt: skip
     console.print(f"{result.objective}: score {-result.losses[0]:.3g} → {-result.losses[-1]:.3g} "

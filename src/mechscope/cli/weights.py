@@ -32,7 +32,8 @@ def conv_cmd(
     src: str = typer.Argument(..., help="The earlier site, e.g. net._blocks.11."),
     dst: str = typer.Argument(..., help="The later site, e.g. net._blocks.12."),
     unit: int = typer.Option(..., "--unit", help="The channel of DST whose inputs to read."),
-    model: str = typer.Option("efficientnet-lite0", "--model", help="A built-in vision model."),
+    model: str = typer.Option("efficientnet-lite0", "--model", help="A vision model (as for viz)."),
+    weights: Path = typer.Option(None, "--weights", help="A weights file for --model."),
     k: int = typer.Option(6, "--k", help="Exciting and inhibiting channels shown."),
     viz_steps: int = typer.Option(256, "--viz-steps", help="Steps per visualisation (0: none)."),
     viz_size: int = typer.Option(96, "--viz-size", help="Visualisation side in pixels."),
@@ -44,7 +45,7 @@ def conv_cmd(
 
     if k < 1 or viz_steps < 0 or viz_size < 16:
         raise InputError("--k must be at least 1, --viz-steps at least 0, --viz-size at least 16")
-    m = load_vision(model)
+    m = load_vision(model, weights=weights)
     target = out or Path("runs") / f"weights-{dst.replace('.', '-')}-{unit}"
     result = w.conv_weights_run(m, src, dst, unit, target, k=k, viz_size=viz_size,
                                 viz_steps=viz_steps)  # fmt: skip
