@@ -33,6 +33,11 @@ TOUR_EDIT_FACT = 0  # which known capital the tour rewrites (to the next one's c
 TOUR_PROBE_PAIRS = 600  # 200 to fit, 400 held out; the README's run fits 600
 TOUR_STEER = ("I talk about weddings constantly", "I do not talk about weddings constantly")
 TOUR_STEER_LAYER, TOUR_STEER_COEF = 8, 1.0  # a cell of the README's sweep within 10% perplexity
+TOUR_VIZ_BLOCKS = (1, 4, 8, 12, 15)  # EfficientNet-Lite0 blocks, early → late
+TOUR_VIZ_STEPS = 128  # per grid image; the strip runs to 2048
+TOUR_WEIGHTS = ("net._blocks.11", "net._blocks.12", 5)  # src, dst, unit of the weight circuit
+TOUR_LM_WEIGHTS = {"heads": [(27, 1)], "neurons": [(12, 100)]}
+TOUR_PROMPT_UNITS, TOUR_PROMPT_STEPS = 3, 20
 
 
 def next_tokens(model: Model, console: Console) -> None:
@@ -362,6 +367,51 @@ def probes_and_steering(model: Model, console: Console) -> None:
     console.print(f"pages: [bold]mechscope serve {OUT_DIR}[/bold]")
 
 
+def feature_visualisation(model: Model, console: Console) -> None:
+    """Channel visualisations early → late and a 0/4/48/2048 strip on EfficientNet-Lite0, a weight
+    circuit with its channels drawn beside it; OV/QK and virtual weights, and GCG prompts, on the LM."""
+    from .cli.viz import print_prompts
+    from .cli.weights import print_conv_weights, print_lm_weights
+    from .harvest import open_harvest
+    from .prompts import prompts_run, sample_units
+    from .vision import load_vision
+    from .vision.runs import viz_run
+    from .weights import conv_weights_run, lm_weights_run
+
+    vision = load_vision("efficientnet-lite0")
+    sites = [f"net._blocks.{b}" for b in TOUR_VIZ_BLOCKS]
+    t0 = time.perf_counter()
+    viz_run(vision, sites, [0, 1, 2, 3], OUT_DIR / "viz-layers", size=96, steps=TOUR_VIZ_STEPS,
+            thresholds=(), progress=False)  # fmt: skip
+    console.print(f"{vision.name}: channels 0–3 of blocks {', '.join(map(str, TOUR_VIZ_BLOCKS))} "
+                  f"({TOUR_VIZ_STEPS} steps, 96 px) in {time.perf_counter() - t0:.0f} s: "
+                  f"{OUT_DIR / 'viz-layers' / 'figures' / 'grid.png'}")  # fmt: skip
+    t0 = time.perf_counter()
+    (strip,) = viz_run(vision, "net._blocks.12", [5], OUT_DIR / "viz-strip", size=128, steps=2048,
+                       thresholds=(0, 4, 48), progress=False)  # fmt: skip
+    console.print(f"the 0/4/48/2048 strip of net._blocks.12 channel 5 in {time.perf_counter() - t0:.0f} s: "
+                  f"objective {-strip.losses[0]:.2f} → {-strip.losses[-1]:.2f}; "
+                  f"{OUT_DIR / 'viz-strip' / 'figures' / 'strip.png'}")  # fmt: skip
+    src, dst, unit = TOUR_WEIGHTS
+    weights = conv_weights_run(vision, src, dst, unit, OUT_DIR / "weights-conv", viz_steps=TOUR_VIZ_STEPS,
+                               progress=False)  # fmt: skip
+    print_conv_weights(weights, 4)
+    console.print(f"the circuit figure: {OUT_DIR / 'weights-conv' / 'figures' / 'circuit.png'}")
+    heads, neurons = TOUR_LM_WEIGHTS["heads"], TOUR_LM_WEIGHTS["neurons"]
+    summary = lm_weights_run(model, OUT_DIR / "weights-lm", heads=heads, neurons=neurons)
+    print_lm_weights(summary, OUT_DIR / "weights-lm", neurons, 5)
+    store = open_harvest(OUT_DIR / "harvest")
+    units = (
+        sample_units(store, [f"blocks.{model.dims.n_layers // 3}.mlp.post"], TOUR_PROMPT_UNITS)
+        if model.dims
+        else []
+    )
+    rows = prompts_run(model, units, store, OUT_DIR / "prompts", start="top", length=10,
+                       steps=TOUR_PROMPT_STEPS, soft_steps=50, progress=False)  # fmt: skip
+    print_prompts(rows)
+    console.print(f"pages: [bold]mechscope serve {OUT_DIR}[/bold]")
+
+
 SECTIONS: list[tuple[str, Callable[[Model, Console], None]]] = [
     ("Next tokens", next_tokens),
     ("Sites and the cache", cache_shapes),
@@ -374,6 +424,7 @@ SECTIONS: list[tuple[str, Callable[[Model, Console], None]]] = [
     ("Sparse autoencoder on the residual stream", sparse_autoencoder),
     ("Causal tracing and ROME: where a fact lives, and rewriting it", tracing_and_rome),
     ("Latent knowledge and steering: CCS, probes, activation addition", probes_and_steering),
+    ("Feature visualisation and circuits in the weights", feature_visualisation),
 ]
 
 

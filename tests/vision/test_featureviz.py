@@ -94,3 +94,17 @@ def test_renderings_save_reopen_and_draw_as_strips(cnn, tmp_path):
     with pytest.raises(InputError, match="cannot read"):
         (tmp_path / "bad.safetensors").write_bytes(b"x")
         fv.Rendering.load(tmp_path / "bad.safetensors")
+
+
+def test_viz_run_over_several_sites_makes_one_grid_row_per_site(cnn, tmp_path):
+    from mechscope.vision.runs import viz_run
+
+    results = viz_run(
+        cnn, ["0", "2"], [1, 3], tmp_path / "v", size=16, steps=3, thresholds=(0,), progress=False
+    )
+    assert [r.final.shape for r in results] == [(2, 3, 16, 16)] * 2
+    assert results[0].objective == "channels(0:1,3)" and results[1].objective == "channels(2:1,3)"
+    assert (tmp_path / "v" / "rendering-0.safetensors").exists()
+    assert all((tmp_path / "v" / "figures" / f"{f}.png").exists() for f in ("grid", "strip"))
+    config = (tmp_path / "v" / "config.json").read_text()
+    assert '"sites": [' in config and '"site": "0, 2"' in config

@@ -21,7 +21,8 @@ def _units(spec: str) -> list[int]:
 
 
 def viz_cmd(
-    site: str = typer.Argument(..., help="A site: a module path (net._blocks.8) or an LM site."),
+    site: str = typer.Argument(..., help="A site: a module path (net._blocks.8; vision: several, "
+                               "comma-separated, make the rows of an early → late grid) or an LM site."),
     model: str = typer.Option("efficientnet-lite0", "--model",
                               help="A vision model (efficientnet-lite0, googlenet, torchvision:ARCH, "
                               "timm:ARCH) or a language model spec."),
@@ -59,17 +60,46 @@ def viz_cmd(
         raise InputError("--size must be at least 16 and --steps at least 1")
     thresholds = _units(snapshots) if snapshots else []
     m = load_vision(model, weights=weights)
-    result = viz_run(m, site, units, target, size=size, steps=steps, thresholds=thresholds,
-                     seed=seed)  # fmt: skip
-    console.print(f"{result.objective}: score {-result.losses[0]:.3g} → {-result.losses[-1]:.3g} "
-                  f"(sum over the batch)", highlight=False)  # fmt: skip
+    results = viz_run(m, site.split(","), units, target, size=size, steps=steps,
+                      thresholds=thresholds, seed=seed)  # fmt: skip
+    for result in results:
+        console.print(f"{result.objective}: score {-result.losses[0]:.3g} → {-result.losses[-1]:.3g} "
+                      f"(sum over the batch)", highlight=False)  # fmt: skip
     console.print(f"saved to {target}; view it: mechscope serve {target}")
+
+
+def print_prompts(rows) -> None:  # noqa: ANN001
+    """Each unit's top dataset example beside its GCG prompt (and soft prompt), and the tally."""
+    from rich.table import Table
+
+    soft = any(r.soft for r in rows)
+    table = Table(
+        title="optimised prompts against the top dataset example (activation at the last token)"
+    )
+    for col in (
+        "unit",
+        "top example (…peak)",
+        "act",
+        "GCG prompt",
+        "act",
+        "NLL",
+        *(("soft", "→ text") if soft else ()),
+    ):
+        table.add_column(
+            col, justify="right" if col in ("act", "NLL", "soft", "→ text") else "left"
+        )
+    for r in rows:
+        extra = (f"{r.soft.activation:.1f}", f"{r.soft.projected_activation:.2f}") if r.soft else ()
+        table.add_row(f"{r.site.split('.')[1]}.{r.unit}", repr("".join(r.top_context[-8:])),
+                      f"{r.top_act:.2f}", repr(r.gcg.text), f"{r.gcg.activation:.2f}", f"{r.gcg.nll:.1f}",
+                      *extra)  # fmt: skip
+    console.print(table)
+    wins = sum(r.gcg.activation > r.top_act for r in rows)
+    console.print(f"GCG beats the top example on {wins} of {len(rows)} units")
 
 
 def _prompts(site: str, model: str, units: list[int], harvest: Path | None, target: Path,
              **options: object) -> None:  # fmt: skip
-    from rich.table import Table
-
     from .. import load
     from ..harvest import open_harvest
     from ..prompts import prompts_run
@@ -82,13 +112,5 @@ def _prompts(site: str, model: str, units: list[int], harvest: Path | None, targ
     store = open_harvest(harvest)
     m = load(model)
     rows = prompts_run(m, [(site, u) for u in units], store, target, **options)  # type: ignore[arg-type]
-    table = Table(title=f"{site}: optimised prompts against the top dataset example")
-    for col in ("unit", "top example", "act", "GCG prompt", "act", "NLL"):
-        table.add_column(col, justify="right" if col in ("unit", "act", "NLL") else "left")
-    for r in rows:
-        table.add_row(str(r.unit), repr("".join(r.top_context[-8:])), f"{r.top_act:.2f}",
-                      repr(r.gcg.text), f"{r.gcg.activation:.2f}", f"{r.gcg.nll:.1f}")  # fmt: skip
-    console.print(table)
-    wins = sum(r.gcg.activation > r.top_act for r in rows)
-    console.print(f"GCG beats the top example on {wins} of {len(rows)} units")
+    print_prompts(rows)
     console.print(f"saved to {target}; view it: mechscope serve {target}")

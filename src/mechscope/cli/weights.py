@@ -27,57 +27,23 @@ def _pairs(specs: list[str], what: str) -> list[tuple[int, int]]:
     return out
 
 
-@weights_app.command("conv")
-def conv_cmd(
-    src: str = typer.Argument(..., help="The earlier site, e.g. net._blocks.11."),
-    dst: str = typer.Argument(..., help="The later site, e.g. net._blocks.12."),
-    unit: int = typer.Option(..., "--unit", help="The channel of DST whose inputs to read."),
-    model: str = typer.Option("efficientnet-lite0", "--model", help="A vision model (as for viz)."),
-    weights: Path = typer.Option(None, "--weights", help="A weights file for --model."),
-    k: int = typer.Option(6, "--k", help="Exciting and inhibiting channels shown."),
-    viz_steps: int = typer.Option(256, "--viz-steps", help="Steps per visualisation (0: none)."),
-    viz_size: int = typer.Option(96, "--viz-size", help="Visualisation side in pixels."),
-    out: Path = typer.Option(None, "--out", help="Run folder (default: runs/weights-DST-UNIT)."),
-) -> None:
-    """Expanded weights from every channel of SRC into one channel of DST (the car-detector figure)."""
-    from .. import weights as w
-    from ..vision import load_vision
-
-    if k < 1 or viz_steps < 0 or viz_size < 16:
-        raise InputError("--k must be at least 1, --viz-steps at least 0, --viz-size at least 16")
-    m = load_vision(model, weights=weights)
-    target = out or Path("runs") / f"weights-{dst.replace('.', '-')}-{unit}"
-    result = w.conv_weights_run(m, src, dst, unit, target, k=k, viz_size=viz_size,
-                                viz_steps=viz_steps)  # fmt: skip
-    table = Table(title=f"{src} → {dst}:{unit}: expanded weights ({tuple(result.maps.shape)})")
+def print_conv_weights(result, k: int) -> None:  # noqa: ANN001
+    """The top exciting and inhibiting input channels of expanded weights, as a table."""
+    table = Table(title=f"{result.src} → {result.dst}:{result.unit}: expanded weights "
+                  f"({tuple(result.maps.shape)})")  # fmt: skip
     for col in ("", "channel", "excitation", "inhibition", "peak (y, x)"):
         table.add_column(col, justify="right")
     for row in result.table(k):
         table.add_row(str(row["kind"]), str(row["channel"]), f"{row['excitation']:.3f}",
                       f"{row['inhibition']:.3f}", str(tuple(row["peak"])))  # fmt: skip
     console.print(table)
-    console.print(f"saved to {target}; view it: mechscope serve {target}")
 
 
-@weights_app.command("lm")
-def lm_cmd(
-    neuron: list[str] = typer.Option([], "--neuron", help="LAYER.NEURON, repeatable (12.100)."),
-    head: list[str] = typer.Option([], "--head", help="LAYER.HEAD, repeatable (27.1)."),
-    model: str = typer.Option("smollm2-135m", "--model", help="Model spec (default: SmolLM2)."),
-    via: str = typer.Option(None, "--via", help="Gated MLPs: read the neuron's gate or up input."),
-    k: int = typer.Option(10, "--k", help="Entries per ranking."),
-    out: Path = typer.Option(Path("runs/weights-lm"), "--out", help="Run folder."),
-) -> None:
-    """OV/QK circuits and composition of heads, virtual weights into neurons, copying scores."""
-    from .. import load
+def print_lm_weights(summary: dict, out: Path, neurons: list[tuple[int, int]], k: int) -> None:
+    """Per head: OV on tokens and composition; per neuron: virtual weights and logit effects."""
     from ..weights import lm
-    from ..weights.runs import lm_weights_run
 
-    neurons, heads = _pairs(neuron, "neuron"), _pairs(head, "head")
-    m = load(model)
-    summary = lm_weights_run(m, out, neurons=neurons, heads=heads, k=k, via=via)
     for name, info in summary.items():
-        assert isinstance(info, dict)
         table = Table(
             title=f"head {name} (copying score {info['copying']:.3f}): OV, source → top outputs"
         )
@@ -103,4 +69,49 @@ def lm_cmd(
         console.print(table)
         console.print(f"raises {', '.join(repr(t) for t, _ in wiring.logits_up[:6])}; lowers "
                       f"{', '.join(repr(t) for t, _ in wiring.logits_down[:6])}", highlight=False)  # fmt: skip
+
+
+@weights_app.command("conv")
+def conv_cmd(
+    src: str = typer.Argument(..., help="The earlier site, e.g. net._blocks.11."),
+    dst: str = typer.Argument(..., help="The later site, e.g. net._blocks.12."),
+    unit: int = typer.Option(..., "--unit", help="The channel of DST whose inputs to read."),
+    model: str = typer.Option("efficientnet-lite0", "--model", help="A vision model (as for viz)."),
+    weights: Path = typer.Option(None, "--weights", help="A weights file for --model."),
+    k: int = typer.Option(6, "--k", help="Exciting and inhibiting channels shown."),
+    viz_steps: int = typer.Option(256, "--viz-steps", help="Steps per visualisation (0: none)."),
+    viz_size: int = typer.Option(96, "--viz-size", help="Visualisation side in pixels."),
+    out: Path = typer.Option(None, "--out", help="Run folder (default: runs/weights-DST-UNIT)."),
+) -> None:
+    """Expanded weights from every channel of SRC into one channel of DST (the car-detector figure)."""
+    from .. import weights as w
+    from ..vision import load_vision
+
+    if k < 1 or viz_steps < 0 or viz_size < 16:
+        raise InputError("--k must be at least 1, --viz-steps at least 0, --viz-size at least 16")
+    m = load_vision(model, weights=weights)
+    target = out or Path("runs") / f"weights-{dst.replace('.', '-')}-{unit}"
+    result = w.conv_weights_run(m, src, dst, unit, target, k=k, viz_size=viz_size,
+                                viz_steps=viz_steps)  # fmt: skip
+    print_conv_weights(result, k)
+    console.print(f"saved to {target}; view it: mechscope serve {target}")
+
+
+@weights_app.command("lm")
+def lm_cmd(
+    neuron: list[str] = typer.Option([], "--neuron", help="LAYER.NEURON, repeatable (12.100)."),
+    head: list[str] = typer.Option([], "--head", help="LAYER.HEAD, repeatable (27.1)."),
+    model: str = typer.Option("smollm2-135m", "--model", help="Model spec (default: SmolLM2)."),
+    via: str = typer.Option(None, "--via", help="Gated MLPs: read the neuron's gate or up input."),
+    k: int = typer.Option(10, "--k", help="Entries per ranking."),
+    out: Path = typer.Option(Path("runs/weights-lm"), "--out", help="Run folder."),
+) -> None:
+    """OV/QK circuits and composition of heads, virtual weights into neurons, copying scores."""
+    from .. import load
+    from ..weights.runs import lm_weights_run
+
+    neurons, heads = _pairs(neuron, "neuron"), _pairs(head, "head")
+    m = load(model)
+    summary = lm_weights_run(m, out, neurons=neurons, heads=heads, k=k, via=via)
+    print_lm_weights(summary, out, neurons, k)
     console.print(f"saved to {out}; view it: mechscope serve {out}")

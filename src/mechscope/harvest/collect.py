@@ -52,10 +52,6 @@ HEAD_AXES = (("batch", "pos", "head", "d_head"), ("batch", "pos", "kv_head", "d_
 PATTERN_AXES = ("batch", "head", "q_pos", "k_pos")
 
 
-class _Done(Exception):
-    """Raised by the last observer: the rest of the forward is not needed."""
-
-
 def unit_kind(site: Site) -> tuple[str, str]:
     """What one unit of `site` is and how its per-token value is read off the site's tensor."""
     axes = site.axes
@@ -322,22 +318,21 @@ def _loop(
     checkpoint_batches: int | None,
     progress: bool,
 ) -> None:
-    from ..core.interventions import observe
+    from ..core.interventions import StopForward, observe
+    from ..core.interventions import stop as stop_at
 
-    state: dict[str, Any] = {"ids": None, "seen": 0}
+    state: dict[str, Any] = {"ids": None}
     grouped = _by_site(readers)
 
     def observer(targets: list[tuple[str, Reader]]) -> Callable[[Tensor], None]:
         def fn(x: Tensor) -> None:
             for name, read in targets:
                 accs[name].update(read(x), state["ids"])
-            state["seen"] += 1
-            if state["seen"] == len(grouped):
-                raise _Done
 
         return fn
 
     hooks = [observe(site, observer(targets)) for site, targets in grouped.items()]
+    hooks.append(stop_at(model.table.order(list(grouped))[-1]))  # the rest of the forward is unused
     names = list(readers)
     total = (stop - start) * window
     bar = tqdm(
@@ -354,8 +349,7 @@ def _loop(
     with open(folder / TOKENS_FILE, "ab") as token_file, model.hooks(hooks), torch.no_grad():
         for first, ids in _batches(model, corpus, window, start + done, stop, batch_size):
             state["ids"] = torch.arange(first, first + len(ids))
-            state["seen"] = 0
-            with contextlib.suppress(_Done):  # the last site was seen: skip the rest
+            with contextlib.suppress(StopForward):  # the last site was seen: skip the rest
                 model.hf(ids.to(model.device), use_cache=False)
             token_file.write(ids.numpy().astype(np.int32).tobytes())
             done = first + len(ids) - start

@@ -12,7 +12,6 @@ tokens from many windows so a batch is not a run of neighbours.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 from collections.abc import Iterable, Iterator
@@ -25,16 +24,12 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from ..core.interventions import observe
+from ..core.interventions import observe, stop
 from ..core.model import Model
 from ..errors import InputError
 from ..harvest.corpus import Corpus, boundary_tokens, open_corpus, window_batches
 
 META_FILE = "activations.json"
-
-
-class _SiteReached(Exception):
-    """Raised by the observer: the rest of the forward is not needed."""
 
 
 def stream_activations(
@@ -62,14 +57,14 @@ def stream_activations(
 
     def grab(x: Tensor) -> None:
         grabbed.append(x.detach())
-        raise _SiteReached
 
     bar = tqdm(total=tokens, unit="tok", unit_scale=True, desc=site, disable=not progress)
 
     def forward(ids: Tensor) -> Tensor:
         grabbed.clear()
         # hooks only around this forward: between chunks the model is the caller's again
-        with contextlib.suppress(_SiteReached), model.hooks([observe(site, grab)]), torch.no_grad():
+        # the forward ends at the site: the layers above it are not needed
+        with model.hooks([observe(site, grab), stop(site)]), torch.no_grad():
             model.hf(ids.to(model.device), use_cache=False)
         if not grabbed:
             raise InputError(f"site {site!r} was not reached in the forward")
