@@ -56,3 +56,21 @@ def test_results_round_trip_and_bad_input(model):
         P.hard_prompt(model, "blocks.1.attn.pattern", 0, progress=False)
     with pytest.raises(InputError, match="fluency"):
         P.soft_prompt(model, SITE, 0, fluency=-1, progress=False)
+
+
+def test_an_attached_sae_latent_is_a_unit_like_a_neuron(model):
+    from mechscope.sae.model import SAEConfig, SparseAutoencoder
+
+    site = "blocks.0.resid_post"
+    sae = SparseAutoencoder(SAEConfig(d_in=32, width=48, kind="relu", site=site), seed=1)
+    with model.attach(sae) as at:
+        r = P.hard_prompt(
+            model, at.latents, 7, steps=6, candidates=16, topk=16, fluency=0.0, progress=False
+        )
+        again = P.activation_of(model, at.latents, 7, [r.text])
+        assert float(again[0]) == pytest.approx(r.activation, abs=1e-5)
+        ids = torch.tensor([P.prefix_ids(model) + r.ids])
+        latents = sae.encode(model.run(ids, save=[site]).cache[site]).detach()
+        assert float(latents[0, -1, 7]) == pytest.approx(r.activation, abs=1e-4)
+        with pytest.raises(InputError, match="48 units"):
+            P.soft_prompt(model, at.latents, 48, progress=False)
