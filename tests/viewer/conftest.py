@@ -14,7 +14,7 @@ import json
 import math
 import re
 import shutil
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -286,3 +286,15 @@ def browser() -> Iterator[Any]:
         b = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
         yield b
         b.close()
+
+
+def copy_run(root: Path, name: str, to: str) -> Path:
+    """A copy of run folder ``root/name`` at ``root/to`` (to break it without touching the original)."""
+    return Path(shutil.copytree(root / name, root / to))
+
+
+def edit_json(path: Path, change: Callable[[Any], None]) -> None:
+    """Apply `change` to the JSON document in `path`, in place."""
+    data = json.loads(path.read_text())
+    change(data)
+    path.write_text(json.dumps(data))

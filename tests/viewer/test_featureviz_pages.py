@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from conftest import PLOTLY_LIKE, fetch, make_run, png_bytes
+from conftest import PLOTLY_LIKE, copy_run, edit_json, fetch, make_run, png_bytes
 from mechscope.viewer import serve
 
 XSS = "<script>alert(1)</script>"
@@ -162,12 +162,9 @@ def root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     write(no_soft / "comparisons.json", COMPARISONS[1:2])
 
     def copy(name: str, to: str) -> Path:
-        return Path(shutil.copytree(root / name, root / to))
+        return copy_run(root, name, to)
 
-    def edit(path: Path, change: Any) -> None:
-        data = json.loads(path.read_text())
-        change(data)
-        path.write_text(json.dumps(data))
+    edit = edit_json
 
     edit(copy("viz-x", "viz-odd") / "config.json", lambda d: d.update(units="0-3"))
     shutil.rmtree(copy("viz-x", "viz-no-figures") / "figures")

@@ -13,7 +13,6 @@ import html
 import json
 import random
 import re
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from types import SimpleNamespace
@@ -21,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from conftest import fetch  # tests/viewer/conftest.py: one request, sent as is
+from conftest import copy_run, edit_json, fetch  # tests/viewer/conftest.py: one request, sent as is
 from mechscope.viewer import serve
 from mechscope.viewer.pages.harvest import show_token
 
@@ -75,12 +74,9 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> SimpleNamespace:
     assert (sweep.perplexity_rise > 0.10).any(), "the fixture needs a cell over the bound"
 
     def copy(name: str, to: str) -> Path:
-        return Path(shutil.copytree(root / name, root / to))
+        return copy_run(root, name, to)
 
-    def edit(path: Path, change: Any) -> None:
-        data = json.loads(path.read_text())
-        change(data)
-        path.write_text(json.dumps(data))
+    edit = edit_json
 
     (copy("probe-x", "probe-bad") / "probes.json").write_text("{ not json")
     edit(copy("probe-x", "probe-odd") / "probes.json", lambda d: d["accuracy"]["ccs"].pop())
