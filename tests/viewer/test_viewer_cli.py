@@ -33,6 +33,9 @@ def test_serve_prints_the_url_serves_and_stops_on_ctrl_c(runs_root: Path) -> Non
         stderr=subprocess.PIPE,
         text=True,
         env={**os.environ, "COLUMNS": "200"},
+        # a suite started in the background (`cmd &`) hands SIGINT down ignored; a user's
+        # terminal does not, and that is what this test is about
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     try:
         line = _read_line(proc, time.monotonic() + 120)
