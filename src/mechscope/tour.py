@@ -38,6 +38,8 @@ TOUR_VIZ_STEPS = 128  # per grid image; the strip runs to 2048
 TOUR_WEIGHTS = ("net._blocks.11", "net._blocks.12", 5)  # src, dst, unit of the weight circuit
 TOUR_LM_WEIGHTS = {"heads": [(27, 1)], "neurons": [(12, 100)]}
 TOUR_PROMPT_UNITS, TOUR_PROMPT_STEPS = 3, 20
+TOUR_MAZE_STEPS = 3000  # imitation steps; `mechscope maze train` does 6000
+TOUR_MAZE_EVAL, TOUR_MAZE_STEER = 500, 200  # mazes of each kind; mazes with a decision square
 
 
 def next_tokens(model: Model, console: Console) -> None:
@@ -412,6 +414,22 @@ def feature_visualisation(model: Model, console: Console) -> None:
     console.print(f"pages: [bold]mechscope serve {OUT_DIR}[/bold]")
 
 
+def maze_agent(model: Model, console: Console) -> None:
+    """Shard theory's maze agent: train, watch it misgeneralise, steer and retarget it."""
+    import json
+
+    from .cli.maze import print_behaviour, print_steer
+    from .maze import eval_run, steer_run, train_run
+
+    train = OUT_DIR / "maze-train"
+    train_run(train, steps=TOUR_MAZE_STEPS, progress=False)
+    console.print(json.loads((train / "run.json").read_text())["summary"], highlight=False)
+    eval_run(train, OUT_DIR / "maze-eval", n=TOUR_MAZE_EVAL, progress=False)
+    print_behaviour(json.loads((OUT_DIR / "maze-eval" / "behaviour.json").read_text()))
+    print_steer(steer_run(train, OUT_DIR / "maze-steer", n=TOUR_MAZE_STEER, progress=False))
+    console.print(f"vector fields before and after: [bold]mechscope serve {OUT_DIR}[/bold]")
+
+
 SECTIONS: list[tuple[str, Callable[[Model, Console], None]]] = [
     ("Next tokens", next_tokens),
     ("Sites and the cache", cache_shapes),
@@ -425,6 +443,7 @@ SECTIONS: list[tuple[str, Callable[[Model, Console], None]]] = [
     ("Causal tracing and ROME: where a fact lives, and rewriting it", tracing_and_rome),
     ("Latent knowledge and steering: CCS, probes, activation addition", probes_and_steering),
     ("Feature visualisation and circuits in the weights", feature_visualisation),
+    ("Shard theory's maze agent: misgeneralisation, the cheese vector, retargeting", maze_agent),
 ]
 
 

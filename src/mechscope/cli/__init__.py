@@ -185,6 +185,7 @@ app.command()(serve_cmd)
 
 from .explain import explain_cmd  # noqa: E402
 from .harvest import harvest_cmd, merge_cmd  # noqa: E402
+from .maze import maze_app  # noqa: E402
 from .sae import sae_app  # noqa: E402
 from .steer import probe_cmd, steer_cmd, steer_sweep_cmd  # noqa: E402
 from .toy import toy_cmd  # noqa: E402
@@ -204,6 +205,7 @@ app.command("steer-sweep")(steer_sweep_cmd)
 app.command("viz")(viz_cmd)
 app.add_typer(sae_app, name="sae")
 app.add_typer(weights_app, name="weights")
+app.add_typer(maze_app, name="maze")
 
 
 def main() -> None:

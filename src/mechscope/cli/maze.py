@@ -1,0 +1,153 @@
+"""``mechscope maze train|eval|steer``: the shard-theory maze agent from the shell."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from ..errors import InputError
+from .options import numbers
+
+console = Console()
+maze_app = typer.Typer(
+    help="The maze agent: train a policy with cheese in the top-right corner, measure its "
+    "misgeneralisation, steer it with the cheese vector and retarget it.",
+    no_args_is_help=True,
+)
+POLICY_ARG = typer.Argument(
+    Path("runs/maze-train"), help="A maze-train run folder or a policy .safetensors file."
+)
+
+
+def _floats(spec: str, what: str) -> list[float]:
+    try:
+        return [float(x) for x in spec.split(",") if x.strip()]
+    except ValueError:
+        raise InputError(
+            f"{what} takes comma-separated numbers such as -0.5,-1, got {spec!r}"
+        ) from None
+
+
+def _fmt(x: object) -> str:
+    return "—" if x is None or (isinstance(x, float) and x != x) else f"{x:.3f}"
+
+
+def print_behaviour(record: dict) -> None:
+    """Reach rates and the two binnings of a maze-eval run."""
+    console.print(
+        f"cheese reached: training mazes {record['train']['reach']:.1%} "
+        f"({record['train']['mazes']}), deployment mazes {record['deploy']['reach']:.1%} "
+        f"({record['deploy']['mazes']}; top-right corner first {record['deploy']['corner_first']:.1%})",
+        highlight=False,
+    )
+    for key, what in (("by_corner_distance", "cheese ↔ top-right corner"),
+                      ("by_decision_distance", "cheese ↔ decision square")):  # fmt: skip
+        table = Table(
+            title=f"deployment mazes by distance {what} (Euclidean, squares); "
+            "P(→…) at the decision square"
+        )
+        for col in (
+            "distance",
+            "mazes",
+            "cheese reached",
+            "corner first",
+            "P(→cheese) at decision",
+        ):
+            table.add_column(col, justify="right")
+        for r in record[key]:
+            table.add_row(f"{r['from']:g}–{r['to']:g}", str(r["mazes"]), _fmt(r["cheese"]),
+                          _fmt(r["corner"]), _fmt(r["p_cheese"]), _fmt(r["p_corner"]))  # fmt: skip
+        console.print(table)
+
+
+def print_steer(record: dict) -> None:
+    """The cheese vector sweep with its control, and the retargeting result."""
+    table = Table(title=f"P(toward cheese) at {record['mazes']} decision squares, "
+                  f"vector added at {record['site']}")  # fmt: skip
+    for col in ("coefficient", "cheese vector", "control"):
+        table.add_column(col, justify="right")
+    for r in record["sweep"]:
+        table.add_row(f"{r['coeff']:g}", _fmt(r["cheese_vector"]), _fmt(r["control"]))
+    console.print(table)
+    ch = record["channels"]
+    top = ", ".join(
+        f"{c} ({r:.2f})" for c, r in list(zip(ch["order"], ch["correlation"], strict=True))[:6]
+    )
+    console.print(
+        f"channels of {ch['site']} tracking the cheese (Pearson r, largest |r| first): {top}",
+        highlight=False,
+    )
+    rt = record["retarget"]
+    console.print(
+        f"retargeting channels {rt['channels']} × {rt['strength']:g}: the mouse reached the chosen square "
+        f"in {rt['reached']:.1%} of {rt['mazes']} cheese-free mazes (without the edit {rt['reached_plain']:.1%}; "
+        f"a real cheese there is reached in {rt['reached_cheese']:.1%})",
+        highlight=False,
+    )
+
+
+@maze_app.command("train")
+def train_cmd(
+    steps: int = typer.Option(6000, "--steps", help="Optimiser steps of 256 squares each."),
+    region: int = typer.Option(5, "--region", help="Cheese lies in the top-right REGION×REGION squares."),
+    mazes: int = typer.Option(20_000, "--mazes", help="Training mazes."),
+    eval_mazes: int = typer.Option(500, "--eval-mazes", help="Held-out mazes for the reach rate."),
+    seed: int = typer.Option(0, "--seed"),
+    out: Path = typer.Option(Path("runs/maze-train"), "--out", help="Run folder."),
+) -> None:  # fmt: skip
+    """Train the maze policy by imitating shortest paths to cheese in the top-right corner."""
+    from ..maze import train_run
+
+    if steps < 1 or mazes < 1 or eval_mazes < 1:
+        raise InputError("--steps, --mazes and --eval-mazes must be positive")
+    train_run(out, steps=steps, region=region, n_mazes=mazes, seed=seed, n_eval=eval_mazes)
+    record = json.loads((out / "run.json").read_text())
+    console.print(record["summary"], highlight=False)
+    console.print(
+        f"policy: {out / 'policy.safetensors'}; figures in {out / 'figures'}", highlight=False
+    )
+
+
+@maze_app.command("eval")
+def eval_cmd(
+    policy: Path = POLICY_ARG,
+    mazes: int = typer.Option(1000, "--mazes", help="Mazes of each kind (training, deployment)."),
+    seed: int = typer.Option(1, "--seed"),
+    out: Path = typer.Option(Path("runs/maze-eval"), "--out", help="Run folder."),
+) -> None:  # fmt: skip
+    """Where the mouse goes: cheese reached in training vs deployment mazes, by distance; vector fields."""
+    from ..maze import eval_run
+
+    eval_run(policy, out, n=mazes, seed=seed)
+    print_behaviour(json.loads((out / "behaviour.json").read_text()))
+    console.print(f"figures in {out / 'figures'}", highlight=False)
+
+
+@maze_app.command("steer")
+def steer_cmd(
+    policy: Path = POLICY_ARG,
+    site: str = typer.Option("block2.res1", "--site", help="Where the cheese vector is added."),
+    coeffs: str = typer.Option("0,-0.5,-1,-2", "--coeffs", help="Coefficients of the cheese vector."),
+    retarget_site: str = typer.Option("block1.res2", "--retarget-site", help="Where channels are edited."),
+    channels: str = typer.Option("4,6,8", "--channels", help="How many cheese channels to try editing."),
+    strengths: str = typer.Option("1,2,3", "--strengths", help="Edit strengths to try."),
+    mazes: int = typer.Option(200, "--mazes", help="Mazes with a decision square (and retargeting trials)."),
+    seed: int = typer.Option(2, "--seed"),
+    out: Path = typer.Option(Path("runs/maze-steer"), "--out", help="Run folder."),
+) -> None:  # fmt: skip
+    """Subtract the cheese vector (and a control) at decision squares; retarget by editing channels."""
+    from ..maze import steer_run
+
+    try:
+        counts = numbers(channels)
+    except ValueError:
+        raise InputError(f"--channels takes counts such as 4,8, got {channels!r}") from None
+    record = steer_run(policy, out, n=mazes, site=site, coeffs=_floats(coeffs, "--coeffs"),
+                       retarget_site=retarget_site, channel_counts=counts,
+                       strengths=_floats(strengths, "--strengths"), seed=seed)  # fmt: skip
+    print_steer(record)
+    console.print(f"figures in {out / 'figures'}", highlight=False)

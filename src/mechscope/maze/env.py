@@ -1,0 +1,244 @@
+"""The maze world of Turner, Mini et al. (2023), in batches: perfect mazes, a mouse and its cheese.
+
+A maze of odd side ``size`` (5…15 squares) is a perfect maze (one path
+between any two squares, Kruskal's algorithm on the cells at even
+coordinates) padded with wall to a fixed ``GRID`` × ``GRID`` square, so every
+observation has the same shape. Its lower-left corner is where the mouse
+starts; its upper-right corner is the square the misgeneralising policy heads
+to. In training the cheese lies in the top-right ``region`` × ``region``
+squares of the maze; in deployment (``region=None``) on any open square.
+
+Coordinates are (row, col) on the padded grid, row 0 at the top. The
+observation has three channels: open squares, the mouse, the cheese. Actions
+are up, down, left, right; a move into a wall stays put. Everything is
+vectorised over the batch and seeded: ``generate(n, seed=s)`` is the same
+mazes on every machine.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+
+import numpy as np
+import torch
+from jaxtyping import Bool, Float, Int
+from torch import Tensor
+
+from ..errors import InputError
+
+GRID = 15
+SIZES = (5, 7, 9, 11, 13, 15)
+ACTIONS = ("up", "down", "left", "right")
+MOVES = torch.tensor([[-1, 0], [1, 0], [0, -1], [0, 1]])  # [action 2] (drow, dcol)
+CHANNELS = ("open", "mouse", "cheese")
+UNREACHABLE = 10_000
+
+
+def _perfect_maze(size: int, rng: np.random.Generator) -> np.ndarray:
+    """A `size` × `size` perfect maze (True = open) by Kruskal's algorithm on its cells."""
+    k = (size + 1) // 2  # cells per side, at even coordinates
+    grid = np.zeros((size, size), dtype=bool)
+    grid[::2, ::2] = True
+    parent = list(range(k * k))
+
+    def root(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    walls = [(r, c, r, c + 1) for r in range(k) for c in range(k - 1)]
+    walls += [(r, c, r + 1, c) for r in range(k - 1) for c in range(k)]
+    for i in rng.permutation(len(walls)):
+        r0, c0, r1, c1 = walls[i]
+        a, b = root(r0 * k + c0), root(r1 * k + c1)
+        if a != b:
+            parent[a] = b
+            grid[r0 + r1, c0 + c1] = True  # the wall square between the two cells
+    return grid
+
+
+@dataclass(frozen=True)
+class Mazes:
+    """A batch of mazes with their cheese; index it like a tensor (``mazes[3:5]``)."""
+
+    open: Bool[Tensor, "batch grid grid"]
+    size: Int[Tensor, " batch"]
+    offset: Int[Tensor, " batch"]  # the maze's top-left square is (offset, offset)
+    cheese: Int[Tensor, "batch 2"]  # (row, col); -1 where a maze has no cheese
+
+    def __len__(self) -> int:
+        return self.open.shape[0]
+
+    def __getitem__(self, i: int | slice | Sequence[int] | Tensor) -> Mazes:
+        if isinstance(i, int):
+            i = [i]
+        return Mazes(self.open[i], self.size[i], self.offset[i], self.cheese[i])
+
+    @property
+    def start(self) -> Int[Tensor, "batch 2"]:
+        """The mouse's start: the maze's lower-left square."""
+        return torch.stack([self.offset + self.size - 1, self.offset], 1)
+
+    @property
+    def corner(self) -> Int[Tensor, "batch 2"]:
+        """The maze's upper-right square (where training always had cheese nearby)."""
+        return torch.stack([self.offset, self.offset + self.size - 1], 1)
+
+    @property
+    def has_cheese(self) -> Bool[Tensor, " batch"]:
+        return self.cheese[:, 0] >= 0
+
+    def without_cheese(self) -> Mazes:
+        return replace(self, cheese=torch.full_like(self.cheese, -1))
+
+    def with_cheese(self, cheese: Int[Tensor, "batch 2"]) -> Mazes:
+        cheese = torch.as_tensor(cheese, dtype=torch.long).reshape(-1, 2)
+        rows = torch.arange(len(self))
+        if not self.open[rows, cheese[:, 0], cheese[:, 1]].all():
+            raise InputError("cheese must lie on an open square of its maze")
+        return replace(self, cheese=cheese)
+
+    def observe(self, mouse: Int[Tensor, "batch 2"]) -> Float[Tensor, "batch 3 grid grid"]:
+        """The policy's input: open squares, the mouse, the cheese (one channel each)."""
+        n = len(self)
+        obs = torch.zeros(n, len(CHANNELS), GRID, GRID)
+        obs[:, 0] = self.open.float()
+        rows = torch.arange(n)
+        obs[rows, 1, mouse[:, 0], mouse[:, 1]] = 1.0
+        has = self.has_cheese
+        obs[rows[has], 2, self.cheese[has, 0], self.cheese[has, 1]] = 1.0
+        return obs
+
+    def distances(self, target: Int[Tensor, "batch 2"]) -> Int[Tensor, "batch grid grid"]:
+        """Steps from every open square to `target` along the maze (UNREACHABLE for walls)."""
+        n = len(self)
+        dist = torch.full((n, GRID + 2, GRID + 2), float(UNREACHABLE))  # padded by one wall square
+        dist[torch.arange(n), target[:, 0] + 1, target[:, 1] + 1] = 0
+        closed = torch.nn.functional.pad(~self.open, (1, 1, 1, 1), value=True)
+        inner = dist[:, 1:-1, 1:-1]
+        for _ in range(GRID * GRID):
+            near = torch.minimum(
+                torch.minimum(dist[:, :-2, 1:-1], dist[:, 2:, 1:-1]),
+                torch.minimum(dist[:, 1:-1, :-2], dist[:, 1:-1, 2:]),
+            )
+            new = torch.minimum(inner, near + 1).masked_fill_(closed[:, 1:-1, 1:-1], UNREACHABLE)
+            if torch.equal(new, inner):
+                break
+            inner.copy_(new)
+        return inner.long()
+
+    def step(
+        self, mouse: Int[Tensor, "batch 2"], action: Int[Tensor, " batch"]
+    ) -> Int[Tensor, "batch 2"]:
+        """Where each mouse is after `action` (a move into a wall stays put)."""
+        new = mouse + MOVES[action]
+        inside = ((new >= 0) & (new < GRID)).all(1)
+        new = new.clamp(0, GRID - 1)
+        ok = inside & self.open[torch.arange(len(self)), new[:, 0], new[:, 1]]
+        return torch.where(ok[:, None], new, mouse)
+
+    def region_mask(self, region: int | None) -> Bool[Tensor, "batch grid grid"]:
+        """Open squares in the maze's top-right `region` × `region` (all open squares for None)."""
+        if region is None:
+            return self.open.clone()
+        r = torch.arange(GRID)
+        top = self.offset[:, None]
+        right = (self.offset + self.size)[:, None]
+        rows = (r[None] >= top) & (r[None] < top + region)
+        cols = (r[None] >= right - region) & (r[None] < right)
+        return self.open & rows[:, :, None] & cols[:, None, :]
+
+
+def best_actions(dist: Int[Tensor, "batch grid grid"]) -> Int[Tensor, "batch grid grid"]:
+    """The first step of a shortest path to the target from every square (its `distances`)."""
+    padded = torch.nn.functional.pad(dist, (1, 1, 1, 1), value=UNREACHABLE)
+    near = torch.stack(
+        [padded[:, :-2, 1:-1], padded[:, 2:, 1:-1], padded[:, 1:-1, :-2], padded[:, 1:-1, 2:]], 1
+    )  # [batch action grid grid], in ACTIONS order
+    return near.argmin(1)
+
+
+def random_squares(
+    mask: Bool[Tensor, "batch grid grid"], generator: torch.Generator
+) -> Int[Tensor, "batch 2"]:
+    """One square drawn uniformly from each row's `mask` (which must not be empty)."""
+    if not mask.flatten(1).any(1).all():
+        raise InputError("no square to choose from in some maze")
+    scores = torch.rand(mask.shape, generator=generator).masked_fill(~mask, -1.0)
+    flat = scores.flatten(1).argmax(1)
+    return torch.stack([flat // GRID, flat % GRID], 1)
+
+
+def generate(
+    n: int,
+    *,
+    seed: int = 0,
+    region: int | None = 5,
+    sizes: Sequence[int] = SIZES,
+) -> Mazes:
+    """`n` mazes with cheese in the top-right `region` × `region` (anywhere for ``region=None``).
+
+    Maze i depends only on (`seed`, i), so a bigger `n` extends a smaller one.
+    Example: ``train = generate(1000, region=5)``; ``deploy = generate(1000, seed=1, region=None)``.
+    """
+    bad = [s for s in sizes if s % 2 == 0 or not 3 <= s <= GRID]
+    if bad or not sizes:
+        raise InputError(f"maze sizes must be odd numbers from 3 to {GRID}, got {list(sizes)}")
+    if region is not None and region < 1:
+        raise InputError(
+            f"cheese region must be at least 1 square (or None for anywhere), got {region}"
+        )
+    grids = torch.zeros(n, GRID, GRID, dtype=torch.bool)
+    size = torch.zeros(n, dtype=torch.long)
+    offset = torch.zeros(n, dtype=torch.long)
+    for i in range(n):
+        rng = np.random.default_rng([seed, i])
+        s = int(rng.choice(sizes))
+        o = ((GRID - s) // 2) & ~1  # even, so maze cells sit on even grid squares
+        grids[i, o : o + s, o : o + s] = torch.from_numpy(_perfect_maze(s, rng))
+        size[i], offset[i] = s, o
+    mazes = Mazes(grids, size, offset, torch.full((n, 2), -1, dtype=torch.long))
+    choices = mazes.region_mask(region)
+    start = mazes.start
+    choices[torch.arange(n), start[:, 0], start[:, 1]] = False
+    g = torch.Generator().manual_seed(seed)
+    return mazes.with_cheese(random_squares(choices, g))
+
+
+def rollout(
+    mazes: Mazes,
+    policy: object,
+    *,
+    steps: int = 250,
+    seed: int = 0,
+    greedy: bool = False,
+    start: Int[Tensor, "batch 2"] | None = None,
+    logits_of: object | None = None,
+) -> Int[Tensor, "batch steps+1 2"]:
+    """The mouse's path in each maze under `policy` (actions sampled, or argmax with `greedy`).
+
+    `policy` maps observations [batch 3 grid grid] to action logits [batch 4];
+    `logits_of(obs)` overrides it (to run with interventions). A mouse that
+    reaches the cheese stays there.
+    """
+    fn = logits_of if logits_of is not None else policy
+    g = torch.Generator().manual_seed(seed)
+    mouse = (mazes.start if start is None else start).clone()
+    path = [mouse]
+    done = (mouse == mazes.cheese).all(1)
+    with torch.no_grad():
+        for _ in range(steps):
+            logits = fn(mazes.observe(mouse))  # type: ignore[operator]
+            if greedy:
+                action = logits.argmax(-1)
+            else:
+                action = torch.multinomial(logits.float().softmax(-1).cpu(), 1, generator=g)[:, 0]
+            moved = mazes.step(mouse, action.cpu())
+            mouse = torch.where(done[:, None], mouse, moved)
+            done = done | (mouse == mazes.cheese).all(1)
+            path.append(mouse)
+            if done.all():
+                break
+    return torch.stack(path, 1)
