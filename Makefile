@@ -86,3 +86,4 @@ bench: $(STAMP) $(SAELENS_STAMP) $(LUCENT_STAMP)
 	$(PY) benchmarks/trace.py
 	$(PY) benchmarks/steer.py
 	$(PY) benchmarks/featureviz.py
+	$(PY) benchmarks/maze_env.py

@@ -150,3 +150,26 @@ def test_cheese_channels_and_retargeting_mechanics(model, deploy) -> None:
     assert not ((none.target % 2) != 0).any()  # targets are maze cells
     with pytest.raises(SiteError, match="block9"):
         model.run(deploy[:1].observe(deploy[:1].start), interventions=[ms.add("block9", edit)])
+
+
+def test_results_save_and_reopen(tmp_path, model, deploy) -> None:
+    from mechscope.maze import Behaviour, CheeseChannels, VectorField
+
+    b = behaviour(oracle("cheese"), deploy[:6], steps=60)
+    again = Behaviour.load(b.save(tmp_path / "b"))
+    for name in ("reached_cheese", "steps", "p_cheese", "cheese_to_decision"):
+        assert torch.equal(getattr(again, name).nan_to_num(-1), getattr(b, name).nan_to_num(-1))
+    field = vector_field(oracle("cheese"), deploy[0])
+    f2 = VectorField.load(field.save(tmp_path / "field.safetensors"))
+    assert (
+        torch.equal(f2.probs, field.probs) and f2.cheese == field.cheese and f2.size == field.size
+    )
+    mazes = Mazes.load(deploy.save(tmp_path / "mazes"))
+    assert torch.equal(mazes.open, deploy.open) and torch.equal(mazes.cheese, deploy.cheese)
+    found = cheese_channels(model, deploy, "block1.res2")
+    assert torch.equal(CheeseChannels.load(found.save(tmp_path / "c")).template, found.template)
+    with pytest.raises(InputError, match="not a Behaviour"):
+        Behaviour.load(tmp_path / "c.safetensors")
+    (tmp_path / "junk.safetensors").write_text("junk")
+    with pytest.raises(InputError, match="cannot read"):
+        Mazes.load(tmp_path / "junk.safetensors")

@@ -37,7 +37,7 @@ def _fmt(x: object) -> str:
 
 
 def print_behaviour(record: dict) -> None:
-    """Reach rates and the two binnings of a maze-eval run."""
+    """Reach rates and the two binnings of a maze-eval run (P(→…): at the decision square)."""
     console.print(
         f"cheese reached: training mazes {record['train']['reach']:.1%} "
         f"({record['train']['mazes']}), deployment mazes {record['deploy']['reach']:.1%} "
@@ -46,17 +46,9 @@ def print_behaviour(record: dict) -> None:
     )
     for key, what in (("by_corner_distance", "cheese ↔ top-right corner"),
                       ("by_decision_distance", "cheese ↔ decision square")):  # fmt: skip
-        table = Table(
-            title=f"deployment mazes by distance {what} (Euclidean, squares); "
-            "P(→…) at the decision square"
-        )
-        for col in (
-            "distance",
-            "mazes",
-            "cheese reached",
-            "corner first",
-            "P(→cheese) at decision",
-        ):
+        table = Table(title=f"deployment mazes by distance {what} (Euclidean, squares)")
+        head = ("distance", "mazes", "cheese reached", "corner first", "P(→cheese)", "P(→corner)")
+        for col in head:  # P(→…): at the decision square
             table.add_column(col, justify="right")
         for r in record[key]:
             table.add_row(f"{r['from']:g}–{r['to']:g}", str(r["mazes"]), _fmt(r["cheese"]),

@@ -17,6 +17,7 @@ from jaxtyping import Bool, Float, Int
 from torch import Tensor
 
 from .env import ACTIONS, GRID, MOVES, Mazes, best_actions, rollout
+from .record import TensorRecord
 
 LogitsFn = Callable[[Tensor], Tensor]  # observations [batch 3 grid grid] -> logits [batch 4]
 
@@ -55,7 +56,7 @@ def action_probs(
 
 
 @dataclass(frozen=True)
-class VectorField:
+class VectorField(TensorRecord):
     """Action probabilities with the mouse on every open square of one maze."""
 
     probs: Float[Tensor, "grid grid 4"]  # zero on walls
@@ -83,7 +84,7 @@ def vector_field(logits_of: LogitsFn, maze: Mazes) -> VectorField:
 
 
 @dataclass(frozen=True)
-class Behaviour:
+class Behaviour(TensorRecord):
     """Rollouts from the start in a batch of (deployment) mazes, with the paper's features."""
 
     reached_cheese: Bool[Tensor, " batch"]

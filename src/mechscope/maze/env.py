@@ -26,6 +26,7 @@ from jaxtyping import Bool, Float, Int
 from torch import Tensor
 
 from ..errors import InputError
+from .record import TensorRecord
 
 GRID = 15
 SIZES = (5, 7, 9, 11, 13, 15)
@@ -60,7 +61,7 @@ def _perfect_maze(size: int, rng: np.random.Generator) -> np.ndarray:
 
 
 @dataclass(frozen=True)
-class Mazes:
+class Mazes(TensorRecord):
     """A batch of mazes with their cheese; index it like a tensor (``mazes[3:5]``)."""
 
     open: Bool[Tensor, "batch grid grid"]

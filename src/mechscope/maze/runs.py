@@ -6,12 +6,14 @@
   ``mazes.png`` and ``rollouts.gif``.
 - ``maze-eval``: ``behaviour.json`` (reach in training and deployment mazes,
   rates binned by the cheese's distance to the corner and to the decision
-  square), ``behaviour.safetensors`` (per maze), the figures
+  square), ``behaviour.safetensors`` (per maze, `Behaviour.load`), the figures
   ``by_corner_distance``, ``by_decision_distance``, ``fields`` (vector fields)
   and ``rollouts.gif``.
 - ``maze-steer``: ``steer.json`` (the cheese vector's effect at decision
   squares per coefficient, its control, the cheese channels and the
-  retargeting sweep and result), ``effect.safetensors`` and the figures
+  retargeting sweep and result), ``effect.safetensors`` (P(toward cheese)
+  per maze before, after, control), ``channels.safetensors`` and
+  ``retarget.safetensors`` (`CheeseChannels.load`, `Retargeting.load`) and the figures
   ``cheese_vector``, ``fields_cheese_vector``, ``channels``,
   ``fields_retarget``.
 """
@@ -144,7 +146,7 @@ def eval_run(
             **_bins(b),
         }  # fmt: skip
         run.write_json("behaviour.json", record)
-        run.save_tensors("behaviour.safetensors", {k: v.float() for k, v in b.__dict__.items()})
+        b.save(run.dir / "behaviour.safetensors")  # Behaviour.load reopens it
         for feature, what in (("by_corner_distance", "cheese's distance to the top-right corner"),
                                     ("by_decision_distance", "cheese's distance to the decision square")):  # fmt: skip
             rows = record[feature]
@@ -284,6 +286,8 @@ def steer_run(
             model, trial, found, found.top(best["channels"]), strength=best["strength"], seed=seed
         )
         run.timed("retarget", t1)
+        found.save(run.dir / "channels.safetensors")  # CheeseChannels.load
+        result.save(run.dir / "retarget.safetensors")  # Retargeting.load
         picks = found.top(best["channels"])
         one = trial[:1].without_cheese()
         side = activations(model, one, retarget_site).shape[-1]

@@ -29,6 +29,7 @@ from ..core.model import Model
 from ..errors import InputError
 from .behaviour import LogitsFn, action_probs, decision_squares, toward
 from .env import GRID, Mazes, random_squares, rollout
+from .record import TensorRecord
 
 SITE = "block2.res1"
 
@@ -91,7 +92,7 @@ def plain(model: Model) -> LogitsFn:
 
 
 @dataclass(frozen=True)
-class DecisionEffect:
+class DecisionEffect(TensorRecord):
     """P(step toward the cheese) at the decision squares, before and after adding a vector."""
 
     before: Float[Tensor, " batch"]
@@ -128,7 +129,7 @@ def cell_of(squares: Int[Tensor, "batch 2"], side: int) -> Int[Tensor, "batch 2"
 
 
 @dataclass(frozen=True)
-class CheeseChannels:
+class CheeseChannels(TensorRecord):
     """Channels of a site ranked by how well their map tracks the cheese, with their response."""
 
     site: str
@@ -182,7 +183,7 @@ def retarget_edit(
 
 
 @dataclass(frozen=True)
-class Retargeting:
+class Retargeting(TensorRecord):
     """How often the mouse reaches a chosen square, with and without the edit."""
 
     target: Int[Tensor, "batch 2"]
