@@ -10,6 +10,7 @@ with the real `open_harvest`.
 
 from __future__ import annotations
 
+import html
 import json
 import math
 import re
@@ -298,3 +299,16 @@ def edit_json(path: Path, change: Callable[[Any], None]) -> None:
     data = json.loads(path.read_text())
     change(data)
     path.write_text(json.dumps(data))
+
+
+def get_ok(base: str, path: str) -> str:
+    """The page at `path`, which must be served with 200."""
+    reply = fetch(base, path)
+    assert reply.status == 200, (path, reply.text)
+    return reply.text
+
+
+def text_of(fragment: str) -> str:
+    """An HTML fragment as text: list items and cells apart, inline tags dropped."""
+    spaced = re.sub(r"</?(?:li|td|th|tr|ul|dd|dt|p)\b[^>]*>", " ", fragment)
+    return " ".join(html.unescape(re.sub(r"<[^>]+>", "", spaced)).split())

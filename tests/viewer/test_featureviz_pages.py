@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from conftest import PLOTLY_LIKE, copy_run, edit_json, fetch, make_run, png_bytes
+from conftest import PLOTLY_LIKE, copy_run, edit_json, fetch, get_ok, make_run, png_bytes, text_of
 from mechscope.viewer import serve
 
 XSS = "<script>alert(1)</script>"
@@ -191,26 +191,14 @@ def base(root: Path) -> Iterator[str]:
         yield viewer.url.rstrip("/")
 
 
-def get_ok(base: str, path: str) -> str:
-    reply = fetch(base, path)
-    assert reply.status == 200, (path, reply.text)
-    return reply.text
-
-
-def _text(fragment: str) -> str:
-    """A fragment as text: list items and cells apart, inline tags dropped."""
-    spaced = re.sub(r"</?(?:li|td|th|tr|ul|dd|dt|p)\b[^>]*>", " ", fragment)
-    return " ".join(html.unescape(re.sub(r"<[^>]+>", "", spaced)).split())
-
-
 def facts(text: str) -> dict[str, str]:
-    return {_text(k): _text(v) for k, v in re.findall(r"<dt>(.*?)</dt><dd>(.*?)</dd>", text)}
+    return {text_of(k): text_of(v) for k, v in re.findall(r"<dt>(.*?)</dt><dd>(.*?)</dd>", text)}
 
 
 def h1(text: str) -> str:
     found = re.search(r"<h1>(.*?)</h1>", text)
     assert found is not None
-    return _text(found[1])
+    return text_of(found[1])
 
 
 def assert_png_figure(base: str, text: str, run: str, stem: str, iframe: str = "details") -> None:
@@ -266,7 +254,7 @@ def test_viz_without_figures_says_so(base: str) -> None:
 def test_conv_home_explains_the_circuit_and_tables_the_top_channels(base: str) -> None:
     text = get_ok(base, "/run/wc-x")
     assert h1(text) == "Weights into net._blocks.12:5"
-    said = _text(text)
+    said = text_of(text)
     assert (
         "The weights from each channel of net._blocks.11 into unit 5 of net._blocks.12, through "
         "the network between them with its activations linearised" in said
@@ -285,7 +273,7 @@ def test_conv_home_explains_the_circuit_and_tables_the_top_channels(base: str) -
         )
     assert [int(c) for c, _ in tables["excitation"]] == [139, 7]
     assert [int(c) for c, _ in tables["inhibition"]] == [97]
-    rows = {int(c): [_text(td) for td in re.findall(r"<td[^>]*>(.*?)</td>", r)]
+    rows = {int(c): [text_of(td) for td in re.findall(r"<td[^>]*>(.*?)</td>", r)]
             for kind in tables for c, r in tables[kind]}  # fmt: skip
     assert rows[139] == ["1", "139", "+1.688", "−0.023", "(2, 2) · +0, +0 from centre"]
     assert rows[7] == ["2", "7", "+1.250", "−0.000", "(1, 4) · -1, +2 from centre"]
@@ -327,7 +315,7 @@ def _section(text: str, anchor: str) -> str:
 def test_lm_home_has_a_section_per_head_with_tokens_visible(base: str) -> None:
     text = get_ok(base, "/run/wl-x")
     head = _section(text, "head-1.2")
-    assert _text(head).startswith("Head 1.2 copying score 0.062")
+    assert text_of(head).startswith("Head 1.2 copying score 0.062")
     ov = re.search(r"<h4>OV circuit</h4>.*?<tbody>(.*?)</tbody>", head)
     assert ov is not None
     rows = re.findall(r"<tr>(.*?)</tr>", ov[1])
@@ -337,7 +325,7 @@ def test_lm_home_has_a_section_per_head_with_tokens_visible(base: str) -> None:
     assert rows[0].startswith(f"<td>{source}</td>")
     raised = re.findall(r'<li><code class="token" title="([^"]*)">(.*?)</code> '
                         r'<span class="score">([^<]*)</span></li>', rows[0])  # fmt: skip
-    assert [(html.unescape(t), _text(s), v) for t, s, v in raised] == [
+    assert [(html.unescape(t), text_of(s), v) for t, s, v in raised] == [
         ("' Paris'", "␣Paris", "7.5"),
         ("'Paris'", "Paris", "6.25"),
         (repr(XSS), XSS, "1"),
@@ -345,7 +333,7 @@ def test_lm_home_has_a_section_per_head_with_tokens_visible(base: str) -> None:
     assert '<span class="ws">↵</span>' in rows[1] and '<span class="ws">⇥</span>' in rows[1]
     qk = re.search(r"<h4>QK circuit</h4>.*?<tbody>(.*?)</tbody>", head)
     assert qk is not None
-    assert _text(qk[1]) == "␣Paris ␣France 3.5 ␣␣ 1.25"
+    assert text_of(qk[1]) == "␣Paris ␣France 3.5 ␣␣ 1.25"
     comp = facts(head)
     q = "Q-composition: earlier heads whose output this head's queries read"
     assert comp[q] == "L0 H1 0.25 L0 H3 0.125"
@@ -358,7 +346,7 @@ def test_lm_home_has_a_section_per_head_with_tokens_visible(base: str) -> None:
 def test_lm_home_has_a_section_per_neuron(base: str) -> None:
     text = get_ok(base, "/run/wl-x")
     neuron = _section(text, "neuron-1-7")
-    assert _text(neuron).startswith("Neuron 1.7 read through gate")
+    assert text_of(neuron).startswith("Neuron 1.7 read through gate")
     shown = facts(neuron)
     assert shown["exciting neurons"] == "L0 N5 +0.75 L0 N2 +0.5"
     assert shown["inhibiting neurons"] == "L0 N9 -0.625"
@@ -368,7 +356,7 @@ def test_lm_home_has_a_section_per_neuron(base: str) -> None:
     assert shown["logits lowered"] == "↵ 1"
     older = _section(text, "neuron-2-3")
     assert "holds no upstream rankings" in older and "wiring.safetensors" in older
-    assert "exciting neurons" not in older and "␣cat" in _text(older)
+    assert "exciting neurons" not in older and "␣cat" in text_of(older)
 
 
 # ---------------------------------------------------------------------------- prompts
@@ -398,7 +386,7 @@ def test_prompts_home_compares_each_unit_with_its_top_example(base: str) -> None
     thead = re.search(r'id="prompts"><thead>(.*?)</thead>', text)
     assert thead is not None
     head = re.findall(r"<th>(.*?)</th>", thead[1])
-    assert [_text(h) for h in head] == [
+    assert [text_of(h) for h in head] == [
         "unit", "top dataset example", "top activation", "GCG prompt", "GCG activation",
         "NLL (nats/token)", "GCG / top", "soft activation", "soft → nearest tokens",
         "their activation",
@@ -411,27 +399,27 @@ def test_prompts_home_compares_each_unit_with_its_top_example(base: str) -> None
     ]  # as given, not sorted
     assert [cls for cls, *_ in rows] == ["win", "", "win"]
     first = _cells(rows[0][3])
-    assert _text(first["unit"]) == "blocks.3.mlp.post:12"
+    assert text_of(first["unit"]) == "blocks.3.mlp.post:12"
     spans = re.findall(r'<span class="([^"]+)" title="([^"]*)">(.*?)</span>(?=<span class="tok|</div>)',
                        first["context"])  # fmt: skip
     assert [cls for cls, *_ in spans] == ["tok"] * 4 + ["tok max peak"]
     assert html.unescape(spans[-1][1]) == f"{XSS!r}  peak 4"
     assert spans[-1][2] == html.escape(XSS, quote=True)
     assert spans[3][2] == '<span class="ws">↵</span>'
-    assert _text(first["top"]) == "4" and _text(first["gcg-act"]) == "6"
+    assert text_of(first["top"]) == "4" and text_of(first["gcg-act"]) == "6"
     assert (
         first["gcg"]
         == '<div class="tokens" title="token ids: 5 6"> cat &lt;b&gt;sat&lt;/b&gt;</div>'
     )
-    assert _text(first["nll"]) == "3.250"
-    assert _text(first["ratio"]) == "×1.50 ★"
-    assert _text(first["soft-act"]) == "12.5" and _text(first["soft-proj"]) == "2.5"
+    assert text_of(first["nll"]) == "3.250"
+    assert text_of(first["ratio"]) == "×1.50 ★"
+    assert text_of(first["soft-act"]) == "12.5" and text_of(first["soft-proj"]) == "2.5"
     assert '<span class="ws">↵</span>&amp;' in first["soft"]
     second = _cells(rows[1][3])
-    assert _text(second["ratio"]) == "×0.25"
-    assert _text(second["soft"]) == "—" and _text(second["soft-proj"]) == "—"
+    assert text_of(second["ratio"]) == "×0.25"
+    assert text_of(second["soft"]) == "—" and text_of(second["soft-proj"]) == "—"
     third = _cells(rows[2][3])
-    assert _text(third["ratio"]) == "— ★"  # a top example at 0: no ratio, but the prompt wins
+    assert text_of(third["ratio"]) == "— ★"  # a top example at 0: no ratio, but the prompt wins
 
 
 def test_prompts_without_soft_prompts_have_no_soft_columns(base: str) -> None:

@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from conftest import PLOTLY_LIKE, copy_run, edit_json, fetch, make_run, png_bytes
+from conftest import PLOTLY_LIKE, copy_run, edit_json, fetch, get_ok, make_run, png_bytes, text_of
 from mechscope.viewer import serve
 
 XSS = "<script>alert(1)</script>"
@@ -31,8 +31,10 @@ NAN = float("nan")
 
 
 def _bin(lo: float, hi: float, mazes: int, cheese: Any, corner: Any, p: Any) -> dict[str, Any]:
+    """A bin whose P(toward corner) is 1 − P(toward cheese) − 1/32 (missing where p is)."""
+    pc = p if p is None or p != p else 1 - p - 0.03125
     return {"from": lo, "to": hi, "mazes": mazes, "cheese": cheese, "corner": corner,
-            "p_cheese": p}  # fmt: skip
+            "p_cheese": p, "p_corner": pc}  # fmt: skip
 
 
 BEHAVIOUR = {
@@ -162,22 +164,10 @@ def base(root: Path) -> Iterator[str]:
         yield viewer.url.rstrip("/")
 
 
-def get_ok(base: str, path: str) -> str:
-    reply = fetch(base, path)
-    assert reply.status == 200, (path, reply.text)
-    return reply.text
-
-
-def _text(fragment: str) -> str:
-    """A fragment as text: cells and items apart, inline tags dropped."""
-    spaced = re.sub(r"</?(?:li|td|th|tr|ul|dd|dt|p)\b[^>]*>", " ", fragment)
-    return " ".join(html.unescape(re.sub(r"<[^>]+>", "", spaced)).split())
-
-
 def fact_lists(text: str) -> list[dict[str, str]]:
     """Each ``<dl class="facts">`` of the page, as name → shown text."""
     return [
-        {_text(k): _text(v) for k, v in re.findall(r"<dt>(.*?)</dt><dd>(.*?)</dd>", dl)}
+        {text_of(k): text_of(v) for k, v in re.findall(r"<dt>(.*?)</dt><dd>(.*?)</dd>", dl)}
         for dl in re.findall(r'<dl class="facts">(.*?)</dl>', text)
     ]
 
@@ -186,7 +176,7 @@ def rows(text: str, cls: str) -> list[list[str]]:
     """The body rows of the table whose class list ends with `cls`, as cell texts."""
     found = re.search(rf'<table class="grid maze {cls}">.*?<tbody>(.*?)</tbody>', text)
     assert found is not None, cls
-    return [[_text(c) for c in re.findall(r"<td>(.*?)</td>", r)]
+    return [[text_of(c) for c in re.findall(r"<td>(.*?)</td>", r)]
             for r in re.findall(r"<tr[^>]*>(.*?)</tr>", found[1])]  # fmt: skip
 
 
@@ -211,7 +201,7 @@ def assert_image(base: str, text: str, run: str, relative: str, content_type: st
 def h1(text: str) -> str:
     found = re.search(r"<h1>(.*?)</h1>", text)
     assert found is not None
-    return _text(found[1])
+    return text_of(found[1])
 
 
 # ---------------------------------------------------------------------------- maze-train
@@ -265,15 +255,15 @@ def test_eval_home_tables_behaviour_and_bins(base: str) -> None:
     assert rows(text, "behaviour")[0][2] == "300 mazes, cheese in the top-right 5×5"
     corner, decision = re.findall(r'<table class="grid maze bins">.*?</table>', text)
     assert rows(corner, "bins") == [
-        ["0–3", "51", "100.0%", "25.0%", "0.969"],
-        ["3–6", "0", "—", "—", "—"],  # an empty bin: NaN in the JSON
-        ["6–22", "12", "50.0%", "0.0%", "—"],  # no decision square in the bin: null
+        ["0–3", "51", "100.0%", "25.0%", "0.969", "0.000"],
+        ["3–6", "0", "—", "—", "—", "—"],  # an empty bin: NaN in the JSON
+        ["6–22", "12", "50.0%", "0.0%", "—", "—"],  # no decision square in the bin: null
     ]
     assert rows(decision, "bins") == [
-        ["0–2", "27", "100.0%", "0.0%", "0.900"],
-        ["2–22", "36", "75.0%", "0.0%", "0.500"],
+        ["0–2", "27", "100.0%", "0.0%", "0.900", "0.069"],
+        ["2–22", "36", "75.0%", "0.0%", "0.500", "0.469"],
     ]
-    assert "nan" not in _text(text).lower()
+    assert "nan" not in text_of(text).lower()
     for stem in ("by_corner_distance", "by_decision_distance", "fields"):
         assert_figure(base, text, "mz-eval", stem)
     assert_image(base, text, "mz-eval", "figures/rollouts.gif", "image/gif")
@@ -309,7 +299,7 @@ def test_steer_home_leads_with_the_vector_fields(base: str) -> None:
 
 def test_steer_home_shows_cheese_channels_and_retargeting(base: str, root: Path) -> None:
     text = get_ok(base, "/run/mz-steer")
-    said = _text(text)
+    said = text_of(text)
     assert "Channels of block1.res2& whose activation map follows the cheese's cell" in said
     assert "(8 of 10)" in said
     channels = rows(text, "channels")

@@ -20,7 +20,13 @@ from typing import Any
 
 import pytest
 
-from conftest import copy_run, edit_json, fetch  # tests/viewer/conftest.py: one request, sent as is
+from conftest import (  # tests/viewer/conftest.py: one request, sent as is
+    copy_run,
+    edit_json,
+    fetch,
+    get_ok,
+    text_of,
+)
 from mechscope.viewer import serve
 from mechscope.viewer.pages.harvest import show_token
 
@@ -104,20 +110,9 @@ def base(runs: SimpleNamespace) -> Iterator[str]:
         yield viewer.url.rstrip("/")
 
 
-def get_ok(base: str, path: str) -> str:
-    """The page at `path`, which must be served with 200."""
-    reply = fetch(base, path)
-    assert reply.status == 200, (path, reply.text)
-    return reply.text
-
-
 def facts(text: str) -> dict[str, str]:
     """The page's facts list (dt → dd), as text."""
-    return {_text(k): _text(v) for k, v in re.findall(r"<dt>(.*?)</dt><dd>(.*?)</dd>", text)}
-
-
-def _text(fragment: str) -> str:
-    return " ".join(html.unescape(re.sub(r"<[^>]+>", "", fragment)).split())
+    return {text_of(k): text_of(v) for k, v in re.findall(r"<dt>(.*?)</dt><dd>(.*?)</dd>", text)}
 
 
 def interval(acc: Any) -> str:
@@ -180,7 +175,7 @@ def test_probe_home_shows_a_sample_of_the_pairs_escaped(base: str, runs: Any) ->
     table = re.search(r'<table class="grid pairs">.*?<tbody>(.*?)</tbody>', text)
     assert table is not None
     rows = [
-        [_text(c) for c in re.findall(r"<td>(.*?)</td>", row)]
+        [text_of(c) for c in re.findall(r"<td>(.*?)</td>", row)]
         for row in re.findall(r"<tr>(.*?)</tr>", table[1])
     ]
     shown = [*range(5), *range(16, 21)]  # the first training and held-out pairs

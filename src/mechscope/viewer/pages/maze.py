@@ -93,6 +93,7 @@ class Bin:
     cheese: float  # share that reached the cheese
     corner: float  # share that reached the corner first
     p_cheese: float  # mean P(toward cheese) at their decision squares
+    p_corner: float  # mean P(toward the corner) there (NaN in records that lack it)
 
 
 @dataclass(frozen=True)
@@ -118,7 +119,7 @@ def _behaviour(d: dict[str, Any]) -> Behaviour:
     bins = {
         key: [
             Bin(_num(r, "from"), _num(r, "to"), _int(r["mazes"], "mazes"), _num(r, "cheese"),
-                _num(r, "corner"), _num(r, "p_cheese"))
+                _num(r, "corner"), _num(r, "p_cheese"), _float(r.get("p_corner"), "p_corner"))
             for r in _rows(d[key], key)
         ]
         for key in ("by_corner_distance", "by_decision_distance")
@@ -211,12 +212,19 @@ def animation(run: RunInfo, relative: str, caption: str) -> Markup:
 
 
 def bins_table(bins: list[Bin], what: str) -> Markup:
-    """One row per distance bin: mazes, cheese reached, corner first, P(toward cheese)."""
+    """One row per distance bin: mazes, cheese reached, corner first, P(toward cheese / corner)."""
     rows = [
-        (f"{b.lo:g}–{b.hi:g}", b.mazes, _pct(b.cheese), _pct(b.corner), _p(b.p_cheese))
+        (
+            f"{b.lo:g}–{b.hi:g}",
+            b.mazes,
+            _pct(b.cheese),
+            _pct(b.corner),
+            _p(b.p_cheese),
+            _p(b.p_corner),
+        )
         for b in bins
     ]
-    head = (what, "mazes", "cheese reached", "corner first", "P(toward cheese)")
+    head = (what, "mazes", "cheese reached", "corner first", "P(toward cheese)", "P(toward corner)")
     return table(head, rows, cls="grid maze bins")
 
 
