@@ -115,7 +115,7 @@ class Behaviour(TensorRecord):
 
 def behaviour(logits_of: LogitsFn, mazes: Mazes, *, steps: int = 250, seed: int = 0) -> Behaviour:
     """Roll the mouse out in every maze and measure where it goes (see `Behaviour`)."""
-    path = rollout(mazes, None, steps=steps, seed=seed, logits_of=logits_of)  # [batch t 2]
+    path = rollout(mazes, logits_of, steps=steps, seed=seed)  # [batch t 2]
     at_cheese = (path == mazes.cheese[:, None]).all(-1)
     at_corner = (path == mazes.corner[:, None]).all(-1)
     t = torch.arange(path.shape[1])

@@ -17,7 +17,7 @@ mazes on every machine.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -210,28 +210,26 @@ def generate(
 
 def rollout(
     mazes: Mazes,
-    policy: object,
+    policy: Callable[[Tensor], Tensor],
     *,
     steps: int = 250,
     seed: int = 0,
     greedy: bool = False,
     start: Int[Tensor, "batch 2"] | None = None,
-    logits_of: object | None = None,
 ) -> Int[Tensor, "batch steps+1 2"]:
     """The mouse's path in each maze under `policy` (actions sampled, or argmax with `greedy`).
 
-    `policy` maps observations [batch 3 grid grid] to action logits [batch 4];
-    `logits_of(obs)` overrides it (to run with interventions). A mouse that
-    reaches the cheese stays there.
+    `policy` maps observations [batch 3 grid grid] to action logits [batch 4]:
+    a `MazePolicy`, or a function running one with interventions. A mouse
+    that reaches the cheese stays there; the rollout ends when all have.
     """
-    fn = logits_of if logits_of is not None else policy
     g = torch.Generator().manual_seed(seed)
     mouse = (mazes.start if start is None else start).clone()
     path = [mouse]
     done = (mouse == mazes.cheese).all(1)
     with torch.no_grad():
         for _ in range(steps):
-            logits = fn(mazes.observe(mouse))  # type: ignore[operator]
+            logits = policy(mazes.observe(mouse))
             if greedy:
                 action = logits.argmax(-1)
             else:

@@ -168,7 +168,7 @@ def eval_run(
         ]
         vector_fields(fields, titles, run.figures / "fields", title="action probabilities in deployment mazes",
                       marks=marks)  # type: ignore[arg-type]  # fmt: skip
-        save_rollout_gif(deploy[picks], rollout(deploy[picks], None, seed=seed, logits_of=plain(model)),
+        save_rollout_gif(deploy[picks], rollout(deploy[picks], plain(model), seed=seed),
                          run.figures / "rollouts")  # fmt: skip
         far = record["by_corner_distance"][-1]
         run.extra["summary"] = (

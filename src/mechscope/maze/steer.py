@@ -76,15 +76,23 @@ def control_vectors(
 def steered(model: Model, site: str, vectors: Tensor, coeff: float) -> LogitsFn:
     """Logits with ``coeff · vectors`` added at `site` (one vector per row, or one for all)."""
 
+    if vectors.ndim != 4:
+        raise InputError(
+            f"steering vectors are [batch channel h w] at {site!r}, got {tuple(vectors.shape)}"
+        )
+
     def logits_of(obs: Tensor) -> Tensor:
-        v = vectors if vectors.shape[0] == obs.shape[0] or vectors.ndim == 3 else vectors[:1]
-        logits, _ = model.run(obs, interventions=[ms.add(site, coeff * v.to(model.device))])
+        if vectors.shape[0] not in (1, obs.shape[0]):
+            raise InputError(f"{vectors.shape[0]} steering vectors for {obs.shape[0]} observations")
+        logits, _ = model.run(obs, interventions=[ms.add(site, coeff * vectors.to(model.device))])
         return logits
 
     return logits_of
 
 
 def plain(model: Model) -> LogitsFn:
+    """The policy's logits, through the model's hooks (no interventions)."""
+
     def logits_of(obs: Tensor) -> Tensor:
         return model.run(obs).logits
 
@@ -120,7 +128,11 @@ def decision_effect(
 
 
 def cell_of(squares: Int[Tensor, "batch 2"], side: int) -> Int[Tensor, "batch 2"]:
-    """The cell of a `side` × `side` activation map over the grid that holds each square."""
+    """The cell of a `side` × `side` activation map over the grid that holds each square.
+
+    On the 8 × 8 maps (one 3 × 3 stride-2 pooling) cell i is centred on square
+    2i, so maze cells (even squares) map exactly; other sides scale.
+    """
     return (
         (squares * side // GRID).clamp(0, side - 1)
         if side != (GRID + 1) // 2
@@ -233,9 +245,9 @@ def retarget(
     goal = free.with_cheese(target).cheese  # checks the targets are open
     marked = Mazes(free.open, free.size, free.offset, goal)  # rollout stops at the goal
     hidden = cheese_blind(model, channels.site, edit)
-    path = rollout(marked, None, steps=steps, seed=seed, logits_of=hidden)
-    base = rollout(marked, None, steps=steps, seed=seed, logits_of=cheese_blind(model))
-    real = rollout(marked, None, steps=steps, seed=seed, logits_of=plain(model))
+    path = rollout(marked, hidden, steps=steps, seed=seed)
+    base = rollout(marked, cheese_blind(model), steps=steps, seed=seed)
+    real = rollout(marked, plain(model), steps=steps, seed=seed)
     reached = [(p[:, -1] == goal).all(1) for p in (path, base, real)]
     return Retargeting(target, *reached, channels=list(picks), strength=strength)
 
