@@ -118,6 +118,17 @@ class Model:
             ids = [self.bos_token_id, *ids]
         return ids
 
+    def lengths(
+        self, texts: str | Sequence[str], prepend_bos: bool | None = None
+    ) -> Int[Tensor, " batch"]:
+        """How many tokens each text takes, as `run` and `to_tokens` tokenize it.
+
+        Batches are right-padded, so a text's last token sits at ``lengths - 1``.
+        Example: ``logits[torch.arange(n), model.lengths(texts) - 1]`` (each next-token row).
+        """
+        texts = [texts] if isinstance(texts, str) else list(texts)
+        return torch.tensor([len(self._ids(t, prepend_bos)) for t in texts], dtype=torch.long)
+
     def to_tokens(
         self, text: str | Sequence[str], prepend_bos: bool | None = None
     ) -> Int[Tensor, "batch pos"]:

@@ -53,7 +53,7 @@ def hidden_states(
         chunk = texts[i : i + batch_size]
         for side, column in ((True, 0), (False, 1)):
             batch = [t[column] for t in chunk]
-            lengths = torch.tensor([len(model._ids(t, None)) for t in batch])
+            lengths = model.lengths(batch)
             cache = model.run(batch, save=sites).cache
             rows = torch.arange(len(batch))
             stacked = torch.stack([cache[s][rows, lengths - 1] for s in sites], dim=1)
@@ -309,7 +309,7 @@ def zero_shot_logodds(
             heads.append(head)
             pos_ids.append(model._ids(sep + p.positive, False)[0])
             neg_ids.append(model._ids(sep + p.negative, False)[0])
-        lengths = torch.tensor([len(model._ids(h, None)) for h in heads])
+        lengths = model.lengths(heads)
         logits = model.run(heads).logits[torch.arange(len(chunk)), lengths - 1].float()
         rows = torch.arange(len(chunk))
         out.append((logits[rows, pos_ids] - logits[rows, neg_ids]).cpu())

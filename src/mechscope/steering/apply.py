@@ -89,7 +89,7 @@ def generate(
     ivs: list[Intervention] = []
     if vector is not None and coef != 0:
         _check_fits(model, vector)
-        lengths = [len(model._ids(p, None)) for p in prompts]
+        lengths = model.lengths(prompts).tolist()
         width = max(lengths)
         starts = [width - n for n in lengths]  # generate pads on the left
         if vector.front:
@@ -146,7 +146,7 @@ def next_token_kl(
     if not prompts:
         raise InputError("next_token_kl needs at least one prompt")
     _check_fits(model, vector)
-    lengths = torch.tensor([len(model._ids(p, None)) for p in prompts])
+    lengths = model.lengths(prompts)
     base = _log_probs(model, list(prompts), None, 0.0)
     steered = _log_probs(model, list(prompts), vector, coef, lengths.tolist())
     kl = (base.exp() * (base - steered)).sum(-1).cpu()  # [batch pos]

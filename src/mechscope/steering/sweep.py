@@ -83,7 +83,7 @@ def target_probability(
     if not prompts:
         raise InputError("target_probability needs at least one prompt")
     ids = torch.tensor(target_tokens(model, words))
-    lengths = torch.tensor([len(model._ids(p, None)) for p in prompts])
+    lengths = model.lengths(prompts)
     ivs = steer(vector, coef, lengths=lengths.tolist()) if vector is not None and coef else []
     logits = model.run(list(prompts), interventions=ivs).logits
     last = logits[torch.arange(len(prompts)), lengths - 1].float().softmax(-1).cpu()

@@ -173,7 +173,9 @@ def text_activations(
     for i in tqdm(range(0, len(texts), batch_size), desc=f"activations L{layer}",
                   disable=not progress):  # fmt: skip
         batch = list(texts[i : i + batch_size])
-        lengths = torch.tensor([len(_token_rows(model, t, None)) for t in batch])
+        lengths = model.lengths(batch)
+        if (lengths == 0).any():
+            raise InputError(f"the prompt {batch[int((lengths == 0).nonzero()[0])]!r} has no tokens")
         acts = model.run(batch, save=[site]).cache[site].float().cpu()  # [b, pos, d]
         if reduce == "last":
             out.append(acts[torch.arange(len(batch)), lengths - 1])

@@ -197,9 +197,9 @@ def known_facts(
     out: list[KnownFact] = []
     for i in range(0, len(facts), batch_size):
         chunk = list(facts[i : i + batch_size])
-        lengths = [len(model._ids(f.prompt, None)) for f in chunk]
+        lengths = model.lengths([f.prompt for f in chunk])
         logits = model.run([f.prompt for f in chunk]).logits  # right-padded, padding masked
-        logits = logits[torch.arange(len(chunk)), torch.tensor(lengths) - 1]
+        logits = logits[torch.arange(len(chunk)), lengths - 1]
         probs = logits.float().softmax(-1)
         for j, fact in enumerate(chunk):
             target = model._ids(" " + fact.object, False)[0]
