@@ -20,6 +20,7 @@ from jaxtyping import Float
 from torch import Tensor, nn
 
 from .core.model import Inputs, Model
+from .core.weights import mlp_down_projection, output_projection
 from .errors import InputError, MechscopeError
 
 
@@ -31,29 +32,6 @@ def _need_linear_family(model: Model) -> None:
             f"{model.adapter.family} normalises sublayer outputs before the residual add, so "
             "direct attribution through heads and neurons is not linear there"
         )
-
-
-def output_projection(model: Model, layer: int) -> tuple[Tensor, Tensor | None]:
-    """W_O as [n_heads, d_head, d_model] and its bias [d_model] (or None) for one layer."""
-    assert model.adapter is not None and model.dims is not None
-    proj = model.hf.get_submodule(f"{model.adapter.layers}.{layer}.{model.adapter.attn_proj}")
-    return _as_in_out(proj, model.dims.n_heads, model.dims.d_head)
-
-
-def mlp_down_projection(model: Model, layer: int) -> tuple[Tensor, Tensor | None]:
-    """The MLP output projection as [d_mlp, d_model] and its bias."""
-    assert model.adapter is not None
-    proj = model.hf.get_submodule(f"{model.adapter.layers}.{layer}.{model.adapter.mlp_down}")
-    w, b = _as_in_out(proj, 1, -1)
-    return w[0], b
-
-
-def _as_in_out(module: nn.Module, groups: int, per: int) -> tuple[Tensor, Tensor | None]:
-    weight = module.weight
-    # nn.Linear stores [out, in]; GPT-2's Conv1D stores [in, out]
-    w_in_out = weight.T if isinstance(module, nn.Linear) else weight
-    w = w_in_out.reshape(groups, per if per > 0 else -1, w_in_out.shape[-1])
-    return w, getattr(module, "bias", None)
 
 
 def frozen_final_norm(

@@ -218,3 +218,23 @@ def test_keep_graph_gives_live_tensors(llama, ids):
     q, x = out.cache.live["blocks.1.attn.q"], out.cache.live["blocks.1.resid_pre"]
     (g,) = torch.autograd.grad(q[:, :, 0].sum(), x)
     assert g.shape == x.shape and g.abs().sum() > 0
+
+
+@pytest.mark.parametrize("arch", ["llama", "gpt2", "gpt_neox"])
+def test_weights_read_as_in_out_whatever_the_family_stores(arch: str, ids: torch.Tensor) -> None:
+    from mechscope.core.weights import in_out, mlp_down_projection, output_projection
+    from mechscope.errors import InputError
+
+    model = tiny_model(arch)
+    d = model.dims
+    w_o, _ = output_projection(model, 1)
+    assert w_o.shape == (d.n_heads, d.d_head, d.d_model)
+    w_down, _ = mlp_down_projection(model, 0)
+    assert w_down.shape == (d.d_mlp, d.d_model)
+    # x @ in_out(W) is the module's own map (bias aside)
+    proj = model.hf.get_submodule(f"{model.adapter.layers}.0.{model.adapter.mlp_down}")
+    x = torch.randn(3, d.d_mlp)
+    bias = proj.bias if getattr(proj, "bias", None) is not None else 0
+    assert torch.allclose(x @ in_out(proj) + bias, proj(x), atol=1e-5)
+    with pytest.raises(InputError, match="out of range"):
+        output_projection(model, d.n_layers)

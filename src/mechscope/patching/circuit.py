@@ -43,11 +43,12 @@ from typing import Literal
 import torch
 from jaxtyping import Bool, Float
 from safetensors.torch import load_file, save_file
-from torch import Tensor, nn
+from torch import Tensor
 from tqdm.auto import tqdm
 
 from ..core import interventions as iv
 from ..core.model import Inputs, Model
+from ..core.weights import output_projection
 from ..errors import InputError, MechscopeError
 from .sweep import Metric, _per_prompt, _tokens
 
@@ -142,21 +143,6 @@ def _graph(model: Model) -> _Graph:
     parallel = bool(getattr(model.hf.config, "use_parallel_residual", False))
     embeds = ("embed", "pos_embed") if a.pos_embed is not None else ("embed",)
     return _Graph(d.n_layers, d.n_heads, d.n_kv_heads, parallel, embeds)
-
-
-def _head_weights(model: Model, layer: int) -> Float[Tensor, "head d_head d_model"]:
-    """W_O split by head: z[..., h, :] @ W[h] is head h's write to the residual stream."""
-    assert model.adapter is not None and model.dims is not None
-    d = model.dims
-    proj = model.hf.get_submodule(f"{model.adapter.layers}.{layer}.{model.adapter.attn_proj}")
-    w = proj.weight
-    if isinstance(proj, nn.Linear):  # weight [d_model, head·d_head]
-        return w.T.reshape(d.n_heads, d.d_head, d.d_model)
-    if tuple(w.shape) == (d.n_heads * d.d_head, d.d_model):  # GPT-2 Conv1D: [head·d_head, d_model]
-        return w.reshape(d.n_heads, d.d_head, d.d_model)
-    raise MechscopeError(
-        f"cannot split the output projection {type(proj).__name__} of layer {layer} by head"
-    )
 
 
 def _pair(model: Model, clean: Inputs, corrupted: Inputs) -> tuple[Tensor, Tensor]:
@@ -301,7 +287,7 @@ def edge_attribution_patching(
             deltas = [deltas[0] - pos, pos]
         for layer in range(graph.n_layers):
             dz = corr.cache[z[layer]] - cache[z[layer]]
-            w = _head_weights(model, layer).to(dz.dtype)
+            w = output_projection(model, layer)[0].to(dz.dtype)
             deltas += list(torch.einsum("bphe,hed->hbpd", dz, w))
             deltas.append(corr.cache[mlp[layer]] - cache[mlp[layer]])
         delta = torch.stack(deltas).float().flatten(1)  # [senders, batch·pos·d_model]

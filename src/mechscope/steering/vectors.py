@@ -175,7 +175,9 @@ def text_activations(
         batch = list(texts[i : i + batch_size])
         lengths = model.lengths(batch)
         if (lengths == 0).any():
-            raise InputError(f"the prompt {batch[int((lengths == 0).nonzero()[0])]!r} has no tokens")
+            raise InputError(
+                f"the prompt {batch[int((lengths == 0).nonzero()[0])]!r} has no tokens"
+            )
         acts = model.run(batch, save=[site]).cache[site].float().cpu()  # [b, pos, d]
         if reduce == "last":
             out.append(acts[torch.arange(len(batch)), lengths - 1])

@@ -25,6 +25,7 @@ from jaxtyping import Float
 from torch import Tensor, nn
 
 from ..core.model import Model
+from ..core.weights import in_out
 from ..errors import InputError, MechscopeError
 
 FAMILIES = ("llama", "gpt2", "gpt_neox")
@@ -51,9 +52,8 @@ def _layer(model: Model, layer: int) -> nn.Module:
 
 
 def _in_out(module: nn.Module) -> Tensor:
-    """A projection's weight as [in, out] (nn.Linear stores [out, in]; GPT-2's Conv1D [in, out])."""
-    w = module.weight.detach().float()
-    return w.T if isinstance(module, nn.Linear) else w
+    """A projection's weight as [in, out], detached, in float32."""
+    return in_out(module).detach().float()
 
 
 @dataclass
