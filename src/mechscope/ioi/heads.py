@@ -37,6 +37,7 @@ from torch import Tensor, nn
 
 from ..core.interventions import Intervention
 from ..core.model import Model
+from ..core.weights import output_projection
 from ..errors import InputError, MechscopeError
 from .dataset import IOIDataset
 
@@ -470,24 +471,9 @@ def frozen_final_norm(
 
 
 def _head_out_weight(model: Model, layer: int) -> tuple[Tensor, Tensor | None]:
-    """The output projection as [head, d_head, d_model], and its bias."""
-    assert model.adapter is not None and model.dims is not None
-    d = model.dims
-    proj = model.hf.get_submodule(f"{model.adapter.layers}.{layer}.{model.adapter.attn_proj}")
-    w = proj.weight.detach().float()
-    if isinstance(proj, nn.Linear):  # weight [d_model, head·d_head]
-        w = w.T
-    if tuple(w.shape) != (
-        d.n_heads * d.d_head,
-        d.d_model,
-    ):  # GPT-2's Conv1D: [head·d_head, d_model]
-        raise MechscopeError(
-            f"unexpected output projection weight {tuple(proj.weight.shape)} at layer {layer}"
-        )
-    bias = getattr(proj, "bias", None)
-    return w.reshape(
-        d.n_heads, d.d_head, d.d_model
-    ), None if bias is None else bias.detach().float()
+    """The output projection as [head, d_head, d_model], and its bias (float32, detached)."""
+    w, bias = output_projection(model, layer)
+    return w.detach().float(), None if bias is None else bias.detach().float()
 
 
 def head_logit_attribution(
