@@ -289,6 +289,20 @@ def browser() -> Iterator[Any]:
         b.close()
 
 
+@pytest.fixture
+def page(browser: Any) -> Iterator[Any]:
+    """A fresh Chromium page that records dialogs (``page.dialogs``) and script errors (``page.errors``)."""
+    context = browser.new_context(viewport={"width": 1280, "height": 900})
+    pg = context.new_page()
+    pg.dialogs = []
+    pg.errors = []
+    pg.on("dialog", lambda d: (pg.dialogs.append(d.message), d.dismiss()))
+    pg.on("pageerror", lambda e: pg.errors.append(str(e)))
+    pg.on("console", lambda m: pg.errors.append(m.text) if m.type == "error" else None)
+    yield pg
+    context.close()
+
+
 def copy_run(root: Path, name: str, to: str) -> Path:
     """A copy of run folder ``root/name`` at ``root/to`` (to break it without touching the original)."""
     return Path(shutil.copytree(root / name, root / to))

@@ -501,37 +501,30 @@ def test_the_runs_are_listed_with_their_kinds(base: str) -> None:
 # ---------------------------------------------------------------------------- Chromium
 
 
-def test_the_pages_render_in_chromium(browser: Any, base: str) -> None:
+def test_the_pages_render_in_chromium(page: Any, base: str) -> None:
     from playwright.sync_api import expect
 
-    context = browser.new_context(viewport={"width": 1280, "height": 900})
-    pg = context.new_page()
-    errors: list[str] = []
-    pg.on("pageerror", lambda e: errors.append(str(e)))
-    pg.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
-    try:
-        for run in ("viz-x", "wc-x"):
-            pg.goto(f"{base}/run/{run}")
-            widths = pg.locator("img.figure").evaluate_all(
-                "imgs => imgs.map(i => i.complete && i.naturalWidth)"
-            )
-            assert widths and all(w == 40 for w in widths), (run, widths)
-        pg.locator("details.interactive summary").click()
-        frame = pg.frame_locator("details.interactive iframe.figure")
-        expect(frame.locator("#plot")).to_have_text("drawn by js")
-        pg.goto(f"{base}/run/pr-x")
-        pg.locator("iframe.figure").scroll_into_view_if_needed()
-        expect(pg.frame_locator("iframe.figure").locator("#plot")).to_have_text("drawn by js")
-        pg.goto(f"{base}/run/wl-x")
-        expect(pg.locator("section.head")).to_have_count(2)
-        expect(pg.locator("#head-1\\.2 code.token").first).to_have_text("␣Paris")
-        pg.goto(f"{base}/run/pr-x")
-        expect(pg.locator("table#prompts tbody tr")).to_have_count(3)
-        peak = pg.locator("table#prompts .tok.peak").first
-        expect(peak).to_have_text(XSS)
-        assert "255, 110, 0" in peak.evaluate("t => getComputedStyle(t).backgroundColor")
-        win = pg.locator("table#prompts tr.win td.ratio").first
-        expect(win).to_have_css("font-weight", "700")
-        assert errors == []
-    finally:
-        context.close()
+    pg, errors = page, page.errors
+    for run in ("viz-x", "wc-x"):
+        pg.goto(f"{base}/run/{run}")
+        widths = pg.locator("img.figure").evaluate_all(
+            "imgs => imgs.map(i => i.complete && i.naturalWidth)"
+        )
+        assert widths and all(w == 40 for w in widths), (run, widths)
+    pg.locator("details.interactive summary").click()
+    frame = pg.frame_locator("details.interactive iframe.figure")
+    expect(frame.locator("#plot")).to_have_text("drawn by js")
+    pg.goto(f"{base}/run/pr-x")
+    pg.locator("iframe.figure").scroll_into_view_if_needed()
+    expect(pg.frame_locator("iframe.figure").locator("#plot")).to_have_text("drawn by js")
+    pg.goto(f"{base}/run/wl-x")
+    expect(pg.locator("section.head")).to_have_count(2)
+    expect(pg.locator("#head-1\\.2 code.token").first).to_have_text("␣Paris")
+    pg.goto(f"{base}/run/pr-x")
+    expect(pg.locator("table#prompts tbody tr")).to_have_count(3)
+    peak = pg.locator("table#prompts .tok.peak").first
+    expect(peak).to_have_text(XSS)
+    assert "255, 110, 0" in peak.evaluate("t => getComputedStyle(t).backgroundColor")
+    win = pg.locator("table#prompts tr.win td.ratio").first
+    expect(win).to_have_css("font-weight", "700")
+    assert errors == []

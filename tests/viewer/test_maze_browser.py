@@ -32,31 +32,24 @@ def _images_loaded(pg: Any) -> list[int]:
     return pg.locator("img").evaluate_all("imgs => imgs.map(i => i.complete ? i.naturalWidth : -1)")
 
 
-def test_maze_pages_show_their_figures_and_draw_vector_fields(browser: Any, base: str) -> None:
+def test_maze_pages_show_their_figures_and_draw_vector_fields(page: Any, base: str) -> None:
     from playwright.sync_api import expect
 
-    context = browser.new_context(viewport={"width": 1280, "height": 900})
-    pg = context.new_page()
-    errors: list[str] = []
-    pg.on("pageerror", lambda e: errors.append(str(e)))
-    pg.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
-    try:
-        for run, least in (("maze-train", 4), ("maze-eval", 4), ("maze-steer", 4)):
-            pg.goto(f"{base}/run/{run}")
-            for img in pg.locator("img").all():
-                img.scroll_into_view_if_needed()
-            pg.wait_for_function("[...document.images].every(i => i.complete)")
-            widths = _images_loaded(pg)
-            assert len(widths) >= least and all(w > 0 for w in widths), (run, widths)
-            if run != "maze-steer":  # the rollout GIF is among them
-                assert pg.locator('img[src$="rollouts.gif"]').count() == 1
-        # the steer page opens with the vector fields before and after; their plotly page draws
-        fields = pg.locator('details.interactive[data-figure="fields_cheese_vector"]')
-        fields.locator("summary").click()
-        frame = pg.frame_locator('details.interactive[data-figure="fields_cheese_vector"] iframe')
-        expect(frame.locator(".main-svg").first).to_be_visible(timeout=30_000)
-        # three panels: the maze heatmaps are drawn
-        expect(frame.locator(".heatmaplayer .hm")).to_have_count(3)
-        assert errors == []
-    finally:
-        context.close()
+    pg, errors = page, page.errors
+    for run, least in (("maze-train", 4), ("maze-eval", 4), ("maze-steer", 4)):
+        pg.goto(f"{base}/run/{run}")
+        for img in pg.locator("img").all():
+            img.scroll_into_view_if_needed()
+        pg.wait_for_function("[...document.images].every(i => i.complete)")
+        widths = _images_loaded(pg)
+        assert len(widths) >= least and all(w > 0 for w in widths), (run, widths)
+        if run != "maze-steer":  # the rollout GIF is among them
+            assert pg.locator('img[src$="rollouts.gif"]').count() == 1
+    # the steer page opens with the vector fields before and after; their plotly page draws
+    fields = pg.locator('details.interactive[data-figure="fields_cheese_vector"]')
+    fields.locator("summary").click()
+    frame = pg.frame_locator('details.interactive[data-figure="fields_cheese_vector"] iframe')
+    expect(frame.locator(".main-svg").first).to_be_visible(timeout=30_000)
+    # three panels: the maze heatmaps are drawn
+    expect(frame.locator(".heatmaplayer .hm")).to_have_count(3)
+    assert errors == []

@@ -320,28 +320,21 @@ def test_text_from_the_run_files_is_escaped(base: str) -> None:
 # ---------------------------------------------------------------------------- Chromium
 
 
-def test_probe_and_steer_pages_render_in_chromium(browser: Any, base: str, runs: Any) -> None:
+def test_probe_and_steer_pages_render_in_chromium(page: Any, base: str, runs: Any) -> None:
     from playwright.sync_api import expect
 
-    context = browser.new_context(viewport={"width": 1280, "height": 900})
-    pg = context.new_page()
-    errors: list[str] = []
-    pg.on("pageerror", lambda e: errors.append(str(e)))
-    pg.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
-    try:
-        pg.goto(f"{base}/run/probe-x")
-        pg.locator("iframe.figure").scroll_into_view_if_needed()
-        plot = pg.frame_locator("iframe.figure").locator(".plotly-graph-div .main-svg").first
-        expect(plot).to_be_visible()  # plotly ran, from the script served beside the figure
-        best = pg.locator("table#accuracy td.best").first
-        expect(best).to_have_css("font-weight", "700")
-        pg.goto(f"{base}/run/steer-x")
-        expect(pg.locator("table.examples tbody tr")).to_have_count(2)
-        assert pg.locator("table#sweep td.over").count() > 0
-        colours = pg.locator("table#sweep td.over, table#sweep td.best").evaluate_all(
-            "tds => tds.map(td => getComputedStyle(td).backgroundColor)"
-        )
-        assert "rgba(0, 0, 0, 0)" not in colours  # marked cells are visibly shaded
-        assert errors == []
-    finally:
-        context.close()
+    pg, errors = page, page.errors
+    pg.goto(f"{base}/run/probe-x")
+    pg.locator("iframe.figure").scroll_into_view_if_needed()
+    plot = pg.frame_locator("iframe.figure").locator(".plotly-graph-div .main-svg").first
+    expect(plot).to_be_visible()  # plotly ran, from the script served beside the figure
+    best = pg.locator("table#accuracy td.best").first
+    expect(best).to_have_css("font-weight", "700")
+    pg.goto(f"{base}/run/steer-x")
+    expect(pg.locator("table.examples tbody tr")).to_have_count(2)
+    assert pg.locator("table#sweep td.over").count() > 0
+    colours = pg.locator("table#sweep td.over, table#sweep td.best").evaluate_all(
+        "tds => tds.map(td => getComputedStyle(td).backgroundColor)"
+    )
+    assert "rgba(0, 0, 0, 0)" not in colours  # marked cells are visibly shaded
+    assert errors == []

@@ -414,36 +414,29 @@ def test_text_from_the_run_files_is_escaped(base: str) -> None:
 # ---------------------------------------------------------------------------- Chromium
 
 
-def test_edit_and_trace_homes_render_in_chromium(browser: Any, base: str, runs: Any) -> None:
+def test_edit_and_trace_homes_render_in_chromium(page: Any, base: str, runs: Any) -> None:
     from playwright.sync_api import expect
 
-    context = browser.new_context(viewport={"width": 1280, "height": 900})
-    page = context.new_page()
-    errors: list[str] = []
-    page.on("pageerror", lambda e: errors.append(str(e)))
-    page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
-    try:
-        page.goto(f"{base}/run/e-one")
-        scores = page.locator("table#scores")
-        expect(scores).to_be_visible()
-        expect(scores.locator('tr[data-score="efficacy"] td.value')).to_have_text(
-            f"{runs.report.efficacy:.1%}"
-        )
-        expect(page.locator("table.generations")).to_be_visible()
-        page.goto(f"{base}/run/t-one")
-        heat = page.locator("table#heat-mlp")
-        expect(heat).to_be_visible()
-        expect(heat.locator("tbody tr")).to_have_count(len(runs.one.tokens))
-        box = heat.locator("tbody td").first.bounding_box()
-        assert box is not None and box["width"] > 10 and box["height"] > 10
-        expect(heat.locator("tbody tr.subject th").first).to_have_css("font-weight", "700")
-        widths = page.locator("img.figure").evaluate_all(
-            "imgs => imgs.map(i => i.complete && i.naturalWidth)"
-        )
-        assert len(widths) == 3 and all(w > 0 for w in widths)
-        assert errors == []
-    finally:
-        context.close()
+    errors = page.errors
+    page.goto(f"{base}/run/e-one")
+    scores = page.locator("table#scores")
+    expect(scores).to_be_visible()
+    expect(scores.locator('tr[data-score="efficacy"] td.value')).to_have_text(
+        f"{runs.report.efficacy:.1%}"
+    )
+    expect(page.locator("table.generations")).to_be_visible()
+    page.goto(f"{base}/run/t-one")
+    heat = page.locator("table#heat-mlp")
+    expect(heat).to_be_visible()
+    expect(heat.locator("tbody tr")).to_have_count(len(runs.one.tokens))
+    box = heat.locator("tbody td").first.bounding_box()
+    assert box is not None and box["width"] > 10 and box["height"] > 10
+    expect(heat.locator("tbody tr.subject th").first).to_have_css("font-weight", "700")
+    widths = page.locator("img.figure").evaluate_all(
+        "imgs => imgs.map(i => i.complete && i.naturalWidth)"
+    )
+    assert len(widths) == 3 and all(w > 0 for w in widths)
+    assert errors == []
 
 
 def test_the_viewer_copy_of_the_token_kinds_matches_the_library():

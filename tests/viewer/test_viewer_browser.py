@@ -74,28 +74,6 @@ def base(runs_root: Path, real_harvest: Path, fake_harvests: None) -> Iterator[s
         yield viewer.url
 
 
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    with sync_api.sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
-        yield b
-        b.close()
-
-
-@pytest.fixture
-def page(browser: Any) -> Iterator[Any]:
-    """A fresh page that records dialogs (there must be none) and script errors."""
-    context = browser.new_context(viewport={"width": 1280, "height": 900})
-    pg = context.new_page()
-    pg.dialogs = []
-    pg.errors = []
-    pg.on("dialog", lambda d: (pg.dialogs.append(d.message), d.dismiss()))
-    pg.on("pageerror", lambda e: pg.errors.append(str(e)))
-    pg.on("console", lambda m: pg.errors.append(m.text) if m.type == "error" else None)
-    yield pg
-    context.close()
-
-
 def _unit_with_word_peak(store: Any) -> tuple[str, int, str]:
     """A unit among the top ones whose strongest token is a letter or word (typeable)."""
     site = store.sites[0]

@@ -301,33 +301,26 @@ def test_text_from_the_run_files_is_escaped(base: str) -> None:
 
 
 def test_sae_home_in_chromium_shows_metrics_and_leads_to_a_latent(
-    browser: Any, base: str, runs: Path
+    page: Any, base: str, runs: Path
 ) -> None:
     from playwright.sync_api import expect
 
     ev = json.loads((runs / "sae-tiny" / "eval.json").read_text())
-    context = browser.new_context(viewport={"width": 1280, "height": 900})
-    page = context.new_page()
-    errors: list[str] = []
-    page.on("pageerror", lambda e: errors.append(str(e)))
-    page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
-    try:
-        page.goto(f"{base}/run/sae-tiny")
-        metrics = page.locator("table#metrics")
-        expect(metrics).to_be_visible()
-        expect(metrics.locator('tr[data-metric="ce_recovered"] td.value')).to_have_text(
-            f"{ev['ce_recovered']:.4g}"
-        )
-        widths = page.locator("img.figure").evaluate_all(
-            "imgs => imgs.map(i => i.complete && i.naturalWidth)"
-        )
-        assert len(widths) == 4 and all(w > 0 for w in widths)
-        first = page.locator("table.latents tbody tr a").first
-        unit = int(first.inner_text().split()[1])
-        first.click()
-        page.wait_for_url(f"**/run/sae-tiny-harvest/unit/{LATENTS}/{unit}")
-        expect(page.locator("h1")).to_have_text(f"{LATENTS} unit {unit}")
-        expect(page.locator("#top-examples .tok").first).to_be_visible()
-        assert errors == []
-    finally:
-        context.close()
+    errors = page.errors
+    page.goto(f"{base}/run/sae-tiny")
+    metrics = page.locator("table#metrics")
+    expect(metrics).to_be_visible()
+    expect(metrics.locator('tr[data-metric="ce_recovered"] td.value')).to_have_text(
+        f"{ev['ce_recovered']:.4g}"
+    )
+    widths = page.locator("img.figure").evaluate_all(
+        "imgs => imgs.map(i => i.complete && i.naturalWidth)"
+    )
+    assert len(widths) == 4 and all(w > 0 for w in widths)
+    first = page.locator("table.latents tbody tr a").first
+    unit = int(first.inner_text().split()[1])
+    first.click()
+    page.wait_for_url(f"**/run/sae-tiny-harvest/unit/{LATENTS}/{unit}")
+    expect(page.locator("h1")).to_have_text(f"{LATENTS} unit {unit}")
+    expect(page.locator("#top-examples .tok").first).to_be_visible()
+    assert errors == []
