@@ -326,3 +326,12 @@ def text_of(fragment: str) -> str:
     """An HTML fragment as text: list items and cells apart, inline tags dropped."""
     spaced = re.sub(r"</?(?:li|td|th|tr|ul|dd|dt|p)\b[^>]*>", " ", fragment)
     return " ".join(html.unescape(re.sub(r"<[^>]+>", "", spaced)).split())
+
+
+def assert_error_pages(base: str, cases: dict[str, tuple[int, str]]) -> None:
+    """Each path answers with its status and a page holding its message, never a traceback."""
+    for path, (status, message) in cases.items():
+        reply = fetch(base, path)
+        assert reply.status == status, (path, reply.text)
+        assert message in html.unescape(reply.text), path
+        assert "Traceback" not in reply.text, path

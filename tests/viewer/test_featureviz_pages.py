@@ -20,7 +20,17 @@ from typing import Any
 
 import pytest
 
-from conftest import PLOTLY_LIKE, copy_run, edit_json, fetch, get_ok, make_run, png_bytes, text_of
+from conftest import (
+    PLOTLY_LIKE,
+    assert_error_pages,
+    copy_run,
+    edit_json,
+    fetch,
+    get_ok,
+    make_run,
+    png_bytes,
+    text_of,
+)
 from mechscope.viewer import serve
 
 XSS = "<script>alert(1)</script>"
@@ -468,11 +478,7 @@ def test_broken_files_give_clear_error_pages(base: str) -> None:
             "no 'activation'",
         ),
     }
-    for path, (status, message) in cases.items():
-        reply = fetch(base, path)
-        assert reply.status == status, (path, reply.text)
-        assert message in html.unescape(reply.text), path
-        assert "Traceback" not in reply.text, path
+    assert_error_pages(base, cases)
     assert 'href="/run/wc-none/record"' in fetch(base, "/run/wc-none").text
 
 

@@ -20,7 +20,17 @@ from typing import Any
 
 import pytest
 
-from conftest import PLOTLY_LIKE, copy_run, edit_json, fetch, get_ok, make_run, png_bytes, text_of
+from conftest import (
+    PLOTLY_LIKE,
+    assert_error_pages,
+    copy_run,
+    edit_json,
+    fetch,
+    get_ok,
+    make_run,
+    png_bytes,
+    text_of,
+)
 from mechscope.viewer import serve
 
 XSS = "<script>alert(1)</script>"
@@ -353,11 +363,7 @@ def test_broken_files_give_clear_error_pages(base: str) -> None:
             "should hold order and correlation lists of one length",
         ),
     }
-    for path, (status, message) in cases.items():
-        reply = fetch(base, path)
-        assert reply.status == status, (path, reply.text)
-        assert message in html.unescape(reply.text), path
-        assert "Traceback" not in reply.text, path
+    assert_error_pages(base, cases)
     assert 'href="/run/eval-none/record"' in fetch(base, "/run/eval-none").text
 
 

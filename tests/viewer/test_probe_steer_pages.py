@@ -21,6 +21,7 @@ from typing import Any
 import pytest
 
 from conftest import (  # tests/viewer/conftest.py: one request, sent as is
+    assert_error_pages,
     copy_run,
     edit_json,
     fetch,
@@ -301,11 +302,7 @@ def test_broken_files_give_clear_error_pages(base: str) -> None:
         "/run/steer-bad": (400, "cannot read sweep.json of steer run steer-bad"),
         "/run/steer-odd": (400, "sweep.json of steer run steer-odd is not a saved steering sweep"),
     }
-    for path, (status, message) in cases.items():
-        reply = fetch(base, path)
-        assert reply.status == status, path
-        assert message in html.unescape(reply.text), path
-        assert "Traceback" not in reply.text, path
+    assert_error_pages(base, cases)
     assert 'href="/run/probe-none/record"' in fetch(base, "/run/probe-none").text
 
 
