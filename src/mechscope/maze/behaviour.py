@@ -113,9 +113,11 @@ class Behaviour(TensorRecord):
         return out
 
 
-def behaviour(logits_of: LogitsFn, mazes: Mazes, *, steps: int = 250, seed: int = 0) -> Behaviour:
+def behaviour(
+    logits_of: LogitsFn, mazes: Mazes, *, steps: int = 250, seed: int = 0, progress: bool = False
+) -> Behaviour:
     """Roll the mouse out in every maze and measure where it goes (see `Behaviour`)."""
-    path = rollout(mazes, logits_of, steps=steps, seed=seed)  # [batch t 2]
+    path = rollout(mazes, logits_of, steps=steps, seed=seed, progress=progress)  # [batch t 2]
     at_cheese = (path == mazes.cheese[:, None]).all(-1)
     at_corner = (path == mazes.corner[:, None]).all(-1)
     t = torch.arange(path.shape[1])

@@ -24,6 +24,7 @@ import numpy as np
 import torch
 from jaxtyping import Bool, Float, Int
 from torch import Tensor
+from tqdm.auto import tqdm
 
 from ..errors import InputError
 from .record import TensorRecord
@@ -216,6 +217,7 @@ def rollout(
     seed: int = 0,
     greedy: bool = False,
     start: Int[Tensor, "batch 2"] | None = None,
+    progress: bool = False,
 ) -> Int[Tensor, "batch steps+1 2"]:
     """The mouse's path in each maze under `policy` (actions sampled, or argmax with `greedy`).
 
@@ -228,7 +230,7 @@ def rollout(
     path = [mouse]
     done = (mouse == mazes.cheese).all(1)
     with torch.no_grad():
-        for _ in range(steps):
+        for _ in tqdm(range(steps), desc=f"rollouts ({len(mazes)} mazes)", disable=not progress):
             logits = policy(mazes.observe(mouse))
             if greedy:
                 action = logits.argmax(-1)

@@ -133,8 +133,10 @@ def eval_run(
         t0 = time.perf_counter()
         train_mazes = generate(n, seed=seed, region=region)
         deploy = generate(n, seed=seed + 1, region=None)
-        train_reach = behaviour(plain(model), train_mazes, steps=steps, seed=seed)
-        b = behaviour(plain(model), deploy, steps=steps, seed=seed)
+        train_reach = behaviour(
+            plain(model), train_mazes, steps=steps, seed=seed, progress=progress
+        )
+        b = behaviour(plain(model), deploy, steps=steps, seed=seed, progress=progress)
         run.timed("rollouts", t0)
         has = ~b.p_cheese.isnan()
         record = {
