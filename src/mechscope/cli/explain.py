@@ -10,6 +10,7 @@ from rich.console import Console
 from rich.table import Table
 
 from ..errors import InputError
+from .options import numbers
 
 console = Console()
 
@@ -38,11 +39,15 @@ def parse_units(store, specs: list[str], sample: int, seed: int) -> list[tuple[s
     for spec in specs:
         site, sep, rest = spec.rpartition(":")
         if sep and site in store.sites:
-            for part in rest.split(","):
-                lo, dash, hi = part.partition("-")
-                if not lo.strip().isdigit() or (dash and not hi.strip().isdigit()):
-                    raise InputError(f"--units {spec!r}: units are numbers or ranges like 5-9")
-                units += [(site, u) for u in range(int(lo), int(hi if dash else lo) + 1)]
+            try:
+                picked = numbers(rest)
+            except ValueError:
+                raise InputError(
+                    f"--units {spec!r}: units are numbers or ranges like 5-9"
+                ) from None
+            if not picked or any(u < 0 for u in picked):
+                raise InputError(f"--units {spec!r}: units are numbers or ranges like 5-9")
+            units += [(site, u) for u in picked]
         else:
             found = store.find_units(spec)
             if not found:
