@@ -16,6 +16,7 @@ from mechscope.maze.steer import (
     cheese_vectors,
     control_vectors,
     decision_effect,
+    decision_effects,
     retarget,
     retarget_edit,
 )
@@ -118,6 +119,8 @@ def test_subtracting_the_own_cheese_vector_is_removing_the_cheese(model, deploy)
     free = model.run(sub.without_cheese().observe(d)).logits.softmax(-1)
     expected = free[torch.arange(len(sub)), toward(sub, d, sub.cheese)]
     assert torch.allclose(effect.after, expected, atol=1e-5)
+    swept = decision_effects(model, sub, here, [0.0, -1.0])
+    assert torch.equal(swept[1].after, effect.after) and torch.equal(swept[0].before, effect.before)
     unchanged = decision_effect(model, sub, here, 0.0)
     assert torch.allclose(unchanged.after, unchanged.before)
     with pytest.raises(InputError, match="decision square"):
@@ -141,7 +144,8 @@ def test_cheese_channels_and_retargeting_mechanics(model, deploy) -> None:
     assert (found.correlation.abs() <= 1 + 1e-5).all()
     assert found.top(3) == found.correlation.abs().argsort(descending=True)[:3].tolist()
     target = torch.tensor([[4, 6]])  # grid square (4, 6) is cell (2, 3) of the 8 × 8 map
-    edit = retarget_edit(found, [1, 2], target, 2.0, side=8)
+    assert found.side == 8
+    edit = retarget_edit(found, [1, 2], target, 2.0)
     assert edit.shape == (1, 16, 8, 8)
     assert torch.allclose(edit[0, 1, 2, 3], 2 * found.template[1, 2, 2])
     assert (edit[0, [0, 3]] == 0).all()

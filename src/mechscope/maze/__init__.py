@@ -20,6 +20,7 @@ from .steer import (
     cheese_vectors,
     control_vectors,
     decision_effect,
+    decision_effects,
     retarget,
 )
 from .train import TrainingCurve, reach_rate, train_policy
@@ -41,6 +42,7 @@ __all__ = [
     "cheese_vectors",
     "control_vectors",
     "decision_effect",
+    "decision_effects",
     "decision_squares",
     "eval_run",
     "generate",

@@ -35,12 +35,11 @@ from .figures import save_render, save_rollout_gif, vector_fields
 from .policy import MazePolicy
 from .steer import (
     SITE,
-    activations,
     cheese_blind,
     cheese_channels,
     cheese_vectors,
     control_vectors,
-    decision_effect,
+    decision_effects,
     plain,
     retarget,
     retarget_edit,
@@ -133,14 +132,12 @@ def eval_run(
         t0 = time.perf_counter()
         train_mazes = generate(n, seed=seed, region=region)
         deploy = generate(n, seed=seed + 1, region=None)
-        train_reach = behaviour(
-            plain(model), train_mazes, steps=steps, seed=seed, progress=progress
-        )
+        train_reach = reach_rate(plain(model), train_mazes, seed=seed, steps=steps)
         b = behaviour(plain(model), deploy, steps=steps, seed=seed, progress=progress)
         run.timed("rollouts", t0)
         has = ~b.p_cheese.isnan()
         record = {
-            "train": {"mazes": n, "reach": float(train_reach.reached_cheese.float().mean())},
+            "train": {"mazes": n, "reach": train_reach},
             "deploy": {"mazes": n, "reach": float(b.reached_cheese.float().mean()),
                        "corner_first": float(b.reached_corner.float().mean())},
             "decision": {"mazes": int(has.sum()), "p_cheese": float(b.p_cheese[has].mean()),
@@ -219,19 +216,11 @@ def steer_run(
             )
         vectors = cheese_vectors(model, mazes, site)
         controls = control_vectors(model, mazes, vectors, site, seed=seed)
-        sweep = []
-        effects = {}
-        for c in coeffs:
-            e = decision_effect(model, mazes, vectors, c, site)
-            k = decision_effect(model, mazes, controls, c, site)
-            sweep.append(
-                {
-                    "coeff": c,
-                    "cheese_vector": float(e.after.mean()),
-                    "control": float(k.after.mean()),
-                }
-            )
-            effects[c] = (e, k)
+        effects = dict(zip(coeffs, zip(decision_effects(model, mazes, vectors, coeffs, site),
+                                         decision_effects(model, mazes, controls, coeffs, site),
+                                         strict=True), strict=True))  # fmt: skip
+        sweep = [{"coeff": c, "cheese_vector": float(e.after.mean()), "control": float(k.after.mean())}
+                 for c, (e, k) in effects.items()]  # fmt: skip
         main = -1.0 if -1.0 in effects else coeffs[-1]
         e, k = effects[main]
         run.timed("cheese vector", t0)
@@ -244,7 +233,6 @@ def steer_run(
               [r["control"] for r in sweep]}, run.figures / "cheese_vector",
              title=f"P(toward cheese) at {n} decision squares, vector added at {site}",
              x_labels=labels, x_title="coefficient", y_title="mean P(toward cheese)")  # fmt: skip
-        # vector fields: original, cheese vector subtracted, control subtracted (first maze)
         # vector fields: original, cheese vector subtracted, control subtracted, in the maze
         # where the cheese vector moves P(toward cheese) most
         i = int((e.before - e.after).argmax())
@@ -292,8 +280,7 @@ def steer_run(
         result.save(run.dir / "retarget.safetensors")  # Retargeting.load
         picks = found.top(best["channels"])
         one = trial[:1].without_cheese()
-        side = activations(model, one, retarget_site).shape[-1]
-        edit = retarget_edit(found, picks, result.target[:1], best["strength"], side)
+        edit = retarget_edit(found, picks, result.target[:1], best["strength"])
         fields = [vector_field(cheese_blind(model), one),
                   vector_field(cheese_blind(model, retarget_site, edit), one)]  # fmt: skip
         target = tuple(result.target[0].tolist())

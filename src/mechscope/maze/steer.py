@@ -112,19 +112,31 @@ class DecisionEffect(TensorRecord):
         return float((self.after - self.before).mean())
 
 
-def decision_effect(
-    model: Model, mazes: Mazes, vectors: Float[Tensor, "batch channel h w"], coeff: float = -1.0,
+def decision_effects(
+    model: Model, mazes: Mazes, vectors: Float[Tensor, "batch channel h w"], coeffs: Sequence[float],
     site: str = SITE,
-) -> DecisionEffect:  # fmt: skip
-    """Add ``coeff · vectors[i]`` at `site` with the mouse on maze i's decision square."""
+) -> list[DecisionEffect]:  # fmt: skip
+    """`decision_effect` for each of `coeffs` (decision squares and the unsteered run done once)."""
     dec = decision_squares(mazes)
     if (dec[:, 0] < 0).any():
         raise InputError("every maze needs a decision square (filter with decision_squares first)")
     cheese_move = toward(mazes, dec, mazes.cheese)
     rows = torch.arange(len(mazes))
     before = action_probs(plain(model), mazes, dec)[rows, cheese_move]
-    after = action_probs(steered(model, site, vectors, coeff), mazes, dec)[rows, cheese_move]
-    return DecisionEffect(before, after, coeff)
+    return [
+        DecisionEffect(
+            before, action_probs(steered(model, site, vectors, c), mazes, dec)[rows, cheese_move], c
+        )
+        for c in coeffs
+    ]
+
+
+def decision_effect(
+    model: Model, mazes: Mazes, vectors: Float[Tensor, "batch channel h w"], coeff: float = -1.0,
+    site: str = SITE,
+) -> DecisionEffect:  # fmt: skip
+    """Add ``coeff · vectors[i]`` at `site` with the mouse on maze i's decision square."""
+    return decision_effects(model, mazes, vectors, [coeff], site)[0]
 
 
 def cell_of(squares: Int[Tensor, "batch 2"], side: int) -> Int[Tensor, "batch 2"]:
@@ -147,6 +159,7 @@ class CheeseChannels(TensorRecord):
     site: str
     correlation: Float[Tensor, " channel"]  # Pearson r of the map with the cheese's cell
     template: Float[Tensor, "channel 5 5"]  # mean (with − without cheese) around the cheese's cell
+    side: int  # the site's map is side × side
 
     def top(self, k: int) -> list[int]:
         """The `k` channels whose maps track the cheese most, up or down (largest |r|)."""
@@ -176,15 +189,14 @@ def cheese_channels(model: Model, mazes: Mazes, site: str = SITE) -> CheeseChann
     )
     # the template is for cheese on a maze cell (even squares), where retargeting puts it
     centred = (mazes.cheese % 2 == 0).all(1)
-    return CheeseChannels(site, r, windows[centred if centred.any() else slice(None)].mean(0))
+    return CheeseChannels(site, r, windows[centred if centred.any() else slice(None)].mean(0), h)
 
 
 def retarget_edit(
-    channels: CheeseChannels, picks: Sequence[int], target: Int[Tensor, "batch 2"], strength: float = 1.0,
-    side: int = 8,
+    channels: CheeseChannels, picks: Sequence[int], target: Int[Tensor, "batch 2"], strength: float = 1.0
 ) -> Float[Tensor, "batch channel h w"]:  # fmt: skip
     """What to add at the site to put a synthetic cheese at each `target` square in `picks`."""
-    n = target.shape[0]
+    n, side = target.shape[0], channels.side
     c = channels.template.shape[0]
     edit = torch.zeros(n, c, side + 4, side + 4)
     cell = cell_of(target, side)
@@ -240,8 +252,7 @@ def retarget(
         cells[rows, free.start[:, 0], free.start[:, 1]] = False
         cells[rows, free.corner[:, 0], free.corner[:, 1]] = False
         target = random_squares(cells, torch.Generator().manual_seed(seed))
-    side = activations(model, free[:1], channels.site).shape[-1]
-    edit = retarget_edit(channels, picks, target, strength, side)
+    edit = retarget_edit(channels, picks, target, strength)
     goal = free.with_cheese(target).cheese  # checks the targets are open
     marked = Mazes(free.open, free.size, free.offset, goal)  # rollout stops at the goal
     hidden = cheese_blind(model, channels.site, edit)
@@ -258,17 +269,11 @@ def cheese_blind(model: Model, site: str | None = None, edit: Tensor | None = No
     Retargeting marks its goal as "cheese" so that rollouts stop there; the
     policy must not see it.
     """
-    return _CheeseBlind(model, site, edit)
+    ivs = [] if edit is None or site is None else [ms.add(site, edit.to(model.device))]
 
-
-class _CheeseBlind:
-    def __init__(self, model: Model, site: str | None, edit: Tensor | None) -> None:
-        self.model, self.site, self.edit = model, site, edit
-
-    def __call__(self, obs: Tensor) -> Tensor:
+    def logits_of(obs: Tensor) -> Tensor:
         obs = obs.clone()
         obs[:, 2] = 0.0
-        ivs = []
-        if self.edit is not None and self.site is not None:
-            ivs = [ms.add(self.site, self.edit.to(self.model.device))]
-        return self.model.run(obs, interventions=ivs).logits
+        return model.run(obs, interventions=ivs).logits
+
+    return logits_of

@@ -16,6 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
+from torch import Tensor
 from tqdm.auto import tqdm
 
 from ..errors import InputError
@@ -38,8 +39,13 @@ class TrainingCurve:
         return dict(self.__dict__)
 
 
-def reach_rate(policy: MazePolicy, mazes: Mazes, *, seed: int = 0, steps: int = 250) -> float:
-    """Fraction of `mazes` whose cheese the mouse reaches from the start (sampled actions)."""
+def reach_rate(
+    policy: Callable[[Tensor], Tensor], mazes: Mazes, *, seed: int = 0, steps: int = 250
+) -> float:
+    """Fraction of `mazes` whose cheese the mouse reaches from the start (sampled actions).
+
+    `policy` is a `MazePolicy` or any function from observations to action logits.
+    """
     path = rollout(mazes, policy, steps=steps, seed=seed)
     return float((path[:, -1] == mazes.cheese).all(1).float().mean())
 
