@@ -16,7 +16,7 @@ import torch
 from jaxtyping import Bool, Float, Int
 from torch import Tensor
 
-from .env import ACTIONS, GRID, MOVES, Mazes, best_actions, rollout
+from .env import ACTIONS, GRID, MOVES, Mazes, best_actions, on_shortest_path, rollout
 from .record import TensorRecord
 
 LogitsFn = Callable[[Tensor], Tensor]  # observations [batch 3 grid grid] -> logits [batch 4]
@@ -24,15 +24,14 @@ LogitsFn = Callable[[Tensor], Tensor]  # observations [batch 3 grid grid] -> log
 
 def decision_squares(mazes: Mazes) -> Int[Tensor, "batch 2"]:
     """Where the paths start → cheese and start → corner part (-1 where they do not)."""
-    n = len(mazes)
-    rows = torch.arange(n)
     start, cheese, corner = mazes.start, mazes.cheese, mazes.corner
     d_start = mazes.distances(start)
     d_cheese = mazes.distances(cheese)
     d_corner = mazes.distances(corner)
-    to_cheese = d_start + d_cheese == d_start[rows, cheese[:, 0], cheese[:, 1]][:, None, None]
-    to_corner = d_start + d_corner == d_start[rows, corner[:, 0], corner[:, 1]][:, None, None]
-    shared = to_cheese & to_corner & mazes.open
+    shared = on_shortest_path(d_start, d_cheese, cheese) & on_shortest_path(
+        d_start, d_corner, corner
+    )
+    shared &= mazes.open
     depth = torch.where(shared, d_start, torch.full_like(d_start, -1)).flatten(1)
     flat = depth.argmax(1)
     square = torch.stack([flat // GRID, flat % GRID], 1)

@@ -162,6 +162,16 @@ def best_actions(dist: Int[Tensor, "batch grid grid"]) -> Int[Tensor, "batch gri
     return near.argmin(1)
 
 
+def on_shortest_path(
+    d_from: Int[Tensor, "batch grid grid"],
+    d_to: Int[Tensor, "batch grid grid"],
+    to: Int[Tensor, "batch 2"],
+) -> Bool[Tensor, "batch grid grid"]:
+    """Squares on the shortest path between two squares, from their `distances` maps (`to` the end)."""
+    length = d_from[torch.arange(len(to)), to[:, 0], to[:, 1]]
+    return d_from + d_to == length[:, None, None]
+
+
 def random_squares(
     mask: Bool[Tensor, "batch grid grid"], generator: torch.Generator
 ) -> Int[Tensor, "batch 2"]:

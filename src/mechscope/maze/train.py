@@ -20,7 +20,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from ..errors import InputError
-from .env import Mazes, best_actions, generate, random_squares, rollout
+from .env import Mazes, best_actions, generate, on_shortest_path, random_squares, rollout
 from .policy import MazePolicy, PolicyConfig
 
 
@@ -76,16 +76,14 @@ def train_policy(
     torch.manual_seed(seed)
     mazes = generate(n_mazes, seed=seed, region=region)
     held_out = generate(n_eval, seed=seed + 10_000, region=region)
-    targets = best_actions(mazes.distances(mazes.cheese))  # [maze grid grid]
+    to_cheese = mazes.distances(mazes.cheese)  # [maze grid grid]
+    targets = best_actions(to_cheese)
     # the mouse may stand anywhere open but on the cheese
     where = mazes.open.clone()
     where[torch.arange(len(mazes)), mazes.cheese[:, 0], mazes.cheese[:, 1]] = False
     # ... and, for a share `on_path` of each batch, on the path from the start to the cheese
     # (the squares an agent rolling out from the start visits most)
-    from_start = mazes.distances(mazes.start)
-    to_cheese = mazes.distances(mazes.cheese)
-    total = to_cheese[torch.arange(len(mazes)), mazes.start[:, 0], mazes.start[:, 1]]
-    path = where & (from_start + to_cheese == total[:, None, None])
+    path = where & on_shortest_path(mazes.distances(mazes.start), to_cheese, mazes.cheese)
     policy = MazePolicy(config)
     opt = torch.optim.AdamW(policy.parameters(), lr=lr, weight_decay=1e-4)
     sched = torch.optim.lr_scheduler.LambdaLR(
