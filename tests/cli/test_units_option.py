@@ -36,3 +36,11 @@ def test_bad_numbers_name_the_spec(spec: str) -> None:
 def test_an_unknown_query_says_what_is_valid() -> None:
     with pytest.raises(InputError, match="SITE:U,U-U"):
         parse_units(Store(), ["L9 N9"], 0, 0)
+
+
+def test_floats_parse_lists_and_name_the_option() -> None:
+    from mechscope.cli.options import floats
+
+    assert floats("0,-0.5, 2,", "--coeffs") == [0.0, -0.5, 2.0]
+    with pytest.raises(InputError, match="--coeffs takes numbers separated by commas, got '1,x'"):
+        floats("1,x", "--coeffs")

@@ -10,7 +10,7 @@ from rich.console import Console
 from rich.table import Table
 
 from ..errors import InputError
-from .options import numbers
+from .options import floats, numbers
 
 console = Console()
 maze_app = typer.Typer(
@@ -21,15 +21,6 @@ maze_app = typer.Typer(
 POLICY_ARG = typer.Argument(
     Path("runs/maze-train"), help="A maze-train run folder or a policy .safetensors file."
 )
-
-
-def _floats(spec: str, what: str) -> list[float]:
-    try:
-        return [float(x) for x in spec.split(",") if x.strip()]
-    except ValueError:
-        raise InputError(
-            f"{what} takes comma-separated numbers such as -0.5,-1, got {spec!r}"
-        ) from None
 
 
 def _fmt(x: object) -> str:
@@ -138,8 +129,8 @@ def steer_cmd(
         counts = numbers(channels)
     except ValueError:
         raise InputError(f"--channels takes counts such as 4,8, got {channels!r}") from None
-    record = steer_run(policy, out, n=mazes, site=site, coeffs=_floats(coeffs, "--coeffs"),
+    record = steer_run(policy, out, n=mazes, site=site, coeffs=floats(coeffs, "--coeffs"),
                        retarget_site=retarget_site, channel_counts=counts,
-                       strengths=_floats(strengths, "--strengths"), seed=seed)  # fmt: skip
+                       strengths=floats(strengths, "--strengths"), seed=seed)  # fmt: skip
     print_steer(record)
     console.print(f"figures in {out / 'figures'}", highlight=False)

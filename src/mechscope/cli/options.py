@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from ..errors import InputError
+
 
 def numbers(spec: str) -> list[int]:
     """``"0-3,7"`` → [0, 1, 2, 3, 7]: numbers and inclusive ranges, comma-separated.
@@ -16,3 +18,11 @@ def numbers(spec: str) -> list[int]:
         elif part.strip():
             out.append(int(part))
     return out
+
+
+def floats(spec: str, option: str) -> list[float]:
+    """``"0.5,-1"`` → [0.5, -1.0]; empty parts are skipped, anything else is an InputError naming `option`."""
+    try:
+        return [float(p) for p in spec.split(",") if p.strip()]
+    except ValueError:
+        raise InputError(f"{option} takes numbers separated by commas, got {spec!r}") from None

@@ -9,7 +9,7 @@ from rich.console import Console
 from rich.table import Table
 
 from ..errors import InputError
-from .options import numbers
+from .options import floats, numbers
 
 console = Console()
 
@@ -203,10 +203,7 @@ def steer_sweep_cmd(
     m = load(model)
     assert m.dims is not None
     chosen = _layers(layers, m.dims.n_layers) or list(range(m.dims.n_layers))
-    try:
-        cs = [float(c) for c in coefs.split(",") if c.strip()]
-    except ValueError:
-        raise InputError(f"--coefs takes numbers like 1,2,4, got {coefs!r}") from None
+    cs = floats(coefs, "--coefs")
     if not cs or samples < 1 or max_new_tokens < 1:
         raise InputError("need at least one coefficient, --samples and --max-new-tokens ≥ 1")
     vectors = [_vector(m, layer, None, plus, minus, topic, positive, negative, method)

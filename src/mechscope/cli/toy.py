@@ -8,18 +8,9 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from ..errors import InputError
+from .options import floats
 
 console = Console()
-
-
-def _floats(text: str | None, option: str) -> list[float] | None:
-    if text is None:
-        return None
-    try:
-        return [float(p) for p in text.split(",") if p.strip()]
-    except ValueError:
-        raise InputError(f"{option} takes numbers separated by commas, got {text!r}") from None
 
 
 def toy_cmd(
@@ -42,7 +33,7 @@ def toy_cmd(
     """Train toy models of superposition over sparsities; print features represented; write a run."""
     from ..sae.toy import DEFAULT_SPARSITIES, toy_run
 
-    chosen = _floats(sparsities, "--sparsities")
+    chosen = None if sparsities is None else floats(sparsities, "--sparsities")
     results = toy_run(
         out,
         n_features=n,
