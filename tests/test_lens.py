@@ -9,6 +9,7 @@ from mechscope.lens import (
     accumulated_resid,
     decomposed_resid,
     direct_logit_attribution,
+    frozen_final_norm,
     logit_direction,
     logit_lens,
     resid_sites,
@@ -16,9 +17,30 @@ from mechscope.lens import (
 from mechscope.testing import tiny_model
 
 
-@pytest.mark.parametrize("arch", ["llama", "gpt2", "gpt_neox"])
+def _random_norm_weights(model):
+    """Random norm weights: Gemma's RMSNorm starts at w = 0, where w and 1 + w differ least."""
+    g = torch.Generator().manual_seed(3)
+    with torch.no_grad():
+        for name, p in model.hf.named_parameters():
+            if "norm" in name or "ln" in name:
+                p.add_(0.5 * torch.randn(p.shape, generator=g))
+    return model
+
+
+@pytest.mark.parametrize("arch", ["llama", "gpt2", "gpt_neox", "gemma3"])
+def test_frozen_final_norm_is_the_final_norm_at_its_input(arch, ids):
+    """At the real final residual the frozen norm is the norm (Gemma: x · (1 + w) / rms(x))."""
+    model = _random_norm_weights(tiny_model(arch))
+    cache = model.run(ids, save=["blocks.1.resid_post", "final_norm"]).cache
+    final = cache["blocks.1.resid_post"]
+    bias = getattr(model.hf.get_submodule(model.adapter.final_norm), "bias", None)
+    got = frozen_final_norm(model, final)(final) + (0 if bias is None else bias)
+    torch.testing.assert_close(got, cache["final_norm"])
+
+
+@pytest.mark.parametrize("arch", ["llama", "gpt2", "gpt_neox", "gemma3"])
 def test_attribution_pieces_sum_to_the_logit_difference(arch, ids):
-    model = tiny_model(arch)
+    model = _random_norm_weights(tiny_model(arch))
     d = logit_direction(model, 10, 20)
     dla = direct_logit_attribution(model, ids, d)
     logits = model.run(ids).logits[:, -1]
@@ -46,6 +68,26 @@ def test_head_attribution_matches_zero_ablating_its_direct_path(llama, ids):
     scale = (final.pow(2).mean(-1, keepdim=True) + norm.variance_epsilon).rsqrt()
     expected = (contribution * scale * norm.weight * d).sum(-1).mean()
     torch.testing.assert_close(dla.heads[1, 2], expected, atol=1e-5, rtol=0)
+
+
+def test_gemma_head_attribution_by_hand(ids):
+    """Gemma: head 2 of layer 1 through the post-attention and final RMSNorms, both x·(1+w)/rms."""
+    model = _random_norm_weights(tiny_model("gemma3"))
+    d = logit_direction(model, 10, 20)
+    dla = direct_logit_attribution(model, ids, d)
+    layer = model.hf.model.layers[1]
+    cache = model.run(ids, save=["blocks.1.attn.z", "blocks.1.resid_post"]).cache
+    z = cache["blocks.1.attn.z"][:, -1]  # [batch, head, d_head]
+    attn_total = layer.self_attn.o_proj(z.flatten(-2))
+    contribution = z[:, 2] @ layer.self_attn.o_proj.weight[:, 16:24].T
+
+    def rms_gain(norm, x):
+        return (1 + norm.weight) * (x.pow(2).mean(-1, keepdim=True) + norm.eps).rsqrt()
+
+    final = cache["blocks.1.resid_post"][:, -1]
+    written = contribution * rms_gain(layer.post_attention_layernorm, attn_total)
+    expected = (written * rms_gain(model.hf.model.norm, final) * d).sum(-1).mean()
+    torch.testing.assert_close(dla.heads[1, 2], expected.detach(), atol=1e-5, rtol=1e-5)
 
 
 def test_resid_decompositions(tiny, ids):

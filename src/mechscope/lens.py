@@ -6,7 +6,10 @@ stream into the pieces written by the embedding, every head (``attn.z``
 through its slice of the output projection), every attention bias and every
 MLP (or MLP neuron), and scores each piece along a logit direction such as
 logit(IO) − logit(S) with the final norm's scale frozen from the real final
-residual: the pieces then sum to the model's own logit difference.
+residual: the pieces then sum to the model's own logit difference. Where a
+norm sits between a sublayer and the residual add (Gemma 2/3), its scale is
+frozen at the sublayer's real output in the same way. RMSNorm weights count
+as w or as Gemma's 1 + w, whichever reproduces the module's own output.
 """
 
 from __future__ import annotations
@@ -24,14 +27,48 @@ from .core.weights import mlp_down_projection, output_projection
 from .errors import InputError, MechscopeError
 
 
-def _need_linear_family(model: Model) -> None:
+def _need_known_sites(model: Model) -> None:
     if model.adapter is None or model.dims is None:
         raise InputError("the lens needs a transformer with known sites")
-    if model.adapter.attn_out != model.adapter.attn or model.adapter.mlp_out != "mlp":
+
+
+def _rms_weight(norm: nn.Module, x: Tensor, eps: float) -> Tensor:
+    """An RMSNorm's effective weight at input `x`: w, or 1 + w (Gemma), whichever it computes."""
+    weight = norm.weight
+    with torch.no_grad():
+        y = norm(x).float()
+        unit = x.float() * (x.float().pow(2).mean(-1, keepdim=True) + eps).rsqrt()
+        errors = [float((unit * w.float() - y).abs().max()) for w in (weight, 1.0 + weight)]
+    return weight if errors[0] <= errors[1] else 1.0 + weight
+
+
+def _frozen_post_norm(
+    model: Model, layer: int, part: str, out: Tensor
+) -> Callable[[Tensor], Tensor]:
+    """The module between a sublayer and the residual add as a linear map frozen at `out`.
+
+    The identity where the sublayer writes to the residual stream directly;
+    for Gemma's post-attention / post-feedforward RMSNorm, x ↦ w ⊙ x / rms(out),
+    `out` [batch, d_model] being the sublayer's real output.
+    """
+    assert model.adapter is not None
+    path = getattr(model.adapter, f"{part}_out")
+    if path == (model.adapter.attn if part == "attn" else "mlp"):
+        return lambda x: x
+    norm = model.hf.get_submodule(f"{model.adapter.layers}.{layer}.{path}")
+    eps = getattr(norm, "eps", None) or getattr(norm, "variance_epsilon", None)
+    if (
+        eps is None
+        or getattr(norm, "weight", None) is None
+        or getattr(norm, "bias", None) is not None
+    ):
         raise MechscopeError(
-            f"{model.adapter.family} normalises sublayer outputs before the residual add, so "
-            "direct attribution through heads and neurons is not linear there"
+            f"{model.adapter.family} passes the {part} output through {type(norm).__name__} "
+            "before the residual add; direct attribution can freeze an RMSNorm there, not this"
         )
+    scale = (out.float().pow(2).mean(-1, keepdim=True) + eps).rsqrt().to(out.dtype)
+    gain = scale * _rms_weight(norm, out, eps)  # [batch, d_model]
+    return lambda x: x * gain
 
 
 def frozen_final_norm(
@@ -39,20 +76,20 @@ def frozen_final_norm(
 ) -> Callable[[Tensor], Tensor]:
     """The final norm as a linear map, its scale frozen at `final_resid`'s (same leading shape).
 
-    RMSNorm: x ↦ w ⊙ x / rms(final); LayerNorm: x ↦ w ⊙ (x − mean x) / std(final).
+    RMSNorm: x ↦ w ⊙ x / rms(final) (w is 1 + the weight on Gemma, whose
+    RMSNorm computes that); LayerNorm: x ↦ w ⊙ (x − mean x) / std(final).
     The LayerNorm bias is a constant and is left out (it is `norm_bias`).
     """
     assert model.adapter is not None
     norm = model.hf.get_submodule(model.adapter.final_norm)
     eps = getattr(norm, "eps", None) or getattr(norm, "variance_epsilon", 1e-6)
     weight = norm.weight
-    if model.adapter.family.startswith("gemma"):
-        weight = 1.0 + weight
     if isinstance(norm, nn.LayerNorm):
         centred = final_resid - final_resid.mean(-1, keepdim=True)
         scale = (centred.pow(2).mean(-1, keepdim=True) + eps).rsqrt()
         return lambda x: (x - x.mean(-1, keepdim=True)) * scale * weight
     scale = (final_resid.float().pow(2).mean(-1, keepdim=True) + eps).rsqrt().to(final_resid.dtype)
+    weight = _rms_weight(norm, final_resid, eps)
     return lambda x: x * scale * weight
 
 
@@ -135,13 +172,16 @@ def direct_logit_attribution(
 
     `direction` may differ per prompt ([batch, d_model], e.g. each prompt's
     W_U[IO] − W_U[S]); `position` may be a per-prompt tensor of positions.
+    On Gemma 2/3 a head's or neuron's write passes the post-attention /
+    post-feedforward norm with its scale frozen at that sublayer's real
+    output, so the pieces still sum.
 
     Example::
 
         d = logit_direction(model, " Mary", " John")
         dla = direct_logit_attribution(model, prompt, d)
     """
-    _need_linear_family(model)
+    _need_known_sites(model)
     assert model.dims is not None and model.adapter is not None
     n_layers = model.dims.n_layers
     sites = ["embed", "pos_embed"] if model.adapter.pos_embed else ["embed"]
@@ -174,15 +214,25 @@ def direct_logit_attribution(
             w_o, b_o = output_projection(model, layer)  # [head, d_head, d_model]
             z = at(cache[f"blocks.{layer}.attn.z"])  # [batch, head, d_head]
             per_head = torch.einsum("bhe,hed->bhd", z, w_o)
-            heads.append(score(per_head))
-            biases.append(score(b_o.expand(batch, -1)) if b_o is not None else torch.tensor(0.0))
+            attn_total = per_head.sum(1) + (b_o if b_o is not None else 0.0)
+            attn_post = _frozen_post_norm(model, layer, "attn", attn_total)
+            heads.append(score(attn_post(per_head.transpose(0, 1)).transpose(0, 1)))
+            biases.append(
+                score(attn_post(b_o.expand(batch, -1))) if b_o is not None else torch.tensor(0.0)
+            )
             w_down, b_down = mlp_down_projection(model, layer)  # [d_mlp, d_model]
             post = at(cache[f"blocks.{layer}.mlp.post"])  # [batch, d_mlp]
+            mlp_total = post @ w_down + (b_down if b_down is not None else 0.0)
+            mlp_post = _frozen_post_norm(model, layer, "mlp", mlp_total)
             # per neuron: post[n] · (norm(w_down[n]) · d) — linear, so no [batch, d_mlp, d_model] tensor
-            read = torch.einsum("nd,bd->bn", w_down, _norm_rows(norm, d))
+            read = torch.einsum("nd,bd->bn", w_down, _norm_rows(_compose(norm, mlp_post), d))
             neuron = (post * read).mean(0)
             neurons.append(neuron)
-            mlp_bias = score(b_down.expand(batch, -1)) if b_down is not None else torch.tensor(0.0)
+            mlp_bias = (
+                score(mlp_post(b_down.expand(batch, -1)))
+                if b_down is not None
+                else torch.tensor(0.0)
+            )
             mlps.append(neuron.sum() + mlp_bias)
         embed_score = float(score(embed))
         head_t, mlp_t, bias_t = torch.stack(heads), torch.stack(mlps), torch.stack(biases)
@@ -198,6 +248,13 @@ def direct_logit_attribution(
         total=actual,
         norm_bias=bias_score,
     )
+
+
+def _compose(
+    outer: Callable[[Tensor], Tensor], inner: Callable[[Tensor], Tensor]
+) -> Callable[[Tensor], Tensor]:
+    """x ↦ outer(inner(x))."""
+    return lambda x: outer(inner(x))
 
 
 def _norm_nd(
