@@ -41,11 +41,20 @@ def harvest_cmd(
     batch_size: int = typer.Option(32, "--batch-size", help="Windows per forward."),
     shard: str = typer.Option(None, "--shard", help="Harvest part I of N (I/N); merge after."),
     fresh: bool = typer.Option(False, "--fresh", help="Ignore an interrupted run's checkpoint."),
+    engine: str = typer.Option("local", "--engine", help="local (this process) or ray (shards)."),
+    address: str = typer.Option(
+        None, "--address", help="Ray cluster to join (default: start a local one)."
+    ),
+    workers: int = typer.Option(
+        None, "--workers", help="Ray shard tasks (default: the cluster's CPUs)."
+    ),
 ) -> None:
     """Harvest top-activating examples and statistics for every unit of SITES over a corpus."""
     from .. import load
+    from ..engine import check_engine
     from ..harvest import harvest
 
+    check_engine(engine, address=address, workers=workers)  # before the model loads
     m = load(model)
     store = harvest(
         m,
@@ -59,6 +68,9 @@ def harvest_cmd(
         batch_size=batch_size,
         shard=_shard(shard),
         resume=not fresh,
+        engine=engine,
+        address=address,
+        workers=workers,
     )
     run = store.run
     console.print(repr(store), highlight=False)

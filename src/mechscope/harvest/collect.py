@@ -8,7 +8,7 @@ accumulators atomically with the number of windows done; a killed harvest
 started again with the same arguments resumes from there with nothing lost
 or counted twice. `shard=(i, n)` harvests the i-th of n contiguous parts of
 the corpus; `merge_harvests` combines the parts into exactly the harvest of
-one pass.
+one pass. ``engine="ray"`` does both on a Ray cluster (`mechscope.engine`).
 
 Example::
 
@@ -152,6 +152,10 @@ def harvest(
     progress: bool = True,
     keep_state: bool = True,
     features: Mapping[str, tuple[str, Reader]] | None = None,
+    engine: str = "local",
+    address: str | None = None,
+    workers: int | None = None,
+    threads: int | None = None,
 ) -> HarvestStore:
     """Harvest top-k examples and statistics of every unit of `sites` over `tokens` corpus tokens.
 
@@ -164,12 +168,109 @@ def harvest(
     ``{"sae6": ("blocks.6.resid_post", sae.encode)}`` (the function maps the
     site's tensor to [batch, pos, unit]); they are stored and served like sites.
     Pass ``sites=[]`` to harvest only features.
+
+    ``engine="ray"`` splits the corpus into `workers` shards, harvests each
+    as a Ray task with `threads` torch threads (on the cluster at `address`,
+    or a local one) and merges them into the same run as the local engine's
+    (see `mechscope.engine.harvest_on_ray`). With the local engine, `threads`
+    sets torch's threads for the run.
     """
+    from ..engine import check_engine
+
+    check_engine(engine, address=address, workers=workers, threads=threads)
+    if engine == "ray":
+        if shard is not None:
+            raise InputError("engine='ray' shards the corpus itself: drop shard=")
+        from ..engine.harvest import harvest_on_ray
+
+        return harvest_on_ray(
+            model,
+            corpus,
+            out=out,
+            address=address,
+            workers=workers,
+            threads=threads or 1,
+            resume=resume,
+            progress=progress,
+            keep_state=keep_state,
+            sites=sites,
+            tokens=tokens,
+            window=window,
+            k=k,
+            n_random=n_random,
+            batch_size=batch_size,
+            hist_every=hist_every,
+            checkpoint_seconds=checkpoint_seconds,
+            checkpoint_batches=checkpoint_batches,
+            features=features,
+        )
+    before = torch.get_num_threads()
+    if threads:
+        torch.set_num_threads(threads)
+    try:
+        return HarvestStore(
+            harvest_folder(
+                model,
+                corpus,
+                out=out,
+                sites=sites,
+                tokens=tokens,
+                window=window,
+                k=k,
+                n_random=n_random,
+                batch_size=batch_size,
+                shard=shard,
+                hist_every=hist_every,
+                checkpoint_seconds=checkpoint_seconds,
+                checkpoint_batches=checkpoint_batches,
+                resume=resume,
+                progress=progress,
+                keep_state=keep_state,
+                features=features,
+            )
+        )
+    finally:
+        torch.set_num_threads(before)
+
+
+def check_args(k: int, n_random: int, window: int, batch_size: int, tokens: int) -> None:
+    """Raise InputError unless the harvest's sizes make sense."""
     if k < 1 or n_random < 0 or window < 2 or batch_size < 1 or tokens < window:
         raise InputError(
             "harvest needs k ≥ 1, n_random ≥ 0, window ≥ 2, batch_size ≥ 1 and tokens ≥ window; "
             f"got k={k}, n_random={n_random}, window={window}, batch_size={batch_size}, tokens={tokens}"
         )
+
+
+def harvest_folder(
+    model: Model,
+    corpus: Corpus | str | Path,
+    *,
+    out: str | Path,
+    sites: str | Sequence[str],
+    tokens: int,
+    window: int,
+    k: int,
+    n_random: int,
+    batch_size: int,
+    shard: tuple[int, int] | None,
+    hist_every: int,
+    checkpoint_seconds: float,
+    checkpoint_batches: int | None,
+    resume: bool,
+    progress: bool,
+    keep_state: bool,
+    features: Mapping[str, tuple[str, Reader]] | None,
+    report: Callable[[int], None] | None = None,
+    tables: bool = True,
+) -> Path:
+    """`harvest`'s work on one process: the finished run folder.
+
+    `report` is called with the tokens done after each batch (an engine's
+    progress); ``tables=False`` keeps only the state and tokens, for shards
+    that are merged afterwards.
+    """
+    check_args(k, n_random, window, batch_size, tokens)
     corpus = open_corpus(corpus) if isinstance(corpus, (str, Path)) else corpus
     readers = _readers(model, model.table.expand(sites) if sites else [], features or {})
     names = list(readers)
@@ -218,12 +319,14 @@ def harvest(
             checkpoint_seconds=checkpoint_seconds,
             checkpoint_batches=checkpoint_batches,
             progress=progress,
+            report=report,
         )
         run.timed("harvest", started)
-        t0 = time.perf_counter()
-        summary = write_tables(run.dir, model, accs, config)
-        run.timed("tables", t0)
-        run.extra.update(summary)
+        if tables:
+            t0 = time.perf_counter()
+            summary = write_tables(run.dir, model, accs, config)
+            run.timed("tables", t0)
+            run.extra.update(summary)
         run.extra["resumed_from_window"] = start + done if run.resumed else None
         if not keep_state:
             (run.dir / STATE_FILE).unlink()
@@ -231,8 +334,7 @@ def harvest(
         run.abandon()
         raise
     # any other exit (a kill, Ctrl-C) leaves the partial folder: run again to resume
-    path = run.finish()
-    return HarvestStore(path)
+    return run.finish()
 
 
 def _shard_range(n_windows: int, batch_size: int, shard: tuple[int, int] | None) -> tuple[int, int]:
@@ -317,6 +419,7 @@ def _loop(
     checkpoint_seconds: float,
     checkpoint_batches: int | None,
     progress: bool,
+    report: Callable[[int], None] | None = None,
 ) -> None:
     from ..core.interventions import StopForward, observe
     from ..core.interventions import stop as stop_at
@@ -346,6 +449,8 @@ def _loop(
     )
     last_save = time.perf_counter()
     since_save = 0
+    if report:
+        report(done * window)
     with open(folder / TOKENS_FILE, "ab") as token_file, model.hooks(hooks), torch.no_grad():
         for first, ids in _batches(model, corpus, window, start + done, stop, batch_size):
             state["ids"] = torch.arange(first, first + len(ids))
@@ -354,6 +459,8 @@ def _loop(
             token_file.write(ids.numpy().astype(np.int32).tobytes())
             done = first + len(ids) - start
             bar.update(ids.numel())
+            if report:
+                report(done * window)
             since_save += 1
             due = (
                 since_save >= checkpoint_batches
@@ -370,12 +477,22 @@ def _loop(
     save_state(folder, names, accs, done)
 
 
-def merge_harvests(model: Model, parts: Sequence[str | Path], *, out: str | Path) -> HarvestStore:
+def merge_harvests(
+    model: Model,
+    parts: Sequence[str | Path],
+    *,
+    out: str | Path,
+    record_parts: bool = True,
+    extra: Mapping[str, Any] | None = None,
+) -> HarvestStore:
     """Merge shard runs of one harvest (contiguous window ranges) into one run at `out`.
 
     The result equals one uninterrupted harvest over the union of the shards
     (same batches): top-k, samples, counts and histograms exactly, and sums
     too (they are fixed point). Each part must keep its state (``keep_state``).
+    ``record_parts=False`` leaves the parts' folders out of config.json (an
+    engine's temporary shards: the config is then the one-pass run's); `extra`
+    goes into run.json.
     """
     if not parts:
         raise InputError("merge_harvests needs at least one harvest run folder")
@@ -407,7 +524,7 @@ def merge_harvests(model: Model, parts: Sequence[str | Path], *, out: str | Path
         **first,
         "windows": [first["windows"][0], loaded[-1][0]["windows"][1]],
         "shard": None,
-        "merged_from": [str(folder) for _, folder in loaded],
+        **({"merged_from": [str(folder) for _, folder in loaded]} if record_parts else {}),
     }
     config.pop("kind", None)
     run = new_run("harvest", out, config)
@@ -426,6 +543,7 @@ def merge_harvests(model: Model, parts: Sequence[str | Path], *, out: str | Path
     save_state(run.dir, names, accs, done)
     summary = write_tables(run.dir, model, accs, {**config, "window": window})
     run.extra.update(summary)
+    run.extra.update(extra or {})
     return HarvestStore(run.finish())
 
 

@@ -1,0 +1,173 @@
+"""Ray underneath the engine: joining or starting a cluster, running shard tasks, their progress.
+
+`ray_session` connects this process to a cluster (or reuses the connection
+it already has); `run_shards` runs one task per shard with retries and feeds
+one driver-side tqdm bar from the counts every task reports (small files in
+the shards' folder). Tasks are plain module-level functions: Ray ships them by reference, so
+every worker needs mechscope installed (true of a local cluster).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import time
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+from tqdm.auto import tqdm
+
+from ..errors import MechscopeError
+from . import EngineError
+
+RETRIES = 3  # a shard whose worker dies is run again up to this many times
+POLL_S = 0.25  # how often the driver reads the shards' progress
+REPORT_S = 0.2  # how often a task sends its progress at most
+OBJECT_STORE_BYTES = 256 * 2**20  # a local cluster's object store: shards return small records
+
+
+def import_ray() -> ModuleType:
+    """The `ray` module, or an EngineError saying how to install it."""
+    try:
+        import ray
+    except ImportError:
+        raise EngineError(
+            "engine='ray' needs Ray, which is not installed: pip install 'mechscope[ray]'"
+        ) from None
+    return ray
+
+
+@contextlib.contextmanager
+def ray_session(address: str | None = None, cpus: int | None = None) -> Iterator[ModuleType]:
+    """Ray, connected to the cluster at `address` or to a new local one on 127.0.0.1.
+
+    A process already connected keeps its connection (and `address` is not
+    used). A cluster or connection made here is shut down on exit. A local
+    cluster gets `cpus` CPUs (default: all), no dashboard, no usage stats,
+    and quiet logs.
+
+    >>> with ray_session(cpus=2) as ray:  # doctest: +SKIP
+    ...     ray.cluster_resources()["CPU"]
+    2.0
+    """
+    ray = import_ray()
+    if ray.is_initialized():
+        yield ray
+        return
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    quiet: dict[str, Any] = {
+        "include_dashboard": False,
+        "logging_level": logging.ERROR,
+        "log_to_driver": False,
+    }
+    try:
+        if address:
+            ray.init(address=address, **quiet)
+        else:
+            ray.init(
+                address="local",
+                num_cpus=cpus,
+                object_store_memory=OBJECT_STORE_BYTES,
+                _node_ip_address="127.0.0.1",
+                **quiet,
+            )
+    except (ConnectionError, RuntimeError, ValueError) as e:
+        where = f"the Ray cluster at {address!r}" if address else "a local Ray cluster"
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise EngineError(f"cannot start or join {where}: {first}") from None
+    try:
+        yield ray
+    finally:
+        ray.shutdown()
+
+
+def cluster_cpus(ray: ModuleType) -> int:
+    """CPUs in the connected cluster."""
+    return int(ray.cluster_resources().get("CPU", 1))
+
+
+class Reporter:
+    """What a task calls with its shard's count so far (tokens, facts…).
+
+    It writes the count to a small file, at most every REPORT_S seconds, and
+    the driver sums the files: no extra process (an actor would be one more
+    worker to start), and the shards' folders must be shared anyway.
+    """
+
+    def __init__(self, file: str) -> None:
+        self.file, self.last = file, 0.0
+
+    def __call__(self, done: int, *, final: bool = False) -> None:
+        now = time.perf_counter()
+        if final or now - self.last >= REPORT_S:
+            tmp = f"{self.file}.{os.getpid()}.tmp"
+            Path(tmp).write_text(str(done))
+            os.replace(tmp, self.file)
+            self.last = now
+
+
+def _reported(files: Sequence[Path]) -> int:
+    total = 0
+    for file in files:
+        with contextlib.suppress(FileNotFoundError, ValueError):
+            total += int(file.read_text())
+    return total
+
+
+def run_shards(
+    ray: ModuleType,
+    task: Callable[..., Any],
+    args: Sequence[tuple[Any, ...]],
+    *,
+    folder: Path,
+    threads: int,
+    total: int,
+    unit: str,
+    desc: str,
+    progress: bool,
+    retries: int = RETRIES,
+) -> list[Any]:
+    """Run ``task(reporter, shard, *args[shard])`` for every shard as Ray tasks; their results in order.
+
+    Each task gets `threads` CPUs, and is retried up to `retries` times when
+    its worker dies (not when it raises: a user error is raised here as
+    itself). One bar of `total` `unit`s shows the sum of the shards' reports,
+    which go through files ``shard-<i>.progress`` in `folder`.
+    """
+    remote = ray.remote(num_cpus=threads, max_retries=retries)(task)
+    files = [folder / f"shard-{i}.progress" for i in range(len(args))]
+    for file in files:
+        file.unlink(missing_ok=True)
+    refs = [
+        remote.remote(Reporter(str(f)), i, *a)
+        for i, (f, a) in enumerate(zip(files, args, strict=True))
+    ]
+    bar = tqdm(total=total, unit=unit, unit_scale=True, desc=desc, disable=not progress)
+    pending = list(refs)
+    try:
+        while pending:
+            _, pending = ray.wait(pending, num_returns=len(pending), timeout=POLL_S)
+            bar.update(_reported(files) - bar.n)
+        return [_result(ray, ref, i, retries) for i, ref in enumerate(refs)]
+    finally:
+        bar.close()
+        for ref in pending:
+            ray.cancel(ref, force=True)
+
+
+def _result(ray: ModuleType, ref: Any, shard: int, retries: int) -> Any:
+    try:
+        return ray.get(ref)
+    except ray.exceptions.RayTaskError as e:
+        cause = getattr(e, "cause", None)
+        if isinstance(cause, MechscopeError):
+            raise cause from None
+        raise
+    except (ray.exceptions.WorkerCrashedError, ray.exceptions.NodeDiedError) as e:
+        raise EngineError(
+            f"shard {shard}'s worker died {retries + 1} times ({type(e).__name__}); "
+            "run again to resume from its checkpoint"
+        ) from None
