@@ -24,6 +24,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import Tensor
 
+from .core.placement import model_dtype, module_device
 from .errors import InputError, MechscopeError
 
 
@@ -43,16 +44,34 @@ def versions() -> dict[str, str]:
 
 def model_record(model: Any) -> dict[str, Any]:
     """The part of a config that names the model exactly."""
+    dmap = getattr(model, "device_map", None)
     return {
         "name": getattr(model, "name", None),
         "source": getattr(model, "source", None),
         "weights_sha256": getattr(model, "weights_sha256", None),
-        "dtype": str(next(model.hf.parameters()).dtype).removeprefix("torch."),
+        "dtype": str(model_dtype(model.hf)).removeprefix("torch."),
+        "device": str(getattr(model, "device", None) or module_device(model.hf)),
+        "device_map": {k: str(v) for k, v in dmap.items()} if dmap else None,
     }
+
+
+PLACEMENT_KEYS = ("device", "device_map")
+
+
+def without_placement(record: Any) -> Any:
+    """A config (or model record) without where the model ran: a run resumed or merged
+    on another device is the same run."""
+    if not isinstance(record, dict):
+        return record
+    out = {k: v for k, v in record.items() if k not in PLACEMENT_KEYS}
+    if isinstance(out.get("model"), dict):
+        out["model"] = without_placement(out["model"])
+    return out
 
 
 def hf_agreement(model: Any, tokens: Tensor) -> float:
     """Max |logit difference| between `model.run` and plain HF on `tokens` (no interventions)."""
+    tokens = tokens.to(model.device)
     with torch.no_grad():
         ref = model.hf(tokens).logits
     return float((model.run(tokens).logits - ref).abs().max())
@@ -140,7 +159,11 @@ def new_run(kind: str, out: str | Path, config: dict[str, Any], *, resume: bool 
     tmp = path.with_name(f".{path.name}.partial")
     record = json.loads(json.dumps({"kind": kind, **config}, default=_json_default))
     old = tmp / "config.json"
-    resumed = resume and old.exists() and json.loads(old.read_text()) == record
+    resumed = (
+        resume
+        and old.exists()
+        and without_placement(json.loads(old.read_text())) == without_placement(record)
+    )
     if tmp.exists() and not resumed:
         shutil.rmtree(tmp)
     tmp.mkdir(exist_ok=True)

@@ -12,7 +12,9 @@ Example::
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -83,12 +85,29 @@ def tiny_config(arch: str, vocab_size: int = 259) -> tf.PretrainedConfig:
     raise InputError(f"unknown tiny architecture {arch!r}; valid: {', '.join(ARCHS)}")
 
 
-def tiny_model(arch: str = "llama", seed: int = 0) -> Model:
-    """A randomly initialised 2-layer model of family `arch` with `tiny_tokenizer`, fp32, eval mode."""
+def tiny_model(arch: str = "llama", seed: int = 0, dtype: torch.dtype = torch.float32) -> Model:
+    """A randomly initialised 2-layer model of family `arch` with `tiny_tokenizer`, in eval mode.
+
+    The weights are drawn in float32 and then cast, so every `dtype` holds the same model.
+    """
     config = tiny_config(arch)
     torch.manual_seed(seed)
-    hf = tf.AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    hf = tf.AutoModelForCausalLM.from_config(config, dtype=torch.float32).to(dtype)
     return Model(hf.eval(), tiny_tokenizer(), name=f"tiny-{arch}")
+
+
+def save_tiny(arch: str, folder: str | os.PathLike[str], seed: int = 0) -> Path:
+    """Write `tiny_model(arch, seed)` as an HF folder (safetensors and tokenizer), for loading tests.
+
+    Example::
+
+        model = mechscope.load(save_tiny("llama", tmp_path / "tiny"), dtype="bfloat16")
+    """
+    model = tiny_model(arch, seed)
+    path = Path(folder)
+    model.hf.save_pretrained(path)
+    model.tokenizer.save_pretrained(path)
+    return path
 
 
 # A minimal chat template for tiny models (the backends of `autointerp` need one).

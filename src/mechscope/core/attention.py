@@ -3,9 +3,13 @@
 HF attention modules compute q, k, v and the output projection themselves and
 hand the middle (scores, softmax, weighted sum) to a pluggable function. When
 a run asks for ``attn.q/k/v/pattern/z``, the run switches the model's
-``_attn_implementation`` to ``"mechscope"`` for its duration; this function
-then does the eager computation with a hook point at each of those tensors.
-Otherwise HF's fast kernel (usually SDPA) runs untouched. No weights are
+``_attn_implementation`` to ``"mechscope"`` for its duration, remembering the
+one it replaced (``_mechscope_previous`` on the config). Layers without
+attention sites then still run that previous kernel, with its own mask; a
+layer whose sites are only ``q/k/v/z`` runs SDPA between its hook points
+(so saving ``z`` changes no bit of the logits); only a layer that reads or
+changes ``pattern`` computes attention eagerly, since SDPA never forms the
+pattern. Without attention sites, HF's kernel runs untouched. No weights are
 converted and the modules are unmodified.
 
 Hooks are found on the attention module itself, in the attribute
@@ -22,10 +26,24 @@ import torch
 from jaxtyping import Float
 from torch import Tensor, nn
 from transformers import AttentionInterface
-from transformers.masking_utils import AttentionMaskInterface, eager_mask
+from transformers.integrations.sdpa_attention import sdpa_attention_forward
+from transformers.masking_utils import (
+    ALL_MASK_ATTENTION_FUNCTIONS,
+    AttentionMaskInterface,
+    eager_mask,
+)
 
 NAME = "mechscope"
 HOOK_ATTR = "_mechscope_attn"
+PREVIOUS_ATTR = "_mechscope_previous"  # on a config: the implementation a session replaced
+# previous implementations whose masks mechscope's attention reads (flash kernels take another form)
+_DELEGATED = ("sdpa", "eager")
+
+
+def previous_of(config: object) -> str | None:
+    """The attention implementation a session switched away from, when mechscope can keep it."""
+    previous = getattr(config, PREVIOUS_ATTR, None)
+    return previous if previous in _DELEGATED else None
 
 
 def _repeat_kv(x: Tensor, n_rep: int) -> Tensor:
@@ -46,9 +64,17 @@ def mechscope_attention(
     dropout: float = 0.0,
     softcap: float | None = None,
     **kwargs: object,
-) -> tuple[Float[Tensor, "batch q_pos head d_head"], Float[Tensor, "batch head q_pos k_pos"]]:
-    """Eager attention with hook points; returns (z [batch, q_pos, head, d_head], pattern)."""
+) -> tuple[
+    Float[Tensor, "batch q_pos head d_head"], Float[Tensor, "batch head q_pos k_pos"] | None
+]:
+    """Attention with hook points; returns (z [batch, q_pos, head, d_head], pattern or None)."""
     hooks: dict[str, Callable[[Tensor], Tensor]] = getattr(module, HOOK_ATTR, None) or {}
+    previous = previous_of(getattr(module, "config", None))
+    sdpa_ok = previous == "sdpa" and softcap is None and "pattern" not in hooks
+    if sdpa_ok and not hooks:  # a layer without sites: exactly what the model ran before
+        return sdpa_attention_forward(
+            module, query, key, value, attention_mask, dropout=dropout, scaling=scaling, **kwargs
+        )
     if kwargs.get("s_aux") is not None:
         raise NotImplementedError(
             "attention sinks (s_aux) are not supported by mechscope's attention"
@@ -60,6 +86,11 @@ def mechscope_attention(
         key = hooks["k"](key.transpose(1, 2)).transpose(1, 2)
     if "v" in hooks:
         value = hooks["v"](value.transpose(1, 2)).transpose(1, 2)
+    if sdpa_ok:  # q/k/v/z only: the fast kernel between the hook points
+        z, _ = sdpa_attention_forward(
+            module, query, key, value, attention_mask, dropout=dropout, scaling=scaling, **kwargs
+        )
+        return (hooks["z"](z) if "z" in hooks else z), None
     if scaling is None:
         scaling = query.shape[-1] ** -0.5
     n_rep = query.shape[1] // key.shape[1]
@@ -92,10 +123,17 @@ def mechscope_attention(
     return z.contiguous(), pattern
 
 
+def mechscope_mask(*args: object, config: object = None, **kwargs: object) -> Tensor | None:
+    """The mask of the implementation a session replaced (SDPA's or eager's), else eager's."""
+    previous = previous_of(config)
+    mask_fn = ALL_MASK_ATTENTION_FUNCTIONS[previous] if previous else eager_mask
+    return mask_fn(*args, config=config, **kwargs)
+
+
 def register() -> None:
     """Make ``"mechscope"`` a valid ``_attn_implementation`` (attention and its mask)."""
     AttentionInterface.register(NAME, mechscope_attention)
-    AttentionMaskInterface.register(NAME, eager_mask)
+    AttentionMaskInterface.register(NAME, mechscope_mask)
 
 
 register()

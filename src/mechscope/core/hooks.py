@@ -80,16 +80,20 @@ class HookSession:
             return self._process_attached(site, x)
         axes = site.axes if len(site.axes) == x.ndim else generic_axes(x.ndim)
         stop = False
+        owned = False  # x is our own copy, that nothing else holds: write it in place
         for iv in self.ops.get(site.name, ()):
             if iv.op == "stop":
                 stop = True
             elif iv.op == "save":
                 self._save(site, x)
+                owned = False  # the cache holds it now
             elif iv.op == "observe":
                 assert iv.fn is not None
                 iv.fn(x)
             else:
-                x = apply_intervention(iv, x, axes, self.step)
+                new = apply_intervention(iv, x, axes, self.step, owned=owned)
+                owned = owned or new is not x
+                x = new
         if site.name in self.grad_sites:
             x = self._watch_grad(site.name, x)
         if stop:
@@ -211,6 +215,8 @@ class HookSession:
         self._attn_modules.clear()
         for config, previous in self._configs:
             config._attn_implementation = previous
+            if previous != attention.NAME and hasattr(config, attention.PREVIOUS_ATTR):
+                delattr(config, attention.PREVIOUS_ATTR)
         self._configs.clear()
         self._resid_pre.clear()
 
@@ -222,7 +228,10 @@ class HookSession:
             if config is None or id(config) in seen or not hasattr(config, "_attn_implementation"):
                 continue
             seen.add(id(config))
-            self._configs.append((config, config._attn_implementation))
+            previous = config._attn_implementation
+            self._configs.append((config, previous))
+            if previous != attention.NAME:  # a nested session keeps the outer one's record
+                setattr(config, attention.PREVIOUS_ATTR, previous)
             config._attn_implementation = attention.NAME
 
     # --- hook factories ----------------------------------------------------------------

@@ -15,6 +15,7 @@ Example::
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
@@ -50,6 +51,17 @@ class Intervention:
     d_model, d_mlp or d_head). ``value`` is a tensor either of the full site
     shape (it is then indexed with the same selectors) or broadcastable to the
     selected region; a float for ``scale``.
+
+    Two batched forms hand a whole sweep to the core as data (one clone of
+    the site however many experiments a batch holds):
+
+    - ``paired=True``: the selectors are index tensors read together, point by
+      point (``x[rows[i], positions[i], heads[i]]``), not as a cross product:
+      each row can have its own position, head or neuron. ``source_rows``
+      says which row of a full-shape `value` each point takes (default: the
+      same row).
+    - ``mask``: a boolean tensor broadcastable to the site; the operation
+      applies where it is True (``torch.where``), nowhere else.
     """
 
     site: str
@@ -62,6 +74,9 @@ class Intervention:
     fn: Callable[[Tensor], Tensor] | None = None
     over: Literal["batch", "batch_pos"] = "batch"
     seed: int = 0
+    paired: bool = False
+    source_rows: Index = None
+    mask: Tensor | None = None
     meta: Mapping[str, object] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -75,10 +90,30 @@ class Intervention:
             raise InterventionError(f"scale on {self.site!r} needs a number or tensor factor")
         if self.op in ("fn", "observe") and not callable(self.fn):
             raise InterventionError(f"{self.op} on {self.site!r} needs a callable `fn`")
+        selectors = [
+            n for n in ("rows", "positions", "heads", "neurons") if getattr(self, n) is not None
+        ]
+        if self.mask is not None:
+            if not (isinstance(self.mask, Tensor) and self.mask.dtype == torch.bool):
+                raise InterventionError(
+                    f"mask on {self.site!r} must be a boolean tensor broadcastable to the site, "
+                    f"got {type(self.mask).__name__}"
+                    + (f" of {self.mask.dtype}" if isinstance(self.mask, Tensor) else "")
+                )
+            if selectors or self.paired:
+                raise InterventionError(
+                    f"a mask on {self.site!r} selects by itself: drop {', '.join(selectors) or 'paired'}"
+                )
+        if self.paired and not selectors:
+            raise InterventionError(f"paired=True on {self.site!r} needs index selectors to pair")
+        if self.source_rows is not None and not self.paired:
+            raise InterventionError(f"source_rows on {self.site!r} needs paired=True")
 
     @property
     def selects_all(self) -> bool:
-        return all(s is None for s in (self.rows, self.positions, self.heads, self.neurons))
+        return self.mask is None and all(
+            s is None for s in (self.rows, self.positions, self.heads, self.neurons)
+        )
 
     def __repr__(self) -> str:
         parts = [self.site]
@@ -92,6 +127,12 @@ class Intervention:
             parts.append(f"value={self.value}")
         if self.op == "mean":
             parts.append(f"over={self.over}")
+        if self.paired:
+            parts.append("paired")
+        if self.source_rows is not None:
+            parts.append(f"source_rows={_short(self.source_rows)}")
+        if self.mask is not None:
+            parts.append(f"mask={tuple(self.mask.shape)} ({int(self.mask.sum())} set)")
         return f"{self.op}({', '.join(parts)})"
 
 
@@ -253,7 +294,7 @@ UNIT_AXES = ("d_model", "d_mlp", "d_head", "d_vocab", "channel", "latent")
 
 def region_index(
     iv: Intervention, x: Tensor, axes: Sequence[str], step: Step
-) -> tuple[Tensor, ...] | None:
+) -> tuple[Tensor | slice, ...] | None:
     """Broadcasting index tensors for the selected region of `x`, or None for all of it."""
     if iv.selects_all:
         return None
@@ -279,6 +320,8 @@ def region_index(
                 f"selector {name!r} does not apply to {iv.site!r}, whose axes are "
                 f"({', '.join(axes)})"
             )
+    if iv.paired:
+        return _paired_index(iv, x, parts)
     ndim = x.ndim
     index = []
     for dim, part in enumerate(parts):
@@ -289,8 +332,47 @@ def region_index(
     return tuple(index)
 
 
+PairedIndex = tuple[Tensor | slice, ...]
+
+
+def _paired_index(iv: Intervention, x: Tensor, parts: list[Tensor | None]) -> PairedIndex:
+    """Index tensors read point by point (broadcast together), full slices elsewhere."""
+    chosen = [p for p in parts if p is not None]
+    try:
+        points = torch.broadcast_tensors(*chosen)
+    except RuntimeError:
+        sizes = ", ".join(str(p.numel()) for p in chosen)
+        raise InterventionError(
+            f"paired selectors on {iv.site!r} must have one length (or one entry), got {sizes}"
+        ) from None
+    it = iter(points)
+    return tuple(slice(None) if p is None else next(it).to(x.device) for p in parts)
+
+
+def _paired_source(value: Tensor, iv: Intervention, index: PairedIndex) -> Tensor:
+    """A full-shape value read at the points (batch from `source_rows` when given)."""
+    if iv.source_rows is None:
+        if value.shape[0] == 1 and isinstance(index[0], Tensor):
+            index = (torch.zeros_like(index[0]), *index[1:])
+        return value[index]
+    rows = _as_index(iv.source_rows, value.shape[0], "source_rows", iv.site)
+    assert rows is not None
+    first = next(i for i in index if isinstance(i, Tensor))
+    try:
+        rows = rows.to(value.device).expand_as(first)
+    except RuntimeError:
+        raise InterventionError(
+            f"source_rows on {iv.site!r} must have the selectors' length {first.numel()}, "
+            f"got {rows.numel()}"
+        ) from None
+    if isinstance(index[0], Tensor):
+        return value[(rows, *index[1:])]
+    # rows are not selected on the site (all of them): take the source rows for each point
+    return value[rows][(slice(None), *index[1:])] if len(index) > 1 else value[rows]
+
+
 def _source_region(
-    value: Tensor, x: Tensor, index: tuple[Tensor, ...] | None, iv: Intervention
+    value: Tensor, x: Tensor, index: tuple[Tensor | slice, ...] | None, iv: Intervention
 ) -> Tensor:
     """The part of a value tensor that lands on the region.
 
@@ -299,6 +381,18 @@ def _source_region(
     """
     value = value.to(device=x.device, dtype=x.dtype)
     full = value.ndim == x.ndim and value.shape[1:] == x.shape[1:]
+    if iv.paired and index is not None and full:
+        return _paired_source(value, iv, index)
+    if iv.paired and index is not None:
+        region_shape = x[index].shape
+        try:
+            return value.expand(region_shape)
+        except RuntimeError:
+            raise InterventionError(
+                f"shape mismatch at {iv.site!r}: {iv.op} expected a value of the site's shape "
+                f"{tuple(x.shape)} (any batch) or one broadcastable to the selected points "
+                f"{tuple(region_shape)}, got {tuple(value.shape)}"
+            ) from None
     if full and value.shape[0] in (1, x.shape[0]):
         if index is None:
             return value.expand_as(x)
@@ -321,10 +415,21 @@ def _source_region(
         ) from None
 
 
-def apply_intervention(iv: Intervention, x: Tensor, axes: Sequence[str], step: Step) -> Tensor:
-    """Return the site's new value after `iv` (a new tensor; `x` is not modified)."""
+def apply_intervention(
+    iv: Intervention, x: Tensor, axes: Sequence[str], step: Step, *, owned: bool = False
+) -> Tensor:
+    """Return the site's new value after `iv`.
+
+    With `owned` False, `x` is not modified: the result is a new tensor (or
+    `x` itself when nothing is selected in this forward). With `owned` True
+    (`x` is a copy made by an earlier intervention at the same site, that
+    nobody else holds) a selected region is written in place, so a site
+    pays for one copy however many interventions it has.
+    """
+    if iv.mask is not None:
+        return _masked(iv, x, axes, step)
     index = region_index(iv, x, axes, step)
-    if index is not None and any(i.numel() == 0 for i in index):
+    if index is not None and any(isinstance(i, Tensor) and i.numel() == 0 for i in index):
         return x  # none of the selected positions are in this forward
     current = x if index is None else x[index]
     if iv.op == "replace":
@@ -371,6 +476,31 @@ def apply_intervention(iv: Intervention, x: Tensor, axes: Sequence[str], step: S
     if index is None:
         # never hand a caller's tensor (or a view of it) to the model: HF may write in place
         return new.to(x.dtype).expand_as(x).clone() if new is not current else new
-    out = x.clone()
+    out = x if owned else x.clone()
     out[index] = new.to(x.dtype)
     return out
+
+
+def _masked(iv: Intervention, x: Tensor, axes: Sequence[str], step: Step) -> Tensor:
+    """The operation where the mask is True (`torch.where`: one new tensor)."""
+    assert iv.mask is not None
+    if step.offset > 0:
+        raise InterventionError(
+            f"a mask on {iv.site!r} is for one forward (run, trace), not for the later steps "
+            "of a generation: select with positions there"
+        )
+    mask = iv.mask.to(x.device)
+    try:
+        torch.broadcast_shapes(mask.shape, x.shape)
+    except RuntimeError:
+        raise InterventionError(
+            f"shape mismatch at {iv.site!r}: the mask {tuple(mask.shape)} does not broadcast to "
+            f"the site's shape {tuple(x.shape)}"
+        ) from None
+    whole = dataclasses.replace(iv, mask=None)
+    if iv.op == "replace":
+        assert isinstance(iv.value, Tensor)
+        new = _source_region(iv.value, x, None, whole)
+    else:
+        new = apply_intervention(whole, x, axes, step)
+    return torch.where(mask, new, x)

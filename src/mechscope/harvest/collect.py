@@ -38,7 +38,7 @@ from tqdm.auto import tqdm
 from ..core.model import Model
 from ..core.sites import Site
 from ..errors import InputError
-from ..store import model_record, new_run
+from ..store import model_record, new_run, without_placement
 from .corpus import Corpus, boundary_tokens, open_corpus, window_batches
 from .stats import UnitAccumulator
 from .tables import HarvestStore, write_tables
@@ -509,7 +509,11 @@ def merge_harvests(
     first = loaded[0][0]
     same = ("model", "corpus", "sites", "units", "window", "k", "n_random", "batch_size")
     for cfg, folder in loaded[1:]:
-        diff = [key for key in (*same, "hist_every") if cfg.get(key) != first.get(key)]
+        diff = [
+            key
+            for key in (*same, "hist_every")
+            if without_placement(cfg.get(key)) != without_placement(first.get(key))
+        ]
         if diff:
             raise InputError(f"{folder} differs from {loaded[0][1]} in {', '.join(diff)}")
     for (a, fa), (b, fb) in zip(loaded, loaded[1:], strict=False):
