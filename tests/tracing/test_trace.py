@@ -85,6 +85,15 @@ def test_noise_scale_and_errors(model):
     assert "clean" in repr(trace_fact(model, FACT, samples=1, kinds=["hidden"]))
 
 
+def test_noise_follows_gemmas_embedding_scale():
+    """Gemma adds its embeddings × √d_model: 3σ of the matrix alone would be 1/√d_model too weak."""
+    from mechscope.testing import tiny_model
+
+    gemma = tiny_model("gemma3")
+    emb = gemma.hf.get_input_embeddings().weight
+    assert noise_scale(gemma) == pytest.approx(3 * float(emb.detach().std()) * 32**0.5, rel=1e-5)
+
+
 def test_a_trace_saves_reopens_and_draws(traced, tmp_path):
     from mechscope.tracing.trace import CausalTrace
 

@@ -1,7 +1,8 @@
 """Causal tracing (Meng et al. 2022): corrupt the subject, restore one state, measure what comes back.
 
 The subject's token embeddings get Gaussian noise (by default 3 × the
-standard deviation of the embedding matrix, the paper's level); one state
+standard deviation of the embedding matrix, the paper's level, times the
+scale a model applies to its embeddings: √d_model on Gemma); one state
 from the clean run is then restored at one token: the hidden state
 (``blocks.L.resid_post``), or the MLP or attention output over a window of
 layers around L. The probability of the object's first token with that
@@ -35,9 +36,17 @@ KINDS: dict[str, str] = {"hidden": "resid_post", "mlp": "mlp.out", "attn": "attn
 
 
 def noise_scale(model: Model, multiplier: float = 3.0) -> float:
-    """`multiplier` × the standard deviation of the token embeddings (the paper's 3σ)."""
-    embed = model.hf.get_input_embeddings().weight
-    return multiplier * float(embed.detach().float().std())
+    """`multiplier` × the standard deviation of the token embeddings as `embed` holds them (3σ).
+
+    The noise is added to the embedding module's output, so a model that
+    scales its embeddings (Gemma: × √d_model) gets the scale in its noise too.
+    """
+    module = model.hf.get_input_embeddings()
+    weight = module.weight.detach().float()
+    ids = torch.arange(min(weight.shape[0], 1024), device=weight.device)
+    with torch.no_grad():
+        scale = float(module(ids).float().norm() / weight[ids].norm())
+    return multiplier * float(weight.std()) * scale
 
 
 @dataclass(frozen=True)
