@@ -112,4 +112,5 @@ bench: $(STAMP) $(SAELENS_STAMP) $(LUCENT_STAMP) $(NNSIGHT_STAMP) $(TL_STAMP)
 	$(PY) benchmarks/steer.py
 	$(PY) benchmarks/featureviz.py
 	$(PY) benchmarks/maze_env.py
+	$(PY) benchmarks/scale.py
 	$(PY) benchmarks/peers.py

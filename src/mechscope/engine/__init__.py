@@ -1,7 +1,7 @@
 """Engines: where sharded work runs. ``"local"`` (this process, the default) or ``"ray"``.
 
 The Ray engine splits a job into shards, runs each as a Ray task on a
-cluster (joined at an address, or a local one started on 127.0.0.1), retries
+cluster (joined at an address, or a local one started on this machine), retries
 a shard whose worker died, shows one progress bar in the driver fed by every
 shard, and hands the shards' results back to be merged exactly. Ray is an
 optional extra: ``pip install 'mechscope[ray]'``.
@@ -14,6 +14,9 @@ Example::
 """
 
 from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
 
 from ..errors import MechscopeError
 
@@ -46,4 +49,26 @@ def check_engine(
         raise EngineError(f"threads must be at least 1, got {threads}")
 
 
-__all__ = ["ENGINES", "EngineError", "check_engine"]
+@contextlib.contextmanager
+def torch_threads(threads: int | None) -> Iterator[None]:
+    """torch's intra-op threads set to `threads` for a block (None: unchanged), then restored.
+
+    CPU matrix products split their sums by thread count, so the last bits of
+    a result depend on it: an engine's results equal the local engine's at
+    the same threads per process.
+
+    >>> with torch_threads(1):  # doctest: +SKIP
+    ...     model.run(ids)
+    """
+    import torch
+
+    before = torch.get_num_threads()
+    if threads:
+        torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+__all__ = ["ENGINES", "EngineError", "check_engine", "torch_threads"]

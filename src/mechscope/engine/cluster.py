@@ -42,12 +42,14 @@ def import_ray() -> ModuleType:
 
 @contextlib.contextmanager
 def ray_session(address: str | None = None, cpus: int | None = None) -> Iterator[ModuleType]:
-    """Ray, connected to the cluster at `address` or to a new local one on 127.0.0.1.
+    """Ray, connected to the cluster at `address` or to a new one on this machine alone.
 
     A process already connected keeps its connection (and `address` is not
     used). A cluster or connection made here is shut down on exit. A local
-    cluster gets `cpus` CPUs (default: all), no dashboard, no usage stats,
-    and quiet logs.
+    cluster gets `cpus` CPUs (default: all), workers at normal priority, no
+    dashboard, no usage stats, and quiet logs; it is one node of this machine, whose address Ray picks
+    itself (it maps 127.0.0.1 to the host's own address, so it cannot be
+    pinned to the loopback).
 
     >>> with ray_session(cpus=2) as ray:  # doctest: +SKIP
     ...     ray.cluster_resources()["CPU"]
@@ -58,6 +60,10 @@ def ray_session(address: str | None = None, cpus: int | None = None) -> Iterator
         yield ray
         return
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    if not address:
+        # Ray starts workers at nice 15 (to keep its driver responsive); here the workers do the
+        # job itself, and on a shared machine they should get the CPU a local run would
+        os.environ.setdefault("RAY_worker_niceness", "0")
     quiet: dict[str, Any] = {
         "include_dashboard": False,
         "logging_level": logging.ERROR,
@@ -71,7 +77,6 @@ def ray_session(address: str | None = None, cpus: int | None = None) -> Iterator
                 address="local",
                 num_cpus=cpus,
                 object_store_memory=OBJECT_STORE_BYTES,
-                _node_ip_address="127.0.0.1",
                 **quiet,
             )
     except (ConnectionError, RuntimeError, ValueError) as e:

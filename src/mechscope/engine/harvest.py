@@ -7,20 +7,13 @@ checkpoint. The driver then merges the shards (`merge_harvests`) into the run
 at `out`, which is the local engine's run: the same config.json, state,
 tokens and tables, bit for bit.
 
-How workers get the model: the driver saves the model's weights and
-tokenizer once (`save_pretrained`, safetensors) into the shards' folder next
-to `out`, and every task loads that folder in the driver's dtype, under the
-driver's name, source and weights hash. Reloading by spec instead would
-depend on every node resolving the spec the same way and would silently
-miss a model changed in process (an edited fact, a tiny test model); the
-saved folder is the very weights the driver holds. On a cluster of several
-machines `out` must therefore be on a filesystem every node sees (the
-shards' checkpoints need that too, for a retry on another node to resume).
+Workers get the model as `mechscope.engine.ship` says; on a cluster of several
+machines `out` must be on a filesystem every node sees (the shards'
+checkpoints need that, for a retry on another node to resume).
 """
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import shutil
@@ -35,66 +28,8 @@ from ..core.model import Model
 from ..harvest.collect import check_args, harvest_folder, merge_harvests
 from ..harvest.corpus import Corpus, open_corpus
 from ..harvest.tables import HarvestStore
-from . import EngineError
 from .cluster import Reporter, cluster_cpus, ray_session, run_shards
-
-SHIPPED_FILE = "shipped.json"
-
-
-@dataclasses.dataclass(frozen=True)
-class ShippedModel:
-    """A model saved for workers: its folder, and what it is called in run records."""
-
-    folder: str
-    name: str
-    source: str | None
-    weights_sha256: str | None
-    dtype: str
-
-    def load(self) -> Model:
-        """The model, in its dtype on the CPU, named as the driver's."""
-        from transformers import AutoModelForCausalLM, AutoTokenizer
-
-        folder = Path(self.folder)
-        from ..core.loading import _hf_progress_bars
-
-        with _hf_progress_bars(False):
-            hf = AutoModelForCausalLM.from_pretrained(folder, dtype=getattr(torch, self.dtype))
-        tokenizer = (
-            AutoTokenizer.from_pretrained(folder) if (folder / "tokenizer.json").exists() else None
-        )
-        return Model(
-            hf.eval(),
-            tokenizer,
-            name=self.name,
-            source=self.source,
-            weights_sha256=self.weights_sha256,
-        )
-
-
-def ship_model(model: Model, folder: Path) -> ShippedModel:
-    """Save `model` once into `folder` for workers to load (see the module docstring)."""
-    if getattr(model, "device_map", None):
-        raise EngineError(
-            "engine='ray' ships the model's weights to its workers; a model dispatched with "
-            "device_map cannot be shipped: load it without device_map"
-        )
-    if not hasattr(model.hf, "save_pretrained"):
-        raise EngineError(
-            f"engine='ray' needs an HF model it can save for its workers; {model.name} is a "
-            f"{type(model.hf).__name__}"
-        )
-    from ..core.loading import _hf_progress_bars
-
-    folder.mkdir(parents=True, exist_ok=True)
-    with _hf_progress_bars(False):
-        model.hf.save_pretrained(folder)
-        if model.tokenizer is not None:
-            model.tokenizer.save_pretrained(folder)
-    dtype = str(next(model.hf.parameters()).dtype).removeprefix("torch.")
-    shipped = ShippedModel(str(folder), model.name, model.source, model.weights_sha256, dtype)
-    (folder / SHIPPED_FILE).write_text(json.dumps(dataclasses.asdict(shipped)))
-    return shipped
+from .ship import ShippedModel, ship_model
 
 
 def harvest_on_ray(
@@ -221,4 +156,4 @@ def _harvest_shard(
     }
 
 
-__all__ = ["ShippedModel", "harvest_on_ray", "ship_model"]
+__all__ = ["harvest_on_ray"]

@@ -172,10 +172,10 @@ def harvest(
     ``engine="ray"`` splits the corpus into `workers` shards, harvests each
     as a Ray task with `threads` torch threads (on the cluster at `address`,
     or a local one) and merges them into the same run as the local engine's
-    (see `mechscope.engine.harvest_on_ray`). With the local engine, `threads`
-    sets torch's threads for the run.
+    at `threads` threads (see `mechscope.engine.harvest_on_ray`). With the
+    local engine, `threads` sets torch's threads for the run.
     """
-    from ..engine import check_engine
+    from ..engine import check_engine, torch_threads
 
     check_engine(engine, address=address, workers=workers, threads=threads)
     if engine == "ray":
@@ -204,10 +204,7 @@ def harvest(
             checkpoint_batches=checkpoint_batches,
             features=features,
         )
-    before = torch.get_num_threads()
-    if threads:
-        torch.set_num_threads(threads)
-    try:
+    with torch_threads(threads):
         return HarvestStore(
             harvest_folder(
                 model,
@@ -229,8 +226,6 @@ def harvest(
                 features=features,
             )
         )
-    finally:
-        torch.set_num_threads(before)
 
 
 def check_args(k: int, n_random: int, window: int, batch_size: int, tokens: int) -> None:

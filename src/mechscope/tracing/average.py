@@ -187,30 +187,66 @@ def trace_facts(
     seed: int = 0,
     out: str | Path | None = None,
     progress: bool = True,
+    engine: str = "local",
+    address: str | None = None,
+    workers: int | None = None,
+    threads: int | None = None,
 ) -> tuple[AverageTrace, list[CausalTrace]]:
     """Trace each fact, then average by token kind; with `out`, every trace is saved as it ends.
 
     Tracing resumes: a fact whose trace is already in ``out/facts/`` is read back.
+    ``engine="ray"`` spreads the facts over `workers` Ray tasks of `threads`
+    torch threads (`mechscope.engine.tracing`); the traces are the local
+    engine's at `threads` threads (fact i is traced with seed ``seed + i``
+    wherever it runs). With the local engine, `threads` sets torch's threads.
     """
+    from ..engine import check_engine, torch_threads
+
+    check_engine(engine, address=address, workers=workers, threads=threads)
     if not facts:
         raise InputError("no facts to trace")
     folder = Path(out) / "facts" if out is not None else None
-    traces = []
-    for i, fact in enumerate(tqdm(facts, desc="facts", unit="fact", disable=not progress)):
-        target = folder / f"{i:04d}.safetensors" if folder is not None else None
-        if target is not None and target.exists():
-            tr = CausalTrace.load(target)
-            if tr.fact == fact:
-                traces.append(tr)
-                continue
-        tr = trace_fact(
-            model, fact, kinds=kinds, samples=samples, noise=noise, window=window, seed=seed + i
-        )
-        if target is not None:
-            tmp = tr.save(target.with_name(target.name + ".tmp"))
-            tmp.replace(target)
-        traces.append(tr)
+    args = {"kinds": kinds, "samples": samples, "noise": noise, "window": window, "seed": seed}
+    if engine == "ray":
+        from ..engine.tracing import trace_facts_on_ray
+
+        traces = trace_facts_on_ray(
+            model, facts, folder=folder, address=address, workers=workers, threads=threads or 1,
+            progress=progress, **args,
+        )  # fmt: skip
+    else:
+        bar = tqdm(facts, desc="facts", unit="fact", disable=not progress)
+        with torch_threads(threads):
+            traces = [trace_or_load(model, fact, i, folder, **args) for i, fact in enumerate(bar)]
     avg = AverageTrace.of(traces)
     if out is not None:
         avg.save(Path(out) / "average.safetensors")
     return avg, traces
+
+
+def trace_or_load(
+    model: Model,
+    fact: Fact,
+    i: int,
+    folder: Path | None,
+    *,
+    kinds: Sequence[str],
+    samples: int,
+    noise: float | None,
+    window: int,
+    seed: int,
+) -> CausalTrace:
+    """Fact `i` of a set: read back from ``folder/<i>.safetensors`` if traced there, else traced
+    (with seed ``seed + i``) and saved there atomically."""
+    target = folder / f"{i:04d}.safetensors" if folder is not None else None
+    if target is not None and target.exists():
+        tr = CausalTrace.load(target)
+        if tr.fact == fact:
+            return tr
+    tr = trace_fact(
+        model, fact, kinds=kinds, samples=samples, noise=noise, window=window, seed=seed + i
+    )
+    if target is not None:
+        tmp = tr.save(target.with_name(target.name + ".tmp"))
+        tmp.replace(target)
+    return tr

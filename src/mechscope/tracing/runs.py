@@ -36,8 +36,16 @@ def trace_run(
     window: int = 10,
     seed: int = 0,
     progress: bool = True,
+    engine: str = "local",
+    address: str | None = None,
+    workers: int | None = None,
+    threads: int | None = None,
 ) -> CausalTrace | AverageTrace:
-    """Trace one fact (or average many) into the run folder `out`; returns the trace."""
+    """Trace one fact (or average many) into the run folder `out`; returns the trace.
+
+    Many facts can be spread over Ray workers (``engine="ray"``, see `trace_facts`);
+    `threads` is torch's threads per process.
+    """
     many = not isinstance(facts, Fact)
     listed = list(facts) if many else [facts]  # type: ignore[arg-type]
     config: dict[str, Any] = {
@@ -51,8 +59,12 @@ def trace_run(
             result: CausalTrace | AverageTrace
             result, _ = trace_facts(
                 model, listed, kinds=kinds, samples=samples, noise=noise, window=window,
-                seed=seed, out=run.dir, progress=progress,
+                seed=seed, out=run.dir, progress=progress, engine=engine, address=address,
+                workers=workers, threads=threads,
             )  # fmt: skip
+            run.extra["engine"] = {
+                "name": engine, "address": address, "workers": workers, "threads": threads,
+            }  # fmt: skip
             result.figure(run.figures / "average")
             run.extra["summary"] = result.summary()
         else:
