@@ -20,7 +20,8 @@ On a CUDA device, with SmolLM2-135M-Instruct loaded by
 Each part runs in its own try/except: a part that fails prints its error and
 the rest go on, and a table of every figure closes the run. Without CUDA it
 prints one line and exits 0. ``--cpu-smoke`` runs every code path on the CPU
-with tiny sizes (a check of this script, not a measurement).
+with tiny sizes, in float32 unless ``--dtype`` says otherwise (a check of this
+script, not a measurement).
 """
 
 from __future__ import annotations
@@ -45,7 +46,7 @@ SIZES = {
     "gpu": {"batch": 32, "tokens": 256, "reps": 20, "harvest_batches": 64, "sae_rows": 1 << 17,
             "sae_width": 16384, "sae_batch": 4096, "sae_steps": 30, "sweep_layers": None},
     "smoke": {"batch": 2, "tokens": 16, "reps": 2, "harvest_batches": 2, "sae_rows": 512,
-              "sae_width": 256, "sae_batch": 128, "sae_steps": 3, "sweep_layers": 2},
+              "sae_width": 256, "sae_batch": 128, "sae_steps": 3, "sweep_layers": 1},
 }  # fmt: skip
 
 
@@ -116,6 +117,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="smollm2-135m")
     parser.add_argument(
+        "--dtype", default=None, help="bfloat16 (default on CUDA) or float32 (default on the CPU)"
+    )
+    parser.add_argument("--parts", default="1,2,3,4,5", help="which parts to run, e.g. 1,5")
+    parser.add_argument(
         "--cpu-smoke", action="store_true", help="every path on the CPU, tiny sizes"
     )
     args = parser.parse_args()
@@ -125,13 +130,19 @@ def main() -> None:
         )
         return
     device = "cpu" if args.cpu_smoke else "cuda"
+    if args.cpu_smoke:
+        torch.set_num_threads(1)  # a shared CPU runs one thread per process faster than two
     size = SIZES["smoke" if args.cpu_smoke else "gpu"]
-    dtype = torch.bfloat16
+    # bfloat16 matmuls are many times slower than float32 on a small CPU; the smoke run checks
+    # the code paths, so it takes float32 unless told otherwise
+    dtype = getattr(torch, args.dtype or ("float32" if args.cpu_smoke else "bfloat16"))
     check = Check(device)
     started = time.perf_counter()
     model = ms.load(args.model, dtype=dtype, device=device)
     where = torch.cuda.get_device_name() if device == "cuda" else "CPU (smoke run: sizes are tiny)"
-    print(f"model {model.name}, bfloat16 on {where}, torch {torch.__version__}")
+    print(
+        f"model {model.name}, {str(dtype).removeprefix('torch.')} on {where}, torch {torch.__version__}"
+    )
     g = torch.Generator().manual_seed(0)
     ids = torch.randint(0, model.dims.d_vocab, (size["batch"], size["tokens"]), generator=g)
     ids = ids.to(device)
@@ -287,11 +298,15 @@ def main() -> None:
         check.record("sweep: per-patch time / batched time", f"{t_loop / t_batched:.1f}×", "≥ 10×",
                      t_loop / t_batched >= 10)  # fmt: skip
 
-    check.part("1. exactness against HF in bfloat16", exactness)
-    check.part("2. hook overhead", overhead)
-    check.part("3. harvest throughput", harvest_throughput)
-    check.part("4. SAE training", sae_training)
-    check.part("5. patching sweep", sweep)
+    parts = {
+        "1": (f"1. exactness against HF in {str(dtype).removeprefix('torch.')}", exactness),
+        "2": ("2. hook overhead", overhead),
+        "3": ("3. harvest throughput", harvest_throughput),
+        "4": ("4. SAE training", sae_training),
+        "5": ("5. patching sweep", sweep),
+    }
+    for key in args.parts.split(","):
+        check.part(*parts[key.strip()])
     check.table()
     print(f"total {time.perf_counter() - started:.0f} s")
 

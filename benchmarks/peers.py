@@ -1,7 +1,8 @@
 """mechscope against nnsight and TransformerLens on the same three workloads, one run.
 
 All three run SmolLM2-135M-Instruct in float32 on the CPU with the same
-number of threads; nnsight and TransformerLens run in their own virtual
+number of threads (one by default: on a CPU shared with other work, two
+OpenMP threads per process ran a forward several times slower than one); nnsight and TransformerLens run in their own virtual
 environments (``make bench`` creates ``.venv-nnsight`` and ``.venv-tl``)
 through ``benchmarks/peers_side.py``, loading the model offline from
 mechscope's converted folder (``HF_HUB_OFFLINE=1``). The token ids are
@@ -151,7 +152,7 @@ def main() -> None:
     parser.add_argument("--model", default="smollm2-135m")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--sweep-repeats", type=int, default=1)
-    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--prompts", type=int, default=8, help="IOI prompts for attribution")
     parser.add_argument("--peers", default=",".join(PEERS))
     args = parser.parse_args()

@@ -236,7 +236,7 @@ def main() -> None:
     parser.add_argument("--out", required=True, help="safetensors file for the peer's numbers")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--sweep-repeats", type=int, default=1)
-    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--workloads", default="forward,sweep,attribution")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
