@@ -9,6 +9,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import torch
 from rich.console import Console
@@ -447,10 +448,10 @@ SECTIONS: list[tuple[str, Callable[[Model, Console], None]]] = [
 ]
 
 
-def run_tour(spec: str, console: Console) -> None:
-    """Load `spec` and run every section."""
+def run_tour(spec: str, console: Console, **placement: Any) -> None:
+    """Load `spec` (placed by `placement`: device, dtype, device_map) and run every section."""
     start = time.perf_counter()
-    model = load(spec)
+    model = load(spec, **placement)
     console.print(f"[bold]{model!r}[/bold] loaded in {time.perf_counter() - start:.1f} s")
     OUT_DIR.mkdir(parents=True, exist_ok=True)
     for title, section in SECTIONS:

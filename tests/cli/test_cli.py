@@ -157,7 +157,7 @@ def test_sae_store_train_eval(folder: Path, tmp_path: Path) -> None:
     site = "blocks.1.resid_post"
     stored = tmp_path / "acts"
     res = mechscope("sae", "store", site, "--model", str(folder), "--out", str(stored), "--tokens", "4096",
-                    "--dtype", "float32", cache=tmp_path)  # fmt: skip
+                    "--store-dtype", "float32", cache=tmp_path)  # fmt: skip
     assert res.returncode == 0, res.stderr
     assert "stored blocks.1.resid_post" in res.stdout
     out = tmp_path / "sae"
@@ -200,10 +200,10 @@ def test_sae_bad_input_is_one_line(folder: Path, tmp_path: Path) -> None:
                 str(folder),
                 "--out",
                 str(tmp_path / "a"),
-                "--dtype",
+                "--store-dtype",
                 "int8",
             ],
-            "--dtype must be one of",
+            "--store-dtype must be one of",
         ),  # fmt: skip
         (["sae", "eval", str(tmp_path), "--model", str(folder)], "no SAE in"),
         (["sae", "train", "blocks.9.resid_post", "--model", str(folder)], "unknown site"),

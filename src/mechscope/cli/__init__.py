@@ -14,6 +14,7 @@ from rich.console import Console
 from rich.table import Table
 
 from ..errors import MechscopeError
+from .options import Placement, placed
 from .serve import serve as serve_cmd
 
 app = typer.Typer(
@@ -55,15 +56,17 @@ def models() -> None:
 
 
 @app.command()
+@placed
 def sites(
     model: str = MODEL_ARG,
     pattern: str = typer.Option(None, "--pattern", "-p", help="Glob, e.g. 'blocks.3.*'."),
     all_blocks: bool = typer.Option(False, "--all", help="List every block, not only block 0."),
+    *,
+    place: Placement,
 ) -> None:
     """List a model's sites with their shapes."""
-    from .. import load
 
-    m = load(model)
+    m = place.load(model)
     console.print(repr(m))
     listed = m.sites(pattern)
     n_layers = m.dims.n_layers if m.dims else 0
@@ -81,6 +84,7 @@ def sites(
 
 
 @app.command()
+@placed
 def run(
     model: str = MODEL_ARG,
     prompt: str = typer.Argument(..., help="The text to run."),
@@ -92,15 +96,16 @@ def run(
         "--bos/--no-bos",
         help="Force a BOS token first, or none (default: the tokenizer's rule).",
     ),
+    *,
+    place: Placement,
 ) -> None:
     """Run a prompt: top next tokens, and the cached sites' shapes (optionally saved)."""
-    from .. import load
 
     if out is not None and out.suffix != ".safetensors":
         raise MechscopeError(f"--out must end in .safetensors, got {out}")
     if top < 1:
         raise MechscopeError(f"--top must be at least 1, got {top}")
-    m = load(model)
+    m = place.load(model)
     result = m.run(prompt, save=save, prepend_bos=bos)
     print_top_tokens(m, prompt, result.logits[0, -1], top)
     if save:
@@ -136,6 +141,7 @@ def print_cache(cache) -> None:
 
 
 @app.command()
+@placed
 def ioi(
     model: str = typer.Argument("smollm2-135m", help="Model spec (default: the built-in SmolLM2)."),
     prompts: int = typer.Option(
@@ -152,12 +158,13 @@ def ioi(
     ),
     seed: int = typer.Option(0, "--seed"),
     out: Path = typer.Option(Path("runs/ioi"), "--out", help="Run folder to write."),
+    *,
+    place: Placement,
 ) -> None:
     """Reproduce the IOI circuit analysis (Wang et al. 2022) on a model; write a run folder."""
-    from .. import load
     from ..ioi.reproduce import reproduce
 
-    m = load(model)
+    m = place.load(model)
     reproduce(
         m,
         out,
@@ -171,13 +178,16 @@ def ioi(
 
 
 @app.command()
+@placed
 def tour(
     model: str = typer.Option("smollm2-135m", "--model", help="Which model to tour."),
+    *,
+    place: Placement,
 ) -> None:
     """The main job: a guided run of mechscope's techniques on the default model."""
     from ..tour import run_tour
 
-    run_tour(model, console)
+    run_tour(model, console, **place.kwargs())
 
 
 app.command()(serve_cmd)

@@ -10,12 +10,12 @@ from rich.console import Console
 from rich.table import Table
 
 from ..errors import InputError
-from .options import numbers
+from .options import Placement, numbers, placed
 
 console = Console()
 
 
-def backend_from_spec(spec: str):
+def backend_from_spec(spec: str, place: Placement | None = None):
     """A model spec (``smollm2-135m``, a folder, a .gguf) → local backend; ``URL@MODEL`` → HTTP."""
     from ..autointerp import LocalBackend
 
@@ -28,9 +28,7 @@ def backend_from_spec(spec: str):
                 f"an HTTP backend is URL@MODEL (e.g. http://127.0.0.1:8000/v1@gpt-4o), got {spec!r}"
             )
         return OpenAIBackend(url, model)
-    from .. import load
-
-    return LocalBackend(load(spec))
+    return LocalBackend((place or Placement()).load(spec))
 
 
 def parse_units(store, specs: list[str], sample: int, seed: int) -> list[tuple[str, int]]:
@@ -78,6 +76,7 @@ def score_table(summary: list[dict], what: str) -> Table:
     return table
 
 
+@placed
 def explain_cmd(
     run: Path = typer.Argument(..., help="A harvest run folder."),
     units: list[str] = typer.Option([], "--units", help="SITE:U,U-U or 'L25 N342' (repeatable)."),
@@ -90,6 +89,8 @@ def explain_cmd(
     n_test: int = typer.Option(5, "--test", help="Held-out top and random windows per unit."),
     seed: int = typer.Option(0, "--seed"),
     out: Path = typer.Option(Path("runs/explain"), "--out", help="Run folder to write."),
+    *,
+    place: Placement,
 ) -> None:
     """Explain units of a harvest with a language model, simulate them, and score the explanations."""
     from ..autointerp import explain_units
@@ -99,8 +100,8 @@ def explain_cmd(
     chosen = parse_units(store, units, sample, seed)
     if not chosen:
         raise InputError("no units: give --units and/or --sample N")
-    exp = backend_from_spec(explainer)
-    sim = backend_from_spec(simulator) if simulator and simulator != explainer else None
+    exp = backend_from_spec(explainer, place)
+    sim = backend_from_spec(simulator, place) if simulator and simulator != explainer else None
     result = explain_units(
         store,
         chosen,

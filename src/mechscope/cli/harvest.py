@@ -8,6 +8,7 @@ import typer
 from rich.console import Console
 
 from ..errors import InputError
+from .options import Placement, placed
 
 console = Console()
 
@@ -22,6 +23,7 @@ def _shard(text: str | None) -> tuple[int, int] | None:
     return i, n
 
 
+@placed
 def harvest_cmd(
     model: str = typer.Argument("smollm2-135m", help="Model spec (default: the built-in SmolLM2)."),
     corpus: str = typer.Option(
@@ -48,14 +50,15 @@ def harvest_cmd(
     workers: int = typer.Option(
         None, "--workers", help="Ray shard tasks (default: the cluster's CPUs)."
     ),
+    *,
+    place: Placement,
 ) -> None:
     """Harvest top-activating examples and statistics for every unit of SITES over a corpus."""
-    from .. import load
     from ..engine import check_engine
     from ..harvest import harvest
 
     check_engine(engine, address=address, workers=workers)  # before the model loads
-    m = load(model)
+    m = place.load(model)
     store = harvest(
         m,
         corpus,
@@ -81,20 +84,22 @@ def harvest_cmd(
     console.print(f"view it: mechscope serve {out}")
 
 
+@placed
 def merge_cmd(
     parts: list[Path] = typer.Argument(..., help="Shard run folders of one harvest."),
     out: Path = typer.Option(..., "--out", help="Run folder to write."),
+    *,
+    place: Placement,
 ) -> None:
     """Merge harvest shards (contiguous parts of one corpus) into one run, exactly."""
-    from .. import load
     from ..errors import ModelLoadError
     from ..harvest import merge_harvests
     from ..store import open_run
 
     record = open_run(parts[0])["config"]["model"]
     try:
-        model = load(record["name"])
+        model = place.load(record["name"])
     except ModelLoadError:
-        model = load(record["source"])
+        model = place.load(record["source"])
     store = merge_harvests(model, parts, out=out)
     console.print(repr(store), highlight=False)

@@ -10,7 +10,7 @@ from rich.console import Console
 from rich.table import Table
 
 from ..errors import InputError
-from .options import floats, numbers
+from .options import Placement, floats, numbers, placed
 
 console = Console()
 maze_app = typer.Typer(
@@ -74,6 +74,7 @@ def print_steer(record: dict) -> None:
 
 
 @maze_app.command("train")
+@placed
 def train_cmd(
     steps: int = typer.Option(6000, "--steps", help="Optimiser steps of 256 squares each."),
     region: int = typer.Option(5, "--region", help="Cheese lies in the top-right REGION×REGION squares."),
@@ -81,13 +82,16 @@ def train_cmd(
     eval_mazes: int = typer.Option(500, "--eval-mazes", help="Held-out mazes for the reach rate."),
     seed: int = typer.Option(0, "--seed"),
     out: Path = typer.Option(Path("runs/maze-train"), "--out", help="Run folder."),
+    *,
+    place: Placement,
 ) -> None:  # fmt: skip
     """Train the maze policy by imitating shortest paths to cheese in the top-right corner."""
     from ..maze import train_run
 
     if steps < 1 or mazes < 1 or eval_mazes < 1:
         raise InputError("--steps, --mazes and --eval-mazes must be positive")
-    train_run(out, steps=steps, region=region, n_mazes=mazes, seed=seed, n_eval=eval_mazes)
+    train_run(out, steps=steps, region=region, n_mazes=mazes, seed=seed, n_eval=eval_mazes,
+              device=place.device)  # fmt: skip
     record = json.loads((out / "run.json").read_text())
     console.print(record["summary"], highlight=False)
     console.print(
@@ -96,21 +100,25 @@ def train_cmd(
 
 
 @maze_app.command("eval")
+@placed
 def eval_cmd(
     policy: Path = POLICY_ARG,
     mazes: int = typer.Option(1000, "--mazes", help="Mazes of each kind (training, deployment)."),
     seed: int = typer.Option(1, "--seed"),
     out: Path = typer.Option(Path("runs/maze-eval"), "--out", help="Run folder."),
+    *,
+    place: Placement,
 ) -> None:  # fmt: skip
     """Where the mouse goes: cheese reached in training vs deployment mazes, by distance; vector fields."""
     from ..maze import eval_run
 
-    eval_run(policy, out, n=mazes, seed=seed)
+    eval_run(policy, out, n=mazes, seed=seed, device=place.device)
     print_behaviour(json.loads((out / "behaviour.json").read_text()))
     console.print(f"figures in {out / 'figures'}", highlight=False)
 
 
 @maze_app.command("steer")
+@placed
 def steer_cmd(
     policy: Path = POLICY_ARG,
     site: str = typer.Option("block2.res1", "--site", help="Where the cheese vector is added."),
@@ -121,6 +129,8 @@ def steer_cmd(
     mazes: int = typer.Option(200, "--mazes", help="Mazes with a decision square (and retargeting trials)."),
     seed: int = typer.Option(2, "--seed"),
     out: Path = typer.Option(Path("runs/maze-steer"), "--out", help="Run folder."),
+    *,
+    place: Placement,
 ) -> None:  # fmt: skip
     """Subtract the cheese vector (and a control) at decision squares; retarget by editing channels."""
     from ..maze import steer_run
@@ -131,6 +141,7 @@ def steer_cmd(
         raise InputError(f"--channels takes counts such as 4,8, got {channels!r}") from None
     record = steer_run(policy, out, n=mazes, site=site, coeffs=floats(coeffs, "--coeffs"),
                        retarget_site=retarget_site, channel_counts=counts,
-                       strengths=floats(strengths, "--strengths"), seed=seed)  # fmt: skip
+                       strengths=floats(strengths, "--strengths"), seed=seed,
+                       device=place.device)  # fmt: skip
     print_steer(record)
     console.print(f"figures in {out / 'figures'}", highlight=False)

@@ -1,7 +1,19 @@
-"""Parsing of option values shared by several commands."""
+"""Option values shared by several commands: number lists, and where a model runs."""
 
 from __future__ import annotations
 
+import dataclasses
+import functools
+import inspect
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Optional
+
+import torch
+import typer
+
+from ..core.placement import DEVICE_MAPS, DeviceMap, parse_device, parse_device_map, parse_dtype
 from ..errors import InputError
 
 
@@ -26,3 +38,115 @@ def floats(spec: str, option: str) -> list[float]:
         return [float(p) for p in spec.split(",") if p.strip()]
     except ValueError:
         raise InputError(f"{option} takes numbers separated by commas, got {spec!r}") from None
+
+
+# --- where a command's model runs: --device, --dtype, --device-map ------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class Placement:
+    """The checked ``--device/--dtype/--device-map`` of one command, to load its models with."""
+
+    device: str = "cpu"
+    dtype: str = "float32"
+    device_map: DeviceMap | None = None
+
+    def kwargs(self) -> dict[str, Any]:
+        """Keyword arguments of `mechscope.load` (and of the vision and maze loaders' subset)."""
+        return {"device": self.device, "dtype": self.dtype, "device_map": self.device_map}
+
+    def load(self, spec: str) -> Any:
+        """`mechscope.load(spec)` placed as the command was told."""
+        from .. import load
+
+        return load(spec, **self.kwargs())
+
+    @property
+    def torch_device(self) -> torch.device:
+        return parse_device(self.device)
+
+    @property
+    def torch_dtype(self) -> torch.dtype:
+        """The dtype as a torch dtype ("auto" is float32 for models built here, not loaded)."""
+        dtype = parse_dtype(self.dtype)
+        return torch.float32 if isinstance(dtype, str) else dtype
+
+
+def device_map_option(text: str | None) -> DeviceMap | None:
+    """``--device-map``: a strategy (auto, balanced, sequential), a JSON object, or a JSON file."""
+    if text is None or not text.strip():
+        return None
+    text = text.strip()
+    if text.startswith("{"):
+        source, raw = "--device-map", text
+    elif text in DEVICE_MAPS:
+        return text
+    else:
+        path = Path(text)
+        if not path.is_file():
+            raise InputError(
+                f"--device-map takes {', '.join(DEVICE_MAPS)}, a JSON object or a JSON file; "
+                f"got {text!r}"
+            )
+        source = str(path)
+        try:
+            raw = path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as e:
+            raise InputError(f"cannot read --device-map file {source}: {e}") from None
+    try:
+        value = json.loads(raw)
+    except ValueError as e:
+        raise InputError(f"--device-map {source} is not valid JSON: {e}") from None
+    if not isinstance(value, dict) or not all(isinstance(k, str) for k in value):
+        raise InputError(
+            f"--device-map {source} must be a JSON object from module path to a device or 'disk'"
+        )
+    return parse_device_map(value)
+
+
+def placed(command: Callable[..., Any]) -> Callable[..., Any]:
+    """Give a typer command the shared ``--device/--dtype/--device-map`` options.
+
+    The command takes one keyword argument ``place`` (a checked `Placement`)
+    instead of three options, so every command spells, checks and records
+    them the same way. A wrong value is one line naming what is valid.
+
+    Example::
+
+        @placed
+        def run(model: str = MODEL_ARG, *, place: Placement) -> None:
+            m = place.load(model)
+    """
+    signature = inspect.signature(command)
+    params = [p for p in signature.parameters.values() if p.name != "place"]
+    kw = inspect.Parameter.KEYWORD_ONLY
+    extra = [
+        inspect.Parameter("device", kw, default=_DEVICE, annotation=str),
+        inspect.Parameter("dtype", kw, default=_DTYPE, annotation=str),
+        inspect.Parameter("device_map", kw, default=_DEVICE_MAP, annotation=Optional[str]),  # noqa: UP045
+    ]
+
+    @functools.wraps(command)
+    def wrapper(*args: Any, device: str, dtype: str, device_map: str | None, **kwargs: Any) -> Any:
+        parse_device(device)
+        parse_dtype(dtype)
+        place = Placement(device, dtype, device_map_option(device_map))
+        return command(*args, place=place, **kwargs)
+
+    wrapper.__signature__ = signature.replace(parameters=[*params, *extra])  # type: ignore[attr-defined]
+    wrapper.__annotations__ = {k: v for k, v in command.__annotations__.items() if k != "place"}
+    return wrapper
+
+
+_DEVICE = typer.Option("cpu", "--device", help="Where the model runs: cpu, cuda, cuda:N, mps.")
+_DTYPE = typer.Option(
+    "float32",
+    "--dtype",
+    help="Precision: float32, bfloat16 (bf16), float16 (fp16), or auto (the checkpoint's).",
+)
+_DEVICE_MAP = typer.Option(
+    None,
+    "--device-map",
+    help="Dispatch the model with accelerate: auto, balanced, sequential, or a JSON object "
+    "(or file) from module path to a device or 'disk'.",
+)

@@ -9,6 +9,7 @@ from rich.console import Console
 from rich.table import Table
 
 from ..errors import InputError
+from .options import Placement, placed
 
 console = Console()
 sae_app = typer.Typer(
@@ -43,6 +44,7 @@ def print_eval(summary: dict[str, float]) -> None:
 
 
 @sae_app.command("train")
+@placed
 def train_cmd(
     site: str = typer.Argument(..., help="Site to read, e.g. blocks.15.resid_post."),
     model: str = MODEL,
@@ -66,9 +68,10 @@ def train_cmd(
     ),
     seed: int = typer.Option(0, "--seed"),
     out: Path = typer.Option(Path("runs/sae"), "--out", help="Run folder to write."),
+    *,
+    place: Placement,
 ) -> None:
     """Train an SAE on SITE's activations; evaluate it and harvest its latents."""
-    from .. import load
     from ..sae.fit import fit_sae
     from ..sae.train import TrainConfig
 
@@ -76,7 +79,7 @@ def train_cmd(
         kind=kind, width=width, k=k, tokens=tokens, batch_size=batch_size, lr=lr, l1_coef=l1, l0_coef=l0,
         seed=seed,
     )  # fmt: skip
-    m = load(model)
+    m = place.load(model)
     run = fit_sae(m, site, config, out=out, corpus=corpus, activations=activations,
                   eval_tokens=eval_tokens, harvest_tokens=harvest_tokens)  # fmt: skip
     console.print(repr(run.sae), highlight=False)
@@ -86,6 +89,7 @@ def train_cmd(
 
 
 @sae_app.command("eval")
+@placed
 def eval_cmd(
     sae_path: Path = typer.Argument(
         ..., help="SAE folder (sae.json + sae.safetensors) or SAE run folder."
@@ -95,14 +99,15 @@ def eval_cmd(
     site: str = typer.Option(None, "--site", help="Site to splice at (default: the SAE's own)."),
     tokens: int = typer.Option(16_384, "--tokens", help="Held-out corpus tokens."),
     start_window: int = typer.Option(0, "--start-window", help="First corpus window to read."),
+    *,
+    place: Placement,
 ) -> None:
     """Evaluate a saved SAE: L0, explained variance, CE loss recovered, dead and dense latents."""
-    from .. import load
     from ..sae.evaluate import evaluate_sae
     from ..sae.model import SparseAutoencoder
 
     sae = SparseAutoencoder.load(sae_path)
-    m = load(model)
+    m = place.load(model)
     if sae.cfg.model and sae.cfg.model != m.name:
         console.print(
             f"[yellow]note: the SAE was trained on {sae.cfg.model}, evaluating on {m.name}[/yellow]"
@@ -113,6 +118,7 @@ def eval_cmd(
 
 
 @sae_app.command("store")
+@placed
 def store_cmd(
     site: str = typer.Argument(..., help="Site to record."),
     out: Path = typer.Option(..., "--out", help="Folder for the shards."),
@@ -122,19 +128,24 @@ def store_cmd(
     start_window: int = typer.Option(
         256, "--start-window", help="First window (default skips the held-out ones)."
     ),
-    dtype: str = typer.Option("float16", "--dtype", help="float16, bfloat16 or float32."),
+    store_dtype: str = typer.Option(
+        "float16",
+        "--store-dtype",
+        help="Precision of the stored activations: float16, bfloat16 or float32.",
+    ),
+    *,
+    place: Placement,
 ) -> None:
     """Record SITE's activations as safetensors shards, to train SAEs on repeatedly."""
     import torch
 
-    from .. import load
     from ..sae.activations import store_activations
 
     dtypes = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}
-    if dtype not in dtypes:
-        raise InputError(f"--dtype must be one of {', '.join(dtypes)}, got {dtype!r}")
-    m = load(model)
+    if store_dtype not in dtypes:
+        raise InputError(f"--store-dtype must be one of {', '.join(dtypes)}, got {store_dtype!r}")
+    m = place.load(model)
     path = store_activations(
-        m, site, out, corpus, tokens=tokens, start_window=start_window, dtype=dtypes[dtype]
+        m, site, out, corpus, tokens=tokens, start_window=start_window, dtype=dtypes[store_dtype]
     )
     console.print(f"stored {site} in {path}")

@@ -9,7 +9,7 @@ from rich.console import Console
 from rich.table import Table
 
 from ..errors import InputError
-from .options import floats, numbers
+from .options import Placement, floats, numbers, placed
 
 console = Console()
 
@@ -43,6 +43,7 @@ def _layers(spec: str | None, n_layers: int) -> list[int] | None:
         ) from None
 
 
+@placed
 def probe_cmd(
     model: str = typer.Argument("smollm2-135m", help="Built-in name, HF folder, .gguf, hub id."),
     data: str = typer.Option(
@@ -58,14 +59,15 @@ def probe_cmd(
     epochs: int = typer.Option(1000, "--epochs", help="CCS training epochs."),
     seed: int = typer.Option(0, "--seed"),
     out: Path = typer.Option(None, "--out", help="Run folder (default: runs/probe-DATA)."),
+    *,
+    place: Placement,
 ) -> None:
     """Probes for latent knowledge: CCS, logistic regression, mean difference and zero-shot per layer."""
-    from .. import load
     from ..probes.runs import probe_run
 
     if n < 2 or not 0 < test < n or restarts < 1 or epochs < 1:
         raise InputError("need --n ≥ 2, 0 < --test < --n, --restarts and --epochs ≥ 1")
-    m = load(model)
+    m = place.load(model)
     assert m.dims is not None
     pairs = _pairs(m, data, n, seed)
     if len(pairs) <= test:
@@ -136,6 +138,7 @@ NEGATIVE = typer.Option(None, "--negative", help="Text file (one per line) to st
 METHOD = typer.Option("mean_diff", "--method", help="For --topic/--positive: mean_diff or pca.")
 
 
+@placed
 def steer_cmd(
     prompt: str = typer.Argument(..., help="The prompt to continue."),
     model: str = MODEL_OPT,
@@ -152,16 +155,17 @@ def steer_cmd(
     sample: bool = typer.Option(False, "--sample/--greedy", help="Sample instead of greedy."),
     seed: int = typer.Option(0, "--seed"),
     save: Path = typer.Option(None, "--save", help="Save the vector (.safetensors)."),
+    *,
+    place: Placement,
 ) -> None:
     """Generate from PROMPT with and without a steering vector, side by side."""
-    from .. import load
     from ..steering import generate
 
     if max_new_tokens < 1:
         raise InputError("--max-new-tokens must be at least 1")
     if save is not None and save.suffix != ".safetensors":
         raise InputError(f"--save must end in .safetensors, got {save}")
-    m = load(model)
+    m = place.load(model)
     v = _vector(m, layer, vector, plus, minus, topic, positive, negative, method)
     console.print(repr(v), highlight=False)
     kw = {"max_new_tokens": max_new_tokens, "do_sample": sample, "seed": seed}
@@ -174,6 +178,7 @@ def steer_cmd(
         console.print(f"saved the vector to {v.save(save)}")
 
 
+@placed
 def steer_sweep_cmd(
     model: str = MODEL_OPT,
     plus: str = PLUS,
@@ -194,13 +199,14 @@ def steer_sweep_cmd(
     max_new_tokens: int = typer.Option(30, "--max-new-tokens"),
     seed: int = typer.Option(0, "--seed"),
     out: Path = typer.Option(None, "--out", help="Run folder (default: runs/steer-…)."),
+    *,
+    place: Placement,
 ) -> None:
     """Sweep layer × coefficient: the share of generations on a topic, and perplexity and KL costs."""
-    from .. import load
     from ..steering import WEDDING_WORDS
     from ..steering.runs import steer_run
 
-    m = load(model)
+    m = place.load(model)
     assert m.dims is not None
     chosen = _layers(layers, m.dims.n_layers) or list(range(m.dims.n_layers))
     cs = floats(coefs, "--coefs")

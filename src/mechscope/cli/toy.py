@@ -4,15 +4,18 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import torch
 import typer
 from rich.console import Console
 from rich.table import Table
 
-from .options import floats
+from ..errors import InputError
+from .options import Placement, floats, placed
 
 console = Console()
 
 
+@placed
 def toy_cmd(
     n: int = typer.Option(20, "--n", help="Features n."),
     m: int = typer.Option(5, "--m", help="Hidden dimensions m (fewer than n)."),
@@ -29,10 +32,18 @@ def toy_cmd(
         True, "--phase/--no-phase", help="Also train the one-extra-feature phase diagram."
     ),
     out: Path = typer.Option(Path("runs/toy"), "--out", help="Run folder to write."),
+    *,
+    place: Placement,
 ) -> None:
     """Train toy models of superposition over sparsities; print features represented; write a run."""
     from ..sae.toy import DEFAULT_SPARSITIES, toy_run
 
+    if place.torch_device.type != "cpu" or place.torch_dtype != torch.float32:
+        # a few hundred parameters per model, trained as one batched tensor: a GPU has nothing to do
+        raise InputError(
+            "toy models of superposition train on the CPU in float32 (they are a few hundred "
+            f"parameters each); drop --device {place.device} / --dtype {place.dtype}"
+        )
     chosen = None if sparsities is None else floats(sparsities, "--sparsities")
     results = toy_run(
         out,

@@ -9,6 +9,7 @@ from rich.console import Console
 from rich.table import Table
 
 from ..errors import InputError
+from .options import Placement, placed
 
 console = Console()
 
@@ -61,6 +62,7 @@ def _fact_set(model, spec: str, n: int, known: bool, seed: int):  # noqa: ANN001
     return facts
 
 
+@placed
 def trace_cmd(
     model: str = MODEL,
     prompt: str = typer.Argument(None, help="A factual prompt, e.g. 'The Eiffel Tower is in'."),
@@ -86,9 +88,10 @@ def trace_cmd(
     engine: str = typer.Option("local", "--engine", help="With --facts: local or ray."),
     address: str = typer.Option(None, "--address", help="Ray cluster to join."),
     workers: int = typer.Option(None, "--workers", help="Ray tasks (default: all CPUs)."),
+    *,
+    place: Placement,
 ) -> None:
     """Causal tracing: where a fact lives (indirect effect per layer × token), or its average."""
-    from .. import load
     from ..tracing.average import AverageTrace
     from ..tracing.runs import trace_run
     from ..tracing.trace import noise_scale
@@ -100,7 +103,7 @@ def trace_cmd(
     from ..engine import check_engine
 
     check_engine(engine, address=address, workers=workers)  # before the model loads
-    m = load(model)
+    m = place.load(model)
     sigma = noise_scale(m, noise)
     chosen = [k.strip() for k in kinds.split(",") if k.strip()]
     if facts is not None:
@@ -160,6 +163,7 @@ def _print_average(avg) -> None:  # noqa: ANN001
         console.print(table)
 
 
+@placed
 def edit_cmd(
     model: str = MODEL,
     prompt: str = typer.Argument(
@@ -185,9 +189,10 @@ def edit_cmd(
     ),
     corpus: str = typer.Option("default", "--corpus", help="Corpus for the key covariance."),
     out: Path = typer.Option(None, "--out", help="Run folder (default: runs/edit-…)."),
+    *,
+    place: Placement,
 ) -> None:
     """ROME: rewrite one fact, then score it on held-out prompts (the edit is saved, not kept)."""
-    from .. import load
     from ..tracing.facts import geography_facts, known_facts, load_facts
     from ..tracing.rome import RomeConfig
     from ..tracing.runs import edit_run
@@ -195,7 +200,7 @@ def edit_cmd(
     if steps < 1 or prefixes < 0 or cov_tokens < 1:
         raise InputError("--steps and --cov-tokens must be at least 1, --prefixes at least 0")
     cfg = RomeConfig(steps=steps, prefixes=prefixes, covariance_tokens=cov_tokens, corpus=corpus)
-    m = load(model)
+    m = place.load(model)
     fact = _fact(m, prompt, subject, obj, relation)
     if neighbours is not None:
         pool = load_facts(neighbours)

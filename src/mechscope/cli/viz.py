@@ -8,7 +8,7 @@ import typer
 from rich.console import Console
 
 from ..errors import InputError
-from .options import numbers
+from .options import Placement, numbers, placed
 
 console = Console()
 
@@ -20,6 +20,7 @@ def _units(spec: str) -> list[int]:
         raise InputError(f"--channels takes numbers and ranges like 0-7,12, got {spec!r}") from None
 
 
+@placed
 def viz_cmd(
     site: str = typer.Argument(..., help="A site: a module path (net._blocks.8; vision: several, "
                                "comma-separated, make the rows of an early → late grid) or an LM site."),
@@ -41,6 +42,8 @@ def viz_cmd(
     soft_steps: int = typer.Option(0, "--soft-steps", help="LM: also a soft prompt of this many steps."),
     seed: int = typer.Option(0, "--seed"),
     out: Path = typer.Option(None, "--out", help="Run folder (default: runs/viz-SITE)."),
+    *,
+    place: Placement,
 ) -> None:  # fmt: skip
     """Optimised inputs: images that excite a vision model's channels (a grid and a strip), or
     prompts (GCG, and soft) that excite a language model's units, beside their top dataset examples."""
@@ -49,7 +52,7 @@ def viz_cmd(
     units = _units(channels)
     target = out or Path("runs") / f"viz-{site.replace('.', '-')}"
     if not is_vision_spec(model):
-        _prompts(site, model, units, harvest, target, steps=steps or 40, length=length,
+        _prompts(site, model, place, units, harvest, target, steps=steps or 40, length=length,
                  fluency=fluency, start=start, soft_steps=soft_steps, seed=seed)  # fmt: skip
         return
     from ..vision import load_vision
@@ -59,7 +62,7 @@ def viz_cmd(
     if size < 16 or steps < 1:
         raise InputError("--size must be at least 16 and --steps at least 1")
     thresholds = _units(snapshots) if snapshots else []
-    m = load_vision(model, weights=weights)
+    m = load_vision(model, weights=weights, device=place.device, dtype=place.torch_dtype)
     results = viz_run(m, site.split(","), units, target, size=size, steps=steps,
                       thresholds=thresholds, seed=seed)  # fmt: skip
     for result in results:
@@ -98,9 +101,8 @@ def print_prompts(rows) -> None:  # noqa: ANN001
     console.print(f"GCG beats the top example on {wins} of {len(rows)} units")
 
 
-def _prompts(site: str, model: str, units: list[int], harvest: Path | None, target: Path,
-             **options: object) -> None:  # fmt: skip
-    from .. import load
+def _prompts(site: str, model: str, place: Placement, units: list[int], harvest: Path | None,
+             target: Path, **options: object) -> None:  # fmt: skip
     from ..harvest import open_harvest
     from ..prompts import prompts_run
 
@@ -110,7 +112,7 @@ def _prompts(site: str, model: str, units: list[int], harvest: Path | None, targ
     if options["start"] not in ("top", "random"):
         raise InputError(f"--start takes top or random, got {options['start']!r}")
     store = open_harvest(harvest)
-    m = load(model)
+    m = place.load(model)
     rows = prompts_run(m, [(site, u) for u in units], store, target, **options)  # type: ignore[arg-type]
     print_prompts(rows)
     console.print(f"saved to {target}; view it: mechscope serve {target}")

@@ -9,6 +9,7 @@ from rich.console import Console
 from rich.table import Table
 
 from ..errors import InputError
+from .options import Placement, placed
 
 console = Console()
 weights_app = typer.Typer(
@@ -72,6 +73,7 @@ def print_lm_weights(summary: dict, out: Path, neurons: list[tuple[int, int]], k
 
 
 @weights_app.command("conv")
+@placed
 def conv_cmd(
     src: str = typer.Argument(..., help="The earlier site, e.g. net._blocks.11."),
     dst: str = typer.Argument(..., help="The later site, e.g. net._blocks.12."),
@@ -82,6 +84,8 @@ def conv_cmd(
     viz_steps: int = typer.Option(256, "--viz-steps", help="Steps per visualisation (0: none)."),
     viz_size: int = typer.Option(96, "--viz-size", help="Visualisation side in pixels."),
     out: Path = typer.Option(None, "--out", help="Run folder (default: runs/weights-DST-UNIT)."),
+    *,
+    place: Placement,
 ) -> None:
     """Expanded weights from every channel of SRC into one channel of DST (the car-detector figure)."""
     from .. import weights as w
@@ -89,7 +93,7 @@ def conv_cmd(
 
     if k < 1 or viz_steps < 0 or viz_size < 16:
         raise InputError("--k must be at least 1, --viz-steps at least 0, --viz-size at least 16")
-    m = load_vision(model, weights=weights)
+    m = load_vision(model, weights=weights, device=place.device, dtype=place.torch_dtype)
     target = out or Path("runs") / f"weights-{dst.replace('.', '-')}-{unit}"
     result = w.conv_weights_run(m, src, dst, unit, target, k=k, viz_size=viz_size,
                                 viz_steps=viz_steps)  # fmt: skip
@@ -98,6 +102,7 @@ def conv_cmd(
 
 
 @weights_app.command("lm")
+@placed
 def lm_cmd(
     neuron: list[str] = typer.Option([], "--neuron", help="LAYER.NEURON, repeatable (12.100)."),
     head: list[str] = typer.Option([], "--head", help="LAYER.HEAD, repeatable (27.1)."),
@@ -105,13 +110,14 @@ def lm_cmd(
     via: str = typer.Option(None, "--via", help="Gated MLPs: read the neuron's gate or up input."),
     k: int = typer.Option(10, "--k", help="Entries per ranking."),
     out: Path = typer.Option(Path("runs/weights-lm"), "--out", help="Run folder."),
+    *,
+    place: Placement,
 ) -> None:
     """OV/QK circuits and composition of heads, virtual weights into neurons, copying scores."""
-    from .. import load
     from ..weights.runs import lm_weights_run
 
     neurons, heads = _pairs(neuron, "neuron"), _pairs(head, "head")
-    m = load(model)
+    m = place.load(model)
     summary = lm_weights_run(m, out, neurons=neurons, heads=heads, k=k, via=via)
     print_lm_weights(summary, out, neurons, k)
     console.print(f"saved to {out}; view it: mechscope serve {out}")

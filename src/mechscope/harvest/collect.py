@@ -298,7 +298,9 @@ def harvest_folder(
     }
     run = new_run("harvest", out, config, resume=resume)
     try:
-        accs, done = _load_checkpoint(run.dir, names, sizes, k, n_random, window, hist_every)
+        accs, done = _load_checkpoint(
+            run.dir, names, sizes, k, n_random, window, hist_every, device=model.device
+        )
         started = time.perf_counter()
         _loop(
             model,
@@ -352,14 +354,15 @@ def _load_checkpoint(
     n_random: int,
     window: int,
     hist_every: int,
+    device: torch.device | str = "cpu",
 ) -> tuple[dict[str, UnitAccumulator], int]:
-    """Accumulators and windows done from the folder's checkpoint, or fresh ones."""
+    """Accumulators (on `device`) and windows done from the folder's checkpoint, or fresh ones."""
     if (folder / STATE_FILE).exists():
-        accs, done = _read_state(folder, names)
+        accs, done = _read_state(folder, names, device)
     else:
         accs = {
             name: UnitAccumulator.empty(
-                sizes[name], k, n_random, window, salt=i, hist_every=hist_every
+                sizes[name], k, n_random, window, salt=i, hist_every=hist_every, device=device
             )
             for i, name in enumerate(names)
         }
@@ -378,7 +381,7 @@ def save_state(
     tensors: dict[str, Tensor] = {"windows_done": torch.tensor(done)}
     for i, name in enumerate(names):
         for key, v in accs[name].state_dict().items():
-            tensors[f"{i}.{key}"] = v.contiguous()
+            tensors[f"{i}.{key}"] = v.cpu().contiguous()  # the host only at checkpoints
     tmp = folder / (STATE_FILE + ".tmp")
     save_file(tensors, str(tmp), metadata={"sites": json.dumps(list(names))})
     os.replace(tmp, folder / STATE_FILE)
@@ -546,12 +549,14 @@ def merge_harvests(
     return HarvestStore(run.finish())
 
 
-def _read_state(folder: Path, names: list[str]) -> tuple[dict[str, UnitAccumulator], int]:
+def _read_state(
+    folder: Path, names: list[str], device: torch.device | str = "cpu"
+) -> tuple[dict[str, UnitAccumulator], int]:
     state = load_file(str(folder / STATE_FILE))
     accs = {}
     for i, name in enumerate(names):
         prefix = f"{i}."
         accs[name] = UnitAccumulator.from_state(
-            {key[len(prefix) :]: v for key, v in state.items() if key.startswith(prefix)}
+            {key[len(prefix) :]: v for key, v in state.items() if key.startswith(prefix)}, device
         )
     return accs, int(state["windows_done"])

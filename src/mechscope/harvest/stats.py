@@ -17,7 +17,7 @@ batches.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 import torch
 from jaxtyping import Float, Int
@@ -109,11 +109,16 @@ class UnitAccumulator:
         salt: int = 0,
         hist_every: int = 8,
         edges: Tensor | None = None,
+        device: torch.device | str = "cpu",
     ) -> UnitAccumulator:
-        """A fresh accumulator (`hist_every`: the histogram counts windows whose id % it == 0)."""
+        """A fresh accumulator (`hist_every`: the histogram counts windows whose id % it == 0).
+
+        It lives on `device` (the harvested model's): batches reduce there, and
+        only a checkpoint (`state_dict`) brings its state to the host.
+        """
         e = hist_edges() if edges is None else edges
         big = torch.iinfo(torch.int64).max
-        return cls(
+        acc = cls(
             n_units,
             k,
             n_random,
@@ -134,6 +139,19 @@ class UnitAccumulator:
             salt=salt,
             hist_every=hist_every,
         )
+        return acc.to(device)
+
+    @property
+    def device(self) -> torch.device:
+        return self.top_vals.device
+
+    def to(self, device: torch.device | str) -> UnitAccumulator:
+        """This accumulator with its state on `device` (itself, moved in place)."""
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, Tensor):
+                setattr(self, f.name, value.to(device))
+        return self
 
     # --- one batch ------------------------------------------------------------------
 
@@ -146,26 +164,27 @@ class UnitAccumulator:
                 f"batch of shape {tuple(acts.shape)} does not fit an accumulator of "
                 f"{self.n_units} units and window {self.window}"
             )
-        acts = acts.detach().float()
+        dev = self.device
+        acts = acts.detach().float().to(dev)
+        windows = windows.to(dev)
         flat = acts.reshape(b * t, u)
         ones = torch.ones(1, b * t, dtype=flat.dtype, device=flat.device)
         # sums as one matrix-vector product each: far faster than reductions over dim 0
-        self.sum_fixed += _fixed((ones @ flat)[0].cpu(), SUM_BITS, "sum")
-        self.sumsq_fixed += _fixed((ones @ flat.square())[0].cpu(), SUMSQ_BITS, "sum of squares")
-        self.active += (ones @ (flat > 0).to(flat.dtype))[0].round().long().cpu()
+        self.sum_fixed += _fixed((ones @ flat)[0], SUM_BITS, "sum")
+        self.sumsq_fixed += _fixed((ones @ flat.square())[0], SUMSQ_BITS, "sum of squares")
+        self.active += (ones @ (flat > 0).to(flat.dtype))[0].round().long()
         self.count += b * t
         wmax = acts.amax(dim=1)  # [batch unit]
-        self.max = torch.maximum(self.max, wmax.amax(0).cpu())
+        self.max = torch.maximum(self.max, wmax.amax(0))
         sel = (windows % self.hist_every == 0).nonzero().flatten()
         if len(sel):
-            edges = self.edges.to(acts.device)
-            bins = torch.bucketize(acts[sel.to(acts.device)].contiguous(), edges, out_int32=True)
-            offset = torch.arange(u, device=acts.device, dtype=torch.int32) * (len(edges) + 1)
-            counts = torch.bincount((bins + offset).flatten(), minlength=u * (len(edges) + 1))
-            self.hist += counts.view(u, -1).cpu()
-        self._merge_top(wmax.T.cpu(), windows.cpu(), acts)
-        keys = window_hash(windows.cpu(), torch.arange(u), self.salt).T  # [unit batch]
-        self._merge_sample(keys, windows.cpu(), acts)
+            bins = torch.bucketize(acts[sel].contiguous(), self.edges, out_int32=True)
+            offset = torch.arange(u, device=dev, dtype=torch.int32) * (len(self.edges) + 1)
+            counts = torch.bincount((bins + offset).flatten(), minlength=u * (len(self.edges) + 1))
+            self.hist += counts.view(u, -1)
+        self._merge_top(wmax.T, windows, acts)
+        keys = window_hash(windows, torch.arange(u, device=dev), self.salt).T  # [unit batch]
+        self._merge_sample(keys, windows, acts)
 
     def _merge_top(self, cand: Tensor, windows: Tensor, acts: Tensor) -> None:
         # only units where some new window beats the current k-th best (or ties it)
@@ -210,9 +229,8 @@ class UnitAccumulator:
         )
         if (~from_old).any():
             slot_u, slot_j = (~from_old).nonzero(as_tuple=True)
-            rows = (order[slot_u, slot_j] - n).to(acts.device)
-            units = hit[slot_u].to(acts.device)
-            new_acts[slot_u, slot_j] = acts[rows, :, units].float().cpu()
+            rows = order[slot_u, slot_j] - n
+            new_acts[slot_u, slot_j] = acts[rows, :, hit[slot_u]].float()
         keep_acts[hit] = new_acts
 
     # --- merging and saving -------------------------------------------------------------
@@ -225,15 +243,16 @@ class UnitAccumulator:
             self.n_random,
             self.window,
             self.salt,
-        ) or not torch.equal(other.edges, self.edges):
+        ) or not torch.equal(other.edges.to(self.device), self.edges):
             raise InputError("cannot merge harvests of different units, k, sample size or bins")
+        other = UnitAccumulator.from_state(other.state_dict(), device=self.device)
         self.count += other.count
         self.sum_fixed += other.sum_fixed
         self.sumsq_fixed += other.sumsq_fixed
         self.active += other.active
         self.hist += other.hist
         self.max = torch.maximum(self.max, other.max)
-        everything = torch.arange(self.n_units)
+        everything = torch.arange(self.n_units, device=self.device)
         for kind in ("top", "sample"):
             mine = self._slots(kind)
             theirs = other._slots(kind)
@@ -253,7 +272,7 @@ class UnitAccumulator:
         return self.sample_keys, self.sample_windows, self.sample_acts
 
     def state_dict(self) -> dict[str, Tensor]:
-        """Tensors to save (safetensors); `from_state` rebuilds the accumulator."""
+        """Tensors to save (safetensors; they stay on the accumulator's device); `from_state` rebuilds it."""
         meta = torch.tensor(
             [self.n_units, self.k, self.n_random, self.window, self.salt, self.hist_every]
         )
@@ -275,10 +294,14 @@ class UnitAccumulator:
         }
 
     @classmethod
-    def from_state(cls, state: dict[str, Tensor]) -> UnitAccumulator:
+    def from_state(
+        cls, state: dict[str, Tensor], device: torch.device | str | None = None
+    ) -> UnitAccumulator:
+        """The accumulator of a `state_dict` (a copy), on `device` (default: where the state is)."""
         n_units, k, n_random, window, salt, hist_every = (int(v) for v in state["meta"])
-        fields = {name: state[name].clone() for name in state if name != "meta"}
-        return cls(n_units, k, n_random, window, **fields, salt=salt, hist_every=hist_every)
+        tensors = {name: state[name].clone() for name in state if name != "meta"}
+        acc = cls(n_units, k, n_random, window, **tensors, salt=salt, hist_every=hist_every)
+        return acc if device is None else acc.to(device)
 
     def equal(self, other: UnitAccumulator) -> bool:
         """Bit-for-bit equality of the whole state."""

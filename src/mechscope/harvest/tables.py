@@ -117,12 +117,20 @@ def _decoder(tokenizer: Any) -> Any:
     return decode
 
 
+def _on_host(acc: UnitAccumulator) -> UnitAccumulator:
+    from .stats import UnitAccumulator
+
+    return UnitAccumulator.from_state(acc.state_dict(), "cpu")
+
+
 def write_tables(
     folder: Path, model: Model, accs: dict[str, UnitAccumulator], config: dict[str, Any]
 ) -> dict[str, Any]:
     """Write the four tables from finished accumulators; returns a summary for run.json."""
     from .collect import TOKENS_FILE
 
+    # the tables are written on the host: a device accumulator comes over once, here
+    accs = {name: a if a.device.type == "cpu" else _on_host(a) for name, a in accs.items()}
     window = int(config["window"])
     first = int(config["windows"][0])
     ids = np.fromfile(folder / TOKENS_FILE, dtype=np.int32).reshape(-1, window)

@@ -20,6 +20,7 @@ from jaxtyping import Float
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
+from ..core.placement import parse_device
 from ..errors import InputError
 from .env import ACTIONS, CHANNELS, GRID
 
@@ -76,9 +77,11 @@ class MazePolicy(nn.Module):
         self.fc_policy = nn.Linear(config.hidden, len(ACTIONS))
 
     def forward(self, obs: Float[Tensor, "batch 3 grid grid"]) -> Float[Tensor, "batch 4"]:
-        x = self.block3(self.block2(self.block1(obs)))
+        """Logits on the observation's device (the mazes stay where they are; the net may not)."""
+        weight = self.fc.weight
+        x = self.block3(self.block2(self.block1(obs.to(weight.device, weight.dtype))))
         x = torch.relu(self.fc(torch.relu(x).flatten(1)))
-        return self.fc_policy(x)
+        return self.fc_policy(x).to(obs.device)
 
     def save(self, path: str | Path, meta: dict[str, object] | None = None) -> Path:
         """Weights as safetensors, the config (and `meta`) in its metadata."""
@@ -90,14 +93,16 @@ class MazePolicy(nn.Module):
             **{k: json.dumps(v) for k, v in (meta or {}).items()},
         }
         save_file(
-            {k: v.contiguous() for k, v in self.state_dict().items()}, str(tmp), metadata=info
+            {k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()},
+            str(tmp),
+            metadata=info,
         )
         tmp.replace(path)
         return path
 
     @classmethod
-    def load(cls, path: str | Path) -> MazePolicy:
-        """A policy saved by `save` (or `mechscope maze train`)."""
+    def load(cls, path: str | Path, device: str | torch.device = "cpu") -> MazePolicy:
+        """A policy saved by `save` (or `mechscope maze train`), on `device`."""
         from safetensors import safe_open
 
         path = Path(path)
@@ -118,4 +123,4 @@ class MazePolicy(nn.Module):
         config = PolicyConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in raw.items()})
         policy = cls(config)
         policy.load_state_dict(load_file(str(path)))
-        return policy.eval()
+        return policy.to(parse_device(device)).eval()

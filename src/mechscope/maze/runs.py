@@ -25,7 +25,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from ..core.model import Model
+from ..core.placement import parse_device
 from ..errors import InputError
 from ..figures import grouped_bars, line
 from ..store import model_record, new_run
@@ -52,18 +55,19 @@ DECISION_BINS = [0.0, 2.0, 4.0, 6.0, 9.0, 22.0]
 RETARGET_SITE = "block1.res2"
 
 
-def policy_model(policy: MazePolicy | str | Path) -> Model:
-    """A maze policy (or the folder/file it was saved in) as a mechscope `Model`."""
+def policy_model(policy: MazePolicy | str | Path, device: str | torch.device = "cpu") -> Model:
+    """A maze policy (or the folder/file it was saved in) as a mechscope `Model` on `device`."""
     source = None
     if not isinstance(policy, MazePolicy):
         source = str(policy)
-        policy = MazePolicy.load(policy)
-    return Model(policy, name="maze-policy", source=source)
+        policy = MazePolicy.load(policy, device)
+    return Model(policy.to(parse_device(device)), name="maze-policy", source=source)
 
 
 def train_run(
     out: str | Path, *, steps: int = 6000, batch: int = 256, region: int = 5, n_mazes: int = 20_000,
     seed: int = 0, eval_every: int = 500, n_eval: int = 500, progress: bool = True,
+    device: str | torch.device = "cpu",
 ) -> MazePolicy:  # fmt: skip
     """Train a maze policy by imitation into the run folder `out` (see the module docstring)."""
     config = {"steps": steps, "batch": batch, "region": region, "n_mazes": n_mazes, "seed": seed,
@@ -76,7 +80,7 @@ def train_run(
 
         policy, curve = train_policy(steps=steps, batch=batch, region=region, n_mazes=n_mazes,
                                      seed=seed, eval_every=eval_every, n_eval=min(n_eval, 200), progress=progress,
-                                     on_eval=checkpoint)  # fmt: skip
+                                     on_eval=checkpoint, device=device)  # fmt: skip
         run.timed("train", t0)
         held_out = generate(n_eval, seed=seed + 20_000, region=region)
         reach = reach_rate(policy, held_out, seed=seed)
@@ -120,12 +124,12 @@ def _example_mazes(mazes: Mazes, b: Behaviour) -> list[int]:
 
 def eval_run(
     policy: MazePolicy | str | Path, out: str | Path, *, n: int = 1000, seed: int = 1, region: int = 5,
-    steps: int = 250, progress: bool = True,
+    steps: int = 250, progress: bool = True, device: str | torch.device = "cpu",
 ) -> Behaviour:  # fmt: skip
     """Behaviour in `n` training-distribution and `n` deployment mazes into the run folder `out`."""
     if n < 10:
         raise InputError(f"evaluate on at least 10 mazes, got {n}")
-    model = policy_model(policy)
+    model = policy_model(policy, device)
     config = {"model": model_record(model), "policy": model.source, "n": n, "seed": seed,
               "region": region, "steps": steps}  # fmt: skip
     with new_run("maze-eval", out, config) as run:
@@ -187,7 +191,7 @@ def steer_run(
     policy: MazePolicy | str | Path, out: str | Path, *, n: int = 200, site: str = SITE,
     coeffs: Sequence[float] = (0.0, -0.5, -1.0, -2.0), retarget_site: str = RETARGET_SITE,
     channel_counts: Sequence[int] = (4, 6, 8), strengths: Sequence[float] = (1.0, 2.0, 3.0),
-    seed: int = 2, progress: bool = True,
+    seed: int = 2, progress: bool = True, device: str | torch.device = "cpu",
 ) -> dict[str, Any]:  # fmt: skip
     """The cheese vector (with its control) at `n` decision squares, cheese channels and retargeting.
 
@@ -196,7 +200,7 @@ def steer_run(
     """
     if n < 10:
         raise InputError(f"steer over at least 10 mazes, got {n}")
-    model = policy_model(policy)
+    model = policy_model(policy, device)
     for s in (site, retarget_site):
         model.table[s]  # an unknown site fails here, naming the closest ones
     config = {"model": model_record(model), "policy": model.source, "n": n, "site": site,

@@ -19,6 +19,7 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from ..core.placement import parse_device
 from ..errors import InputError
 from .env import Mazes, best_actions, generate, on_shortest_path, random_squares, rollout
 from .policy import MazePolicy, PolicyConfig
@@ -64,12 +65,14 @@ def train_policy(
     n_eval: int = 200,
     progress: bool = True,
     on_eval: Callable[[int, MazePolicy], None] | None = None,
+    device: str | torch.device = "cpu",
 ) -> tuple[MazePolicy, TrainingCurve]:
     """Train a policy on `n_mazes` training mazes (cheese in the top-right `region`).
 
     Every `eval_every` steps it is rolled out in `n_eval` held-out training
     mazes (reach rate in the curve) and `on_eval(step, policy)` is called (to
-    checkpoint). Example: ``policy, curve = train_policy(steps=2000)``.
+    checkpoint). The net trains on `device`; the mazes stay on the CPU.
+    Example: ``policy, curve = train_policy(steps=2000)``.
     """
     if steps < 1 or batch < 1 or n_mazes < 1:
         raise InputError("steps, batch and n_mazes must be positive")
@@ -84,7 +87,7 @@ def train_policy(
     # ... and, for a share `on_path` of each batch, on the path from the start to the cheese
     # (the squares an agent rolling out from the start visits most)
     path = where & on_shortest_path(mazes.distances(mazes.start), to_cheese, mazes.cheese)
-    policy = MazePolicy(config)
+    policy = MazePolicy(config).to(parse_device(device))
     opt = torch.optim.AdamW(policy.parameters(), lr=lr, weight_decay=1e-4)
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda s: min(1.0, (s + 1) / 200) * 0.5 * (1 + math.cos(math.pi * s / steps))

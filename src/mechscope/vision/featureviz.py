@@ -370,8 +370,8 @@ def render(
             x = t(x, g)
         with torch.enable_grad():
             with model.hooks(ivs, save=sites, keep_graph=True) as cache:
-                model.hf(x)
-            loss = -objective({s: cache.live[s] for s in sites}).sum()
+                model.hf(x.to(model.dtype))  # the image stays float32 in a half-precision model
+            loss = -objective({s: cache.live[s].float() for s in sites}).sum()
             loss.backward()
         opt.step()
         losses.append(float(loss.detach()))

