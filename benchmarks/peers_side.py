@@ -188,23 +188,24 @@ class TransformerLensPeer:
         with torch.no_grad():
             clean_logits, clean_cache = self.model.run_with_cache(clean, names_filter=is_z)
         m_clean = logit_diff(clean_logits[:, -1], io, s).mean()
-        acts: dict[str, torch.Tensor] = {}
-        grads: dict[str, torch.Tensor] = {}
+        # keyed by layer: the hooks report hook_z by its canonical name, blocks.L.attn.o.hook_in
+        acts: dict[int, torch.Tensor] = {}
+        grads: dict[int, torch.Tensor] = {}
 
         def keep_act(act: torch.Tensor, hook) -> None:
-            acts[hook.name] = act.detach()
+            acts[int(hook.name.split(".")[1])] = act.detach()
 
         def keep_grad(grad: torch.Tensor, hook) -> None:
-            grads[hook.name] = grad.detach()
+            grads[int(hook.name.split(".")[1])] = grad.detach()
 
         with self.model.hooks(fwd_hooks=[(is_z, keep_act)], bwd_hooks=[(is_z, keep_grad)]):
             value = logit_diff(self.model(corrupt)[:, -1], io, s).mean()
             value.backward()
-        names = [f"blocks.{i}.attn.hook_z" for i in range(self.n_layers)]
+        layers = range(self.n_layers)
         return head_scores(
-            [clean_cache[n] for n in names],
-            [acts[n] for n in names],
-            [grads[n] for n in names],
+            [clean_cache[f"blocks.{i}.attn.hook_z"] for i in layers],
+            [acts[i] for i in layers],
+            [grads[i] for i in layers],
             self.n_heads,
             m_clean - value.detach(),
         )
