@@ -119,7 +119,7 @@ def test_unknown_name_lists_the_builtins(cache: Path):
     with pytest.raises(ModelLoadError) as err:
         load_hf("smollm2-13m", cache_dir=cache, progress=False)
     message = str(err.value)
-    assert "neither a built-in model (smollm2-135m)" in message
+    assert "neither a built-in model (smollm2-135m, gemma3-270m)" in message
     assert "did you mean 'smollm2-135m'" in message
     assert "\n" not in message
 
