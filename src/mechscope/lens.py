@@ -23,7 +23,7 @@ from jaxtyping import Float
 from torch import Tensor, nn
 
 from .core.model import Inputs, Model
-from .core.weights import mlp_down_projection, output_projection
+from .core.weights import mlp_down_projection, output_projection, resident
 from .errors import InputError, MechscopeError
 
 
@@ -96,6 +96,7 @@ def frozen_final_norm(
 def logit_direction(model: Model, good: int | str, bad: int | str | None = None) -> Tensor:
     """W_U[good] − W_U[bad] (or W_U[good]): the residual direction of a logit (difference)."""
     assert model.adapter is not None
+    resident(model, "logit_direction")
     w_u = model.hf.get_submodule(model.adapter.unembed).weight  # [vocab, d_model]
 
     def tid(t: int | str) -> int:
@@ -182,6 +183,7 @@ def direct_logit_attribution(
         dla = direct_logit_attribution(model, prompt, d)
     """
     _need_known_sites(model)
+    resident(model, "direct logit attribution")
     assert model.dims is not None and model.adapter is not None
     n_layers = model.dims.n_layers
     sites = ["embed", "pos_embed"] if model.adapter.pos_embed else ["embed"]

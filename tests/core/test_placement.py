@@ -231,3 +231,19 @@ def test_dispatched_sweep_equals(dispatched) -> None:
     h_a = activation_patching(plain, clean, corrupt, metric, "attn.z", progress=False)
     h_b = activation_patching(spread, clean, corrupt, metric, "attn.z", progress=False)
     assert torch.allclose(h_a.raw, h_b.raw, atol=1e-6)
+
+
+def test_weight_readers_say_they_cannot_follow_offloaded_weights(dispatched) -> None:
+    """The logit lens calls the final norm and unembedding (it follows); DLA and weight
+    circuits read weight matrices (they say so in one line)."""
+    from mechscope.lens import direct_logit_attribution, logit_lens
+    from mechscope.weights.lm import ov_circuit
+
+    plain, spread = dispatched
+    ids = _ids(1)
+    a, b = logit_lens(plain, ids), logit_lens(spread, ids)
+    assert a.top_tokens == b.top_tokens
+    with pytest.raises(ms.InputError, match="direct logit attribution reads the weight matrices"):
+        direct_logit_attribution(spread, ids, torch.ones(32))
+    with pytest.raises(ms.InputError, match="weight circuits reads the weight matrices"):
+        ov_circuit(spread, 1, 0)

@@ -25,6 +25,7 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
+from ..core.interventions import stop as stop_at
 from ..core.model import Model
 from ..errors import InputError
 
@@ -98,7 +99,6 @@ class LocalBackend:
             out = out["input_ids"]
         return list(out)
 
-    @torch.no_grad()
     def chat(
         self,
         messages: Sequence[Message],
@@ -108,12 +108,25 @@ class LocalBackend:
         logprobs: int | None = None,
     ) -> Completion:
         """Generate an answer (greedy when `temperature` is 0); `logprobs` keeps that many alternatives."""
+        ids = self.prompt_ids(messages)
+        return self._generate([ids], max_tokens, temperature, logprobs)[0]
+
+    @torch.no_grad()
+    def _generate(
+        self,
+        prompts: Sequence[Sequence[int]],
+        max_tokens: int,
+        temperature: float,
+        logprobs: int | None,
+    ) -> list[Completion]:
+        """One `generate` call for prompts of one length (so no padding touches their numbers)."""
         start = time.perf_counter()
         tok = self.model.tokenizer
-        ids = torch.tensor([self.prompt_ids(messages)], device=self.model.device)
+        ids = torch.tensor([list(p) for p in prompts], device=self.model.device)
         sample = temperature > 0
         if sample:
             torch.manual_seed(self.seed)
+        pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
         out = self.model.hf.generate(
             ids,
             attention_mask=torch.ones_like(ids),
@@ -122,27 +135,36 @@ class LocalBackend:
             temperature=temperature if sample else None,
             top_p=None,
             top_k=None,
-            pad_token_id=tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id,
+            pad_token_id=pad,
             output_scores=logprobs is not None,
             return_dict_in_generate=True,
         )
-        new = out.sequences[0, ids.shape[1] :]
-        tops = None
-        if logprobs is not None:
-            tops = []
-            for step in out.scores:
-                lp = step[0].float().log_softmax(-1)
-                values, index = lp.topk(max(logprobs, 1))
-                tops.append(
-                    {tok.decode([int(i)]): float(v) for v, i in zip(values, index, strict=True)}
+        seconds = (time.perf_counter() - start) / len(prompts)
+        eos = tok.eos_token_id
+        answers = []
+        for row in range(len(prompts)):
+            new = out.sequences[row, ids.shape[1] :]
+            if len(prompts) > 1 and eos is not None:  # a row that ended early is padded after
+                ends = (new == eos).nonzero()
+                new = new[: int(ends[0]) + 1] if len(ends) else new
+            tops = None
+            if logprobs is not None:
+                tops = []
+                for step in out.scores[: len(new)]:
+                    values, index = step[row].float().log_softmax(-1).topk(max(logprobs, 1))
+                    tops.append(
+                        {tok.decode([int(i)]): float(v) for v, i in zip(values, index, strict=True)}
+                    )
+            answers.append(
+                Completion(
+                    text=tok.decode(new, skip_special_tokens=True),
+                    logprobs=tops,
+                    tokens_in=int(ids.shape[1]),
+                    tokens_out=int(new.numel()),
+                    seconds=seconds,
                 )
-        return Completion(
-            text=tok.decode(new, skip_special_tokens=True),
-            logprobs=tops,
-            tokens_in=int(ids.shape[1]),
-            tokens_out=int(new.numel()),
-            seconds=time.perf_counter() - start,
-        )
+            )
+        return answers
 
     def chat_many(
         self,
@@ -151,19 +173,49 @@ class LocalBackend:
         max_tokens: int = 128,
         temperature: float = 0.0,
         logprobs: int | None = None,
+        batch_size: int = 8,
     ) -> list[Completion | Exception]:
-        """`chat` for each request in turn; an error is returned in its slot, not raised."""
-        out: list[Completion | Exception] = []
-        for messages in requests:
+        """`chat` for every request; an error is returned in its slot, not raised.
+
+        Greedy requests whose prompts have the same length are generated
+        together, `batch_size` at a time (one forward per new token for all of
+        them, and no padding, so each answer is the one `chat` gives);
+        sampled ones one by one, each from the backend's seed.
+        """
+        out: list[Completion | Exception | None] = [None] * len(requests)
+        groups: dict[int, list[tuple[int, list[int]]]] = {}
+        for n, messages in enumerate(requests):
             try:
-                out.append(
-                    self.chat(
-                        messages, max_tokens=max_tokens, temperature=temperature, logprobs=logprobs
-                    )
-                )
+                ids = self.prompt_ids(messages)
             except Exception as err:  # one bad request must not sink a batch
-                out.append(err)
-        return out
+                out[n] = err
+                continue
+            key = len(ids) if temperature <= 0 else -1 - n  # sampled: a group of its own
+            groups.setdefault(key, []).append((n, ids))
+        for members in groups.values():
+            for b in range(0, len(members), max(1, batch_size)):
+                chunk = members[b : b + max(1, batch_size)]
+                try:
+                    if len(chunk) == 1:  # through `chat`, which a subclass may wrap
+                        answers: list[Completion | Exception] = [
+                            self.chat(
+                                requests[chunk[0][0]],
+                                max_tokens=max_tokens,
+                                temperature=temperature,
+                                logprobs=logprobs,
+                            )
+                        ]
+                    else:
+                        answers = list(
+                            self._generate(
+                                [ids for _, ids in chunk], max_tokens, temperature, logprobs
+                            )
+                        )
+                except Exception as err:
+                    answers = [err] * len(chunk)
+                for (n, _), answer in zip(chunk, answers, strict=True):
+                    out[n] = answer
+        return [a for a in out if a is not None]
 
     def position_logprobs(
         self, ids: Sequence[int], positions: Sequence[int], candidates: Sequence[int]
@@ -201,10 +253,14 @@ class LocalBackend:
             for row, i in enumerate(group):
                 x[row, : len(seqs[i])] = torch.tensor(list(seqs[i]))
                 mask[row, : len(seqs[i])] = 1
-            dev = self.model.device
-            logits = self.model.hf(x.to(dev), attention_mask=mask.to(dev), use_cache=False).logits
+            # the forward ends at the final norm; only the positions read are unembedded
+            normed = self.model.run(
+                {"input_ids": x, "attention_mask": mask},
+                save="final_norm",
+                interventions=[stop_at("final_norm")],
+            ).cache["final_norm"]
             for row, i in enumerate(group):
-                picked = logits[row, torch.tensor(list(positions[i]))].float()
+                picked = self.model.unembed(normed[row, torch.tensor(list(positions[i]))]).float()
                 out[i] = picked.log_softmax(-1)[:, cand].cpu()
             start = stop
         return [t for t in out if t is not None]

@@ -393,7 +393,6 @@ class Model:
         tile = resid_pre.shape[0] // context.batch
         assert self.adapter is not None
         final_norm = self.hf.get_submodule(self.adapter.final_norm)
-        unembed = self.hf.get_submodule(self.adapter.unembed)
         with self.hooks(interventions, save) as cache, torch.no_grad():
             h = resid_pre
             for i in range(layer, len(blocks)):
@@ -402,11 +401,19 @@ class Model:
                 h = out[0] if isinstance(out, tuple) else out
             if logits_at is not None:
                 h = h[:, logits_at].unsqueeze(1)
-            logits = unembed(final_norm(h))
-            cap = getattr(self.hf.config, "final_logit_softcapping", None)
-            if cap:
-                logits = torch.tanh(logits / cap) * cap
+            logits = self.unembed(final_norm(h))
         return RunOutput(logits, cache)
+
+    def unembed(self, normed: Float[Tensor, "*rows d_model"]) -> Float[Tensor, "*rows d_vocab"]:
+        """Logits from the final norm's output (``final_norm`` site), as the model's head computes.
+
+        Lets a caller unembed only the positions it reads: a full [batch, pos,
+        vocab] tensor is what dominates memory at Gemma's 262k-token vocabulary.
+        """
+        assert self.adapter is not None
+        logits = self.hf.get_submodule(self.adapter.unembed)(normed)
+        cap = getattr(self.hf.config, "final_logit_softcapping", None)
+        return torch.tanh(logits / cap) * cap if cap else logits
 
     def trace(
         self,

@@ -15,6 +15,21 @@ from ..errors import InputError
 from .model import Model
 
 
+def resident(model: Model, what: str) -> None:
+    """Fail in one line when `what` would read weights that a dispatched model keeps offloaded.
+
+    With accelerate's disk or CPU offload the parameters are ``meta`` tensors
+    until a forward needs them: forwards, interventions and gradients work,
+    but a technique that reads the weight matrices themselves cannot.
+    """
+    if model.offloaded:
+        raise InputError(
+            f"{what} reads the weight matrices, and {model.name} keeps some offloaded "
+            "(device_map with 'disk' or CPU offload: they exist only inside a forward); "
+            "load it onto devices that hold every weight (device= or a device_map without 'disk')"
+        )
+
+
 def in_out(module: nn.Module) -> Float[Tensor, "d_in d_out"]:
     """A projection's weight as [in, out] (a view: still attached to the module's parameter)."""
     weight = module.weight

@@ -37,7 +37,7 @@ from torch import Tensor, nn
 
 from ..core.interventions import Intervention
 from ..core.model import Model
-from ..core.weights import output_projection
+from ..core.weights import output_projection, resident
 from ..errors import InputError, MechscopeError
 from .dataset import IOIDataset
 
@@ -251,6 +251,7 @@ def _dims(model: Model) -> tuple[int, int]:
         raise InputError(
             f"{model.name} is not a transformer LM mechscope knows: no attention heads"
         )
+    resident(model, "the IOI head scores")
     return model.dims.n_layers, model.dims.n_heads
 
 

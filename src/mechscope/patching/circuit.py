@@ -408,7 +408,7 @@ class _Ablation:
         d = model.dims
         per_row = clean_x.shape[1] * (10 * d.d_model + 3 * d.d_mlp + d.n_heads * clean_x.shape[1])
         per_row += (1 if last_only else clean_x.shape[1]) * d.d_vocab
-        self.row_bytes = 4 * per_row
+        self.row_bytes = model.dtype.itemsize * per_row  # bf16 rows take half of fp32's
         self.evaluations = 0
 
     def evaluate(self, ablated: Sequence[Iterable[str]]) -> Tensor:
@@ -455,14 +455,8 @@ class _Ablation:
 
 def _rowwise(site: str, source: Tensor, mask: Tensor, tile: int) -> iv.Intervention:
     """Per-row patch: where `mask` (rows, or rows × heads) is set, take the tiled `source`."""
-
-    def fn(x: Tensor) -> Tensor:
-        src = source.to(x.dtype).repeat(tile, *([1] * (source.ndim - 1)))
-        m = mask.to(x.device)
-        m = m[:, None, :, None] if m.ndim == 2 else m[:, None, None]
-        return torch.where(m, src, x)
-
-    return iv.apply(site, fn)
+    where = mask[:, None, :, None] if mask.ndim == 2 else mask[:, None, None]
+    return iv.replace(site, source.repeat(tile, *([1] * (source.ndim - 1))), mask=where)
 
 
 def _layer_of(node: str) -> int:

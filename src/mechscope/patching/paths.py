@@ -13,7 +13,7 @@ so all senders are measured in a few batched, resumed forwards.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Literal
 
 import torch
@@ -105,13 +105,16 @@ def path_patching(
         low = min(layer for layer, _ in chunk)
         # step 1: sender corrupted, every other head frozen clean
         ivs = [
-            iv.apply(
-                z_sites[layer],
-                _freeze_heads(
-                    base.cache[z_sites[layer]], corrupt.cache[z_sites[layer]], chunk, layer, n
-                ),
-            )
+            one
             for layer in range(low, dims.n_layers)
+            for one in _freeze_heads(
+                z_sites[layer],
+                base.cache[z_sites[layer]],
+                corrupt.cache[z_sites[layer]],
+                chunk,
+                layer,
+                n,
+            )
         ]
         ivs += [iv.replace(s, base.cache[s].repeat(e, 1, 1)) for s in mlp_sites[low:]]
         resid = base.cache[f"blocks.{low}.resid_pre"].repeat(e, 1, 1)
@@ -123,9 +126,10 @@ def path_patching(
         else:
             # step 2: clean run, only the receivers' inputs from step 1
             step2 = [
-                iv.apply(
+                _take_units(
                     f"blocks.{layer}.attn.{receiver_input}",
-                    _take_units(step1.cache[f"blocks.{layer}.attn.{receiver_input}"], units),
+                    step1.cache[f"blocks.{layer}.attn.{receiver_input}"],
+                    units,
                 )
                 for layer, units in by_receiver_layer.items()
             ]
@@ -162,29 +166,31 @@ def path_patching(
 
 
 def _freeze_heads(
-    clean_z: Tensor, corrupt_z: Tensor, chunk: list[Head], layer: int, n: int
-) -> Callable[[Tensor], Tensor]:
-    """z of `layer` := clean for every row, except each sender's own head := corrupted in its rows."""
+    site: str, clean_z: Tensor, corrupt_z: Tensor, chunk: list[Head], layer: int, n: int
+) -> list[iv.Intervention]:
+    """z of `layer` := clean for every row, except each sender's own head := corrupted in its rows.
+
+    As data: the clean value everywhere, then the senders' (row, head) points from the
+    corrupted run (written into the same copy).
+    """
     e = len(chunk)
-    rows = [j for j, (sl, _) in enumerate(chunk) if sl == layer]
+    ivs = [iv.replace(site, clean_z.repeat(e, 1, 1, 1))]
+    senders = [(j, head) for j, (sl, head) in enumerate(chunk) if sl == layer]
+    if senders:
+        prompts = torch.arange(n)
+        ivs.append(
+            iv.replace(
+                site,
+                corrupt_z,
+                rows=torch.cat([j * n + prompts for j, _ in senders]),
+                heads=torch.tensor([head for _, head in senders]).repeat_interleave(n),
+                source_rows=prompts.repeat(len(senders)),
+                paired=True,
+            )
+        )
+    return ivs
 
-    def fn(x: Tensor) -> Tensor:
-        out = clean_z.to(x.dtype).repeat(e, 1, 1, 1)
-        for j in rows:
-            head = chunk[j][1]
-            out[j * n : (j + 1) * n, :, head] = corrupt_z[:, :, head].to(x.dtype)
-        return out
 
-    return fn
-
-
-def _take_units(recorded: Tensor, units: list[int]) -> Callable[[Tensor], Tensor]:
+def _take_units(site: str, recorded: Tensor, units: list[int]) -> iv.Intervention:
     """Replace the listed heads (axis 2) by their recorded values, row by row."""
-    idx = torch.tensor(sorted(set(units)))
-
-    def fn(x: Tensor) -> Tensor:
-        x = x.clone()
-        x[:, :, idx] = recorded[:, :, idx].to(x.dtype)
-        return x
-
-    return fn
+    return iv.replace(site, recorded, heads=sorted(set(units)))

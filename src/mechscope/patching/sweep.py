@@ -217,9 +217,10 @@ def activation_patching(
     ]
     todo = [e for e, skip in zip(experiments, noop, strict=True) if not skip]
 
-    per_row = n_pos * (10 * model.dims.d_model + 3 * model.dims.d_mlp) * 4
+    size = model.dtype.itemsize  # the real element size: bf16 rows take half of fp32's
+    per_row = n_pos * (10 * model.dims.d_model + 3 * model.dims.d_mlp) * size
     if not last_only:
-        per_row += n_pos * model.dims.d_vocab * 4
+        per_row += n_pos * model.dims.d_vocab * size
     rows = max(n_prompts, min(max_rows, memory_budget // per_row))
     per_chunk = max(1, rows // n_prompts)
     raw_todo = torch.empty(len(todo))
@@ -325,40 +326,18 @@ def _chunk_interventions(
         which = torch.cat([prompts for _ in items])
         pos = [e.position for _, e in items]
         head = [e.head for _, e in items]
-        out.append(iv.apply(name, _scatter(src, rows, which, pos, head, n_prompts, site)))
+        # x[rows, pos(, head)] = src[which, pos(, head)], point by point: one intervention,
+        # one copy of the site, inspectable (no closure)
+        per = lambda values: torch.tensor(values).repeat_interleave(n_prompts)  # noqa: E731
+        out.append(
+            iv.replace(
+                name,
+                src,
+                rows=rows,
+                positions=None if pos[0] is None else per(pos),
+                heads=None if head[0] is None else per(head),
+                source_rows=which,
+                paired=True,
+            )
+        )
     return out
-
-
-def _scatter(
-    src: Tensor,
-    rows: Tensor,
-    which: Tensor,
-    pos: list[int | None],
-    head: list[int | None],
-    n_prompts: int,
-    site: str,
-) -> Callable[[Tensor], Tensor]:
-    """x[rows, pos(, head)] = src[which, pos(, head)], vectorised over the experiments."""
-    per = lambda values: torch.tensor(values).repeat_interleave(n_prompts)  # noqa: E731
-    all_pos = pos[0] is None
-    all_heads = head[0] is None
-    p = None if all_pos else per(pos)
-    h = None if all_heads else per(head)
-    pattern = site == "attn.pattern"  # [batch, head, q_pos, k_pos]
-
-    def fn(x: Tensor) -> Tensor:
-        x = x.clone()
-        s = src.to(x.dtype)
-        # view patterns as [batch, q_pos, head, k_pos] so positions come before heads as elsewhere
-        xv, sv = (x.transpose(1, 2), s.transpose(1, 2)) if pattern else (x, s)
-        if p is None and h is None:
-            xv[rows] = sv[which]
-        elif h is None:
-            xv[rows, p] = sv[which, p]
-        elif p is None:
-            xv[rows, :, h] = sv[which, :, h]
-        else:
-            xv[rows, p, h] = sv[which, p, h]
-        return x
-
-    return fn

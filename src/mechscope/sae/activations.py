@@ -44,7 +44,10 @@ def stream_activations(
     skip_boundary: bool = True,
     progress: bool = False,
 ) -> Iterator[Float[Tensor, "n d_in"]]:
-    """Yield `site`'s vectors, one chunk per forward of `batch_windows` windows (float32, CPU).
+    """Yield `site`'s vectors, one chunk per forward of `batch_windows` windows (float32).
+
+    The chunks stay on the site's device (the model's): an SAE trained there,
+    or a covariance summed there, never waits for a copy to the host.
 
     `tokens` bounds the corpus tokens read (None: the whole corpus); windows
     start at `start_window`, so a held-out range can follow the training one.
@@ -75,7 +78,7 @@ def stream_activations(
             )
         keep = ~torch.isin(ids, skip) if skip_boundary else torch.ones_like(ids, dtype=torch.bool)
         bar.update(ids.numel())
-        return x[keep.to(x.device)].float().cpu()
+        return x[keep.to(x.device)].float()
 
     for ids in window_batches(
         model, corpus, window, batch_windows, start=start_window, limit=limit
@@ -113,7 +116,8 @@ class ShuffleBuffer:
             if held < self.batch:
                 return
             buf = torch.cat(pending)
-            buf = buf[torch.randperm(len(buf), generator=self.generator)]
+            # the permutation is drawn on the CPU: the same batches whatever the device
+            buf = buf[torch.randperm(len(buf), generator=self.generator).to(buf.device)]
             out = len(buf) if exhausted else max(self.batch, len(buf) // 2)
             out -= out % self.batch
             for i in range(0, out, self.batch):
@@ -151,7 +155,7 @@ def store_activations(
     def flush(rows: Tensor) -> None:
         nonlocal n_shards
         tmp = out / f".acts-{n_shards:05d}.tmp"
-        save_file({"acts": rows.to(dtype).contiguous()}, str(tmp))
+        save_file({"acts": rows.to("cpu", dtype).contiguous()}, str(tmp))
         os.replace(tmp, out / f"acts-{n_shards:05d}.safetensors")
         n_shards += 1
 

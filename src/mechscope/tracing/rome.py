@@ -39,6 +39,7 @@ from tqdm.auto import tqdm
 from ..core.interventions import apply
 from ..core.loading import default_cache_dir
 from ..core.model import Model
+from ..core.weights import resident
 from ..errors import InputError
 from .facts import Fact, subject_span
 
@@ -53,6 +54,7 @@ def _down(model: Model, layer: int) -> nn.Module:
         raise InputError("ROME needs a transformer language model with MLP blocks")
     if not 0 <= layer < model.dims.n_layers:
         raise InputError(f"layer {layer} out of range: the model has {model.dims.n_layers} layers")
+    resident(model, "ROME")
     return model.hf.get_submodule(f"{model.adapter.layers}.{layer}.{model.adapter.mlp_down}")
 
 
@@ -101,12 +103,14 @@ def key_covariance(
     total: Tensor | None = None
     n = 0
     for chunk in stream_activations(model, site, corpus, tokens=tokens, progress=progress):
-        x = chunk.double()
-        total = x.T @ x if total is None else total + x.T @ x
-        n += x.shape[0]
+        # each chunk's product in float32 on the model's device, summed over chunks in float64
+        # (the sum over 10⁵ tokens is where float32 loses digits)
+        part = (chunk.T @ chunk).double()
+        total = part if total is None else total + part
+        n += chunk.shape[0]
     if total is None or n == 0:
         raise InputError(f"the corpus {corpus!r} gave no tokens for the key covariance")
-    cov = (total / n).float()
+    cov = (total / n).float().cpu()
     if use_cache:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(path.name + ".tmp")

@@ -26,7 +26,7 @@ from safetensors.torch import save_file
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from ..core.interventions import add, apply
+from ..core.interventions import add, replace
 from ..core.model import Model
 from ..core.suffix import SuffixRunner
 from ..errors import InputError
@@ -224,7 +224,7 @@ def trace_fact(
         ivs_r = []
         for site, mask in restore.items():
             value, where = clean[site][:, t0:], mask.to(model.device)[..., None]
-            ivs_r.append(apply(site, lambda x, v=value, w=where: torch.where(w, v.expand_as(x), x)))
+            ivs_r.append(replace(site, value, mask=where))
         resid = base.cache[f"blocks.{first}.resid_pre"][:, t0:].repeat(len(chunk), 1, 1)
         if suffix:
             logits = suffix.run(first, t0, resid, ivs_r)

@@ -25,7 +25,7 @@ from jaxtyping import Float
 from torch import Tensor, nn
 
 from ..core.model import Model
-from ..core.weights import in_out
+from ..core.weights import in_out, resident
 from ..errors import InputError, MechscopeError
 
 FAMILIES = ("llama", "gpt2", "gpt_neox")
@@ -34,6 +34,7 @@ FAMILIES = ("llama", "gpt2", "gpt_neox")
 def _need(model: Model) -> tuple[str, int]:
     if model.adapter is None or model.dims is None:
         raise InputError("weight circuits need a transformer with known sites")
+    resident(model, "weight circuits")
     family = model.adapter.family
     if family not in FAMILIES:
         raise MechscopeError(
@@ -256,7 +257,7 @@ def composition_scores(
     wo = w.o[head]
     out = {s: torch.zeros(model.dims.n_layers, model.dims.n_heads) for s in "qkv"}
     r = wq.shape[1]
-    eye = torch.eye(r)
+    eye = torch.eye(r, dtype=wq.dtype, device=wq.device)
     qk_norm, ov_norm = _fro(wq, eye, wk), _fro(wv, eye, wo.T)
     n_heads = model.dims.n_heads
 
