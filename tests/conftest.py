@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import os
+
 from jaxtyping import install_import_hook
+
+# the test clusters of Ray stay on the loopback (see mechscope.engine.cluster.import_ray)
+os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
 
 # shapes annotated with jaxtyping are checked at run time, under pytest only
 with install_import_hook("mechscope", "beartype.beartype"):

@@ -249,3 +249,11 @@ def test_cli_bad_engine_options_are_one_line_exit_2(
     res = mechscope("harvest", "no-such-model", *args, cache=tmp_path)
     assert res.returncode == 2
     assert res.stderr.strip().startswith(message) and len(res.stderr.strip().splitlines()) == 1
+
+
+def test_the_local_cluster_stays_on_the_loopback() -> None:
+    """Every address the cluster announces is 127.0.0.1 (nothing listens on the host's network)."""
+    assert ray.is_initialized()
+    assert ray.util.get_node_ip_address() == "127.0.0.1"
+    assert ray.get_runtime_context().gcs_address.startswith("127.0.0.1:")
+    assert {node["NodeManagerAddress"] for node in ray.nodes()} == {"127.0.0.1"}

@@ -29,8 +29,24 @@ REPORT_S = 0.2  # how often a task sends its progress at most
 OBJECT_STORE_BYTES = 256 * 2**20  # a local cluster's object store: shards return small records
 
 
-def import_ray() -> ModuleType:
-    """The `ray` module, or an EngineError saying how to install it."""
+# Ray announces a node by the host's network address even when it is alone on this machine;
+# with cluster mode off in its own constant it takes the loopback (read when ray is imported)
+LOOPBACK_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
+
+
+def _is_loopback(address: str | None) -> bool:
+    host = (address or "").rsplit(":", 1)[0].removeprefix("ray://")
+    return not address or address == "local" or host in ("127.0.0.1", "localhost", "::1", "[::1]")
+
+
+def import_ray(address: str | None = None) -> ModuleType:
+    """The `ray` module, or an EngineError saying how to install it.
+
+    For a cluster on this machine alone (no `address`, or a loopback one) Ray
+    is kept on 127.0.0.1: every node, worker and object store binds the loopback.
+    """
+    if _is_loopback(address):
+        os.environ.setdefault(LOOPBACK_ENV, "0")
     try:
         import ray
     except ImportError:
@@ -47,15 +63,14 @@ def ray_session(address: str | None = None, cpus: int | None = None) -> Iterator
     A process already connected keeps its connection (and `address` is not
     used). A cluster or connection made here is shut down on exit. A local
     cluster gets `cpus` CPUs (default: all), workers at normal priority, no
-    dashboard, no usage stats, and quiet logs; it is one node of this machine, whose address Ray picks
-    itself (it maps 127.0.0.1 to the host's own address, so it cannot be
-    pinned to the loopback).
+    dashboard, no usage stats, and quiet logs; it is one node of this machine
+    on 127.0.0.1 (see `import_ray`).
 
     >>> with ray_session(cpus=2) as ray:  # doctest: +SKIP
     ...     ray.cluster_resources()["CPU"]
     2.0
     """
-    ray = import_ray()
+    ray = import_ray(address)
     if ray.is_initialized():
         yield ray
         return
