@@ -27,6 +27,7 @@ from jaxtyping import Float
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from ..core.interventions import stop
 from ..core.model import Model
 from ..errors import InputError
 from .data import ContrastPair, pair_texts, question_head
@@ -54,7 +55,8 @@ def hidden_states(
         for side, column in ((True, 0), (False, 1)):
             batch = [t[column] for t in chunk]
             lengths = model.lengths(batch)
-            cache = model.run(batch, save=sites).cache
+            # the forward ends at the last block: no unembedding (262k logits a token on Gemma)
+            cache = model.run(batch, save=sites, interventions=[stop(sites[-1])]).cache
             rows = torch.arange(len(batch))
             stacked = torch.stack([cache[s][rows, lengths - 1] for s in sites], dim=1)
             out[side].append(stacked.float().cpu())
