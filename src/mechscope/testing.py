@@ -13,6 +13,8 @@ Example::
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -154,3 +156,25 @@ class ScriptedBackend:
                 answer = answer(messages)
             out.append(answer if isinstance(answer, Exception) else Completion(answer))
         return out
+
+
+def run_cli(
+    *args: str, cache: str | os.PathLike[str] | None = None, timeout: float = 600
+) -> subprocess.CompletedProcess[str]:
+    """Run ``python -m mechscope ARGS`` in a real process (with its own cache folder, if given).
+
+    Example::
+
+        res = run_cli("run", str(folder), "hello", cache=tmp_path)
+        assert res.returncode == 0, res.stderr
+    """
+    env = {**os.environ, "COLUMNS": "200"}
+    if cache is not None:
+        env["MECHSCOPE_CACHE"] = str(cache)
+    return subprocess.run(
+        [sys.executable, "-m", "mechscope", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=timeout,
+    )

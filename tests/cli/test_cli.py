@@ -2,17 +2,17 @@
 
 from __future__ import annotations
 
+import functools
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 
 import mechscope as ms
-from mechscope.testing import tiny_chat_model
+from mechscope.testing import run_cli, tiny_chat_model
+
+mechscope = functools.partial(run_cli, timeout=300)
 
 
 @pytest.fixture(scope="module")
@@ -23,17 +23,6 @@ def folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
     model.hf.save_pretrained(path)
     model.tokenizer.save_pretrained(path)
     return path
-
-
-def mechscope(*args: str, cache: Path) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "MECHSCOPE_CACHE": str(cache), "COLUMNS": "200"}
-    return subprocess.run(
-        [sys.executable, "-m", "mechscope", *args],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=300,
-    )
 
 
 def test_run_prints_top_tokens_and_saves_the_cache(folder, tmp_path):

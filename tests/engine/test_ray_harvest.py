@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -25,6 +24,7 @@ from mechscope.engine.cluster import ray_session
 from mechscope.errors import InputError
 from mechscope.harvest import harvest
 from mechscope.harvest.collect import STATE_FILE
+from mechscope.testing import run_cli as mechscope
 from mechscope.testing import tiny_model
 
 # 192 windows in batches of 4: two shards of 24 batches, a checkpoint every 2
@@ -202,17 +202,6 @@ def test_engine_options_are_checked() -> None:
         check_engine("ray", workers=0)
     with pytest.raises(InputError, match="drop shard"):
         harvest(tiny_model("llama"), "fortunes", out="x", engine="ray", shard=(0, 2), **ARGS)
-
-
-def mechscope(*args: str, cache: Path) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "MECHSCOPE_CACHE": str(cache), "COLUMNS": "200"}
-    return subprocess.run(
-        [sys.executable, "-m", "mechscope", *args],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=600,
-    )
 
 
 def test_cli_joins_the_cluster_by_address_and_gives_the_local_harvest(tmp_path: Path) -> None:
