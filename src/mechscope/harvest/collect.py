@@ -178,54 +178,23 @@ def harvest(
     from ..engine import check_engine, torch_threads
 
     check_engine(engine, address=address, workers=workers, threads=threads)
+    # what a harvest is, whichever engine runs it
+    common: dict[str, Any] = dict(
+        out=out, sites=sites, tokens=tokens, window=window, k=k, n_random=n_random,
+        batch_size=batch_size, hist_every=hist_every, checkpoint_seconds=checkpoint_seconds,
+        checkpoint_batches=checkpoint_batches, resume=resume, progress=progress,
+        keep_state=keep_state, features=features,
+    )  # fmt: skip
     if engine == "ray":
         if shard is not None:
             raise InputError("engine='ray' shards the corpus itself: drop shard=")
         from ..engine.harvest import harvest_on_ray
 
         return harvest_on_ray(
-            model,
-            corpus,
-            out=out,
-            address=address,
-            workers=workers,
-            threads=threads or 1,
-            resume=resume,
-            progress=progress,
-            keep_state=keep_state,
-            sites=sites,
-            tokens=tokens,
-            window=window,
-            k=k,
-            n_random=n_random,
-            batch_size=batch_size,
-            hist_every=hist_every,
-            checkpoint_seconds=checkpoint_seconds,
-            checkpoint_batches=checkpoint_batches,
-            features=features,
+            model, corpus, address=address, workers=workers, threads=threads or 1, **common
         )
     with torch_threads(threads):
-        return HarvestStore(
-            harvest_folder(
-                model,
-                corpus,
-                out=out,
-                sites=sites,
-                tokens=tokens,
-                window=window,
-                k=k,
-                n_random=n_random,
-                batch_size=batch_size,
-                shard=shard,
-                hist_every=hist_every,
-                checkpoint_seconds=checkpoint_seconds,
-                checkpoint_batches=checkpoint_batches,
-                resume=resume,
-                progress=progress,
-                keep_state=keep_state,
-                features=features,
-            )
-        )
+        return HarvestStore(harvest_folder(model, corpus, shard=shard, **common))
 
 
 def check_args(k: int, n_random: int, window: int, batch_size: int, tokens: int) -> None:
