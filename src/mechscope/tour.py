@@ -14,6 +14,7 @@ from typing import Any
 import torch
 from rich.console import Console
 from rich.table import Table
+from torch import Tensor
 
 from . import Model, load
 from .core import interventions as iv
@@ -431,6 +432,53 @@ def maze_agent(model: Model, console: Console) -> None:
     console.print(f"vector fields before and after: [bold]mechscope serve {OUT_DIR}[/bold]")
 
 
+def _reload_spec(model: Model) -> str:
+    """What to load the tour's model again from: its built-in name, else its source."""
+    from .core.loading import BUILTIN_MODELS
+
+    return model.name if model.name in BUILTIN_MODELS else str(model.source or model.name)
+
+
+def precision_and_dispatch(model: Model, console: Console) -> None:
+    """The same calls in bfloat16, and on a copy with the upper half of its blocks on disk."""
+    if model.adapter is None or model.dims is None:
+        return
+    spec, n = _reload_spec(model), model.dims.n_layers
+    ids = model.to_tokens(IOI_CLEAN)
+    io, s = model.to_single_token(" Mary"), model.to_single_token(" John")
+    table = Table(title="one prompt, three placements (IOI logit difference at the end)")
+    for column in ("model", "dtype", "placement", "logits = plain HF", "logit(Mary) − logit(John)"):
+        table.add_column(column)
+
+    def row(m: Model, placement: str) -> Tensor:
+        out = m.run(ids, save=["blocks.*.resid_pre"])
+        with torch.no_grad():
+            same = str(torch.equal(out.logits, m.hf(ids).logits))
+        diff = float(out.logits[0, -1, io] - out.logits[0, -1, s])
+        table.add_row(m.name, str(m.dtype).removeprefix("torch."), placement, same, f"{diff:+.3f}")
+        return out.logits
+
+    reference = row(model, str(model.device))
+    row(load(spec, dtype="bfloat16"), "cpu")
+    layers = model.adapter.layers
+    dmap: dict[str, str] = {
+        name: "cpu" for name, _ in model.hf.named_children() if name != layers.split(".")[0]
+    }
+    top = layers.split(".")[0]
+    dmap.update(
+        {f"{top}.{name}": "cpu" for name, _ in model.hf.get_submodule(top).named_children()}
+    )
+    del dmap[layers]
+    dmap.update({f"{layers}.{i}": "cpu" if i < n // 2 else "disk" for i in range(n)})
+    spread = load(spec, device_map=dmap, offload_folder=OUT_DIR / "offload")
+    got = row(spread, f"blocks {n // 2}–{n - 1} on disk")
+    console.print(table)
+    console.print(
+        f"dispatched over CPU and disk, the logits equal the model's: {torch.equal(got, reference)} "
+        "(accelerate's own hooks; sites, interventions and gradients the same)"
+    )
+
+
 SECTIONS: list[tuple[str, Callable[[Model, Console], None]]] = [
     ("Next tokens", next_tokens),
     ("Sites and the cache", cache_shapes),
@@ -445,6 +493,7 @@ SECTIONS: list[tuple[str, Callable[[Model, Console], None]]] = [
     ("Latent knowledge and steering: CCS, probes, activation addition", probes_and_steering),
     ("Feature visualisation and circuits in the weights", feature_visualisation),
     ("Shard theory's maze agent: misgeneralisation, the cheese vector, retargeting", maze_agent),
+    ("Scale: bfloat16, and a model spread over the CPU and the disk", precision_and_dispatch),
 ]
 
 
