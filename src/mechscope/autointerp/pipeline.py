@@ -19,6 +19,7 @@ Example::
 
 from __future__ import annotations
 
+import contextlib
 import json
 import random
 import time
@@ -31,6 +32,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from tqdm.auto import tqdm
 
+from ..engine import check_engine, torch_threads
 from ..errors import InputError
 from ..harvest.tables import HarvestStore, UnitRecord
 from ..store import new_run
@@ -102,6 +104,81 @@ def _append(path: Path, records: Sequence[dict[str, Any]]) -> None:
         f.flush()
 
 
+def make_simulators(backend: Backend) -> tuple[LogprobSimulator | JsonSimulator, Judge]:
+    """The simulator (log-probabilities for a local backend, JSON otherwise) and judge of `backend`."""
+    sim = LogprobSimulator(backend) if isinstance(backend, LocalBackend) else JsonSimulator(backend)
+    return sim, Judge(backend)
+
+
+def explain_unit(
+    explainer: Backend,
+    record: UnitRecord,
+    site: str,
+    unit: int,
+    methods: Sequence[str],
+    n_show: int,
+    n_test: int,
+) -> list[dict[str, Any]]:
+    """One unit's explanation rows: the LLM's (if a method needs it) and its top tokens."""
+    shown, _, _ = _split(record, n_show, n_test)
+    lines = []
+    if "llm" in methods or "random" in methods:
+        lines.append(explain(explainer, shown, scale=record.stats.max, site=site, unit=unit))
+    lines.append(Explanation(site, unit, "top_tokens", top_tokens_explanation(shown)))
+    return [asdict(e) for e in lines]
+
+
+def score_unit(
+    sim: LogprobSimulator | JsonSimulator,
+    judge: Judge,
+    record: UnitRecord,
+    site: str,
+    unit: int,
+    texts: dict[str, str | None],
+    methods: Sequence[str],
+    scorers: Sequence[str],
+    n_show: int,
+    n_test: int,
+    seed: int,
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """One unit's score rows and simulation rows, from its explanation text per method."""
+    _, held_top, held_random = _split(record, n_show, n_test)
+    scale = record.stats.max
+    rows, sims = [], []
+    for method in methods:
+        text = texts.get(method)
+        for scorer in scorers:
+            row = {"site": site, "unit": unit, "method": method, "scorer": scorer}
+            if text is None:
+                rows.append({**row, "score": None, "failed": 1, "note": "no explanation"})
+                continue
+            if scorer == "correlation":
+                windows = [*held_top, *held_random]
+                results = sim.simulate_many([(text, w.tokens) for w in windows])
+                ok = [(r, w) for r, w in zip(results, windows, strict=True) if not r.failed]
+                score = correlation([r.values for r, _ in ok], [w.acts for _, w in ok])
+                failed = len(windows) - len(ok)
+                for r, w in zip(results, windows, strict=True):
+                    sims.append(
+                        {
+                            **row,
+                            "window": w.window,
+                            "kind": w.kind,
+                            "tokens": w.tokens,
+                            "true": w.acts,
+                            "simulated": r.values,
+                            "raw": r.raw,
+                            "error": r.error,
+                        }
+                    )
+            elif scorer == "detection":
+                score, failed = detection(judge, text, held_top, held_random)
+            else:
+                score, failed = fuzzing(judge, text, held_top, scale, seed=seed + unit)
+            rows.append({**row, "score": score, "failed": failed, "note": None})
+    return rows, sims
+
+
 def explain_units(
     store: HarvestStore,
     units: Sequence[tuple[str, int]],
@@ -116,12 +193,19 @@ def explain_units(
     seed: int = 0,
     resume: bool = True,
     progress: bool = True,
+    engine: str = "local",
+    address: str | None = None,
+    workers: int | None = None,
+    threads: int | None = None,
 ) -> ExplainResult:
     """Explain, simulate and score each unit of `units` of a harvest; write a run at `out`.
 
     `simulator` (default: the explainer) also judges detection and fuzzing.
     A local backend simulates from log-probabilities, any other from JSON.
+    ``engine="ray"`` spreads the units over Ray tasks (`mechscope.engine.explain`)
+    for the same rows; `threads` is torch's threads per process.
     """
+    check_engine(engine, address=address, workers=workers, threads=threads)
     bad = [m for m in methods if m not in METHODS] + [s for s in scorers if s not in SCORERS]
     if bad:
         raise InputError(
@@ -135,12 +219,7 @@ def explain_units(
         if not 0 <= unit < store.n_units(site):
             raise InputError(f"{site} has units 0…{store.n_units(site) - 1}, not {unit}")
     sim_backend = simulator or explainer
-    sim = (
-        LogprobSimulator(sim_backend)
-        if isinstance(sim_backend, LocalBackend)
-        else JsonSimulator(sim_backend)
-    )
-    judge = Judge(sim_backend)
+    sim, judge = make_simulators(sim_backend)
     config = {
         "harvest": str(store.path),
         "model": store.config["model"],
@@ -156,107 +235,94 @@ def explain_units(
     }
     run = new_run("explain", out, config, resume=resume)
     folder = run.dir
-    started = time.perf_counter()
-    records = {u: store.unit(*u) for u in units}
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(torch_threads(threads))
+        ray = None
+        if engine == "ray":
+            from ..engine.explain import RayUnits
 
-    # 1. explanations
-    exp_file = folder / "explanations.jsonl"
-    score_file = folder / "scores.jsonl"
-    sim_file = folder / "simulations.jsonl"
-    for file in (exp_file, score_file, sim_file):
-        _repair(file)
-    done = {(r["site"], r["unit"]) for r in read_jsonl(exp_file)}
-    todo = [u for u in units if u not in done]
-    for site, unit in tqdm(todo, desc="explain", disable=not progress):
-        shown, _, _ = _split(records[(site, unit)], n_show, n_test)
-        lines = []
-        if "llm" in methods or "random" in methods:
-            lines.append(
-                explain(
-                    explainer, shown, scale=records[(site, unit)].stats.max, site=site, unit=unit
+            ray = stack.enter_context(
+                RayUnits(folder / ".engine", address, workers, threads or 1, progress)
+            )
+        started = time.perf_counter()
+        records = {u: store.unit(*u) for u in units}
+
+        # 1. explanations
+        exp_file = folder / "explanations.jsonl"
+        score_file = folder / "scores.jsonl"
+        sim_file = folder / "simulations.jsonl"
+        for file in (exp_file, score_file, sim_file):
+            _repair(file)
+        done = {(r["site"], r["unit"]) for r in read_jsonl(exp_file)}
+        todo = [u for u in units if u not in done]
+        if ray is not None and todo:
+            for rows in ray.explain(todo, records, explainer, methods, n_show, n_test):
+                _append(exp_file, rows)
+        else:
+            for site, unit in tqdm(todo, desc="explain", disable=not progress):
+                rows = explain_unit(
+                    explainer, records[(site, unit)], site, unit, methods, n_show, n_test
                 )
-            )
-        lines.append(Explanation(site, unit, "top_tokens", top_tokens_explanation(shown)))
-        _append(exp_file, [asdict(e) for e in lines])
-    explanations = {(r["site"], r["unit"], r["method"]): r for r in read_jsonl(exp_file)}
-    if "random" in methods:
-        # the random baseline: another unit's LLM explanation (a seeded derangement), recorded
-        shuffled = list(units)
-        random.Random(seed).shuffle(shuffled)
-        donor = {u: shuffled[(i + 1) % len(shuffled)] for i, u in enumerate(shuffled)}
-        new = []
-        for u in units:
-            if (*u, "random") in explanations:
-                continue
-            source = explanations.get((*donor[u], "llm")) if len(units) > 1 else None
-            ok = source is not None and not source["failed"]
-            new.append(
-                {
-                    **asdict(Explanation(*u, "random", source["text"] if ok else "")),
-                    "failed": not ok,
-                    "error": None if ok else "no LLM explanation of another unit to borrow",
-                    "donor_site": donor[u][0] if len(units) > 1 else None,
-                    "donor_unit": donor[u][1] if len(units) > 1 else None,
-                }
-            )
-        _append(exp_file, new)
+                _append(exp_file, rows)
         explanations = {(r["site"], r["unit"], r["method"]): r for r in read_jsonl(exp_file)}
-    run.timed("explain", started)
-    scoring_started = time.perf_counter()
-
-    def text_of(unit: tuple[str, int], method: str) -> str | None:
-        rec = explanations.get((*unit, method))
-        return None if rec is None or rec["failed"] else rec["text"]
-
-    # 2. simulation and scores
-    done_scores = {(r["site"], r["unit"]) for r in read_jsonl(score_file)}
-    for site, unit in tqdm(
-        [u for u in units if u not in done_scores], desc="score", disable=not progress
-    ):
-        record = records[(site, unit)]
-        _, held_top, held_random = _split(record, n_show, n_test)
-        scale = record.stats.max
-        rows, sims = [], []
-        for method in methods:
-            text = text_of((site, unit), method)
-            for scorer in scorers:
-                row = {"site": site, "unit": unit, "method": method, "scorer": scorer}
-                if text is None:
-                    rows.append({**row, "score": None, "failed": 1, "note": "no explanation"})
+        if "random" in methods:
+            # the random baseline: another unit's LLM explanation (a seeded derangement), recorded
+            shuffled = list(units)
+            random.Random(seed).shuffle(shuffled)
+            donor = {u: shuffled[(i + 1) % len(shuffled)] for i, u in enumerate(shuffled)}
+            new = []
+            for u in units:
+                if (*u, "random") in explanations:
                     continue
-                if scorer == "correlation":
-                    windows = [*held_top, *held_random]
-                    results = sim.simulate_many([(text, w.tokens) for w in windows])
-                    ok = [(r, w) for r, w in zip(results, windows, strict=True) if not r.failed]
-                    score = correlation([r.values for r, _ in ok], [w.acts for _, w in ok])
-                    failed = len(windows) - len(ok)
-                    for r, w in zip(results, windows, strict=True):
-                        sims.append(
-                            {
-                                **row,
-                                "window": w.window,
-                                "kind": w.kind,
-                                "tokens": w.tokens,
-                                "true": w.acts,
-                                "simulated": r.values,
-                                "raw": r.raw,
-                                "error": r.error,
-                            }
-                        )
-                elif scorer == "detection":
-                    score, failed = detection(judge, text, held_top, held_random)
-                else:
-                    score, failed = fuzzing(judge, text, held_top, scale, seed=seed + unit)
-                rows.append({**row, "score": score, "failed": failed, "note": None})
-        _append(sim_file, sims)
-        _append(score_file, rows)  # written last: a unit counts as scored only when complete
-    run.timed("score", scoring_started)
+                source = explanations.get((*donor[u], "llm")) if len(units) > 1 else None
+                ok = source is not None and not source["failed"]
+                new.append(
+                    {
+                        **asdict(Explanation(*u, "random", source["text"] if ok else "")),
+                        "failed": not ok,
+                        "error": None if ok else "no LLM explanation of another unit to borrow",
+                        "donor_site": donor[u][0] if len(units) > 1 else None,
+                        "donor_unit": donor[u][1] if len(units) > 1 else None,
+                    }
+                )
+            _append(exp_file, new)
+            explanations = {(r["site"], r["unit"], r["method"]): r for r in read_jsonl(exp_file)}
+        run.timed("explain", started)
+        scoring_started = time.perf_counter()
+
+        def texts_of(unit: tuple[str, int]) -> dict[str, str | None]:
+            recs = {m: explanations.get((*unit, m)) for m in methods}
+            return {m: None if r is None or r["failed"] else r["text"] for m, r in recs.items()}
+
+        # 2. simulation and scores
+        done_scores = {(r["site"], r["unit"]) for r in read_jsonl(score_file)}
+        todo = [u for u in units if u not in done_scores]
+        texts = {u: texts_of(u) for u in todo}
+        if ray is not None and todo:
+            scored = ray.score(
+                todo, records, texts, sim_backend, methods, scorers, n_show, n_test, seed
+            )
+        else:
+            sims_of = make_simulators(sim_backend)
+            scored = (
+                score_unit(
+                    *sims_of, records[u], *u, texts[u], methods, scorers, n_show, n_test, seed
+                )
+                for u in tqdm(todo, desc="score", disable=not progress)
+            )
+        for rows, sims in scored:
+            _append(sim_file, sims)
+            _append(score_file, rows)  # written last: a unit counts as scored only when complete
+        run.timed("score", scoring_started)
 
     summary = _summarise(read_jsonl(score_file), methods, scorers, seed)
     _write_tables(folder)
     run.write_json("summary.json", summary)
     llm = [r for r in explanations.values() if r["method"] == "llm"]
     run.extra["units"] = len(units)
+    run.extra["engine"] = {
+        "name": engine, "address": address, "workers": workers, "threads": threads,
+    }  # fmt: skip
     run.extra["failed_explanations"] = sum(1 for r in llm if r["failed"])
     run.extra["explainer_cost"] = {
         "calls": len(llm),

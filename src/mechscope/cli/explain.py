@@ -89,13 +89,18 @@ def explain_cmd(
     n_test: int = typer.Option(5, "--test", help="Held-out top and random windows per unit."),
     seed: int = typer.Option(0, "--seed"),
     out: Path = typer.Option(Path("runs/explain"), "--out", help="Run folder to write."),
+    engine: str = typer.Option("local", "--engine", help="local (this process) or ray (units)."),
+    address: str = typer.Option(None, "--address", help="Ray cluster to join."),
+    workers: int = typer.Option(None, "--workers", help="Ray tasks (default: all CPUs)."),
     *,
     place: Placement,
 ) -> None:
     """Explain units of a harvest with a language model, simulate them, and score the explanations."""
     from ..autointerp import explain_units
+    from ..engine import check_engine
     from ..harvest import open_harvest
 
+    check_engine(engine, address=address, workers=workers)  # before the model loads
     store = open_harvest(run)
     chosen = parse_units(store, units, sample, seed)
     if not chosen:
@@ -111,6 +116,9 @@ def explain_cmd(
         n_show=n_show,
         n_test=n_test,
         seed=seed,
+        engine=engine,
+        address=address,
+        workers=workers,
     )
     console.print(score_table(result.summary, f"{len(chosen)} units"))
     rec = result.record
