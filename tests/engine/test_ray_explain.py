@@ -4,7 +4,6 @@ explanations, scores and simulations row for row, also when it resumes an interr
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +12,6 @@ import ray
 
 from mechscope.autointerp import LocalBackend, explain_units
 from mechscope.engine import torch_threads
-from mechscope.engine.cluster import ray_session
 from mechscope.harvest import harvest, open_harvest
 from mechscope.harvest.tables import HarvestStore
 from mechscope.testing import run_cli as mechscope
@@ -22,14 +20,6 @@ from mechscope.testing import tiny_chat_model, tiny_model
 UNITS = [("blocks.1.mlp.post", u) for u in (0, 3, 5, 6, 9)]
 # one torch thread in every process: the last bits of CPU matrix products depend on the count
 ARGS: dict[str, Any] = dict(n_show=3, n_test=2, seed=7, threads=1, progress=False)
-
-
-@pytest.fixture(scope="module", autouse=True)
-def cluster() -> Iterator[Any]:
-    """One local Ray cluster of 2 CPUs for the module, shut down after it."""
-    with ray_session(cpus=2) as session:
-        yield session
-    assert not ray.is_initialized()
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,7 @@ import os
 import signal
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -20,7 +20,6 @@ from safetensors.torch import load_file
 
 import mechscope as ms
 from mechscope.engine import EngineError, check_engine
-from mechscope.engine.cluster import ray_session
 from mechscope.errors import InputError
 from mechscope.harvest import harvest
 from mechscope.harvest.collect import STATE_FILE
@@ -83,14 +82,6 @@ def assert_same_harvest(a: Path, b: Path) -> None:
         assert pq.read_table(a / f"{table}.parquet").equals(pq.read_table(b / f"{table}.parquet"))
     assert (a / "windows.bin").read_bytes() == (b / "windows.bin").read_bytes()
     assert (a / "config.json").read_bytes() == (b / "config.json").read_bytes()
-
-
-@pytest.fixture(scope="module", autouse=True)
-def cluster() -> Iterator[Any]:
-    """One local Ray cluster of 2 CPUs for the module, shut down after it."""
-    with ray_session(cpus=2) as session:
-        yield session
-    assert not ray.is_initialized()
 
 
 @pytest.fixture(scope="module")

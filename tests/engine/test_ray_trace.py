@@ -7,14 +7,11 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import pytest
 import ray
 
-from mechscope.engine.cluster import ray_session
 from mechscope.testing import tiny_model
 from mechscope.tracing.facts import Fact
 from mechscope.tracing.runs import trace_run
@@ -30,14 +27,6 @@ FACTS = [
 ARGS: dict[str, Any] = dict(
     kinds=["hidden", "mlp", "attn"], samples=3, noise=2.0, window=1, threads=1
 )
-
-
-@pytest.fixture(scope="module", autouse=True)
-def cluster() -> Iterator[Any]:
-    """One local Ray cluster of 2 CPUs for the module, shut down after it."""
-    with ray_session(cpus=2) as session:
-        yield session
-    assert not ray.is_initialized()
 
 
 def assert_same_trace_run(a: Path, b: Path) -> None:
