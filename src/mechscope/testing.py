@@ -159,22 +159,25 @@ class ScriptedBackend:
 
 
 def run_cli(
-    *args: str, cache: str | os.PathLike[str] | None = None, timeout: float = 600
+    *args: str,
+    cache: str | os.PathLike[str] | None = None,
+    env: dict[str, str] | None = None,
+    timeout: float = 600,
 ) -> subprocess.CompletedProcess[str]:
-    """Run ``python -m mechscope ARGS`` in a real process (with its own cache folder, if given).
+    """Run ``python -m mechscope ARGS`` in a real process (own cache folder and extra `env`, if given).
 
     Example::
 
         res = run_cli("run", str(folder), "hello", cache=tmp_path)
         assert res.returncode == 0, res.stderr
     """
-    env = {**os.environ, "COLUMNS": "200"}
+    environ = {**os.environ, "COLUMNS": "200", **(env or {})}
     if cache is not None:
-        env["MECHSCOPE_CACHE"] = str(cache)
+        environ["MECHSCOPE_CACHE"] = str(cache)
     return subprocess.run(
         [sys.executable, "-m", "mechscope", *args],
         capture_output=True,
         text=True,
-        env=env,
+        env=environ,
         timeout=timeout,
     )

@@ -10,7 +10,7 @@ from rich.console import Console
 from rich.table import Table
 
 from ..errors import InputError
-from .options import Placement, numbers, placed
+from .options import EngineChoice, Placement, engined, numbers, placed
 
 console = Console()
 
@@ -77,6 +77,7 @@ def score_table(summary: list[dict], what: str) -> Table:
 
 
 @placed
+@engined
 def explain_cmd(
     run: Path = typer.Argument(..., help="A harvest run folder."),
     units: list[str] = typer.Option([], "--units", help="SITE:U,U-U or 'L25 N342' (repeatable)."),
@@ -89,18 +90,14 @@ def explain_cmd(
     n_test: int = typer.Option(5, "--test", help="Held-out top and random windows per unit."),
     seed: int = typer.Option(0, "--seed"),
     out: Path = typer.Option(Path("runs/explain"), "--out", help="Run folder to write."),
-    engine: str = typer.Option("local", "--engine", help="local (this process) or ray (units)."),
-    address: str = typer.Option(None, "--address", help="Ray cluster to join."),
-    workers: int = typer.Option(None, "--workers", help="Ray tasks (default: all CPUs)."),
     *,
     place: Placement,
+    engine: EngineChoice,
 ) -> None:
     """Explain units of a harvest with a language model, simulate them, and score the explanations."""
     from ..autointerp import explain_units
-    from ..engine import check_engine
     from ..harvest import open_harvest
 
-    check_engine(engine, address=address, workers=workers)  # before the model loads
     store = open_harvest(run)
     chosen = parse_units(store, units, sample, seed)
     if not chosen:
@@ -116,9 +113,7 @@ def explain_cmd(
         n_show=n_show,
         n_test=n_test,
         seed=seed,
-        engine=engine,
-        address=address,
-        workers=workers,
+        **engine.kwargs(),
     )
     console.print(score_table(result.summary, f"{len(chosen)} units"))
     rec = result.record

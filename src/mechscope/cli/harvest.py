@@ -8,7 +8,7 @@ import typer
 from rich.console import Console
 
 from ..errors import InputError
-from .options import Placement, placed
+from .options import EngineChoice, Placement, engined, placed
 
 console = Console()
 
@@ -24,6 +24,7 @@ def _shard(text: str | None) -> tuple[int, int] | None:
 
 
 @placed
+@engined
 def harvest_cmd(
     model: str = typer.Argument("smollm2-135m", help="Model spec (default: the built-in SmolLM2)."),
     corpus: str = typer.Option(
@@ -43,21 +44,13 @@ def harvest_cmd(
     batch_size: int = typer.Option(32, "--batch-size", help="Windows per forward."),
     shard: str = typer.Option(None, "--shard", help="Harvest part I of N (I/N); merge after."),
     fresh: bool = typer.Option(False, "--fresh", help="Ignore an interrupted run's checkpoint."),
-    engine: str = typer.Option("local", "--engine", help="local (this process) or ray (shards)."),
-    address: str = typer.Option(
-        None, "--address", help="Ray cluster to join (default: start a local one)."
-    ),
-    workers: int = typer.Option(
-        None, "--workers", help="Ray shard tasks (default: the cluster's CPUs)."
-    ),
     *,
     place: Placement,
+    engine: EngineChoice,
 ) -> None:
     """Harvest top-activating examples and statistics for every unit of SITES over a corpus."""
-    from ..engine import check_engine
     from ..harvest import harvest
 
-    check_engine(engine, address=address, workers=workers)  # before the model loads
     m = place.load(model)
     store = harvest(
         m,
@@ -71,9 +64,7 @@ def harvest_cmd(
         batch_size=batch_size,
         shard=_shard(shard),
         resume=not fresh,
-        engine=engine,
-        address=address,
-        workers=workers,
+        **engine.kwargs(),
     )
     run = store.run
     console.print(repr(store), highlight=False)

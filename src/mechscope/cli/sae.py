@@ -9,7 +9,7 @@ from rich.console import Console
 from rich.table import Table
 
 from ..errors import InputError
-from .options import Placement, placed
+from .options import EngineChoice, Placement, engined, placed
 
 console = Console()
 sae_app = typer.Typer(
@@ -119,6 +119,7 @@ def eval_cmd(
 
 @sae_app.command("store")
 @placed
+@engined
 def store_cmd(
     site: str = typer.Argument(..., help="Site to record."),
     out: Path = typer.Option(..., "--out", help="Folder for the shards."),
@@ -135,6 +136,7 @@ def store_cmd(
     ),
     *,
     place: Placement,
+    engine: EngineChoice,
 ) -> None:
     """Record SITE's activations as safetensors shards, to train SAEs on repeatedly."""
     import torch
@@ -146,6 +148,13 @@ def store_cmd(
         raise InputError(f"--store-dtype must be one of {', '.join(dtypes)}, got {store_dtype!r}")
     m = place.load(model)
     path = store_activations(
-        m, site, out, corpus, tokens=tokens, start_window=start_window, dtype=dtypes[store_dtype]
+        m,
+        site,
+        out,
+        corpus,
+        tokens=tokens,
+        start_window=start_window,
+        dtype=dtypes[store_dtype],
+        **engine.kwargs(),
     )
     console.print(f"stored {site} in {path}")

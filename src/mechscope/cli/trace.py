@@ -9,7 +9,7 @@ from rich.console import Console
 from rich.table import Table
 
 from ..errors import InputError
-from .options import Placement, placed
+from .options import EngineChoice, Placement, engined, placed
 
 console = Console()
 
@@ -63,6 +63,7 @@ def _fact_set(model, spec: str, n: int, known: bool, seed: int):  # noqa: ANN001
 
 
 @placed
+@engined
 def trace_cmd(
     model: str = MODEL,
     prompt: str = typer.Argument(None, help="A factual prompt, e.g. 'The Eiffel Tower is in'."),
@@ -85,11 +86,9 @@ def trace_cmd(
     kinds: str = typer.Option("hidden,mlp,attn", "--kinds", help="What to restore."),
     seed: int = typer.Option(0, "--seed"),
     out: Path = typer.Option(None, "--out", help="Run folder (default: runs/trace-…)."),
-    engine: str = typer.Option("local", "--engine", help="With --facts: local or ray."),
-    address: str = typer.Option(None, "--address", help="Ray cluster to join."),
-    workers: int = typer.Option(None, "--workers", help="Ray tasks (default: all CPUs)."),
     *,
     place: Placement,
+    engine: EngineChoice,
 ) -> None:
     """Causal tracing: where a fact lives (indirect effect per layer × token), or its average."""
     from ..tracing.average import AverageTrace
@@ -100,9 +99,8 @@ def trace_cmd(
         raise InputError("give either a PROMPT with --subject, or --facts for an average")
     if noise <= 0 or samples < 1 or n < 1:
         raise InputError("--noise must be above 0, --samples and --n at least 1")
-    from ..engine import check_engine
-
-    check_engine(engine, address=address, workers=workers)  # before the model loads
+    if engine.engine != "local" and facts is None:
+        raise InputError("--engine ray shards the facts of --facts; one prompt runs here")
     m = place.load(model)
     sigma = noise_scale(m, noise)
     chosen = [k.strip() for k in kinds.split(",") if k.strip()]
@@ -111,8 +109,7 @@ def trace_cmd(
         target = out or Path("runs") / f"trace-{facts.replace(',', '-').replace('/', '_')}"
         console.print(f"tracing {len(fact_list)} facts into {target}")
         result = trace_run(m, fact_list, target, kinds=chosen, samples=samples, noise=sigma,
-                           window=window, seed=seed, engine=engine, address=address,
-                           workers=workers)  # fmt: skip
+                           window=window, seed=seed, **engine.kwargs())  # fmt: skip
         assert isinstance(result, AverageTrace)
         console.print(result.summary(), highlight=False)
         _print_average(result)

@@ -140,11 +140,32 @@ def store_activations(
     shard_tokens: int = 1 << 16,
     dtype: torch.dtype = torch.float32,
     progress: bool = True,
+    engine: str = "local",
+    address: str | None = None,
+    workers: int | None = None,
+    threads: int | None = None,
 ) -> Path:
     """Write `site`'s vectors over `tokens` corpus tokens as safetensors shards in `out`.
 
     The folder is complete only when ``activations.json`` exists (written last).
+    ``engine="ray"`` splits the windows into contiguous ranges, one Ray task
+    each (`workers` of `threads` torch threads; see
+    `mechscope.engine.activations`): the rows, in order, are the local
+    engine's bit for bit; only the cut into shard files differs.
     """
+    from ..engine import check_engine
+
+    check_engine(engine, address=address, workers=workers, threads=threads)
+    model.table[site]  # unknown site: error naming the closest ones, before any work
+    if engine == "ray":
+        from ..engine.activations import store_activations_on_ray
+
+        return store_activations_on_ray(
+            model, site, out, corpus, tokens=tokens, window=window,
+            batch_windows=batch_windows, start_window=start_window, shard_tokens=shard_tokens,
+            dtype=dtype, progress=progress, address=address, workers=workers,
+            threads=threads or 1,
+        )  # fmt: skip
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     corpus = open_corpus(corpus) if isinstance(corpus, (str, Path)) else corpus
@@ -175,20 +196,43 @@ def store_activations(
             pending, held = [buf[shard_tokens:]], held - shard_tokens
     if held:
         flush(torch.cat(pending))
+    write_meta(out, model, site, corpus, d_in=d_in, rows=total, shards=n_shards, tokens=tokens,
+               window=window, start_window=start_window, dtype=dtype)  # fmt: skip
+    return out
+
+
+def write_meta(
+    out: Path,
+    model: Model,
+    site: str,
+    corpus: Corpus,
+    *,
+    d_in: int,
+    rows: int,
+    shards: int,
+    tokens: int,
+    window: int,
+    start_window: int,
+    dtype: torch.dtype,
+    extra: dict[str, Any] | None = None,
+) -> None:
+    """Write ``activations.json``, the record that marks a stored folder complete."""
     meta: dict[str, Any] = {
         "site": site,
         "model": getattr(model, "name", ""),
         "d_in": d_in,
-        "rows": total,
+        "rows": rows,
         "corpus": corpus.record(),
         "corpus_tokens": tokens,
         "window": window,
         "start_window": start_window,
-        "shards": n_shards,
+        "shards": shards,
         "dtype": str(dtype).removeprefix("torch."),
+        **(extra or {}),
     }
-    (out / META_FILE).write_text(json.dumps(meta, indent=2))
-    return out
+    tmp = out / f".{META_FILE}.tmp"
+    tmp.write_text(json.dumps(meta, indent=2))
+    os.replace(tmp, out / META_FILE)
 
 
 def activations_meta(folder: str | Path) -> dict[str, Any]:
