@@ -98,6 +98,31 @@ def tiny_model(arch: str = "llama", seed: int = 0, dtype: torch.dtype = torch.fl
     return Model(hf.eval(), tiny_tokenizer(), name=f"tiny-{arch}")
 
 
+# Words a tiny IOI data set is built from: byte-level tiny tokenizers split words, these get one token
+IOI_NAMES = ("Ann", "Bob", "Cat", "Dan", "Eve", "Fay", "Gus")
+IOI_PLACES = ("store", "park")
+IOI_OBJECTS = ("drink", "book")
+
+
+def named_tiny_model(
+    arch: str = "llama", words: Sequence[str] = (*IOI_NAMES, *IOI_PLACES, *IOI_OBJECTS)
+) -> Model:
+    """A tiny model (seed 0) whose tokenizer has " Ann", " store", … (`words`) as single tokens.
+
+    Example::
+
+        ds = ioi_dataset(named_tiny_model(), 6, names=IOI_NAMES, places=IOI_PLACES,
+                         objects=IOI_OBJECTS)
+    """
+    from tokenizers import AddedToken
+
+    tok = tiny_tokenizer()
+    tok.add_tokens([AddedToken(" " + w, normalized=False) for w in words])
+    torch.manual_seed(0)
+    hf = tf.AutoModelForCausalLM.from_config(tiny_config(arch, vocab_size=len(tok)))
+    return Model(hf.eval(), tok, name=f"tiny-{arch}-names")
+
+
 def save_tiny(arch: str, folder: str | os.PathLike[str], seed: int = 0) -> Path:
     """Write `tiny_model(arch, seed)` as an HF folder (safetensors and tokenizer), for loading tests.
 

@@ -4,12 +4,10 @@ from __future__ import annotations
 
 import pytest
 import torch
-import transformers as tf
-from tokenizers import AddedToken
 
 from mechscope import InputError, Model
 from mechscope.ioi import TEMPLATES, IOIDataset, ioi_dataset, logit_diff
-from mechscope.testing import tiny_config, tiny_tokenizer
+from mechscope.testing import named_tiny_model
 
 # Byte-level tiny tokenizers make every word several tokens; these become single tokens.
 NAMES = ["Ann", "Bob", "Cat", "Dan", "Eve", "Fay", "Gus"]
@@ -19,11 +17,7 @@ OBJECTS = ["drink", "book"]
 
 def named_tiny(arch: str = "llama") -> Model:
     """A tiny model whose tokenizer has " Ann", " store", … as single tokens."""
-    tok = tiny_tokenizer()
-    tok.add_tokens([AddedToken(" " + w, normalized=False) for w in NAMES + PLACES + OBJECTS])
-    torch.manual_seed(0)
-    hf = tf.AutoModelForCausalLM.from_config(tiny_config(arch, vocab_size=len(tok)))
-    return Model(hf.eval(), tok, name=f"tiny-{arch}-names")
+    return named_tiny_model(arch, [*NAMES, *PLACES, *OBJECTS])
 
 
 @pytest.fixture(scope="module")

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import pytest
 import torch
-import transformers as tf
-from tokenizers import AddedToken
 
 import mechscope as ms
 from mechscope import Model
@@ -25,7 +23,7 @@ from mechscope.ioi import (
     previous_token_scores,
     repeated_random_tokens,
 )
-from mechscope.testing import tiny_config, tiny_model, tiny_tokenizer
+from mechscope.testing import named_tiny_model, tiny_model
 
 ARCHS = ["llama", "gpt2", "gpt_neox", "gemma3"]
 NAMES = ["Ann", "Bob", "Cat", "Dan", "Eve"]
@@ -34,11 +32,7 @@ T = 6  # repeated random sequences: BOS + T tokens + the same T tokens
 
 def named_tiny(arch: str) -> Model:
     """A tiny model whose tokenizer has " Ann", " Bob", … " store", " drink" as single tokens."""
-    tok = tiny_tokenizer()
-    tok.add_tokens([AddedToken(" " + w, normalized=False) for w in [*NAMES, "store", "drink"]])
-    torch.manual_seed(0)
-    hf = tf.AutoModelForCausalLM.from_config(tiny_config(arch, vocab_size=len(tok)))
-    return Model(hf.eval(), tok, name=f"tiny-{arch}-names")
+    return named_tiny_model(arch, [*NAMES, "store", "drink"])
 
 
 def tiny_ioi(model: Model, n: int = 6) -> IOIDataset:

@@ -14,7 +14,7 @@ from rich.console import Console
 from rich.table import Table
 
 from ..errors import MechscopeError
-from .options import Placement, placed
+from .options import EngineChoice, Placement, engined, placed
 from .serve import serve as serve_cmd
 
 app = typer.Typer(
@@ -142,6 +142,7 @@ def print_cache(cache) -> None:
 
 @app.command()
 @placed
+@engined
 def ioi(
     model: str = typer.Argument("smollm2-135m", help="Model spec (default: the built-in SmolLM2)."),
     prompts: int = typer.Option(
@@ -160,6 +161,7 @@ def ioi(
     out: Path = typer.Option(Path("runs/ioi"), "--out", help="Run folder to write."),
     *,
     place: Placement,
+    engine: EngineChoice,
 ) -> None:
     """Reproduce the IOI circuit analysis (Wang et al. 2022) on a model; write a run folder."""
     from ..ioi.reproduce import reproduce
@@ -174,6 +176,7 @@ def ioi(
         threshold=threshold,
         seed=seed,
         console=console,
+        **engine.kwargs(),
     )
 
 

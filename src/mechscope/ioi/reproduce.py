@@ -26,11 +26,13 @@ from torch import Tensor
 from ..core.model import Model
 from ..errors import InputError
 from ..figures import patterns as draw_patterns
-from ..lens import direct_logit_attribution
+from ..lens import Attribution, direct_logit_attribution
 from ..patching import activation_patching, attribution_patching, path_patching, rank_agreement
 from ..store import hf_agreement, model_record, new_run
 from .dataset import IOIDataset, ioi_dataset, logit_diff
 from .heads import (
+    HeadScores,
+    IOIAttentionScores,
     classify_heads,
     copying_scores,
     duplicate_token_scores,
@@ -38,6 +40,8 @@ from .heads import (
     ioi_attention_scores,
     previous_token_scores,
 )
+
+PROMPT_BLOCK = 32  # prompts per block of the prompt-level measures: the unit Ray shards
 
 
 def ioi_metric(ds: IOIDataset) -> Callable[[Tensor], Tensor]:
@@ -70,6 +74,123 @@ class IOIReport:
         )
 
 
+@dataclass(frozen=True)
+class PromptMeasures:
+    """The IOI data set's prompt-level measures: sums over its prompts, block by block.
+
+    ``diffs`` maps "clean", "ABC" and "S2_IO" to each prompt's logit(IO) −
+    logit(S) [n]; ``dla`` is direct logit attribution along W_U[IO] − W_U[S]
+    at END, ``copying`` and ``attention`` the heads' scores, all means over
+    the prompts. ``engine`` records where the blocks ran.
+    """
+
+    diffs: dict[str, Tensor]
+    dla: Attribution
+    copying: HeadScores
+    attention: IOIAttentionScores
+    engine: dict[str, Any]
+
+
+def prompt_measures(
+    model: Model,
+    ds: IOIDataset,
+    abc: IOIDataset,
+    swap: IOIDataset,
+    *,
+    engine: str = "local",
+    address: str | None = None,
+    workers: int | None = None,
+    threads: int | None = None,
+    progress: bool = True,
+) -> PromptMeasures:
+    """Every prompt's logit differences, and DLA and head scores over all of them.
+
+    The prompts go in blocks of `PROMPT_BLOCK` (a block's forwards never
+    hold more); the blocks' results are merged in order. ``engine="ray"``
+    runs contiguous runs of blocks as Ray tasks (`workers` of `threads`
+    torch threads): the same blocks, merged the same way, so the measures
+    equal the local engine's at the same threads.
+
+    >>> m = prompt_measures(model, ds, ds.corrupt("ABC"), ds.corrupt("S2_IO"))  # doctest: +SKIP
+    >>> m.diffs["clean"].mean()
+    """
+    if len(ds) != len(abc) or len(ds) != len(swap):
+        raise InputError(
+            f"the clean, ABC and S2_IO sets need as many prompts: {len(ds)}, {len(abc)}, {len(swap)}"
+        )
+    blocks = [(lo, min(lo + PROMPT_BLOCK, len(ds))) for lo in range(0, len(ds), PROMPT_BLOCK)]
+    record: dict[str, Any] = {"name": engine, "blocks": len(blocks), "block_prompts": PROMPT_BLOCK}
+    if engine == "ray":
+        from ..engine.ioi import prompt_blocks_on_ray
+
+        parts, used = prompt_blocks_on_ray(
+            model, (ds, abc, swap), blocks, address=address, workers=workers,
+            threads=threads or 1, progress=progress,
+        )  # fmt: skip
+        record |= {"address": address, "workers": used, "threads": threads or 1}
+    else:
+        parts = [prompt_block(model, (ds, abc, swap), lo, hi) for lo, hi in blocks]
+    return _merge_blocks(model, ds, parts, record)
+
+
+def prompt_block(
+    model: Model, sets: tuple[IOIDataset, IOIDataset, IOIDataset], lo: int, hi: int
+) -> dict[str, Any]:
+    """Prompts ``lo … hi`` of the clean, ABC and S2_IO sets: their measures, as block means."""
+    ds, abc, swap = (_rows(d, lo, hi) for d in sets)
+    with torch.no_grad():
+        diffs = {
+            name: logit_diff(model.run(d.tokens).logits, ds, per_prompt=True).cpu()
+            for name, d in (("clean", ds), ("ABC", abc), ("S2_IO", swap))
+        }
+    direction = _io_s_direction(model, ds)
+    dla = direct_logit_attribution(model, ds.tokens, direction, position=ds.positions["END"])
+    attention = ioi_attention_scores(model, ds)
+    return {
+        "prompts": hi - lo,
+        "diffs": diffs,
+        "dla": dla,
+        "copying": copying_scores(model, ds).scores,
+        "attention": (attention.io, attention.s1, attention.s2),
+    }
+
+
+def _merge_blocks(
+    model: Model, ds: IOIDataset, parts: list[dict[str, Any]], record: dict[str, Any]
+) -> PromptMeasures:
+    """Block means weighted by their prompts, in block order (the same sums on every engine)."""
+    n = sum(p["prompts"] for p in parts)
+    weights = [p["prompts"] / n for p in parts]
+
+    def mean(get: Callable[[dict[str, Any]], Any]) -> Any:
+        total = get(parts[0]) * weights[0]
+        for p, w in zip(parts[1:], weights[1:], strict=True):
+            total = total + get(p) * w
+        return total
+
+    dla = Attribution(
+        heads=mean(lambda p: p["dla"].heads),
+        mlps=mean(lambda p: p["dla"].mlps),
+        neurons=mean(lambda p: p["dla"].neurons),
+        attn_bias=mean(lambda p: p["dla"].attn_bias),
+        embed=float(mean(lambda p: p["dla"].embed)),
+        total=float(mean(lambda p: p["dla"].total)),
+        norm_bias=float(mean(lambda p: p["dla"].norm_bias)),
+    )
+    meta = {"n_prompts": n, "seed": ds.seed, "corruption": ds.corruption}
+    copying = HeadScores(
+        "copying", mean(lambda p: p["copying"]), model.name, {**meta, "position": "END"}
+    )
+    io, s1, s2 = (mean(lambda p, i=i: p["attention"][i]) for i in range(3))
+    return PromptMeasures(
+        diffs={k: torch.cat([p["diffs"][k] for p in parts]) for k in parts[0]["diffs"]},
+        dla=dla,
+        copying=copying,
+        attention=IOIAttentionScores(io, s1, s2, model.name, meta),
+        engine=record,
+    )
+
+
 def reproduce(
     model: Model,
     out: str | Path = "runs/ioi",
@@ -80,14 +201,23 @@ def reproduce(
     threshold: float = 0.025,
     seed: int = 0,
     console: Console | None = None,
+    engine: str = "local",
+    address: str | None = None,
+    workers: int | None = None,
+    threads: int | None = None,
 ) -> IOIReport:
     """Run the IOI reproduction and write it to `out` (see the module docstring).
 
-    `n_prompts` feed the logit differences, attributions and head scores;
-    `sweep_prompts` (a subset) every patching experiment on heads, paths and
-    the circuit; `resid_prompts` (one template, so positions line up) the
-    residual-stream sweeps by layer × position.
+    `n_prompts` feed the logit differences, direct logit attribution and the
+    copying and attention scores (the prompt-level measures, in blocks of
+    `PROMPT_BLOCK` prompts: with ``engine="ray"`` the blocks are spread over
+    Ray tasks, see `prompt_measures`); `sweep_prompts` (a subset) every
+    patching experiment on heads, paths and the circuit; `resid_prompts` (one
+    template, so positions line up) the residual-stream sweeps by layer × position.
     """
+    from ..engine import check_engine
+
+    check_engine(engine, address=address, workers=workers, threads=threads)
     if model.dims is None:
         raise InputError("the IOI reproduction needs a transformer language model")
     if n_prompts < 2 or sweep_prompts < 1 or resid_prompts < 1:
@@ -108,13 +238,14 @@ def reproduce(
         abc = ds.corrupt("ABC")
         swap = ds.corrupt("S2_IO")
         ds.save(run.dir / "dataset.json")
-        with torch.no_grad():
-            diffs = {
-                name: logit_diff(model.run(d.tokens).logits, ds, per_prompt=True)
-                for name, d in (("clean", ds), ("ABC", abc), ("S2_IO", swap))
-            }
+        measures = prompt_measures(
+            model, ds, abc, swap, engine=engine, address=address, workers=workers, threads=threads
+        )
+        if engine == "ray":
+            run.extra["engine"] = measures.engine
+        diffs = measures.diffs
         run.extra["hf_max_logit_difference"] = hf_agreement(model, ds.tokens[:8])
-        run.timed("dataset", t)
+        run.timed("dataset and prompt-level measures", t)
         _print_logit_diffs(console, model, ds, diffs)
 
         # a sweep subset whose name positions line up: one template
@@ -168,8 +299,7 @@ def reproduce(
         console.print(f"attribution patching vs real patching over heads: {agreement}")
 
         t = time.perf_counter()
-        direction = _io_s_direction(model, ds)
-        dla = direct_logit_attribution(model, ds.tokens, direction, position=ds.positions["END"])
+        dla = measures.dla
         dla.heatmap(figures / "dla_heads", title="IOI: direct logit attribution per head (IO − S)")
         direct = path_patching(model, sub.tokens, sub_abc.tokens, sub_metric, "logits")
         direct.save(run.dir / "path_to_logits.safetensors")
@@ -183,9 +313,9 @@ def reproduce(
             "induction": induction_scores(model, seed=seed),
             "duplicate_token": duplicate_token_scores(model, seed=seed),
             "previous_token": previous_token_scores(model, seed=seed),
-            "copying": copying_scores(model, ds),
+            "copying": measures.copying,
         }
-        attention = ioi_attention_scores(model, ds)
+        attention = measures.attention
         for name, score in scores.items():
             score.save(run.dir / f"scores_{name}.safetensors")
         attention.save(run.dir / "scores_ioi_attention.safetensors")
@@ -306,18 +436,22 @@ def _discover_circuit(
 
 def _subset(ds: IOIDataset, n: int) -> IOIDataset:
     """The first `n` prompts of a data set."""
+    return _rows(ds, 0, min(n, len(ds)))
+
+
+def _rows(ds: IOIDataset, lo: int, hi: int) -> IOIDataset:
+    """Prompts ``lo … hi`` of a data set (its token width unchanged)."""
     from dataclasses import replace
 
-    n = min(n, len(ds))
     return replace(
         ds,
-        prompts=ds.prompts[:n],
-        tokens=ds.tokens[:n],
-        io_ids=ds.io_ids[:n],
-        s_ids=ds.s_ids[:n],
-        positions={k: v[:n] for k, v in ds.positions.items()},
-        template_ids=ds.template_ids[:n],
-        fillers=ds.fillers[:n],
+        prompts=ds.prompts[lo:hi],
+        tokens=ds.tokens[lo:hi],
+        io_ids=ds.io_ids[lo:hi],
+        s_ids=ds.s_ids[lo:hi],
+        positions={k: v[lo:hi] for k, v in ds.positions.items()},
+        template_ids=ds.template_ids[lo:hi],
+        fillers=ds.fillers[lo:hi],
     )
 
 
