@@ -125,7 +125,8 @@ def mechscope_side(model: ms.Model, t: dict[str, torch.Tensor], args) -> dict:
         ("attribution", attribution, args.repeats),
         ("attribution_heads", heads_only, args.repeats),
     ):
-        out[name] = timed_runs(fn, repeats)
+        if name.removesuffix("_heads") in args.workloads.split(","):
+            out[name] = timed_runs(fn, repeats)
     return out
 
 
@@ -136,7 +137,7 @@ def run_peer(name: str, inputs: Path, out: Path, args) -> dict:
     cmd = [
         str(python), str(SIDE), "--peer", name, "--inputs", str(inputs), "--out", str(out),
         "--repeats", str(args.repeats), "--sweep-repeats", str(args.sweep_repeats),
-        "--threads", str(args.threads),
+        "--threads", str(args.threads), "--workloads", args.workloads,
     ]  # fmt: skip
     proc = subprocess.run(cmd, capture_output=True, text=True)
     lines = proc.stdout.strip().splitlines()
@@ -156,6 +157,9 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--prompts", type=int, default=8, help="IOI prompts for attribution")
     parser.add_argument("--peers", default=",".join(PEERS))
+    parser.add_argument(
+        "--workloads", default="forward,sweep,attribution", help="comma-separated, of these"
+    )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     model = ms.load(args.model)
@@ -221,8 +225,9 @@ def main() -> None:
             f"runs: before the peers {statistics.median(times) * 1000:.1f}, after "
             f"{statistics.median(after[name][0]) * 1000:.1f})"
         )
-    same = (before["attribution"][1] - before["attribution_heads"][1]).abs().max().item()
-    print(f"  mechscope attribution_heads gives attribution_patching's heads to {same:.1e}")
+    if "attribution" in before:
+        same = (before["attribution"][1] - before["attribution_heads"][1]).abs().max().item()
+        print(f"  mechscope attribution_heads gives attribution_patching's heads to {same:.1e}")
     print("peer time / mechscope time (> 1: mechscope faster):")
     for name, report in results.items():
         if "load_error" in report:

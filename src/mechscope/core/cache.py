@@ -34,6 +34,8 @@ class ActivationCache(Mapping[str, Tensor]):
         self.grads: dict[str, Tensor] = dict(grads or {})
         # with keep_graph: the saved tensors still attached to the autograd graph (not saved)
         self.live: dict[str, Tensor] = {}
+        # during a run with save_grad: the site tensors whose gradients are wanted (not saved)
+        self._grad_inputs: list[Tensor] = []
         self.model_name = model_name
 
     def __getitem__(self, site: str) -> Tensor:

@@ -153,6 +153,7 @@ class HookSession:
             grads[name] = g.detach() if name not in grads else grads[name] + g.detach()
 
         x.register_hook(keep)
+        self.cache._grad_inputs.append(x)
         return x
 
     # --- installation ----------------------------------------------------------------
@@ -167,6 +168,7 @@ class HookSession:
 
     def __exit__(self, *exc: object) -> None:
         self._remove()
+        self.cache._grad_inputs = []  # a later backward of the caller's own still reaches the hooks
 
     def _install(self) -> None:
         out_sites: dict[str, list[Site]] = defaultdict(list)

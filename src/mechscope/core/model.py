@@ -332,7 +332,10 @@ class Model:
                 metric = backward(logits)
                 if not isinstance(metric, Tensor) or metric.numel() != 1:
                     raise InputError("backward must return a scalar tensor (the metric)")
-                metric.backward()
+                # only the saved sites' gradients: the weights' would double the backward's cost
+                # (and pile up in their .grad); with no site to differentiate, everything's
+                inputs, cache._grad_inputs = cache._grad_inputs, []
+                metric.backward(inputs=inputs or None)
         return RunOutput(logits.detach() if backward is not None else logits, cache)
 
     def _blocks(self) -> list[nn.Module]:
