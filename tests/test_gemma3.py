@@ -175,7 +175,10 @@ def test_a_probe_reads_tweet_sentiment(gemma3):
     from mechscope.probes import probe_layers, sentiment_pairs
 
     pairs = sentiment_pairs(limit=64, seed=1)
-    res = probe_layers(gemma3, pairs, test=24, restarts=1, epochs=100, progress=False)
+    layers = list(range(2, 18, 3))  # every third layer: the test is about reading, not the best
+    res = probe_layers(
+        gemma3, pairs, test=24, layers=layers, restarts=1, epochs=100, progress=False
+    )
     logistic = [a.value for a in res.accuracy["logistic"]]
     print(f"\n{res!r}\n{[round(v, 2) for v in logistic]}")
     assert max(logistic) >= 0.75

@@ -26,7 +26,7 @@ from safetensors.torch import save_file
 
 from ..core.model import Model
 from ..harvest.corpus import Corpus, open_corpus
-from .cluster import Reporter, cluster_cpus, ray_session, run_shards
+from .cluster import Reporter, ray_session, run_shards, split
 from .ship import ShippedModel, ship_model
 
 CHECKPOINT = "checkpoint.json"
@@ -62,16 +62,15 @@ def store_activations_on_ray(
     root = out.with_name(f".{out.name}.parts")
     started = time.perf_counter()
     with ray_session(address, cpus=workers * threads if workers else None) as ray:
-        n = max(1, min(workers or cluster_cpus(ray) // threads, n_batches))
+        spans = split(ray, n_batches, workers, threads)  # contiguous runs of whole batches
+        n = len(spans)
         shipped = ship_model(model, root / "model")
-        # contiguous runs of whole batches: task i holds batches [cuts[i], cuts[i + 1])
-        cuts = [i * n_batches // n for i in range(n + 1)]
         ranges = [
             (
                 start_window + lo * batch_windows,
                 min(hi * batch_windows, n_windows) - lo * batch_windows,
             )
-            for lo, hi in zip(cuts, cuts[1:], strict=False)
+            for lo, hi in spans
         ]
         options = {
             "site": site,

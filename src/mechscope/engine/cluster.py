@@ -109,6 +109,18 @@ def cluster_cpus(ray: ModuleType) -> int:
     return int(ray.cluster_resources().get("CPU", 1))
 
 
+def split(ray: ModuleType, items: int, workers: int | None, threads: int) -> list[tuple[int, int]]:
+    """`items` in contiguous ``(lo, hi)`` runs, one per task: `workers` of them (default: the
+    cluster's CPUs // `threads`), never more than `items`, sizes differing by at most one.
+
+    >>> split(ray, 5, 2, 1)  # doctest: +SKIP
+    [(0, 2), (2, 5)]
+    """
+    n = max(1, min(workers or cluster_cpus(ray) // threads, items))
+    cuts = [i * items // n for i in range(n + 1)]
+    return list(zip(cuts, cuts[1:], strict=False))
+
+
 class Reporter:
     """What a task calls with its shard's count so far (tokens, facts…).
 

@@ -29,7 +29,7 @@ from ..autointerp.backends import Backend, LocalBackend
 from ..autointerp.http import OpenAIBackend
 from ..harvest.tables import UnitRecord
 from . import EngineError
-from .cluster import Reporter, cluster_cpus, ray_session, run_shards
+from .cluster import Reporter, ray_session, run_shards, split
 from .ship import ShippedModel, ship_model
 
 Unit = tuple[str, int]
@@ -113,12 +113,8 @@ class RayUnits:
         assert self.ray is not None
         where = self.folder / phase
         where.mkdir(parents=True, exist_ok=True)
-        n = max(1, min(self.workers or cluster_cpus(self.ray) // self.threads, len(todo)))
-        cuts = [i * len(todo) // n for i in range(n + 1)]
-        args = [
-            (phase, str(where), self.threads, work[lo:hi])
-            for lo, hi in zip(cuts, cuts[1:], strict=False)
-        ]
+        spans = split(self.ray, len(todo), self.workers, self.threads)
+        args = [(phase, str(where), self.threads, work[lo:hi]) for lo, hi in spans]
         run_shards(
             self.ray,
             _chunk,
@@ -127,7 +123,7 @@ class RayUnits:
             threads=self.threads,
             total=len(todo),
             unit="unit",
-            desc=f"{phase} on {n} Ray workers",
+            desc=f"{phase} on {len(spans)} Ray workers",
             progress=self.progress,
         )
         found = _finished(where)

@@ -19,7 +19,7 @@ import torch
 
 from ..core.model import Model
 from ..ioi.dataset import IOIDataset
-from .cluster import Reporter, cluster_cpus, ray_session, run_shards
+from .cluster import Reporter, ray_session, run_shards, split
 from .ship import ShippedModel, ship_model
 
 Sets = tuple[IOIDataset, IOIDataset, IOIDataset]
@@ -39,13 +39,10 @@ def prompt_blocks_on_ray(
     root = Path(tempfile.mkdtemp(prefix="mechscope-ioi-"))
     try:
         with ray_session(address, cpus=workers * threads if workers else None) as ray:
-            n = max(1, min(workers or cluster_cpus(ray) // threads, len(blocks)))
+            spans = split(ray, len(blocks), workers, threads)
+            n = len(spans)
             shipped = ship_model(model, root / "model")
-            cuts = [i * len(blocks) // n for i in range(n + 1)]
-            args = [
-                (shipped, sets, blocks[lo:hi], threads)
-                for lo, hi in zip(cuts, cuts[1:], strict=False)
-            ]
+            args = [(shipped, sets, blocks[lo:hi], threads) for lo, hi in spans]
             runs = run_shards(
                 ray,
                 _blocks_task,

@@ -21,7 +21,7 @@ import torch
 from ..core.model import Model
 from ..tracing.facts import Fact
 from ..tracing.trace import CausalTrace
-from .cluster import Reporter, cluster_cpus, ray_session, run_shards
+from .cluster import Reporter, ray_session, run_shards, split
 from .ship import ShippedModel, ship_model
 
 
@@ -49,9 +49,9 @@ def trace_facts_on_ray(
     )
     try:
         with ray_session(address, cpus=workers * threads if workers else None) as ray:
-            n = max(1, min(workers or cluster_cpus(ray) // threads, len(facts)))
+            spans = split(ray, len(facts), workers, threads)
+            n = len(spans)
             shipped = ship_model(model, root / "model")
-            cuts = [i * len(facts) // n for i in range(n + 1)]
             args = [
                 (
                     shipped,
@@ -61,7 +61,7 @@ def trace_facts_on_ray(
                     threads,
                     trace_args,
                 )
-                for lo, hi in zip(cuts, cuts[1:], strict=False)
+                for lo, hi in spans
             ]
             chunks = run_shards(
                 ray,
