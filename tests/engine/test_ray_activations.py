@@ -66,10 +66,10 @@ def test_a_retried_task_drops_its_unfinished_shard_and_goes_on(tmp_path: Path) -
     checkpoint.update(shards=2, rows=rows_01, windows=checkpoint["ends"][1])
     checkpoint["ends"] = checkpoint["ends"][:2]
     (part / CHECKPOINT).write_text(json.dumps(checkpoint))
-    (part / "shard.tmp").write_bytes(b"half")
+    (part / ".acts-00002.tmp").write_bytes(b"half")
     again = _store_range(report, 0, shipped, corpus, 3, 40, str(tmp_path / "b"), options)
     assert again["rows"] == whole["rows"] and again["shards"] == whole["shards"]
-    assert len(again["pids"]) == 2 and not (part / "shard.tmp").exists()
+    assert len(again["pids"]) == 2 and not (part / ".acts-00002.tmp").exists()
     for i in range(whole["shards"]):
         name = f"acts-{i:05d}.safetensors"
         a = load_file(str(tmp_path / "a" / "part-0" / name))["acts"]

@@ -22,11 +22,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import save_file
 
 from ..core.model import Model
 from ..harvest.corpus import Corpus, open_corpus
-from .cluster import Reporter, ray_session, run_shards, split
+from .cluster import Reporter, attempts, note_attempt, ray_session, run_shards, split
 from .ship import ShippedModel, ship_model
 
 CHECKPOINT = "checkpoint.json"
@@ -136,13 +135,12 @@ def _store_range(
     options: dict[str, Any],
 ) -> dict[str, Any]:
     """One Ray task: windows ``first … first + count`` into ``root/part-<shard>``, resumed."""
-    from ..sae.activations import stream_activations
+    from ..sae.activations import stream_activations, write_shard
 
     torch.set_num_threads(options["threads"])
     folder = Path(root) / f"part-{shard}"
     folder.mkdir(parents=True, exist_ok=True)
-    with open(folder / "pids", "a") as f:  # one line per attempt: a retry after a kill adds one
-        f.write(f"{os.getpid()}\n")
+    note_attempt(folder / "pids")
     # windows: held by the shards written; ends: the window count at each shard's end
     state: dict[str, Any] = {"windows": 0, "shards": 0, "rows": 0, "d_in": 0, "ends": []}
     if (folder / CHECKPOINT).exists():
@@ -158,9 +156,7 @@ def _store_range(
     report(state["windows"] * window, final=True)
 
     def flush(rows: torch.Tensor, windows: int) -> None:
-        tmp = folder / "shard.tmp"
-        save_file({"acts": rows.to("cpu", dtype).contiguous()}, str(tmp))
-        os.replace(tmp, folder / f"acts-{state['shards']:05d}.safetensors")
+        write_shard(folder, state["shards"], rows, dtype)
         state.update(
             windows=windows,
             shards=state["shards"] + 1,
@@ -192,7 +188,6 @@ def _store_range(
             report(done * window)
         if pending:
             flush(torch.cat(pending), count)
-    state["windows"] = count
     report(count * window, final=True)
     return {
         "first_window": first,
@@ -200,7 +195,7 @@ def _store_range(
         "rows": state["rows"],
         "shards": state["shards"],
         "d_in": state["d_in"],
-        "pids": [int(p) for p in (folder / "pids").read_text().split()],
+        "pids": attempts(folder / "pids"),
     }
 
 

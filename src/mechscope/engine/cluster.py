@@ -121,6 +121,17 @@ def split(ray: ModuleType, items: int, workers: int | None, threads: int) -> lis
     return list(zip(cuts, cuts[1:], strict=False))
 
 
+def note_attempt(file: Path) -> None:
+    """Add this worker's pid to `file`: one line per attempt, so a retry after a kill adds one."""
+    with open(file, "a") as f:
+        f.write(f"{os.getpid()}\n")
+
+
+def attempts(file: Path) -> list[int]:
+    """The pids `note_attempt` wrote to `file`, first attempt first."""
+    return [int(p) for p in file.read_text().split()]
+
+
 class Reporter:
     """What a task calls with its shard's count so far (tokens, facts…).
 

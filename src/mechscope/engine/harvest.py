@@ -15,7 +15,6 @@ checkpoints need that, for a retry on another node to resume).
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import time
 from collections.abc import Mapping
@@ -28,7 +27,7 @@ from ..core.model import Model
 from ..harvest.collect import check_args, harvest_folder, merge_harvests
 from ..harvest.corpus import Corpus, open_corpus
 from ..harvest.tables import HarvestStore
-from .cluster import Reporter, cluster_cpus, ray_session, run_shards
+from .cluster import Reporter, attempts, cluster_cpus, note_attempt, ray_session, run_shards
 from .ship import ShippedModel, ship_model
 
 
@@ -125,8 +124,7 @@ def _harvest_shard(
     torch.set_num_threads(threads)
     folder = Path(root) / f"shard-{shard}"
     pids = Path(root) / f"shard-{shard}.pids"
-    with open(pids, "a") as f:  # one line per attempt: a retry after a kill adds one
-        f.write(f"{os.getpid()}\n")
+    note_attempt(pids)
     t0 = time.perf_counter()
     model = shipped.load()
     loaded = time.perf_counter()
@@ -148,7 +146,7 @@ def _harvest_shard(
     return {
         "shard": shard,
         "windows": windows,
-        "pids": [int(p) for p in pids.read_text().split()],
+        "pids": attempts(pids),
         "resumed_from_window": run.get("resumed_from_window"),
         "seconds": {"load_model": round(loaded - t0, 3), "harvest": run["timings"]["harvest"]},
         "started_at": began,

@@ -175,9 +175,7 @@ def store_activations(
 
     def flush(rows: Tensor) -> None:
         nonlocal n_shards
-        tmp = out / f".acts-{n_shards:05d}.tmp"
-        save_file({"acts": rows.to("cpu", dtype).contiguous()}, str(tmp))
-        os.replace(tmp, out / f"acts-{n_shards:05d}.safetensors")
+        write_shard(out, n_shards, rows, dtype)
         n_shards += 1
 
     stream = stream_activations(
@@ -199,6 +197,13 @@ def store_activations(
     write_meta(out, model, site, corpus, d_in=d_in, rows=total, shards=n_shards, tokens=tokens,
                window=window, start_window=start_window, dtype=dtype)  # fmt: skip
     return out
+
+
+def write_shard(folder: Path, index: int, rows: Tensor, dtype: torch.dtype) -> None:
+    """Write ``acts-<index>.safetensors`` in `folder` whole or not at all (via a temporary file)."""
+    tmp = folder / f".acts-{index:05d}.tmp"
+    save_file({"acts": rows.to("cpu", dtype).contiguous()}, str(tmp))
+    os.replace(tmp, folder / f"acts-{index:05d}.safetensors")
 
 
 def write_meta(
