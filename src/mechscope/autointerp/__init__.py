@@ -10,36 +10,18 @@ Example::
                            explainer=LocalBackend(ms.load()), out="runs/explain")
 """
 
-from .backends import Backend, Completion, LocalBackend, Message
-from .explainer import Explanation, explain, parse_explanation, top_tokens_explanation
-from .http import BackendError, OpenAIBackend
-from .pipeline import METHODS, SCORERS, ExplainResult, explain_units
-from .scoring import Judge, auroc, correlation, detection, fuzzing, mean_ci
-from .simulator import JsonSimulator, LogprobSimulator, Simulation, parse_simulation
+from __future__ import annotations
 
-__all__ = [
-    "METHODS",
-    "SCORERS",
-    "Backend",
-    "BackendError",
-    "Completion",
-    "ExplainResult",
-    "Explanation",
-    "JsonSimulator",
-    "Judge",
-    "LocalBackend",
-    "LogprobSimulator",
-    "Message",
-    "OpenAIBackend",
-    "Simulation",
-    "auroc",
-    "correlation",
-    "detection",
-    "explain",
-    "explain_units",
-    "fuzzing",
-    "mean_ci",
-    "parse_explanation",
-    "parse_simulation",
-    "top_tokens_explanation",
-]
+from typing import TYPE_CHECKING
+
+from .._lazy import exports
+
+if TYPE_CHECKING:
+    from .backends import Backend, Completion, LocalBackend, Message
+    from .explainer import Explanation, explain, parse_explanation, top_tokens_explanation
+    from .http import BackendError, OpenAIBackend
+    from .pipeline import METHODS, SCORERS, ExplainResult, explain_units
+    from .scoring import Judge, auroc, correlation, detection, fuzzing, mean_ci
+    from .simulator import JsonSimulator, LogprobSimulator, Simulation, parse_simulation
+
+__getattr__, __dir__, __all__ = exports(__name__, __file__)

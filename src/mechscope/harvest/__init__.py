@@ -9,27 +9,16 @@ Example::
     store.search_token(" Paris")                     # which units fire on " Paris"
 """
 
-from .collect import DEFAULT_SITES, harvest, merge_harvests
-from .corpus import DEFAULT_CORPUS, SOURCES, Corpus, open_corpus, pack, windows
-from .stats import UnitAccumulator, hist_edges
-from .tables import Example, HarvestStore, TokenHit, UnitRecord, UnitStats, open_harvest
+from __future__ import annotations
 
-__all__ = [
-    "DEFAULT_CORPUS",
-    "DEFAULT_SITES",
-    "SOURCES",
-    "Corpus",
-    "Example",
-    "HarvestStore",
-    "TokenHit",
-    "UnitAccumulator",
-    "UnitRecord",
-    "UnitStats",
-    "harvest",
-    "hist_edges",
-    "merge_harvests",
-    "open_corpus",
-    "open_harvest",
-    "pack",
-    "windows",
-]
+from typing import TYPE_CHECKING
+
+from .._lazy import exports
+
+if TYPE_CHECKING:
+    from .collect import DEFAULT_SITES, harvest, merge_harvests
+    from .corpus import DEFAULT_CORPUS, SOURCES, Corpus, open_corpus, pack, windows
+    from .stats import UnitAccumulator, hist_edges
+    from .tables import Example, HarvestStore, TokenHit, UnitRecord, UnitStats, open_harvest
+
+__getattr__, __dir__, __all__ = exports(__name__, __file__)

@@ -9,56 +9,37 @@ Example::
 
 from __future__ import annotations
 
-from .dataset import (
-    CORRUPTIONS,
-    NAMES,
-    OBJECTS,
-    PLACES,
-    TEMPLATES,
-    IOIDataset,
-    ioi_dataset,
-    logit_diff,
-    single_tokens,
-)
-from .heads import (
-    HEAD_CLASSES,
-    HeadClassification,
-    HeadLabel,
-    HeadScores,
-    IOIAttentionScores,
-    classify_heads,
-    copying_scores,
-    duplicate_token_scores,
-    frozen_final_norm,
-    head_logit_attribution,
-    induction_scores,
-    ioi_attention_scores,
-    previous_token_scores,
-    repeated_random_tokens,
-)
+from typing import TYPE_CHECKING
 
-__all__ = [
-    "CORRUPTIONS",
-    "HEAD_CLASSES",
-    "NAMES",
-    "OBJECTS",
-    "PLACES",
-    "TEMPLATES",
-    "HeadClassification",
-    "HeadLabel",
-    "HeadScores",
-    "IOIAttentionScores",
-    "IOIDataset",
-    "classify_heads",
-    "copying_scores",
-    "duplicate_token_scores",
-    "frozen_final_norm",
-    "head_logit_attribution",
-    "induction_scores",
-    "ioi_attention_scores",
-    "ioi_dataset",
-    "logit_diff",
-    "previous_token_scores",
-    "repeated_random_tokens",
-    "single_tokens",
-]
+from .._lazy import exports
+
+if TYPE_CHECKING:
+    from .dataset import (
+        CORRUPTIONS,
+        NAMES,
+        OBJECTS,
+        PLACES,
+        TEMPLATES,
+        IOIDataset,
+        ioi_dataset,
+        logit_diff,
+        single_tokens,
+    )
+    from .heads import (
+        HEAD_CLASSES,
+        HeadClassification,
+        HeadLabel,
+        HeadScores,
+        IOIAttentionScores,
+        classify_heads,
+        copying_scores,
+        duplicate_token_scores,
+        frozen_final_norm,
+        head_logit_attribution,
+        induction_scores,
+        ioi_attention_scores,
+        previous_token_scores,
+        repeated_random_tokens,
+    )
+
+__getattr__, __dir__, __all__ = exports(__name__, __file__)

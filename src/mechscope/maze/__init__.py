@@ -8,50 +8,28 @@
 - `runs`: the run folders behind ``mechscope maze train|eval|steer``.
 """
 
-from .behaviour import Behaviour, VectorField, behaviour, decision_squares, vector_field
-from .env import ACTIONS, GRID, Mazes, generate, rollout
-from .policy import MazePolicy, PolicyConfig
-from .runs import eval_run, policy_model, steer_run, train_run
-from .steer import (
-    CheeseChannels,
-    DecisionEffect,
-    Retargeting,
-    cheese_channels,
-    cheese_vectors,
-    control_vectors,
-    decision_effect,
-    decision_effects,
-    retarget,
-)
-from .train import TrainingCurve, reach_rate, train_policy
+from __future__ import annotations
 
-__all__ = [
-    "ACTIONS",
-    "GRID",
-    "Behaviour",
-    "CheeseChannels",
-    "DecisionEffect",
-    "MazePolicy",
-    "Mazes",
-    "PolicyConfig",
-    "Retargeting",
-    "TrainingCurve",
-    "VectorField",
-    "behaviour",
-    "cheese_channels",
-    "cheese_vectors",
-    "control_vectors",
-    "decision_effect",
-    "decision_effects",
-    "decision_squares",
-    "eval_run",
-    "generate",
-    "policy_model",
-    "reach_rate",
-    "retarget",
-    "rollout",
-    "steer_run",
-    "train_policy",
-    "train_run",
-    "vector_field",
-]
+from typing import TYPE_CHECKING
+
+from .._lazy import exports
+
+if TYPE_CHECKING:
+    from .behaviour import Behaviour, VectorField, behaviour, decision_squares, vector_field
+    from .env import ACTIONS, GRID, Mazes, generate, rollout
+    from .policy import MazePolicy, PolicyConfig
+    from .runs import eval_run, policy_model, steer_run, train_run
+    from .steer import (
+        CheeseChannels,
+        DecisionEffect,
+        Retargeting,
+        cheese_channels,
+        cheese_vectors,
+        control_vectors,
+        decision_effect,
+        decision_effects,
+        retarget,
+    )
+    from .train import TrainingCurve, reach_rate, train_policy
+
+__getattr__, __dir__, __all__ = exports(__name__, __file__)

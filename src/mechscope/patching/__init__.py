@@ -2,35 +2,26 @@
 
 from __future__ import annotations
 
-from .attribution import AttributionPatching, RankAgreement, attribution_patching, rank_agreement
-from .paths import path_patching
-from .sweep import Metric, PatchResult, activation_patching
+from typing import TYPE_CHECKING
 
-__all__ = [
-    "AttributionPatching",
-    "Metric",
-    "PatchResult",
-    "RankAgreement",
-    "activation_patching",
-    "attribution_patching",
-    "path_patching",
-    "rank_agreement",
-]
+from .._lazy import exports
 
-from .circuit import (  # noqa: E402
-    Circuit,
-    EdgeScores,
-    acdc,
-    circuit_from_scores,
-    edge_attribution_patching,
-    evaluate_circuit,
-)
+if TYPE_CHECKING:
+    from .attribution import (
+        AttributionPatching,
+        RankAgreement,
+        attribution_patching,
+        rank_agreement,
+    )
+    from .circuit import (
+        Circuit,
+        EdgeScores,
+        acdc,
+        circuit_from_scores,
+        edge_attribution_patching,
+        evaluate_circuit,
+    )
+    from .paths import path_patching
+    from .sweep import Metric, PatchResult, activation_patching
 
-__all__ += [
-    "Circuit",
-    "EdgeScores",
-    "acdc",
-    "circuit_from_scores",
-    "edge_attribution_patching",
-    "evaluate_circuit",
-]
+__getattr__, __dir__, __all__ = exports(__name__, __file__)

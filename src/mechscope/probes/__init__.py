@@ -7,46 +7,33 @@ with zero-shot prompting as the baseline; `sweep` runs them all at every
 layer and reports held-out accuracy with intervals.
 """
 
-from .data import (
-    ContrastPair,
-    geography_pairs,
-    load_pairs,
-    pair_texts,
-    question_head,
-    sentiment_pairs,
-)
-from .probes import (
-    Accuracy,
-    CCSProbe,
-    LinearDirection,
-    Normaliser,
-    hidden_states,
-    logistic_probe,
-    mean_diff_probe,
-    normalise,
-    zero_shot,
-    zero_shot_logodds,
-)
-from .sweep import METHODS, ProbeResults, probe_layers
+from __future__ import annotations
 
-__all__ = [
-    "METHODS",
-    "ProbeResults",
-    "probe_layers",
-    "Accuracy",
-    "CCSProbe",
-    "ContrastPair",
-    "LinearDirection",
-    "Normaliser",
-    "geography_pairs",
-    "hidden_states",
-    "load_pairs",
-    "logistic_probe",
-    "mean_diff_probe",
-    "normalise",
-    "pair_texts",
-    "question_head",
-    "sentiment_pairs",
-    "zero_shot",
-    "zero_shot_logodds",
-]
+from typing import TYPE_CHECKING
+
+from .._lazy import exports
+
+if TYPE_CHECKING:
+    from .data import (
+        ContrastPair,
+        geography_pairs,
+        load_pairs,
+        pair_texts,
+        question_head,
+        sentiment_pairs,
+    )
+    from .probes import (
+        Accuracy,
+        CCSProbe,
+        LinearDirection,
+        Normaliser,
+        hidden_states,
+        logistic_probe,
+        mean_diff_probe,
+        normalise,
+        zero_shot,
+        zero_shot_logodds,
+    )
+    from .sweep import METHODS, ProbeResults, probe_layers
+
+__getattr__, __dir__, __all__ = exports(__name__, __file__)

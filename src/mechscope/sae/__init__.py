@@ -7,3 +7,33 @@ stored shards; `train` fits an SAE; `evaluate` measures L0, variance
 explained and cross-entropy loss recovered with the SAE spliced into the
 forward. An SAE attached to a model (`Model.attach`) makes its latents a site.
 """
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from .._lazy import exports
+
+if TYPE_CHECKING:
+    from .activations import (
+        ShuffleBuffer,
+        activations_meta,
+        load_activations,
+        store_activations,
+        stream_activations,
+    )
+    from .evaluate import SAEEval, evaluate_sae, frequency_histogram
+    from .fit import SAERun, fit_sae, harvest_latents, open_sae_run
+    from .model import SAEConfig, SAEError, SparseAutoencoder
+    from .toy import (
+        ToyModel,
+        ToyResult,
+        phase_diagram,
+        quick_sweep,
+        superposition,
+        toy_run,
+        train_toy,
+    )
+    from .train import TrainConfig, TrainedSAE, train_sae
+
+__getattr__, __dir__, __all__ = exports(__name__, __file__)

@@ -15,47 +15,33 @@ Example::
     steering.generate(model, "I went up to my friend and said", v, coef=4)
 """
 
-from .apply import generate, next_token_kl, perplexity, steer
-from .sweep import (
-    NEUTRAL_PROMPTS,
-    PROMPTS,
-    WEDDING_WORDS,
-    SteeringSweep,
-    corpus_windows,
-    steering_sweep,
-    target_probability,
-    target_tokens,
-    topic_share,
-)
-from .vectors import (
-    SteeringVector,
-    actadd,
-    from_direction,
-    mean_diff_vector,
-    pca_vector,
-    text_activations,
-    topic_sentences,
-)
+from __future__ import annotations
 
-__all__ = [
-    "NEUTRAL_PROMPTS",
-    "PROMPTS",
-    "WEDDING_WORDS",
-    "SteeringSweep",
-    "SteeringVector",
-    "actadd",
-    "corpus_windows",
-    "from_direction",
-    "generate",
-    "mean_diff_vector",
-    "next_token_kl",
-    "pca_vector",
-    "perplexity",
-    "steer",
-    "steering_sweep",
-    "text_activations",
-    "target_probability",
-    "target_tokens",
-    "topic_share",
-    "topic_sentences",
-]
+from typing import TYPE_CHECKING
+
+from .._lazy import exports
+
+if TYPE_CHECKING:
+    from .apply import generate, next_token_kl, perplexity, steer
+    from .sweep import (
+        NEUTRAL_PROMPTS,
+        PROMPTS,
+        WEDDING_WORDS,
+        SteeringSweep,
+        corpus_windows,
+        steering_sweep,
+        target_probability,
+        target_tokens,
+        topic_share,
+    )
+    from .vectors import (
+        SteeringVector,
+        actadd,
+        from_direction,
+        mean_diff_vector,
+        pca_vector,
+        text_activations,
+        topic_sentences,
+    )
+
+__getattr__, __dir__, __all__ = exports(__name__, __file__)

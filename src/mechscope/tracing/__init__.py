@@ -8,32 +8,17 @@ with a rank-one update and evaluates the edit; `runs` writes both as run
 folders for the viewer.
 """
 
-from .average import TOKEN_KINDS, AverageTrace, token_kinds, trace_facts
-from .facts import Fact, KnownFact, geography_facts, known_facts, load_facts, subject_span
-from .rome import Edit, EditReport, RomeConfig, edit, evaluate_edit, key_covariance
-from .runs import edit_run, trace_run
-from .trace import CausalTrace, noise_scale, trace_fact
+from __future__ import annotations
 
-__all__ = [
-    "TOKEN_KINDS",
-    "AverageTrace",
-    "token_kinds",
-    "trace_facts",
-    "CausalTrace",
-    "Edit",
-    "EditReport",
-    "RomeConfig",
-    "edit",
-    "edit_run",
-    "evaluate_edit",
-    "key_covariance",
-    "trace_run",
-    "Fact",
-    "KnownFact",
-    "geography_facts",
-    "known_facts",
-    "load_facts",
-    "noise_scale",
-    "subject_span",
-    "trace_fact",
-]
+from typing import TYPE_CHECKING
+
+from .._lazy import exports
+
+if TYPE_CHECKING:
+    from .average import TOKEN_KINDS, AverageTrace, token_kinds, trace_facts
+    from .facts import Fact, KnownFact, geography_facts, known_facts, load_facts, subject_span
+    from .rome import Edit, EditReport, RomeConfig, edit, evaluate_edit, key_covariance
+    from .runs import edit_run, trace_run
+    from .trace import CausalTrace, noise_scale, trace_fact
+
+__getattr__, __dir__, __all__ = exports(__name__, __file__)

@@ -15,7 +15,7 @@ import threading
 import traceback
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import parse_qs, quote, unquote, urlsplit
 
 from ..errors import MechscopeError
@@ -23,7 +23,11 @@ from .html import Markup, document, escape, join, link, render, url
 from .registry import REGISTRY, Document, NotFound, Registry, Request, Response
 from .runs import RunInfo, discover_runs
 
+if TYPE_CHECKING:
+    from ..results import Result
+
 T = TypeVar("T")
+R = TypeVar("R", bound="Result")
 
 # Our own pages run no inline script and load nothing from elsewhere; figures
 # (plotly HTML with inline scripts) are served as files, without this policy.
@@ -66,6 +70,30 @@ class App:
             if key not in self._resources:
                 self._resources[key] = factory()
             return self._resources[key]
+
+    def result(self, run: RunInfo, relative: str, cls: type[R] | None = None) -> R | None:
+        """The result saved at `relative` in `run` (numpy arrays, no torch), or None if the
+        file is missing; read once while the file is unchanged. `cls` checks its class.
+
+        Example::
+
+            trace = req.app.result(run, "trace.safetensors", CausalTrace)
+        """
+        from ..results import open_result
+
+        path = run.path / relative
+        if not path.is_file():
+            return None
+        stat = path.stat()
+
+        def load() -> Result:
+            try:
+                found = cls.load(path, arrays="numpy") if cls else open_result(path, arrays="numpy")
+            except MechscopeError as err:
+                raise MechscopeError(f"{run.kind} run {run.id}: {err}") from None
+            return found
+
+        return self.resource(("result", path, stat.st_mtime_ns, stat.st_size), load)  # type: ignore[return-value]
 
     def close(self) -> None:
         """Close the cached resources that can be closed."""

@@ -1,27 +1,23 @@
 """Vision: pretrained image models that install here, as mechscope models (feature visualisation builds on them)."""
 
-from .inception import GoogLeNet
-from .models import (
-    IMAGE_SIZE,
-    VISION_MODELS,
-    ScaledInput,
-    imagenet_labels,
-    imagenet_normalised,
-    is_vision_spec,
-    load_vision,
-    read_state_dict,
-    sample_image,
-)
+from __future__ import annotations
 
-__all__ = [
-    "IMAGE_SIZE",
-    "VISION_MODELS",
-    "GoogLeNet",
-    "ScaledInput",
-    "imagenet_labels",
-    "imagenet_normalised",
-    "is_vision_spec",
-    "load_vision",
-    "read_state_dict",
-    "sample_image",
-]
+from typing import TYPE_CHECKING
+
+from .._lazy import exports
+
+if TYPE_CHECKING:
+    from .inception import GoogLeNet
+    from .models import (
+        IMAGE_SIZE,
+        VISION_MODELS,
+        ScaledInput,
+        imagenet_labels,
+        imagenet_normalised,
+        is_vision_spec,
+        load_vision,
+        read_state_dict,
+        sample_image,
+    )
+
+__getattr__, __dir__, __all__ = exports(__name__, __file__)

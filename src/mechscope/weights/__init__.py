@@ -1,16 +1,15 @@
 """Circuits read from weights: expanded weights between conv layers; OV / QK circuits and
 virtual weights between neurons and heads of language models."""
 
-from .conv import ConvWeights, expanded_weights, linearised
-from .lm import NeuronWiring, neuron_wiring
-from .runs import conv_weights_run, lm_weights_run
+from __future__ import annotations
 
-__all__ = [
-    "ConvWeights",
-    "NeuronWiring",
-    "conv_weights_run",
-    "expanded_weights",
-    "linearised",
-    "lm_weights_run",
-    "neuron_wiring",
-]
+from typing import TYPE_CHECKING
+
+from .._lazy import exports
+
+if TYPE_CHECKING:
+    from .conv import ConvWeights, expanded_weights, linearised
+    from .lm import NeuronWiring, neuron_wiring
+    from .runs import conv_weights_run, lm_weights_run
+
+__getattr__, __dir__, __all__ = exports(__name__, __file__)

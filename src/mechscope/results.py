@@ -1,0 +1,485 @@
+"""The one result contract: every technique's result is a frozen dataclass on `Result`.
+
+A result's fields are arrays (torch tensors, or numpy arrays when loaded without
+torch) and JSON values (numbers, strings, lists, tuples, dicts, nested plain
+dataclasses). `save(path)` writes one safetensors file: the arrays as tensors and
+one JSON record, with the class's format tag (``"mechscope.patch/1"``), in the
+file's metadata; the write is atomic (a temporary file renamed into place).
+`load(path)` gives back an equal object; `load(path, arrays="numpy")` does so
+without importing torch, for readers that need no model (the viewer).
+
+One `summary()` drives the repr, the rich rendering in a terminal and the HTML
+in a notebook, so the CLI, the tour and notebooks print results themselves.
+
+Example::
+
+    result = patch_sweep(...)            # a PatchResult
+    path = result.save("runs/x/patch")   # runs/x/patch.safetensors
+    again = PatchResult.load(path)       # equal fields
+    open_result(path, arrays="numpy")    # the same, numpy arrays, no torch
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import html
+import importlib
+import json
+import math
+import os
+import struct
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, TypeVar
+
+import numpy as np
+
+from .errors import InputError
+
+try:
+    from typing import dataclass_transform
+except ImportError:  # Python 3.10
+    from typing_extensions import dataclass_transform
+
+if TYPE_CHECKING:
+    from rich.console import RenderableType
+
+R = TypeVar("R", bound="Result")
+Arrays = Literal["torch", "numpy"]
+
+SUFFIX = ".safetensors"
+
+# Every format tag and the class that reads it ("module:Class", imported on demand so
+# that opening one result imports one technique's module, and no torch for numpy loads).
+FORMATS: dict[str, str] = {
+    "mechscope.patch/1": "mechscope.patching.results:PatchResult",
+    "mechscope.attribution_patching/1": "mechscope.patching.results:AttributionPatching",
+    "mechscope.edge_scores/1": "mechscope.patching.results:EdgeScores",
+    "mechscope.circuit/1": "mechscope.patching.results:Circuit",
+    "mechscope.ioi_dataset/1": "mechscope.ioi.results:IOIDataset",
+    "mechscope.head_scores/1": "mechscope.ioi.results:HeadScores",
+    "mechscope.ioi_attention/1": "mechscope.ioi.results:IOIAttentionScores",
+    "mechscope.head_classes/1": "mechscope.ioi.results:HeadClassification",
+    "mechscope.causal_trace/1": "mechscope.tracing.results:CausalTrace",
+    "mechscope.average_trace/1": "mechscope.tracing.results:AverageTrace",
+    "mechscope.rome_edit/1": "mechscope.tracing.results:EditWeights",
+    "mechscope.edit_report/1": "mechscope.tracing.results:EditReport",
+    "mechscope.direction/1": "mechscope.probes.results:LinearDirection",
+    "mechscope.probe_results/1": "mechscope.probes.results:ProbeResults",
+    "mechscope.steering_vector/1": "mechscope.steering.results:SteeringVector",
+    "mechscope.steering_sweep/1": "mechscope.steering.results:SteeringSweep",
+    "mechscope.sae_eval/1": "mechscope.sae.results:SAEEval",
+    "mechscope.toy/1": "mechscope.sae.results:ToyResult",
+    "mechscope.unit/1": "mechscope.harvest.results:UnitRecord",
+    "mechscope.rendering/1": "mechscope.vision.results:Rendering",
+    "mechscope.conv_weights/1": "mechscope.weights.results:ConvWeights",
+    "mechscope.neuron_wiring/1": "mechscope.weights.results:NeuronWiring",
+    "mechscope.mazes/1": "mechscope.maze.results:Mazes",
+    "mechscope.vector_field/1": "mechscope.maze.results:VectorField",
+    "mechscope.behaviour/1": "mechscope.maze.results:Behaviour",
+    "mechscope.decision_effect/1": "mechscope.maze.results:DecisionEffect",
+    "mechscope.cheese_channels/1": "mechscope.maze.results:CheeseChannels",
+    "mechscope.retargeting/1": "mechscope.maze.results:Retargeting",
+}
+
+
+class ResultFormatError(InputError):
+    """A file that is not the result asked for (another format, or not a result at all)."""
+
+
+# --- arrays: torch or numpy, one helper for both ---------------------------------------
+
+
+def _is_torch(value: Any) -> bool:
+    torch = sys.modules.get("torch")
+    return torch is not None and isinstance(value, torch.Tensor)
+
+
+def is_array(value: Any) -> bool:
+    """A torch tensor or a numpy array."""
+    return isinstance(value, np.ndarray) or _is_torch(value)
+
+
+def as_numpy(value: Any) -> np.ndarray:
+    """A numpy copy-free view of an array field (torch tensors: detached, on the CPU;
+    bfloat16, which numpy lacks, as float32)."""
+    if _is_torch(value):
+        value = value.detach().cpu()
+        if str(value.dtype) == "torch.bfloat16":
+            value = value.float()
+        return value.numpy()
+    return np.asarray(value)
+
+
+# --- the JSON record: values tagged so that loading needs no type hints ----------------
+
+_TUPLE, _DICT, _ARRAY, _DATACLASS = "__tuple__", "__items__", "__array__", "__dataclass__"
+
+
+def _encode(value: Any, key: str, arrays: dict[str, Any]) -> Any:
+    if is_array(value):
+        arrays[key] = value
+        return {_ARRAY: key}
+    if isinstance(value, Result):
+        raise TypeError(f"{key}: a result inside a result; save it on its own")
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        fields = {
+            f.name: _encode(getattr(value, f.name), f"{key}.{f.name}", arrays)
+            for f in dataclasses.fields(value)
+        }
+        return {_DATACLASS: type(value).__name__, "fields": fields}
+    if isinstance(value, tuple):
+        return {_TUPLE: [_encode(v, f"{key}.{i}", arrays) for i, v in enumerate(value)]}
+    if isinstance(value, list):
+        return [_encode(v, f"{key}.{i}", arrays) for i, v in enumerate(value)]
+    if isinstance(value, Mapping):
+        if all(isinstance(k, str) for k in value):
+            return {k: _encode(v, f"{key}.{k}", arrays) for k, v in value.items()}
+        return {
+            _DICT: [[k, _encode(v, f"{key}.{k}", arrays)] for k, v in value.items()],
+        }
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, Path):
+        return str(value)
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    raise TypeError(f"{key}: cannot save a {type(value).__name__} in a result")
+
+
+def _decode(value: Any, arrays: Mapping[str, Any], owner: type) -> Any:
+    if isinstance(value, list):
+        return [_decode(v, arrays, owner) for v in value]
+    if not isinstance(value, dict):
+        return value
+    if _ARRAY in value and len(value) == 1:
+        return arrays[value[_ARRAY]]
+    if _TUPLE in value and len(value) == 1:
+        return tuple(_decode(v, arrays, owner) for v in value[_TUPLE])
+    if _DICT in value and len(value) == 1:
+        return {_key(k): _decode(v, arrays, owner) for k, v in value[_DICT]}
+    if _DATACLASS in value and set(value) == {_DATACLASS, "fields"}:
+        cls = _nested_class(owner, value[_DATACLASS])
+        return cls(**{k: _decode(v, arrays, owner) for k, v in value["fields"].items()})
+    return {k: _decode(v, arrays, owner) for k, v in value.items()}
+
+
+def _key(k: Any) -> Any:
+    return tuple(k) if isinstance(k, list) else k
+
+
+def _nested_class(owner: type, name: str) -> type:
+    """A dataclass named in a record: only one of the owning result's module (no imports
+    named by a file)."""
+    cls = getattr(sys.modules[owner.__module__], name, None)
+    if not (isinstance(cls, type) and dataclasses.is_dataclass(cls)):
+        raise ResultFormatError(f"a saved {owner.__name__} names an unknown part {name!r}")
+    return cls
+
+
+# --- safetensors without torch ---------------------------------------------------------
+
+_NP_DTYPES = {
+    "F64": np.float64,
+    "F32": np.float32,
+    "F16": np.float16,
+    "I64": np.int64,
+    "I32": np.int32,
+    "I16": np.int16,
+    "I8": np.int8,
+    "U8": np.uint8,
+    "BOOL": np.bool_,
+}
+_MAX_HEADER = 100 << 20
+
+
+def read_safetensors(path: Path) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    """The metadata and arrays of a safetensors file, as numpy (bfloat16 as float32)."""
+    with open(path, "rb") as f:
+        head = f.read(8)
+        if len(head) != 8:
+            raise ValueError("shorter than a safetensors header")
+        (n,) = struct.unpack("<Q", head)
+        if n > _MAX_HEADER:
+            raise ValueError(f"a header of {n} bytes")
+        header = json.loads(f.read(n))
+        data = f.read()
+    meta = header.pop("__metadata__", None) or {}
+    out: dict[str, np.ndarray] = {}
+    for name, info in header.items():
+        start, end = info["data_offsets"]
+        raw = data[start:end]
+        if len(raw) != end - start:
+            raise ValueError(f"tensor {name!r} is cut short")
+        shape = tuple(info["shape"])
+        if info["dtype"] == "BF16":
+            bits = np.frombuffer(raw, dtype="<u2").astype(np.uint32) << 16
+            out[name] = bits.view(np.float32).reshape(shape)
+        elif info["dtype"] in _NP_DTYPES:
+            dtype = np.dtype(_NP_DTYPES[info["dtype"]]).newbyteorder("<")
+            out[name] = np.frombuffer(raw, dtype=dtype).reshape(shape).copy()
+        else:
+            raise ValueError(f"tensor {name!r} has dtype {info['dtype']}")
+    return meta, out
+
+
+def _write(path: Path, arrays: dict[str, Any], meta: dict[str, str]) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.partial")
+    try:
+        if any(_is_torch(v) for v in arrays.values()):
+            import torch
+            from safetensors.torch import save_file
+
+            tensors = {
+                k: (v if _is_torch(v) else torch.from_numpy(np.ascontiguousarray(v)))
+                .detach()
+                .cpu()
+                .contiguous()
+                for k, v in arrays.items()
+            }
+            save_file(tensors, str(tmp), metadata=meta)
+        else:
+            from safetensors.numpy import save_file as save_np
+
+            save_np({k: np.ascontiguousarray(v) for k, v in arrays.items()}, str(tmp), meta)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+# --- the base ---
+
+T = TypeVar("T", bound=type)
+
+
+@dataclass_transform(frozen_default=True)
+def result(cls: T) -> T:
+    """Make `cls` (a `Result` subclass) a frozen dataclass whose repr and equality are
+    the base's (`summary()`; fields equal, arrays compared by value)."""
+    return dataclasses.dataclass(frozen=True, repr=False, eq=False)(cls)  # type: ignore[return-value]
+
+
+def unsaved() -> Any:
+    """A field that is not saved (runtime state: a model handle, a cache); it must have a
+    default, which `load` gives back."""
+    return dataclasses.field(default=None, metadata={"save": False}, compare=False)
+
+
+# --------------------------------------------------------------------------
+
+
+class Result:
+    """Base of every result dataclass: `save`, `load`, `summary` and the reprs.
+
+    A subclass is a frozen dataclass that sets ``format = "mechscope.<kind>/<version>"``
+    and writes `summary()`; it may override `_upgrade(record, found)` to read older
+    versions of its format.
+    """
+
+    format: ClassVar[str] = ""
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        fmt = cls.__dict__.get("format")
+        if fmt and FORMATS.get(fmt) != f"{cls.__module__}:{cls.__qualname__}":
+            raise TypeError(f"{cls.__qualname__}: format {fmt!r} is not in results.FORMATS")
+
+    # saving and loading
+
+    def save(self, path: str | os.PathLike[str]) -> Path:
+        """Write this result to `path` (``.safetensors`` added when missing); the path."""
+        path = with_suffix(path)
+        arrays: dict[str, Any] = {}
+        record = {
+            f.name: _encode(getattr(self, f.name), f.name, arrays)
+            for f in dataclasses.fields(self)  # type: ignore[arg-type]
+            if f.metadata.get("save", True)
+        }
+        meta = {"format": self.format, "record": json.dumps(record)}
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            _write(path, arrays, meta)
+        except OSError as e:
+            raise InputError(f"cannot write {type(self).__name__} to {path}: {e}") from None
+        return path
+
+    @classmethod
+    def load(cls: type[R], path: str | os.PathLike[str], *, arrays: Arrays = "torch") -> R:
+        """Reopen a result written by `save`; ``arrays="numpy"`` needs no torch.
+
+        Example::
+
+            trace = CausalTrace.load("runs/trace/trace.safetensors")
+        """
+        fmt, record, data = _read(path, arrays)
+        if fmt != cls.format:
+            record = cls._upgrade(record, fmt, path)
+        values = {k: _decode(v, data, cls) for k, v in record.items()}
+        names = {f.name for f in dataclasses.fields(cls) if f.init}  # type: ignore[arg-type]
+        unknown = set(values) - names
+        if unknown:
+            raise ResultFormatError(
+                f"{path}: a {fmt} record with fields {sorted(unknown)} that "
+                f"{cls.__name__} does not have"
+            )
+        try:
+            return cls(**values)
+        except TypeError as e:
+            raise ResultFormatError(f"{path}: not a complete {cls.format} record ({e})") from None
+
+    @classmethod
+    def _upgrade(cls, record: dict[str, Any], found: str, path: object) -> dict[str, Any]:
+        """The record of an older format, as this version's fields (default: refuse)."""
+        raise ResultFormatError(
+            f"{path} holds {found or 'no result format'}, not {cls.format} ({cls.__name__})"
+        )
+
+    def __eq__(self, other: object) -> bool:
+        return type(other) is type(self) and fields_equal(self, other)
+
+    __hash__ = None  # type: ignore[assignment]
+
+    # showing
+
+    def summary(self) -> str:
+        """One or a few lines on what the result says (the repr, the terminal, notebooks)."""
+        parts = []
+        for f in dataclasses.fields(self):  # type: ignore[arg-type]
+            v = getattr(self, f.name)
+            if isinstance(v, (int, float, str)) and not isinstance(v, bool):
+                parts.append(f"{f.name}={_short(v)}")
+            elif is_array(v):
+                parts.append(f"{f.name}[{'×'.join(map(str, v.shape))}]")
+        return ", ".join(parts)
+
+    def __repr__(self) -> str:
+        lines = self.summary().splitlines() or [""]
+        body = lines[0] if len(lines) == 1 else "\n  " + "\n  ".join(lines) + "\n"
+        return f"{type(self).__name__}({body})"
+
+    def __rich__(self) -> RenderableType:
+        from rich.panel import Panel
+        from rich.text import Text
+
+        return Panel(
+            Text(self.summary()), title=type(self).__name__, title_align="left", expand=False
+        )
+
+    def figure_html(self) -> str | None:
+        """The result's interactive figure as an HTML fragment, for notebooks (or None)."""
+        return None
+
+    def _repr_html_(self) -> str:
+        figure = self.figure_html() or ""
+        return (
+            f"<div class='mechscope-result'><b>{html.escape(type(self).__name__)}</b>"
+            f"<pre>{html.escape(self.summary())}</pre>{figure}</div>"
+        )
+
+
+def _short(v: int | float | str) -> str:
+    if isinstance(v, float):
+        return "nan" if math.isnan(v) else f"{v:.4g}"
+    if isinstance(v, str) and len(v) > 40:
+        return repr(v[:37] + "…")
+    return repr(v) if isinstance(v, str) else str(v)
+
+
+def with_suffix(path: str | os.PathLike[str]) -> Path:
+    """`path` ending in ``.safetensors``."""
+    path = Path(path)
+    return path if path.suffix == SUFFIX else path.with_name(path.name + SUFFIX)
+
+
+def _resolve(path: str | os.PathLike[str]) -> Path:
+    path = Path(path)
+    if not path.exists() and with_suffix(path).exists():
+        path = with_suffix(path)
+    if path.is_dir():
+        raise ResultFormatError(f"{path} is a folder, not a saved result (a .safetensors file)")
+    if not path.exists():
+        raise ResultFormatError(f"no saved result at {path}")
+    return path
+
+
+def _read(path: str | os.PathLike[str], arrays: Arrays) -> tuple[str, dict[str, Any], Any]:
+    path = _resolve(path)
+    try:
+        if arrays == "numpy":
+            meta, data = read_safetensors(path)
+        else:
+            from safetensors import safe_open
+
+            with safe_open(str(path), "pt") as f:
+                meta = f.metadata() or {}
+                data = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 (not a dict)
+        record = json.loads(meta["record"]) if "record" in meta else None
+    except Exception as e:
+        raise ResultFormatError(f"{path} is not a readable result file ({e})") from None
+    if not isinstance(record, dict):
+        record = {"__legacy__": dict(meta)}
+    return str(meta.get("format", "")), record, data
+
+
+def result_class(fmt: str) -> type[Result]:
+    """The class that reads format tag `fmt`."""
+    if fmt not in FORMATS:
+        known = ", ".join(sorted(FORMATS))
+        raise ResultFormatError(f"unknown result format {fmt!r}; known: {known}")
+    module, name = FORMATS[fmt].split(":")
+    return getattr(importlib.import_module(module), name)
+
+
+def open_result(path: str | os.PathLike[str], *, arrays: Arrays = "torch") -> Result:
+    """Reopen any saved result, whatever its class (named by the file's format tag).
+
+    Example::
+
+        open_result("runs/patch/patch.safetensors")   # PatchResult(…)
+    """
+    resolved = _resolve(path)
+    try:
+        meta, _ = _header(resolved)
+    except Exception as e:
+        raise ResultFormatError(f"{resolved} is not a readable result file ({e})") from None
+    fmt = str(meta.get("format", ""))
+    if not fmt:
+        raise ResultFormatError(f"{resolved} holds no result format tag")
+    return result_class(fmt).load(resolved, arrays=arrays)
+
+
+def _header(path: Path) -> tuple[dict[str, Any], dict[str, Any]]:
+    with open(path, "rb") as f:
+        head = f.read(8)
+        if len(head) != 8:
+            raise ValueError("shorter than a safetensors header")
+        (n,) = struct.unpack("<Q", head)
+        if n > _MAX_HEADER:
+            raise ValueError(f"a header of {n} bytes")
+        header = json.loads(f.read(n))
+    return header.pop("__metadata__", None) or {}, header
+
+
+def fields_equal(a: Any, b: Any) -> bool:
+    """Two results (or values) equal field by field, arrays compared as numpy."""
+    if is_array(a) or is_array(b):
+        if not (is_array(a) and is_array(b)):
+            return False
+        x, y = as_numpy(a), as_numpy(b)
+        return x.shape == y.shape and bool(np.array_equal(x, y, equal_nan=x.dtype.kind == "f"))
+    if dataclasses.is_dataclass(a) and dataclasses.is_dataclass(b):
+        if type(a) is not type(b):
+            return False
+        return all(
+            fields_equal(getattr(a, f.name), getattr(b, f.name))
+            for f in dataclasses.fields(a)  # type: ignore[arg-type]
+            if f.metadata.get("save", True)
+        )
+    if isinstance(a, Mapping) and isinstance(b, Mapping):
+        return a.keys() == b.keys() and all(fields_equal(a[k], b[k]) for k in a)
+    if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
+        return type(a) is type(b) and len(a) == len(b) and all(map(fields_equal, a, b))
+    if isinstance(a, float) and isinstance(b, float) and math.isnan(a) and math.isnan(b):
+        return True
+    return a == b
