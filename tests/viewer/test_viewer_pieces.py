@@ -19,7 +19,7 @@ from mechscope.viewer.registry import REGISTRY, Registry, Route
 
 def test_render_escapes_data_but_not_markup() -> None:
     out = render("<p title='{t}'>{x} {n:.2f}</p>{m}", t="a'b", x="<b>&", n=1.234, m=Markup("<i/>"))
-    assert out == "<p title='a&#x27;b'>&lt;b&gt;&amp; 1.23</p><i/>"
+    assert out == "<p title='a&#39;b'>&lt;b&gt;&amp; 1.23</p><i/>"
     assert join(["<", Markup("<br>")], sep=", ") == "&lt;, <br>"
     assert Markup("<a>") + "<b>" == "<a>&lt;b&gt;"
     assert (
@@ -37,16 +37,16 @@ def test_url_quotes_each_segment() -> None:
 
 def test_route_patterns_match_segments_ints_and_paths() -> None:
     unit = Route("/run/{run}/unit/{site}/{unit:int}", lambda r: Document("", Markup("")))
-    assert unit.match(["run", "h", "unit", "blocks.0.mlp.post", "7"]) == {
+    assert unit.match("/run/h/unit/blocks.0.mlp.post/7") == {
         "run": "h",
         "site": "blocks.0.mlp.post",
         "unit": 7,
     }
-    assert unit.match(["run", "h", "unit", "blocks.0.mlp.post", "x"]) is None
-    assert unit.match(["run", "h", "unit", "blocks.0.mlp.post"]) is None
+    assert unit.match("/run/h/unit/blocks.0.mlp.post/x") is None
+    assert unit.match("/run/h/unit/blocks.0.mlp.post") is None
     files = Route("/run/{run}/files/{path:path}", lambda r: Document("", Markup("")))
-    assert files.match(["run", "h", "files", "figures", "a.png"])["path"] == "figures/a.png"
-    assert files.match(["run", "h", "files"]) is None
+    assert files.match("/run/h/files/figures/a.png")["path"] == "figures/a.png"
+    assert files.match("/run/h/files") is None
 
 
 def test_more_literal_segments_win_then_kind_specific_pages() -> None:
@@ -54,7 +54,7 @@ def test_more_literal_segments_win_then_kind_specific_pages() -> None:
     reg.page("/run/{run}/{thing}")(lambda r: Document("generic", Markup("")))
     reg.page("/run/{run}/search")(lambda r: Document("any kind", Markup("")))
     reg.page("/run/{run}/search", kinds=("harvest",))(lambda r: Document("harvest", Markup("")))
-    found = reg.candidates("GET", ["run", "h", "search"])
+    found = reg.candidates("GET", "/run/h/search")
     assert [r.kinds for r, _ in found] == [("harvest",), None, None]
     assert found[-1][0].pattern == "/run/{run}/{thing}"
     with pytest.raises(ValueError, match="bad pattern"):

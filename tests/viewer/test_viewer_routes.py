@@ -45,7 +45,7 @@ def test_generic_run_page_shows_config_record_and_figures(http) -> None:
         '<iframe class="figure" loading="lazy" src="/run/ioi-demo/files/figures/patch.html"'
         in r.text
     )
-    assert "&quot;n_prompts&quot;: 8" in r.text  # config.json, pretty-printed
+    assert "&#34;n_prompts&#34;: 8" in r.text  # config.json, pretty-printed
     assert "hf_max_logit_difference" in r.text  # run.json
     assert 'href="/run/ioi-demo/files/results.json"' in r.text
     only_html = http("/run/mystery")  # no PNG: the HTML figure is embedded directly

@@ -109,11 +109,11 @@ class App:
     def handle(self, method: str, target: str, form: dict[str, str] | None = None) -> Response:
         """Answer one request; never raises (errors become error pages)."""
         split = urlsplit(target)
-        parts = [unquote(p) for p in split.path.split("/") if p]
+        path = "/" + "/".join(unquote(p) for p in split.path.split("/") if p)
         query = {k: v[0] for k, v in parse_qs(split.query, keep_blank_values=True).items()}
         req = Request(self, method, split.path, {}, query, form or {})
         try:
-            return self._dispatch(req, parts)
+            return self._dispatch(req, path)
         except NotFound as err:
             return self.page(req, self.not_found_document(err.message, err.hint))
         except MechscopeError as err:
@@ -131,8 +131,8 @@ class App:
             )
             return self.page(req, doc)
 
-    def _dispatch(self, req: Request, parts: list[str]) -> Response:
-        found = self.registry.candidates(req.method, parts)
+    def _dispatch(self, req: Request, path: str) -> Response:
+        found = self.registry.candidates(req.method, path)
         if not found:
             raise NotFound(f"there is no page at {req.path}")
         route, params = found[0]

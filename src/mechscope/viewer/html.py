@@ -1,10 +1,11 @@
-"""A tiny HTML templating helper: everything is escaped unless it is already `Markup`.
+"""HTML for the viewer's pages: escaped by construction (MarkupSafe), the shell in Jinja2.
 
 Text from runs and corpora (tokens, configs, file names) goes into pages only
-through `render`, `escape` or `join`, which pass it through `html.escape`;
-only `Markup` (HTML this package built) is inserted as is. `document` wraps a
-page body in the viewer's shell (header, navigation, CSS and JS served from
-``viewer/static``; no CDN, no inline script).
+through `render`, `escape`, `join` or a Jinja2 template (autoescaped), which
+escape it; only `Markup` (HTML this package built) is inserted as is.
+`document` wraps a page body in the viewer's shell (``templates/shell.html``:
+header, navigation, CSS and JS served from ``viewer/static``; no CDN, no
+inline script).
 
 Example::
 
@@ -14,50 +15,49 @@ Example::
 
 from __future__ import annotations
 
-import html
-import string
+import functools
 from collections.abc import Iterable, Mapping
 from typing import Any
 from urllib.parse import quote, urlencode
 
+import jinja2
+from markupsafe import Markup, escape
 
-class Markup(str):
-    """A string of HTML that is safe to insert as is (built by this package, never from data)."""
-
-    __slots__ = ()
-
-    def __html__(self) -> Markup:
-        return self
-
-    def __add__(self, other: str) -> Markup:  # type: ignore[override]
-        return Markup(str.__add__(self, escape(other)))
-
-    def __repr__(self) -> str:
-        return f"Markup({str.__repr__(self)})"
-
-
-def escape(value: object) -> Markup:
-    """`value` as HTML text: Markup passes through, anything else is converted and escaped."""
-    if isinstance(value, Markup):
-        return value
-    if hasattr(value, "__html__"):
-        return Markup(value.__html__())  # type: ignore[attr-defined]
-    return Markup(html.escape(str(value), quote=True))
+__all__ = [
+    "Markup",
+    "definition_list",
+    "document",
+    "escape",
+    "join",
+    "link",
+    "render",
+    "table",
+    "template",
+    "url",
+]
 
 
-class _EscapingFormatter(string.Formatter):
-    def format_field(self, value: Any, format_spec: str) -> str:
-        if isinstance(value, Markup):
-            return value if not format_spec else format(str(value), format_spec)
-        return html.escape(format(value, format_spec), quote=True)
+@functools.cache
+def environment() -> jinja2.Environment:
+    """The viewer's Jinja2 environment: the package's templates, every value autoescaped."""
+    return jinja2.Environment(
+        loader=jinja2.PackageLoader("mechscope.viewer", "templates"),
+        autoescape=True,
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
 
 
-_FORMATTER = _EscapingFormatter()
+def template(name: str, /, **values: Any) -> Markup:
+    """Render the package template `name` (``templates/<name>``) with `values`, escaped."""
+    return Markup(environment().get_template(name).render(**values))
 
 
 def render(template: str, /, **values: object) -> Markup:
-    """Fill `template` (``str.format`` fields, format specs allowed) with escaped `values`."""
-    return Markup(_FORMATTER.vformat(template, (), values))
+    """`template` (a ``str.format`` string of trusted HTML) with every value escaped
+    unless it is `Markup`."""
+    return Markup(template).format(**values)
 
 
 def join(parts: Iterable[object], sep: str = "") -> Markup:
@@ -118,31 +118,6 @@ def document(
     current: str = "",
 ) -> Markup:
     """The whole HTML page: header with breadcrumbs (label, href) and run navigation, then `body`."""
-    crumb_html = join(render(" / {a}", a=link(href, label)) for label, href in crumbs)
-    nav_html = join(
-        link(href, label, cls="current" if href == current else None) for label, href in nav
-    )
-    return render(
-        """<!doctype html>
-<html lang="en">
-<head>
-<meta charset="utf-8">
-<meta name="viewport" content="width=device-width, initial-scale=1">
-<title>{title} · mechscope</title>
-<link rel="stylesheet" href="/static/viewer.css">
-<script src="/static/viewer.js" defer></script>
-</head>
-<body>
-<header class="top"><a class="brand" href="/">mechscope</a>{crumbs}<nav>{nav}</nav></header>
-<main>
-<h1>{title}</h1>
-{body}
-</main>
-</body>
-</html>
-""",
-        title=title,
-        crumbs=crumb_html,
-        nav=nav_html,
-        body=body,
+    return template(
+        "shell.html", title=title, body=body, crumbs=list(crumbs), nav=list(nav), current=current
     )

@@ -17,7 +17,7 @@ A technique adds pages in its own module ``viewer/pages/<technique>.py``
     @page("/run/{run}/search", kinds=("harvest",), nav="search")   # a link in the run's header
     def search(req: Request) -> Document: ...
 
-Patterns are ``/``-separated; ``{name}`` matches one segment (percent-decoded),
+Patterns are Starlette's: ``{name}`` matches one segment (percent-decoded),
 ``{name:int}`` an integer, ``{name:path}`` the rest of the path. A pattern with
 ``{run}`` gets ``req.run`` (the run folder, 404 if unknown) and is offered only
 to runs whose kind is in `kinds` (``None``: every kind). When two patterns
@@ -35,11 +35,15 @@ factory)`` and guarded by ``req.app.lock(key)`` (the server is threaded).
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+from starlette.convertors import Convertor
+from starlette.routing import compile_path
 
 from .html import Markup
 
@@ -114,7 +118,7 @@ _FIELD = re.compile(r"^\{(\w+)(?::(int|path))?\}$")
 
 @dataclass(frozen=True)
 class Route:
-    """A URL pattern bound to a handler."""
+    """A URL pattern bound to a handler; the pattern is compiled by Starlette."""
 
     pattern: str
     handler: Handler
@@ -124,36 +128,21 @@ class Route:
     methods: tuple[str, ...] = ("GET",)
 
     @property
-    def segments(self) -> list[str]:
-        return [s for s in self.pattern.split("/") if s]
-
-    @property
     def literals(self) -> int:
-        return sum(1 for s in self.segments if not _FIELD.match(s))
+        return sum(1 for s in self.pattern.split("/") if s and not _FIELD.match(s))
 
-    def match(self, parts: list[str]) -> dict[str, Any] | None:
-        """The parameters if `parts` (decoded path segments) fit this pattern, else None."""
-        params: dict[str, Any] = {}
-        segs = self.segments
-        for i, seg in enumerate(segs):
-            m = _FIELD.match(seg)
-            if m and m.group(2) == "path":
-                if i >= len(parts):
-                    return None
-                params[m.group(1)] = "/".join(parts[i:])
-                return params
-            if i >= len(parts):
-                return None
-            if m is None:
-                if seg != parts[i]:
-                    return None
-            elif m.group(2) == "int":
-                if not re.fullmatch(r"-?\d+", parts[i]):
-                    return None
-                params[m.group(1)] = int(parts[i])
-            else:
-                params[m.group(1)] = parts[i]
-        return params if len(parts) == len(segs) else None
+    @functools.cached_property
+    def _compiled(self) -> tuple[re.Pattern[str], dict[str, Convertor[Any]]]:
+        regex, _, convertors = compile_path(self.pattern)
+        return regex, convertors
+
+    def match(self, path: str) -> dict[str, Any] | None:
+        """The parameters if `path` (a percent-decoded URL path) fits this pattern, else None."""
+        regex, convertors = self._compiled
+        m = regex.match(path)
+        if m is None:
+            return None
+        return {k: convertors[k].convert(v) for k, v in m.groupdict().items()}
 
     def accepts(self, kind: str | None) -> bool:
         return self.kinds is None or kind in self.kinds
@@ -200,13 +189,18 @@ class Registry:
 
         return register
 
-    def candidates(self, method: str, parts: list[str]) -> list[tuple[Route, dict[str, Any]]]:
-        """Routes whose pattern fits `parts`, best first (more literal segments, then kinds)."""
+    def candidates(self, method: str, path: str) -> list[tuple[Route, dict[str, Any]]]:
+        """Routes whose pattern fits `path`, best first (more literal segments, then kinds).
+
+        Several pages may share a pattern for runs of different kinds, which a first-match
+        router cannot express: every fitting route is returned and the app picks the first
+        that accepts the run's kind.
+        """
         found = []
         for order, route in enumerate(self.routes):
             if method not in route.methods and not (method == "HEAD" and "GET" in route.methods):
                 continue
-            params = route.match(parts)
+            params = route.match(path)
             if params is not None:
                 found.append((-route.literals, route.kinds is None, order, route, params))
         found.sort(key=lambda t: t[:3])

@@ -1,4 +1,10 @@
-"""The HTTP server: the standard library's ``ThreadingHTTPServer`` in front of an `App`.
+"""The HTTP side: a Starlette application in front of an `App`, served by uvicorn.
+
+`asgi(app)` is the ASGI application (usable with any ASGI server, or with
+Starlette's test client); `Viewer` runs uvicorn on a socket bound at once (so a
+port in use fails at once, with one line) in a background thread or in this
+one. Pages are synchronous (they read files and DuckDB), so each request runs
+in Starlette's thread pool.
 
 Example::
 
@@ -12,130 +18,146 @@ Example::
 
 from __future__ import annotations
 
-import shutil
+import socket
 import threading
+import time
 from collections.abc import Iterable
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from types import TracebackType
 from urllib.parse import parse_qs
+
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request as HTTPRequest
+from starlette.responses import FileResponse, PlainTextResponse
+from starlette.responses import Response as HTTPResponse
+from starlette.routing import Route
 
 from ..errors import InputError
 from .app import App
 from .registry import Response
 
 MAX_FORM_BYTES = 1 << 20
-POLL_SECONDS = 0.05  # how soon `stop` is noticed
+START_SECONDS = 10.0  # how long `start` waits for uvicorn to listen
+SECURITY_HEADERS = {"X-Content-Type-Options": "nosniff", "Referrer-Policy": "no-referrer"}
 
 
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-    allow_reuse_address = True
+def asgi(app: App) -> Starlette:
+    """The Starlette application serving `app`'s pages (GET, HEAD and POST; others get 405)."""
 
-    def __init__(self, address: tuple[str, int], app: App) -> None:
-        self.app = app
-        super().__init__(address, _Handler)
+    async def endpoint(request: HTTPRequest) -> HTTPResponse:
+        form: dict[str, str] = {}
+        if request.method == "POST":
+            size = int(request.headers.get("content-length") or 0)
+            if size > MAX_FORM_BYTES:
+                return PlainTextResponse("form too large", 413)
+            raw = await request.body()
+            if len(raw) > MAX_FORM_BYTES:
+                return PlainTextResponse("form too large", 413)
+            parsed = parse_qs(raw.decode("utf-8", "replace"), keep_blank_values=True)
+            form = {k: v[0] for k, v in parsed.items()}
+        # the path as sent (still percent-encoded): the app decodes it segment by segment
+        raw_path = request.scope.get("raw_path") or request.url.path.encode()
+        target = raw_path.decode("latin-1")
+        if request.url.query:
+            target += "?" + request.url.query
+        resp = await run_in_threadpool(app.handle, request.method, target, form)
+        return _http(resp)
+
+    route = Route("/{path:path}", endpoint, methods=["GET", "HEAD", "POST"])
+    return Starlette(routes=[route])
 
 
-class _Handler(BaseHTTPRequestHandler):
-    server: _Server
-    server_version = "mechscope-viewer"
-    protocol_version = "HTTP/1.1"
-    timeout = 30  # close idle keep-alive connections
+def _http(resp: Response) -> HTTPResponse:
+    headers = {**SECURITY_HEADERS, **resp.headers}
+    if resp.file is not None:
+        return FileResponse(resp.file, resp.status, headers, media_type=resp.content_type)
+    return HTTPResponse(resp.body, resp.status, headers, media_type=resp.content_type)
 
-    def do_GET(self) -> None:
-        self._answer(self.server.app.handle("GET", self.path))
 
-    def do_HEAD(self) -> None:
-        self._answer(self.server.app.handle("HEAD", self.path), body=False)
-
-    def do_POST(self) -> None:
-        length = int(self.headers.get("Content-Length") or 0)
-        if length > MAX_FORM_BYTES:
-            self._answer(Response(b"form too large", 413, "text/plain; charset=utf-8"))
-            return
-        raw = self.rfile.read(length).decode("utf-8", "replace")
-        form = {k: v[0] for k, v in parse_qs(raw, keep_blank_values=True).items()}
-        self._answer(self.server.app.handle("POST", self.path, form))
-
-    def _answer(self, resp: Response, body: bool = True) -> None:
-        try:
-            size = resp.file.stat().st_size if resp.file is not None else len(resp.body)
-            self.send_response(resp.status)
-            self.send_header("Content-Type", resp.content_type)
-            self.send_header("Content-Length", str(size))
-            self.send_header("X-Content-Type-Options", "nosniff")
-            for name, value in resp.headers.items():
-                self.send_header(name, value)
-            self.end_headers()
-            if not body:
-                return
-            if resp.file is not None:
-                with resp.file.open("rb") as f:
-                    shutil.copyfileobj(f, self.wfile)
-            else:
-                self.wfile.write(resp.body)
-        except (BrokenPipeError, ConnectionResetError):
-            self.close_connection = True
-
-    def log_message(self, format: str, *args: object) -> None:
-        pass  # quiet: the viewer is local, and errors are shown on the pages
+def _bind(host: str, port: int) -> socket.socket:
+    try:
+        family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+    except OSError as err:
+        raise InputError(
+            f"cannot listen on {host}:{port} ({err.strerror or err}); "
+            "pick another --port, or 0 for a free one"
+        ) from None
+    sock.listen(128)
+    sock.set_inheritable(True)
+    return sock
 
 
 class Viewer:
     """A viewer server bound to `host`:`port` (0: a free port); `start` serves in a thread."""
 
     def __init__(self, app: App, host: str = "127.0.0.1", port: int = 0) -> None:
+        import uvicorn
+
         self.app = app
-        try:
-            self._server = _Server((host, port), app)
-        except OSError as err:
-            raise InputError(
-                f"cannot listen on {host}:{port} ({err.strerror or err}); "
-                "pick another --port, or 0 for a free one"
-            ) from err
+        self._socket = _bind(host, port)
+        self._address = self._socket.getsockname()[:2]
+        config = uvicorn.Config(
+            asgi(app),
+            log_level="warning",
+            access_log=False,
+            lifespan="off",
+            timeout_keep_alive=30,
+        )
+        self._server = uvicorn.Server(config)
         self._thread: threading.Thread | None = None
 
     @property
     def host(self) -> str:
-        return str(self._server.server_address[0])
+        return str(self._address[0])
 
     @property
     def port(self) -> int:
-        return int(self._server.server_address[1])
+        return int(self._address[1])
 
     @property
     def url(self) -> str:
         """The viewer's root URL, e.g. ``http://127.0.0.1:8000/``."""
-        return f"http://{self.host}:{self.port}/"
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}/"
 
     def start(self) -> Viewer:
-        """Serve in a background (daemon) thread; returns self."""
+        """Serve in a background (daemon) thread once it listens; returns self."""
         if self._thread is None:
             self._thread = threading.Thread(
-                target=self._server.serve_forever,
-                kwargs={"poll_interval": POLL_SECONDS},
+                target=self._server.run,
+                kwargs={"sockets": [self._socket]},
                 name="mechscope-viewer",
                 daemon=True,
             )
             self._thread.start()
+            deadline = time.monotonic() + START_SECONDS
+            while not self._server.started:
+                if not self._thread.is_alive() or time.monotonic() > deadline:
+                    raise InputError(f"the viewer did not start on {self.url}")
+                time.sleep(0.01)
         return self
 
     def serve_forever(self) -> None:
         """Serve in this thread until interrupted (Ctrl-C), then close."""
         try:
-            self._server.serve_forever(poll_interval=POLL_SECONDS)
+            self._server.run(sockets=[self._socket])
         finally:
-            self._server.server_close()
-            self.app.close()
+            self._close()
 
     def stop(self) -> None:
         """Stop serving and release the port (and the runs' open resources)."""
         if self._thread is not None:
-            self._server.shutdown()
+            self._server.should_exit = True
             self._thread.join()
             self._thread = None
-        self._server.server_close()
+        self._close()
+
+    def _close(self) -> None:
+        self._socket.close()
         self.app.close()
 
     def __enter__(self) -> Viewer:
