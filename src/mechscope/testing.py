@@ -84,6 +84,17 @@ def tiny_config(arch: str, vocab_size: int = 259) -> tf.PretrainedConfig:
             sliding_window=4,
             **common,
         )
+    if arch == "gemma":  # Gemma 1 (not in ARCHS: it differs from Llama only in its norm's 1 + w)
+        return tf.GemmaConfig(
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            num_key_value_heads=1,
+            head_dim=8,
+            max_position_embeddings=256,
+            **common,
+        )
     raise InputError(f"unknown tiny architecture {arch!r}; valid: {', '.join(ARCHS)}")
 
 

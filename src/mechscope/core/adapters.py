@@ -11,7 +11,7 @@ that ``resid_mid = resid_pre + attn.out`` and
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from torch import nn
 
@@ -20,11 +20,19 @@ from ..errors import ModelLoadError
 
 @dataclass(frozen=True)
 class Adapter:
-    """Where each site lives in one model family, as module paths.
+    """Where each site lives in one model family, as module paths, and how it norms.
 
     Block-relative paths are below ``layers.{l}``. ``attn_out`` and ``mlp_out``
     name the module whose output is added to the residual stream;
     ``mlp_down`` the MLP's output projection, whose input is ``mlp.post``.
+    ``attn_norm`` and ``mlp_norm`` are the pre-norms that read the residual
+    stream. ``qkv`` holds the query, key and value projections (three paths),
+    or one fused projection laid out as ``qkv_layout`` says: ``"concat"``
+    ([q | k | v] along the output, GPT-2) or ``"per_head"`` (per head q, k, v,
+    GPT-NeoX). ``mlp_in`` holds the MLP's input projections, the gate first
+    when ``mlp_gated``. ``norm`` is ``"rms"`` (x / rms(x) · scale) or
+    ``"layer"`` ((x − mean) / std · scale + bias), and the scale is
+    ``weight + norm_offset`` (Gemma's RMSNorm multiplies by 1 + weight).
     """
 
     family: str
@@ -37,6 +45,14 @@ class Adapter:
     attn_proj: str
     mlp_out: str
     mlp_down: str
+    attn_norm: str
+    mlp_norm: str
+    qkv: tuple[str, ...]
+    mlp_in: tuple[str, ...]
+    qkv_layout: str = "separate"
+    mlp_gated: bool = False
+    norm: str = "rms"
+    norm_offset: float = 0.0
     pos_embed: str | None = None
 
 
@@ -51,7 +67,15 @@ LLAMA = Adapter(
     attn_proj="self_attn.o_proj",
     mlp_out="mlp",
     mlp_down="mlp.down_proj",
+    attn_norm="input_layernorm",
+    mlp_norm="post_attention_layernorm",
+    qkv=("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj"),
+    mlp_in=("mlp.gate_proj", "mlp.up_proj"),
+    mlp_gated=True,
 )
+
+# Gemma 1: Llama's layout, but its RMSNorm scales by 1 + weight
+GEMMA = replace(LLAMA, family="gemma", norm_offset=1.0)
 
 # Gemma 2/3 norm the sublayer outputs before the residual add, so what enters the
 # residual stream is the output of those norms.
@@ -66,6 +90,12 @@ GEMMA2 = Adapter(
     attn_proj="self_attn.o_proj",
     mlp_out="post_feedforward_layernorm",
     mlp_down="mlp.down_proj",
+    attn_norm="input_layernorm",
+    mlp_norm="pre_feedforward_layernorm",
+    qkv=("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj"),
+    mlp_in=("mlp.gate_proj", "mlp.up_proj"),
+    mlp_gated=True,
+    norm_offset=1.0,
 )
 
 GPT2 = Adapter(
@@ -80,6 +110,12 @@ GPT2 = Adapter(
     attn_proj="attn.c_proj",
     mlp_out="mlp",
     mlp_down="mlp.c_proj",
+    attn_norm="ln_1",
+    mlp_norm="ln_2",
+    qkv=("attn.c_attn",),
+    qkv_layout="concat",
+    mlp_in=("mlp.c_fc",),
+    norm="layer",
 )
 
 GPT_NEOX = Adapter(
@@ -93,6 +129,12 @@ GPT_NEOX = Adapter(
     attn_proj="attention.dense",
     mlp_out="mlp",
     mlp_down="mlp.dense_4h_to_h",
+    attn_norm="input_layernorm",
+    mlp_norm="post_attention_layernorm",
+    qkv=("attention.query_key_value",),
+    qkv_layout="per_head",
+    mlp_in=("mlp.dense_h_to_4h",),
+    norm="layer",
 )
 
 # HF ``config.model_type`` -> adapter.
@@ -103,7 +145,7 @@ ADAPTERS: dict[str, Adapter] = {
     "qwen3": LLAMA,
     "olmo": LLAMA,
     "olmo2": LLAMA,
-    "gemma": LLAMA,
+    "gemma": GEMMA,
     "gemma2": GEMMA2,
     "gemma3_text": GEMMA2,
     "gpt2": GPT2,

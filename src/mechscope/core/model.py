@@ -128,8 +128,13 @@ class Model:
         tok = self._need_tokenizer()
         return tok.bos_token_id if tok.bos_token_id is not None else tok.eos_token_id
 
-    def _ids(self, text: str, prepend_bos: bool | None) -> list[int]:
-        """Token ids of one text; None follows the tokenizer's own special-token rule."""
+    def ids(self, text: str, prepend_bos: bool | None = None) -> list[int]:
+        """Token ids of one text; ``prepend_bos=None`` follows the tokenizer's own rule.
+
+        Example::
+
+            model.ids(" Paris", prepend_bos=False)     # [7042]
+        """
         tok = self._need_tokenizer()
         if prepend_bos is None:
             return list(tok(text)["input_ids"])
@@ -147,7 +152,7 @@ class Model:
         Example: ``logits[torch.arange(n), model.lengths(texts) - 1]`` (each next-token row).
         """
         texts = [texts] if isinstance(texts, str) else list(texts)
-        return torch.tensor([len(self._ids(t, prepend_bos)) for t in texts], dtype=torch.long)
+        return torch.tensor([len(self.ids(t, prepend_bos)) for t in texts], dtype=torch.long)
 
     def to_tokens(
         self, text: str | Sequence[str], prepend_bos: bool | None = None
@@ -162,15 +167,32 @@ class Model:
         texts = [text] if isinstance(text, str) else list(text)
         if not texts or not all(isinstance(t, str) for t in texts):
             raise InputError("to_tokens takes a string or a non-empty list of strings")
-        rows = [self._ids(t, prepend_bos) for t in texts]
-        width = max(len(r) for r in rows)
-        if width == 0:
+        rows = [self.ids(t, prepend_bos) for t in texts]
+        if max(len(r) for r in rows) == 0:
             raise InputError("the text is empty and no BOS token was prepended")
-        pad = self.pad_token_id
-        out = torch.full((len(rows), width), pad, dtype=torch.long)
+        return self.pad(rows)[0]
+
+    _ids = ids  # the old private name, kept while callers move to `ids`
+
+    def pad(
+        self, rows: Sequence[Sequence[int]]
+    ) -> tuple[Int[Tensor, "batch pos"], Int[Tensor, "batch pos"]]:
+        """Right-pad token rows with the pad id: (ids, attention mask), on the model's device.
+
+        Example::
+
+            ids, mask = model.pad([model.ids(p) for p in prompts])
+            model.run({"input_ids": ids, "attention_mask": mask})
+        """
+        if not rows:
+            raise InputError("pad takes at least one row of token ids")
+        width = max(len(r) for r in rows)
+        ids = torch.full((len(rows), width), self.pad_token_id, dtype=torch.long)
+        mask = torch.zeros((len(rows), width), dtype=torch.long)
         for i, r in enumerate(rows):
-            out[i, : len(r)] = torch.tensor(r, dtype=torch.long)
-        return out.to(self.device)
+            ids[i, : len(r)] = torch.tensor(list(r), dtype=torch.long)
+            mask[i, : len(r)] = 1
+        return ids.to(self.device), mask.to(self.device)
 
     @property
     def pad_token_id(self) -> int:
@@ -185,7 +207,7 @@ class Model:
     ) -> list[str]:
         """The tokens of one text (or of one row of ids) as strings."""
         if isinstance(text, str):
-            ids = self._ids(text, prepend_bos)
+            ids = self.ids(text, prepend_bos)
         else:
             ids = torch.as_tensor(text).reshape(-1).tolist()
         tok = self._need_tokenizer()
@@ -193,7 +215,7 @@ class Model:
 
     def to_single_token(self, word: str) -> int:
         """The id of `word` if it is exactly one token (mind the leading space: " Paris")."""
-        ids = self._ids(word, prepend_bos=False)
+        ids = self.ids(word, prepend_bos=False)
         if len(ids) != 1:
             pieces = [self._need_tokenizer().decode([i]) for i in ids]
             raise InputError(f"{word!r} is {len(ids)} tokens, not one: {pieces}")
@@ -208,13 +230,12 @@ class Model:
         if isinstance(inputs, str) or (
             isinstance(inputs, Sequence) and inputs and all(isinstance(t, str) for t in inputs)
         ):
-            ids = self.to_tokens(inputs, prepend_bos=prepend_bos)
             texts = [inputs] if isinstance(inputs, str) else list(inputs)
-            lengths = [len(self._ids(t, prepend_bos)) for t in texts]
-            if len(set(lengths)) > 1:
-                mask = torch.zeros_like(ids)
-                for i, n in enumerate(lengths):
-                    mask[i, :n] = 1
+            rows = [self.ids(t, prepend_bos) for t in texts]
+            if max(len(r) for r in rows) == 0:
+                raise InputError("the text is empty and no BOS token was prepended")
+            ids, mask = self.pad(rows)
+            if len({len(r) for r in rows}) > 1:
                 return ids, {"attention_mask": mask}
             return ids, {}
         if isinstance(inputs, Tensor):
@@ -459,7 +480,7 @@ class Model:
         single = isinstance(prompt, str)
         prompts = [prompt] if single else list(prompt)
         tok = self._need_tokenizer()
-        rows = [self._ids(p, prepend_bos) for p in prompts]
+        rows = [self.ids(p, prepend_bos) for p in prompts]
         width = max(len(r) for r in rows)
         ids = torch.full((len(rows), width), self.pad_token_id, dtype=torch.long)
         mask = torch.zeros_like(ids)

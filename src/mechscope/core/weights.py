@@ -2,16 +2,26 @@
 
 ``nn.Linear`` keeps its weight as [out, in]; GPT-2's ``Conv1D`` as [in, out].
 Everything here returns [in, out], so ``x @ W`` is the layer's map, and splits
-the attention output projection by head. The lens, circuit discovery and the
-weight-based circuits all read weights through these functions.
+the attention projections by head. Norms are read as the adapter declares them
+(RMS or Layer norm; Gemma's scale is 1 + weight), never guessed from outputs:
+`frozen_norm` is a norm as a linear map with its denominator frozen at one
+input, which is what direct logit attribution and attribution graphs need.
+The lens, circuit discovery and the weight-based circuits all read weights
+through these functions.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
 from jaxtyping import Float
 from torch import Tensor, nn
 
 from ..errors import InputError
+from .adapters import Adapter
 from .model import Model
 
 
@@ -38,13 +48,190 @@ def in_out(module: nn.Module) -> Float[Tensor, "d_in d_out"]:
     return weight.T if isinstance(module, nn.Linear) else weight
 
 
-def _layer_module(model: Model, layer: int, part: str) -> nn.Module:
-    """The module at adapter path `part` (``attn_proj``, ``mlp_down``) of block `layer`."""
+def _adapter(model: Model) -> Adapter:
     if model.adapter is None or model.dims is None:
-        raise InputError("reading weights by layer needs a transformer language model")
+        raise InputError("reading weights needs a transformer language model of a known family")
+    return model.adapter
+
+
+def block_module(model: Model, layer: int, path: str) -> nn.Module:
+    """The module at block-relative `path` (``"self_attn.o_proj"``) of block `layer`."""
+    adapter = _adapter(model)
+    assert model.dims is not None
     if not 0 <= layer < model.dims.n_layers:
         raise InputError(f"layer {layer} out of range: the model has {model.dims.n_layers} blocks")
-    return model.hf.get_submodule(f"{model.adapter.layers}.{layer}.{getattr(model.adapter, part)}")
+    return model.hf.get_submodule(f"{adapter.layers}.{layer}.{path}")
+
+
+def _layer_module(model: Model, layer: int, part: str) -> nn.Module:
+    """The module at adapter path `part` (``attn_proj``, ``mlp_down``) of block `layer`."""
+    return block_module(model, layer, getattr(_adapter(model), part))
+
+
+# --- embedding, unembedding, final norm ----------------------------------------------
+
+
+def embedding(model: Model) -> Float[Tensor, "vocab d_model"]:
+    """W_E, the token embedding matrix (a view of the parameter).
+
+    Example::
+
+        embedding(model)[model.to_single_token(" Paris")]   # [d_model]
+    """
+    return model.hf.get_submodule(_adapter(model).embed).weight
+
+
+def unembedding(model: Model) -> Float[Tensor, "d_model vocab"]:
+    """W_U as [d_model, vocab] (a view): ``final_norm(x) @ W_U`` are the logits (plus any bias)."""
+    return in_out(model.hf.get_submodule(_adapter(model).unembed))
+
+
+def unembedding_bias(model: Model) -> Float[Tensor, " vocab"] | None:
+    """The unembedding's bias, or None (most families have none)."""
+    return getattr(model.hf.get_submodule(_adapter(model).unembed), "bias", None)
+
+
+NormName = Literal["attn", "mlp", "final"]
+
+
+def norm_module(model: Model, which: NormName, layer: int | None = None) -> nn.Module:
+    """The pre-norm in front of block `layer`'s ``"attn"`` or ``"mlp"``, or the ``"final"`` norm."""
+    adapter = _adapter(model)
+    if which == "final":
+        return model.hf.get_submodule(adapter.final_norm)
+    if which not in ("attn", "mlp") or layer is None:
+        raise InputError(f"norm must be 'final', or 'attn'/'mlp' with a layer; got {which!r}")
+    return block_module(model, layer, adapter.attn_norm if which == "attn" else adapter.mlp_norm)
+
+
+def norm_scale(
+    model: Model, which: NormName, layer: int | None = None
+) -> Float[Tensor, " d_model"]:
+    """The scale a norm multiplies by: its weight (plus 1 on Gemma), detached, float32.
+
+    Example::
+
+        norm_scale(model, "final")            # [d_model]
+        norm_scale(model, "mlp", layer=3)
+    """
+    module = norm_module(model, which, layer)
+    weight = getattr(module, "weight", None)
+    assert model.dims is not None
+    if weight is None:  # a norm without a learned scale
+        return torch.ones(model.dims.d_model)
+    return weight.detach().float() + _adapter(model).norm_offset
+
+
+def norm_bias(model: Model, which: NormName, layer: int | None = None) -> Tensor | None:
+    """A LayerNorm's bias (detached, float32), or None."""
+    bias = getattr(norm_module(model, which, layer), "bias", None)
+    return None if bias is None else bias.detach().float()
+
+
+def _eps(module: nn.Module) -> float:
+    for name in ("variance_epsilon", "eps", "epsilon"):
+        value = getattr(module, name, None)
+        if isinstance(value, float):
+            return value
+    return 1e-6
+
+
+def frozen_norm(
+    model: Model,
+    which: NormName,
+    at: Float[Tensor, "*batch d_model"],
+    layer: int | None = None,
+) -> Callable[[Tensor], Tensor]:
+    """The norm as a linear map, its denominator frozen at `at` (same leading shape).
+
+    RMS norm: x ↦ x · scale / rms(at); Layer norm: x ↦ (x − mean x) · scale / std(at).
+    The Layer norm's bias is a constant and left out (`norm_bias`). Applied to
+    `at` itself (plus the bias) it gives the module's own output.
+
+    Example::
+
+        f = frozen_norm(model, "final", resid[:, -1])
+        dla = f(head_out) @ unembedding(model)       # each head's direct effect on the logits
+    """
+    adapter = _adapter(model)
+    module = norm_module(model, which, layer)
+    scale = norm_scale(model, which, layer).to(at.device)
+    eps = _eps(module)
+    x = at.float()
+    if adapter.norm == "layer":
+        centred = x - x.mean(-1, keepdim=True)
+        gain = (centred.pow(2).mean(-1, keepdim=True) + eps).rsqrt() * scale
+        return lambda v: ((v.float() - v.float().mean(-1, keepdim=True)) * gain).to(v.dtype)
+    gain = (x.pow(2).mean(-1, keepdim=True) + eps).rsqrt() * scale
+    return lambda v: (v.float() * gain).to(v.dtype)
+
+
+# --- attention and MLP matrices ------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class HeadWeights:
+    """One layer's attention weights, split by (query) head, as [in, out] per head.
+
+    Key and value heads shared by several query heads (grouped-query attention)
+    are repeated, so index h is query head h's.
+    """
+
+    q: Float[Tensor, "head d_model d_head"]
+    k: Float[Tensor, "head d_model d_head"]
+    v: Float[Tensor, "head d_model d_head"]
+    o: Float[Tensor, "head d_head d_model"]
+
+
+def attention_weights(model: Model, layer: int) -> HeadWeights:
+    """W_Q, W_K, W_V, W_O of `layer` by head, detached, float32 (no norm scale folded in).
+
+    Example::
+
+        w = attention_weights(model, 3)
+        ov = w.v[1] @ w.o[1]                  # head L3H1's OV circuit [d_model d_model]
+    """
+    adapter = _adapter(model)
+    d = model.dims
+    assert d is not None
+    mats = [in_out(block_module(model, layer, p)).detach().float() for p in adapter.qkv]
+    if adapter.qkv_layout == "separate":
+        q, k, v = mats
+    elif adapter.qkv_layout == "concat":  # [d_model, q | k | v]
+        q, k, v = mats[0].split([d.n_heads * d.d_head, *(2 * [d.n_kv_heads * d.d_head])], dim=1)
+    else:  # per_head: [d_model, head · (q k v) · d_head]
+        qkv = mats[0].reshape(d.d_model, d.n_heads, 3, d.d_head)
+        q, k, v = (qkv[:, :, i].reshape(d.d_model, -1) for i in range(3))
+    o, _ = output_projection(model, layer)
+    group = d.n_heads // d.n_kv_heads
+
+    def heads(w: Tensor, n: int) -> Tensor:  # [d_model n·d_head] -> [head d_model d_head]
+        per = w.reshape(d.d_model, n, d.d_head).permute(1, 0, 2)
+        return per.repeat_interleave(group, dim=0) if n != d.n_heads else per
+
+    return HeadWeights(
+        heads(q, d.n_heads),
+        heads(k, d.n_kv_heads),
+        heads(v, d.n_kv_heads),
+        o.detach().float(),
+    )
+
+
+def mlp_weights(
+    model: Model, layer: int
+) -> tuple[dict[str, Float[Tensor, "d_model d_mlp"]], Float[Tensor, "d_mlp d_model"]]:
+    """The MLP's input matrices ({"gate", "up"} for gated MLPs, else {"in"}) and W_out,
+    detached, float32.
+
+    Example::
+
+        ins, w_out = mlp_weights(model, 3)
+    """
+    adapter = _adapter(model)
+    mats = [in_out(block_module(model, layer, p)).detach().float() for p in adapter.mlp_in]
+    ins = dict(zip(("gate", "up"), mats, strict=True)) if adapter.mlp_gated else {"in": mats[0]}
+    w_out, _ = mlp_down_projection(model, layer)
+    return ins, w_out.detach().float()
 
 
 def output_projection(
