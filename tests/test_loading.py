@@ -16,7 +16,7 @@ import pytest
 import torch
 import transformers as tf
 
-from mechscope.core import loading
+from mechscope.core import gguf
 from mechscope.core.loading import (
     BUILTIN_MODELS,
     BuiltinModel,
@@ -238,7 +238,7 @@ def test_second_load_does_not_rehash(gguf_file: Path, cache: Path, monkeypatch):
     def no_hashing(path: Path) -> str:
         raise AssertionError("hashed the GGUF file again")
 
-    monkeypatch.setattr(loading, "_sha256_file", no_hashing)
+    monkeypatch.setattr(gguf, "_sha256_file", no_hashing)
     assert load_hf(gguf_file, cache_dir=cache, progress=False).weights_sha256 is not None
 
 
@@ -246,7 +246,7 @@ def test_failed_conversion_leaves_nothing_behind(gguf_file: Path, cache: Path, m
     def crash(*args: object) -> None:
         raise KeyboardInterrupt  # as if killed while saving
 
-    monkeypatch.setattr(loading, "_write_metadata", crash)
+    monkeypatch.setattr(gguf, "_write_metadata", crash)
     with pytest.raises(KeyboardInterrupt):
         load_hf(gguf_file, cache_dir=cache, progress=False)
     assert list((cache / "models").iterdir()) == []
