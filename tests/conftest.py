@@ -15,7 +15,9 @@ os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
 with install_import_hook("mechscope", "beartype.beartype"):
     import mechscope.core.cache
     import mechscope.core.interventions
-    import mechscope.core.model  # noqa: F401
+    import mechscope.core.model
+    import mechscope.core.resume
+    import mechscope.core.trace  # noqa: F401
 
 import pytest  # noqa: E402
 import torch  # noqa: E402

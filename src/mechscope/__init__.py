@@ -32,7 +32,8 @@ if TYPE_CHECKING:
         stop,
         zero_ablate,
     )
-    from .core.model import Model, RunOutput, Trace
+    from .core.model import Model, RunOutput
+    from .core.trace import Trace
     from .errors import (
         InputError,
         InterventionError,

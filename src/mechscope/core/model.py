@@ -18,21 +18,25 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
-from typing import Any, NamedTuple
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Literal, NamedTuple
 
 import torch
 from jaxtyping import Float, Int
 from torch import Tensor, nn
 
-from ..errors import InputError, MechscopeError
+from ..errors import InputError
 from . import interventions as iv_lib
 from .adapters import Adapter, Dims, adapter_for, dims_of
 from .cache import ActivationCache
-from .hooks import BlockInputs, HookSession
-from .interventions import Index, Intervention, StopForward
+from .hooks import HookSession
+from .interventions import Intervention, StopForward
 from .placement import model_dtype, module_device
 from .sites import Dictionary, Site, SiteTable
+
+if TYPE_CHECKING:
+    from .resume import ForwardContext
+    from .trace import Trace
 
 Inputs = str | Sequence[str] | Tensor | dict[str, Tensor]
 
@@ -175,9 +179,12 @@ class Model:
     _ids = ids  # the old private name, kept while callers move to `ids`
 
     def pad(
-        self, rows: Sequence[Sequence[int]]
+        self, rows: Sequence[Sequence[int]], side: Literal["right", "left"] = "right"
     ) -> tuple[Int[Tensor, "batch pos"], Int[Tensor, "batch pos"]]:
-        """Right-pad token rows with the pad id: (ids, attention mask), on the model's device.
+        """Pad token rows with the pad id: (ids, attention mask), on the model's device.
+
+        Right padding (the default) keeps positions absolute, as `run` expects;
+        generation pads on the left.
 
         Example::
 
@@ -190,8 +197,9 @@ class Model:
         ids = torch.full((len(rows), width), self.pad_token_id, dtype=torch.long)
         mask = torch.zeros((len(rows), width), dtype=torch.long)
         for i, r in enumerate(rows):
-            ids[i, : len(r)] = torch.tensor(list(r), dtype=torch.long)
-            mask[i, : len(r)] = 1
+            span = slice(0, len(r)) if side == "right" else slice(width - len(r), width)
+            ids[i, span] = torch.tensor(list(r), dtype=torch.long)
+            mask[i, span] = 1
         return ids.to(self.device), mask.to(self.device)
 
     @property
@@ -377,17 +385,9 @@ class Model:
         The cache always holds ``blocks.*.resid_pre`` besides `save`; with
         `interventions`, those are the intervened run's states.
         """
-        x, kwargs = self._prepare(inputs, prepend_bos)
-        resid = [f"blocks.{i}.resid_pre" for i in range(len(self._blocks()))]
-        names = list(dict.fromkeys([*self.table.expand(save or []), *resid]))
-        with (
-            BlockInputs(self._blocks()) as rec,
-            self.hooks(interventions, save=names) as cache,
-            torch.no_grad(),
-        ):
-            out = self.hf(x, use_cache=False, **kwargs)
-        context = ForwardContext(rec.args, rec.kwargs, int(x.shape[0]))
-        return RunOutput(out.logits, cache), context
+        from .resume import capture
+
+        return capture(self, inputs, save, interventions, prepend_bos=prepend_bos)
 
     def resume(
         self,
@@ -406,27 +406,9 @@ class Model:
         `run` for every site from block `layer` on. `logits_at` keeps one
         position only (the final norm is per position, so this is exact).
         """
-        blocks = self._blocks()
-        if not 0 <= layer < len(blocks):
-            raise InputError(f"layer {layer} out of range: the model has {len(blocks)} blocks")
-        if resid_pre.shape[0] % context.batch:
-            raise InputError(
-                f"resume needs a multiple of the captured batch ({context.batch}) rows, "
-                f"got {resid_pre.shape[0]}"
-            )
-        tile = resid_pre.shape[0] // context.batch
-        assert self.adapter is not None
-        final_norm = self.hf.get_submodule(self.adapter.final_norm)
-        with self.hooks(interventions, save) as cache, torch.no_grad():
-            h = resid_pre
-            for i in range(layer, len(blocks)):
-                args = _tile_batch(context.args[i], context.batch, tile)
-                out = blocks[i](h, *args, **_tile_batch(context.kwargs[i], context.batch, tile))
-                h = out[0] if isinstance(out, tuple) else out
-            if logits_at is not None:
-                h = h[:, logits_at].unsqueeze(1)
-            logits = self.unembed(final_norm(h))
-        return RunOutput(logits, cache)
+        from .resume import resume
+
+        return resume(self, layer, resid_pre, context, interventions, save, logits_at=logits_at)
 
     def unembed(self, normed: Float[Tensor, "*rows d_model"]) -> Float[Tensor, "*rows d_vocab"]:
         """Logits from the final norm's output (``final_norm`` site), as the model's head computes.
@@ -459,6 +441,8 @@ class Model:
                 t.zero_ablate("blocks.10.mlp.post", neurons=[42])
             t.logits[0, -1].argmax()
         """
+        from .trace import Trace
+
         return Trace(self, inputs, prepend_bos=prepend_bos, save_grad=save_grad)
 
     def generate(
@@ -480,13 +464,8 @@ class Model:
         single = isinstance(prompt, str)
         prompts = [prompt] if single else list(prompt)
         tok = self._need_tokenizer()
-        rows = [self.ids(p, prepend_bos) for p in prompts]
-        width = max(len(r) for r in rows)
-        ids = torch.full((len(rows), width), self.pad_token_id, dtype=torch.long)
-        mask = torch.zeros_like(ids)
-        for i, r in enumerate(rows):  # left padding, as generation needs
-            ids[i, width - len(r) :] = torch.tensor(r)
-            mask[i, width - len(r) :] = 1
+        ids, mask = self.pad([self.ids(p, prepend_bos) for p in prompts], side="left")
+        width = ids.shape[1]
         torch.manual_seed(seed)
         gen_kwargs: dict[str, Any] = {
             "max_new_tokens": max_new_tokens,
@@ -498,9 +477,7 @@ class Model:
         else:
             gen_kwargs.update(temperature=None, top_p=None, top_k=None)
         with self.hooks(interventions, track_positions=True), torch.no_grad():
-            out = self.hf.generate(
-                input_ids=ids.to(self.device), attention_mask=mask.to(self.device), **gen_kwargs
-            )
+            out = self.hf.generate(input_ids=ids, attention_mask=mask, **gen_kwargs)
         texts = tok.batch_decode(out[:, width:], skip_special_tokens=True)
         return texts[0] if single else texts
 
@@ -525,102 +502,3 @@ class Attached:
 
     def __repr__(self) -> str:
         return f"Attached({self.latents}, {self.error})"
-
-
-@dataclass(frozen=True)
-class ForwardContext:
-    """What each block received besides the residual stream in a captured forward."""
-
-    args: list[tuple[Any, ...]]  # positional arguments after the hidden states
-    kwargs: list[dict[str, Any]]
-    batch: int
-
-
-def _tile_batch(obj: Any, batch: int, tile: int) -> Any:
-    """Repeat tensors whose first axis is the captured batch `tile` times (experiment-major)."""
-    if tile == 1 or batch == 1:
-        return obj
-    if isinstance(obj, Tensor):
-        if obj.ndim and obj.shape[0] == batch:
-            return obj.repeat(tile, *([1] * (obj.ndim - 1)))
-        return obj
-    if isinstance(obj, dict):
-        return {k: _tile_batch(v, batch, tile) for k, v in obj.items()}
-    if isinstance(obj, (tuple, list)):
-        return type(obj)(_tile_batch(v, batch, tile) for v in obj)
-    return obj
-
-
-@dataclass
-class Trace:
-    """Collects interventions for one forward; see `Model.trace`."""
-
-    model: Model
-    inputs: Inputs
-    prepend_bos: bool | None = None
-    save_grad: str | Sequence[str] = ()
-    interventions: list[Intervention] = field(default_factory=list)
-    output: RunOutput | None = None
-
-    def __enter__(self) -> Trace:
-        return self
-
-    def __exit__(self, exc_type: type[BaseException] | None, *rest: object) -> None:
-        if exc_type is None:
-            self.output = self.model.run(
-                self.inputs,
-                interventions=self.interventions,
-                save_grad=self.save_grad,
-                prepend_bos=self.prepend_bos,
-            )
-
-    def _add(self, iv: Intervention) -> Intervention:
-        self.model.table[iv.site]
-        self.interventions.append(iv)
-        return iv
-
-    def save(self, site: str, **sel: Index) -> None:
-        """Cache `site` (globs allowed) at this point of the list of interventions."""
-        for name in self.model.table.expand(site):
-            self._add(iv_lib.save(name, **sel))
-
-    def replace(self, site: str, value: Tensor | ActivationCache, **sel: Index) -> None:
-        self._add(iv_lib.replace(site, value, **sel))
-
-    def patch(self, site: str, source: ActivationCache | Tensor, **sel: Index) -> None:
-        self._add(iv_lib.patch(site, source, **sel))
-
-    def add(self, site: str, value: Tensor, **sel: Index) -> None:
-        self._add(iv_lib.add(site, value, **sel))
-
-    def scale(self, site: str, factor: float | Tensor, **sel: Index) -> None:
-        self._add(iv_lib.scale(site, factor, **sel))
-
-    def zero_ablate(self, site: str, **sel: Index) -> None:
-        self._add(iv_lib.zero_ablate(site, **sel))
-
-    def mean_ablate(self, site: str, mean: Tensor | None = None, **sel: Any) -> None:
-        self._add(iv_lib.mean_ablate(site, mean, **sel))
-
-    def resample_ablate(self, site: str, source: Tensor | ActivationCache, **sel: Any) -> None:
-        self._add(iv_lib.resample_ablate(site, source, **sel))
-
-    def apply(self, site: str, fn: Callable[[Tensor], Tensor], **sel: Index) -> None:
-        self._add(iv_lib.apply(site, fn, **sel))
-
-    def intervene(self, iv: Intervention) -> None:
-        """Add an intervention built elsewhere."""
-        self._add(iv)
-
-    def _result(self) -> RunOutput:
-        if self.output is None:
-            raise MechscopeError("the trace has not run yet: read results after the with-block")
-        return self.output
-
-    @property
-    def logits(self) -> Float[Tensor, "batch pos d_vocab"]:
-        return self._result().logits
-
-    @property
-    def cache(self) -> ActivationCache:
-        return self._result().cache

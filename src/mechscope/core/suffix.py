@@ -18,7 +18,8 @@ from jaxtyping import Float
 from torch import Tensor
 
 from .interventions import Intervention
-from .model import ForwardContext, Model, _tile_batch
+from .model import Model
+from .resume import ForwardContext, _tile_batch
 
 
 class SuffixRunner:
