@@ -1,5 +1,6 @@
 """`OpenAIBackend` against real servers on 127.0.0.1: `transformers serve` with the default model,
-and a tiny stdlib server in OpenAI's format that fails on cue (retries, errors, logprobs, cache)."""
+and a tiny stdlib server in OpenAI's format that fails on cue, proving what the `openai` SDK does
+for us (retries, `Retry-After`, error classes) and what we do (errors, logprobs, cache, keys)."""
 
 from __future__ import annotations
 
@@ -54,13 +55,15 @@ LOGPROBS = [  # what the fake server sends for "echo:", in OpenAI's format
 class FakeOpenAI:
     """Answers `/v1/chat/completions` with `"echo: <last message>"`, after playing `script`.
 
-    `script` holds what to answer first, in order: an HTTP status, or "hang" (no answer
-    until the test ends). A last message "fail" always gets a 500. `barrier`, when set,
-    makes each request wait for another one in flight.
+    `script` holds what to answer first, in order: an HTTP status, "hang" (no answer
+    until the test ends) or "text" (a 200 that is not JSON). A last message "fail" always
+    gets a 500. A 429 asks to wait `retry_after` seconds. `barrier`, when set, makes each
+    request wait for another one in flight. Header names are recorded lower-cased.
     """
 
     url: str = ""
     script: list[int | str] = field(default_factory=list)
+    retry_after: str = "0"  # "0": the client picks its own wait
     requests: list[dict[str, Any]] = field(default_factory=list)
     barrier: threading.Barrier | None = None
     in_flight: int = 0
@@ -68,7 +71,7 @@ class FakeOpenAI:
     release: threading.Event = field(default_factory=threading.Event)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
-    def answer(self, body: dict[str, Any]) -> tuple[int, dict[str, Any], dict[str, str]]:
+    def answer(self, body: dict[str, Any]) -> tuple[int, dict[str, Any] | str, dict[str, str]]:
         with self.lock:
             step = self.script.pop(0) if self.script else 200
         last = body["messages"][-1]["content"]
@@ -82,10 +85,15 @@ class FakeOpenAI:
                 self.barrier.wait(timeout=5)
             except threading.BrokenBarrierError:
                 return 500, {"error": {"message": "no other request came"}}, {}
+        if step == "text":
+            return 200, "<html>a proxy's page</html>", {"Content-Type": "text/html"}
+        if step == 400:
+            message = "'max_tokens' is too large:\n  this model allows at most 4096"
+            return 400, {"error": {"message": message, "type": "invalid_request_error"}}, {}
         if step == 401:
             return 401, {"error": {"message": "Incorrect API key provided", "type": "auth"}}, {}
         if step == 429:
-            return 429, {"error": {"message": "slow down"}}, {"Retry-After": "0"}
+            return 429, {"error": {"message": "slow down"}}, {"Retry-After": self.retry_after}
         if step != 200:
             return int(step), {"error": {"message": "boom"}}, {}
         choice: dict[str, Any] = {
@@ -108,9 +116,8 @@ def fake() -> Iterator[FakeOpenAI]:
         def do_POST(self) -> None:
             body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
             with state.lock:
-                state.requests.append(
-                    {"path": self.path, "headers": dict(self.headers), "body": body}
-                )
+                headers = {name.lower(): value for name, value in self.headers.items()}
+                state.requests.append({"path": self.path, "headers": headers, "body": body})
                 state.in_flight += 1
                 state.max_in_flight = max(state.max_in_flight, state.in_flight)
             try:
@@ -118,7 +125,7 @@ def fake() -> Iterator[FakeOpenAI]:
             finally:
                 with state.lock:
                     state.in_flight -= 1
-            data = json.dumps(answer).encode()
+            data = (answer if isinstance(answer, str) else json.dumps(answer)).encode()
             try:
                 self.send_response(status)
                 for name, value in {"Content-Type": "application/json", **headers}.items():
@@ -149,7 +156,10 @@ def backend(url: str, tmp_path: Path, **kwargs: Any) -> OpenAIBackend:
     return OpenAIBackend(url, "fake-model", **kwargs)
 
 
-def test_http_is_a_backend(fake: FakeOpenAI, tmp_path: Path) -> None:
+def test_http_is_a_backend(
+    fake: FakeOpenAI, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)  # a local server needs no key
     b = backend(fake.url + "/v1/", tmp_path)
     assert isinstance(b, Backend)
     assert b.base_url == fake.url
@@ -189,9 +199,48 @@ def test_http_honours_429_and_gives_up_after_retries(fake: FakeOpenAI, tmp_path:
 
     fake.requests.clear()
     fake.script = [500] * 10
-    with pytest.raises(BackendError, match=r"after 3 attempts; last: 500 .*boom"):
+    with pytest.raises(
+        BackendError, match=r"answered 500 Internal Server Error after 2 retries: boom$"
+    ):
         backend(fake.url, tmp_path, retries=2).chat(HI, max_tokens=3)
     assert len(fake.requests) == 3
+
+
+def test_http_waits_what_retry_after_asks_else_our_backoff(
+    fake: FakeOpenAI, tmp_path: Path
+) -> None:
+    fake.script, fake.retry_after = [429], "0.3"  # honoured though our backoff is 1 ms
+    start = time.monotonic()
+    assert backend(fake.url, tmp_path, cache=False).chat(HI).text == "echo: Say hi"
+    assert time.monotonic() - start >= 0.3 and len(fake.requests) == 2
+    # no Retry-After: `backoff` sets the SDK's waits, 0.1 then 0.2 s less up to 25% jitter...
+    fake.script = [500, 500]
+    start = time.monotonic()
+    backend(fake.url, tmp_path, retries=2, backoff=0.1, cache=False).chat(HI)
+    assert time.monotonic() - start >= 0.2
+    # ...and a tiny one makes 4 retries quick (the SDK's own waits alone would be over 5 s)
+    fake.script = [500] * 4
+    start = time.monotonic()
+    backend(fake.url, tmp_path, retries=4, cache=False).chat(HI)
+    assert time.monotonic() - start < 3.0 and len(fake.requests) == 2 + 3 + 5
+
+
+def test_http_400_is_one_line_with_the_servers_message(fake: FakeOpenAI, tmp_path: Path) -> None:
+    fake.script = [400] * 10
+    with pytest.raises(BackendError) as info:
+        backend(fake.url, tmp_path).chat(HI, max_tokens=100_000)
+    assert str(info.value) == (
+        f"{fake.url}/v1/chat/completions answered 400 Bad Request: "
+        "'max_tokens' is too large: this model allows at most 4096"
+    )
+    assert info.value.status == 400 and info.value.__cause__ is None
+    assert len(fake.requests) == 1  # not retried
+
+
+def test_http_200_that_is_not_json_is_an_error(fake: FakeOpenAI, tmp_path: Path) -> None:
+    fake.script = ["text"]
+    with pytest.raises(BackendError, match=r"answered 200 with a body that is not JSON: .*proxy"):
+        backend(fake.url, tmp_path).chat(HI)
 
 
 def test_http_401_fails_at_once_and_is_not_cached(fake: FakeOpenAI, tmp_path: Path) -> None:
@@ -214,7 +263,7 @@ def test_http_timeout_is_retried(fake: FakeOpenAI, tmp_path: Path) -> None:
 
 def test_http_nothing_listening(tmp_path: Path) -> None:
     b = backend(f"http://127.0.0.1:{free_port()}", tmp_path, retries=2)
-    with pytest.raises(BackendError, match="after 3 attempts"):
+    with pytest.raises(BackendError, match=r"could not be reached, 3 attempts: \w+"):
         b.chat(HI)
     out = b.chat_many([HI, HI])
     assert len(out) == 2 and all(isinstance(o, BackendError) for o in out)
@@ -253,10 +302,13 @@ def test_http_api_key_from_env_never_stored(
     b = backend(fake.url, tmp_path, api_key_env="MECHSCOPE_TEST_KEY")
     monkeypatch.delenv("MECHSCOPE_TEST_KEY", raising=False)
     b.chat(HI, max_tokens=1)
-    assert "Authorization" not in fake.requests[-1]["headers"]
+    assert "authorization" not in fake.requests[-1]["headers"]
     monkeypatch.setenv("MECHSCOPE_TEST_KEY", "sk-secret-123")  # read at call time
     b.chat(HI, max_tokens=2)
-    assert fake.requests[-1]["headers"]["Authorization"] == "Bearer sk-secret-123"
+    assert fake.requests[-1]["headers"]["authorization"] == "Bearer sk-secret-123"
+    monkeypatch.delenv("MECHSCOPE_TEST_KEY")
+    b.chat(HI, max_tokens=3)
+    assert "authorization" not in fake.requests[-1]["headers"]
     assert "sk-secret" not in repr(b)
     assert b.cache is not None
     b.close()

@@ -2,13 +2,15 @@
 
 `OpenAIBackend` talks to any server that speaks OpenAI's
 `POST /v1/chat/completions` (OpenAI itself, vLLM, llama.cpp, `transformers
-serve`, ...) with the standard library alone. It reads the API key from an
-environment variable at call time (never stores, logs or caches it), retries
-connection errors, timeouts, 429 and 5xx answers with exponential backoff,
-bounds the number of requests in flight, and keeps every successful answer in
-a persistent sqlite cache so that rerunning an experiment sends no request.
-Log-probabilities are parsed when the server returns them (`transformers
-serve` ignores the field, so its completions have `logprobs=None`).
+serve`, ...) through the official `openai` SDK, which does the HTTP, retries
+connection errors, timeouts, 429 and 5xx answers with backoff (waiting what a
+`Retry-After` asks) and classifies errors; what is ours is reading the API key
+from an environment variable at each request (never stored, logged or
+cached), a bound on the requests in flight, a persistent sqlite cache of every
+successful answer so that rerunning an experiment sends no request, and one
+clear `BackendError` line per failure. Log-probabilities are parsed when the
+server returns them (`transformers serve` ignores the field, so its
+completions have `logprobs=None`).
 
 Example::
 
@@ -22,28 +24,25 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import http.client
 import json
-import logging
 import os
-import random
 import sqlite3
 import threading
 import time
-import urllib.error
-import urllib.request
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
+
+import openai
 
 from ..core.loading import default_cache_dir
 from ..errors import InputError, MechscopeError
 from .backends import Completion, Message
 
-log = logging.getLogger(__name__)
-
-_RETRY_AFTER_MAX_S = 60.0  # a server asking for longer is treated as asking for this
+_NO_KEY = "no-key"  # what the SDK is given as its key: ours goes in each request's headers
+_SDK_FIRST_WAIT_S = 0.5  # the SDK's first retry wait, which `backoff` rescales
+_RETRY_AFTER_MAX_S = 60.0  # a server asking for longer gets our backoff instead
 
 
 class BackendError(MechscopeError):
@@ -64,31 +63,28 @@ def _root_url(base_url: str) -> str:
     return url
 
 
-def _server_error_text(body: bytes) -> str:
-    """The error message in a server's answer: OpenAI's `error.message`, FastAPI's `detail`, or the text."""
-    text = body.decode("utf-8", "replace").strip()
-    try:
-        data = json.loads(text)
-    except ValueError:
-        return text[:500]
-    if isinstance(data, dict):
-        err = data.get("error")
-        if isinstance(err, dict) and err.get("message"):
-            return str(err["message"])
-        if err:
-            return str(err)
-        if data.get("detail"):
-            return str(data["detail"])
-    return text[:500]
+def _server_message(err: openai.APIStatusError) -> str:
+    """The server's own words in an error answer (OpenAI's `error.message`, FastAPI's `detail`), on one line."""
+    body = err.body  # the SDK's parse: the `error` object, else the JSON, else the text
+    if isinstance(body, Mapping):
+        body = body.get("message") or body.get("detail") or json.dumps(body)
+    text = str(body) if body else err.response.reason_phrase
+    return " ".join(text.split())[:500]
 
 
-def _retry_after(err: urllib.error.HTTPError) -> float | None:
-    """Seconds a 429/503 answer asks us to wait (`Retry-After` in seconds), if it says."""
-    value = err.headers.get("Retry-After") if err.headers else None
-    try:
-        return min(max(float(value), 0.0), _RETRY_AFTER_MAX_S) if value else None
-    except ValueError:  # an HTTP date: fall back on our own backoff
-        return None
+class _Client(openai.OpenAI):
+    """The SDK's client with its retry waits rescaled so that the first is `backoff` seconds."""
+
+    backoff = _SDK_FIRST_WAIT_S
+
+    def _calculate_retry_timeout(
+        self, remaining_retries: int, options: Any, response_headers: Any = None
+    ) -> float:
+        asked = self._parse_retry_after_header(response_headers)
+        if asked is not None and 0 < asked <= _RETRY_AFTER_MAX_S:
+            return asked  # the server said how long
+        wait = super()._calculate_retry_timeout(remaining_retries, options, None)
+        return wait * self.backoff / _SDK_FIRST_WAIT_S
 
 
 class ResponseCache:
@@ -138,10 +134,13 @@ class OpenAIBackend:
 
     `base_url` may end in `/v1` or not. `api_key_env` names the environment
     variable holding the key (read at each request; no `Authorization` header
-    when unset or when `api_key_env` is None). `retries` is the number of
-    retries after the first attempt, waiting `backoff * 2**n` seconds (plus up
-    to 10% jitter) before retry `n`. `concurrency` bounds the requests in
-    flight, over `chat_many` and concurrent `chat` calls alike. The cache
+    when unset or when `api_key_env` is None). `retries` is the SDK's
+    `max_retries`, the retries after the first attempt of a connection error,
+    a timeout, a 408, 409, 429 or 5xx, each after the server's `Retry-After`
+    (up to 60 s) or else `backoff * 2**n` seconds less up to 25% jitter
+    (at most `16 * backoff`) before retry `n`. `concurrency` bounds the
+    requests in flight, retries included, over `chat_many` and concurrent
+    `chat` calls alike. The cache
     (`cache_dir/responses.sqlite`, default `default_cache_dir()/"http"`) is
     keyed by the server, the model and the whole request, so sampled answers
     (`temperature > 0`) are cached too, one per temperature (and `seed`): a
@@ -188,7 +187,7 @@ class OpenAIBackend:
             folder = Path(cache_dir) if cache_dir is not None else default_cache_dir() / "http"
             self.cache = ResponseCache(folder.expanduser() / "responses.sqlite")
         self._in_flight = threading.BoundedSemaphore(concurrency)
-        self._jitter = random.Random()
+        self._client = self._new_client()
 
     def __repr__(self) -> str:
         key = "no key" if self.api_key_env is None else f"key=${self.api_key_env}"
@@ -203,12 +202,20 @@ class OpenAIBackend:
 
     # ----- requests -----
 
-    def _headers(self) -> dict[str, str]:
-        headers = {"Content-Type": "application/json", "Accept": "application/json"}
+    def _new_client(self) -> _Client:
+        client = _Client(
+            base_url=f"{self.base_url}/v1",
+            api_key=_NO_KEY,
+            timeout=self.timeout,
+            max_retries=self.retries,
+        )
+        client.backoff = self.backoff
+        return client
+
+    def _auth(self) -> dict[str, Any]:
+        """This request's `Authorization`: the key in the environment now, else no such header."""
         key = os.environ.get(self.api_key_env) if self.api_key_env else None
-        if key:
-            headers["Authorization"] = f"Bearer {key}"
-        return headers
+        return {"Authorization": f"Bearer {key}" if key else openai.Omit()}
 
     def request_body(
         self,
@@ -250,48 +257,36 @@ class OpenAIBackend:
         )
         return hashlib.sha256(text.encode()).hexdigest()
 
-    def _post_once(self, url: str, data: bytes) -> dict[str, Any]:
-        request = urllib.request.Request(url, data=data, headers=self._headers(), method="POST")
-        with self._in_flight, urllib.request.urlopen(request, timeout=self.timeout) as response:
-            raw = response.read()
-        try:
-            answer = json.loads(raw)
-        except ValueError:
-            raise BackendError(
-                f"{url} answered 200 with a body that is not JSON: {raw[:200]!r}", 200
-            ) from None
-        if not isinstance(answer, dict) or not answer.get("choices"):
-            raise BackendError(f"{url} answered 200 without `choices`: {str(answer)[:300]}", 200)
-        return answer
-
     def _post(self, body: dict[str, Any]) -> dict[str, Any]:
-        """POST `body`, retrying what may pass (connection errors, timeouts, 429, 5xx)."""
+        """Send `body` through the SDK (which retries what may pass); the server's answer as JSON."""
         url = f"{self.base_url}/v1/chat/completions"
-        data = json.dumps(body).encode()
-        last = ""
-        for attempt in range(self.retries + 1):
-            wait = self.backoff * 2**attempt
-            wait += self._jitter.uniform(0, 0.1 * wait)
-            try:
-                return self._post_once(url, data)
-            except urllib.error.HTTPError as err:
-                text = _server_error_text(err.read() if err.fp else b"")
-                if err.code != 429 and err.code < 500:
-                    raise BackendError(
-                        f"{url} answered {err.code} {err.reason}: {text}", err.code
-                    ) from None
-                last = f"{err.code} {err.reason}: {text}"
-                asked = _retry_after(err)
-                wait = wait if asked is None else asked
-            except (urllib.error.URLError, TimeoutError, ConnectionError) as err:
-                reason = getattr(err, "reason", err)
-                last = f"{type(reason).__name__}: {reason}"
-            except http.client.HTTPException as err:  # e.g. a connection cut mid-answer
-                last = f"{type(err).__name__}: {err}"
-            if attempt < self.retries:
-                log.info("%s: %s; retry %d/%d in %.2fs", url, last, attempt + 1, self.retries, wait)
-                time.sleep(wait)
-        raise BackendError(f"{url} failed after {self.retries + 1} attempts; last: {last}")
+        attempts = f"{self.retries + 1} attempt{'s' if self.retries else ''}"
+        try:
+            with self._in_flight:
+                answer = self._client.chat.completions.create(**body, extra_headers=self._auth())
+        except openai.APIStatusError as err:
+            retried = err.response.request.headers.get("x-stainless-retry-count", "0")
+            after = f" after {retried} retries" if retried not in ("", "0") else ""
+            raise BackendError(
+                f"{url} answered {err.status_code} {err.response.reason_phrase}{after}: "
+                f"{_server_message(err)}",
+                err.status_code,
+            ) from None
+        except openai.APITimeoutError:
+            raise BackendError(f"{url} did not answer within {self.timeout}s, {attempts}") from None
+        except openai.APIConnectionError as err:
+            cause = err.__cause__ or err
+            raise BackendError(
+                f"{url} could not be reached, {attempts}: {type(cause).__name__}: {cause}"
+            ) from None
+        if isinstance(answer, str):  # the SDK hands back a body that is not JSON as text
+            raise BackendError(
+                f"{url} answered 200 with a body that is not JSON: {answer!r:.200}", 200
+            )
+        data = answer.to_dict()
+        if not data.get("choices"):
+            raise BackendError(f"{url} answered 200 without `choices`: {str(data)[:300]}", 200)
+        return data
 
     @staticmethod
     def _completion(answer: dict[str, Any], seconds: float, cached: bool) -> Completion:
@@ -371,30 +366,34 @@ class OpenAIBackend:
     # ----- helpers -----
 
     def wait_ready(self, timeout: float = 60.0, interval: float = 0.1) -> None:
-        """Poll `/health` (or `/v1/models` where there is none) until it answers 200, or raise."""
+        """Poll `/health` (or `/v1/models` where there is none) until it answers 2xx, or raise.
+
+        >>> OpenAIBackend("http://127.0.0.1:8000", "my-model").wait_ready(60)  # doctest: +SKIP
+        """
         deadline = time.monotonic() + timeout
         last = "no answer yet"
         while True:
+            options: Any = {"max_retries": 0, "timeout": min(5.0, timeout), "headers": self._auth()}
             for path in ("/health", "/v1/models"):
-                request = urllib.request.Request(self.base_url + path, headers=self._headers())
                 try:
-                    with urllib.request.urlopen(request, timeout=min(5.0, timeout)) as response:
-                        if response.status == 200:
-                            return
-                except urllib.error.HTTPError as err:
-                    last = f"{path}: {err.code} {err.reason}"
-                    if err.code == 404:
+                    self._client.get(self.base_url + path, cast_to=object, options=options)
+                    return
+                except openai.APIStatusError as err:
+                    last = f"{path}: {err.status_code} {err.response.reason_phrase}"
+                    if err.status_code == 404:
                         continue  # no /health here: ask /v1/models
-                except (urllib.error.URLError, OSError, http.client.HTTPException) as err:
-                    last = f"{path}: {getattr(err, 'reason', err)}"
+                except openai.APIConnectionError as err:
+                    last = f"{path}: {err.__cause__ or err}"
                 break
             if time.monotonic() >= deadline:
                 raise BackendError(f"{self.base_url} not ready after {timeout:.0f}s; last: {last}")
             time.sleep(interval)
 
     def close(self) -> None:
-        """Close the cache file (the backend still works, uncached, afterwards)."""
+        """Close the cache file and the open connections (the backend still works, uncached, afterwards)."""
         if self.cache is not None:
             with contextlib.suppress(sqlite3.Error):
                 self.cache.close()
             self.cache = None
+        self._client.close()
+        self._client = self._new_client()
