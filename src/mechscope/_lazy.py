@@ -22,6 +22,8 @@ from __future__ import annotations
 
 import ast
 import importlib
+import sys
+import types
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -50,6 +52,14 @@ def exports(
     """``__getattr__``, ``__dir__`` and ``__all__`` for the package `package`."""
     table = _table(init_file)
     pkg = importlib.import_module(package)
+    here = Path(init_file).parent
+    clashes = {
+        name
+        for name, (module, attr) in table.items()
+        if module.strip(".") and ((here / f"{name}.py").is_file() or (here / name).is_dir())
+    }
+    if clashes:
+        sys.modules[package].__class__ = _keeping(frozenset(clashes))
 
     def __getattr__(name: str) -> Any:
         if name not in table:
@@ -66,3 +76,16 @@ def exports(
         return sorted({*vars(pkg), *table})
 
     return __getattr__, __dir__, sorted(table)
+
+
+def _keeping(names: frozenset[str]) -> type[types.ModuleType]:
+    """A module class that refuses to rebind `names` to submodules (the import system does
+    so after importing ``package.name``), so those names keep meaning the exports."""
+
+    class Package(types.ModuleType):
+        def __setattr__(self, name: str, value: Any) -> None:
+            if name in names and isinstance(value, types.ModuleType):
+                return
+            super().__setattr__(name, value)
+
+    return Package

@@ -73,7 +73,7 @@ def _check_unit(model: Model, site: str, unit: int) -> int:
 
 def prefix_ids(model: Model) -> list[int]:
     """The token(s) every prompt starts with: the harvest windows' first token."""
-    from .harvest.corpus import boundary_tokens
+    from .corpus import boundary_tokens
 
     first, _ = boundary_tokens(model)
     return [first] if first is not None else []

@@ -63,7 +63,7 @@ FORMATS: dict[str, str] = {
     "mechscope.head_classes/1": "mechscope.ioi.results:HeadClassification",
     "mechscope.causal_trace/1": "mechscope.tracing.results:CausalTrace",
     "mechscope.average_trace/1": "mechscope.tracing.results:AverageTrace",
-    "mechscope.rome_edit/1": "mechscope.tracing.results:EditWeights",
+    "mechscope.rome_edit/1": "mechscope.tracing.results:Edit",
     "mechscope.edit_report/1": "mechscope.tracing.results:EditReport",
     "mechscope.direction/1": "mechscope.probes.results:LinearDirection",
     "mechscope.probe_results/1": "mechscope.probes.results:ProbeResults",
@@ -296,7 +296,9 @@ class Result:
             for f in dataclasses.fields(self)  # type: ignore[arg-type]
             if f.metadata.get("save", True)
         }
-        meta = {"format": self.format, "record": json.dumps(record)}
+        # one metadata entry: safetensors keeps metadata in a hash map whose order changes
+        # from process to process, and the same result must give the same bytes
+        meta = {"mechscope": json.dumps({"format": self.format, "record": record})}
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             _write(path, arrays, meta)
@@ -327,6 +329,8 @@ class Result:
             return cls(**values)
         except TypeError as e:
             raise ResultFormatError(f"{path}: not a complete {cls.format} record ({e})") from None
+        except (InputError, ValueError) as e:  # a class's own checks of its fields
+            raise ResultFormatError(f"{path}: {e}") from None
 
     @classmethod
     def _upgrade(cls, record: dict[str, Any], found: str, path: object) -> dict[str, Any]:
@@ -414,12 +418,24 @@ def _read(path: str | os.PathLike[str], arrays: Arrays) -> tuple[str, dict[str, 
             with safe_open(str(path), "pt") as f:
                 meta = f.metadata() or {}
                 data = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 (not a dict)
-        record = json.loads(meta["record"]) if "record" in meta else None
+        entry = _entry(meta)
     except Exception as e:
         raise ResultFormatError(f"{path} is not a readable result file ({e})") from None
+    record = entry.get("record")
     if not isinstance(record, dict):
         record = {"__legacy__": dict(meta)}
-    return str(meta.get("format", "")), record, data
+    return str(entry.get("format", "")), record, data
+
+
+def _entry(meta: Mapping[str, str]) -> dict[str, Any]:
+    """The ``{"format", "record"}`` entry of a result file's metadata ({} if it has none)."""
+    raw = meta.get("mechscope")
+    if raw is None:
+        return {}
+    entry = json.loads(raw)
+    if not isinstance(entry, dict):
+        raise ValueError("its mechscope metadata is not a JSON object")
+    return entry
 
 
 def result_class(fmt: str) -> type[Result]:
@@ -439,14 +455,19 @@ def open_result(path: str | os.PathLike[str], *, arrays: Arrays = "torch") -> Re
         open_result("runs/patch/patch.safetensors")   # PatchResult(…)
     """
     resolved = _resolve(path)
-    try:
-        meta, _ = _header(resolved)
-    except Exception as e:
-        raise ResultFormatError(f"{resolved} is not a readable result file ({e})") from None
-    fmt = str(meta.get("format", ""))
+    fmt = str(result_header(resolved).get("format", ""))
     if not fmt:
         raise ResultFormatError(f"{resolved} holds no result format tag")
     return result_class(fmt).load(resolved, arrays=arrays)
+
+
+def result_header(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """The ``format`` tag and record of a result file, read without its arrays ({} for a
+    safetensors file that is not a result)."""
+    try:
+        return _entry(_header(Path(path))[0])
+    except Exception as e:
+        raise ResultFormatError(f"{path} is not a readable result file ({e})") from None
 
 
 def _header(path: Path) -> tuple[dict[str, Any], dict[str, Any]]:

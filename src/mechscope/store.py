@@ -15,21 +15,23 @@ import json
 import os
 import platform
 import shutil
+import sys
 import time
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
-from safetensors.torch import load_file, save_file
-from torch import Tensor
-
-from .core.placement import model_dtype, module_device
 from .errors import InputError, MechscopeError
+from .results import FORMATS, Arrays, Result, ResultFormatError, open_result, result_header
+
+if TYPE_CHECKING:
+    from torch import Tensor
 
 
 def versions() -> dict[str, str]:
     """Versions of what produced a result."""
+    import torch
     import transformers
 
     from . import __version__
@@ -44,6 +46,8 @@ def versions() -> dict[str, str]:
 
 def model_record(model: Any) -> dict[str, Any]:
     """The part of a config that names the model exactly."""
+    from .core.placement import model_dtype, module_device
+
     dmap = getattr(model, "device_map", None)
     return {
         "name": getattr(model, "name", None),
@@ -71,6 +75,8 @@ def without_placement(record: Any) -> Any:
 
 def hf_agreement(model: Any, tokens: Tensor) -> float:
     """Max |logit difference| between `model.run` and plain HF on `tokens` (no interventions)."""
+    import torch
+
     tokens = tokens.to(model.device)
     with torch.no_grad():
         ref = model.hf(tokens).logits
@@ -109,6 +115,8 @@ class Run:
     def save_tensors(
         self, name: str, tensors: dict[str, Tensor], meta: dict[str, str] | None = None
     ) -> Path:
+        from safetensors.torch import save_file
+
         target = self._tmp / name
         save_file(
             {k: v.detach().contiguous().cpu() for k, v in tensors.items()},
@@ -173,15 +181,97 @@ def new_run(kind: str, out: str | Path, config: dict[str, Any], *, resume: bool 
     return run
 
 
-def open_run(path: str | Path) -> dict[str, Any]:
-    """Read a finished run's config.json and run.json."""
+RESULT_DEPTH = 3  # how deep under a run folder results are looked for (facts/NNNN, parts/…)
+
+
+class RunFolder(Mapping[str, Result]):
+    """A finished run reopened: its config, its record and its typed results.
+
+    A mapping from each result's name (its path in the folder without
+    ``.safetensors``: ``"trace"``, ``"facts/0003"``) to the `Result`, read when
+    first asked for (``arrays="numpy"`` reads without torch). Only files with a
+    result format tag are results; activation shards and weights are not.
+
+    Example::
+
+        run = open_run("runs/trace")     # RunFolder(trace at runs/trace: trace, …)
+        run["trace"]                     # CausalTrace(…)
+        run.config["model"]["name"]
+    """
+
+    def __init__(self, path: Path, arrays: Arrays = "torch") -> None:
+        self.path = path
+        self.arrays: Arrays = arrays
+        self.config: dict[str, Any] = _read_record(path / "config.json")
+        self.record: dict[str, Any] = _read_record(path / "run.json")
+        self.kind: str = str(self.record.get("kind") or self.config.get("kind") or "")
+        self._formats = dict(_result_files(path))
+        self._loaded: dict[str, Result] = {}
+
+    def formats(self) -> dict[str, str]:
+        """Each result's name and format tag, without reading any result."""
+        return dict(self._formats)
+
+    def __getitem__(self, name: str) -> Result:
+        if name not in self._formats:
+            known = ", ".join(self._formats) or "none"
+            raise KeyError(f"run {self.path} has no result {name!r}; it has: {known}")
+        if name not in self._loaded:
+            self._loaded[name] = open_result(self.path / f"{name}.safetensors", arrays=self.arrays)
+        return self._loaded[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._formats)
+
+    def __len__(self) -> int:
+        return len(self._formats)
+
+    def __repr__(self) -> str:
+        names = list(self._formats)
+        shown = ", ".join(names[:6]) + (f", … ({len(names)} results)" if len(names) > 6 else "")
+        return f"RunFolder({self.kind} at {self.path}: {shown or 'no results'})"
+
+
+def _read_record(path: Path) -> dict[str, Any]:
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return {}
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise InputError(f"{path} is not a readable JSON record: {e}") from None
+    if not isinstance(record, dict):
+        raise InputError(f"{path} should hold a JSON object")
+    return record
+
+
+def _result_files(path: Path) -> Iterator[tuple[str, str]]:
+    """(name, format) of each tagged result under `path`, in path order."""
+    for file in sorted(path.rglob("*.safetensors")):
+        rel = file.relative_to(path)
+        if len(rel.parts) > RESULT_DEPTH or any(p.startswith(".") for p in rel.parts):
+            continue
+        try:
+            fmt = result_header(file).get("format", "")
+        except ResultFormatError:
+            continue
+        if fmt in FORMATS:
+            yield rel.with_suffix("").as_posix(), fmt
+
+
+def open_run(path: str | Path, *, arrays: Arrays = "torch") -> RunFolder:
+    """Reopen a finished run folder, whatever the technique: config, record, results.
+
+    Example::
+
+        run = open_run("runs/ioi")
+        run.kind, run.record["seconds"], list(run)
+    """
     path = Path(path)
+    if not path.is_dir():
+        raise InputError(f"no run folder at {path}")
     if not (path / "run.json").exists():
         raise MechscopeError(f"{path} is not a finished mechscope run folder (no run.json)")
-    return {
-        "config": json.loads((path / "config.json").read_text()),
-        "run": json.loads((path / "run.json").read_text()),
-    }
+    return RunFolder(path, arrays)
 
 
 def read_json_list(
@@ -203,11 +293,15 @@ def read_json_list(
 
 
 def load_tensors(path: str | Path) -> dict[str, Tensor]:
+    """The tensors of a plain safetensors file (not a result: activation shards, weights)."""
+    from safetensors.torch import load_file
+
     return load_file(str(path))
 
 
 def _json_default(obj: Any) -> Any:
-    if isinstance(obj, Tensor):
+    torch = sys.modules.get("torch")
+    if torch is not None and isinstance(obj, torch.Tensor):
         return obj.tolist()
     if isinstance(obj, Path):
         return str(obj)

@@ -217,3 +217,26 @@ def run_cli(
         env=environ,
         timeout=timeout,
     )
+
+
+def edit_result(path: str | os.PathLike[str], change: Callable[[dict, dict], None]) -> None:
+    """Apply `change(record, tensors)` to the JSON record and tensors of a saved result, in place.
+
+    For tests that need a damaged or hostile result file (a wrong shape, markup in a
+    string field) without going through the class's own checks.
+
+    Example::
+
+        edit_result(run / "sweep.safetensors", lambda r, t: r.update(target="<i>x</i>"))
+    """
+    import json
+
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    with safe_open(str(path), "pt") as f:
+        meta = dict(f.metadata() or {})
+        tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 (not a dict)
+    entry = json.loads(meta["mechscope"])
+    change(entry["record"], tensors)
+    save_file(tensors, str(path), {**meta, "mechscope": json.dumps(entry)})

@@ -267,7 +267,7 @@ def sparse_autoencoder(model: Model, console: Console) -> None:
         f"{run.sae!r} trained on {TOUR_SAE_TOKENS:,} tokens in {run.history[-1]['tokens'] / run.history[-1]['tokens_per_s']:.0f} s"
     )
     assert run.eval is not None
-    print_eval(run.eval.summary())
+    print_eval(run.eval.metrics())
     store = open_harvest(run.path / "harvest")
     prompt = PROMPTS[1]
     with model.attach(run.sae) as sae_sites:

@@ -226,7 +226,7 @@ def test_trace_and_edit(folder: Path, tmp_path: Path) -> None:
                     "--layer", "0", "--steps", "3", "--prefixes", "2", "--cov-tokens", "2000",
                     "--out", str(out3), cache=tmp_path)  # fmt: skip
     assert res.returncode == 0, res.stderr
-    assert "efficacy" in res.stdout and (out3 / "report.json").exists()
+    assert "efficacy" in res.stdout and (out3 / "report.safetensors").exists()
     assert (out3 / "edit.safetensors").exists()
 
 
@@ -256,7 +256,7 @@ def test_probe_steer_and_steer_sweep(folder: Path, tmp_path: Path) -> None:
     res = mechscope("probe", str(folder), "--data", str(pairs), "--test", "8", "--restarts", "2",
                     "--epochs", "20", "--out", str(out), cache=tmp_path)  # fmt: skip
     assert res.returncode == 0, res.stderr
-    assert "held-out accuracy on 8 pairs" in res.stdout and (out / "probes.json").exists()
+    assert "held-out accuracy on 8 pairs" in res.stdout and (out / "probes.safetensors").exists()
     assert (out / "directions" / "logistic_L0.safetensors").exists() or (
         out / "directions" / "logistic_L1.safetensors"
     ).exists()
@@ -274,7 +274,7 @@ def test_probe_steer_and_steer_sweep(folder: Path, tmp_path: Path) -> None:
                     "--layers", "0,1", "--coefs", "0,8", "--samples", "1", "--max-new-tokens",
                     "4", "--words", "e", "--out", str(out2), cache=tmp_path)  # fmt: skip
     assert res.returncode == 0, res.stderr
-    assert (out2 / "sweep.json").exists() and (out2 / "vectors" / "L1.safetensors").exists()
+    assert (out2 / "sweep.safetensors").exists() and (out2 / "vectors" / "L1.safetensors").exists()
     assert (out2 / "figures" / "sweep_effect.png").exists() and "coef 8" in res.stdout
 
 

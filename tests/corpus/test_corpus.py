@@ -9,9 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from mechscope.errors import InputError
-from mechscope.harvest import corpus as corpus_mod
-from mechscope.harvest.corpus import (
+from mechscope.corpus import (
     DEFAULT_MIX,
     SOURCES,
     Corpus,
@@ -19,6 +17,8 @@ from mechscope.harvest.corpus import (
     pack,
     windows,
 )
+from mechscope.corpus import sources as corpus_mod
+from mechscope.errors import InputError
 from mechscope.testing import tiny_model, tiny_tokenizer
 
 COMMON_WORDS = (" the ", " of ", " and ", " to ", " a ", " is ")

@@ -99,7 +99,7 @@ def test_killed_harvest_resumes_to_the_same_result(one_pass: Path, tmp_path: Pat
     _assert_same_harvest(one_pass, out)
 
 
-def test_store_answers_queries(one_pass: Path) -> None:
+def test_store_answers_queries(one_pass: Path, tmp_path: Path) -> None:
     store = open_harvest(one_pass)
     assert store.sites == [
         "blocks.0.attn.z",
@@ -118,6 +118,10 @@ def test_store_answers_queries(one_pass: Path) -> None:
     assert sum(page.hist_counts) == page.stats.count // 2  # every 2nd window is histogrammed
     assert len(page.hist_edges) == len(page.hist_counts) + 1
     assert page.top[0].tokens[0] == "<|bos|>"
+    # a unit's record is a result of its own: it saves and reopens without torch
+    again = type(page).load(page.save(tmp_path / "unit"), arrays="numpy")
+    assert again == page and again.top[0].tokens == page.top[0].tokens
+    assert repr(page).startswith("UnitRecord(blocks.1.mlp.post unit 7: max ")
     # search: a token on which some unit peaks finds that unit
     token, site, unit = store.query("SELECT token, site, unit FROM token_hits LIMIT 1").fetchone()
     hits = store.search_token(token)

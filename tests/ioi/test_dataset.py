@@ -133,7 +133,13 @@ def test_logit_diff_reads_io_minus_s_at_end(ds: IOIDataset) -> None:
 
 def test_save_and_load_round_trip(tmp_path, ds: IOIDataset) -> None:
     abc = ds.corrupt("ABC")
-    back = IOIDataset.load(abc.save(tmp_path / "ioi.json"))
+    path = abc.save(tmp_path / "ioi")
+    assert path.name == "ioi.safetensors"
+    back = IOIDataset.load(path)
+    assert back == abc and back.orders == abc.orders
+    flat = IOIDataset.load(path, arrays="numpy")  # no torch: and yet corruptible again
+    assert repr(flat) == repr(abc)
+    assert torch.equal(flat.corrupt("S2_IO").tokens, abc.corrupt("S2_IO").tokens)
     assert back.prompts == abc.prompts and back.fillers == abc.fillers
     assert torch.equal(back.tokens, abc.tokens) and back.corruption == "ABC"
     assert all(torch.equal(back.positions[k], abc.positions[k]) for k in abc.positions)

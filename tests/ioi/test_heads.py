@@ -9,6 +9,7 @@ import mechscope as ms
 from mechscope import Model
 from mechscope.ioi import (
     HeadClassification,
+    HeadLabel,
     HeadScores,
     IOIAttentionScores,
     IOIDataset,
@@ -199,7 +200,7 @@ def test_classify_heads_picks_outliers_and_splits_movers_by_sign() -> None:
         induction=induction, ioi_attention=attention, copying=copying, z_threshold=2.0
     )
     assert [(h.layer, h.head) for h in classes.of("induction")] == [(3, 1), (4, 2)]
-    assert classes.of("name_mover") == [(5, 0, "name_mover", 2.0)]
+    assert classes.of("name_mover") == [HeadLabel(5, 0, "name_mover", 2.0)]
     assert [(h.layer, h.head) for h in classes.of("negative_name_mover")] == [(5, 3)]
     assert {(h.layer, h.head) for h in classes.of("s_inhibition_candidate")} == {(2, 2), (3, 3)}
     assert not classes.of("previous_token")  # not given, not guessed
@@ -209,7 +210,7 @@ def test_classify_heads_picks_outliers_and_splits_movers_by_sign() -> None:
     with_effect = classify_heads(
         ioi_attention=attention, s_inhibition_effect=effect, z_threshold=2.0
     )
-    assert with_effect.of("s_inhibition") == [(2, 2, "s_inhibition", -1.0)]
+    assert [tuple(h) for h in with_effect.of("s_inhibition")] == [(2, 2, "s_inhibition", -1.0)]
     assert [(h.layer, h.head) for h in with_effect.of("s_inhibition_candidate")] == [(3, 3)]
     one = classify_heads(induction=induction, top=1, z_threshold=2.0)
     assert len(one) == 1 and "induction" in repr(one)
@@ -227,6 +228,9 @@ def test_results_save_and_load(tmp_path) -> None:
     att_back = IOIAttentionScores.load(att.save(tmp_path / "att.safetensors"))
     assert torch.equal(att_back["S2"], att.s2) and att_back.meta == {"n": 3}
     classes = classify_heads(induction=ind, z_threshold=0.0, top=2)
-    assert list(HeadClassification.load(classes.save(tmp_path / "classes.json"))) == list(classes)
-    with pytest.raises(ms.MechscopeError, match="safetensors"):
-        ind.save(tmp_path / "ind.pt")
+    path = classes.save(tmp_path / "classes")
+    assert path.name == "classes.safetensors"
+    assert list(HeadClassification.load(path)) == list(classes) and len(classes) == 2
+    assert repr(HeadClassification.load(path, arrays="numpy")) == repr(classes)
+    with pytest.raises(ms.MechscopeError, match="head_scores"):
+        HeadClassification.load(tmp_path / "ind.safetensors")

@@ -172,8 +172,38 @@ def test_results_save_and_reopen(tmp_path, model, deploy) -> None:
     assert torch.equal(mazes.open, deploy.open) and torch.equal(mazes.cheese, deploy.cheese)
     found = cheese_channels(model, deploy, "block1.res2")
     assert torch.equal(CheeseChannels.load(found.save(tmp_path / "c")).template, found.template)
-    with pytest.raises(InputError, match="not a Behaviour"):
+    with pytest.raises(InputError, match="not mechscope.behaviour/1"):
         Behaviour.load(tmp_path / "c.safetensors")
     (tmp_path / "junk.safetensors").write_text("junk")
-    with pytest.raises(InputError, match="cannot read"):
+    with pytest.raises(InputError, match="not a readable result file"):
         Mazes.load(tmp_path / "junk.safetensors")
+    # without torch: the same numbers
+    flat = Behaviour.load(tmp_path / "b.safetensors", arrays="numpy")
+    bins = [0, 5, 30]
+    assert repr(flat.binned("cheese_to_corner", bins)) == repr(b.binned("cheese_to_corner", bins))
+    assert repr(flat) == repr(b) and "6 mazes: cheese reached" in repr(b)
+
+
+def test_files_of_the_old_tensor_record_layout_still_load(tmp_path, deploy) -> None:
+    """Before the Result contract, maze results saved their tensors by field name and the
+    other fields as JSON under ``fields``, with the class name as ``kind``."""
+    import json
+
+    from safetensors.torch import save_file
+
+    from mechscope.maze import VectorField
+
+    field = vector_field(oracle("cheese"), deploy[0])
+    tensors = {"probs": field.probs, "open": field.open}
+    other = {"cheese": list(field.cheese), "size": field.size, "offset": field.offset}
+    path = tmp_path / "field.safetensors"
+    save_file(tensors, str(path), {"kind": "VectorField", "fields": json.dumps(other)})
+    old = VectorField.load(path)
+    assert old == field and old.cheese == field.cheese and isinstance(old.cheese, tuple)
+    assert VectorField.load(path, arrays="numpy").summary() == field.summary()
+    mazes = deploy[:3]
+    save_file({k: getattr(mazes, k) for k in ("open", "size", "offset", "cheese")},
+              str(tmp_path / "m.safetensors"), {"kind": "Mazes", "fields": "{}"})  # fmt: skip
+    assert Mazes.load(tmp_path / "m.safetensors") == mazes
+    with pytest.raises(InputError, match="not mechscope.vector_field/1"):
+        VectorField.load(tmp_path / "m.safetensors")  # an old file of another class

@@ -26,7 +26,7 @@ def test_train_eval_steer_write_run_folders(tmp_path: Path) -> None:
     assert res.returncode == 0, res.stderr
     assert "held-out training mazes" in res.stdout
     record = open_run(train)
-    assert record["run"]["kind"] == "maze-train" and record["config"]["steps"] == 30
+    assert record.record["kind"] == "maze-train" and record.config["steps"] == 30
     curve = json.loads((train / "curve.json").read_text())
     assert curve["eval_step"] == [30] and len(curve["reach"]) == 1
     assert (train / "checkpoints" / "step-30.safetensors").exists()

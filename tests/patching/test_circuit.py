@@ -286,11 +286,17 @@ def test_circuit_and_scores_round_trip(tmp_path, llama, pair):
     again = EdgeScores.load(tmp_path / "scores.safetensors")
     assert torch.equal(again.scores, scores.scores) and again.receivers == scores.receivers
     assert again.edges(top_k=5) == scores.edges(top_k=5)
+    flat = EdgeScores.load(tmp_path / "scores.safetensors", arrays="numpy")
+    assert flat.edges(threshold=0.0) == scores.edges(threshold=0.0)
+    assert flat.node_scores() == scores.node_scores()
     circuit = acdc(llama, clean, corrupted, metric, 0.05, edge_scores=scores, progress=False)
-    circuit.save(tmp_path / "circuit.json")
-    loaded = Circuit.load(tmp_path / "circuit.json")
-    assert loaded == circuit
+    path = circuit.save(tmp_path / "circuit")
+    assert path.name == "circuit.safetensors"
+    loaded = Circuit.load(path)
+    assert loaded == circuit and all(isinstance(e, tuple) for e in loaded.edges)
+    assert Circuit.load(path, arrays="numpy").summary() == circuit.summary()
     assert json.loads(circuit.to_json())["faithfulness"] == circuit.faithfulness
+    assert Circuit.from_json(circuit.to_json()) == circuit
     assert "faithfulness" in repr(circuit) and "<table>" in circuit._repr_html_()
 
 

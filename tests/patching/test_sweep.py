@@ -86,8 +86,12 @@ def test_result_saves_reopens_and_draws(llama, pair, tmp_path):
     clean, corrupted = pair
     result = activation_patching(llama, clean, corrupted, metric, "attn.z", progress=False)
     assert result.axes == ("layer", "head", "pos") and result.values.shape == (2, 4, 7)
-    back = PatchResult.load(result.save(tmp_path / "r.safetensors"))
+    path = result.save(tmp_path / "r.safetensors")
+    back = PatchResult.load(path)
     assert torch.equal(back.values, result.values) and back.labels == result.labels
+    flat = PatchResult.load(path, arrays="numpy")  # what the viewer reads: no torch
+    assert flat.top(5) == result.top(5) and flat.top(2, largest=False) == result.top(2, False)
+    assert repr(flat) == repr(result)
     files = result.heatmap(tmp_path / "fig")
     assert all(files[f].stat().st_size > 0 for f in ("png", "svg", "html"))
     assert "PatchResult(denoise attn.z" in repr(result)

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
+import numpy as np
 import pytest
 import torch
 
@@ -133,8 +135,16 @@ def test_probe_layers_scores_every_method_and_round_trips(tmp_path):
     assert all(a.value >= 0.5 for a in res.accuracy["ccs"])  # the sign is not learned
     layer, best = res.best("logistic")
     assert best.value == max(a.value for a in res.accuracy["logistic"]) and layer in (0, 1)
-    again = ProbeResults.load(res.save(tmp_path / "probes.json"))
-    assert again.accuracy == res.accuracy and again.zero_shot == res.zero_shot
+    again = ProbeResults.load(res.save(tmp_path / "probes.safetensors"))
+    assert again == res and again.accuracy == res.accuracy and again.zero_shot == res.zero_shot
+    for method, ds in res.directions.items():  # the fitted directions come back with the rest
+        for d, back in zip(ds, again.directions[method], strict=True):
+            assert torch.equal(back.weight, d.weight) and back.bias == d.bias
+            assert (back.layer, back.method) == (d.layer, method)
+            assert torch.equal(back.normaliser.std_pos, d.normaliser.std_pos)
+    flat = ProbeResults.load(tmp_path / "probes.safetensors", arrays="numpy")
+    assert flat.best("logistic") == res.best("logistic") and repr(flat) == repr(res)
+    assert flat.accuracy["ccs"][0].interval() == res.accuracy["ccs"][0].interval()
     assert all(p.exists() for p in res.figure(tmp_path / "acc").values())
     with pytest.raises(InputError, match="test must be"):
         probe_layers(model, pairs, test=24)
@@ -144,8 +154,7 @@ def test_probe_layers_scores_every_method_and_round_trips(tmp_path):
 
 def test_directions_save_reopen_and_map_to_the_residual_stream(tmp_path):
     pos, neg, labels = _planted(seed=2)
-    lr = logistic_probe(pos, neg, labels)
-    lr.layer, lr.method = 3, "logistic"
+    lr = dataclasses.replace(logistic_probe(pos, neg, labels), layer=3, method="logistic")
     again = type(lr).load(lr.save(tmp_path / "dir.safetensors"))
     assert torch.equal(again.weight, lr.weight) and again.bias == lr.bias and again.layer == 3
     assert torch.equal(again.predict(pos, neg), lr.predict(pos, neg))
@@ -157,7 +166,9 @@ def test_directions_save_reopen_and_map_to_the_residual_stream(tmp_path):
     probe, _ = CCSProbe.fit(pos, neg, restarts=1, epochs=100, lr=1e-2)
     d = probe.direction(layer=3)
     assert d.method == "ccs" and torch.equal(d.weight, probe.linear.weight[0])
-    with pytest.raises(InputError, match="not a saved probe direction"):
+    flat = type(lr).load(tmp_path / "dir.safetensors", arrays="numpy")
+    assert np.array_equal(flat.predict(pos.numpy(), neg.numpy()), lr.predict(pos, neg).numpy())
+    with pytest.raises(InputError, match="not mechscope.direction/1"):
         from safetensors.torch import save_file
 
         save_file({"x": torch.zeros(1)}, str(tmp_path / "x.safetensors"))

@@ -8,8 +8,8 @@ import pytest
 import torch
 
 import mechscope as ms
+from mechscope.corpus import windows
 from mechscope.errors import InputError, SiteError
-from mechscope.harvest.corpus import windows
 from mechscope.sae.activations import (
     ShuffleBuffer,
     load_activations,
@@ -307,6 +307,11 @@ def test_fit_sae_writes_a_run_that_reopens(tmp_path):
     )  # fmt: skip
     again = open_sae_run(tmp_path / "sae")
     assert again.eval is not None and again.eval.l0 <= 4
+    # the evaluation is one result file; run.json keeps a copy of its metrics
+    assert again.eval == run.eval and len(again.eval.frequencies) == 64
+    record = json.loads((tmp_path / "sae" / "run.json").read_text())
+    assert record["eval"] == again.eval.metrics()
+    assert "ce_recovered" in record["eval"] and not (tmp_path / "sae" / "eval.json").exists()
     assert again.sae.cfg.site == "blocks.1.resid_post"
     assert (tmp_path / "sae" / "checkpoints" / "step-000004" / "sae.safetensors").exists()
     # the latents' harvest leaves out each window's first token (the boundary, never trained on)

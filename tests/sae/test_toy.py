@@ -90,23 +90,28 @@ def test_grid_order_and_save_load_round_trip(tmp_path: Path) -> None:
     # decay outer, sparsity inner
     torch.testing.assert_close(result.sparsity, torch.tensor([0.0, 0.9, 0.99] * 2))
     torch.testing.assert_close(result.importance[4], 0.5 ** torch.arange(6.0))
-    assert [(r["decay"], r["sparsity"]) for r in result.summary()][3] == (0.5, 0.0)
+    assert [(r["decay"], r["sparsity"]) for r in result.rows()][3] == (0.5, 0.0)
+    assert [r["features_represented"] for r in result.rows()] == (
+        features_represented(result.W).tolist()
+    )
     assert result.reshape(result.loss).shape == (2, 3)
 
-    path = result.save(tmp_path / "toy.safetensors")
+    path = result.save(tmp_path / "toy")
+    assert path == tmp_path / "toy.safetensors"
     back = ToyResult.load(path)
     for name in ("W", "b", "sparsity", "importance", "loss"):
         torch.testing.assert_close(getattr(back, name), getattr(result, name))
     assert (back.grid, back.relu, back.config) == (result.grid, result.relu, result.config)
+    assert back.grid["decay"] == (0.9, 0.5)  # tuples stay tuples
     assert repr(back) == repr(result)
     assert repr(result).startswith("ToyResult(ReLU, n=6, m=2, decay=2 × sparsity=3;")
     assert "<table>" in result._repr_html_()
+    flat = ToyResult.load(path, arrays="numpy")
+    assert flat.rows() == result.rows() and flat.reshape(flat.loss).shape == (2, 3)
 
     save_file({"x": torch.zeros(1)}, str(tmp_path / "other.safetensors"))
-    with pytest.raises(MechscopeError, match="not a mechscope toy result"):
+    with pytest.raises(MechscopeError, match="not mechscope.toy/1"):
         ToyResult.load(tmp_path / "other.safetensors")
-    with pytest.raises(MechscopeError, match="safetensors"):
-        result.save(tmp_path / "toy.pt")
 
 
 @pytest.mark.parametrize(

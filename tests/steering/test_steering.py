@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
+
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -107,10 +110,13 @@ def test_vectors_save_and_load(model, tmp_path):
     v2 = st.SteeringVector.load(v.save(tmp_path / "v.safetensors"))
     torch.testing.assert_close(v2.vector, v.vector)
     assert (v2.layer, v2.method, v2.meta) == (1, "actadd", v.meta)
+    assert v2 == v and repr(v2) == repr(v)
+    flat = st.SteeringVector.load(tmp_path / "v.safetensors", arrays="numpy")
+    assert flat.front and flat.norm() == pytest.approx(v.norm()) and repr(flat) == repr(v)
     (tmp_path / "bad.safetensors").write_bytes(b"nonsense")
-    with pytest.raises(InputError, match="cannot read"):
+    with pytest.raises(InputError, match="not a readable result file"):
         st.SteeringVector.load(tmp_path / "bad.safetensors")
-    with pytest.raises(InputError, match="no such"):
+    with pytest.raises(InputError, match="no saved result"):
         st.SteeringVector.load(tmp_path / "none.safetensors")
     with pytest.raises(InputError, match=r"\[d_model\] or \[k, d_model\]"):
         st.SteeringVector(torch.zeros(2, 3, 4), 0)
@@ -124,9 +130,13 @@ def test_from_direction_writes_where_the_probe_read():
     from mechscope.probes import Normaliser
 
     two = torch.tensor([1.0, 2.0])
-    d.normaliser = Normaliser(torch.zeros(2), torch.zeros(2), two, two)  # σ = (1, 2)
-    v = st.from_direction(d, 1.0)  # w / σ = (3, 2), unit length
+    d = dataclasses.replace(d, normaliser=Normaliser(torch.zeros(2), torch.zeros(2), two, two))
+    v = st.from_direction(d, 1.0)  # w / σ = (3, 2), unit length: σ = (1, 2)
     torch.testing.assert_close(v.vector[0], torch.tensor([3.0, 2.0]) / 13**0.5)
+    flat = LinearDirection(d.weight.numpy(), 0.0, 2, "logistic",
+                           Normaliser(*(x.numpy() for x in (torch.zeros(2), torch.zeros(2), two,
+                                                            two))))  # fmt: skip
+    torch.testing.assert_close(st.from_direction(flat, 1.0).vector, v.vector)
 
 
 def test_topic_share_counts_whole_words():
@@ -174,9 +184,21 @@ def test_sweep_measures_target_and_costs_and_reopens(tmp_path):
         sweep.best(max_rise=-1.0)
     with pytest.raises(InputError, match="unknown measure"):
         sweep.best(by="joy")
-    again = st.SteeringSweep.load(sweep.save(tmp_path / "sweep.json"))
+    again = st.SteeringSweep.load(sweep.save(tmp_path / "sweep.safetensors"))
     torch.testing.assert_close(again.probability, sweep.probability)
     assert again.samples == sweep.samples and again.words == ["a"] and again.target == "share of a"
+    assert again == sweep and again.max_rise == 0.10
+    flat = st.SteeringSweep.load(tmp_path / "sweep.safetensors", arrays="numpy")
+    assert flat.best(max_rise=float("inf")) == (layer, coef, p, rise)
+    np.testing.assert_allclose(flat.factor(), sweep.factor().numpy())
+    # the bound the sweep was made with is the one `best` and the summary use
+    loose = dataclasses.replace(sweep, max_rise=float("inf"))
+    assert loose.best() == (layer, coef, p, rise) and "within inf% perplexity" in repr(loose)
+    with pytest.raises(InputError, match="no \\(layer, coefficient\\)"):
+        dataclasses.replace(sweep, max_rise=-1.0).best()
+    assert "no cell within -100% perplexity" in repr(dataclasses.replace(sweep, max_rise=-1.0))
+    with pytest.raises(InputError, match="kl grid"):
+        dataclasses.replace(sweep, kl=sweep.kl[:, :2])
     paths = sweep.figure(tmp_path / "sweep")
     assert set(paths) == {"probability", "effect", "perplexity"}
     assert all(p.exists() for fig in paths.values() for p in fig.values())

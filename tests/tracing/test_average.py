@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 import torch
 
@@ -56,8 +57,11 @@ def test_average_by_token_kind_and_round_trip(tmp_path):
     with pytest.raises(InputError, match="token kind"):
         avg.at("mlp", "middle")
     assert torch.equal(avg.at("mlp", TOKEN_KINDS[2]), avg.effects["mlp"][2])
-    with pytest.raises(InputError, match="not a saved average"):
+    with pytest.raises(InputError, match="not mechscope.average_trace/1"):
         AverageTrace.load(a.save(tmp_path / "one.safetensors"))
+    flat = AverageTrace.load(tmp_path / "avg.safetensors", arrays="numpy")  # as the viewer does
+    assert flat.peak("mlp") == avg.peak("mlp") and flat.summary() == avg.summary()
+    assert np.array_equal(flat.at("mlp", TOKEN_KINDS[2]), avg.at("mlp", TOKEN_KINDS[2]).numpy())
 
 
 def test_trace_facts_saves_each_fact_and_resumes(tmp_path, monkeypatch):

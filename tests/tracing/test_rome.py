@@ -76,6 +76,10 @@ def test_undo_is_exact_and_the_edit_reapplies_from_disk(model, cov, tmp_path):
     assert torch.equal(_down(model).weight, before)
     with pytest.raises(InputError, match="not applied"):
         again.undo()
+    with Edit.load(path, arrays="numpy").apply(model) as flat:  # numpy arrays apply too
+        assert flat.applied and torch.equal(_down(model).weight, edited)
+    assert torch.equal(_down(model).weight, before) and not flat.applied
+    assert "not applied" in repr(flat) and "France" in repr(flat)
 
 
 def test_the_value_search_lowers_the_new_objects_loss(model, cov):
@@ -144,8 +148,11 @@ def test_evaluate_edit_scores_and_report_round_trip(model, cov, tmp_path):
         assert 0.0 <= s[key] <= 1.0
     new_wins = [r[1] > r[0] for r in report.after["edited"]]
     assert s["efficacy"] == sum(new_wins) / len(new_wins)
-    again = EditReport.load(report.save(tmp_path / "report.json"))
-    assert again.scores() == s
+    path = report.save(tmp_path / "report")
+    assert path.name == "report.safetensors"
+    again = EditReport.load(path)
+    assert again == report and again.scores() == pytest.approx(s, nan_ok=True)
+    assert EditReport.load(path, arrays="numpy").summary() == report.summary()
 
 
 def test_bad_input(model, cov, tmp_path):
@@ -158,7 +165,7 @@ def test_bad_input(model, cov, tmp_path):
              progress=False)  # fmt: skip
     with pytest.raises(InputError, match="neighbour"):
         evaluate_edit(model, FACT, "France", [], layer=0, config=CFG, covariance=cov)
-    with pytest.raises(InputError, match="not a saved ROME edit"):
+    with pytest.raises(InputError, match="not mechscope.rome_edit/1"):
         from safetensors.torch import save_file
 
         save_file({"x": torch.zeros(1)}, str(tmp_path / "x.safetensors"))

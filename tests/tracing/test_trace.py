@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
+
+import numpy as np
 import pytest
 import torch
 
@@ -111,8 +114,13 @@ def test_a_trace_saves_reopens_and_draws(traced, tmp_path):
     from safetensors.torch import save_file
 
     save_file({"x": torch.zeros(1)}, str(tmp_path / "other.safetensors"))
-    with pytest.raises(InputError, match="not a saved causal trace"):
+    with pytest.raises(InputError, match="not mechscope.causal_trace/1"):
         CausalTrace.load(tmp_path / "other.safetensors")
+    flat = CausalTrace.load(tmp_path / "trace.safetensors", arrays="numpy")  # as the viewer does
+    assert flat == traced and repr(flat) == repr(traced)
+    assert np.allclose(flat.indirect_effect("mlp"), traced.indirect_effect("mlp").numpy())
+    with pytest.raises(InputError, match="within its"):
+        dataclasses.replace(traced, subject=(0, len(traced.tokens) + 1))
 
 
 @pytest.mark.parametrize("arch", ["llama", "gpt2"])

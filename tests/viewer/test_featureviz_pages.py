@@ -18,7 +18,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import markupsafe
 import pytest
+import torch
 
 from conftest import (
     PLOTLY_LIKE,
@@ -31,7 +33,9 @@ from conftest import (
     png_bytes,
     text_of,
 )
+from mechscope.testing import edit_result
 from mechscope.viewer import serve
+from mechscope.weights.results import ConvWeights, NeuronWiring
 
 XSS = "<script>alert(1)</script>"
 MODEL = {"name": "tiny-net", "source": "/nowhere", "weights_sha256": None, "dtype": "float32"}
@@ -59,23 +63,27 @@ HEADS = {
         "composition": {"q": [[1, 2, 0.75]], "k": [[0, 0, 0.0625]], "v": []},
     },
 }
-WIRING = {
-    "layer": 1,
-    "neuron": 7,
-    "via": "gate",
-    "embed": [[" cat", 2.5], [XSS, 1.5]],
-    "logits_up": [[" dog", 3.0]],
-    "logits_down": [["\n", 1.0]],
-    "excitation": [[0, 5, 0.75], [0, 2, 0.5]],
-    "inhibition": [[0, 9, -0.625]],
-    "heads": [[0, 1, 1.5], [1, 0, 0.25]],
-}
-TOP = [
-    {"kind": "excitation", "channel": 139, "excitation": 1.6875, "inhibition": 0.0234375,
-     "peak": [2, 2]},
-    {"kind": "excitation", "channel": 7, "excitation": 1.25, "inhibition": 0.0, "peak": [1, 4]},
-    {"kind": "inhibition", "channel": 97, "excitation": 0.0, "inhibition": 1.625, "peak": [0, 2]},
-]  # fmt: skip
+
+
+def conv_weights() -> ConvWeights:
+    """192 channels over 5×5: 139 and 7 excite most, 97 inhibits most (then 139, a little)."""
+    maps = torch.zeros(192, 5, 5)
+    maps[139, 2, 2], maps[139, 4, 4] = 1.6875, -0.0234375
+    maps[7, 1, 4] = 1.25
+    maps[97, 0, 2] = -1.625
+    return ConvWeights("net._blocks.11", "net._blocks.12", 5, maps)
+
+
+def wiring(layer: int, neuron: int) -> NeuronWiring:
+    """Neuron `layer`.`neuron`: upstream neurons 0.5 +0.75, 0.2 +0.5, 0.9 −0.625; heads 0.1, 1.0."""
+    neurons = torch.zeros(layer, 16)
+    neurons[0, 5], neurons[0, 2], neurons[0, 9] = 0.75, 0.5, -0.625
+    heads = torch.zeros(layer + 1, 4)
+    heads[0, 1], heads[1, 0] = 1.5, 0.25
+    return NeuronWiring(
+        layer=layer, neuron=neuron, via="gate", neurons=neurons, heads=heads,
+        embed=[(" cat", 2.5), (XSS, 1.5)], logits_up=[(" dog", 3.0)], logits_down=[("\n", 1.0)],
+    )  # fmt: skip
 
 
 def prompt(method: str, text: str, act: float, nll: float, projected: float | None = None) -> dict:
@@ -136,11 +144,7 @@ def root(tmp_path_factory: pytest.TempPathFactory) -> Path:
          "size": 224, "viz_size": 96, "viz_steps": 64, "seed": 0},
         {"summary": "net._blocks.11 → net._blocks.12:5, 192 input channels over 5×5"},
     )  # fmt: skip
-    write(
-        conv / "weights.json",
-        {"src": "net._blocks.11", "dst": "net._blocks.12", "unit": 5, "shape": [192, 5, 5],
-         "top": TOP},
-    )  # fmt: skip
+    conv_weights().save(conv / "weights.safetensors")
     figures(conv, "circuit")
     lm = make_run(
         root / "wl-x",
@@ -150,9 +154,8 @@ def root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     )
     write(lm / "copying.json", COPYING)
     write(lm / "heads.json", HEADS)
-    write(lm / "neurons" / "1-7" / "wiring.json", WIRING)
-    older = {k: v for k, v in WIRING.items() if k not in ("excitation", "inhibition", "heads")}
-    write(lm / "neurons" / "2-3" / "wiring.json", {**older, "layer": 2, "neuron": 3})
+    wiring(1, 7).save(lm / "neurons" / "1-7" / "wiring.safetensors")
+    wiring(2, 3).save(lm / "neurons" / "2-3" / "wiring.safetensors")
     figures(lm, "copying")
     prompts = make_run(
         root / "pr-x",
@@ -178,17 +181,18 @@ def root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
     edit(copy("viz-x", "viz-odd") / "config.json", lambda d: d.update(units="0-3"))
     shutil.rmtree(copy("viz-x", "viz-no-figures") / "figures")
-    (copy("wc-x", "wc-bad") / "weights.json").write_text("{ not json")
-    (copy("wc-x", "wc-none") / "weights.json").unlink()
-    edit(copy("wc-x", "wc-odd") / "weights.json", lambda d: d["top"][1].pop("peak"))
+    (copy("wc-x", "wc-bad") / "weights.safetensors").write_text("{ not safetensors")
+    (copy("wc-x", "wc-none") / "weights.safetensors").unlink()
+    flat = {"maps": torch.zeros(192, 25)}
+    edit_result(copy("wc-x", "wc-odd") / "weights.safetensors", lambda r, t: t.update(flat))
     (copy("wl-x", "wl-bad-heads") / "heads.json").write_bytes(b"\x00garbage")
     (copy("wl-x", "wl-no-copying") / "copying.json").unlink()
     edit(copy("wl-x", "wl-odd-copying") / "copying.json", lambda d: d[1].pop())
-    edit(
-        copy("wl-x", "wl-odd-wiring") / "neurons" / "1-7" / "wiring.json",
-        lambda d: d.update(excitation=[[0, 5]]),
+    edit_result(
+        copy("wl-x", "wl-odd-wiring") / "neurons" / "1-7" / "wiring.safetensors",
+        lambda r, t: t.update(neurons=torch.zeros(16)),
     )
-    (copy("wl-x", "wl-no-wiring") / "neurons" / "2-3" / "wiring.json").unlink()
+    (copy("wl-x", "wl-no-wiring") / "neurons" / "2-3" / "wiring.safetensors").unlink()
     (copy("pr-x", "pr-bad") / "comparisons.json").write_text("[{")
     (copy("pr-x", "pr-none") / "comparisons.json").unlink()
     edit(copy("pr-x", "pr-odd") / "comparisons.json", lambda d: d[0]["gcg"].pop("activation"))
@@ -282,12 +286,14 @@ def test_conv_home_explains_the_circuit_and_tables_the_top_channels(base: str) -
             rf'<tr data-channel="(\d+)" data-kind="{kind}">(.*?)</tr>', found[1]
         )
     assert [int(c) for c, _ in tables["excitation"]] == [139, 7]
-    assert [int(c) for c, _ in tables["inhibition"]] == [97]
-    rows = {int(c): [text_of(td) for td in re.findall(r"<td[^>]*>(.*?)</td>", r)]
+    assert [int(c) for c, _ in tables["inhibition"]] == [97, 139]
+    rows = {(kind, int(c)): [text_of(td) for td in re.findall(r"<td[^>]*>(.*?)</td>", r)]
             for kind in tables for c, r in tables[kind]}  # fmt: skip
-    assert rows[139] == ["1", "139", "+1.688", "−0.023", "(2, 2) · +0, +0 from centre"]
-    assert rows[7] == ["2", "7", "+1.250", "−0.000", "(1, 4) · -1, +2 from centre"]
-    assert rows[97] == ["1", "97", "+0.000", "−1.625", "(0, 2) · -2, +0 from centre"]
+    exc, inh = "excitation", "inhibition"
+    assert rows[exc, 139] == ["1", "139", "+1.688", "−0.023", "(2, 2) · +0, +0 from centre"]
+    assert rows[exc, 7] == ["2", "7", "+1.250", "−0.000", "(1, 4) · -1, +2 from centre"]
+    assert rows[inh, 97] == ["1", "97", "+0.000", "−1.625", "(0, 2) · -2, +0 from centre"]
+    assert rows[inh, 139] == ["2", "139", "+1.688", "−0.023", "(4, 4) · +2, +2 from centre"]
     assert 'data-value="1.6875"' in text
     assert text.index('id="excitation"') < text.index('id="inhibition"')
 
@@ -331,7 +337,7 @@ def test_lm_home_has_a_section_per_head_with_tokens_visible(base: str) -> None:
     rows = re.findall(r"<tr>(.*?)</tr>", ov[1])
     assert len(rows) == 2
     # a leading space is shown as ␣, a newline as ↵, the XSS token as text; hover gives the repr
-    source = '<code class="token" title="&#x27; Paris&#x27;"><span class="ws">␣</span>Paris</code>'
+    source = '<code class="token" title="&#39; Paris&#39;"><span class="ws">␣</span>Paris</code>'
     assert rows[0].startswith(f"<td>{source}</td>")
     raised = re.findall(r'<li><code class="token" title="([^"]*)">(.*?)</code> '
                         r'<span class="score">([^<]*)</span></li>', rows[0])  # fmt: skip
@@ -364,9 +370,9 @@ def test_lm_home_has_a_section_per_neuron(base: str) -> None:
     assert shown["read from the embedding"] == f"␣cat 2.5 {XSS} 1.5"
     assert shown["logits raised"] == "␣dog 3"
     assert shown["logits lowered"] == "↵ 1"
-    older = _section(text, "neuron-2-3")
-    assert "holds no upstream rankings" in older and "wiring.safetensors" in older
-    assert "exciting neurons" not in older and "␣cat" in text_of(older)
+    other = facts(_section(text, "neuron-2-3"))
+    assert other["exciting neurons"] == shown["exciting neurons"]
+    assert other["heads writing to it"] == "L0 H1 1.5 L1 H0 0.25"
 
 
 # ---------------------------------------------------------------------------- prompts
@@ -414,7 +420,7 @@ def test_prompts_home_compares_each_unit_with_its_top_example(base: str) -> None
                        first["context"])  # fmt: skip
     assert [cls for cls, *_ in spans] == ["tok"] * 4 + ["tok max peak"]
     assert html.unescape(spans[-1][1]) == f"{XSS!r}  peak 4"
-    assert spans[-1][2] == html.escape(XSS, quote=True)
+    assert spans[-1][2] == str(markupsafe.escape(XSS))
     assert spans[3][2] == '<span class="ws">↵</span>'
     assert text_of(first["top"]) == "4" and text_of(first["gcg-act"]) == "6"
     assert (
@@ -449,11 +455,18 @@ def test_broken_files_give_clear_error_pages(base: str) -> None:
             "config.json of viz run viz-odd is not a feature visualisation's: units should be "
             "a list of channels, got '0-3'",
         ),
-        "/run/wc-bad": (400, "cannot read weights.json of weights-conv run wc-bad"),
-        "/run/wc-none": (404, "weights-conv run wc-none has no weights.json: it did not finish"),
+        "/run/wc-bad": (
+            400,
+            "weights-conv run wc-bad: weights.safetensors is not a readable result file",
+        ),
+        "/run/wc-none": (
+            404,
+            "weights-conv run wc-none has no weights.safetensors: it did not finish",
+        ),
         "/run/wc-odd": (
             400,
-            "weights.json of weights-conv run wc-odd is not saved expanded weights: no 'peak'",
+            "weights-conv run wc-odd: weights.safetensors: maps should be [c_in kh kw], "
+            "got shape [192, 25]",
         ),
         "/run/wl-bad-heads": (400, "cannot read heads.json of weights-lm run wl-bad-heads"),
         "/run/wl-no-copying": (404, "weights-lm run wl-no-copying has no copying.json"),
@@ -463,12 +476,12 @@ def test_broken_files_give_clear_error_pages(base: str) -> None:
         ),
         "/run/wl-odd-wiring": (
             400,
-            "neurons/1-7/wiring.json of weights-lm run wl-odd-wiring is not a saved neuron "
-            "wiring: excitation should hold [layer, index, value] triples, got [0, 5]",
+            "weights-lm run wl-odd-wiring: neurons/1-7/wiring.safetensors: neurons should be "
+            "[layer neuron], got shape [16]",
         ),
         "/run/wl-no-wiring": (
             404,
-            "weights-lm run wl-no-wiring has no neurons/2-3/wiring.json",
+            "weights-lm run wl-no-wiring has no neurons/2-3/wiring.safetensors",
         ),
         "/run/pr-bad": (400, "cannot read comparisons.json of prompts run pr-bad"),
         "/run/pr-none": (404, "prompts run pr-none has no comparisons.json: it did not finish"),

@@ -18,6 +18,7 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
+import markupsafe
 import pytest
 
 from conftest import (  # tests/viewer/conftest.py: one request, sent as is
@@ -28,6 +29,7 @@ from conftest import (  # tests/viewer/conftest.py: one request, sent as is
     get_ok,
     text_of,
 )
+from mechscope.testing import edit_result
 from mechscope.viewer import serve
 from mechscope.viewer.pages.harvest import show_token
 
@@ -85,12 +87,14 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> SimpleNamespace:
 
     edit = edit_json
 
-    (copy("probe-x", "probe-bad") / "probes.json").write_text("{ not json")
-    edit(copy("probe-x", "probe-odd") / "probes.json", lambda d: d["accuracy"]["ccs"].pop())
-    (copy("probe-x", "probe-none") / "probes.json").unlink()
+    (copy("probe-x", "probe-bad") / "probes.safetensors").write_text("{ not a result")
+    odd = copy("probe-x", "probe-odd") / "probes.safetensors"
+    edit_result(odd, lambda r, _: r["accuracy"]["ccs"].pop())
+    (copy("probe-x", "probe-none") / "probes.safetensors").unlink()
     (copy("probe-x", "probe-bad-pairs") / "pairs.json").write_text('{"statement": "x"}')
-    (copy("steer-x", "steer-bad") / "sweep.json").write_bytes(b"\x00garbage")
-    edit(copy("steer-x", "steer-odd") / "sweep.json", lambda d: d["kl"][1].pop())
+    (copy("steer-x", "steer-bad") / "sweep.safetensors").write_bytes(b"\x00garbage")
+    odd = copy("steer-x", "steer-odd") / "sweep.safetensors"
+    edit_result(odd, lambda _, t: t.update(kl=t["kl"][:, :2].contiguous()))
     no_best = copy("steer-x", "steer-no-best")
     (no_best / "examples.json").unlink()
     edit(no_best / "run.json", lambda d: d.update(best=None))
@@ -101,7 +105,7 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> SimpleNamespace:
         d["examples"][1]["prompt"] = "<b>bold</b>"
 
     edit(hostile / "examples.json", poison)
-    edit(hostile / "sweep.json", lambda d: d.update(target="<i>topic</i>"))
+    edit_result(hostile / "sweep.safetensors", lambda r, _: r.update(target="<i>topic</i>"))
     return SimpleNamespace(root=root, pairs=pairs, probes=probes, sweep=sweep)
 
 
@@ -207,7 +211,7 @@ def test_steer_home_leads_with_the_examples_side_by_side(base: str, runs: Any) -
     for row, ex in zip(rows, examples["examples"], strict=True):
         cells = re.findall(r"<td>(.*?)</td>", row)
         assert cells == [
-            html.escape(ex["prompt"]),
+            str(markupsafe.escape(ex["prompt"])),
             f'<div class="tokens">{show_token(ex["unsteered"])}</div>',
             f'<div class="tokens">{show_token(ex["steered"])}</div>',
         ]
@@ -291,18 +295,28 @@ def test_probe_and_steer_runs_are_listed_on_the_home_page(base: str) -> None:
 
 def test_broken_files_give_clear_error_pages(base: str) -> None:
     cases = {
-        "/run/probe-bad": (400, "cannot read probes.json of probe run probe-bad"),
+        "/run/probe-bad": (400, "probe run probe-bad: "),
         "/run/probe-odd": (
             400,
-            "probes.json of probe run probe-odd is not saved probe results: "
-            "ccs has 1 accuracies for 2 layers",
+            "probe run probe-odd: probes.safetensors: probe results: ccs has 1 accuracies for 2 layers",
         ),
-        "/run/probe-none": (404, "probe run probe-none has no probes.json: it did not finish"),
+        "/run/probe-none": (
+            404,
+            "probe run probe-none has no probes.safetensors: it did not finish",
+        ),
         "/run/probe-bad-pairs": (400, "pairs.json of probe run probe-bad-pairs is not contrast"),
-        "/run/steer-bad": (400, "cannot read sweep.json of steer run steer-bad"),
-        "/run/steer-odd": (400, "sweep.json of steer run steer-odd is not a saved steering sweep"),
+        "/run/steer-bad": (400, "steer run steer-bad: "),
+        "/run/steer-odd": (
+            400,
+            "steer run steer-odd: sweep.safetensors: a steering sweep's kl grid is [2, 2], not [2 layers, 3 "
+            "coefficients]",
+        ),
     }
     assert_error_pages(base, cases)
+    for run, name in (("probe-bad", "probes.safetensors"), ("steer-bad", "sweep.safetensors")):
+        assert f"{name} is not a readable result file" in html.unescape(
+            fetch(base, f"/run/{run}").text
+        )
     assert 'href="/run/probe-none/record"' in fetch(base, "/run/probe-none").text
 
 

@@ -11,11 +11,10 @@ from __future__ import annotations
 
 import html
 import http.client
-import json
 import math
 import re
 import shutil
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from html.parser import HTMLParser
 from pathlib import Path
@@ -26,9 +25,9 @@ from urllib.parse import unquote, urlsplit
 import pytest
 
 from conftest import assert_error_pages
+from mechscope.testing import edit_result
 from mechscope.tracing.average import TOKEN_KINDS
 from mechscope.viewer import serve
-from mechscope.viewer.pages import tracing as tracing_pages
 
 HOSTILE = "<b>Rome</b>"
 SCRIPT = "<script>alert(1)</script>"
@@ -83,20 +82,25 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SimpleNamespace]:
     def copy(name: str, to: str) -> Path:
         return Path(shutil.copytree(root / name, root / to))
 
-    (copy("e-one", "e-bad-report") / "report.json").write_text("{ not json")
-    (copy("e-one", "e-no-report") / "report.json").unlink()
-    odd = copy("e-one", "e-odd-report")
-    data = json.loads((odd / "report.json").read_text())
-    data["after"]["paraphrase"] = data["after"]["paraphrase"][:2]
-    (odd / "report.json").write_text(json.dumps(data))
-    hostile = copy("e-one", "e-hostile")
-    data = json.loads((hostile / "report.json").read_text())
-    data["fact"]["subject"] = HOSTILE
-    data["generations_after"][0] = SCRIPT + " & more"
-    (hostile / "report.json").write_text(json.dumps(data))
+    (copy("e-one", "e-bad-report") / "report.safetensors").write_text("{ not a result")
+    (copy("e-one", "e-no-report") / "report.safetensors").unlink()
+    odd = copy("e-one", "e-odd-report") / "report.safetensors"
+    edit_record(odd, lambda r: r["after"]["paraphrase"].pop())
+    hostile = copy("e-one", "e-hostile") / "report.safetensors"
+
+    def poison(record: dict[str, Any]) -> None:
+        record["fact"]["subject"] = HOSTILE
+        record["generations_after"][0] = SCRIPT + " & more"
+
+    edit_record(hostile, poison)
     (copy("t-one", "t-bad") / "trace.safetensors").write_bytes(b"\x00garbage")
     (copy("t-one", "t-empty") / "trace.safetensors").unlink()
     yield SimpleNamespace(root=root, one=one, many=many, report=report, edit=edit)
+
+
+def edit_record(path: Path, change: Callable[[dict[str, Any]], None]) -> None:
+    """Apply `change` to the JSON record of the result saved in `path`, in place (arrays kept)."""
+    edit_result(path, lambda record, _: change(record))
 
 
 @pytest.fixture(scope="module")
@@ -378,16 +382,25 @@ def test_edit_home_shows_every_prompt_before_and_after(base: str, runs: Any) -> 
 
 
 def test_missing_or_broken_files_give_clear_error_pages(base: str) -> None:
+    unreadable = "trace.safetensors is not a readable result file"
     cases = {
-        "/run/e-bad-report": (400, "cannot read report.json of edit run e-bad-report"),
-        "/run/e-no-report": (404, "edit run e-no-report has no report.json"),
-        "/run/e-odd-report": (400, "report.json of edit run e-odd-report is not a ROME report"),
-        "/run/t-bad": (400, "cannot read trace.safetensors of trace run t-bad"),
-        "/run/t-bad/fact/0": (400, "cannot read trace.safetensors of trace run t-bad"),
+        "/run/e-bad-report": (400, "edit run e-bad-report: "),
+        "/run/e-no-report": (404, "edit run e-no-report has no report.safetensors"),
+        "/run/e-odd-report": (
+            400,
+            "edit run e-odd-report: report.safetensors: an edit report's paraphrase prompts, "
+            "scores and top tokens "
+            "differ in number",
+        ),
+        "/run/t-bad": (400, "trace run t-bad: "),
+        "/run/t-bad/fact/0": (400, "trace run t-bad: "),
         "/run/t-empty": (404, "trace run t-empty has neither trace.safetensors nor"),
         "/run/e-one/facts": (404, "is a page of trace runs"),
     }
     assert_error_pages(base, cases)
+    assert unreadable in html.unescape(get(base, "/run/t-bad").text)
+    bad = html.unescape(get(base, "/run/e-bad-report").text)
+    assert "report.safetensors is not a readable result file" in bad
     assert 'href="/run/e-no-report/record"' in get(base, "/run/e-no-report").text
 
 
@@ -434,8 +447,3 @@ def test_edit_and_trace_homes_render_in_chromium(page: Any, base: str, runs: Any
     )
     assert len(widths) == 3 and all(w > 0 for w in widths)
     assert errors == []
-
-
-def test_the_viewer_copy_of_the_token_kinds_matches_the_library():
-    """The pages keep their own copy (importing the library pulls in torch)."""
-    assert tracing_pages.TOKEN_KINDS == TOKEN_KINDS

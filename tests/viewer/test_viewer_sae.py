@@ -19,7 +19,10 @@ from typing import Any
 from urllib.parse import unquote, urlsplit
 
 import pytest
+import torch
 
+from mechscope.sae.results import SAEEval
+from mechscope.testing import edit_result
 from mechscope.viewer import serve
 
 SITE = "blocks.1.resid_post"
@@ -64,13 +67,16 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> Path:
     def copy(name: str) -> Path:
         return Path(shutil.copytree(sae, root / name, ignore=shutil.ignore_patterns("harvest")))
 
-    (copy("sae-bad-eval") / "eval.json").write_text("{ not json")
+    (copy("sae-bad-eval") / "eval.safetensors").write_text("{ not safetensors")
     no_eval = copy("sae-no-eval")
-    (no_eval / "eval.json").unlink()
+    (no_eval / "eval.safetensors").unlink()
     record = json.loads((no_eval / "run.json").read_text())
     del record["eval"]
     (no_eval / "run.json").write_text(json.dumps(record))
-    (copy("sae-bad-frequencies") / "latent_frequencies.safetensors").write_bytes(b"\x00garbage")
+    edit_result(
+        copy("sae-bad-frequencies") / "eval.safetensors",
+        lambda r, t: t.update(frequencies=torch.zeros(2, 3)),
+    )
     copy("sae-no-harvest")
     hostile = copy("sae-hostile")
     config = json.loads((hostile / "config.json").read_text())
@@ -160,9 +166,7 @@ def rows(page: Page, cls: str) -> list[list[str]]:
 
 
 def frequencies(run: Path) -> list[float]:
-    from safetensors.numpy import load_file
-
-    return [float(f) for f in load_file(str(run / "latent_frequencies.safetensors"))["frequencies"]]
+    return SAEEval.load(run / "eval.safetensors").frequencies.tolist()
 
 
 def test_sae_home_says_what_was_trained_on_what_and_for_how_long(base: str, runs: Path) -> None:
@@ -181,8 +185,8 @@ def test_sae_home_says_what_was_trained_on_what_and_for_how_long(base: str, runs
     assert '<a href="/run/sae-tiny/training">training</a>' in reply.text
 
 
-def test_metrics_table_shows_eval_json_with_a_line_on_each(base: str, runs: Path) -> None:
-    ev = json.loads((runs / "sae-tiny" / "eval.json").read_text())
+def test_metrics_table_shows_the_eval_with_a_line_on_each(base: str, runs: Path) -> None:
+    ev = SAEEval.load(runs / "sae-tiny" / "eval.safetensors").metrics()
     page = Page(get(base, "/run/sae-tiny").text)
     for key in METRIC_KEYS:
         shown = page.metrics[key]
@@ -250,7 +254,7 @@ def test_latents_page_sorts_every_latent(base: str, runs: Path) -> None:
     by_number = rows(Page(get(base, "/run/sae-tiny/latents?by=latent").text), "grid latents")
     assert [r[0] for r in by_number] == [f"latent {u}" for u in range(WIDTH)]
     bad = get(base, "/run/sae-tiny/latents?by=colour")
-    assert bad.status == 400 and "cannot sort latents by &#x27;colour&#x27;" in bad.text
+    assert bad.status == 400 and "cannot sort latents by &#39;colour&#39;" in bad.text
 
 
 def test_training_page_shows_hyper_parameters_and_history(base: str, runs: Path) -> None:
@@ -266,14 +270,15 @@ def test_training_page_shows_hyper_parameters_and_history(base: str, runs: Path)
 def test_missing_or_corrupt_files_give_clear_error_pages(base: str) -> None:
     bad = get(base, "/run/sae-bad-eval")
     assert bad.status == 400
-    assert "cannot read eval.json of SAE run sae-bad-eval" in bad.text
+    assert "sae run sae-bad-eval: eval.safetensors is not a readable result file" in bad.text
     missing = get(base, "/run/sae-no-eval")
     assert missing.status == 404
-    assert "SAE run sae-no-eval has no eval.json" in missing.text
+    assert "SAE run sae-no-eval has no eval.safetensors" in missing.text
     assert 'href="/run/sae-no-eval/record"' in missing.text
     frequencies = get(base, "/run/sae-bad-frequencies")
     assert frequencies.status == 400
-    assert "cannot read latent_frequencies.safetensors of SAE run" in frequencies.text
+    said = "eval.safetensors: frequencies should be [width], got shape [2, 3]"
+    assert said in frequencies.text
     for reply in (bad, missing, frequencies):
         assert "Traceback" not in reply.text
 
@@ -305,7 +310,7 @@ def test_sae_home_in_chromium_shows_metrics_and_leads_to_a_latent(
 ) -> None:
     from playwright.sync_api import expect
 
-    ev = json.loads((runs / "sae-tiny" / "eval.json").read_text())
+    ev = SAEEval.load(runs / "sae-tiny" / "eval.safetensors").metrics()
     errors = page.errors
     page.goto(f"{base}/run/sae-tiny")
     metrics = page.locator("table#metrics")

@@ -89,9 +89,11 @@ def test_renderings_save_reopen_and_draw_as_strips(cnn, tmp_path):
     assert again.objective == r.objective and again.losses == pytest.approx(r.losses)
     assert sorted(again.images) == [0, 2, 4]
     torch.testing.assert_close(again.images[4], r.images[4])
-    paths = r.strip(tmp_path / "strip", labels=["a", "b"])
+    assert again.images[4].shape == (2, 3, 16, 16) and "2 images of 3×16×16" in repr(r)
+    flat = fv.Rendering.load(tmp_path / "r.safetensors", arrays="numpy")
+    paths = flat.strip(tmp_path / "strip", labels=["a", "b"])  # draws from numpy arrays too
     assert set(paths) == {"png", "svg", "html"} and all(p.exists() for p in paths.values())
-    with pytest.raises(InputError, match="cannot read"):
+    with pytest.raises(InputError, match="not a readable result file"):
         (tmp_path / "bad.safetensors").write_bytes(b"x")
         fv.Rendering.load(tmp_path / "bad.safetensors")
 

@@ -122,6 +122,9 @@ def test_neuron_wiring_round_trips(tmp_path):
     wiring = lm.neuron_wiring(model, 1, 3)
     back = lm.NeuronWiring.load(wiring.save(tmp_path / "w"))
     assert torch.equal(back.neurons, wiring.neurons) and back.logits_up == wiring.logits_up
+    assert isinstance(back.logits_up[0], tuple) and back == wiring
+    flat = lm.NeuronWiring.load(tmp_path / "w.safetensors", arrays="numpy")
+    assert flat.top(4) == wiring.top(4) and flat.top_heads(3) == wiring.top_heads(3)
 
 
 def test_token_circuits_and_bad_input():

@@ -87,7 +87,7 @@ def merge_cmd(
     from ..harvest import merge_harvests
     from ..store import open_run
 
-    record = open_run(parts[0])["config"]["model"]
+    record = open_run(parts[0]).config["model"]
     try:
         model = place.load(record["name"])
     except ModelLoadError:

@@ -21,7 +21,7 @@ CORPUS = typer.Option("default", "--corpus", help="Corpus name, mix or file (as 
 
 
 def print_eval(summary: dict[str, float]) -> None:
-    """The evaluation metrics as a table."""
+    """The evaluation metrics (`SAEEval.metrics`) as a table."""
     table = Table(title="SAE evaluation (held-out tokens)")
     table.add_column("metric")
     table.add_column("value", justify="right")
@@ -84,7 +84,7 @@ def train_cmd(
                   eval_tokens=eval_tokens, harvest_tokens=harvest_tokens)  # fmt: skip
     console.print(repr(run.sae), highlight=False)
     assert run.eval is not None
-    print_eval(run.eval.summary())
+    print_eval(run.eval.metrics())
     console.print(f"saved to {run.path}; view it: mechscope serve {run.path}")
 
 
@@ -114,7 +114,7 @@ def eval_cmd(
         )
     ev = evaluate_sae(m, sae, corpus, site=site, tokens=tokens, start_window=start_window)
     console.print(repr(sae), highlight=False)
-    print_eval(ev.summary())
+    print_eval(ev.metrics())
 
 
 @sae_app.command("store")

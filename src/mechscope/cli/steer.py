@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import typer
@@ -95,6 +96,8 @@ def _vector(model, layer, vector, plus, minus, topic, positive, negative, method
             "or --positive/--negative text files"
         )
     if vector is not None:
+        if not Path(vector).is_file():
+            raise InputError(f"no such steering vector file: {vector} (mechscope steer --save …)")
         v = SteeringVector.load(vector)
         if layer is not None and layer != v.layer:
             v = SteeringVector(v.vector, layer, v.method, {**v.meta, "read_at": v.layer})
@@ -112,8 +115,7 @@ def _vector(model, layer, vector, plus, minus, topic, positive, negative, method
         words = [w.strip() for w in topic.split(",") if w.strip()]
         pos, neg = topic_sentences(words)
         v = build(model, pos, neg, layer)
-        v.meta["topic"] = words
-        return v
+        return dataclasses.replace(v, meta={**v.meta, "topic": words})
     if positive is None or negative is None:
         raise InputError("give both --positive and --negative (text files, one text per line)")
     texts = []

@@ -59,8 +59,8 @@ def toy_cmd(
     for column in ("sparsity S", "1 − S", "features represented", "dims per feature", "loss"):
         table.add_column(column, justify="right")
     table.add_column("linear model", justify="right")
-    linear = results["linear"].summary()
-    for row, lin in zip(results["relu"].summary(), linear, strict=True):
+    linear = results["linear"].rows()
+    for row, lin in zip(results["relu"].rows(), linear, strict=True):
         table.add_row(
             f"{row['sparsity']:.4g}",
             f"{1 - row['sparsity']:.2g}",

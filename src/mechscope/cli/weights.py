@@ -42,7 +42,7 @@ def print_conv_weights(result, k: int) -> None:  # noqa: ANN001
 
 def print_lm_weights(summary: dict, out: Path, neurons: list[tuple[int, int]], k: int) -> None:
     """Per head: OV on tokens and composition; per neuron: virtual weights and logit effects."""
-    from ..weights import lm
+    from ..weights.results import NeuronWiring, wiring_file
 
     for name, info in summary.items():
         table = Table(
@@ -57,7 +57,7 @@ def print_lm_weights(summary: dict, out: Path, neurons: list[tuple[int, int]], k
                          for kind, rows in info["composition"].items())  # fmt: skip
         console.print(f"strongest composition from earlier heads — {comp}", highlight=False)
     for layer, n in neurons:
-        wiring = lm.NeuronWiring.load(out / "neurons" / f"{layer}-{n}")
+        wiring = NeuronWiring.load(out / wiring_file(layer, n))
         table = Table(
             title=f"neuron {layer}.{n} (via {wiring.via}): virtual weights from earlier neurons"
         )

@@ -24,7 +24,7 @@ from typing import Any
 import torch
 
 from ..core.model import Model
-from ..harvest.corpus import Corpus, open_corpus
+from ..corpus import Corpus, open_corpus
 from .cluster import Reporter, attempts, note_attempt, ray_session, run_shards, split
 from .ship import ShippedModel, ship_model
 

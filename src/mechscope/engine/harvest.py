@@ -24,8 +24,8 @@ from typing import Any
 import torch
 
 from ..core.model import Model
+from ..corpus import Corpus, open_corpus
 from ..harvest.collect import check_args, harvest_folder, merge_harvests
-from ..harvest.corpus import Corpus, open_corpus
 from ..harvest.tables import HarvestStore
 from .cluster import Reporter, attempts, cluster_cpus, note_attempt, ray_session, run_shards
 from .ship import ShippedModel, ship_model

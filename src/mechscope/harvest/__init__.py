@@ -16,8 +16,8 @@ from typing import TYPE_CHECKING
 from .._lazy import exports
 
 if TYPE_CHECKING:
+    from ..corpus import DEFAULT_CORPUS, SOURCES, Corpus, open_corpus, pack, windows
     from .collect import DEFAULT_SITES, harvest, merge_harvests
-    from .corpus import DEFAULT_CORPUS, SOURCES, Corpus, open_corpus, pack, windows
     from .stats import UnitAccumulator, hist_edges
     from .tables import Example, HarvestStore, TokenHit, UnitRecord, UnitStats, open_harvest
 

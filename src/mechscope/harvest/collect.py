@@ -37,9 +37,9 @@ from tqdm.auto import tqdm
 
 from ..core.model import Model
 from ..core.sites import Site
+from ..corpus import Corpus, boundary_tokens, open_corpus, window_batches
 from ..errors import InputError
 from ..store import model_record, new_run, without_placement
-from .corpus import Corpus, boundary_tokens, open_corpus, window_batches
 from .stats import UnitAccumulator
 from .tables import HarvestStore, write_tables
 

@@ -13,6 +13,9 @@ Tables in a harvest run folder:
   tokens on which a unit's top examples peak (act ≥ half the unit's max), so
   "which neurons fire on ' Paris'" is one query.
 
+`HarvestStore.unit` reads one unit's `UnitRecord` (in ``results.py``, a
+`Result` that also saves on its own).
+
 Example::
 
     store = open_harvest("runs/harvest")
@@ -34,6 +37,7 @@ import pyarrow.parquet as pq
 import torch
 
 from ..errors import InputError, closest
+from .results import Example, UnitRecord, UnitStats
 
 if TYPE_CHECKING:
     from ..core.model import Model
@@ -42,43 +46,6 @@ if TYPE_CHECKING:
 TABLES = ("units", "examples", "windows", "token_hits")
 HALF_MAX = 60000.0  # below float16's largest finite value, 65504
 PEAK_FRACTION = 0.5  # a token is a unit's "hit" if it reaches this share of the unit's max
-
-
-@dataclass(frozen=True)
-class UnitStats:
-    """Statistics of one unit over every harvested token."""
-
-    site: str
-    unit: int
-    count: int
-    mean: float
-    std: float
-    max: float
-    frac_active: float
-
-
-@dataclass(frozen=True)
-class Example:
-    """One window shown for a unit: its tokens and the unit's activation on each."""
-
-    kind: str  # "top" or "random"
-    rank: int
-    window: int
-    tokens: list[str]
-    acts: list[float]
-    max_act: float
-    max_pos: int
-
-
-@dataclass(frozen=True)
-class UnitRecord:
-    """Everything a unit page shows. `hist_edges` has one more entry than `hist_counts`."""
-
-    stats: UnitStats
-    hist_edges: list[float]
-    hist_counts: list[int]
-    top: list[Example]
-    random: list[Example]
 
 
 @dataclass(frozen=True)

@@ -5,6 +5,8 @@ Example::
     from mechscope.ioi import ioi_dataset, logit_diff, induction_scores
     ds = ioi_dataset(model, 100)
     logit_diff(model.run(ds.tokens).logits, ds)
+
+The result classes live in the torch-free `mechscope.ioi.results`.
 """
 
 from __future__ import annotations
@@ -14,23 +16,8 @@ from typing import TYPE_CHECKING
 from .._lazy import exports
 
 if TYPE_CHECKING:
-    from .dataset import (
-        CORRUPTIONS,
-        NAMES,
-        OBJECTS,
-        PLACES,
-        TEMPLATES,
-        IOIDataset,
-        ioi_dataset,
-        logit_diff,
-        single_tokens,
-    )
+    from .dataset import NAMES, OBJECTS, PLACES, TEMPLATES, ioi_dataset, logit_diff, single_tokens
     from .heads import (
-        HEAD_CLASSES,
-        HeadClassification,
-        HeadLabel,
-        HeadScores,
-        IOIAttentionScores,
         classify_heads,
         copying_scores,
         duplicate_token_scores,
@@ -40,6 +27,15 @@ if TYPE_CHECKING:
         ioi_attention_scores,
         previous_token_scores,
         repeated_random_tokens,
+    )
+    from .results import (
+        CORRUPTIONS,
+        HEAD_CLASSES,
+        HeadClassification,
+        HeadLabel,
+        HeadScores,
+        IOIAttentionScores,
+        IOIDataset,
     )
 
 __getattr__, __dir__, __all__ = exports(__name__, __file__)

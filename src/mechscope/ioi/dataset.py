@@ -21,23 +21,22 @@ Example::
 
 from __future__ import annotations
 
-import json
-import os
 import random
 import re
 import string
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
-from pathlib import Path
 from typing import Any
 
 import torch
-from jaxtyping import Float, Int
+from jaxtyping import Float
 from torch import Tensor
 
 from ..core.model import Model
 from ..errors import InputError, MechscopeError
+from .results import CORRUPTIONS as CORRUPTIONS
+from .results import POSITION_KEYS, IOIDataset
+from .results import render as _render
 
 # Common English first names, female and male; the tokenizer decides which survive.
 NAMES: tuple[str, ...] = (
@@ -86,164 +85,7 @@ TEMPLATES: tuple[str, ...] = tuple(
     t for base in BASE_TEMPLATES for t in (base, base.replace("{IO} and {S}", "{S} and {IO}", 1))
 )
 
-POSITION_KEYS = ("IO", "S1", "S2", "END")
-CORRUPTIONS: tuple[str, ...] = ("ABC", "S2_IO")
 _SLOTS = {"IO", "S", "PLACE", "OBJECT"}
-_FORMAT = "mechscope.ioi_dataset/1"
-
-
-@dataclass(frozen=True, eq=False)
-class IOIDataset:
-    """IOI prompts of one token length, with the positions and token ids of their names.
-
-    ``positions`` maps "IO", "S1", "S2", "END" to a [batch] tensor of token
-    positions in ``tokens``. ``io_ids`` / ``s_ids`` are the tokens of the
-    names standing at IO and S1 (in a clean prompt S1 and S2 hold the same
-    name). ``fillers`` holds each prompt's words by slot (IO, S1, S2, PLACE,
-    OBJECT) and ``name_ids`` the pool of single-token names, so that
-    corruptions need no tokenizer. ``template_ids`` index ``templates``.
-    """
-
-    prompts: list[str]
-    tokens: Int[Tensor, "batch pos"]
-    io_ids: Int[Tensor, " batch"]
-    s_ids: Int[Tensor, " batch"]
-    positions: dict[str, Tensor]
-    template_ids: Int[Tensor, " batch"]
-    templates: tuple[str, ...]
-    fillers: list[dict[str, str]]
-    name_ids: dict[str, int]
-    corruption: str | None = None
-    seed: int = 0
-    model_name: str | None = None
-
-    def __post_init__(self) -> None:
-        n = self.tokens.shape[0]
-        if set(self.positions) != set(POSITION_KEYS):
-            raise InputError(
-                f"positions need the keys {POSITION_KEYS}, got {tuple(self.positions)}"
-            )
-        sizes = {len(self.prompts), len(self.fillers), *(len(v) for v in self.positions.values())}
-        if sizes != {n}:
-            raise InputError(f"an IOIDataset of {n} token rows has fields of lengths {sizes}")
-
-    def __len__(self) -> int:
-        return len(self.prompts)
-
-    @property
-    def orders(self) -> list[str]:
-        """Per prompt, "ABBA" (IO named before S1) or "BABA" (S1 first)."""
-        return ["ABBA" if io < s1 else "BABA" for io, s1 in zip(
-            self.positions["IO"].tolist(), self.positions["S1"].tolist(), strict=True
-        )]  # fmt: skip
-
-    def __repr__(self) -> str:
-        kind = f", corruption={self.corruption}" if self.corruption else ""
-        used = len(set(self.template_ids.tolist()))
-        example = self.prompts[0] if self.prompts else ""
-        return (
-            f"IOIDataset({len(self)} prompts × {self.tokens.shape[1]} tokens, {used} templates, "
-            f"{len(self.name_ids)} names{kind}; e.g. {example!r})"
-        )
-
-    def corrupt(self, kind: str, seed: int | None = None) -> IOIDataset:
-        """A corrupted twin with the same templates, places, objects and positions.
-
-        ``"ABC"``: IO, S1 and S2 become three fresh names, all different (and
-        different from the clean IO and S). ``"S2_IO"``: S2 becomes the IO
-        name (ABB → ABA), so the correct answer flips to S. ``io_ids`` /
-        ``s_ids`` of the twin are the names now at IO and S1; to score a
-        corrupted run against the clean answer, pass the clean data set to
-        `logit_diff`.
-        """
-        if kind not in CORRUPTIONS:
-            raise InputError(f"unknown corruption {kind!r}; valid: {', '.join(CORRUPTIONS)}")
-        rng = random.Random(self.seed + 1 if seed is None else seed)
-        pool = list(self.name_ids)
-        fillers: list[dict[str, str]] = []
-        for f in self.fillers:
-            new = dict(f)
-            if kind == "S2_IO":
-                new["S2"] = f["IO"]
-            else:
-                fresh = [p for p in pool if p not in (f["IO"], f["S1"], f["S2"])]
-                if len(fresh) < 3:
-                    raise InputError(
-                        f"ABC needs 3 names besides IO and S, but the pool has {len(pool)}: "
-                        "pass at least 5 single-token names"
-                    )
-                new["IO"], new["S1"], new["S2"] = rng.sample(fresh, 3)
-            fillers.append(new)
-        tokens = self.tokens.clone()
-        rows = torch.arange(len(self))
-        for key in ("IO", "S1", "S2"):
-            ids = torch.tensor([self.name_ids[f[key]] for f in fillers], dtype=torch.long)
-            tokens[rows, self.positions[key]] = ids.to(tokens.device)
-        prompts = [
-            _render(self.templates[t], f)
-            for t, f in zip(self.template_ids.tolist(), fillers, strict=True)
-        ]
-        return replace(
-            self,
-            prompts=prompts,
-            tokens=tokens,
-            io_ids=tokens[rows, self.positions["IO"]],
-            s_ids=tokens[rows, self.positions["S1"]],
-            fillers=fillers,
-            corruption=kind,
-        )
-
-    def save(self, path: str | os.PathLike) -> Path:
-        """Write the data set as one JSON file (atomically)."""
-        path = Path(path)
-        record = {
-            "format": _FORMAT,
-            "prompts": self.prompts,
-            "tokens": self.tokens.tolist(),
-            "io_ids": self.io_ids.tolist(),
-            "s_ids": self.s_ids.tolist(),
-            "positions": {k: v.tolist() for k, v in self.positions.items()},
-            "template_ids": self.template_ids.tolist(),
-            "templates": list(self.templates),
-            "fillers": self.fillers,
-            "name_ids": self.name_ids,
-            "corruption": self.corruption,
-            "seed": self.seed,
-            "model_name": self.model_name,
-        }
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".partial")
-        tmp.write_text(json.dumps(record))
-        os.replace(tmp, path)
-        return path
-
-    @classmethod
-    def load(cls, path: str | os.PathLike) -> IOIDataset:
-        """Reopen a data set written by `save`."""
-        path = Path(path)
-        if not path.exists():
-            raise MechscopeError(f"no IOI data set at {path}")
-        record: dict[str, Any] = json.loads(path.read_text())
-        if record.get("format") != _FORMAT:
-            raise MechscopeError(f"{path} is not an IOI data set (format {record.get('format')!r})")
-
-        def long(x: Any) -> Tensor:
-            return torch.tensor(x, dtype=torch.long)
-
-        return cls(
-            prompts=list(record["prompts"]),
-            tokens=long(record["tokens"]),
-            io_ids=long(record["io_ids"]),
-            s_ids=long(record["s_ids"]),
-            positions={k: long(v) for k, v in record["positions"].items()},
-            template_ids=long(record["template_ids"]),
-            templates=tuple(record["templates"]),
-            fillers=[dict(f) for f in record["fillers"]],
-            name_ids={k: int(v) for k, v in record["name_ids"].items()},
-            corruption=record["corruption"],
-            seed=int(record["seed"]),
-            model_name=record["model_name"],
-        )
 
 
 def single_tokens(model: Model, words: Sequence[str]) -> dict[str, int]:
@@ -270,12 +112,6 @@ def _check_template(template: str) -> None:
         raise InputError(
             f"each slot must follow a space (names are tokens with a leading space): {template!r}"
         )
-
-
-def _render(template: str, fillers: dict[str, str]) -> str:
-    """Fill a template; its first {S} takes fillers["S1"] and its second fillers["S2"]."""
-    numbered = template.replace("{S}", "{S1}", 1).replace("{S}", "{S2}", 1)
-    return numbered.format(**fillers)
 
 
 def _locate(tokens: list[int], io_id: int, s1_id: int, s2_id: int) -> dict[str, int] | None:

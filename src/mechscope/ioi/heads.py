@@ -22,226 +22,25 @@ Example::
 
 from __future__ import annotations
 
-import json
-import os
-from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, NamedTuple
+from collections.abc import Callable, Sequence
 
 import torch
 from jaxtyping import Float, Int
-from safetensors import safe_open
-from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
 from ..core.interventions import Intervention
 from ..core.model import Model
 from ..core.weights import output_projection, resident
 from ..errors import InputError, MechscopeError
-from .dataset import IOIDataset
-
-# --- results ---------------------------------------------------------------------------
-
-
-def _save_tensors(
-    path: str | os.PathLike, tensors: dict[str, Tensor], meta: dict[str, Any]
-) -> Path:
-    path = Path(path)
-    if path.suffix != ".safetensors":
-        raise MechscopeError(
-            f"head scores are saved as safetensors: {path} should end in .safetensors"
-        )
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".partial")
-    save_file(
-        {k: v.detach().float().cpu().contiguous() for k, v in tensors.items()},
-        str(tmp),
-        metadata={"mechscope": json.dumps(meta)},
-    )
-    os.replace(tmp, path)
-    return path
-
-
-def _load_tensors(path: str | os.PathLike, fmt: str) -> tuple[dict[str, Tensor], dict[str, Any]]:
-    path = Path(path)
-    if not path.exists():
-        raise MechscopeError(f"no head scores at {path}")
-    with safe_open(str(path), "pt") as f:
-        meta = json.loads((f.metadata() or {}).get("mechscope", "{}"))
-    if meta.get("format") != fmt:
-        raise MechscopeError(f"{path} holds {meta.get('format')!r}, not {fmt!r}")
-    return load_file(str(path)), meta
-
-
-def _top(scores: Tensor, k: int, largest: bool = True) -> list[tuple[int, int, float]]:
-    n_heads = scores.shape[1]
-    flat = scores.flatten()
-    idx = flat.topk(min(k, flat.numel()), largest=largest).indices.tolist()
-    return [(i // n_heads, i % n_heads, float(flat[i])) for i in idx]
-
-
-def _fmt_top(scores: Tensor, k: int = 3) -> str:
-    return ", ".join(f"L{layer}H{head} {s:+.2f}" for layer, head, s in _top(scores, k))
-
-
-@dataclass(frozen=True, eq=False)
-class HeadScores:
-    """One score per attention head, [n_layers, n_heads], with how it was computed.
-
-    ``name`` says which score ("induction", "duplicate_token",
-    "previous_token", "copying"); ``meta`` the data it was computed on.
-    """
-
-    name: str
-    scores: Float[Tensor, "layer head"]
-    model_name: str | None = None
-    meta: dict[str, Any] = field(default_factory=dict)
-
-    _FORMAT = "mechscope.head_scores/1"
-
-    def top(self, k: int = 5, largest: bool = True) -> list[tuple[int, int, float]]:
-        """The k highest (or lowest) heads as (layer, head, score), best first."""
-        return _top(self.scores, k, largest)
-
-    def __repr__(self) -> str:
-        n_layers, n_heads = self.scores.shape
-        return (
-            f"HeadScores({self.name}, {n_layers}×{n_heads} heads"
-            f"{', model=' + self.model_name if self.model_name else ''}; top {_fmt_top(self.scores)})"
-        )
-
-    def save(self, path: str | os.PathLike) -> Path:
-        """One safetensors file: the scores, with name, model and meta as JSON metadata."""
-        meta = {"format": self._FORMAT, "name": self.name, "model": self.model_name}
-        return _save_tensors(path, {"scores": self.scores}, {**meta, "meta": self.meta})
-
-    @classmethod
-    def load(cls, path: str | os.PathLike) -> HeadScores:
-        tensors, meta = _load_tensors(path, cls._FORMAT)
-        return cls(meta["name"], tensors["scores"], meta["model"], meta["meta"])
-
-
-@dataclass(frozen=True, eq=False)
-class IOIAttentionScores:
-    """Mean attention from END to the IO, S1 and S2 tokens, each [n_layers, n_heads].
-
-    Indexes like a dict: ``scores["IO"]``, ``scores["S2"]``.
-    """
-
-    io: Float[Tensor, "layer head"]
-    s1: Float[Tensor, "layer head"]
-    s2: Float[Tensor, "layer head"]
-    model_name: str | None = None
-    meta: dict[str, Any] = field(default_factory=dict)
-
-    _FORMAT = "mechscope.ioi_attention/1"
-    KEYS = ("IO", "S1", "S2")
-
-    def as_dict(self) -> dict[str, Tensor]:
-        return {"IO": self.io, "S1": self.s1, "S2": self.s2}
-
-    def __getitem__(self, key: str) -> Tensor:
-        if key not in self.KEYS:
-            raise KeyError(f"{key!r}; valid: {', '.join(self.KEYS)}")
-        return self.as_dict()[key]
-
-    def keys(self) -> tuple[str, ...]:
-        return self.KEYS
-
-    def __repr__(self) -> str:
-        n_layers, n_heads = self.io.shape
-        tops = "; ".join(f"END→{k} top {_fmt_top(v, 2)}" for k, v in self.as_dict().items())
-        return f"IOIAttentionScores({n_layers}×{n_heads} heads; {tops})"
-
-    def save(self, path: str | os.PathLike) -> Path:
-        """One safetensors file (tensors IO, S1, S2) with model and meta as JSON metadata."""
-        meta = {"format": self._FORMAT, "model": self.model_name, "meta": self.meta}
-        return _save_tensors(path, self.as_dict(), meta)
-
-    @classmethod
-    def load(cls, path: str | os.PathLike) -> IOIAttentionScores:
-        t, meta = _load_tensors(path, cls._FORMAT)
-        return cls(t["IO"], t["S1"], t["S2"], meta["model"], meta["meta"])
-
-
-class HeadLabel(NamedTuple):
-    """One classified head: (layer, head, class, score)."""
-
-    layer: int
-    head: int
-    cls: str
-    score: float
-
-
-HEAD_CLASSES = (
-    "duplicate_token",
-    "induction",
-    "previous_token",
-    "name_mover",
-    "negative_name_mover",
-    "s_inhibition",
-    "s_inhibition_candidate",
+from .results import HEAD_CLASSES as HEAD_CLASSES
+from .results import (
+    HeadClassification,
+    HeadLabel,
+    HeadScores,
+    IOIAttentionScores,
+    IOIDataset,
 )
-
-
-@dataclass(frozen=True, eq=False)
-class HeadClassification:
-    """Heads with the classes `classify_heads` gave them; iterates as `HeadLabel` tuples."""
-
-    labels: list[HeadLabel]
-    settings: dict[str, Any] = field(default_factory=dict)
-
-    _FORMAT = "mechscope.head_classes/1"
-
-    def __iter__(self) -> Iterator[HeadLabel]:
-        return iter(self.labels)
-
-    def __len__(self) -> int:
-        return len(self.labels)
-
-    def of(self, cls: str) -> list[HeadLabel]:
-        """The heads of one class, best first."""
-        if cls not in HEAD_CLASSES:
-            raise InputError(f"unknown head class {cls!r}; valid: {', '.join(HEAD_CLASSES)}")
-        return [h for h in self.labels if h.cls == cls]
-
-    def __repr__(self) -> str:
-        lines = [f"HeadClassification({len(self)} labels)"]
-        for cls in HEAD_CLASSES:
-            heads = self.of(cls)
-            if heads:
-                lines.append(
-                    f"  {cls:<23} "
-                    + ", ".join(f"L{h.layer}H{h.head} {h.score:+.2f}" for h in heads)
-                )
-        return "\n".join(lines)
-
-    def save(self, path: str | os.PathLike) -> Path:
-        """One JSON file (there are no tensors)."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        record = {
-            "format": self._FORMAT,
-            "labels": [list(h) for h in self.labels],
-            "settings": self.settings,
-        }
-        tmp = path.with_name(path.name + ".partial")
-        tmp.write_text(json.dumps(record, indent=1))
-        os.replace(tmp, path)
-        return path
-
-    @classmethod
-    def load(cls, path: str | os.PathLike) -> HeadClassification:
-        path = Path(path)
-        if not path.exists():
-            raise MechscopeError(f"no head classification at {path}")
-        record = json.loads(path.read_text())
-        if record.get("format") != cls._FORMAT:
-            raise MechscopeError(f"{path} is not a head classification")
-        labels = [HeadLabel(int(a), int(b), str(c), float(d)) for a, b, c, d in record["labels"]]
-        return cls(labels, record["settings"])
-
+from .results import top_heads as _top
 
 # --- running the model -----------------------------------------------------------------
 

@@ -237,7 +237,7 @@ def reproduce(
         ds = ioi_dataset(model, n_prompts, seed=seed)
         abc = ds.corrupt("ABC")
         swap = ds.corrupt("S2_IO")
-        ds.save(run.dir / "dataset.json")
+        ds.save(run.dir / "dataset.safetensors")
         measures = prompt_measures(
             model, ds, abc, swap, engine=engine, address=address, workers=workers, threads=threads
         )
@@ -340,9 +340,9 @@ def reproduce(
             copying=scores["copying"],
             s_inhibition_effect=s_effect,
         )
-        classes.save(run.dir / "head_classes.json")
+        classes.save(run.dir / "head_classes.safetensors")
         run.timed("head classes", t)
-        _print_classes(console, classes)
+        console.print(classes)
 
         t = time.perf_counter()
         circuit = _discover_circuit(
@@ -418,7 +418,7 @@ def _discover_circuit(
         order="scores",
     )
     labels = {f"a{h.layer}.{h.head}": h.cls for h in classes.labels}
-    circuit.save(folder / "circuit.json")
+    circuit.save(folder / "circuit.safetensors")
     circuit.draw(figures / "circuit", node_labels=labels)
     n_heads = model.dims.n_layers * model.dims.n_heads if model.dims else 0
     return {
@@ -489,18 +489,6 @@ def _print_resid(console: Console, result: Any) -> None:
     step = max(1, result.values.shape[0] // 10)
     for layer in range(0, result.values.shape[0], step):
         table.add_row(str(layer), *(f"{result.values[layer, i]:+.2f}" for i in keep))
-    console.print(table)
-
-
-def _print_classes(console: Console, classes: Any) -> None:
-    table = Table(title="head classes")
-    table.add_column("class")
-    table.add_column("heads (score)")
-    by: dict[str, list[str]] = {}
-    for h in classes.labels:
-        by.setdefault(h.cls, []).append(f"L{h.layer}H{h.head} ({h.score:+.2f})")
-    for cls, heads in by.items():
-        table.add_row(cls, ", ".join(heads))
     console.print(table)
 
 

@@ -5,6 +5,7 @@
 - `train`: imitation of shortest paths with cheese only in the top-right corner (`train_policy`).
 - `behaviour`: decision squares, rollouts binned by distance, vector fields.
 - `steer`: the cheese vector and its control, cheese channels, retargeting.
+- `results`: the results of all of them (`Mazes`, `Behaviour`, `Retargeting`, …), readable without torch.
 - `runs`: the run folders behind ``mechscope maze train|eval|steer``.
 """
 
@@ -15,14 +16,21 @@ from typing import TYPE_CHECKING
 from .._lazy import exports
 
 if TYPE_CHECKING:
-    from .behaviour import Behaviour, VectorField, behaviour, decision_squares, vector_field
-    from .env import ACTIONS, GRID, Mazes, generate, rollout
+    from .behaviour import behaviour, decision_squares, vector_field
+    from .env import generate, rollout
     from .policy import MazePolicy, PolicyConfig
-    from .runs import eval_run, policy_model, steer_run, train_run
-    from .steer import (
+    from .results import (
+        ACTIONS,
+        GRID,
+        Behaviour,
         CheeseChannels,
         DecisionEffect,
+        Mazes,
         Retargeting,
+        VectorField,
+    )
+    from .runs import eval_run, policy_model, steer_run, train_run
+    from .steer import (
         cheese_channels,
         cheese_vectors,
         control_vectors,

@@ -4,20 +4,20 @@ The *decision square* of a maze is where the path from the start to the
 cheese and the path from the start to the top-right corner part; the mouse's
 probability of stepping toward the cheese there is the paper's measure of how
 much it goes for the cheese rather than the corner. Mazes where one target
-lies on the way to the other have no decision square (row of -1).
+lies on the way to the other have no decision square (row of -1). The
+results, `VectorField` and `Behaviour`, are in ``results.py``.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
 
 import torch
-from jaxtyping import Bool, Float, Int
+from jaxtyping import Float, Int
 from torch import Tensor
 
-from .env import ACTIONS, GRID, MOVES, Mazes, best_actions, on_shortest_path, rollout
-from .record import TensorRecord
+from .env import ACTIONS, GRID, Mazes, best_actions, on_shortest_path, rollout
+from .results import Behaviour, VectorField
 
 LogitsFn = Callable[[Tensor], Tensor]  # observations [batch 3 grid grid] -> logits [batch 4]
 
@@ -54,22 +54,6 @@ def action_probs(
         return logits_of(mazes.observe(mouse)).float().softmax(-1).cpu()
 
 
-@dataclass(frozen=True)
-class VectorField(TensorRecord):
-    """Action probabilities with the mouse on every open square of one maze."""
-
-    probs: Float[Tensor, "grid grid 4"]  # zero on walls
-    open: Bool[Tensor, "grid grid"]
-    cheese: tuple[int, int] | None
-    size: int
-    offset: int
-
-    @property
-    def arrows(self) -> Float[Tensor, "grid grid 2"]:
-        """Expected move (drow, dcol) per square: Σ p(a)·move(a)."""
-        return self.probs @ MOVES.float()
-
-
 def vector_field(logits_of: LogitsFn, maze: Mazes) -> VectorField:
     """The policy's action distribution on every open square of `maze` (one maze, batch 1)."""
     if len(maze) != 1:
@@ -80,36 +64,6 @@ def vector_field(logits_of: LogitsFn, maze: Mazes) -> VectorField:
     probs[squares[:, 0], squares[:, 1]] = action_probs(logits_of, many, squares)
     cheese = tuple(maze.cheese[0].tolist()) if bool(maze.has_cheese[0]) else None
     return VectorField(probs, maze.open[0].clone(), cheese, int(maze.size[0]), int(maze.offset[0]))  # type: ignore[arg-type]
-
-
-@dataclass(frozen=True)
-class Behaviour(TensorRecord):
-    """Rollouts from the start in a batch of (deployment) mazes, with the paper's features."""
-
-    reached_cheese: Bool[Tensor, " batch"]
-    reached_corner: Bool[Tensor, " batch"]  # visited the top-right corner before any cheese
-    steps: Int[Tensor, " batch"]  # to the cheese (the budget where it never got there)
-    cheese_to_corner: Float[Tensor, " batch"]  # Euclidean, in squares
-    cheese_to_decision: Float[Tensor, " batch"]  # Euclidean; nan without a decision square
-    p_cheese: Float[Tensor, " batch"]  # P(step toward cheese) at the decision square; nan without
-    p_corner: Float[Tensor, " batch"]  # P(step toward the corner) there
-
-    def binned(self, feature: str, edges: list[float]) -> list[dict[str, float]]:
-        """Rates per bin of `feature` (``cheese_to_corner`` or ``cheese_to_decision``)."""
-        x = getattr(self, feature)
-        out = []
-        for lo, hi in zip(edges[:-1], edges[1:], strict=True):
-            m = (x >= lo) & (x < hi)
-            n = int(m.sum())
-            dec = m & ~self.p_cheese.isnan()
-            out.append({
-                "from": lo, "to": hi, "mazes": n,
-                "cheese": float(self.reached_cheese[m].float().mean()) if n else float("nan"),
-                "corner": float(self.reached_corner[m].float().mean()) if n else float("nan"),
-                "p_cheese": float(self.p_cheese[dec].mean()) if dec.any() else float("nan"),
-                "p_corner": float(self.p_corner[dec].mean()) if dec.any() else float("nan"),
-            })  # fmt: skip
-        return out
 
 
 def behaviour(

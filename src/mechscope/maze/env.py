@@ -12,29 +12,25 @@ Coordinates are (row, col) on the padded grid, row 0 at the top. The
 observation has three channels: open squares, the mouse, the cheese. Actions
 are up, down, left, right; a move into a wall stays put. Everything is
 vectorised over the batch and seeded: ``generate(n, seed=s)`` is the same
-mazes on every machine.
+mazes on every machine. The batch itself, `Mazes`, is a result (in
+``results.py``: it saves and reopens as one safetensors file).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
-from jaxtyping import Bool, Float, Int
+from jaxtyping import Bool, Int
 from torch import Tensor
 from tqdm.auto import tqdm
 
 from ..errors import InputError
-from .record import TensorRecord
+from .results import ACTIONS, CHANNELS, GRID, MOVE_STEPS, UNREACHABLE, Mazes  # noqa: F401
 
-GRID = 15
 SIZES = (5, 7, 9, 11, 13, 15)
-ACTIONS = ("up", "down", "left", "right")
-MOVES = torch.tensor([[-1, 0], [1, 0], [0, -1], [0, 1]])  # [action 2] (drow, dcol)
-CHANNELS = ("open", "mouse", "cheese")
-UNREACHABLE = 10_000
+MOVES = torch.tensor(MOVE_STEPS)  # [action 2] (drow, dcol)
 
 
 def _perfect_maze(size: int, rng: np.random.Generator) -> np.ndarray:
@@ -59,98 +55,6 @@ def _perfect_maze(size: int, rng: np.random.Generator) -> np.ndarray:
             parent[a] = b
             grid[r0 + r1, c0 + c1] = True  # the wall square between the two cells
     return grid
-
-
-@dataclass(frozen=True)
-class Mazes(TensorRecord):
-    """A batch of mazes with their cheese; index it like a tensor (``mazes[3:5]``)."""
-
-    open: Bool[Tensor, "batch grid grid"]
-    size: Int[Tensor, " batch"]
-    offset: Int[Tensor, " batch"]  # the maze's top-left square is (offset, offset)
-    cheese: Int[Tensor, "batch 2"]  # (row, col); -1 where a maze has no cheese
-
-    def __len__(self) -> int:
-        return self.open.shape[0]
-
-    def __getitem__(self, i: int | slice | Sequence[int] | Tensor) -> Mazes:
-        if isinstance(i, int):
-            i = [i]
-        return Mazes(self.open[i], self.size[i], self.offset[i], self.cheese[i])
-
-    @property
-    def start(self) -> Int[Tensor, "batch 2"]:
-        """The mouse's start: the maze's lower-left square."""
-        return torch.stack([self.offset + self.size - 1, self.offset], 1)
-
-    @property
-    def corner(self) -> Int[Tensor, "batch 2"]:
-        """The maze's upper-right square (where training always had cheese nearby)."""
-        return torch.stack([self.offset, self.offset + self.size - 1], 1)
-
-    @property
-    def has_cheese(self) -> Bool[Tensor, " batch"]:
-        return self.cheese[:, 0] >= 0
-
-    def without_cheese(self) -> Mazes:
-        return replace(self, cheese=torch.full_like(self.cheese, -1))
-
-    def with_cheese(self, cheese: Int[Tensor, "batch 2"]) -> Mazes:
-        cheese = torch.as_tensor(cheese, dtype=torch.long).reshape(-1, 2)
-        rows = torch.arange(len(self))
-        if not self.open[rows, cheese[:, 0], cheese[:, 1]].all():
-            raise InputError("cheese must lie on an open square of its maze")
-        return replace(self, cheese=cheese)
-
-    def observe(self, mouse: Int[Tensor, "batch 2"]) -> Float[Tensor, "batch 3 grid grid"]:
-        """The policy's input: open squares, the mouse, the cheese (one channel each)."""
-        n = len(self)
-        obs = torch.zeros(n, len(CHANNELS), GRID, GRID)
-        obs[:, 0] = self.open.float()
-        rows = torch.arange(n)
-        obs[rows, 1, mouse[:, 0], mouse[:, 1]] = 1.0
-        has = self.has_cheese
-        obs[rows[has], 2, self.cheese[has, 0], self.cheese[has, 1]] = 1.0
-        return obs
-
-    def distances(self, target: Int[Tensor, "batch 2"]) -> Int[Tensor, "batch grid grid"]:
-        """Steps from every open square to `target` along the maze (UNREACHABLE for walls)."""
-        n = len(self)
-        dist = torch.full((n, GRID + 2, GRID + 2), float(UNREACHABLE))  # padded by one wall square
-        dist[torch.arange(n), target[:, 0] + 1, target[:, 1] + 1] = 0
-        closed = torch.nn.functional.pad(~self.open, (1, 1, 1, 1), value=True)
-        inner = dist[:, 1:-1, 1:-1]
-        for _ in range(GRID * GRID):
-            near = torch.minimum(
-                torch.minimum(dist[:, :-2, 1:-1], dist[:, 2:, 1:-1]),
-                torch.minimum(dist[:, 1:-1, :-2], dist[:, 1:-1, 2:]),
-            )
-            new = torch.minimum(inner, near + 1).masked_fill_(closed[:, 1:-1, 1:-1], UNREACHABLE)
-            if torch.equal(new, inner):
-                break
-            inner.copy_(new)
-        return inner.long()
-
-    def step(
-        self, mouse: Int[Tensor, "batch 2"], action: Int[Tensor, " batch"]
-    ) -> Int[Tensor, "batch 2"]:
-        """Where each mouse is after `action` (a move into a wall stays put)."""
-        new = mouse + MOVES[action]
-        inside = ((new >= 0) & (new < GRID)).all(1)
-        new = new.clamp(0, GRID - 1)
-        ok = inside & self.open[torch.arange(len(self)), new[:, 0], new[:, 1]]
-        return torch.where(ok[:, None], new, mouse)
-
-    def region_mask(self, region: int | None) -> Bool[Tensor, "batch grid grid"]:
-        """Open squares in the maze's top-right `region` × `region` (all open squares for None)."""
-        if region is None:
-            return self.open.clone()
-        r = torch.arange(GRID)
-        top = self.offset[:, None]
-        right = (self.offset + self.size)[:, None]
-        rows = (r[None] >= top) & (r[None] < top + region)
-        cols = (r[None] >= right - region) & (r[None] < right)
-        return self.open & rows[:, :, None] & cols[:, None, :]
 
 
 def best_actions(dist: Int[Tensor, "batch grid grid"]) -> Int[Tensor, "batch grid grid"]:

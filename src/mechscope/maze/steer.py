@@ -13,12 +13,14 @@ site, and every edit an intervention.
 - *Retargeting*: on a cheese-free maze, add each cheese channel's mean
   response to cheese (`CheeseChannels.template`) at a chosen square; the mouse
   then walks there.
+
+The results (`DecisionEffect`, `CheeseChannels`, `Retargeting`) are in
+``results.py``.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 import torch
 from jaxtyping import Float, Int
@@ -29,7 +31,7 @@ from ..core.model import Model
 from ..errors import InputError
 from .behaviour import LogitsFn, action_probs, decision_squares, toward
 from .env import GRID, Mazes, random_squares, rollout
-from .record import TensorRecord
+from .results import CheeseChannels, DecisionEffect, Retargeting
 
 SITE = "block2.res1"
 
@@ -99,19 +101,6 @@ def plain(model: Model) -> LogitsFn:
     return logits_of
 
 
-@dataclass(frozen=True)
-class DecisionEffect(TensorRecord):
-    """P(step toward the cheese) at the decision squares, before and after adding a vector."""
-
-    before: Float[Tensor, " batch"]
-    after: Float[Tensor, " batch"]
-    coeff: float
-
-    @property
-    def change(self) -> float:
-        return float((self.after - self.before).mean())
-
-
 def decision_effects(
     model: Model, mazes: Mazes, vectors: Float[Tensor, "batch channel h w"], coeffs: Sequence[float],
     site: str = SITE,
@@ -152,20 +141,6 @@ def cell_of(squares: Int[Tensor, "batch 2"], side: int) -> Int[Tensor, "batch 2"
     )
 
 
-@dataclass(frozen=True)
-class CheeseChannels(TensorRecord):
-    """Channels of a site ranked by how well their map tracks the cheese, with their response."""
-
-    site: str
-    correlation: Float[Tensor, " channel"]  # Pearson r of the map with the cheese's cell
-    template: Float[Tensor, "channel 5 5"]  # mean (with − without cheese) around the cheese's cell
-    side: int  # the site's map is side × side
-
-    def top(self, k: int) -> list[int]:
-        """The `k` channels whose maps track the cheese most, up or down (largest |r|)."""
-        return self.correlation.abs().argsort(descending=True)[:k].tolist()
-
-
 def cheese_channels(model: Model, mazes: Mazes, site: str = SITE) -> CheeseChannels:
     """Correlate every channel's map with a one-hot map of the cheese's cell over `mazes`.
 
@@ -204,30 +179,6 @@ def retarget_edit(
     for i, (y, x) in enumerate(cell.tolist()):
         edit[i, idx, y : y + 5, x : x + 5] = strength * channels.template[idx]
     return edit[:, :, 2:-2, 2:-2]
-
-
-@dataclass(frozen=True)
-class Retargeting(TensorRecord):
-    """How often the mouse reaches a chosen square, with and without the edit."""
-
-    target: Int[Tensor, "batch 2"]
-    reached: Tensor  # bool [batch], with the edit
-    reached_plain: Tensor  # bool [batch], without it
-    reached_cheese: Tensor  # bool [batch], with a real cheese on the target instead (the reference)
-    channels: list[int]
-    strength: float
-
-    @property
-    def rate(self) -> float:
-        return float(self.reached.float().mean())
-
-    @property
-    def rate_plain(self) -> float:
-        return float(self.reached_plain.float().mean())
-
-    @property
-    def rate_cheese(self) -> float:
-        return float(self.reached_cheese.float().mean())
 
 
 def retarget(

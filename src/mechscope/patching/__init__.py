@@ -1,4 +1,9 @@
-"""Activation patching: sweeps, path patching, attribution patching and circuit discovery."""
+"""Activation patching: sweeps, path patching, attribution patching and circuit discovery.
+
+The result classes (`PatchResult`, `AttributionPatching`, `EdgeScores`,
+`Circuit`) live in the torch-free `mechscope.patching.results`; the
+techniques that make them import torch on first use.
+"""
 
 from __future__ import annotations
 
@@ -7,21 +12,10 @@ from typing import TYPE_CHECKING
 from .._lazy import exports
 
 if TYPE_CHECKING:
-    from .attribution import (
-        AttributionPatching,
-        RankAgreement,
-        attribution_patching,
-        rank_agreement,
-    )
-    from .circuit import (
-        Circuit,
-        EdgeScores,
-        acdc,
-        circuit_from_scores,
-        edge_attribution_patching,
-        evaluate_circuit,
-    )
+    from .attribution import RankAgreement, attribution_patching, rank_agreement
+    from .circuit import acdc, circuit_from_scores, edge_attribution_patching, evaluate_circuit
     from .paths import path_patching
-    from .sweep import Metric, PatchResult, activation_patching
+    from .results import AttributionPatching, Circuit, EdgeScores, PatchResult
+    from .sweep import Metric, activation_patching
 
 __getattr__, __dir__, __all__ = exports(__name__, __file__)

@@ -10,69 +10,14 @@ approximation for every head, MLP layer, neuron and residual position at once.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
 from torch import Tensor
 
 from ..core.model import Inputs, Model
 from ..errors import InputError
+from .results import AttributionPatching
 from .sweep import Metric, _per_prompt, _tokens
-
-
-@dataclass(frozen=True)
-class AttributionPatching:
-    """Estimated normalised denoising effect (1 = full restoration) per component.
-
-    ``heads`` [layer, head] (summed over positions), ``heads_by_pos`` [layer,
-    head, pos], ``mlps`` [layer], ``neurons`` [layer, d_mlp], ``resid``
-    [layer, pos] (``resid_pre``). ``clean_metric`` and ``corrupted_metric``
-    are the two runs' metrics used to normalise.
-    """
-
-    heads: Tensor
-    heads_by_pos: Tensor
-    mlps: Tensor
-    neurons: Tensor
-    resid: Tensor
-    clean_metric: float
-    corrupted_metric: float
-
-    def save(self, path: str | Path) -> Path:
-        tensors = {
-            k: getattr(self, k).contiguous()
-            for k in ("heads", "heads_by_pos", "mlps", "neurons", "resid")
-        }
-        meta = {
-            "clean_metric": repr(self.clean_metric),
-            "corrupted_metric": repr(self.corrupted_metric),
-        }
-        save_file(tensors, str(path), meta)
-        return Path(path)
-
-    @classmethod
-    def load(cls, path: str | Path) -> AttributionPatching:
-        from safetensors import safe_open
-
-        with safe_open(str(path), "pt") as f:
-            meta = f.metadata()
-        t = load_file(str(path))
-        return cls(
-            t["heads"],
-            t["heads_by_pos"],
-            t["mlps"],
-            t["neurons"],
-            t["resid"],
-            float(meta["clean_metric"]),
-            float(meta["corrupted_metric"]),
-        )
-
-    def __repr__(self) -> str:
-        n = self.heads.shape[1]
-        top = self.heads.flatten().abs().topk(min(4, self.heads.numel())).indices.tolist()
-        tops = ", ".join(f"L{i // n}H{i % n} {self.heads.flatten()[i]:+.2f}" for i in top)
-        return f"AttributionPatching(heads {tuple(self.heads.shape)}, top {tops})"
 
 
 def attribution_patching(

@@ -31,18 +31,13 @@ Example::
 
 from __future__ import annotations
 
-import json
 import math
-import re
 import time
 from collections.abc import Iterable, Sequence
-from dataclasses import asdict, dataclass, field, fields
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Literal
 
 import torch
-from jaxtyping import Bool, Float
-from safetensors.torch import load_file, save_file
 from torch import Tensor
 from tqdm.auto import tqdm
 
@@ -50,12 +45,10 @@ from ..core import interventions as iv
 from ..core.model import Inputs, Model
 from ..core.weights import output_projection
 from ..errors import InputError, MechscopeError
+from .results import NODE_RE as _NODE_RE
+from .results import Circuit, Edge, EdgeScores
+from .results import receiver_nodes as _receiver_nodes
 from .sweep import Metric, _per_prompt, _tokens
-
-Edge = tuple[str, str, float]
-_DERIVED = ("faithfulness", "ratio", "n_heads", "head_fraction")  # written to JSON, not read
-_NODE_RE = re.compile(r"^(?:a(\d+)\.(\d+)|m(\d+)|embed|pos_embed|logits)$")
-
 
 # --- the graph ------------------------------------------------------------------------
 
@@ -116,18 +109,6 @@ class _Graph:
         return [*self.senders, "logits"]
 
 
-def _receiver_nodes(receiver: str, n_heads: int, n_kv_heads: int) -> list[str]:
-    """The node(s) a receiver belongs to: a k/v input belongs to every head of its group."""
-    parts = receiver.split(".")
-    if len(parts) == 1:
-        return [receiver]
-    layer, idx, kind = int(parts[0][1:]), int(parts[1]), parts[2]
-    if kind == "q":
-        return [f"a{layer}.{idx}"]
-    rep = n_heads // n_kv_heads
-    return [f"a{layer}.{h}" for h in range(idx * rep, (idx + 1) * rep)]
-
-
 def _graph(model: Model) -> _Graph:
     if model.dims is None or model.adapter is None:
         raise InputError(f"{model.name} is not a transformer with known sites: no head graph")
@@ -160,83 +141,6 @@ def _mean_metric(metric: Metric, logits: Tensor, n: int) -> float:
 
 
 # --- edge attribution patching --------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class EdgeScores:
-    """EAP scores: ``scores[i, j]`` for sender ``senders[i]`` → receiver ``receivers[j]``.
-
-    Entries that are not edges of the graph (``valid`` False) are 0.
-    """
-
-    scores: Float[Tensor, "senders receivers"]
-    valid: Bool[Tensor, "senders receivers"]
-    senders: list[str]
-    receivers: list[str]
-    metric_clean: float
-    metric_corrupted: float
-    n_layers: int
-    n_heads: int
-    n_kv_heads: int
-    model_name: str | None = None
-    meta: dict[str, object] = field(default_factory=dict)
-
-    def __repr__(self) -> str:
-        top = ", ".join(f"{s}→{r} {v:+.3g}" for s, r, v in self.edges(top_k=3))
-        return (
-            f"EdgeScores({int(self.valid.sum())} edges, {len(self.senders)} senders × "
-            f"{len(self.receivers)} receivers; clean {self.metric_clean:+.3f}, corrupted "
-            f"{self.metric_corrupted:+.3f}; top {top})"
-        )
-
-    def score(self, sender: str, receiver: str) -> float:
-        return float(self.scores[self.senders.index(sender), self.receivers.index(receiver)])
-
-    def edges(self, top_k: int | None = None, threshold: float | None = None) -> list[Edge]:
-        """Edges sorted by |score|: the `top_k` largest, or all with |score| ≥ `threshold`."""
-        flat = self.scores.abs().masked_fill(~self.valid, -1.0).flatten()
-        order = flat.argsort(descending=True)
-        order = order[flat[order] >= (0.0 if threshold is None else threshold)]
-        if top_k is not None:
-            order = order[:top_k]
-        n = len(self.receivers)
-        return [
-            (self.senders[i // n], self.receivers[i % n], float(self.scores.flatten()[i]))
-            for i in order.tolist()
-        ]
-
-    def node_scores(self) -> dict[str, float]:
-        """Each node's total |score|: its outgoing edges plus the edges into its inputs.
-
-        A key/value input shared by several query heads counts for each of them.
-        """
-        total = dict.fromkeys([*self.senders, "logits"], 0.0)
-        for name, value in zip(self.senders, self.scores.abs().sum(1).tolist(), strict=True):
-            total[name] += value
-        for name, value in zip(self.receivers, self.scores.abs().sum(0).tolist(), strict=True):
-            for node in _receiver_nodes(name, self.n_heads, self.n_kv_heads):
-                total[node] += value
-        return total
-
-    def save(self, path: str | Path) -> Path:
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        meta = {
-            f.name: json.dumps(getattr(self, f.name))
-            for f in fields(self)
-            if f.name not in ("scores", "valid")
-        }
-        save_file({"scores": self.scores.contiguous(), "valid": self.valid}, str(path), meta)
-        return path
-
-    @classmethod
-    def load(cls, path: str | Path) -> EdgeScores:
-        from safetensors import safe_open
-
-        with safe_open(str(path), "pt") as f:
-            meta = {k: json.loads(v) for k, v in (f.metadata() or {}).items()}
-        t = load_file(str(path))
-        return cls(scores=t["scores"], valid=t["valid"], **meta)
 
 
 def edge_attribution_patching(
@@ -517,118 +421,6 @@ def evaluate_circuit(
 # --- circuits -------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Circuit:
-    """A set of nodes (and the EAP edges among them) with the metric it keeps.
-
-    ``faithfulness`` is normalised, (circuit − corrupted) / (model − corrupted);
-    ``ratio`` is the plain metric of the circuit over that of the model.
-    """
-
-    nodes: list[str]
-    edges: list[Edge]
-    metric_model: float
-    metric_circuit: float
-    metric_corrupted: float
-    n_layers: int
-    heads_per_layer: int
-    kv_heads_per_layer: int | None = None  # None: as many as heads
-    method: str = "acdc"
-    threshold: float | None = None
-    model_name: str | None = None
-    meta: dict[str, object] = field(default_factory=dict)
-
-    @property
-    def faithfulness(self) -> float:
-        denom = self.metric_model - self.metric_corrupted
-        return (self.metric_circuit - self.metric_corrupted) / denom if denom else math.nan
-
-    @property
-    def ratio(self) -> float:
-        return self.metric_circuit / self.metric_model if self.metric_model else math.nan
-
-    @property
-    def heads(self) -> list[str]:
-        return [n for n in self.nodes if n.startswith("a")]
-
-    @property
-    def mlps(self) -> list[str]:
-        return [n for n in self.nodes if n.startswith("m")]
-
-    @property
-    def n_heads(self) -> int:
-        return len(self.heads)
-
-    @property
-    def head_fraction(self) -> float:
-        return self.n_heads / (self.n_layers * self.heads_per_layer)
-
-    def __repr__(self) -> str:
-        return (
-            f"Circuit({self.method}, {self.n_heads} heads ({self.head_fraction:.1%}), "
-            f"{len(self.mlps)} MLPs, {len(self.edges)} edges; metric {self.metric_circuit:+.3f} "
-            f"of {self.metric_model:+.3f} (corrupted {self.metric_corrupted:+.3f}): "
-            f"faithfulness {self.faithfulness:.3f}, ratio {self.ratio:.3f})"
-        )
-
-    def _repr_html_(self) -> str:
-        rows = "".join(
-            f"<tr><td>{k}</td><td>{v}</td></tr>"
-            for k, v in [
-                ("method", f"{self.method} (threshold {self.threshold})"),
-                ("heads", f"{self.n_heads} ({self.head_fraction:.1%}): {', '.join(self.heads)}"),
-                ("MLPs", f"{len(self.mlps)}: {', '.join(self.mlps)}"),
-                ("edges", len(self.edges)),
-                ("metric", f"model {self.metric_model:+.4f}, circuit {self.metric_circuit:+.4f}, "
-                 f"corrupted {self.metric_corrupted:+.4f}"),
-                ("faithfulness", f"{self.faithfulness:.4f} (ratio {self.ratio:.4f})"),
-            ]
-        )  # fmt: skip
-        return f"<table><caption>Circuit</caption>{rows}</table>"
-
-    def to_json(self) -> str:
-        record = asdict(self)
-        record["edges"] = [list(e) for e in self.edges]
-        derived = {k: getattr(self, k) for k in _DERIVED}
-        return json.dumps({"format": "mechscope.circuit/1", **record, **derived}, indent=1)
-
-    def save(self, path: str | Path) -> Path:
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(self.to_json())
-        return path
-
-    @classmethod
-    def from_json(cls, text: str) -> Circuit:
-        record = json.loads(text)
-        for key in _DERIVED:
-            record.pop(key, None)
-        if record.pop("format", None) != "mechscope.circuit/1":
-            raise MechscopeError("not a mechscope circuit (format mechscope.circuit/1)")
-        record["edges"] = [(str(s), str(r), float(v)) for s, r, v in record["edges"]]
-        return cls(**record)
-
-    @classmethod
-    def load(cls, path: str | Path) -> Circuit:
-        return cls.from_json(Path(path).read_text())
-
-    def draw(
-        self,
-        path: str | Path,
-        *,
-        node_labels: dict[str, str] | None = None,
-        title: str | None = None,
-    ) -> dict[str, Path]:
-        """Write the circuit as ``path``.png/.svg (matplotlib) and .html (plotly).
-
-        Layers go bottom to top, heads left to right by index (the MLP at the
-        right end); edge width and opacity follow |score|, colour its sign
-        (red positive, blue negative); k/v inputs are dashed/dotted.
-        `node_labels` gives nodes a class shown in colour and on hover.
-        """
-        return _draw(self, Path(path), node_labels or {}, title)
-
-
 def _edges_between(scores: EdgeScores, nodes: set[str], min_score: float) -> list[Edge]:
     def heads(r: str) -> list[str]:
         return _receiver_nodes(r, scores.n_heads, scores.n_kv_heads)
@@ -852,224 +644,3 @@ def acdc(
             "last_only": last_only,
         },
     )
-
-
-# --- drawing --------------------------------------------------------------------------
-
-_SIGN_COLOURS = ("#d62728", "#1f77b4")  # positive, negative
-_STYLES = {"k": "dashed", "v": "dotted"}
-_PALETTE = ("#ff7f0e", "#2ca02c", "#9467bd", "#8c564b", "#e377c2", "#17becf", "#bcbd22")
-
-
-def _position(node: str, n_layers: int, n_heads: int) -> tuple[float, float]:
-    m = _NODE_RE.match(node)
-    assert m is not None, node
-    if m.group(1) is not None:
-        return float(m.group(2)), float(m.group(1))
-    if m.group(3) is not None:
-        return n_heads + 0.5, float(m.group(3))
-    centre = (n_heads - 1) / 2
-    return {
-        "embed": (centre - 0.5, -1.5),
-        "pos_embed": (centre + 1.0, -1.5),
-        "logits": (centre, n_layers + 0.5),
-    }[node]
-
-
-def _segments(circuit: Circuit) -> list[tuple[str, str, str, float]]:
-    """(sender, receiver node, input kind, score) per drawn line; k/v go to each kept head."""
-    kept = set(circuit.nodes)
-    out = []
-    kv = circuit.kv_heads_per_layer or circuit.heads_per_layer
-    for s, r, v in circuit.edges:
-        kind = r.split(".")[2] if r.count(".") == 2 else "in"
-        targets = _receiver_nodes(r, circuit.heads_per_layer, kv)
-        out += [(s, t, kind, v) for t in targets if t in kept]
-    return out
-
-
-def _classes(circuit: Circuit, labels: dict[str, str]) -> dict[str, str]:
-    def default(node: str) -> str:
-        return {"a": "head", "m": "MLP"}.get(node[0], "input/output")
-
-    return {n: labels.get(n, default(n)) for n in circuit.nodes}
-
-
-@dataclass(frozen=True)
-class _Layout:
-    """What both renderings share: node positions, drawn lines, node classes and colours."""
-
-    pos: dict[str, tuple[float, float]]
-    segments: list[tuple[str, str, str, float]]
-    top: float  # the largest |score|
-    classes: dict[str, str]
-    colours: dict[str, str]
-    grid: list[tuple[float, float]]  # every head and MLP slot, drawn faintly
-
-    @classmethod
-    def of(cls, circuit: Circuit, labels: dict[str, str]) -> _Layout:
-        n_layers, n_heads = circuit.n_layers, circuit.heads_per_layer
-        segments = _segments(circuit)
-        classes = _classes(circuit, labels)
-        colours = {
-            c: _PALETTE[i % len(_PALETTE)] for i, c in enumerate(dict.fromkeys(classes.values()))
-        }
-        colours["input/output"] = "#333333"
-        grid = [(float(h), float(layer)) for layer in range(n_layers) for h in range(n_heads)]
-        grid += [(n_heads + 0.5, float(layer)) for layer in range(n_layers)]
-        return cls(
-            pos={n: _position(n, n_layers, n_heads) for n in circuit.nodes},
-            segments=segments,
-            top=max((abs(v) for *_, v in segments), default=0.0) or 1.0,
-            classes=classes,
-            colours=colours,
-            grid=grid,
-        )
-
-    def members(self, cls: str) -> list[str]:
-        return [n for n, c in self.classes.items() if c == cls]
-
-
-def _draw(
-    circuit: Circuit, path: Path, labels: dict[str, str], title: str | None
-) -> dict[str, Path]:
-    layout = _Layout.of(circuit, labels)
-    title = title or repr(circuit).removeprefix("Circuit(").removesuffix(")")
-    stem = path.with_suffix("")
-    stem.parent.mkdir(parents=True, exist_ok=True)
-    out = _draw_matplotlib(circuit, layout, stem, title.replace("; ", "\n", 1))
-    out["html"] = _draw_plotly(circuit, layout, stem.with_suffix(".html"), title)
-    return out
-
-
-def _draw_matplotlib(circuit: Circuit, layout: _Layout, stem: Path, title: str) -> dict[str, Path]:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    from matplotlib.collections import LineCollection
-    from matplotlib.colors import to_rgba
-
-    n_layers, n_heads, pos = circuit.n_layers, circuit.heads_per_layer, layout.pos
-    fig, ax = plt.subplots(
-        figsize=(max(7.5, 0.75 * (n_heads + 5)), max(6.0, 0.32 * (n_layers + 4)))
-    )
-    ax.scatter(*zip(*layout.grid, strict=True), s=6, c="#dddddd", zorder=1)
-    strongest_last = sorted(layout.segments, key=lambda e: abs(e[3]))
-    if strongest_last:
-        weights = [abs(v) / layout.top for *_, v in strongest_last]
-        lines = LineCollection(
-            [[pos[s], pos[t]] for s, t, _, _ in strongest_last],
-            linewidths=[0.3 + 3.2 * w for w in weights],
-            colors=[
-                to_rgba(_SIGN_COLOURS[v < 0], 0.1 + 0.85 * w)
-                for (*_, v), w in zip(strongest_last, weights, strict=True)
-            ],
-            linestyles=[_STYLES.get(kind, "solid") for _, _, kind, _ in strongest_last],
-            zorder=2,
-        )
-        ax.add_collection(lines)
-    for cls, colour in layout.colours.items():
-        if members := layout.members(cls):
-            xy = zip(*(pos[n] for n in members), strict=True)
-            ax.scatter(*xy, s=60, c=colour, label=cls, zorder=3, edgecolors="k")
-    for n in circuit.nodes:
-        ax.annotate(n, pos[n], xytext=(4, 3), textcoords="offset points", fontsize=6, zorder=4)
-    ax.set_xticks([*range(n_heads), n_heads + 0.5], [*map(str, range(n_heads)), "MLP"])
-    ax.set_yticks(range(n_layers))
-    ax.set_xlim(-1, n_heads + 1.5)
-    ax.set_ylim(-2.2, n_layers + 1.2)
-    ax.set(xlabel="head", ylabel="layer")
-    ax.set_title(title, fontsize=8)
-    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=7)
-    fig.tight_layout()
-    out = {}
-    for fmt in ("png", "svg"):
-        out[fmt] = stem.with_suffix(f".{fmt}")
-        fig.savefig(out[fmt], dpi=120)
-    plt.close(fig)
-    return out
-
-
-def _draw_plotly(circuit: Circuit, layout: _Layout, target: Path, title: str) -> Path:
-    import plotly.graph_objects as go
-
-    n_layers, n_heads, pos = circuit.n_layers, circuit.heads_per_layer, layout.pos
-    fig = go.Figure()
-    xs, ys = zip(*layout.grid, strict=True)
-    grey = {"size": 4, "color": "#dddddd"}
-    fig.add_trace(
-        go.Scatter(x=xs, y=ys, mode="markers", marker=grey, hoverinfo="skip", showlegend=False)
-    )
-    # plotly styles whole traces: bin the lines by sign, input kind and width
-    bins: dict[tuple[bool, str, int], list[tuple[str, str]]] = {}
-    for s, t, kind, v in layout.segments:
-        key = (v < 0, kind, min(4, int(5 * abs(v) / layout.top)))
-        bins.setdefault(key, []).append((s, t))
-    for (negative, kind, b), pairs in sorted(bins.items()):
-        x = [c for s, t in pairs for c in (pos[s][0], pos[t][0], None)]
-        y = [c for s, t in pairs for c in (pos[s][1], pos[t][1], None)]
-        line = {"width": 0.5 + 0.9 * b, "color": _SIGN_COLOURS[negative]}
-        line["dash"] = {"k": "dash", "v": "dot"}.get(kind, "solid")
-        fig.add_trace(
-            go.Scatter(
-                x=x,
-                y=y,
-                mode="lines",
-                line=line,
-                opacity=0.2 + 0.18 * b,
-                hoverinfo="skip",
-                showlegend=False,
-            )
-        )
-    if layout.segments:  # hover targets at the middle of each line
-        fig.add_trace(
-            go.Scatter(
-                x=[(pos[s][0] + pos[t][0]) / 2 for s, t, _, _ in layout.segments],
-                y=[(pos[s][1] + pos[t][1]) / 2 for s, t, _, _ in layout.segments],
-                mode="markers",
-                marker={
-                    "size": 5,
-                    "opacity": 0.5,
-                    "color": [_SIGN_COLOURS[v < 0] for *_, v in layout.segments],
-                },
-                text=[f"{s} → {t} ({k})<br>score {v:+.4g}" for s, t, k, v in layout.segments],
-                hovertemplate="%{text}<extra></extra>",
-                showlegend=False,
-            )
-        )
-    strength = dict.fromkeys(circuit.nodes, 0.0)
-    for s, t, _, v in layout.segments:
-        strength[s] += abs(v)
-        strength[t] += abs(v)
-    for cls, colour in layout.colours.items():
-        if members := layout.members(cls):
-            fig.add_trace(
-                go.Scatter(
-                    x=[pos[n][0] for n in members],
-                    y=[pos[n][1] for n in members],
-                    mode="markers+text",
-                    name=cls,
-                    showlegend=True,
-                    text=members,
-                    textposition="top right",
-                    textfont={"size": 8},
-                    marker={"size": 11, "color": colour, "line": {"width": 1, "color": "black"}},
-                    customdata=[[cls, strength[n]] for n in members],
-                    hovertemplate="%{text}<br>%{customdata[0]}<br>Σ|edge score| %{customdata[1]:.4g}<extra></extra>",
-                )
-            )
-    fig.update_layout(
-        title={"text": title, "font": {"size": 12}},
-        xaxis={
-            "title": "head",
-            "tickvals": [*range(n_heads), n_heads + 0.5],
-            "ticktext": [*map(str, range(n_heads)), "MLP"],
-        },
-        yaxis={"title": "layer", "range": [-2.2, n_layers + 1.2]},
-        width=max(600, 70 * (n_heads + 3)),
-        height=max(600, 26 * (n_layers + 4)),
-        plot_bgcolor="white",
-    )
-    fig.write_html(target, include_plotlyjs="directory", full_html=True)
-    return target

@@ -18,119 +18,26 @@ memory budget.
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Literal
 
 import torch
 from jaxtyping import Float
-from safetensors.torch import load_file, save_file
 from torch import Tensor
 from tqdm.auto import tqdm
 
 from ..core import interventions as iv
 from ..core.model import Inputs, Model
 from ..errors import InputError
+from .results import PatchResult
 
 Metric = Callable[[Tensor], Tensor]
 """logits [batch, pos, vocab] -> one value per prompt [batch] (a scalar is broadcast)."""
 
 RESID_SITES = ("resid_pre", "resid_mid", "resid_post", "attn.out", "mlp.out")
 HEAD_SITES = ("attn.z", "attn.q", "attn.pattern")
-
-
-@dataclass(frozen=True)
-class PatchResult:
-    """A patching sweep: `values` (normalised metric) and `raw` over named `axes`."""
-
-    values: Tensor
-    raw: Tensor
-    axes: tuple[str, ...]
-    labels: dict[str, list[str]]
-    site: str
-    direction: str
-    clean_metric: float
-    corrupted_metric: float
-    meta: dict[str, object] = field(default_factory=dict)
-
-    def __repr__(self) -> str:
-        shape = " × ".join(f"{a}={n}" for a, n in zip(self.axes, self.values.shape, strict=True))
-        best = self.top(3)
-        tops = ", ".join(f"{k}: {v:+.2f}" for k, v in best)
-        return (
-            f"PatchResult({self.direction} {self.site}, {shape}; clean {self.clean_metric:+.3f}, "
-            f"corrupted {self.corrupted_metric:+.3f}; top {tops})"
-        )
-
-    def top(self, k: int = 10, largest: bool = True) -> list[tuple[str, float]]:
-        """The k entries with the largest (or smallest) normalised values, labelled."""
-        flat = self.values.flatten()
-        k = min(k, flat.numel())
-        idx = flat.topk(k, largest=largest).indices
-        out = []
-        for i in idx.tolist():
-            coords = []
-            for axis, size in zip(reversed(self.axes), reversed(self.values.shape), strict=True):
-                coords.append(f"{axis} {self.labels[axis][i % size]}")
-                i //= size
-            out.append((", ".join(reversed(coords)), float(flat[idx[len(out)]])))
-        return out
-
-    def save(self, path: str | Path) -> Path:
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        meta = {
-            "axes": json.dumps(self.axes),
-            "labels": json.dumps(self.labels),
-            "site": self.site,
-            "direction": self.direction,
-            "clean_metric": repr(self.clean_metric),
-            "corrupted_metric": repr(self.corrupted_metric),
-            "meta": json.dumps(self.meta),
-        }
-        save_file(
-            {"values": self.values.contiguous(), "raw": self.raw.contiguous()}, str(path), meta
-        )
-        return path
-
-    @classmethod
-    def load(cls, path: str | Path) -> PatchResult:
-        from safetensors import safe_open
-
-        with safe_open(str(path), "pt") as f:
-            m = f.metadata()
-        t = load_file(str(path))
-        return cls(
-            t["values"],
-            t["raw"],
-            tuple(json.loads(m["axes"])),
-            json.loads(m["labels"]),
-            m["site"],
-            m["direction"],
-            float(m["clean_metric"]),
-            float(m["corrupted_metric"]),
-            json.loads(m["meta"]),
-        )
-
-    def heatmap(self, path: str | Path, title: str | None = None) -> dict[str, Path]:
-        """PNG, SVG and HTML heatmap of a 2-axis result (3 axes: summed over the last)."""
-        from ..figures import heatmap
-
-        values = self.values if self.values.ndim == 2 else self.values.sum(-1)
-        y_axis, x_axis = self.axes[0], self.axes[1]
-        return heatmap(
-            values,
-            path,
-            title=title or f"{self.direction} {self.site} (normalised metric)",
-            x_labels=self.labels[x_axis],
-            y_labels=self.labels[y_axis],
-            x_title=x_axis,
-            y_title=y_axis,
-            value_title="normalised metric",
-        )
 
 
 @dataclass(frozen=True)

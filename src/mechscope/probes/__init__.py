@@ -4,7 +4,8 @@
 "No"); `probes` reads the hidden states of both answers at every layer and
 fits CCS (unsupervised), logistic-regression and difference-of-means probes,
 with zero-shot prompting as the baseline; `sweep` runs them all at every
-layer and reports held-out accuracy with intervals.
+layer and reports held-out accuracy with intervals; `results` holds the
+result classes (no torch).
 """
 
 from __future__ import annotations
@@ -23,10 +24,7 @@ if TYPE_CHECKING:
         sentiment_pairs,
     )
     from .probes import (
-        Accuracy,
         CCSProbe,
-        LinearDirection,
-        Normaliser,
         hidden_states,
         logistic_probe,
         mean_diff_probe,
@@ -34,6 +32,7 @@ if TYPE_CHECKING:
         zero_shot,
         zero_shot_logodds,
     )
-    from .sweep import METHODS, ProbeResults, probe_layers
+    from .results import METHODS, Accuracy, LinearDirection, Normaliser, ProbeResults
+    from .sweep import probe_layers
 
 __getattr__, __dir__, __all__ = exports(__name__, __file__)

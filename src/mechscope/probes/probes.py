@@ -12,15 +12,15 @@ probes cannot read the answer token itself.
 - `LogisticProbe`: supervised logistic regression on φ(x+) − φ(x−).
 - `MeanDiffProbe`: the difference of the class means of φ(x+) − φ(x−).
 - `zero_shot`: the model's own P("Yes") against P("No") after the question.
+
+`Accuracy`, `Normaliser` and `LinearDirection` live in `probes.results` (no
+torch) and are re-exported here.
 """
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 from jaxtyping import Float
@@ -31,6 +31,20 @@ from ..core.interventions import stop
 from ..core.model import Model
 from ..errors import InputError
 from .data import ContrastPair, pair_texts, question_head
+from .results import Accuracy, LinearDirection, Normaliser
+
+__all__ = [
+    "Accuracy",
+    "CCSProbe",
+    "LinearDirection",
+    "Normaliser",
+    "hidden_states",
+    "logistic_probe",
+    "mean_diff_probe",
+    "normalise",
+    "zero_shot",
+    "zero_shot_logodds",
+]
 
 
 @torch.no_grad()
@@ -66,41 +80,6 @@ def hidden_states(
 def normalise(x: Float[Tensor, "n ... d"]) -> Float[Tensor, "n ... d"]:
     """Each feature centred and scaled over the data set (axis 0)."""
     return (x - x.mean(0)) / (x.std(0) + 1e-6)
-
-
-def _ci(correct: int, n: int, z: float = 1.96) -> tuple[float, float]:
-    """Wilson score interval of a proportion."""
-    if n == 0:
-        return (float("nan"), float("nan"))
-    p = correct / n
-    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-    return (centre - half, centre + half)
-
-
-@dataclass(frozen=True)
-class Accuracy:
-    """An accuracy on `n` held-out pairs with its 95% Wilson interval."""
-
-    value: float
-    n: int
-    low: float
-    high: float
-
-    @classmethod
-    def of(cls, predictions: Tensor, labels: Tensor) -> Accuracy:
-        correct = int((predictions.bool() == labels.bool()).sum())
-        low, high = _ci(correct, len(labels))
-        return cls(correct / max(1, len(labels)), len(labels), low, high)
-
-    def sign_free(self) -> Accuracy:
-        """max(acc, 1 − acc), for probes whose sign is not learned (CCS)."""
-        if self.value >= 0.5:
-            return self
-        return Accuracy(1 - self.value, self.n, 1 - self.high, 1 - self.low)
-
-    def __repr__(self) -> str:
-        return f"{self.value:.3f} [{self.low:.3f}, {self.high:.3f}] (n={self.n})"
 
 
 class CCSProbe(torch.nn.Module):
@@ -176,92 +155,6 @@ class CCSProbe(torch.nn.Module):
             self.linear.bias.neg_()
             return True
         return False
-
-
-@dataclass
-class Normaliser:
-    """Per-side feature means and a shared scale, fitted on training states (Burns et al.)."""
-
-    mean_pos: Float[Tensor, " d"]
-    mean_neg: Float[Tensor, " d"]
-    std_pos: Float[Tensor, " d"]
-    std_neg: Float[Tensor, " d"]
-
-    @classmethod
-    def fit(cls, pos: Float[Tensor, "n d"], neg: Float[Tensor, "n d"]) -> Normaliser:
-        return cls(pos.mean(0), neg.mean(0), pos.std(0), neg.std(0))
-
-    def __call__(self, pos: Tensor, neg: Tensor) -> tuple[Tensor, Tensor]:
-        return ((pos - self.mean_pos) / (self.std_pos + 1e-6),
-                (neg - self.mean_neg) / (self.std_neg + 1e-6))  # fmt: skip
-
-
-@dataclass
-class LinearDirection:
-    """A direction w and bias b on φ(x+) − φ(x−): predicts true where w·Δφ + b > 0.
-
-    Probes are fitted on normalised hidden states; with the `normaliser` kept,
-    `predict_raw` reads raw ``blocks.{layer}.resid_post`` states and
-    `in_residual` gives w in the residual stream's own coordinates (w / σ, to
-    steer with).
-    """
-
-    weight: Float[Tensor, " d"]
-    bias: float = 0.0
-    layer: int | None = None
-    method: str = ""
-    normaliser: Normaliser | None = None
-
-    def predict(self, pos: Tensor, neg: Tensor) -> Tensor:
-        """On normalised states φ(x+), φ(x−): True where the probe says the statement is true."""
-        return (pos - neg) @ self.weight + self.bias > 0
-
-    def predict_raw(self, pos: Tensor, neg: Tensor) -> Tensor:
-        """On raw residual states (normalised with the training statistics first)."""
-        if self.normaliser is None:
-            raise InputError("this direction has no normalisation statistics; use predict")
-        return self.predict(*self.normaliser(pos, neg))
-
-    def in_residual(self, std: Float[Tensor, " d"] | None = None) -> Float[Tensor, " d"]:
-        """w / σ, unit norm: the direction for raw ``blocks.{layer}.resid_post`` vectors."""
-        if std is None:
-            if self.normaliser is None:
-                raise InputError("pass the features' std: this direction has no normaliser")
-            std = 0.5 * (self.normaliser.std_pos + self.normaliser.std_neg)
-        w = self.weight / (std + 1e-6)
-        return w / w.norm()
-
-    def save(self, path: str | Path) -> Path:
-        """One safetensors file (weight and normaliser) with bias, layer and method as metadata."""
-        from safetensors.torch import save_file
-
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        meta = {"bias": self.bias, "layer": self.layer, "method": self.method}
-        tensors = {"weight": self.weight.contiguous()}
-        if self.normaliser is not None:
-            tensors.update({k: v.contiguous() for k, v in self.normaliser.__dict__.items()})
-        save_file(tensors, str(path), metadata={"mechscope_direction": json.dumps(meta)})
-        return path
-
-    @classmethod
-    def load(cls, path: str | Path) -> LinearDirection:
-        from safetensors import SafetensorError, safe_open
-
-        if not Path(path).is_file():
-            raise InputError(f"no such probe direction file: {path}")
-        try:
-            with safe_open(str(path), framework="pt") as f:
-                raw = (f.metadata() or {}).get("mechscope_direction")
-                names = f.keys() if raw is not None else []  # noqa: SIM118
-                tensors = {k: f.get_tensor(k) for k in names}
-        except (OSError, SafetensorError) as e:
-            raise InputError(f"cannot read {path} as a probe direction: {e}") from None
-        if raw is None or "weight" not in tensors:
-            raise InputError(f"{path} is not a saved probe direction")
-        weight = tensors.pop("weight")
-        norm = Normaliser(**tensors) if tensors else None
-        return cls(weight, **json.loads(raw), normaliser=norm)
 
 
 def logistic_probe(

@@ -1,9 +1,10 @@
 """Run folders for probe sweeps, which the viewer serves.
 
-A ``probe`` run holds ``probes.json`` (held-out accuracy per layer of each
-method, `ProbeResults.load` reopens it), ``pairs.json`` (the contrast pairs,
-training pairs first), each method's direction at its best layer under
-``directions/`` (`LinearDirection.load`), and the accuracy figure.
+A ``probe`` run holds ``probes.safetensors`` (held-out accuracy per layer of
+each method, with every fitted direction; `ProbeResults.load` reopens it),
+``pairs.json`` (the contrast pairs, training pairs first), each method's
+direction at its best layer under ``directions/`` (`LinearDirection.load`),
+and the accuracy figure.
 """
 
 from __future__ import annotations
@@ -44,7 +45,7 @@ def probe_run(
         results = probe_layers(model, pairs, test=test, layers=layers, restarts=restarts,
                                epochs=epochs, chat=chat, seed=seed, progress=progress)  # fmt: skip
         run.write_json("pairs.json", [p.to_dict() for p in pairs])
-        results.save(run.dir / "probes.json")
+        results.save(run.dir / "probes.safetensors")
         results.save_directions(run.dir / "directions")
         results.figure(run.figures / "accuracy")
         run.extra["summary"] = repr(results)

@@ -4,14 +4,13 @@
 hidden states once, and fits CCS, logistic regression and difference of
 means at each layer on the training pairs; zero-shot prompting is the
 baseline. CCS accuracy is max(acc, 1 − acc): its sign is not learned.
+The result, `ProbeResults`, lives in `probes.results` and is re-exported here.
 """
 
 from __future__ import annotations
 
-import json
+import dataclasses
 from collections.abc import Sequence
-from dataclasses import dataclass, field
-from pathlib import Path
 
 import torch
 from torch import Tensor
@@ -30,92 +29,9 @@ from .probes import (
     mean_diff_probe,
     zero_shot_logodds,
 )
+from .results import METHODS, ProbeResults
 
-METHODS = ("ccs", "logistic", "mean_diff")
-
-
-@dataclass
-class ProbeResults:
-    """Held-out accuracy per layer of each method, and the zero-shot baseline."""
-
-    layers: list[int]
-    accuracy: dict[str, list[Accuracy]]  # method -> one per layer
-    zero_shot: Accuracy
-    n_train: int
-    n_test: int
-    ccs_loss: list[float] = field(default_factory=list)
-    zero_shot_calibrated: Accuracy | None = None  # log-odds thresholded at their median
-    directions: dict[str, list[LinearDirection]] = field(default_factory=dict, repr=False)
-
-    def best(self, method: str) -> tuple[int, Accuracy]:
-        """The layer where `method` is most accurate, and that accuracy."""
-        if method not in self.accuracy:
-            raise InputError(f"unknown method {method!r}; valid: {', '.join(self.accuracy)}")
-        accs = self.accuracy[method]
-        i = max(range(len(accs)), key=lambda j: accs[j].value)
-        return self.layers[i], accs[i]
-
-    def save(self, path: str | Path) -> Path:
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        data = {
-            "layers": self.layers, "n_train": self.n_train, "n_test": self.n_test,
-            "zero_shot": self.zero_shot.__dict__, "ccs_loss": self.ccs_loss,
-            "zero_shot_calibrated": (self.zero_shot_calibrated.__dict__
-                                     if self.zero_shot_calibrated else None),
-            "accuracy": {m: [a.__dict__ for a in accs] for m, accs in self.accuracy.items()},
-        }  # fmt: skip
-        path.write_text(json.dumps(data, indent=1))
-        return path
-
-    @classmethod
-    def load(cls, path: str | Path) -> ProbeResults:
-        try:
-            data = json.loads(Path(path).read_text())
-            return cls(
-                layers=data["layers"], n_train=data["n_train"], n_test=data["n_test"],
-                zero_shot=Accuracy(**data["zero_shot"]), ccs_loss=data.get("ccs_loss", []),
-                zero_shot_calibrated=(Accuracy(**data["zero_shot_calibrated"])
-                                      if data.get("zero_shot_calibrated") else None),
-                accuracy={m: [Accuracy(**a) for a in accs] for m, accs in data["accuracy"].items()},
-            )  # fmt: skip
-        except (OSError, json.JSONDecodeError, KeyError, TypeError) as e:
-            raise InputError(f"{path} is not saved probe results: {e}") from None
-
-    def figure(self, path: str | Path) -> dict[str, Path]:
-        """Accuracy per layer of each method, zero-shot as a flat line (PNG, SVG, HTML)."""
-        from ..figures import line
-
-        series = {m: [a.value for a in accs] for m, accs in self.accuracy.items()}
-        series["zero-shot"] = [self.zero_shot.value] * len(self.layers)
-        if self.zero_shot_calibrated is not None:
-            series["zero-shot (calibrated)"] = [self.zero_shot_calibrated.value] * len(self.layers)
-        return line(
-            series, path, title=f"held-out accuracy on {self.n_test} contrast pairs "
-            f"(trained on {self.n_train})", x_labels=[str(i) for i in self.layers],
-            x_title="layer", y_title="accuracy",
-        )  # fmt: skip
-
-    def __repr__(self) -> str:
-        parts = [
-            f"{m} {self.best(m)[1].value:.3f} at layer {self.best(m)[0]}" for m in self.accuracy
-        ]
-        zs = f"zero-shot {self.zero_shot.value:.3f}"
-        if self.zero_shot_calibrated is not None:
-            zs += f" (calibrated {self.zero_shot_calibrated.value:.3f})"
-        return f"ProbeResults({', '.join(parts)}, {zs})"
-
-    def save_directions(self, folder: str | Path, layers: str = "best") -> list[Path]:
-        """Each method's fitted direction as safetensors: at its best layer, or at ``"all"``."""
-        if not self.directions:
-            raise InputError("these results hold no fitted directions (reopened from JSON?)")
-        out = []
-        for method, ds in self.directions.items():
-            keep = [self.best(method)[0]] if layers == "best" else self.layers
-            for d in ds:
-                if d.layer in keep:
-                    out.append(d.save(Path(folder) / f"{method}_L{d.layer}.safetensors"))
-        return out
+__all__ = ["METHODS", "ProbeResults", "probe_layers"]
 
 
 def probe_layers(
@@ -134,7 +50,7 @@ def probe_layers(
     """Fit every method at every layer on all but the last `test` pairs; score those.
 
     Hidden states are normalised with the training pairs' statistics. The
-    fitted probes are kept in ``results.directions`` (CCS oriented with the
+    fitted probes are kept (``results.directions``; CCS oriented with the
     training labels, for use as directions only: its accuracy is reported
     sign-free). `states` reuses hidden states read before (`hidden_states`).
     """
@@ -159,9 +75,11 @@ def probe_layers(
     y_train, y_test = labels[:n_train], labels[n_train:]
     acc: dict[str, list[Accuracy]] = {m: [] for m in METHODS}
     directions: dict[str, list[LinearDirection]] = {m: [] for m in METHODS}
+    normalisers = []
     losses = []
     for layer in tqdm(chosen, desc="probes", unit="layer", disable=not progress):
         norm = Normaliser.fit(pos[:n_train, layer], neg[:n_train, layer])
+        normalisers.append(norm)
         p, n = norm(pos[:, layer], neg[:, layer])
         ptr, ntr, pte, nte = p[:n_train], n[:n_train], p[n_train:], n[n_train:]
         ccs, loss = CCSProbe.fit(ptr, ntr, restarts=restarts, epochs=epochs, seed=seed)
@@ -174,11 +92,17 @@ def probe_layers(
             "mean_diff": mean_diff_probe(ptr, ntr, y_train),
         }
         for method, d in fitted.items():
-            d.layer, d.method, d.normaliser = layer, method, norm
+            d = dataclasses.replace(d, layer=layer, method=method, normaliser=norm)
             directions[method].append(d)
             if method != "ccs":
                 acc[method].append(Accuracy.of(d.predict(pte, nte), y_test))
     logodds = zero_shot_logodds(model, pairs[n_train:], chat=chat, progress=progress)
     zs = Accuracy.of(logodds > 0, y_test)
     zs_cal = Accuracy.of(logodds > logodds.median(), y_test)
-    return ProbeResults(chosen, acc, zs, n_train, test, losses, zs_cal, directions)
+    return ProbeResults(
+        layers=chosen, accuracy=acc, zero_shot=zs, n_train=n_train, n_test=test,
+        ccs_loss=losses, zero_shot_calibrated=zs_cal,
+        weights={m: torch.stack([d.weight for d in ds]) for m, ds in directions.items()},
+        biases={m: [d.bias for d in ds] for m, ds in directions.items()},
+        normalisers=normalisers,
+    )  # fmt: skip

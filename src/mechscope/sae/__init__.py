@@ -5,7 +5,8 @@ holds the SAE architectures (TopK, ReLU with L1, JumpReLU); `activations`
 streams a site's activations from a model through a shuffling buffer or from
 stored shards; `train` fits an SAE; `evaluate` measures L0, variance
 explained and cross-entropy loss recovered with the SAE spliced into the
-forward. An SAE attached to a model (`Model.attach`) makes its latents a site.
+forward; `results` holds their results (`SAEEval`, `ToyResult`), readable
+without torch. An SAE attached to a model (`Model.attach`) makes its latents a site.
 """
 
 from __future__ import annotations
@@ -22,12 +23,12 @@ if TYPE_CHECKING:
         store_activations,
         stream_activations,
     )
-    from .evaluate import SAEEval, evaluate_sae, frequency_histogram
+    from .evaluate import evaluate_sae, frequency_histogram
     from .fit import SAERun, fit_sae, harvest_latents, open_sae_run
     from .model import SAEConfig, SAEError, SparseAutoencoder
+    from .results import SAEEval, ToyResult
     from .toy import (
         ToyModel,
-        ToyResult,
         phase_diagram,
         quick_sweep,
         superposition,

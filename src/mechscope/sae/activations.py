@@ -26,8 +26,8 @@ from tqdm.auto import tqdm
 
 from ..core.interventions import observe, stop
 from ..core.model import Model
+from ..corpus import Corpus, boundary_tokens, open_corpus, window_batches
 from ..errors import InputError
-from ..harvest.corpus import Corpus, boundary_tokens, open_corpus, window_batches
 
 META_FILE = "activations.json"
 

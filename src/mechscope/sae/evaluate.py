@@ -15,97 +15,20 @@ more than 10% of tokens) fractions.
 
 from __future__ import annotations
 
-import json
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 import torch.nn.functional as F
-from safetensors.torch import load_file, save_file
 from torch import Tensor
 from tqdm.auto import tqdm
 
 from ..core.interventions import apply
 from ..core.model import Model
+from ..corpus import Corpus, boundary_tokens, open_corpus, window_batches
 from ..errors import InputError
-from ..harvest.corpus import Corpus, boundary_tokens, open_corpus, window_batches
 from .model import SparseAutoencoder
-
-DENSE_FREQUENCY = 0.1
-
-
-@dataclass(frozen=True)
-class SAEEval:
-    """Metrics of one SAE on held-out tokens; `frequencies` [width] is each latent's firing rate."""
-
-    site: str
-    tokens: int
-    l0: float
-    fvu: float
-    mse: float
-    ce_clean: float
-    ce_sae: float
-    ce_zero: float
-    kl_sae: float  # mean KL(clean ‖ spliced) of the next-token distributions
-    frequencies: Tensor = field(repr=False)
-    cosine: float = float(
-        "nan"
-    )  # mean cos(x, x̂) per token: not dominated by outlier tokens as FVU can be
-
-    @property
-    def ce_recovered(self) -> float:
-        return (self.ce_zero - self.ce_sae) / (self.ce_zero - self.ce_clean)
-
-    @property
-    def explained_variance(self) -> float:
-        return 1 - self.fvu
-
-    @property
-    def dead_fraction(self) -> float:
-        return float((self.frequencies == 0).float().mean())
-
-    @property
-    def dense_fraction(self) -> float:
-        return float((self.frequencies > DENSE_FREQUENCY).float().mean())
-
-    def summary(self) -> dict[str, float]:
-        """The scalar metrics, derived ones included."""
-        out = {k: v for k, v in asdict(self).items() if k not in ("frequencies", "site")}
-        out |= {
-            "ce_recovered": self.ce_recovered,
-            "explained_variance": self.explained_variance,
-            "dead_fraction": self.dead_fraction,
-            "dense_fraction": self.dense_fraction,
-        }
-        return out
-
-    def __repr__(self) -> str:
-        return (
-            f"SAEEval({self.site}: L0={self.l0:.1f}, explained variance={self.explained_variance:.3f}, "
-            f"CE recovered={self.ce_recovered:.3f} (clean {self.ce_clean:.3f}, SAE {self.ce_sae:.3f}, "
-            f"zero {self.ce_zero:.3f}), dead={self.dead_fraction:.1%}, dense={self.dense_fraction:.1%}, "
-            f"{self.tokens} tokens)"
-        )
-
-    def save(self, folder: str | Path) -> None:
-        """``eval.json`` (scalars) and ``latent_frequencies.safetensors``."""
-        folder = Path(folder)
-        folder.mkdir(parents=True, exist_ok=True)
-        record = {"site": self.site, **self.summary()}
-        (folder / "eval.json").write_text(json.dumps(record, indent=2))
-        save_file(
-            {"frequencies": self.frequencies.contiguous()},
-            str(folder / "latent_frequencies.safetensors"),
-        )
-
-    @classmethod
-    def load(cls, folder: str | Path) -> SAEEval:
-        folder = Path(folder)
-        record = json.loads((folder / "eval.json").read_text())
-        freq = load_file(str(folder / "latent_frequencies.safetensors"))["frequencies"]
-        names = {f for f in cls.__dataclass_fields__ if f != "frequencies"}
-        return cls(**{k: v for k, v in record.items() if k in names}, frequencies=freq)
+from .results import DENSE_FREQUENCY, SAEEval  # noqa: F401 (re-exported)
 
 
 @torch.no_grad()

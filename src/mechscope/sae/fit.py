@@ -4,9 +4,10 @@ The first `eval_tokens` corpus tokens are held out (periodic FVU and L0, and
 the final evaluation with CE loss recovered); training reads the windows
 after them through a shuffling buffer, or a folder written by
 `store_activations`. The run folder holds ``sae/`` (weights and config),
-``checkpoints/``, ``history.json``, ``eval.json``,
-``latent_frequencies.safetensors`` and the figures (training curves, latent
-density), and is served by ``mechscope serve``.
+``checkpoints/``, ``history.json``, ``eval.safetensors`` (the `SAEEval`:
+metrics and each latent's firing frequency; a copy of the metrics is in
+``run.json``) and the figures (training curves, latent density), and is
+served by ``mechscope serve``.
 """
 
 from __future__ import annotations
@@ -23,12 +24,13 @@ from torch import Tensor
 
 from .. import figures
 from ..core.model import Model
+from ..corpus import Corpus, open_corpus
 from ..errors import InputError
-from ..harvest.corpus import Corpus, open_corpus
 from ..store import model_record, new_run
 from .activations import ShuffleBuffer, activations_meta, load_activations, stream_activations
 from .evaluate import SAEEval, evaluate_sae
 from .model import SparseAutoencoder
+from .results import EVAL_FILE
 from .train import TrainConfig, TrainedSAE, config_dict, train_sae
 
 
@@ -51,7 +53,7 @@ def open_sae_run(path: str | Path) -> SAERun:
     path = Path(path)
     if not (path / "sae").is_dir():
         raise InputError(f"{path} is not an SAE run folder (no sae/ inside)")
-    ev = SAEEval.load(path) if (path / "eval.json").exists() else None
+    ev = SAEEval.load(path / EVAL_FILE) if (path / EVAL_FILE).exists() else None
     history = (
         json.loads((path / "history.json").read_text()) if (path / "history.json").exists() else []
     )
@@ -150,7 +152,7 @@ def fit_sae(
             model, trained.sae, corpus, tokens=eval_tokens, window=window, progress=progress
         )
         run.timed("evaluate", t0)
-        ev.save(run.dir)
+        ev.save(run.dir / EVAL_FILE)
         _figures(trained, ev, run.figures)
         if harvest_tokens:
             t0 = time.perf_counter()
@@ -158,7 +160,7 @@ def fit_sae(
                             window=window, progress=progress)  # fmt: skip
             run.timed("harvest", t0)
         run.extra.update(
-            {"eval": ev.summary(), "scale": trained.scale, "train_seconds": trained.seconds}
+            {"eval": ev.metrics(), "scale": trained.scale, "train_seconds": trained.seconds}
         )
         path = run.finish()
     return open_sae_run(path)

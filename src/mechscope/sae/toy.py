@@ -15,22 +15,18 @@ would); sparse features give more features than dimensions.
 from __future__ import annotations
 
 import contextlib
-import itertools
-import json
 import math
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 from jaxtyping import Float, Int
-from safetensors import safe_open
-from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
-from ..errors import InputError, MechscopeError
+from ..errors import InputError
+from .results import ToyResult
 
 # 1 − S from 1 (dense) down to 0.001 in a log grid, as in the paper's figures
 DEFAULT_SPARSITIES: tuple[float, ...] = tuple(1 - 10 ** (-3 * k / 7) for k in range(8))
@@ -39,8 +35,6 @@ PHASE_IMPORTANCES: tuple[float, ...] = tuple(10 ** (k / 3 - 1) for k in range(7)
 PHASE_SPARSITIES: tuple[float, ...] = tuple(1 - 10 ** (-k / 3) for k in range(7))
 PHASES = ("not represented", "superposition", "dedicated dimension")
 PHASE_COLOURS = ("#c7ccd6", "#d1495b", "#2e86ab")
-FORMAT = "mechscope.toy/1"
-TENSORS = ("W", "b", "sparsity", "importance", "loss")
 
 
 class ToyModel(nn.Module):
@@ -118,92 +112,6 @@ def features_represented(
 def dims_per_feature(W: Float[Tensor, "*grid m n"]) -> Float[Tensor, "*grid"]:
     """m / ||W||_F²: dimensions per feature (1: one each; 0.5: two features share each)."""
     return W.shape[-2] / W.pow(2).sum((-2, -1)).clamp_min(1e-12)
-
-
-# --- results --------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class ToyResult:
-    """Trained toy models, one per grid point: h = W x, x' = ReLU(Wᵀh + b) (or without ReLU).
-
-    Instances are the product of the `grid` axes (outer axis first), e.g.
-    ``{"decay": (0.7,), "sparsity": (0.0, …, 0.999)}``; `importance` holds
-    each instance's I_i, `loss` its loss on held-out data.
-    """
-
-    W: Float[Tensor, "instance m n"]
-    b: Float[Tensor, "instance n"]
-    sparsity: Float[Tensor, " instance"]
-    importance: Float[Tensor, "instance n"]
-    loss: Float[Tensor, " instance"]
-    grid: dict[str, tuple[float, ...]]
-    relu: bool = True
-    config: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def n_features(self) -> int:
-        return self.W.shape[-1]
-
-    @property
-    def d_hidden(self) -> int:
-        return self.W.shape[-2]
-
-    def reshape(self, values: Tensor) -> Tensor:
-        """Per-instance `values` [instance, ...] as [*grid axes, ...]."""
-        return values.reshape(*(len(v) for v in self.grid.values()), *values.shape[1:])
-
-    def summary(self) -> list[dict[str, float]]:
-        """One row per instance: its grid values, features represented, dims per feature, loss."""
-        measures = {
-            "features_represented": features_represented(self.W).tolist(),
-            "dims_per_feature": dims_per_feature(self.W).tolist(),
-            "loss": self.loss.tolist(),
-        }
-        points = itertools.product(*self.grid.values())
-        return [
-            {**dict(zip(self.grid, p, strict=True)), **{k: v[i] for k, v in measures.items()}}
-            for i, p in enumerate(points)
-        ]
-
-    def __repr__(self) -> str:
-        axes = " × ".join(f"{a}={len(v)}" for a, v in self.grid.items())
-        rep = features_represented(self.W)
-        return (
-            f"ToyResult({'ReLU' if self.relu else 'linear'}, n={self.n_features}, "
-            f"m={self.d_hidden}, {axes}; features represented {int(rep.min())}…{int(rep.max())}, "
-            f"steps {self.config.get('steps')})"
-        )
-
-    def _repr_html_(self) -> str:
-        rows = self.summary()
-        cells = ["".join(f"<td>{v:.4g}</td>" for v in r.values()) for r in rows]
-        head = "".join(f"<th>{k}</th>" for k in rows[0])
-        body = "".join(f"<tr>{c}</tr>" for c in cells)
-        return f"<table><caption>{self!r}</caption><tr>{head}</tr>{body}</table>"
-
-    def save(self, path: str | Path) -> Path:
-        """Write the tensors, metadata as JSON in the header, to a ``.safetensors`` file."""
-        path = Path(path)
-        if path.suffix != ".safetensors":
-            raise MechscopeError(f"toy results are saved as safetensors: {path} should end so")
-        path.parent.mkdir(parents=True, exist_ok=True)
-        meta = {"format": FORMAT, "grid": self.grid, "relu": self.relu, "config": self.config}
-        tensors = {k: getattr(self, k).contiguous() for k in TENSORS}
-        save_file(tensors, str(path), metadata={"mechscope": json.dumps(meta)})
-        return path
-
-    @classmethod
-    def load(cls, path: str | Path) -> ToyResult:
-        with safe_open(str(path), "pt") as f:
-            meta = json.loads((f.metadata() or {}).get("mechscope", "{}"))
-        if meta.get("format") != FORMAT:
-            raise MechscopeError(f"{path} is not a mechscope toy result (format {FORMAT})")
-        t = load_file(str(path))
-        grid = {k: tuple(v) for k, v in meta["grid"].items()}
-        return cls(
-            **{k: t[k] for k in TENSORS}, grid=grid, relu=meta["relu"], config=meta["config"]
-        )
 
 
 # --- training -------------------------------------------------------------------------------
@@ -394,7 +302,7 @@ def toy_run(
             run.timed("phase", start)
         for name, result in results.items():
             result.save(run.dir / f"{name}.safetensors")
-        run.write_json("summary.json", {name: r.summary() for name, r in results.items()})
+        run.write_json("summary.json", {name: r.rows() for name, r in results.items()})
         plot_sparsity_sweep(results["relu"], run.figures / "sparsity_sweep")
         lines = {"ReLU model": results["relu"], "linear model": results["linear"]}
         plot_features_represented(lines, run.figures / "features_represented")

@@ -5,7 +5,7 @@ from two sets of texts (difference of means, first principal component) or
 from a probe's direction, and saves them as safetensors; `apply` adds them
 during runs and generation and measures their cost (corpus perplexity, KL
 on neutral prompts); `sweep` scans layer × coefficient for the effect on a
-target and its cost.
+target and its cost; `results` holds the result classes (no torch).
 
 Example::
 
@@ -23,11 +23,11 @@ from .._lazy import exports
 
 if TYPE_CHECKING:
     from .apply import generate, next_token_kl, perplexity, steer
+    from .results import MAX_RISE, SteeringSweep, SteeringVector
     from .sweep import (
         NEUTRAL_PROMPTS,
         PROMPTS,
         WEDDING_WORDS,
-        SteeringSweep,
         corpus_windows,
         steering_sweep,
         target_probability,
@@ -35,7 +35,6 @@ if TYPE_CHECKING:
         topic_share,
     )
     from .vectors import (
-        SteeringVector,
         actadd,
         from_direction,
         mean_diff_vector,

@@ -1,10 +1,10 @@
 """Run folders for steering, which the viewer serves.
 
 A ``steer`` run holds the vectors (``vectors/L{layer}.safetensors``,
-`SteeringVector.load`), ``sweep.json`` (effect, perplexity and KL per layer ×
-coefficient, `SteeringSweep.load`) with its figures, and ``examples.json``:
-greedy generations of the prompts unsteered and steered at the best cell
-(the largest effect within the perplexity bound).
+`SteeringVector.load`), ``sweep.safetensors`` (effect, perplexity and KL per
+layer × coefficient, and the perplexity bound; `SteeringSweep.load`) with its
+figures, and ``examples.json``: greedy generations of the prompts unsteered
+and steered at the best cell (the largest effect within the perplexity bound).
 """
 
 from __future__ import annotations
@@ -20,7 +20,8 @@ from ..core.model import Model
 from ..errors import InputError
 from ..store import model_record, new_run
 from .apply import generate
-from .sweep import PROMPTS, WEDDING_WORDS, SteeringSweep, steering_sweep
+from .results import MAX_RISE, SteeringSweep
+from .sweep import PROMPTS, WEDDING_WORDS, steering_sweep
 from .vectors import SteeringVector
 
 
@@ -54,7 +55,7 @@ def steer_run(
     samples: int = 4,
     max_new_tokens: int = 30,
     corpus: Tensor | None = None,
-    max_rise: float = 0.10,
+    max_rise: float = MAX_RISE,
     seed: int = 0,
     progress: bool = True,
 ) -> SteeringSweep:
@@ -73,14 +74,15 @@ def steer_run(
         t0 = time.perf_counter()
         sweep = steering_sweep(model, vectors, coefs, words=words, score=score, target=target,
                                prompts=prompts, samples=samples, max_new_tokens=max_new_tokens,
-                               corpus=corpus, seed=seed, progress=progress)  # fmt: skip
+                               corpus=corpus, seed=seed, max_rise=max_rise,
+                               progress=progress)  # fmt: skip
         run.timed("sweep", t0)
         for v in vectors:
             v.save(run.dir / "vectors" / f"L{v.layer}.safetensors")
-        sweep.save(run.dir / "sweep.json")
+        sweep.save(run.dir / "sweep.safetensors")
         sweep.figure(run.figures / "sweep")
         try:
-            layer, coef, effect, rise = sweep.best(max_rise)
+            layer, coef, effect, rise = sweep.best()
         except InputError:
             run.extra["best"] = None
         else:

@@ -5,15 +5,14 @@ of prompts with the layer's vector added and scores them (by default the
 share that mention a topic: any of a list of words); the cost is the rise of
 perplexity on corpus windows with the same steering, and the KL of the
 next-token distributions on neutral prompts. `SteeringSweep.best` picks the
-strongest effect whose perplexity rise stays under a bound.
+strongest effect whose perplexity rise stays under a bound (the sweep's
+`max_rise`). The result, `SteeringSweep`, lives in `steering.results` and is
+re-exported here.
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
-from pathlib import Path
 
 import torch
 from torch import Tensor
@@ -22,7 +21,21 @@ from tqdm.auto import tqdm
 from ..core.model import Model
 from ..errors import InputError
 from .apply import generate, next_token_kl, perplexity, steer
+from .results import MAX_RISE, MEASURES, SteeringSweep, cell_key
 from .vectors import SteeringVector, word_pattern
+
+__all__ = [
+    "MEASURES",
+    "NEUTRAL_PROMPTS",
+    "PROMPTS",
+    "WEDDING_WORDS",
+    "SteeringSweep",
+    "corpus_windows",
+    "steering_sweep",
+    "target_probability",
+    "target_tokens",
+    "topic_share",
+]
 
 # open-ended prompts that steer nowhere by themselves
 PROMPTS = (
@@ -90,144 +103,6 @@ def target_probability(
     return float(last[:, ids].sum(-1).mean())
 
 
-METRICS = ("probability", "effect")
-
-
-@dataclass
-class SteeringSweep:
-    """The target and the costs at every (layer, coefficient); baselines are the unsteered model.
-
-    Two measures of the target: ``probability``, the next-token probability
-    of the target words after each prompt (exact, no sampling), and
-    ``effect``, a score of sampled generations (by default the share that
-    mention a target word).
-    """
-
-    layers: list[int]
-    coefs: list[float]
-    probability: Tensor  # [layer coef]: next-token P(target words), mean over prompts
-    effect: Tensor  # [layer coef]: the score of steered generations
-    perplexity: Tensor  # [layer coef]: corpus perplexity with the steering
-    kl: Tensor  # [layer coef]: KL(unsteered ‖ steered) on neutral prompts, nats per token
-    baseline_probability: float
-    baseline_effect: float
-    baseline_perplexity: float
-    target: str = "target"
-    words: list[str] = field(default_factory=list)
-    method: str = ""
-    n_generations: int = 0
-    samples: dict[str, list[str]] = field(default_factory=dict)  # "layer,coef" -> generations
-
-    @property
-    def perplexity_rise(self) -> Tensor:
-        """Relative rise of perplexity over the unsteered model (0.1 = 10%)."""
-        return self.perplexity / self.baseline_perplexity - 1
-
-    def factor(self, by: str = "probability") -> Tensor:
-        """Steered over unsteered, per cell, for the probability or the generations' score."""
-        values, base = self._metric(by)
-        return values / base if base > 0 else torch.full_like(values, float("inf"))
-
-    def _metric(self, by: str) -> tuple[Tensor, float]:
-        if by == "probability":
-            return self.probability, self.baseline_probability
-        if by == "effect":
-            return self.effect, self.baseline_effect
-        raise InputError(f"unknown measure {by!r}; valid: {', '.join(METRICS)}")
-
-    def best(
-        self, max_rise: float = 0.10, by: str = "probability"
-    ) -> tuple[int, float, float, float]:
-        """(layer, coef, value, perplexity rise) of the largest `by` whose rise is ≤ `max_rise`."""
-        values, _ = self._metric(by)
-        ok = self.perplexity_rise <= max_rise
-        if not ok.any():
-            raise InputError(f"no (layer, coefficient) keeps the perplexity rise ≤ {max_rise:.0%}")
-        score = torch.where(ok, values, torch.full_like(values, -float("inf")))
-        i, j = divmod(int(score.argmax()), len(self.coefs))
-        return (self.layers[i], self.coefs[j], float(values[i, j]),
-                float(self.perplexity_rise[i, j]))  # fmt: skip
-
-    def save(self, path: str | Path) -> Path:
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        data = {
-            "layers": self.layers, "coefs": self.coefs, "probability": self.probability.tolist(),
-            "effect": self.effect.tolist(), "perplexity": self.perplexity.tolist(),
-            "kl": self.kl.tolist(), "baseline_probability": self.baseline_probability,
-            "baseline_effect": self.baseline_effect, "target": self.target, "words": self.words,
-            "baseline_perplexity": self.baseline_perplexity, "method": self.method,
-            "n_generations": self.n_generations, "samples": self.samples,
-        }  # fmt: skip
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(json.dumps(data, indent=1))
-        tmp.replace(path)
-        return path
-
-    @classmethod
-    def load(cls, path: str | Path) -> SteeringSweep:
-        try:
-            d = json.loads(Path(path).read_text())
-            t = {k: torch.tensor(d[k]) for k in ("probability", "effect", "perplexity", "kl")}
-            return cls(
-                d["layers"], d["coefs"], t["probability"], t["effect"], t["perplexity"], t["kl"],
-                d["baseline_probability"], d["baseline_effect"], d["baseline_perplexity"],
-                d.get("target", "target"), d.get("words", []), d.get("method", ""),
-                d.get("n_generations", 0), d.get("samples", {}),
-            )  # fmt: skip
-        except (OSError, json.JSONDecodeError, KeyError, TypeError, ValueError) as e:
-            raise InputError(f"{path} is not a saved steering sweep: {e}") from None
-
-    def figure(self, path: str | Path) -> dict[str, dict[str, Path]]:
-        """Target probability (× unsteered), generations' score and perplexity rise per coefficient.
-
-        One line per layer; PNG, SVG and HTML each.
-        """
-        from ..figures import figure_stem, line
-
-        stem = figure_stem(path)
-        coefs = [f"{c:g}" for c in self.coefs]
-
-        def per_layer(values: Tensor) -> dict[str, Tensor | list[float]]:
-            return {f"layer {layer}": values[i] for i, layer in enumerate(self.layers)}
-
-        factor = per_layer(self.factor("probability"))
-        factor["unsteered"] = [1.0] * len(coefs)
-        effect = per_layer(self.effect)
-        effect["unsteered"] = [self.baseline_effect] * len(coefs)
-        rise = per_layer(100 * self.perplexity_rise)
-        rise["10% bound"] = [10.0] * len(coefs)
-        words = ", ".join(self.words[:4]) + ("…" if len(self.words) > 4 else "")
-        return {
-            "probability": line(factor, stem.with_name(stem.name + "_probability"),
-                                title=f"next-token P({words}), steered / unsteered",
-                                x_labels=coefs, x_title="coefficient", y_title="× unsteered"),
-            "effect": line(effect, stem.with_name(stem.name + "_effect"),
-                           title=f"{self.target} ({self.n_generations} generations per cell)",
-                           x_labels=coefs, x_title="coefficient", y_title=self.target),
-            "perplexity": line(rise, stem.with_name(stem.name + "_perplexity"),
-                               title="perplexity rise on the corpus", x_labels=coefs,
-                               x_title="coefficient", y_title="perplexity rise (%)"),
-        }  # fmt: skip
-
-    def __repr__(self) -> str:
-        try:
-            layer, coef, p, rise = self.best()
-            i, j = self.layers.index(layer), self.coefs.index(coef)
-            top = (
-                f"best within 10% perplexity: layer {layer} coef {coef:g}, P(target) "
-                f"×{p / max(self.baseline_probability, 1e-30):.1f}, {self.target} "
-                f"{float(self.effect[i, j]):.3f} (unsteered {self.baseline_effect:.3f}), "
-                f"perplexity {rise:+.1%}"
-            )
-        except InputError:
-            top = "no cell within 10% perplexity"
-        return (
-            f"SteeringSweep({self.method}, {len(self.layers)} layers × {len(self.coefs)} coefs, "
-            f"{top})"
-        )
-
-
 def steering_sweep(
     model: Model,
     vectors: Sequence[SteeringVector],
@@ -244,6 +119,7 @@ def steering_sweep(
     neutral_prompts: Sequence[str] = NEUTRAL_PROMPTS,
     seed: int = 0,
     keep: int = 3,
+    max_rise: float = MAX_RISE,
     progress: bool = True,
 ) -> SteeringSweep:
     """Measure the target and the costs for each vector (one per layer) × coefficient.
@@ -253,7 +129,8 @@ def steering_sweep(
     name another score with `target`). `corpus` defaults to 24 windows of
     128 tokens of the default corpus. Each cell samples ``samples``
     generations per prompt with the same seeds, so cells differ only by the
-    steering; `keep` generations per cell are kept.
+    steering; `keep` generations per cell are kept. `max_rise` is the bound on
+    the perplexity rise that the sweep's `best` cell keeps within.
     """
     if not vectors or not coefs:
         raise InputError("a sweep needs at least one vector and one coefficient")
@@ -289,11 +166,11 @@ def steering_sweep(
         effect[i, j] = score(texts)
         ppl[i, j] = perplexity(model, corpus, vector, coef)
         kl[i, j] = next_token_kl(model, neutral_prompts, vector, coef)
-        kept[f"{vector.layer},{coef:g}"] = texts[:keep]
+        kept[cell_key(vector.layer, coef)] = texts[:keep]
     return SteeringSweep(
         [v.layer for v in vectors], [float(c) for c in coefs], prob, effect, ppl, kl,
         base_p, score(base), base_ppl, target or "score", list(words), vectors[0].method,
-        len(batch), kept,
+        len(batch), kept, max_rise,
     )  # fmt: skip
 
 
@@ -301,7 +178,7 @@ def corpus_windows(
     model: Model, corpus: str = "default", n: int = 24, length: int = 128
 ) -> Tensor:  # [n length]
     """`n` token windows of `length` from a corpus, for measuring perplexity."""
-    from ..harvest.corpus import windows
+    from ..corpus import windows
 
     rows = list(windows(model, corpus, length, limit=n))
     if not rows:

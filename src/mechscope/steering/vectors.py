@@ -12,15 +12,14 @@ added at the first k positions, as activation addition does).
 - `pca_vector` (representation engineering): the first principal component of
   the paired differences, signed and scaled like the mean difference;
 - `from_direction`: a probe's direction (`mechscope.probes.LinearDirection`).
+
+`SteeringVector` lives in `steering.results` (no torch) and is re-exported here.
 """
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Literal
 
 import torch
@@ -30,75 +29,21 @@ from tqdm.auto import tqdm
 
 from ..core.model import Model
 from ..errors import InputError
+from .results import SteeringVector
+
+__all__ = [
+    "SteeringVector",
+    "actadd",
+    "check_layer",
+    "from_direction",
+    "mean_diff_vector",
+    "pca_vector",
+    "text_activations",
+    "topic_sentences",
+    "word_pattern",
+]
 
 Reduce = Literal["mean", "last"]
-
-
-@dataclass
-class SteeringVector:
-    """What to add to ``blocks.{layer}.resid_pre`` (times a coefficient), and where it came from."""
-
-    vector: Float[Tensor, "k d_model"]  # k = 1: every position; k > 1: the first k positions
-    layer: int
-    method: str = "custom"
-    meta: dict[str, object] = field(default_factory=dict)
-
-    def __post_init__(self) -> None:
-        if self.vector.ndim == 1:
-            self.vector = self.vector[None]
-        if self.vector.ndim != 2 or self.vector.shape[0] < 1:
-            raise InputError(
-                f"a steering vector is [d_model] or [k, d_model], got {tuple(self.vector.shape)}"
-            )
-        self.vector = self.vector.detach().float().cpu()
-
-    @property
-    def site(self) -> str:
-        return f"blocks.{self.layer}.resid_pre"
-
-    @property
-    def front(self) -> bool:
-        """True for a vector of several positions, added at the front of the prompt."""
-        return self.vector.shape[0] > 1
-
-    def norm(self) -> float:
-        """The largest norm of one position's vector."""
-        return float(self.vector.norm(dim=-1).max())
-
-    def save(self, path: str | Path) -> Path:
-        """One safetensors file: the vector, with layer, method and meta as metadata."""
-        from safetensors.torch import save_file
-
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        info = {"layer": self.layer, "method": self.method, "meta": self.meta}
-        tmp = path.with_name(path.name + ".tmp")
-        save_file({"vector": self.vector.contiguous()}, str(tmp),
-                  metadata={"mechscope_steering": json.dumps(info)})  # fmt: skip
-        tmp.replace(path)
-        return path
-
-    @classmethod
-    def load(cls, path: str | Path) -> SteeringVector:
-        from safetensors import SafetensorError, safe_open
-
-        if not Path(path).is_file():
-            raise InputError(f"no such steering vector file: {path}")
-        try:
-            with safe_open(str(path), framework="pt") as f:
-                raw = (f.metadata() or {}).get("mechscope_steering")
-                vector = f.get_tensor("vector") if raw is not None else None
-        except (OSError, SafetensorError) as e:
-            raise InputError(f"cannot read {path} as a steering vector: {e}") from None
-        if raw is None or vector is None:
-            raise InputError(f"{path} is not a saved steering vector (mechscope steer --save …)")
-        info = json.loads(raw)
-        return cls(vector, int(info["layer"]), info.get("method", "custom"), info.get("meta", {}))
-
-    def __repr__(self) -> str:
-        k = self.vector.shape[0]
-        where = f"first {k} positions" if self.front else "every position"
-        return f"SteeringVector({self.method}, layer {self.layer}, {where}, norm {self.norm():.2f})"
 
 
 def check_layer(model: Model, layer: int) -> None:
@@ -254,12 +199,14 @@ def from_direction(direction: object, scale: float, layer: int | None = None) ->
     there.
     """
     weight = getattr(direction, "weight", None)
+    if weight is not None and not isinstance(weight, Tensor):  # a direction opened with numpy
+        weight = torch.as_tensor(weight)
     if not isinstance(weight, Tensor):
         raise InputError(
             "from_direction needs a probe direction (mechscope.probes.LinearDirection)"
         )
     if getattr(direction, "normaliser", None) is not None:
-        weight = direction.in_residual()  # type: ignore[attr-defined]
+        weight = torch.as_tensor(direction.in_residual())  # type: ignore[attr-defined]
     if layer is None and getattr(direction, "layer", None) is not None:
         layer = int(direction.layer) + 1  # type: ignore[attr-defined]
     if layer is None:
@@ -292,7 +239,7 @@ def topic_sentences(
     """
     import random
 
-    from ..harvest.corpus import open_corpus
+    from ..corpus import open_corpus
 
     pattern = word_pattern(words)
     with_topic: list[str] = []

@@ -5,7 +5,7 @@ locates subject tokens and keeps the facts the model knows; `trace` runs
 causal tracing of one fact, all restorations in batched forwards;
 `average` averages traces over facts by token kind; `rome` rewrites a fact
 with a rank-one update and evaluates the edit; `runs` writes both as run
-folders for the viewer.
+folders for the viewer; `results` holds the result classes (no torch).
 """
 
 from __future__ import annotations
@@ -15,10 +15,11 @@ from typing import TYPE_CHECKING
 from .._lazy import exports
 
 if TYPE_CHECKING:
-    from .average import TOKEN_KINDS, AverageTrace, token_kinds, trace_facts
+    from .average import token_kinds, trace_facts
     from .facts import Fact, KnownFact, geography_facts, known_facts, load_facts, subject_span
-    from .rome import Edit, EditReport, RomeConfig, edit, evaluate_edit, key_covariance
+    from .results import TOKEN_KINDS, AverageTrace, CausalTrace, Edit, EditReport
+    from .rome import RomeConfig, edit, evaluate_edit, key_covariance
     from .runs import edit_run, trace_run
-    from .trace import CausalTrace, noise_scale, trace_fact
+    from .trace import noise_scale, trace_fact
 
 __getattr__, __dir__, __all__ = exports(__name__, __file__)

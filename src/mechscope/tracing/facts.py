@@ -7,7 +7,9 @@ their countries), or from the user's JSON (a list of objects with
 and optionally ``relation``). Each relation carries several templates, so
 held-out paraphrases exist for editing. `subject_span` finds the subject's
 tokens exactly from the tokenizer's character offsets; `known_facts` keeps
-the facts the model completes with the object's first token.
+the facts the model completes with the object's first token. The module
+imports no torch (a `Fact` is part of saved traces and edits, which the
+viewer reads without it).
 """
 
 from __future__ import annotations
@@ -16,13 +18,13 @@ import random
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
-
-from ..core.model import Model
 from ..errors import InputError
 from ..store import read_json_list
+
+if TYPE_CHECKING:
+    from ..core.model import Model
 
 # relation -> templates ("{}" is the subject); the first is the one traced and edited
 TEMPLATES: dict[str, tuple[str, ...]] = {
@@ -189,16 +191,18 @@ class KnownFact:
     rank: int
 
 
-@torch.no_grad()
 def known_facts(
     model: Model, facts: Sequence[Fact], *, max_rank: int = 0, batch_size: int = 32
 ) -> list[KnownFact]:
     """The facts whose object's first token (with a leading space) ranks ≤ `max_rank` (0: the top)."""
+    import torch
+
     out: list[KnownFact] = []
     for i in range(0, len(facts), batch_size):
         chunk = list(facts[i : i + batch_size])
         lengths = model.lengths([f.prompt for f in chunk])
-        logits = model.run([f.prompt for f in chunk]).logits  # right-padded, padding masked
+        with torch.no_grad():  # right-padded, padding masked
+            logits = model.run([f.prompt for f in chunk]).logits
         logits = logits[torch.arange(len(chunk)), lengths - 1]
         probs = logits.float().softmax(-1)
         for j, fact in enumerate(chunk):

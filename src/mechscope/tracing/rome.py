@@ -16,22 +16,19 @@ where the key k is the projection's input (``blocks.L.mlp.post``). ROME
 `edit` applies it and returns an `Edit` whose `undo` restores the weight
 bit for bit; `evaluate_edit` measures efficacy, paraphrase generalisation,
 neighbourhood specificity and generation fluency on held-out prompts.
+`Edit` and `EditReport` live in `tracing.results` (no torch) and are
+re-exported here.
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
-import math
 import time
-from collections import Counter
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
-from pathlib import Path
+from dataclasses import dataclass
 
 import torch
 from jaxtyping import Float
-from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 from tqdm.auto import tqdm
@@ -42,6 +39,21 @@ from ..core.model import Model
 from ..core.weights import resident
 from ..errors import InputError
 from .facts import Fact, subject_span
+from .results import Edit, EditReport, ngram_entropy
+
+__all__ = [
+    "Edit",
+    "EditReport",
+    "RomeConfig",
+    "context_prefixes",
+    "default_layer",
+    "edit",
+    "evaluate_edit",
+    "key_covariance",
+    "ngram_entropy",
+    "object_logprobs",
+    "subject_key",
+]
 
 PREFIX_STARTS = ("The", "Therefore", "However", "I", "You", "Because", "In", "She", "We", "It")
 
@@ -264,91 +276,6 @@ def _optimise_delta(
 # --- the edit -------------------------------------------------------------------------------
 
 
-@dataclass
-class Edit:
-    """A rank-one edit of ``blocks.{layer}``'s MLP output projection; `undo` restores it exactly.
-
-    ``W' = W + value ⊗ key_dir`` (``key_dir = C⁻¹k* / (k*ᵀC⁻¹k*)``), so the
-    output for the key k* moves by exactly `value` (= δ). Works as a context
-    manager: the edit is undone when the block ends.
-    """
-
-    fact: Fact
-    new_object: str
-    layer: int
-    value: Tensor = field(repr=False)  # δ [d_model]
-    key_dir: Tensor = field(repr=False)  # [d_mlp]
-    key: Tensor = field(repr=False)  # k* [d_mlp]
-    history: list[dict[str, float]] = field(default_factory=list, repr=False)
-    value_norm: float = 0.0  # ‖v‖ at the subject
-    seconds: float = 0.0
-    _model: Model | None = field(default=None, repr=False)
-    _original: Tensor | None = field(default=None, repr=False)
-
-    @property
-    def applied(self) -> bool:
-        return self._original is not None
-
-    def apply(self, model: Model) -> Edit:
-        """Write the update into `model` (keeping the original weight for `undo`)."""
-        if self.applied:
-            raise InputError("this edit is already applied; undo it first")
-        down = _down(model, self.layer)
-        self._original = down.weight.detach().clone()
-        with torch.no_grad():
-            down.weight.add_(
-                _rank_one(down, self.value.to(down.weight), self.key_dir.to(down.weight))
-            )
-        self._model = model
-        return self
-
-    def undo(self) -> None:
-        """Restore the projection's original weight bit for bit."""
-        if self._original is None or self._model is None:
-            raise InputError("this edit is not applied")
-        with torch.no_grad():
-            _down(self._model, self.layer).weight.copy_(self._original)
-        self._original, self._model = None, None
-
-    def __enter__(self) -> Edit:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self.applied:
-            self.undo()
-
-    def save(self, path: str | Path) -> Path:
-        """The update's factors and what it edits, as one safetensors file."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        meta = {
-            "fact": self.fact.to_dict(), "new_object": self.new_object, "layer": self.layer,
-            "history": self.history, "value_norm": self.value_norm, "seconds": self.seconds,
-        }  # fmt: skip
-        tensors = {"value": self.value.cpu(), "key_dir": self.key_dir.cpu(), "key": self.key.cpu()}
-        save_file(tensors, str(path), metadata={"mechscope_rome": json.dumps(meta)})
-        return path
-
-    @classmethod
-    def load(cls, path: str | Path) -> Edit:
-        """Reopen a saved edit (not applied: call `apply(model)`)."""
-        with safe_open(str(path), framework="pt") as f:
-            raw = (f.metadata() or {}).get("mechscope_rome")
-            if raw is None:
-                raise InputError(f"{path} is not a saved ROME edit")
-            t = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118
-        meta = json.loads(raw)
-        meta["fact"] = Fact(**meta["fact"])
-        return cls(value=t["value"], key_dir=t["key_dir"], key=t["key"], **meta)
-
-    def __repr__(self) -> str:
-        state = "applied" if self.applied else "not applied"
-        return (
-            f"Edit({self.fact.prompt!r}: {self.fact.object!r} → {self.new_object!r}, layer "
-            f"{self.layer}, ‖δ‖ {float(self.value.norm()):.2f} (‖v‖ {self.value_norm:.2f}), {state})"
-        )
-
-
 def default_layer(model: Model) -> int:
     """The MLP ROME edits unless told: early-middle, about a sixth of the way through."""
     if model.dims is None:
@@ -400,10 +327,9 @@ def edit(
         c + ridge * torch.eye(c.shape[0], dtype=c.dtype, device=c.device), key.double()
     )
     key_dir = (u / (u @ key.double())).float()
-    e = Edit(fact, new_object, layer, delta.float(), key_dir, key, history, v_norm)
-    e.apply(model)
-    e.seconds = time.perf_counter() - t0
-    return e
+    seconds = time.perf_counter() - t0
+    return Edit(fact, new_object, layer, delta.float(), key_dir, key, history, v_norm,
+                seconds).apply(model)  # fmt: skip
 
 
 # --- evaluation -------------------------------------------------------------------------------
@@ -429,131 +355,6 @@ def object_logprobs(
             pos = torch.arange(start - 1, start - 1 + len(tail))
             out.append(float(logp[j, pos, torch.tensor(tail)].mean()))
     return torch.tensor(out).view(len(prompts), len(objects))
-
-
-def ngram_entropy(text: str) -> float:
-    """Fluency as in ROME: (2/3·H₂ + 4/3·H₃) / 2 of the text's word bi- and trigrams, in bits."""
-    words = text.split()
-    hs = []
-    for n, weight in ((2, 2 / 3), (3, 4 / 3)):
-        grams = Counter(tuple(words[i : i + n]) for i in range(len(words) - n + 1))
-        total = sum(grams.values())
-        h = -sum(c / total * math.log2(c / total) for c in grams.values()) if total else 0.0
-        hs.append(weight * h)
-    return sum(hs) / 2
-
-
-@dataclass
-class EditReport:
-    """Held-out evaluation of one edit, before and after (Meng et al.'s scores)."""
-
-    fact: dict[str, str]
-    new_object: str
-    layer: int
-    prompts: dict[str, list[str]]  # edited / paraphrase / neighbourhood / generation
-    neighbour_objects: list[str]
-    # per prompt: mean log-probability of the true and the new object, before and after
-    before: dict[str, list[list[float]]]
-    after: dict[str, list[list[float]]]
-    top_before: dict[str, list[str]]  # the next token the model predicts
-    top_after: dict[str, list[str]]
-    generations_before: list[str]
-    generations_after: list[str]
-    seconds: float = 0.0
-
-    def _wins(self, group: str, new_over_true: bool, when: str = "after") -> list[bool]:
-        rows = (self.after if when == "after" else self.before)[group]
-        return [(r[1] > r[0]) == new_over_true for r in rows]
-
-    @property
-    def efficacy(self) -> float:
-        """Share of edited prompts where P(new) > P(true) after the edit."""
-        return _mean(self._wins("edited", True))
-
-    @property
-    def paraphrase(self) -> float:
-        """Share of held-out paraphrases (each after an unrelated sentence) where P(new) > P(true)."""
-        return _mean(self._wins("paraphrase", True))
-
-    @property
-    def paraphrase_bare(self) -> float:
-        """The same on the paraphrase templates alone (no sentence before them)."""
-        return (
-            _mean(self._wins("paraphrase_bare", True))
-            if "paraphrase_bare" in self.after
-            else float("nan")
-        )
-
-    @property
-    def neighbourhood(self) -> float:
-        """Share of neighbour prompts where the neighbour's own object still beats the new one."""
-        return _mean(self._wins("neighbourhood", False))
-
-    @property
-    def neighbourhood_kept(self) -> float:
-        """Share of neighbour prompts whose predicted next token did not change."""
-        b, a = self.top_before["neighbourhood"], self.top_after["neighbourhood"]
-        return _mean([x == y for x, y in zip(b, a, strict=True)])
-
-    @property
-    def fluency(self) -> tuple[float, float]:
-        """Mean n-gram entropy of the generations, before and after."""
-        before = _mean([ngram_entropy(t) for t in self.generations_before])
-        after = _mean([ngram_entropy(t) for t in self.generations_after])
-        return before, after
-
-    @property
-    def mentions_new(self) -> float:
-        """Share of generations after the edit that mention the new object."""
-        return _mean([self.new_object.lower() in t.lower() for t in self.generations_after])
-
-    def scores(self) -> dict[str, float]:
-        """The scores after the edit, with efficacy, paraphrase and neighbourhood before it."""
-        fb, fa = self.fluency
-        return {
-            "efficacy": self.efficacy,
-            "paraphrase": self.paraphrase,
-            "paraphrase_bare": self.paraphrase_bare,
-            "neighbourhood": self.neighbourhood,
-            "efficacy_before": _mean(self._wins("edited", True, "before")),
-            "paraphrase_before": _mean(self._wins("paraphrase", True, "before")),
-            "neighbourhood_before": _mean(self._wins("neighbourhood", False, "before")),
-            "neighbourhood_kept": self.neighbourhood_kept,
-            "fluency_before": fb,
-            "fluency_after": fa,
-            "mentions_new": self.mentions_new,
-        }
-
-    def save(self, path: str | Path) -> Path:
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        data = asdict(self) | {"scores": self.scores()}
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(json.dumps(data, indent=1, ensure_ascii=False))
-        tmp.replace(path)
-        return path
-
-    @classmethod
-    def load(cls, path: str | Path) -> EditReport:
-        try:
-            data = json.loads(Path(path).read_text())
-        except (OSError, json.JSONDecodeError) as e:
-            raise InputError(f"cannot read the edit report {path}: {e}") from None
-        data.pop("scores", None)
-        return cls(**data)
-
-    def __repr__(self) -> str:
-        s = self.scores()
-        return (
-            f"EditReport({self.fact['subject']!r}: {self.fact['object']!r} → {self.new_object!r}, "
-            f"layer {self.layer}; efficacy {s['efficacy']:.0%}, paraphrase {s['paraphrase']:.0%}, "
-            f"neighbourhood {s['neighbourhood']:.0%} (top token kept {s['neighbourhood_kept']:.0%}), "
-            f"fluency {s['fluency_before']:.2f} → {s['fluency_after']:.2f})"
-        )
-
-
-def _mean(xs: Sequence[float | bool]) -> float:
-    return sum(float(x) for x in xs) / len(xs) if xs else float("nan")
 
 
 def evaluate_edit(

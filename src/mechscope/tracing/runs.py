@@ -1,10 +1,11 @@
 """Run folders for traces and edits, which the viewer serves.
 
-A ``trace`` run holds ``trace.safetensors`` (one fact) or ``average.safetensors``
-with every fact's trace in ``facts/`` (many facts), and the heatmaps in
-``figures/``. An ``edit`` run holds ``edit.safetensors`` (the update, which
-`Edit.load` reopens), ``report.json`` (the held-out evaluation) and a figure
-of the objects' probabilities before and after.
+A ``trace`` run holds ``trace.safetensors`` (one fact, `CausalTrace.load`) or
+``average.safetensors`` (`AverageTrace.load`) with every fact's trace in
+``facts/`` (many facts), and the heatmaps in ``figures/``. An ``edit`` run
+holds ``edit.safetensors`` (the update, which `Edit.load` reopens),
+``report.safetensors`` (the held-out evaluation, `EditReport.load`) and a
+figure of the objects' probabilities before and after.
 """
 
 from __future__ import annotations
@@ -105,7 +106,7 @@ def edit_run(
         )
         try:
             e.save(run.dir / "edit.safetensors")
-            report.save(run.dir / "report.json")
+            report.save(run.dir / "report.safetensors")
             edit_figure(report, run.figures / "edit")
             run.extra["scores"] = report.scores()
             run.timed("edit", t0)

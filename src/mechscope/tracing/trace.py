@@ -9,20 +9,15 @@ layers around L. The probability of the object's first token with that
 restoration, against the corrupted run's, is the indirect effect of the
 state. Every (kind, layer, token, noise sample) is one row of a batched
 forward: one intervention per site, vectorised over rows, restores the
-right token in the right rows.
+right token in the right rows. The result, `CausalTrace`, lives in
+`tracing.results` (no torch) and is re-exported here.
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
-from dataclasses import dataclass, field
-from pathlib import Path
 
 import torch
-from jaxtyping import Float
-from safetensors import safe_open
-from safetensors.torch import save_file
 from torch import Tensor
 from tqdm.auto import tqdm
 
@@ -31,6 +26,9 @@ from ..core.model import Model
 from ..core.suffix import SuffixRunner
 from ..errors import InputError
 from .facts import Fact, subject_span
+from .results import CausalTrace
+
+__all__ = ["KINDS", "CausalTrace", "noise_scale", "trace_fact"]
 
 KINDS: dict[str, str] = {"hidden": "resid_post", "mlp": "mlp.out", "attn": "attn.out"}
 
@@ -47,81 +45,6 @@ def noise_scale(model: Model, multiplier: float = 3.0) -> float:
     with torch.no_grad():
         scale = float(module(ids).float().norm() / weight[ids].norm())
     return multiplier * float(weight.std()) * scale
-
-
-@dataclass(frozen=True)
-class CausalTrace:
-    """P(object) after restoring each state: `scores[kind]` is [layer, pos], averaged over samples."""
-
-    fact: Fact
-    tokens: list[str]
-    subject: tuple[int, int]
-    clean: float  # P(object) on the clean prompt
-    corrupted: float  # with the subject's embeddings noised, nothing restored
-    scores: dict[str, Tensor] = field(repr=False)
-    noise: float = 0.0
-    samples: int = 0
-    window: int = 10
-
-    def indirect_effect(self, kind: str) -> Float[Tensor, "layer pos"]:
-        """P(object | restored) − P(object | corrupted)."""
-        return self.scores[kind] - self.corrupted
-
-    def save(self, path: str | Path) -> Path:
-        """One safetensors file: the score grids, with everything else as JSON metadata."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        meta = {
-            "fact": self.fact.to_dict(), "tokens": self.tokens, "subject": list(self.subject),
-            "clean": self.clean, "corrupted": self.corrupted, "noise": self.noise,
-            "samples": self.samples, "window": self.window,
-        }  # fmt: skip
-        tensors = {k: v.contiguous() for k, v in self.scores.items()}
-        save_file(tensors, str(path), metadata={"mechscope": json.dumps(meta)})
-        return path
-
-    @classmethod
-    def load(cls, path: str | Path) -> CausalTrace:
-        with safe_open(str(path), framework="pt") as f:
-            raw = (f.metadata() or {}).get("mechscope")
-            if raw is None:
-                raise InputError(f"{path} is not a saved causal trace")
-            scores = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 (safe_open has no iterator)
-        meta = json.loads(raw)
-        return cls(
-            fact=Fact(**meta["fact"]), tokens=meta["tokens"], subject=tuple(meta["subject"]),
-            clean=meta["clean"], corrupted=meta["corrupted"], scores=scores, noise=meta["noise"],
-            samples=meta["samples"], window=meta["window"],
-        )  # fmt: skip
-
-    def figure(self, path: str | Path) -> dict[str, dict[str, Path]]:
-        """The paper's heatmaps, one per kind: P(object) after restoring each (token, layer)."""
-        from ..figures import heatmap
-
-        stem = Path(path)
-        labels = [
-            t + ("*" if self.subject[0] <= i < self.subject[1] else "")
-            for i, t in enumerate(self.tokens)
-        ]
-        names = {"hidden": "hidden state", "mlp": "MLP output", "attn": "attention output"}
-        out = {}
-        for kind, grid in self.scores.items():
-            span = "" if kind == "hidden" else f" (window of {self.window} layers)"
-            out[kind] = heatmap(
-                grid.t(), stem.with_name(f"{stem.name}_{kind}"),
-                title=f"restoring the {names[kind]}{span}: P({self.fact.object!r}); corrupted "
-                f"{self.corrupted:.3f}, clean {self.clean:.3f}",
-                x_labels=[str(i) for i in range(grid.shape[0])], y_labels=labels,
-                x_title="layer", y_title="token (* subject)", value_title="P(object)", center=None,
-                cmap="Purples" if kind == "hidden" else ("Greens" if kind == "mlp" else "Reds"),
-            )  # fmt: skip
-        return out
-
-    def __repr__(self) -> str:
-        return (
-            f"CausalTrace({self.fact.prompt!r} → {self.fact.object!r}: clean {self.clean:.3f}, "
-            f"corrupted {self.corrupted:.3f}, kinds {list(self.scores)}, {self.samples} noise samples)"
-        )
 
 
 def _window(kind: str, layer: int, n_layers: int, window: int) -> range:

@@ -90,7 +90,8 @@ class App:
             try:
                 found = cls.load(path, arrays="numpy") if cls else open_result(path, arrays="numpy")
             except MechscopeError as err:
-                raise MechscopeError(f"{run.kind} run {run.id}: {err}") from None
+                said = str(err).replace(str(path), relative)  # the run's file, not the disk's
+                raise MechscopeError(f"{run.kind} run {run.id}: {said}") from None
             return found
 
         return self.resource(("result", path, stat.st_mtime_ns, stat.st_size), load)  # type: ignore[return-value]

@@ -1,4 +1,5 @@
-"""Vision: pretrained image models that install here, as mechscope models (feature visualisation builds on them)."""
+"""Vision: pretrained image models that install here, as mechscope models (feature visualisation
+builds on them; its result, `Rendering`, is in ``results.py``)."""
 
 from __future__ import annotations
 
@@ -19,5 +20,6 @@ if TYPE_CHECKING:
         read_state_dict,
         sample_image,
     )
+    from .results import Rendering
 
 __getattr__, __dir__, __all__ = exports(__name__, __file__)

@@ -10,8 +10,9 @@ Three parts, each small and swappable:
 - **transforms** (`pad`, `jitter`, `random_scale`, `random_rotate`) are applied
   to the images at every step, so that what is found is robust, not noise.
 
-`render` runs Adam on the parameters and keeps snapshots at chosen steps.
-Everything random draws from one generator seeded by `seed`.
+`render` runs Adam on the parameters and keeps snapshots at chosen steps (a
+`Rendering`, in ``results.py``). Everything random draws from one generator
+seeded by `seed`.
 """
 
 from __future__ import annotations
@@ -19,7 +20,6 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -30,6 +30,7 @@ from tqdm.auto import tqdm
 from ..core.interventions import stop
 from ..core.model import Model
 from ..errors import InputError
+from .results import Rendering
 
 Images = Float[Tensor, "batch 3 h w"]
 
@@ -278,54 +279,6 @@ def standard_transforms() -> list[Transform]:
 
 
 # ---------------------------------------------------------------------------- rendering
-
-
-@dataclass
-class Rendering:
-    """Snapshots of the optimised images: ``images[step]`` is [batch 3 h w] in [0, 1]."""
-
-    images: dict[int, Images]
-    objective: str
-    losses: list[float]
-
-    @property
-    def final(self) -> Images:
-        return self.images[max(self.images)]
-
-    def strip(self, path: str | Path, labels: Sequence[str] | None = None) -> dict[str, Path]:
-        """One row per image, one column per kept step (the 0 / 4 / 48 / 2048 strip)."""
-        from ..figures import image_grid
-
-        steps = sorted(self.images)
-        grid = torch.stack([self.images[s] for s in steps], dim=1)  # [batch step 3 h w]
-        return image_grid(grid, path, title=self.objective, row_labels=labels,
-                          col_labels=[f"step {s}" for s in steps])  # fmt: skip
-
-    def save(self, path: str | Path) -> Path:
-        """The snapshots and losses as one safetensors file."""
-        from safetensors.torch import save_file
-
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tensors = {f"step_{s}": x.contiguous() for s, x in self.images.items()}
-        tensors["losses"] = torch.tensor(self.losses)
-        save_file(tensors, str(path), metadata={"objective": self.objective})
-        return path
-
-    @classmethod
-    def load(cls, path: str | Path) -> Rendering:
-        from safetensors import SafetensorError, safe_open
-
-        try:
-            with safe_open(str(path), framework="pt") as f:
-                meta = f.metadata() or {}
-                tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118
-        except (OSError, SafetensorError) as e:
-            raise InputError(f"cannot read {path} as a rendering: {e}") from None
-        if "objective" not in meta or "losses" not in tensors:
-            raise InputError(f"{path} is not a saved rendering")
-        images = {int(k[5:]): v for k, v in tensors.items() if k.startswith("step_")}
-        return cls(images, meta["objective"], tensors["losses"].tolist())
 
 
 def render(

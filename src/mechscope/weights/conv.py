@@ -9,23 +9,22 @@ reads it exactly as a Jacobian of the network with its elementwise
 activations replaced by the identity and max-pools by average pools, batch
 norms in eval mode (affine), so the map is the product of the weights along
 every path, as in the car-detector figure (InceptionV1 4c:447 reads windows at
-the top and wheels at the bottom).
+the top and wheels at the bottom). The result is a `ConvWeights` (in
+``results.py``).
 """
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
-from pathlib import Path
+from collections.abc import Iterator
 
 import torch
-from jaxtyping import Float
 from torch import Tensor, nn
 
 from ..core.interventions import apply, stop
 from ..core.model import Model
 from ..errors import InputError, MechscopeError
+from .results import ConvWeights
 
 # elementwise activations (module forms) that the linearised network replaces by the identity
 ACTIVATIONS: tuple[type[nn.Module], ...] = (
@@ -58,99 +57,6 @@ def linearised(net: nn.Module) -> Iterator[nn.Module]:
     finally:
         for parent, name, child in swapped:
             setattr(parent, name, child)
-
-
-@dataclass
-class ConvWeights:
-    """The expanded weights into one unit: ``maps[c]`` is input channel c's spatial map.
-
-    ``maps`` is [c_in kh kw]: the weight from channel c of `src` at each offset
-    (the unit's receptive field in `src`, cropped to where any weight is
-    non-zero) to channel `unit` of `dst` at the centre of its feature map.
-    """
-
-    src: str
-    dst: str
-    unit: int
-    maps: Float[Tensor, "c_in kh kw"]
-
-    @property
-    def excitation(self) -> Float[Tensor, " c_in"]:
-        """Total positive weight from each input channel."""
-        return self.maps.clamp(min=0).sum((1, 2))
-
-    @property
-    def inhibition(self) -> Float[Tensor, " c_in"]:
-        """Total negative weight from each input channel, as a positive number."""
-        return (-self.maps).clamp(min=0).sum((1, 2))
-
-    def top(self, k: int = 6, kind: str = "excitation") -> list[int]:
-        """The `k` input channels with the most excitation (or ``kind="inhibition"``)."""
-        if kind not in ("excitation", "inhibition"):
-            raise InputError(f"kind must be 'excitation' or 'inhibition', got {kind!r}")
-        values = self.excitation if kind == "excitation" else self.inhibition
-        return values.topk(min(k, len(values))).indices.tolist()
-
-    def table(self, k: int = 6) -> list[dict[str, object]]:
-        """Rows for the top `k` exciting and inhibiting channels (channel, totals, peak offset)."""
-        rows = []
-        for kind in ("excitation", "inhibition"):
-            for c in self.top(k, kind):
-                m = self.maps[c]
-                peak = int((m if kind == "excitation" else -m).argmax())
-                rows.append({"kind": kind, "channel": c, "excitation": float(self.excitation[c]),
-                             "inhibition": float(self.inhibition[c]),
-                             "peak": [peak // m.shape[1], peak % m.shape[1]]})  # fmt: skip
-        return rows
-
-    def save(self, path: str | Path) -> Path:
-        """The maps as safetensors with src, dst and unit in the metadata."""
-        from safetensors.torch import save_file
-
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        meta = {"src": self.src, "dst": self.dst, "unit": str(self.unit)}
-        save_file({"maps": self.maps.contiguous()}, str(path), metadata=meta)
-        return path
-
-    @classmethod
-    def load(cls, path: str | Path) -> ConvWeights:
-        from safetensors import SafetensorError, safe_open
-
-        try:
-            with safe_open(str(path), framework="pt") as f:
-                meta = f.metadata() or {}
-                maps = f.get_tensor("maps")
-        except (OSError, SafetensorError) as e:
-            raise InputError(f"cannot read {path} as expanded weights: {e}") from None
-        if not {"src", "dst", "unit"} <= set(meta):
-            raise InputError(f"{path} is not a saved set of expanded weights")
-        return cls(meta["src"], meta["dst"], int(meta["unit"]), maps)
-
-    def figure(
-        self,
-        path: str | Path,
-        *,
-        images: Mapping[int, Float[Tensor, "3 h w"]] | None = None,
-        unit_image: Float[Tensor, "3 h w"] | None = None,
-        k: int = 6,
-        title: str | None = None,
-    ) -> dict[str, Path]:
-        """The car-detector figure: top exciting and inhibiting channels, each with its map.
-
-        `images` (channel → its visualisation) go above the maps; `unit_image` is
-        the unit's own visualisation, drawn first. PNG, SVG and HTML.
-        """
-        from ..figures import weight_circuit
-
-        groups = [(kind, self.top(k, kind)) for kind in ("excitation", "inhibition")]
-        title = title or f"{self.src} → {self.dst}:{self.unit}"
-        return weight_circuit(self.maps, groups, path, title=title, images=images,
-                              unit_image=unit_image)  # fmt: skip
-
-    def to_json(self, k: int = 6) -> dict[str, object]:
-        return {"src": self.src, "dst": self.dst, "unit": self.unit,
-                "shape": list(self.maps.shape), "top": self.table(k)}  # fmt: skip
 
 
 def _gray(model: Model, size: int) -> Tensor:

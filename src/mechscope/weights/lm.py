@@ -16,9 +16,7 @@ W_out [d_mlp d_model].
 
 from __future__ import annotations
 
-import json
-from dataclasses import asdict, dataclass, field
-from pathlib import Path
+from dataclasses import dataclass
 
 import torch
 from jaxtyping import Float
@@ -27,6 +25,7 @@ from torch import Tensor, nn
 from ..core.model import Model
 from ..core.weights import in_out, resident
 from ..errors import InputError, MechscopeError
+from .results import NeuronWiring
 
 FAMILIES = ("llama", "gpt2", "gpt_neox")
 
@@ -282,77 +281,6 @@ def composition_scores(
 
 
 # ---------------------------------------------------------------------------- neurons
-
-
-@dataclass
-class NeuronWiring:
-    """What one MLP neuron reads and writes, in the weights.
-
-    ``neurons[l, i]`` is the virtual weight from neuron i of layer l (< `layer`)
-    into this neuron's input `via`; ``heads[l, h]`` the norm of head h's output
-    matrix projected on it (a head writes a vector whose sign depends on its
-    input, so only the size is a weight); ``embed`` and ``logits`` the tokens it
-    reads most directly and the tokens its output raises and lowers.
-    """
-
-    layer: int
-    neuron: int
-    via: str
-    neurons: Float[Tensor, "layer d_mlp"]
-    heads: Float[Tensor, "layer head"]
-    embed: list[tuple[str, float]] = field(default_factory=list)
-    logits_up: list[tuple[str, float]] = field(default_factory=list)
-    logits_down: list[tuple[str, float]] = field(default_factory=list)
-
-    def top(self, k: int = 10, kind: str = "excitation") -> list[tuple[int, int, float]]:
-        """(layer, neuron, weight) of the `k` strongest exciting (or inhibiting) upstream neurons."""
-        if kind not in ("excitation", "inhibition"):
-            raise InputError(f"kind must be 'excitation' or 'inhibition', got {kind!r}")
-        flat = self.neurons.flatten() * (1 if kind == "excitation" else -1)
-        values, idx = flat.topk(min(k, len(flat)))
-        width = self.neurons.shape[1]
-        return [(int(i) // width, int(i) % width, float(v) * (1 if kind == "excitation" else -1))
-                for v, i in zip(values, idx, strict=True) if v > 0]  # fmt: skip
-
-    def top_heads(self, k: int = 5) -> list[tuple[int, int, float]]:
-        values, idx = self.heads.flatten().topk(min(k, self.heads.numel()))
-        width = self.heads.shape[1]
-        return [
-            (int(i) // width, int(i) % width, float(v)) for v, i in zip(values, idx, strict=True)
-        ]
-
-    def to_json(self, k: int = 10) -> dict[str, object]:
-        return {"layer": self.layer, "neuron": self.neuron, "via": self.via,
-                "excitation": self.top(k), "inhibition": self.top(k, "inhibition"),
-                "heads": self.top_heads(k), "embed": self.embed, "logits_up": self.logits_up,
-                "logits_down": self.logits_down}  # fmt: skip
-
-    def save(self, path: str | Path, k: int = 10) -> Path:
-        """Tensors as safetensors beside a JSON of the rest and of the top-`k` rankings."""
-        from safetensors.torch import save_file
-
-        path = Path(path)
-        path.mkdir(parents=True, exist_ok=True)
-        save_file({"neurons": self.neurons.contiguous(), "heads": self.heads.contiguous()},
-                  str(path / "wiring.safetensors"))  # fmt: skip
-        meta = {k: v for k, v in asdict(self).items() if k not in ("neurons", "heads")}
-        # the rankings too, for readers without torch (the viewer)
-        ranked = self.to_json(k)
-        meta.update({key: ranked[key] for key in ("excitation", "inhibition", "heads")})
-        (path / "wiring.json").write_text(json.dumps(meta, indent=1))
-        return path
-
-    @classmethod
-    def load(cls, path: str | Path) -> NeuronWiring:
-        from safetensors.torch import load_file
-
-        path = Path(path)
-        if not (path / "wiring.json").is_file():
-            raise InputError(f"{path} holds no saved neuron wiring (wiring.json)")
-        meta = json.loads((path / "wiring.json").read_text())
-        t = load_file(str(path / "wiring.safetensors"))
-        lists = {k: [tuple(x) for x in meta[k]] for k in ("embed", "logits_up", "logits_down")}
-        return cls(meta["layer"], meta["neuron"], meta["via"], t["neurons"], t["heads"], **lists)
 
 
 def neuron_wiring(

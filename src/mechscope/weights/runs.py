@@ -1,13 +1,17 @@
 """Run folders for weight circuits, which the viewer serves.
 
-A ``weights-conv`` run holds ``weights.safetensors`` (`ConvWeights.load`),
-``weights.json`` (the top exciting and inhibiting channels), the renderings
-of the unit and of those channels, and the figure ``circuit`` (PNG/SVG/HTML).
+A ``weights-conv`` run holds ``weights.safetensors`` (the `ConvWeights`; its
+``table(k)`` ranks the top exciting and inhibiting channels), the renderings
+of the unit and of those channels (``unit.safetensors``,
+``inputs.safetensors``: `Rendering` each), and the figure ``circuit``
+(PNG/SVG/HTML).
 
 A ``weights-lm`` run holds ``heads.json`` (per head: OV and QK circuits on
-tokens, the earlier heads composing with it most), ``neurons/L-N/`` (a saved
-`NeuronWiring` each), ``copying.json`` and the figure ``copying`` (the copying
-score of every head).
+tokens, the earlier heads composing with it most),
+``neurons/L-N/wiring.safetensors`` (a `NeuronWiring` each; the config's
+``k`` is how many upstream units its pages rank) with ``wiring.json`` beside
+it (its top-``k`` rankings as JSON), ``copying.json`` and the figure
+``copying`` (the copying score of every head).
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from ..errors import InputError
 from ..store import model_record, new_run
 from . import lm
 from .conv import ConvWeights, expanded_weights
+from .results import wiring_file
 
 # source tokens whose OV images and query tokens whose QK keys a head page shows
 DEFAULT_TOKENS = (" Paris", " cat", " John", " Mary", " the", " red", " (", " walked")
@@ -53,7 +58,6 @@ def conv_weights_run(
         weights = expanded_weights(model, src, dst, unit, size=size)
         run.timed("weights", t0)
         weights.save(run.dir / "weights.safetensors")
-        run.write_json("weights.json", weights.to_json(k))
         images: dict[int, torch.Tensor] = {}
         unit_image = None
         if viz_steps > 0:
@@ -141,9 +145,10 @@ def lm_weights_run(
             }  # fmt: skip
         run.write_json("heads.json", summary)
         for layer, neuron in neurons:
-            lm.neuron_wiring(model, layer, neuron, via=via, k=k).save(
-                run.dir / "neurons" / f"{layer}-{neuron}"
-            )
+            wiring = lm.neuron_wiring(model, layer, neuron, via=via, k=k)
+            saved = wiring.save(run.dir / wiring_file(layer, neuron))
+            # its top-k rankings as JSON beside it, for readers without mechscope
+            run.write_json(str(saved.relative_to(run.dir).with_suffix(".json")), wiring.to_json(k))
         run.timed("weights", t0)
         best = copying.flatten().argmax()
         n_heads = copying.shape[1]

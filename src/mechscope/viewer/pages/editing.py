@@ -1,35 +1,36 @@
 """Pages for ROME edit runs (``mechscope.tracing.runs.edit_run``): the update and its evaluation.
 
-An ``edit`` run's home shows the ROME update (``edit.safetensors``), the
-held-out scores of ``report.json`` with what each means, every prompt's
-probabilities before and after, the generations side by side and the value
-search's loss. Every value read from the run's files is escaped; a damaged
-file gives an error page naming it.
+An ``edit`` run's home shows the ROME update (``edit.safetensors``, an
+`Edit`), the held-out scores of ``report.safetensors`` (an `EditReport`)
+with what each means, every prompt's probabilities before and after, the
+generations side by side and the value search's loss. The results are
+opened with numpy arrays (`App.result`, no torch); every value read from
+them is escaped, and a damaged file gives an error page naming it.
 """
 
 from __future__ import annotations
 
-import json
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from ...errors import InputError
+from ...tracing.results import Edit, EditReport
 from ..html import Markup, definition_list, join, link, render, table, url
 from ..registry import Document, NotFound, Request, home
 from ..runs import RunInfo
 from .harvest import show_token
 from .sae import figure_html
-from .tracing import _count, _float, _num, _safetensors, _share
+from .tracing import _count, _num, _share
 
 if TYPE_CHECKING:
     from ..app import App
 
 EDIT_KINDS = ("edit",)
 GROUPS = ("edited", "paraphrase", "paraphrase_bare", "neighbourhood")
-# (key in report.json's scores, label, what it means); each is a share
+# (key in EditReport.scores(), label, what it means); each is a share
 SCORES: tuple[tuple[str, str, str], ...] = (
     ("efficacy", "efficacy", "share of edited prompts where P(new) > P(true) after the edit"),
     (
@@ -63,91 +64,47 @@ class PromptRow:
     group: str
     prompt: str
     true_object: str
-    before: tuple[float, float]
-    after: tuple[float, float]
+    before: Sequence[float]
+    after: Sequence[float]
     top_before: str
     top_after: str
 
 
-def _pair(x: Any) -> tuple[float, float]:
-    if not isinstance(x, list) or len(x) != 2:
-        raise ValueError(f"expected [log P(true), log P(new)], got {x!r}")
-    a, b = (float(v) for v in x)
-    return a, b
-
-
-@dataclass(frozen=True)
-class Report:
-    """What the edit page shows of ``report.json`` (written by `EditReport.save`)."""
-
-    fact: dict[str, str]
-    new_object: str
-    layer: int
-    rows: list[PromptRow]
-    generations: list[tuple[str, str, str]]  # prompt, before, after
-    scores: dict[str, float]
-    seconds: float | None
-
-
-def read_report(run: RunInfo) -> Report:
-    """``report.json``, checked for what the page shows; a 404 if it is missing."""
-    path = run.path / "report.json"
-    if not path.is_file():
+def read_report(app: App, run: RunInfo) -> EditReport:
+    """``report.safetensors``; a 404 if it is missing."""
+    report = app.result(run, "report.safetensors", EditReport)
+    if report is None:
         raise NotFound(
-            f"edit run {run.id} has no report.json: it did not finish",
+            f"edit run {run.id} has no report.safetensors: it did not finish",
             render("<p>{a}</p>", a=link(url("run", run.id, "record"), "its record and files")),
         )
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise InputError(f"cannot read report.json of edit run {run.id}: {err}") from err
-    try:
-        fact = {k: str(data["fact"][k]) for k in ("subject", "template", "object")}
-        rows = []
-        for group in [g for g in GROUPS if g != "paraphrase_bare" or g in data["prompts"]]:
-            columns = [
-                data["prompts"][group],
-                data["before"][group],
-                data["after"][group],
-                data["top_before"][group],
-                data["top_after"][group],
-            ]
-            if len({len(c) for c in columns}) != 1:
-                raise ValueError(f"the {group} prompts, scores and top tokens differ in number")
-            objects = data["neighbour_objects"] if group == "neighbourhood" else None
-            for i, (prompt, before, after, tb, ta) in enumerate(zip(*columns, strict=True)):
-                true = str(objects[i]) if objects is not None else fact["object"]
-                rows.append(
-                    PromptRow(
-                        group, str(prompt), true, _pair(before), _pair(after), str(tb), str(ta)
-                    )
-                )
-        generations = list(
-            zip(
-                data["prompts"]["generation"],
-                data["generations_before"],
-                data["generations_after"],
-                strict=True,
+    return report
+
+
+def prompt_rows(report: EditReport) -> list[PromptRow]:
+    """Every scored prompt of the report, group by group."""
+    rows = []
+    for group in [g for g in GROUPS if g in report.prompts]:
+        for i, prompt in enumerate(report.prompts[group]):
+            true = (
+                report.neighbour_objects[i] if group == "neighbourhood" else report.fact["object"]
             )
-        )
-        scores = data.get("scores") or run.record.get("scores") or {}
-        seconds = data.get("seconds")
-        return Report(
-            fact,
-            str(data["new_object"]),
-            int(data["layer"]),
-            rows,
-            [(str(p), str(b), str(a)) for p, b, a in generations],
-            {str(k): float(v) for k, v in scores.items()},
-            float(seconds) if isinstance(seconds, int | float) else None,
-        )
-    except (KeyError, TypeError, ValueError, IndexError) as err:
-        what = f"no {err}" if isinstance(err, KeyError) else str(err)
-        raise InputError(f"report.json of edit run {run.id} is not a ROME report: {what}") from err
+            rows.append(
+                PromptRow(
+                    group,
+                    prompt,
+                    true,
+                    report.before[group][i],
+                    report.after[group][i],
+                    report.top_before[group][i],
+                    report.top_after[group][i],
+                )
+            )
+    return rows
 
 
-def _score_rows(report: Report) -> Markup:
-    scores = report.scores
+def _score_rows(report: EditReport, rows: list[PromptRow]) -> Markup:
+    scores = report.scores()
     groups = {
         "efficacy": "edited",
         "paraphrase": "paraphrase",
@@ -155,9 +112,9 @@ def _score_rows(report: Report) -> Markup:
         "neighbourhood": "neighbourhood",
         "neighbourhood_kept": "neighbourhood",
     }
-    sizes = {k: _count(sum(r.group == g for r in report.rows), "prompt") for k, g in groups.items()}
-    sizes["mentions_new"] = _count(len(report.generations), "generation")
-    rows = [
+    sizes = {k: _count(sum(r.group == g for r in rows), "prompt") for k, g in groups.items()}
+    sizes["mentions_new"] = _count(len(report.generations_after), "generation")
+    shown = [
         render(
             '<tr data-score="{key}"><th scope="row">{label}</th>'
             '<td class="value" data-value="{exact}">{value}</td><td class="muted">{doc} '
@@ -171,7 +128,7 @@ def _score_rows(report: Report) -> Markup:
         )
         for key, label, doc in SCORES
     ]
-    rows.append(
+    shown.append(
         render(
             '<tr data-score="fluency"><th scope="row">fluency</th>'
             '<td class="value" data-value="{b} {a}">{tb} → {ta}</td><td class="muted">'
@@ -186,7 +143,7 @@ def _score_rows(report: Report) -> Markup:
     return render(
         '<table class="grid metrics" id="scores"><thead><tr><th>score</th><th>value</th>'
         "<th>what it measures</th></tr></thead><tbody>{rows}</tbody></table>",
-        rows=join(rows),
+        rows=join(shown),
     )
 
 
@@ -194,11 +151,11 @@ def _token(text: str) -> Markup:
     return render('<code class="token">{t}</code>', t=show_token(text))
 
 
-def _prompt_table(report: Report) -> Markup:
+def _prompt_table(rows: list[PromptRow]) -> Markup:
     def p(logp: float) -> str:
         return _num(math.exp(logp))
 
-    rows = [
+    cells = [
         (
             r.group,
             r.prompt,
@@ -209,7 +166,7 @@ def _prompt_table(report: Report) -> Markup:
             p(r.after[1]),
             render("{a} → {b}", a=_token(r.top_before), b=_token(r.top_after)),
         )
-        for r in report.rows
+        for r in rows
     ]
     header = (
         "group",
@@ -221,28 +178,20 @@ def _prompt_table(report: Report) -> Markup:
         "P(new) after",
         "top token before → after",
     )
-    return table(header, rows, cls="grid prompts")
+    return table(header, cells, cls="grid prompts")
 
 
 def _edit_update(app: App, run: RunInfo) -> tuple[Markup, Markup]:
     """‖δ‖ against ‖v‖, and the value search's loss history, from ``edit.safetensors``."""
-    found = _safetensors(app, run, "edit.safetensors", "mechscope_rome")
+    found = app.result(run, "edit.safetensors", Edit)
     if found is None:
         missing = Markup('<p class="muted">No edit.safetensors in this run.</p>')
         return Markup("—"), missing
-    tensors, meta = found
-    try:
-        delta = float(np.linalg.norm(tensors["value"].astype(np.float64)))
-        v_norm = _float(meta, "value_norm")
-        history = [
-            (int(h["step"]), _num(float(h["nll"])), _num(float(h["kl"])), _num(float(h["loss"])))
-            for h in meta.get("history", [])
-        ]
-    except (KeyError, TypeError, ValueError) as err:
-        what = f"no {err}" if isinstance(err, KeyError) else str(err)
-        raise InputError(
-            f"edit.safetensors of edit run {run.id} is not a ROME edit: {what}"
-        ) from err
+    delta = float(np.linalg.norm(np.asarray(found.value, dtype=np.float64)))
+    v_norm = float(found.value_norm)
+    history = [
+        (int(h["step"]), _num(h["nll"]), _num(h["kl"]), _num(h["loss"])) for h in found.history
+    ]
     ratio = f" ({delta / v_norm:.3g} × ‖v‖)" if v_norm > 0 else ""
     norms = render(
         '<span id="norms" data-delta="{d!r}" data-v="{v!r}">‖δ‖ {dt} vs ‖v‖ {vt}{ratio}</span>',
@@ -264,7 +213,8 @@ def _edit_update(app: App, run: RunInfo) -> tuple[Markup, Markup]:
 def edit_home(req: Request) -> Document:
     """The ROME edit, its held-out scores, every prompt before and after, and the generations."""
     run = req.the_run
-    report = read_report(run)
+    report = read_report(req.app, run)
+    rows = prompt_rows(report)
     norms, history = _edit_update(req.app, run)
     fact, seconds = report.fact, report.seconds
     rome = run.config.get("rome")
@@ -292,7 +242,12 @@ def edit_home(req: Request) -> Document:
                 render('<div class="tokens">{t}</div>', t=show_token(b)),
                 render('<div class="tokens">{t}</div>', t=show_token(a)),
             )
-            for p, b, a in report.generations
+            for p, b, a in zip(
+                report.prompts["generation"],
+                report.generations_before,
+                report.generations_after,
+                strict=True,
+            )
         ],
         cls="grid generations",
     )
@@ -302,8 +257,8 @@ def edit_home(req: Request) -> Document:
         "{prompts}<h2>Figure</h2>{figure}<h2>Generations</h2>{generations}"
         "<h2>Value search</h2>{history}{rome}",
         facts=facts,
-        scores=_score_rows(report),
-        prompts=_prompt_table(report),
+        scores=_score_rows(report, rows),
+        prompts=_prompt_table(rows),
         figure=figure_html(run, "edit", "P(true object) and P(new object), before and after"),
         generations=generations,
         history=history,

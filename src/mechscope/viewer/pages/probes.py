@@ -4,21 +4,21 @@ A ``probe`` run's home shows the run's summary, the accuracy figure
 (interactive), a table of each method's held-out accuracy per layer with its
 95% interval (best layer of each method marked) and the zero-shot baselines,
 links to the saved directions (``directions/{method}_L{layer}.safetensors``)
-and a sample of the contrast pairs (``pairs.json``). ``probes.json`` is read
-as JSON (the viewer never imports torch); every value read from the run's
-files is escaped, and a damaged file gives an error page naming it. The
-helpers for summaries, figures and saved tensors are shared with
-``pages/steering.py``.
+and a sample of the contrast pairs (``pairs.json``). ``probes.safetensors``
+is opened as a `ProbeResults` with numpy arrays (`App.result`: the viewer
+never imports torch); every value read from the run's files is escaped, and
+a damaged file gives an error page naming it. The helpers for summaries,
+figures, JSON files and saved tensors are shared with ``pages/steering.py``.
 """
 
 from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ...errors import InputError
+from ...probes.results import ProbeResults
 from ..html import Markup, definition_list, join, link, render, table, url
 from ..registry import Document, NotFound, Request, home
 from ..runs import RunInfo
@@ -26,8 +26,11 @@ from .generic import _size, file_url
 from .sae import figure_html
 from .tracing import _count
 
+if TYPE_CHECKING:
+    from ..app import App
+
 PROBE_KINDS = ("probe",)
-# as in mechscope.probes.sweep.METHODS (not imported: it pulls in torch)
+# how the page names each method of `probes.results.METHODS`
 METHODS = {"ccs": "CCS", "logistic": "logistic", "mean_diff": "mean diff"}
 PAIRS_SHOWN = 5  # of each split
 ACCURACY_STYLE = Markup(
@@ -99,82 +102,17 @@ def download(run: RunInfo, relative: str) -> Markup:
 # ---------------------------------------------------------------------------- data
 
 
-@dataclass(frozen=True)
-class Accuracy:
-    """An accuracy on `n` held-out pairs with its 95% interval (as `probes.Accuracy`)."""
-
-    value: float
-    n: int
-    low: float
-    high: float
-
-    @classmethod
-    def of(cls, raw: Any) -> Accuracy:
-        if not isinstance(raw, dict):
-            raise ValueError(f"an accuracy should be an object, got {raw!r}")
-        value, low, high = (_number(raw, k) for k in ("value", "low", "high"))
-        return cls(value, int(raw["n"]), low, high)
-
-    def __str__(self) -> str:
-        return f"{self.value:.3f} [{self.low:.3f}, {self.high:.3f}]"
+def read_probes(app: App, run: RunInfo) -> ProbeResults:
+    """``probes.safetensors``; a 404 if it is missing."""
+    probes = app.result(run, "probes.safetensors", ProbeResults)
+    if probes is None:
+        raise missing_file(run, "probes.safetensors")
+    return probes
 
 
-def _number(raw: dict[str, Any], key: str) -> float:
-    value = raw[key]
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise ValueError(f"{key!r} should be a number, got {value!r}")
-    return float(value)
-
-
-@dataclass(frozen=True)
-class ProbeTable:
-    """What the probe page shows of ``probes.json`` (written by `ProbeResults.save`)."""
-
-    layers: list[int]
-    accuracy: dict[str, list[Accuracy]]  # method -> one per layer
-    zero_shot: Accuracy
-    zero_shot_calibrated: Accuracy | None
-    n_train: int
-    n_test: int
-    ccs_loss: list[float]
-
-    def best(self, method: str) -> int:
-        """The index of the layer where `method` is most accurate (the first, on ties)."""
-        accs = self.accuracy[method]
-        return max(range(len(accs)), key=lambda i: accs[i].value)
-
-
-def read_probes(run: RunInfo) -> ProbeTable:
-    """``probes.json``, checked for what the page shows; a 404 if it is missing."""
-    data = read_run_json(run, "probes.json")
-    if data is None:
-        raise missing_file(run, "probes.json")
-    try:
-        if not isinstance(data, dict):
-            raise TypeError(f"expected a JSON object, got {type(data).__name__}")
-        layers = [int(layer) for layer in data["layers"]]
-        accuracy = {str(m): [Accuracy.of(a) for a in accs] for m, accs in data["accuracy"].items()}
-        for method, accs in accuracy.items():
-            if len(accs) != len(layers):
-                raise ValueError(f"{method} has {len(accs)} accuracies for {len(layers)} layers")
-        if not layers or not accuracy:
-            raise ValueError("no layers or no methods")
-        calibrated = data.get("zero_shot_calibrated")
-        losses = [float(x) for x in data.get("ccs_loss") or []]
-        return ProbeTable(
-            layers,
-            accuracy,
-            Accuracy.of(data["zero_shot"]),
-            Accuracy.of(calibrated) if calibrated is not None else None,
-            int(data["n_train"]),
-            int(data["n_test"]),
-            losses if len(losses) == len(layers) else [],
-        )
-    except (KeyError, TypeError, ValueError, AttributeError) as err:
-        what = f"no {err}" if isinstance(err, KeyError) else str(err)
-        raise InputError(
-            f"probes.json of probe run {run.id} is not saved probe results: {what}"
-        ) from err
+def best_index(probes: ProbeResults, method: str) -> int:
+    """The index in ``probes.layers`` of the layer where `method` is most accurate."""
+    return probes.layers.index(probes.best(method)[0])
 
 
 def read_pairs(run: RunInfo) -> list[tuple[str, bool]] | None:
@@ -194,10 +132,10 @@ def read_pairs(run: RunInfo) -> list[tuple[str, bool]] | None:
 # ---------------------------------------------------------------------------- pieces
 
 
-def accuracy_table(probes: ProbeTable) -> Markup:
+def accuracy_table(probes: ProbeResults) -> Markup:
     """Layers × methods: held-out accuracy [95% interval], each method's best layer marked."""
     methods = list(probes.accuracy)
-    best = {m: probes.best(m) for m in methods}
+    best = {m: best_index(probes, m) for m in methods}
     rows = []
     for i, layer in enumerate(probes.layers):
         cells = [
@@ -207,10 +145,10 @@ def accuracy_table(probes: ProbeTable) -> Markup:
                 cls="best" if best[m] == i else "",
                 m=m,
                 v=probes.accuracy[m][i].value,
-                tip=f"{METHODS.get(m, m)}, layer {layer}: {probes.accuracy[m][i]}"
+                tip=f"{METHODS.get(m, m)}, layer {layer}: {probes.accuracy[m][i].interval()}"
                 f" on {probes.accuracy[m][i].n} held-out pairs"
                 + (" (best layer)" if best[m] == i else ""),
-                acc=str(probes.accuracy[m][i]),
+                acc=probes.accuracy[m][i].interval(),
                 star=" ★" if best[m] == i else "",
             )
             for m in methods
@@ -239,7 +177,7 @@ def accuracy_table(probes: ProbeTable) -> Markup:
                 label=label,
                 width=width,
                 v=acc.value,
-                acc=str(acc),
+                acc=acc.interval(),
             )
         )
     head = join(render("<th>{m}</th>", m=METHODS.get(m, m)) for m in methods)
@@ -254,7 +192,7 @@ def accuracy_table(probes: ProbeTable) -> Markup:
     )
 
 
-def baselines_note(probes: ProbeTable) -> Markup:
+def baselines_note(probes: ProbeResults) -> Markup:
     """What the zero-shot rows mean."""
     note = (
         "<p><strong>zero-shot</strong>: the model's own answer to the held-out questions, "
@@ -314,8 +252,8 @@ def pairs_sample(run: RunInfo, n_train: int) -> Markup:
 def probe_home(req: Request) -> Document:
     """Held-out accuracy per layer of each probe, the baselines, directions and pairs."""
     run = req.the_run
-    probes = read_probes(run)
-    best = {m: probes.best(m) for m in probes.accuracy}
+    probes = read_probes(req.app, run)
+    best = {m: best_index(probes, m) for m in probes.accuracy}
     facts = definition_list(
         {
             "model": run.model or "—",
@@ -326,11 +264,15 @@ def probe_home(req: Request) -> Document:
                 test=_count(probes.n_test, "pair"),
             ),
             **{
-                f"best {METHODS.get(m, m)}": f"{probes.accuracy[m][i]} at layer {probes.layers[i]}"
+                f"best {METHODS.get(m, m)}": (
+                    f"{probes.accuracy[m][i].interval()} at layer {probes.layers[i]}"
+                )
                 for m, i in best.items()
             },
-            "zero-shot": str(probes.zero_shot),
-            "zero-shot, calibrated": str(probes.zero_shot_calibrated or "—"),
+            "zero-shot": probes.zero_shot.interval(),
+            "zero-shot, calibrated": (
+                probes.zero_shot_calibrated.interval() if probes.zero_shot_calibrated else "—"
+            ),
             "finished": run.finished or "—",
         }
     )

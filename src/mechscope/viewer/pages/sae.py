@@ -1,7 +1,8 @@
 """Pages for SAE runs (``mechscope.sae.fit_sae``): the SAE, its metrics, training and latents.
 
 An SAE run's home shows what was trained (model, site, kind, width, k) and
-for how long, the held-out metrics of ``eval.json`` with a line on what each
+for how long, the held-out metrics of ``eval.safetensors`` (the `SAEEval`;
+else the copy of its metrics in ``run.json``) with a line on what each
 means, the training curves and the latent-density figure; when the run holds
 a harvest of its latents (``harvest/``, written with ``harvest_tokens``), the
 top latents by max activation with their firing frequency, each linking to
@@ -20,6 +21,8 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from ...errors import InputError, MechscopeError
+from ...results import as_numpy
+from ...sae.results import DENSE_FREQUENCY, EVAL_FILE, SAEEval
 from ..html import Markup, definition_list, join, link, render, table, url
 from ..registry import Document, NotFound, Request, Response, home, page, redirect
 from ..runs import RunInfo
@@ -32,9 +35,8 @@ if TYPE_CHECKING:
 KINDS = ("sae",)
 TOP_ON_HOME = 50
 LATENT_SORTS = ("max", "frequency", "latent")
-DENSE_FREQUENCY = 0.1  # as in mechscope.sae.evaluate (not imported: it pulls in torch)
 
-# (key in eval.json, label, what it means)
+# (key of SAEEval.metrics, label, what it means)
 METRICS: tuple[tuple[str, str, str], ...] = (
     ("l0", "L0", "active latents per token (a TopK SAE: exactly k)"),
     (
@@ -117,14 +119,18 @@ def _object(run: RunInfo, relative: str) -> dict[str, Any] | None:
     return value
 
 
-def sae_metrics(run: RunInfo) -> dict[str, Any]:
-    """The held-out metrics: ``eval.json``, else the copy in ``run.json``; a 404 if neither."""
-    metrics = _object(run, "eval.json")
-    if metrics is None:
-        metrics = run.record.get("eval")
+def sae_eval(app: App, run: RunInfo) -> SAEEval | None:
+    """The run's `SAEEval` (``eval.safetensors``), None if it has none."""
+    return app.result(run, EVAL_FILE, SAEEval)
+
+
+def sae_metrics(app: App, run: RunInfo) -> dict[str, Any]:
+    """The held-out metrics: ``eval.safetensors``, else the copy in ``run.json``; a 404 if neither."""
+    ev = sae_eval(app, run)
+    metrics = ev.metrics() if ev is not None else run.record.get("eval")
     if not isinstance(metrics, dict):
         raise NotFound(
-            f"SAE run {run.id} has no eval.json: it was not evaluated, or did not finish",
+            f"SAE run {run.id} has no {EVAL_FILE}: it was not evaluated, or did not finish",
             render("<p>{a}</p>", a=link(url("run", run.id, "record"), "its record and files")),
         )
     return metrics
@@ -149,21 +155,8 @@ def training_history(run: RunInfo) -> list[dict[str, Any]]:
 
 def latent_frequencies(app: App, run: RunInfo) -> list[float] | None:
     """Each latent's firing frequency on the held-out tokens, None if not saved."""
-    path = run.path / "latent_frequencies.safetensors"
-    if not path.exists():
-        return None
-
-    def load() -> list[float]:
-        from safetensors.numpy import load_file
-
-        try:
-            return [float(f) for f in load_file(str(path))["frequencies"].reshape(-1)]
-        except Exception as err:  # safetensors raises its own errors for a bad file
-            raise InputError(
-                f"cannot read latent_frequencies.safetensors of SAE run {run.id}: {err}"
-            ) from err
-
-    return app.resource(("sae-frequencies", path), load)
+    ev = sae_eval(app, run)
+    return None if ev is None else [float(f) for f in as_numpy(ev.frequencies).reshape(-1)]
 
 
 def latent_harvest(app: App, run: RunInfo) -> RunInfo | None:
@@ -343,7 +336,7 @@ def _facts(run: RunInfo, metrics: dict[str, Any], history: list[dict[str, Any]])
 def sae_home(req: Request) -> Document:
     """The SAE, its metrics, training curves, latent density and top latents."""
     run = req.the_run
-    metrics = sae_metrics(run)
+    metrics = sae_metrics(req.app, run)
     history = training_history(run)
     freqs = latent_frequencies(req.app, run)
     harvest = latent_harvest(req.app, run)

@@ -3,12 +3,13 @@
 A ``steer`` run's home leads with greedy continuations of the prompts
 unsteered and steered at the best cell, side by side (``examples.json``),
 then the best cell, the summary, the layer × coefficient table of
-``sweep.json`` (effect, perplexity rise, KL; cells over the run's perplexity
-bound marked, the best cell highlighted), both figures, the sampled
-generations kept per cell (collapsed) and links to the vectors
-(``vectors/L{layer}.safetensors``). Files are read as JSON (the viewer never
-imports torch); every value read from them is escaped, and a damaged file
-gives an error page naming it.
+``sweep.safetensors`` (effect, perplexity rise, KL; cells over the sweep's
+own perplexity bound, `SteeringSweep.max_rise`, marked, the best cell
+highlighted), the figures, the sampled generations kept per cell
+(collapsed) and links to the vectors (``vectors/L{layer}.safetensors``).
+The sweep is opened with numpy arrays (`App.result`: the viewer never
+imports torch); every value read from the run's files is escaped, and a
+damaged file gives an error page naming it.
 """
 
 from __future__ import annotations
@@ -16,9 +17,10 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING
 
 from ...errors import InputError
+from ...steering.results import SteeringSweep, cell_key
 from ..html import Markup, definition_list, join, render, table
 from ..registry import Document, Request, home
 from ..runs import RunInfo
@@ -33,8 +35,10 @@ from .probes import (
 from .sae import figure_html
 from .tracing import _num
 
+if TYPE_CHECKING:
+    from ..app import App
+
 STEER_KINDS = ("steer",)
-MAX_RISE = 0.10  # steer_run's default bound on the perplexity rise of the best cell
 SWEEP_STYLE = Markup(
     "<style>table.sweep td{vertical-align:top;white-space:nowrap}"
     "table.sweep td .effect{font-weight:600}table.sweep td .cost{color:var(--muted);font-size:13px}"
@@ -46,92 +50,12 @@ SWEEP_STYLE = Markup(
 )
 
 
-@dataclass(frozen=True)
-class Sweep:
-    """What the steer page shows of ``sweep.json`` (written by `SteeringSweep.save`).
-
-    Grids are [layer][coef]; the perplexity rise is perplexity / baseline − 1.
-    """
-
-    layers: list[int]
-    coefs: list[float]
-    probability: list[list[float]]
-    effect: list[list[float]]
-    perplexity: list[list[float]]
-    kl: list[list[float]]
-    baseline_probability: float
-    baseline_effect: float
-    baseline_perplexity: float
-    target: str
-    words: list[str]
-    method: str
-    n_generations: int
-    samples: dict[str, list[str]]
-
-    def rise(self, i: int, j: int) -> float:
-        return self.perplexity[i][j] / self.baseline_perplexity - 1
-
-    def factor(self, i: int, j: int) -> float:
-        """The target words' next-token probability, steered over unsteered."""
-        base = self.baseline_probability
-        return self.probability[i][j] / base if base > 0 else math.inf
-
-    @staticmethod
-    def cell(layer: int, coef: float) -> str:
-        """A cell's key in `samples` (as `steering_sweep` writes it)."""
-        return f"{layer},{coef:g}"
-
-
-def _grid(data: dict[str, Any], key: str, shape: tuple[int, int]) -> list[list[float]]:
-    rows = data[key]
-    if not isinstance(rows, list) or len(rows) != shape[0]:
-        raise ValueError(f"{key} should have one row per layer ({shape[0]})")
-    grid = []
-    for row in rows:
-        if not isinstance(row, list) or len(row) != shape[1]:
-            raise ValueError(f"{key} should have one value per coefficient ({shape[1]})")
-        grid.append([float(x) for x in row])
-    return grid
-
-
-def read_sweep(run: RunInfo) -> Sweep:
-    """``sweep.json``, checked for what the page shows; a 404 if it is missing."""
-    data = read_run_json(run, "sweep.json")
-    if data is None:
-        raise missing_file(run, "sweep.json")
-    try:
-        if not isinstance(data, dict):
-            raise TypeError(f"expected a JSON object, got {type(data).__name__}")
-        layers = [int(layer) for layer in data["layers"]]
-        coefs = [float(c) for c in data["coefs"]]
-        if not layers or not coefs:
-            raise ValueError("no layers or no coefficients")
-        shape = (len(layers), len(coefs))
-        samples = data.get("samples") or {}
-        baseline = float(data["baseline_perplexity"])
-        if not baseline > 0:
-            raise ValueError(f"baseline_perplexity should be positive, got {baseline}")
-        return Sweep(
-            layers,
-            coefs,
-            _grid(data, "probability", shape),
-            _grid(data, "effect", shape),
-            _grid(data, "perplexity", shape),
-            _grid(data, "kl", shape),
-            float(data["baseline_probability"]),
-            float(data["baseline_effect"]),
-            baseline,
-            str(data.get("target", "target")),
-            [str(w) for w in data.get("words") or []],
-            str(data.get("method", "")),
-            int(data.get("n_generations", 0)),
-            {str(k): [str(t) for t in v] for k, v in samples.items()},
-        )
-    except (KeyError, TypeError, ValueError, AttributeError) as err:
-        what = f"no {err}" if isinstance(err, KeyError) else str(err)
-        raise InputError(
-            f"sweep.json of steer run {run.id} is not a saved steering sweep: {what}"
-        ) from err
+def read_sweep(app: App, run: RunInfo) -> SteeringSweep:
+    """``sweep.safetensors``; a 404 if it is missing."""
+    sweep = app.result(run, "sweep.safetensors", SteeringSweep)
+    if sweep is None:
+        raise missing_file(run, "sweep.safetensors")
+    return sweep
 
 
 @dataclass(frozen=True)
@@ -160,7 +84,7 @@ def read_examples(run: RunInfo) -> Examples | None:
         ) from err
 
 
-def best_cell(run: RunInfo, sweep: Sweep) -> tuple[int, int] | None:
+def best_cell(run: RunInfo, sweep: SteeringSweep) -> tuple[int, int] | None:
     """(layer index, coef index) of run.json's ``best``, None if there is none."""
     best = run.record.get("best")
     if not isinstance(best, dict):
@@ -180,11 +104,11 @@ def _text(text: str) -> Markup:
     return render('<div class="tokens">{t}</div>', t=show_token(text))
 
 
-def examples_html(run: RunInfo, examples: Examples | None) -> Markup:
+def examples_html(run: RunInfo, examples: Examples | None, bound: float) -> Markup:
     """The prompts' continuations unsteered and steered, side by side."""
     if examples is None:
         why = (
-            f"no cell kept the perplexity rise within {_bound(run):.0%}"
+            f"no cell kept the perplexity rise within {bound:.0%}"
             if run.record.get("best") is None
             else "the run did not write examples.json"
         )
@@ -199,18 +123,17 @@ def examples_html(run: RunInfo, examples: Examples | None) -> Markup:
     )
 
 
-def _bound(run: RunInfo) -> float:
-    bound = run.config.get("max_rise", MAX_RISE)
-    return float(bound) if isinstance(bound, int | float) else MAX_RISE
-
-
-def sweep_table(sweep: Sweep, best: tuple[int, int] | None, bound: float) -> Markup:
-    """Layers × coefficients: effect, perplexity rise and KL; over-`bound` and best cells marked."""
+def sweep_table(sweep: SteeringSweep, best: tuple[int, int] | None) -> Markup:
+    """Layers × coefficients: effect, perplexity rise and KL; cells over the sweep's bound and
+    the best cell marked."""
+    bound = sweep.max_rise
+    rises, factors = sweep.perplexity_rise, sweep.factor()
     rows = []
     for i, layer in enumerate(sweep.layers):
         cells = []
         for j, coef in enumerate(sweep.coefs):
-            rise = sweep.rise(i, j)
+            rise, factor = float(rises[i, j]), float(factors[i, j])
+            effect, kl = float(sweep.effect[i, j]), float(sweep.kl[i, j])
             over, is_best = rise > bound, best == (i, j)
             classes = " ".join(c for c, on in (("over", over), ("best", is_best)) if on)
             cells.append(
@@ -223,15 +146,15 @@ def sweep_table(sweep: Sweep, best: tuple[int, int] | None, bound: float) -> Mar
                     cls=classes,
                     layer=layer,
                     coef=coef,
-                    factor=sweep.factor(i, j),
-                    effect=sweep.effect[i][j],
+                    factor=factor,
+                    effect=effect,
                     rise=rise,
-                    kl=sweep.kl[i][j],
-                    factor_text=_num(sweep.factor(i, j), ".1f"),
-                    effect_text=_num(sweep.effect[i][j], ".3f"),
+                    kl=kl,
+                    factor_text=_num(factor, ".1f"),
+                    effect_text=_num(effect, ".3f"),
                     star=" ★ best" if is_best else "",
                     rise_text=f"{rise:+.1%}",
-                    kl_text=_num(sweep.kl[i][j], ".3g"),
+                    kl_text=_num(kl, ".3g"),
                     flag=render('<br><span class="flag">⚠ over {b:.0%}</span>', b=bound)
                     if over
                     else "",
@@ -265,11 +188,11 @@ def sweep_table(sweep: Sweep, best: tuple[int, int] | None, bound: float) -> Mar
     )
 
 
-def samples_html(sweep: Sweep) -> Markup:
+def samples_html(sweep: SteeringSweep) -> Markup:
     """The generations kept per cell, each cell collapsed; unsteered first."""
     cells = [("unsteered", "unsteered")]
     cells += [
-        (sweep.cell(layer, coef), f"layer {layer} × {coef:g}")
+        (cell_key(layer, coef), f"layer {layer} × {coef:g}")
         for layer in sweep.layers
         for coef in sweep.coefs
     ]
@@ -286,7 +209,7 @@ def samples_html(sweep: Sweep) -> Markup:
         if key in sweep.samples
     ]
     if not shown:
-        return Markup('<p class="muted">No generations kept in sweep.json.</p>')
+        return Markup('<p class="muted">No generations kept in sweep.safetensors.</p>')
     return render(
         "<p>Sampled generations kept per cell ({n} sampled per cell, seeds shared across "
         "cells).</p>{shown}",
@@ -326,24 +249,25 @@ def vectors_list(run: RunInfo) -> Markup:
 def steer_home(req: Request) -> Document:
     """Examples steered at the best cell, the sweep with its costs, figures and samples."""
     run = req.the_run
-    sweep = read_sweep(run)
+    sweep = read_sweep(req.app, run)
     examples = read_examples(run)
     best = best_cell(run, sweep)
-    bound = _bound(run)
+    bound = sweep.max_rise
     if best is None:
         best_text: object = f"none: every cell raises perplexity more than {bound:.0%}"
     else:
         i, j = best
+        rise = float(sweep.perplexity_rise[i, j])
         best_text = render(
             "layer {layer} × {coef:g}: target words ×{factor} as likely next; {target} "
             "{effect:.3f} (unsteered {base:.3f}); perplexity {rise:+.1%}",
             layer=sweep.layers[i],
             coef=sweep.coefs[j],
-            factor=_num(sweep.factor(i, j), ".1f"),
+            factor=_num(float(sweep.factor()[i, j]), ".1f"),
             target=sweep.target,
-            effect=sweep.effect[i][j],
+            effect=float(sweep.effect[i, j]),
             base=sweep.baseline_effect,
-            rise=sweep.rise(i, j),
+            rise=rise,
         )
     facts = definition_list(
         {
@@ -361,9 +285,9 @@ def steer_home(req: Request) -> Document:
         "<h2>Sampled generations</h2>{samples}<h2>Vectors</h2>{vectors}",
         style=SWEEP_STYLE,
         facts=facts,
-        examples=examples_html(run, examples),
+        examples=examples_html(run, examples, bound),
         summary=summary_html(run),
-        table=sweep_table(sweep, best, bound),
+        table=sweep_table(sweep, best),
         probability=figure_html(
             run, "sweep_probability", "target probability, steered / unsteered", interactive=True
         ),

@@ -7,26 +7,25 @@ token × layer, so the trace reads without plotly. A trace of many facts
 (``average.safetensors``) shows the mean indirect effect by token kind, its
 peaks and figures; its "facts" page lists every fact, each with a page of
 its own trace (``facts/NNNN.safetensors``). An ``edit`` run's home shows the
-ROME update (``edit.safetensors``), the held-out scores of ``report.json``
+ROME update (``edit.safetensors``), the held-out scores of ``report.safetensors``
 with what each means, every prompt's probabilities before and after, the
 generations side by side and the value search's loss (``editing``).
 
-Tensors are read with ``safetensors`` in numpy (the viewer never imports
-torch). Every value read from the run's files is escaped; a damaged file
-gives an error page naming it.
+The results are opened with numpy arrays (`App.result`: the viewer never
+imports torch). Every value read from the run's files is escaped; a damaged
+file gives an error page naming it.
 """
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from ...errors import InputError
+from ...errors import MechscopeError
+from ...tracing.results import KIND_NAMES, TOKEN_KINDS, AverageTrace, CausalTrace
 from ..html import Markup, definition_list, join, link, render, table, url
 from ..registry import Document, NotFound, Request, home, page
 from ..runs import RunInfo
@@ -37,16 +36,7 @@ if TYPE_CHECKING:
     from ..app import App
 
 TRACE_KINDS = ("trace",)
-# as in mechscope.tracing (not imported: it pulls in torch)
-STATES = {"hidden": "hidden state", "mlp": "MLP output", "attn": "attention output"}
-TOKEN_KINDS = (
-    "first subject",
-    "middle subject",
-    "last subject",
-    "first subsequent",
-    "further",
-    "last",
-)
+STATES = KIND_NAMES  # what each kind of restored state is called
 # the figures' colour per kind (matplotlib's Purples, Greens, Reds); negative effects in grey
 HEAT_RGB = {"hidden": (84, 39, 143), "mlp": (0, 109, 44), "attn": (165, 15, 21)}
 NEGATIVE_RGB = (90, 100, 120)
@@ -83,159 +73,14 @@ def _share(x: float | None) -> str:
 # ---------------------------------------------------------------------------- data
 
 
-Tensors = dict[str, np.ndarray]
-
-
-def _safetensors(
-    app: App, run: RunInfo, relative: str, key: str
-) -> tuple[Tensors, dict[str, Any]] | None:
-    """The numpy tensors and JSON metadata `key` of a safetensors file; None if it is missing.
-
-    Read once per viewer while the file is unchanged (cached by size and time).
-    """
-    from safetensors import safe_open
-
-    path = run.path / relative
-    if not path.is_file():
-        return None
-
-    def load() -> tuple[Tensors, dict[str, Any]]:
-        try:
-            with safe_open(str(path), framework="np") as f:
-                raw = (f.metadata() or {}).get(key)
-                tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118
-        except Exception as err:  # safetensors raises its own errors for a bad file
-            raise InputError(f"cannot read {relative} of {run.kind} run {run.id}: {err}") from err
-        try:
-            meta = json.loads(raw) if raw is not None else None
-        except json.JSONDecodeError as err:
-            raise InputError(f"{relative} of run {run.id}: bad {key!r} metadata: {err}") from err
-        if not isinstance(meta, dict):
-            raise InputError(f"{relative} of run {run.id} has no {key!r} metadata (JSON object)")
-        return tensors, meta
-
-    stat = path.stat()
-    return app.resource(("tracing-file", path, stat.st_mtime_ns, stat.st_size), load)
-
-
-def _float(meta: dict[str, Any], key: str) -> float:
-    value = meta.get(key)
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise ValueError(f"{key!r} should be a number, got {value!r}")
-    return float(value)
-
-
-def _state_order(tensors: dict[str, np.ndarray]) -> list[str]:
-    """Kinds of state in the usual order (hidden, MLP, attention), then any others."""
-    return [k for k in STATES if k in tensors] + sorted(k for k in tensors if k not in STATES)
-
-
-@dataclass(frozen=True)
-class Trace:
-    """One fact's causal trace as saved by `CausalTrace.save`: `scores[kind]` is [layer, pos]."""
-
-    fact: dict[str, str]
-    tokens: list[str]
-    subject: tuple[int, int]
-    clean: float
-    corrupted: float
-    noise: float
-    samples: int
-    window: int
-    scores: dict[str, np.ndarray]
-
-    @property
-    def prompt(self) -> str:
-        return self.fact["template"].replace("{}", self.fact["subject"])
-
-    def indirect_effect(self, kind: str) -> np.ndarray:
-        """[layer, pos]: P(object | state restored) − P(object | corrupted)."""
-        return self.scores[kind].astype(np.float64) - self.corrupted
-
-
-def read_trace(app: App, run: RunInfo, relative: str) -> Trace | None:
+def read_trace(app: App, run: RunInfo, relative: str) -> CausalTrace | None:
     """The causal trace in `relative` (inside the run folder), None if the file is missing."""
-    found = _safetensors(app, run, relative, "mechscope")
-    if found is None:
-        return None
-    tensors, meta = found
-    try:
-        fact = {k: str(meta["fact"][k]) for k in ("subject", "template", "object")}
-        tokens = [str(t) for t in meta["tokens"]]
-        start, end = (int(i) for i in meta["subject"])
-        if not 0 <= start < end <= len(tokens):
-            raise ValueError(f"subject span {[start, end]} outside the {len(tokens)} tokens")
-        scores = {k: tensors[k] for k in _state_order(tensors)}
-        for kind, grid in scores.items():
-            if grid.ndim != 2 or grid.shape[1] != len(tokens):
-                raise ValueError(f"{kind} is {list(grid.shape)}, not [layer, {len(tokens)}]")
-        if not scores:
-            raise ValueError("no score tensors")
-        return Trace(
-            fact,
-            tokens,
-            (start, end),
-            _float(meta, "clean"),
-            _float(meta, "corrupted"),
-            _float(meta, "noise"),
-            int(meta["samples"]),
-            int(meta["window"]),
-            scores,
-        )
-    except (KeyError, TypeError, ValueError) as err:
-        raise InputError(f"{relative} of trace run {run.id} is not a causal trace: {err}") from err
+    return app.result(run, relative, CausalTrace)
 
 
-@dataclass(frozen=True)
-class Average:
-    """The mean indirect effect by token kind, as saved by `AverageTrace.save`: [token kind, layer]."""
-
-    effects: dict[str, np.ndarray]
-    counts: list[int]
-    n_facts: int
-    clean: float
-    corrupted: float
-    noise: float
-    samples: int
-    window: int
-
-    def peak(self, kind: str) -> tuple[str, int, float] | None:
-        """(token kind, layer, AIE) of the largest cell of `kind`, None if every cell is NaN."""
-        grid = self.effects[kind]
-        if np.isnan(grid).all():
-            return None
-        g, layer = np.unravel_index(int(np.nanargmax(grid)), grid.shape)
-        return TOKEN_KINDS[int(g)], int(layer), float(grid[g, layer])
-
-
-def read_average(app: App, run: RunInfo) -> Average | None:
+def read_average(app: App, run: RunInfo) -> AverageTrace | None:
     """The averaged trace of a many-fact trace run, None if it has none."""
-    found = _safetensors(app, run, "average.safetensors", "mechscope_average_trace")
-    if found is None:
-        return None
-    tensors, meta = found
-    try:
-        counts = [int(c) for c in meta["counts"]]
-        effects = {k: tensors[k].astype(np.float64) for k in _state_order(tensors)}
-        for kind, grid in effects.items():
-            if grid.ndim != 2 or grid.shape[0] != len(TOKEN_KINDS):
-                raise ValueError(f"{kind} is {list(grid.shape)}, not [{len(TOKEN_KINDS)}, layer]")
-        if len(counts) != len(TOKEN_KINDS) or not effects:
-            raise ValueError(f"{len(counts)} counts and {len(effects)} tensors")
-        return Average(
-            effects,
-            counts,
-            int(meta["n_facts"]),
-            _float(meta, "clean"),
-            _float(meta, "corrupted"),
-            _float(meta, "noise"),
-            int(meta["samples"]),
-            int(meta["window"]),
-        )
-    except (KeyError, TypeError, ValueError) as err:
-        raise InputError(
-            f"average.safetensors of trace run {run.id} is not an averaged trace: {err}"
-        ) from err
+    return app.result(run, "average.safetensors", AverageTrace)
 
 
 def fact_files(run: RunInfo) -> dict[int, str]:
@@ -334,7 +179,7 @@ def heat_table(
     )
 
 
-def trace_heat_tables(trace: Trace) -> Markup:
+def trace_heat_tables(trace: CausalTrace) -> Markup:
     """Per kind, the indirect effect per token (rows, subject marked) × layer (columns)."""
     start, end = trace.subject
     marked = [start <= i < end for i in range(len(trace.tokens))]
@@ -349,7 +194,13 @@ def trace_heat_tables(trace: Trace) -> Markup:
                 name=STATES.get(kind, kind),
                 span=span,
                 table=heat_table(
-                    kind, trace.tokens, ie.T, caption, marked, trace.scores[kind].T, tokens=True
+                    kind,
+                    trace.tokens,
+                    ie.T,
+                    caption,
+                    marked,
+                    np.asarray(trace.scores[kind]).T,
+                    tokens=True,
                 ),
             )
         )
@@ -361,19 +212,19 @@ def trace_heat_tables(trace: Trace) -> Markup:
     )
 
 
-def _trace_facts(run: RunInfo, trace: Trace) -> Markup:
+def _trace_facts(run: RunInfo, trace: CausalTrace) -> Markup:
     start, end = trace.subject
     return definition_list(
         {
             "model": run.model or "—",
-            "prompt": trace.prompt,
+            "prompt": trace.fact.prompt,
             "subject": render(
                 "{s} <span class=muted>(tokens {a}–{b})</span>",
-                s=trace.fact["subject"],
+                s=trace.fact.subject,
                 a=start,
                 b=end - 1,
             ),
-            "object": trace.fact["object"],
+            "object": trace.fact.object,
             "P(object), clean": _num(trace.clean),
             "P(object), corrupted": _num(trace.corrupted),
             "noise": f"{_num(trace.noise)} (std of the noise on the subject's embeddings)",
@@ -384,7 +235,7 @@ def _trace_facts(run: RunInfo, trace: Trace) -> Markup:
     )
 
 
-def _max_effects(trace: Trace) -> list[str]:
+def _max_effects(trace: CausalTrace) -> list[str]:
     return [_num(float(np.nanmax(trace.indirect_effect(k)))) for k in trace.scores]
 
 
@@ -415,7 +266,7 @@ def trace_home(req: Request) -> Document:
     return Document(f"Average trace {run.id}", _average_body(run, average))
 
 
-def _average_body(run: RunInfo, avg: Average) -> Markup:
+def _average_body(run: RunInfo, avg: AverageTrace) -> Markup:
     facts = definition_list(
         {
             "model": run.model or "—",
@@ -432,15 +283,17 @@ def _average_body(run: RunInfo, avg: Average) -> Markup:
     )
     peaks = []
     for kind in avg.effects:
-        peak = avg.peak(kind)
-        tk, layer, value = peak if peak is not None else ("—", "—", math.nan)
+        tk, layer, value = avg.peak(kind)
+        if not math.isfinite(value):  # every cell unknown: no fact has any token kind
+            tk, layer, value = "—", "—", math.nan
         peaks.append((STATES.get(kind, kind), tk, layer, _num(value)))
     summary = run.record.get("summary")
     if isinstance(summary, list):
         summary = "\n".join(str(line) for line in summary)
     sections = []
     labels = [f"{t} ({c})" for t, c in zip(TOKEN_KINDS, avg.counts, strict=True)]
-    for kind, grid in avg.effects.items():
+    for kind, effect in avg.effects.items():
+        grid = np.asarray(effect, dtype=np.float64)
         rows = []
         for g, name in enumerate(TOKEN_KINDS):
             row = grid[g]
@@ -473,7 +326,7 @@ def _average_body(run: RunInfo, avg: Average) -> Markup:
     )
 
 
-def _fact_trace(req: Request, n: int) -> tuple[Trace, str]:
+def _fact_trace(req: Request, n: int) -> tuple[CausalTrace, str]:
     """Fact `n`'s trace and its file; a one-fact run's fact 0 is its trace."""
     run = req.the_run
     relative = fact_files(run).get(n)
@@ -501,7 +354,7 @@ def facts_page(req: Request) -> Document:
     for n, relative in files.items():
         try:
             trace = read_trace(req.app, run, relative)
-        except InputError as err:
+        except MechscopeError as err:
             rows.append((n, render('<span class="error">{e}</span>', e=err), "", "", ""))
             continue
         assert trace is not None  # listed, so present
@@ -509,8 +362,8 @@ def facts_page(req: Request) -> Document:
         rows.append(
             (
                 n,
-                link(url("run", run.id, "fact", n), trace.prompt),
-                trace.fact["object"],
+                link(url("run", run.id, "fact", n), trace.fact.prompt),
+                trace.fact.object,
                 _num(trace.clean),
                 _num(trace.corrupted),
                 *_max_effects(trace),
@@ -546,7 +399,7 @@ def fact_page(req: Request) -> Document:
         file=relative,
         tables=trace_heat_tables(trace),
     )
-    return Document(f"Fact {n}: {trace.prompt}", body)
+    return Document(f"Fact {n}: {trace.fact.prompt}", body)
 
 
 # ---------------------------------------------------------------------------- edit pages

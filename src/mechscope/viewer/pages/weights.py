@@ -5,21 +5,22 @@ A ``weights-conv`` run's home explains the expanded weights (each channel of
 linearised), shows the figure ``circuit`` (the unit's and the top channels'
 visualisations above their weight maps: red excites, blue inhibits) and a
 table of the top exciting and inhibiting channels with their totals and peak
-offsets (``weights.json``).
+offsets (``weights.safetensors``, the run's `ConvWeights`, ranked to the
+config's ``k``).
 
 A ``weights-lm`` run's home shows the copying score of every head
 (``copying.json``, the figure ``copying``, the strongest heads listed), a
 section per head of ``heads.json`` (OV circuit: source token → tokens it
 raises; QK circuit: query token → keys it attends to; the earlier heads that
-compose with it) and a section per neuron (``neurons/L-N/wiring.json``: the
-upstream neurons that excite and inhibit it, the heads that write to it, the
-tokens it reads from the embedding and the logits it raises and lowers).
-Upstream rankings are read from ``wiring.json`` only (``wiring.safetensors``
-needs torch); a wiring saved without them says so.
+compose with it) and a section per neuron (``neurons/L-N/wiring.safetensors``,
+its `NeuronWiring`: the upstream neurons that excite and inhibit it, the
+heads that write to it, the tokens it reads from the embedding and the
+logits it raises and lowers, ranked to the config's ``k``).
 
 Tokens are shown with whitespace made visible (hover for their ``repr``).
-Files are read as JSON; every value is escaped, and a damaged file gives an
-error page naming it.
+Results are opened without torch (``App.result``), the other files read as
+JSON; every value is escaped, and a damaged file gives an error page naming
+it.
 """
 
 from __future__ import annotations
@@ -27,9 +28,10 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ...errors import InputError
+from ...weights.results import ConvWeights, NeuronWiring, wiring_file
 from ..html import Markup, definition_list, join, link, render, table
 from ..registry import Document, Request, home
 from ..runs import RunInfo
@@ -38,9 +40,14 @@ from .harvest import show_token
 from .probes import missing_file, read_run_json
 from .tracing import _count, _num
 
+if TYPE_CHECKING:
+    from ..app import App
+
 CONV_KINDS = ("weights-conv",)
 LM_KINDS = ("weights-lm",)
 COPYING_SHOWN = 10  # strongest copying heads listed under the heatmap
+CONV_FILE = "weights.safetensors"  # the ConvWeights of a weights-conv run
+CONV_TOP, WIRING_TOP = 6, 10  # channels / upstream units ranked when the config has no k
 WEIGHTS_STYLE = Markup(
     "<style>table.channels td.excitation{color:#b3261e;font-weight:600}"
     "table.channels td.inhibition{color:#1f5fbf;font-weight:600}"
@@ -135,7 +142,7 @@ def _triples(raw: Any, what: str) -> list[tuple[int, int, float]]:
 
 @dataclass(frozen=True)
 class Channel:
-    """One of the top channels of ``weights.json`` (a row of `ConvWeights.table`)."""
+    """One of the top channels of the expanded weights (a row of `ConvWeights.table`)."""
 
     kind: str  # "excitation" or "inhibition"
     channel: int
@@ -146,7 +153,7 @@ class Channel:
 
 @dataclass(frozen=True)
 class ConvCircuit:
-    """``weights.json`` of a weights-conv run (written by `ConvWeights.to_json`)."""
+    """What the page shows of a weights-conv run's `ConvWeights`: its top `k` channels."""
 
     src: str
     dst: str
@@ -158,46 +165,19 @@ class ConvCircuit:
         return [c for c in self.top if c.kind == kind]
 
 
-def read_conv(run: RunInfo) -> ConvCircuit:
-    """``weights.json``, checked for what the page shows; a 404 if it is missing."""
-    data = read_run_json(run, "weights.json")
-    if data is None:
-        raise missing_file(run, "weights.json")
-    try:
-        if not isinstance(data, dict):
-            raise TypeError(f"expected a JSON object, got {type(data).__name__}")
-        shape = data["shape"]
-        if not isinstance(shape, list) or len(shape) != 3:
-            raise ValueError(f"shape should be [channels, height, width], got {shape!r}")
-        top = []
-        for row in data["top"]:
-            if not isinstance(row, dict):
-                raise TypeError(f"a top channel should be an object, got {row!r}")
-            if row["kind"] not in ("excitation", "inhibition"):
-                raise ValueError(f"kind should be excitation or inhibition, got {row['kind']!r}")
-            peak = row["peak"]
-            if not isinstance(peak, list) or len(peak) != 2:
-                raise ValueError(f"peak should be [row, column], got {peak!r}")
-            top.append(
-                Channel(
-                    row["kind"],
-                    _whole(row["channel"], "channel"),
-                    _number(row["excitation"], "excitation"),
-                    _number(row["inhibition"], "inhibition"),
-                    (_whole(peak[0], "peak"), _whole(peak[1], "peak")),
-                )
-            )
-        return ConvCircuit(
-            str(data["src"]),
-            str(data["dst"]),
-            _whole(data["unit"], "unit"),
-            (_whole(shape[0], "shape"), _whole(shape[1], "shape"), _whole(shape[2], "shape")),
-            top,
-        )
-    except (KeyError, TypeError, ValueError) as err:
-        raise InputError(
-            f"weights.json of weights-conv run {run.id} is not saved expanded weights: {_what(err)}"
-        ) from err
+def read_conv(app: App, run: RunInfo) -> ConvCircuit:
+    """``weights.safetensors`` ranked by the run's ``k`` (default 6); a 404 if it is missing."""
+    weights = app.result(run, CONV_FILE, ConvWeights)
+    if weights is None:
+        raise missing_file(run, CONV_FILE)
+    k = run.config.get("k")
+    k = k if isinstance(k, int) and not isinstance(k, bool) and k > 0 else CONV_TOP
+    top = [
+        Channel(r["kind"], r["channel"], r["excitation"], r["inhibition"], tuple(r["peak"]))
+        for r in weights.table(k)
+    ]
+    c_in, kh, kw = (int(n) for n in weights.maps.shape)
+    return ConvCircuit(weights.src, weights.dst, weights.unit, (c_in, kh, kw), top)
 
 
 # ---------------------------------------------------------------------------- conv: page
@@ -213,7 +193,7 @@ def channels_table(circuit: ConvCircuit, kind: str) -> Markup:
     """The top channels of `kind` (exciting or inhibiting): totals and peak offsets."""
     rows = circuit.of(kind)
     if not rows:
-        return render('<p class="muted">No {kind} channels in weights.json.</p>', kind=kind)
+        return render('<p class="muted">No {kind} channels.</p>', kind=kind)
     body = join(
         render(
             '<tr data-channel="{c}" data-kind="{kind}"><td>{rank}</td><td>{c}</td>'
@@ -245,7 +225,7 @@ def channels_table(circuit: ConvCircuit, kind: str) -> Markup:
 def conv_home(req: Request) -> Document:
     """The circuit figure and the top exciting and inhibiting channels."""
     run = req.the_run
-    circuit = read_conv(run)
+    circuit = read_conv(req.app, run)
     c_in, kh, kw = circuit.shape
     facts = definition_list(
         {
@@ -313,7 +293,7 @@ class Head:
 
 @dataclass(frozen=True)
 class Wiring:
-    """``neurons/L-N/wiring.json`` (written by `NeuronWiring.save`)."""
+    """What the page shows of a `NeuronWiring` (``neurons/L-N/wiring.safetensors``)."""
 
     layer: int
     neuron: int
@@ -321,9 +301,9 @@ class Wiring:
     embed: list[tuple[str, float]]
     logits_up: list[tuple[str, float]]
     logits_down: list[tuple[str, float]]
-    excitation: list[tuple[int, int, float]] | None  # None: not in the file (older runs)
-    inhibition: list[tuple[int, int, float]] | None
-    heads: list[tuple[int, int, float]] | None
+    excitation: list[tuple[int, int, float]]
+    inhibition: list[tuple[int, int, float]]
+    heads: list[tuple[int, int, float]]
 
 
 def read_copying(run: RunInfo) -> list[list[float]]:
@@ -399,34 +379,25 @@ def neuron_folders(run: RunInfo) -> list[tuple[int, int]]:
     return sorted((int(m["layer"]), int(m["neuron"])) for m in found if m is not None)
 
 
-def read_wiring(run: RunInfo, layer: int, neuron: int) -> Wiring:
-    """``neurons/<layer>-<neuron>/wiring.json``; a 404 if it is missing."""
-    relative = f"neurons/{layer}-{neuron}/wiring.json"
-    data = read_run_json(run, relative)
-    if data is None:
+def read_wiring(app: App, run: RunInfo, layer: int, neuron: int) -> Wiring:
+    """``neurons/<layer>-<neuron>/wiring.safetensors``, ranked by the run's ``k``; a 404 if missing."""
+    relative = wiring_file(layer, neuron)
+    wiring = app.result(run, relative, NeuronWiring)
+    if wiring is None:
         raise missing_file(run, relative)
-    try:
-        if not isinstance(data, dict):
-            raise TypeError(f"expected a JSON object, got {type(data).__name__}")
-
-        def ranked(key: str) -> list[tuple[int, int, float]] | None:
-            return _triples(data[key], key) if key in data else None
-
-        return Wiring(
-            _whole(data["layer"], "layer"),
-            _whole(data["neuron"], "neuron"),
-            str(data.get("via") or "—"),
-            _token_scores(data["embed"], "embed"),
-            _token_scores(data["logits_up"], "logits_up"),
-            _token_scores(data["logits_down"], "logits_down"),
-            ranked("excitation"),
-            ranked("inhibition"),
-            ranked("heads"),
-        )
-    except (KeyError, TypeError, ValueError) as err:
-        raise InputError(
-            f"{relative} of weights-lm run {run.id} is not a saved neuron wiring: {_what(err)}"
-        ) from err
+    k = run.config.get("k")
+    k = k if isinstance(k, int) and not isinstance(k, bool) and k > 0 else WIRING_TOP
+    return Wiring(
+        wiring.layer,
+        wiring.neuron,
+        wiring.via or "—",
+        list(wiring.embed),
+        list(wiring.logits_up),
+        list(wiring.logits_down),
+        wiring.top(k),
+        wiring.top(k, "inhibition"),
+        wiring.top_heads(k),
+    )
 
 
 # ---------------------------------------------------------------------------- LM: page
@@ -528,19 +499,13 @@ def head_section(head: Head) -> Markup:
 
 def neuron_section(w: Wiring) -> Markup:
     """A neuron's upstream neurons and heads, the tokens it reads and the logits it writes."""
-    if w.excitation is None and w.inhibition is None and w.heads is None:
-        upstream = Markup(
-            '<p class="muted">This wiring.json holds no upstream rankings (the run predates '
-            "them): the virtual weights are only in wiring.safetensors.</p>"
-        )
-    else:
-        upstream = definition_list(
-            {
-                "exciting neurons": ranked_units(w.excitation or [], "N", signed=True),
-                "inhibiting neurons": ranked_units(w.inhibition or [], "N", signed=True),
-                "heads writing to it": ranked_units(w.heads or [], "H"),
-            }
-        )
+    upstream = definition_list(
+        {
+            "exciting neurons": ranked_units(w.excitation, "N", signed=True),
+            "inhibiting neurons": ranked_units(w.inhibition, "N", signed=True),
+            "heads writing to it": ranked_units(w.heads, "H"),
+        }
+    )
     return render(
         '<section class="unit neuron" id="{id}"><h3>Neuron {layer}.{neuron} '
         "<small>read through {via}</small></h3>"
@@ -569,7 +534,7 @@ def lm_home(req: Request) -> Document:
     run = req.the_run
     grid = read_copying(run)
     heads = read_heads(run)
-    wirings = [read_wiring(run, layer, n) for layer, n in neuron_folders(run)]
+    wirings = [read_wiring(req.app, run, layer, n) for layer, n in neuron_folders(run)]
     contents = [
         link(f"#{_head_id(h.layer, h.head)}", f"head {h.layer}.{h.head}") for h in heads
     ] + [link(f"#{_neuron_id(w.layer, w.neuron)}", f"neuron {w.layer}.{w.neuron}") for w in wirings]

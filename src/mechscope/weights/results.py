@@ -1,0 +1,207 @@
+"""The results of reading circuits from weights, readable without torch.
+
+`ConvWeights` (the expanded weights from every channel of one conv site into
+one unit of a later one) and `NeuronWiring` (the virtual weights into one MLP
+neuron of a language model, the heads writing to it, the tokens it reads and
+the logits it writes) are frozen `Result` dataclasses: one safetensors file
+each (``weights.safetensors`` of a weights-conv run,
+``neurons/L-N/wiring.safetensors`` of a weights-lm run), reopened with torch
+tensors or, with ``arrays="numpy"``, without torch. Their rankings (`top`,
+`table`, `top_heads`) work on both kinds of array.
+
+Example::
+
+    w = ConvWeights.load("runs/weights/weights.safetensors", arrays="numpy")
+    w.table(3)      # the 3 most exciting and inhibiting channels, with their peaks
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from ..errors import InputError
+from ..results import Result, as_numpy, result
+
+if TYPE_CHECKING:
+    from jaxtyping import Float
+    from torch import Tensor
+
+KINDS = ("excitation", "inhibition")
+
+
+def wiring_file(layer: int, neuron: int) -> str:
+    """Where a weights-lm run keeps the `NeuronWiring` of (`layer`, `neuron`)."""
+    return f"neurons/{layer}-{neuron}/wiring.safetensors"
+
+
+def _kind(kind: str) -> int:
+    """+1 for excitation, −1 for inhibition."""
+    if kind not in KINDS:
+        raise InputError(f"kind must be 'excitation' or 'inhibition', got {kind!r}")
+    return 1 if kind == "excitation" else -1
+
+
+def _largest(values: np.ndarray, k: int) -> np.ndarray:
+    """Indices of the `k` largest of the flat `values`, largest first (ties: lower index)."""
+    flat = values.ravel()
+    return np.argsort(-flat, kind="stable")[: min(k, flat.size)]
+
+
+@result
+class ConvWeights(Result):
+    """The expanded weights into one unit: ``maps[c]`` is input channel c's spatial map.
+
+    ``maps`` is [c_in kh kw]: the weight from channel c of `src` at each offset
+    (the unit's receptive field in `src`, cropped to where any weight is
+    non-zero) to channel `unit` of `dst` at the centre of its feature map.
+
+    Example: ``expanded_weights(model, "net._blocks.11", "net._blocks.12", 5).top(3)``.
+    """
+
+    format = "mechscope.conv_weights/1"
+
+    src: str
+    dst: str
+    unit: int
+    maps: Float[Tensor, "c_in kh kw"]
+
+    def __post_init__(self) -> None:
+        if len(self.maps.shape) != 3:
+            raise InputError(f"maps should be [c_in kh kw], got shape {list(self.maps.shape)}")
+
+    @property
+    def excitation(self) -> np.ndarray:
+        """Total positive weight from each input channel, [c_in]."""
+        return np.clip(as_numpy(self.maps), 0, None).sum((1, 2))
+
+    @property
+    def inhibition(self) -> np.ndarray:
+        """Total negative weight from each input channel, as a positive number, [c_in]."""
+        return np.clip(-as_numpy(self.maps), 0, None).sum((1, 2))
+
+    def top(self, k: int = 6, kind: str = "excitation") -> list[int]:
+        """The `k` input channels with the most excitation (or ``kind="inhibition"``)."""
+        _kind(kind)
+        values = self.excitation if kind == "excitation" else self.inhibition
+        return _largest(values, k).tolist()
+
+    def table(self, k: int = 6) -> list[dict[str, Any]]:
+        """Rows for the top `k` exciting and inhibiting channels (channel, totals, peak offset)."""
+        maps, excitation, inhibition = as_numpy(self.maps), self.excitation, self.inhibition
+        rows = []
+        for kind in KINDS:
+            for c in self.top(k, kind):
+                m = maps[c] * _kind(kind)
+                peak = int(m.argmax())
+                rows.append({"kind": kind, "channel": c, "excitation": float(excitation[c]),
+                             "inhibition": float(inhibition[c]),
+                             "peak": [peak // m.shape[1], peak % m.shape[1]]})  # fmt: skip
+        return rows
+
+    def summary(self) -> str:
+        c_in, kh, kw = self.maps.shape
+        best = ", ".join(map(str, self.top(3)))
+        worst = ", ".join(map(str, self.top(3, "inhibition")))
+        return (
+            f"{self.src} → {self.dst}:{self.unit}, {c_in} input channels over {kh}×{kw}; "
+            f"most exciting {best}; most inhibiting {worst}"
+        )
+
+    def figure(
+        self,
+        path: str | Path,
+        *,
+        images: Mapping[int, Float[Tensor, "3 h w"]] | None = None,
+        unit_image: Float[Tensor, "3 h w"] | None = None,
+        k: int = 6,
+        title: str | None = None,
+    ) -> dict[str, Path]:
+        """The car-detector figure: top exciting and inhibiting channels, each with its map.
+
+        `images` (channel → its visualisation) go above the maps; `unit_image` is
+        the unit's own visualisation, drawn first. PNG, SVG and HTML.
+        """
+        import torch
+
+        from ..figures import weight_circuit
+
+        groups = [(kind, self.top(k, kind)) for kind in KINDS]
+        title = title or f"{self.src} → {self.dst}:{self.unit}"
+        return weight_circuit(torch.as_tensor(self.maps), groups, path, title=title,
+                              images=images, unit_image=unit_image)  # fmt: skip
+
+    def to_json(self, k: int = 6) -> dict[str, object]:
+        """src, dst, unit, the maps' shape and `table(k)`, as JSON values."""
+        return {"src": self.src, "dst": self.dst, "unit": self.unit,
+                "shape": list(self.maps.shape), "top": self.table(k)}  # fmt: skip
+
+
+@result
+class NeuronWiring(Result):
+    """What one MLP neuron reads and writes, in the weights.
+
+    ``neurons[l, i]`` is the virtual weight from neuron i of layer l (< `layer`)
+    into this neuron's input `via`; ``heads[l, h]`` the norm of head h's output
+    matrix projected on it (a head writes a vector whose sign depends on its
+    input, so only the size is a weight); ``embed`` and ``logits`` the tokens it
+    reads most directly and the tokens its output raises and lowers.
+
+    Example: ``neuron_wiring(model, 12, 100).top(5)`` → ``[(layer, neuron, weight), …]``.
+    """
+
+    format = "mechscope.neuron_wiring/1"
+
+    layer: int
+    neuron: int
+    via: str
+    neurons: Float[Tensor, "layer d_mlp"]
+    heads: Float[Tensor, "layer head"]
+    embed: list[tuple[str, float]] = field(default_factory=list)
+    logits_up: list[tuple[str, float]] = field(default_factory=list)
+    logits_down: list[tuple[str, float]] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        for name in ("neurons", "heads"):
+            shape = list(getattr(self, name).shape)
+            if len(shape) != 2 or shape[0] < 1:
+                raise InputError(f"{name} should be [layer {name[:-1]}], got shape {shape}")
+
+    def top(self, k: int = 10, kind: str = "excitation") -> list[tuple[int, int, float]]:
+        """(layer, neuron, weight) of the `k` strongest exciting (or inhibiting) upstream neurons."""
+        sign = _kind(kind)
+        values = as_numpy(self.neurons) * sign
+        width = values.shape[1]
+        flat = values.ravel()
+        return [(int(i) // width, int(i) % width, float(flat[i]) * sign)
+                for i in _largest(values, k).tolist() if flat[i] > 0]  # fmt: skip
+
+    def top_heads(self, k: int = 5) -> list[tuple[int, int, float]]:
+        """(layer, head, norm) of the `k` heads that write most onto the neuron's input
+        (heads that do not write to it, norm 0, are left out)."""
+        heads = as_numpy(self.heads)
+        width = heads.shape[1]
+        flat = heads.ravel()
+        return [(int(i) // width, int(i) % width, float(flat[i]))
+                for i in _largest(heads, k).tolist() if flat[i] > 0]  # fmt: skip
+
+    def summary(self) -> str:
+        def tokens(pairs: list[tuple[str, float]]) -> str:
+            return ", ".join(repr(t) for t, _ in pairs[:3]) or "—"
+
+        best = ", ".join(f"{la}.{n} ({v:+.3g})" for la, n, v in self.top(3)) or "—"
+        return (
+            f"neuron {self.layer}.{self.neuron} via {self.via}: strongest exciting neurons "
+            f"{best}; raises {tokens(self.logits_up)}; lowers {tokens(self.logits_down)}"
+        )
+
+    def to_json(self, k: int = 10) -> dict[str, object]:
+        """The wiring's scalars, token lists and top-`k` rankings, as JSON values."""
+        return {"layer": self.layer, "neuron": self.neuron, "via": self.via,
+                "excitation": self.top(k), "inhibition": self.top(k, "inhibition"),
+                "heads": self.top_heads(k), "embed": self.embed, "logits_up": self.logits_up,
+                "logits_down": self.logits_down}  # fmt: skip
