@@ -9,7 +9,7 @@ from mechscope.lens import (
     accumulated_resid,
     decomposed_resid,
     direct_logit_attribution,
-    frozen_final_norm,
+    head_logit_attribution,
     logit_direction,
     logit_lens,
     resid_sites,
@@ -27,15 +27,23 @@ def _random_norm_weights(model):
     return model
 
 
-@pytest.mark.parametrize("arch", ["llama", "gpt2", "gpt_neox", "gemma3"])
-def test_frozen_final_norm_is_the_final_norm_at_its_input(arch, ids):
-    """At the real final residual the frozen norm is the norm (Gemma: x · (1 + w) / rms(x))."""
+@pytest.mark.parametrize("arch", ["llama", "gpt2", "gemma"])
+def test_attribution_total_is_a_real_forwards_logit_difference(arch, ids):
+    """The norms are read as declared: Gemma 1 scales by 1 + w, and the pieces still sum."""
     model = _random_norm_weights(tiny_model(arch))
-    cache = model.run(ids, save=["blocks.1.resid_post", "final_norm"]).cache
-    final = cache["blocks.1.resid_post"]
-    bias = getattr(model.hf.get_submodule(model.adapter.final_norm), "bias", None)
-    got = frozen_final_norm(model, final)(final) + (0 if bias is None else bias)
-    torch.testing.assert_close(got, cache["final_norm"])
+    with torch.no_grad():
+        logits = model.hf(ids).logits[:, -1]  # plain HF, no hooks
+    own = (logits[:, 10] - logits[:, 20]).mean().item()
+    dla = direct_logit_attribution(model, ids, logit_direction(model, 10, 20))
+    assert dla.total == pytest.approx(own, abs=1e-4)
+    assert dla.explained == pytest.approx(own, abs=1e-4)
+    # the IOI head scores are the same attribution, per row
+    cache = model.run(ids, save=["blocks.*.attn.z", "blocks.1.resid_post"]).cache
+    zs = [cache[f"blocks.{layer}.attn.z"][:, -1] for layer in range(2)]
+    per_row = head_logit_attribution(
+        model, zs, cache["blocks.1.resid_post"][:, -1], logit_direction(model, 10, 20)
+    )
+    torch.testing.assert_close(per_row.mean(0), dla.heads)
 
 
 @pytest.mark.parametrize("arch", ["llama", "gpt2", "gpt_neox", "gemma3"])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import io
 import pkgutil
 import subprocess
 import sys
@@ -62,6 +63,19 @@ def test_round_trip(result: Result, tmp_path: Path) -> None:
     assert type(result).__name__ in result._repr_html_()
     # the repr of a numpy-loaded result is the same as the original's
     assert repr(flat) == repr(result)
+
+
+@pytest.mark.parametrize("result", SAMPLES, ids=_id)
+def test_prints_itself_the_same_from_numpy(result: Result, tmp_path: Path) -> None:
+    from rich.console import Console
+
+    def shown(r: Result) -> str:
+        console = Console(file=io.StringIO(), width=100, record=True)
+        console.print(r)
+        return console.export_text()
+
+    flat = type(result).load(result.save(tmp_path / "r"), arrays="numpy")
+    assert shown(result).strip() and shown(flat) == shown(result)
 
 
 @pytest.mark.parametrize("result", SAMPLES[:1] + SAMPLES[-1:], ids=_id)

@@ -8,8 +8,10 @@ MLP (or MLP neuron), and scores each piece along a logit direction such as
 logit(IO) − logit(S) with the final norm's scale frozen from the real final
 residual: the pieces then sum to the model's own logit difference. Where a
 norm sits between a sublayer and the residual add (Gemma 2/3), its scale is
-frozen at the sublayer's real output in the same way. RMSNorm weights count
-as w or as Gemma's 1 + w, whichever reproduces the module's own output.
+frozen at the sublayer's real output in the same way. The norms are read as
+the adapter declares them (`mechscope.core.weights.frozen_norm`: Gemma's
+scale is 1 + w). This is the one DLA: the IOI head scores use
+`head_logit_attribution` too.
 """
 
 from __future__ import annotations
@@ -17,14 +19,26 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import torch
 from jaxtyping import Float
-from torch import Tensor, nn
+from torch import Tensor
 
 from .core.model import Inputs, Model
-from .core.weights import mlp_down_projection, output_projection, resident
-from .errors import InputError, MechscopeError
+from .core.weights import (
+    frozen_norm,
+    has_post_norms,
+    mlp_down_projection,
+    norm_bias,
+    norm_module,
+    output_projection,
+    resident,
+    unembedding,
+)
+from .errors import InputError
+
+FrozenMap = Callable[[Tensor], Tensor]
 
 
 def _need_known_sites(model: Model) -> None:
@@ -32,79 +46,108 @@ def _need_known_sites(model: Model) -> None:
         raise InputError("the lens needs a transformer with known sites")
 
 
-def _rms_weight(norm: nn.Module, x: Tensor, eps: float) -> Tensor:
-    """An RMSNorm's effective weight at input `x`: w, or 1 + w (Gemma), whichever it computes."""
-    weight = norm.weight
-    with torch.no_grad():
-        y = norm(x).float()
-        unit = x.float() * (x.float().pow(2).mean(-1, keepdim=True) + eps).rsqrt()
-        errors = [float((unit * w.float() - y).abs().max()) for w in (weight, 1.0 + weight)]
-    return weight if errors[0] <= errors[1] else 1.0 + weight
-
-
 def _frozen_post_norm(
-    model: Model, layer: int, part: str, out: Tensor
-) -> Callable[[Tensor], Tensor]:
-    """The module between a sublayer and the residual add as a linear map frozen at `out`.
+    model: Model, layer: int, part: Literal["attn", "mlp"], out: Float[Tensor, "batch d_model"]
+) -> FrozenMap:
+    """What lies between a sublayer and the residual add, as a linear map frozen at `out`.
 
     The identity where the sublayer writes to the residual stream directly;
-    for Gemma's post-attention / post-feedforward RMSNorm, x ↦ w ⊙ x / rms(out),
-    `out` [batch, d_model] being the sublayer's real output.
+    Gemma 2/3's post-attention / post-feedforward norm frozen at `out`, the
+    sublayer's real output, otherwise.
     """
-    assert model.adapter is not None
-    path = getattr(model.adapter, f"{part}_out")
-    if path == (model.adapter.attn if part == "attn" else "mlp"):
+    if not has_post_norms(model):
         return lambda x: x
-    norm = model.hf.get_submodule(f"{model.adapter.layers}.{layer}.{path}")
-    eps = getattr(norm, "eps", None) or getattr(norm, "variance_epsilon", None)
-    if (
-        eps is None
-        or getattr(norm, "weight", None) is None
-        or getattr(norm, "bias", None) is not None
-    ):
-        raise MechscopeError(
-            f"{model.adapter.family} passes the {part} output through {type(norm).__name__} "
-            "before the residual add; direct attribution can freeze an RMSNorm there, not this"
-        )
-    scale = (out.float().pow(2).mean(-1, keepdim=True) + eps).rsqrt().to(out.dtype)
-    gain = scale * _rms_weight(norm, out, eps)  # [batch, d_model]
-    return lambda x: x * gain
+    return frozen_norm(model, "attn_out" if part == "attn" else "mlp_out", out, layer)
 
 
-def frozen_final_norm(
-    model: Model, final_resid: Float[Tensor, "*batch d_model"]
-) -> Callable[[Tensor], Tensor]:
-    """The final norm as a linear map, its scale frozen at `final_resid`'s (same leading shape).
+def _per_row(f: FrozenMap, x: Float[Tensor, "batch k d_model"]) -> Float[Tensor, "batch k d_model"]:
+    """Apply a map frozen per row (scale [batch, d_model]) to k vectors of each row."""
+    return f(x.transpose(0, 1)).transpose(0, 1)
 
-    RMSNorm: x ↦ w ⊙ x / rms(final) (w is 1 + the weight on Gemma, whose
-    RMSNorm computes that); LayerNorm: x ↦ w ⊙ (x − mean x) / std(final).
-    The LayerNorm bias is a constant and is left out (it is `norm_bias`).
+
+def _attention_scores(
+    model: Model,
+    layer: int,
+    z: Float[Tensor, "batch head d_head"],
+    final_norm: FrozenMap,
+    direction: Float[Tensor, "batch d_model"],
+) -> tuple[Float[Tensor, "batch head"], Float[Tensor, " batch"]]:
+    """Per row: each head's direct score along `direction`, and the output bias's.
+
+    A head writes z_h · W_O[h]; the projection's bias belongs to no head. On
+    Gemma 2/3 the post-attention norm is frozen at the layer's total output.
     """
-    assert model.adapter is not None
-    norm = model.hf.get_submodule(model.adapter.final_norm)
-    eps = getattr(norm, "eps", None) or getattr(norm, "variance_epsilon", 1e-6)
-    weight = norm.weight
-    if isinstance(norm, nn.LayerNorm):
-        centred = final_resid - final_resid.mean(-1, keepdim=True)
-        scale = (centred.pow(2).mean(-1, keepdim=True) + eps).rsqrt()
-        return lambda x: (x - x.mean(-1, keepdim=True)) * scale * weight
-    scale = (final_resid.float().pow(2).mean(-1, keepdim=True) + eps).rsqrt().to(final_resid.dtype)
-    weight = _rms_weight(norm, final_resid, eps)
-    return lambda x: x * scale * weight
+    w_o, b_o = output_projection(model, layer)  # [head, d_head, d_model]
+    w_o = w_o.detach().float().to(z.device)
+    bias = None if b_o is None else b_o.detach().float().to(z.device)
+    per_head = torch.einsum("bhe,hed->bhd", z.float(), w_o)
+    total = per_head.sum(1) + (0.0 if bias is None else bias)
+    post = _frozen_post_norm(model, layer, "attn", total)
+    heads = (_per_row(_compose(final_norm, post), per_head) * direction[:, None]).sum(-1)
+    if bias is None:
+        return heads, torch.zeros(z.shape[0], device=z.device)
+    biased = final_norm(post(bias.expand(z.shape[0], -1)))
+    return heads, (biased * direction).sum(-1)
+
+
+def _rows_direction(direction: Tensor, final_resid: Tensor) -> Tensor:
+    """`direction` as float [batch, d_model] on the residual's device."""
+    d = direction.detach().float().to(final_resid.device)
+    return d.expand(final_resid.shape[0], -1) if d.ndim == 1 else d
+
+
+def head_logit_attribution(
+    model: Model,
+    cache_z_per_layer: Float[Tensor, "layer batch head d_head"]
+    | Sequence[Float[Tensor, "batch head d_head"]],
+    final_resid: Float[Tensor, "batch d_model"],
+    direction: Float[Tensor, "batch d_model"] | Float[Tensor, " d_model"],
+) -> Float[Tensor, "batch layer head"]:
+    """Each head's direct contribution to the logit `direction`, at one position per row.
+
+    `cache_z_per_layer` holds ``blocks.L.attn.z`` at that position for every
+    layer L; `final_resid` the residual entering the final norm there
+    (``blocks.{last}.resid_post``), whose scale is frozen; `direction` a
+    vector in the unembedding's input space, e.g. W_U[IO] − W_U[S]. A head's
+    output is z_h · W_O[h] (the output projection's bias belongs to no head;
+    Gemma 2/3's post-attention norm is applied with its scale frozen at the
+    layer's total). Final-logit softcapping is ignored.
+
+    Example::
+
+        dla = head_logit_attribution(model, [cache[f"blocks.{l}.attn.z"][:, -1] for l in ...],
+                                     cache[f"blocks.{n - 1}.resid_post"][:, -1], w_u[io] - w_u[s])
+    """
+    _need_known_sites(model)
+    resident(model, "direct logit attribution")
+    assert model.dims is not None
+    n_layers = model.dims.n_layers
+    if len(cache_z_per_layer) != n_layers:
+        raise InputError(
+            f"cache_z_per_layer needs z for all {n_layers} layers, got {len(cache_z_per_layer)}"
+        )
+    final = final_resid.float()
+    norm = frozen_norm(model, "final", final)
+    d = _rows_direction(direction, final)
+    with torch.no_grad():
+        heads = [
+            _attention_scores(model, layer, cache_z_per_layer[layer].to(final.device), norm, d)[0]
+            for layer in range(n_layers)
+        ]
+    return torch.stack(heads, dim=1)
 
 
 def logit_direction(model: Model, good: int | str, bad: int | str | None = None) -> Tensor:
     """W_U[good] − W_U[bad] (or W_U[good]): the residual direction of a logit (difference)."""
-    assert model.adapter is not None
     resident(model, "logit_direction")
-    w_u = model.hf.get_submodule(model.adapter.unembed).weight  # [vocab, d_model]
+    w_u = unembedding(model)  # [d_model, vocab]
 
     def tid(t: int | str) -> int:
         return model.to_single_token(t) if isinstance(t, str) else int(t)
 
-    direction = w_u[tid(good)]
+    direction = w_u[:, tid(good)]
     if bad is not None:
-        direction = direction - w_u[tid(bad)]
+        direction = direction - w_u[:, tid(bad)]
     return direction.detach()
 
 
@@ -199,13 +242,11 @@ def direct_logit_attribution(
         return t[rows, pos]
 
     final = at(cache[f"blocks.{n_layers - 1}.resid_post"])  # [batch, d_model]
-    norm = frozen_final_norm(model, final)
-    d = direction.expand(batch, -1) if direction.ndim == 1 else direction
+    norm = frozen_norm(model, "final", final.float())
+    d = _rows_direction(direction, final)
 
-    def score(component: Tensor) -> Tensor:  # [batch, ..., d_model] -> [...] (mean over batch)
-        shape = (batch,) + (1,) * (component.ndim - 2) + (component.shape[-1],)
-        normed = norm(component) if component.ndim == 2 else _norm_nd(norm, component, final.shape)
-        return (normed * d.reshape(shape)).sum(-1).mean(0)
+    def score(component: Tensor) -> Tensor:  # [batch, d_model] -> [] (mean over batch)
+        return (norm(component.float()) * d).sum(-1).mean(0)
 
     embed = at(cache["embed"]) + (
         at(cache["pos_embed"].expand(batch, -1, -1)) if "pos_embed" in cache else 0
@@ -213,17 +254,15 @@ def direct_logit_attribution(
     heads, biases, mlps, neurons = [], [], [], []
     with torch.no_grad():
         for layer in range(n_layers):
-            w_o, b_o = output_projection(model, layer)  # [head, d_head, d_model]
-            z = at(cache[f"blocks.{layer}.attn.z"])  # [batch, head, d_head]
-            per_head = torch.einsum("bhe,hed->bhd", z, w_o)
-            attn_total = per_head.sum(1) + (b_o if b_o is not None else 0.0)
-            attn_post = _frozen_post_norm(model, layer, "attn", attn_total)
-            heads.append(score(attn_post(per_head.transpose(0, 1)).transpose(0, 1)))
-            biases.append(
-                score(attn_post(b_o.expand(batch, -1))) if b_o is not None else torch.tensor(0.0)
+            per_head, bias = _attention_scores(
+                model, layer, at(cache[f"blocks.{layer}.attn.z"]), norm, d
             )
+            heads.append(per_head.mean(0))
+            biases.append(bias.mean(0))
             w_down, b_down = mlp_down_projection(model, layer)  # [d_mlp, d_model]
-            post = at(cache[f"blocks.{layer}.mlp.post"])  # [batch, d_mlp]
+            w_down = w_down.detach().float()
+            b_down = None if b_down is None else b_down.detach().float()
+            post = at(cache[f"blocks.{layer}.mlp.post"]).float()  # [batch, d_mlp]
             mlp_total = post @ w_down + (b_down if b_down is not None else 0.0)
             mlp_post = _frozen_post_norm(model, layer, "mlp", mlp_total)
             # per neuron: post[n] · (norm(w_down[n]) · d) — linear, so no [batch, d_mlp, d_model] tensor
@@ -239,8 +278,8 @@ def direct_logit_attribution(
         embed_score = float(score(embed))
         head_t, mlp_t, bias_t = torch.stack(heads), torch.stack(mlps), torch.stack(biases)
         actual = _actual_direction_value(model, final, d)
-        norm_bias = getattr(model.hf.get_submodule(model.adapter.final_norm), "bias", None)
-        bias_score = float((norm_bias * d).sum(-1).mean()) if norm_bias is not None else 0.0
+        b_norm = norm_bias(model, "final")
+        bias_score = float((b_norm.to(d.device) * d).sum(-1).mean()) if b_norm is not None else 0.0
     return Attribution(
         heads=head_t,
         mlps=mlp_t,
@@ -252,22 +291,12 @@ def direct_logit_attribution(
     )
 
 
-def _compose(
-    outer: Callable[[Tensor], Tensor], inner: Callable[[Tensor], Tensor]
-) -> Callable[[Tensor], Tensor]:
+def _compose(outer: FrozenMap, inner: FrozenMap) -> FrozenMap:
     """x ↦ outer(inner(x))."""
     return lambda x: outer(inner(x))
 
 
-def _norm_nd(
-    norm: Callable[[Tensor], Tensor], component: Tensor, batch_shape: torch.Size
-) -> Tensor:
-    """Apply a frozen norm whose scale has shape [batch, 1] to [batch, k, d_model]."""
-    flat = component.transpose(0, 1)  # [k, batch, d_model]
-    return norm(flat).transpose(0, 1)
-
-
-def _norm_rows(norm: Callable[[Tensor], Tensor], direction: Tensor) -> Tensor:
+def _norm_rows(norm: FrozenMap, direction: Tensor) -> Tensor:
     """Fold the frozen norm into the direction: returns [batch, d_model] r with norm(x)·d = x·r."""
     # for x ↦ (x − mean x) * s * w (or x * s * w) the adjoint applied to d is computed by autograd
     probe = torch.zeros_like(direction, requires_grad=True)
@@ -276,15 +305,11 @@ def _norm_rows(norm: Callable[[Tensor], Tensor], direction: Tensor) -> Tensor:
     return g
 
 
-def _actual_final(model: Model, final: Tensor) -> Tensor:
-    assert model.adapter is not None
-    return model.hf.get_submodule(model.adapter.final_norm)(final)
-
-
 def _actual_direction_value(model: Model, final: Tensor, direction: Tensor) -> float:
     """The model's own value along `direction`: final_norm(final) · direction, batch mean."""
     with torch.no_grad():
-        return float((_actual_final(model, final) * direction).sum(-1).mean())
+        normed = norm_module(model, "final")(final).float()
+        return float((normed * direction).sum(-1).mean())
 
 
 @dataclass(frozen=True)
@@ -338,13 +363,12 @@ def logit_lens(model: Model, text: str | Tensor, target: str | None = None) -> L
     n = model.dims.n_layers
     sites = [f"blocks.{layer}.resid_pre" for layer in range(n)] + [f"blocks.{n - 1}.resid_post"]
     logits, cache = model.run(text, save=sites)
-    norm = model.hf.get_submodule(model.adapter.final_norm)
-    unembed = model.hf.get_submodule(model.adapter.unembed)
+    norm = norm_module(model, "final")
     target_id = model.to_single_token(target) if target is not None else None
     tops, top_p, tgt = [], [], []
     with torch.no_grad():
         for site in sites:
-            probs = unembed(norm(cache[site][0])).float().softmax(-1)  # [pos, vocab]
+            probs = model.unembed(norm(cache[site][0])).float().softmax(-1)  # [pos, vocab]
             p, i = probs.max(-1)
             tops.append(
                 [model.tokenizer.decode([t]) if model.tokenizer else str(t) for t in i.tolist()]

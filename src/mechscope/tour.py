@@ -18,6 +18,14 @@ from torch import Tensor
 
 from . import Model, load
 from .core import interventions as iv
+from .display import (
+    lm_weights,
+    maze_behaviour,
+    maze_steering,
+    prompt_table,
+    score_table,
+    top_tokens,
+)
 
 PROMPTS = [
     "The capital of France is",
@@ -46,11 +54,9 @@ TOUR_MAZE_EVAL, TOUR_MAZE_STEER = 500, 200  # mazes of each kind; mazes with a d
 
 def next_tokens(model: Model, console: Console) -> None:
     """Top next tokens for a few prompts, in one batched run."""
-    from .cli import print_top_tokens
-
     for prompt in PROMPTS:
         logits = model.run(prompt).logits
-        print_top_tokens(model, prompt, logits[0, -1], 5)
+        console.print(top_tokens(model, prompt, logits[0, -1], 5))
 
 
 def cache_shapes(model: Model, console: Console) -> None:
@@ -210,7 +216,6 @@ def autointerp(model: Model, console: Console) -> None:
     """Explain, simulate and score a few neurons of the tour's harvest with the model itself."""
     from .autointerp import LocalBackend, explain_units
     from .autointerp.pipeline import read_jsonl
-    from .cli.explain import score_table
     from .harvest import open_harvest
 
     store = open_harvest(OUT_DIR / "harvest")
@@ -232,7 +237,8 @@ def autointerp(model: Model, console: Console) -> None:
 
 def toy_superposition(model: Model, console: Console) -> None:
     """Toy models of superposition: more features than dimensions once features are sparse."""
-    from .sae.toy import features_represented, toy_run
+    from .sae.runs import toy_run
+    from .sae.toy import features_represented
 
     results = toy_run(OUT_DIR / "toy", steps=2000)
     relu, linear = results["relu"], results["linear"]
@@ -252,7 +258,6 @@ def toy_superposition(model: Model, console: Console) -> None:
 
 def sparse_autoencoder(model: Model, console: Console) -> None:
     """Train a TopK SAE on the middle residual stream; evaluate it; read its latents as a site."""
-    from .cli.sae import print_eval
     from .harvest import open_harvest
     from .sae.fit import fit_sae
     from .sae.train import TrainConfig
@@ -267,7 +272,7 @@ def sparse_autoencoder(model: Model, console: Console) -> None:
         f"{run.sae!r} trained on {TOUR_SAE_TOKENS:,} tokens in {run.history[-1]['tokens'] / run.history[-1]['tokens_per_s']:.0f} s"
     )
     assert run.eval is not None
-    print_eval(run.eval.metrics())
+    console.print(run.eval)
     store = open_harvest(run.path / "harvest")
     prompt = PROMPTS[1]
     with model.attach(run.sae) as sae_sites:
@@ -297,7 +302,6 @@ def sparse_autoencoder(model: Model, console: Console) -> None:
 
 def tracing_and_rome(model: Model, console: Console) -> None:
     """Causal tracing of one fact and a small average; a ROME edit, evaluated, then undone."""
-    from .cli.trace import _print_average, _print_peaks
     from .tracing import Fact, geography_facts, known_facts
     from .tracing.facts import sample_facts
     from .tracing.rome import _down, default_layer
@@ -305,13 +309,11 @@ def tracing_and_rome(model: Model, console: Console) -> None:
 
     fact = Fact("The Eiffel Tower", "{} is located in the city of", "Paris")
     trace = trace_run(model, fact, OUT_DIR / "trace-eiffel", samples=10, progress=False)
-    console.print(repr(trace), highlight=False)
-    _print_peaks(trace)
+    console.print(trace)
     capitals = [k.fact for k in known_facts(model, geography_facts("country_capital", limit=80))]
     few = sample_facts(capitals, TOUR_TRACE_FACTS, seed=1)
     avg = trace_run(model, few, OUT_DIR / "trace-capitals", samples=3)
-    console.print(avg.summary(), highlight=False)  # type: ignore[union-attr]
-    _print_average(avg)
+    console.print(avg)
     console.print("(the 60-fact average: mechscope trace --facts "
                   "country_capital,city_country,country_continent)")  # fmt: skip
     target, new = capitals[TOUR_EDIT_FACT], capitals[TOUR_EDIT_FACT + 1].object
@@ -339,7 +341,6 @@ def tracing_and_rome(model: Model, console: Console) -> None:
 def probes_and_steering(model: Model, console: Console) -> None:
     """CCS against supervised probes and zero-shot on tweets; one vector steering generation."""
     from . import steering as st
-    from .cli.steer import print_probe_table, print_sweep_table
     from .probes import sentiment_pairs
     from .probes.runs import probe_run
     from .steering.runs import steer_examples, steer_run
@@ -350,8 +351,7 @@ def probes_and_steering(model: Model, console: Console) -> None:
                   "answered both ways; probes read the last token's residual stream")  # fmt: skip
     res = probe_run(model, pairs, OUT_DIR / "probe-sentiment", dataset="sentiment", test=400,
                     layers=range(0, model.dims.n_layers, 3), restarts=5, epochs=500)  # fmt: skip
-    print_probe_table(res)
-    console.print(repr(res), highlight=False)
+    console.print(res)
     vector = st.actadd(model, *TOUR_STEER, TOUR_STEER_LAYER)
     console.print(f"activation addition {TOUR_STEER[0]!r} − {TOUR_STEER[1]!r}: {vector!r}",
                   highlight=False)  # fmt: skip
@@ -366,16 +366,13 @@ def probes_and_steering(model: Model, console: Console) -> None:
     console.print(table)
     sweep = steer_run(model, [vector, st.actadd(model, *TOUR_STEER, 2)], [0.5, 1.0, 2.0],
                       OUT_DIR / "steer-weddings", samples=2, progress=False)  # fmt: skip
-    print_sweep_table(sweep)
-    console.print(repr(sweep), highlight=False)
+    console.print(sweep)
     console.print(f"pages: [bold]mechscope serve {OUT_DIR}[/bold]")
 
 
 def feature_visualisation(model: Model, console: Console) -> None:
     """Channel visualisations early → late and a 0/4/48/2048 strip on EfficientNet-Lite0, a weight
     circuit with its channels drawn beside it; OV/QK and virtual weights, and GCG prompts, on the LM."""
-    from .cli.viz import print_prompts
-    from .cli.weights import print_conv_weights, print_lm_weights
     from .harvest import open_harvest
     from .prompts import prompts_run, sample_units
     from .vision import load_vision
@@ -399,11 +396,11 @@ def feature_visualisation(model: Model, console: Console) -> None:
     src, dst, unit = TOUR_WEIGHTS
     weights = conv_weights_run(vision, src, dst, unit, OUT_DIR / "weights-conv", viz_steps=TOUR_VIZ_STEPS,
                                progress=False)  # fmt: skip
-    print_conv_weights(weights, 4)
+    console.print(weights.render(4))
     console.print(f"the circuit figure: {OUT_DIR / 'weights-conv' / 'figures' / 'circuit.png'}")
     heads, neurons = TOUR_LM_WEIGHTS["heads"], TOUR_LM_WEIGHTS["neurons"]
     summary = lm_weights_run(model, OUT_DIR / "weights-lm", heads=heads, neurons=neurons)
-    print_lm_weights(summary, OUT_DIR / "weights-lm", neurons, 5)
+    console.print(lm_weights(summary, OUT_DIR / "weights-lm", neurons, 5))
     store = open_harvest(OUT_DIR / "harvest")
     units = (
         sample_units(store, [f"blocks.{model.dims.n_layers // 3}.mlp.post"], TOUR_PROMPT_UNITS)
@@ -412,7 +409,7 @@ def feature_visualisation(model: Model, console: Console) -> None:
     )
     rows = prompts_run(model, units, store, OUT_DIR / "prompts", start="top", length=10,
                        steps=TOUR_PROMPT_STEPS, soft_steps=50, progress=False)  # fmt: skip
-    print_prompts(rows)
+    console.print(prompt_table(rows))
     console.print(f"pages: [bold]mechscope serve {OUT_DIR}[/bold]")
 
 
@@ -420,15 +417,18 @@ def maze_agent(model: Model, console: Console) -> None:
     """Shard theory's maze agent: train, watch it misgeneralise, steer and retarget it."""
     import json
 
-    from .cli.maze import print_behaviour, print_steer
     from .maze import eval_run, steer_run, train_run
 
     train = OUT_DIR / "maze-train"
     train_run(train, steps=TOUR_MAZE_STEPS, progress=False)
     console.print(json.loads((train / "run.json").read_text())["summary"], highlight=False)
     eval_run(train, OUT_DIR / "maze-eval", n=TOUR_MAZE_EVAL, progress=False)
-    print_behaviour(json.loads((OUT_DIR / "maze-eval" / "behaviour.json").read_text()))
-    print_steer(steer_run(train, OUT_DIR / "maze-steer", n=TOUR_MAZE_STEER, progress=False))
+    console.print(
+        maze_behaviour(json.loads((OUT_DIR / "maze-eval" / "behaviour.json").read_text()))
+    )
+    console.print(
+        maze_steering(steer_run(train, OUT_DIR / "maze-steer", n=TOUR_MAZE_STEER, progress=False))
+    )
     console.print(f"vector fields before and after: [bold]mechscope serve {OUT_DIR}[/bold]")
 
 

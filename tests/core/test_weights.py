@@ -10,9 +10,12 @@ from mechscope.core.weights import (
     block_module,
     embedding,
     frozen_norm,
+    has_post_norms,
+    mlp_down_projection,
     mlp_weights,
     norm_bias,
     norm_module,
+    output_projection,
     unembedding,
 )
 from mechscope.errors import InputError
@@ -36,7 +39,10 @@ def _scrambled(arch: str):
 def test_frozen_norms_give_the_modules_own_output(arch: str) -> None:
     model = _scrambled(arch)
     x = torch.randn(3, 5, model.dims.d_model) * 2 + 0.5
-    for which, layer in [("final", None), ("attn", 0), ("mlp", 1)]:
+    norms = [("final", None), ("attn", 0), ("mlp", 1)]
+    if has_post_norms(model):
+        norms += [("attn_out", 0), ("mlp_out", 1)]
+    for which, layer in norms:
         module = norm_module(model, which, layer)
         bias = norm_bias(model, which, layer)
         mine = frozen_norm(model, which, x, layer)(x) + (0.0 if bias is None else bias)
@@ -103,3 +109,24 @@ def test_out_of_range_layers_and_unknown_norms_are_one_line() -> None:
         attention_weights(model, 7)
     with pytest.raises(InputError, match="norm must be"):
         norm_module(model, "attn")
+
+
+def test_post_norms_give_attn_out_and_mlp_out(ids) -> None:
+    """Gemma 2/3 norm each sublayer's output before the add; other families have no such norm."""
+    model = tiny_model("gemma3")
+    assert has_post_norms(model)
+    sites = ["blocks.1.attn.z", "blocks.1.attn.out", "blocks.1.mlp.post", "blocks.1.mlp.out"]
+    cache = model.run(ids, save=sites).cache
+    w_o, _ = output_projection(model, 1)
+    w_down, _ = mlp_down_projection(model, 1)
+    with torch.no_grad():
+        attn = norm_module(model, "attn_out", 1)(
+            torch.einsum("bphe,hed->bpd", cache[sites[0]], w_o)
+        )
+        mlp = norm_module(model, "mlp_out", 1)(cache[sites[2]] @ w_down)
+    torch.testing.assert_close(attn, cache[sites[1]], rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(mlp, cache[sites[3]], rtol=1e-5, atol=1e-5)
+    llama = tiny_model("llama")
+    assert not has_post_norms(llama)
+    with pytest.raises(InputError, match="no 'attn_out' norm"):
+        norm_module(llama, "attn_out", 0)

@@ -7,6 +7,7 @@ import torch
 
 import mechscope as ms
 from mechscope import Model
+from mechscope.core.weights import frozen_norm
 from mechscope.ioi import (
     HeadClassification,
     HeadLabel,
@@ -16,7 +17,6 @@ from mechscope.ioi import (
     classify_heads,
     copying_scores,
     duplicate_token_scores,
-    frozen_final_norm,
     head_logit_attribution,
     induction_scores,
     ioi_attention_scores,
@@ -129,18 +129,6 @@ def _end_run(model: Model, ds: IOIDataset):
 
 
 @pytest.mark.parametrize("arch", ARCHS)
-def test_frozen_final_norm_reproduces_the_final_norm(arch: str) -> None:
-    model = named_tiny(arch)
-    ds = tiny_ioi(model)
-    cache, rows, end = _end_run(model, ds)
-    final = cache["blocks.1.resid_post"][rows, end]
-    norm = model.hf.get_submodule(model.adapter.final_norm)
-    bias = getattr(norm, "bias", None)
-    got = frozen_final_norm(model, final[:, None], final)[:, 0] + (0 if bias is None else bias)
-    torch.testing.assert_close(got, cache["final_norm"][rows, end])
-
-
-@pytest.mark.parametrize("arch", ARCHS)
 def test_head_attributions_sum_to_the_layers_attention_output(arch: str) -> None:
     """Σ_h DLA(head h) = DLA(attn.out − output bias), through the same frozen final norm."""
     model = named_tiny(arch)
@@ -157,7 +145,7 @@ def test_head_attributions_sum_to_the_layers_attention_output(arch: str) -> None
         attn_out = cache[f"blocks.{layer}.attn.out"][rows, end]
         if proj.bias is not None:
             attn_out = attn_out - proj.bias.detach()
-        expected = (frozen_final_norm(model, attn_out, final) * direction).sum(-1)
+        expected = (frozen_norm(model, "final", final)(attn_out) * direction).sum(-1)
         torch.testing.assert_close(dla[:, layer].sum(-1), expected, rtol=1e-4, atol=1e-5)
     # stacked z works the same as a list
     torch.testing.assert_close(

@@ -119,7 +119,7 @@ def test_zero_shot_compares_the_answers_first_tokens():
     preds = zero_shot(model, pairs)
     head, sep = question_head(model, pairs[0])
     logits = model.run(head).logits[0, -1]
-    yes, no = model._ids(sep + "Yes", False)[0], model._ids(sep + "No", False)[0]
+    yes, no = model.ids(sep + "Yes", False)[0], model.ids(sep + "No", False)[0]
     assert bool(preds[0]) == bool(logits[yes] > logits[no]) and preds.shape == (2,)
 
 

@@ -12,6 +12,7 @@ from safetensors.torch import save_file
 from typer.testing import CliRunner
 
 from mechscope.errors import InputError, MechscopeError
+from mechscope.sae.runs import toy_run
 from mechscope.sae.toy import (
     PHASES,
     ToyResult,
@@ -21,7 +22,6 @@ from mechscope.sae.toy import (
     phase_diagram,
     phases,
     superposition,
-    toy_run,
     train_toy,
 )
 

@@ -22,9 +22,9 @@ def model():
 
 def test_actadd_is_the_position_wise_difference_padded_with_spaces(model):
     v = st.actadd(model, "Love it", "Hate", 1, pad="space")
-    a, b = model._ids("Love it", None), model._ids("Hate", None)
+    a, b = model.ids("Love it", None), model.ids("Hate", None)
     assert v.vector.shape == (max(len(a), len(b)), model.dims.d_model) and v.front
-    space = model._ids(" ", False)
+    space = model.ids(" ", False)
     ids = torch.tensor([a, b + space * (len(a) - len(b))])
     acts = model.run(ids, save=["blocks.1.resid_pre"]).cache["blocks.1.resid_pre"]
     torch.testing.assert_close(v.vector, acts[0] - acts[1])
@@ -148,7 +148,7 @@ def test_topic_share_counts_whole_words():
 
 def test_target_probability_is_the_next_token_mass_of_the_words(model):
     ids = st.target_tokens(model, ["a", "b", "xyz"])  # "xyz" is three byte tokens: left out
-    assert ids == sorted({model._ids(w, False)[0] for w in ("a", "A", "b", "B")})
+    assert ids == sorted({model.ids(w, False)[0] for w in ("a", "A", "b", "B")})
     prompts = ["hello", "abc de"]
     p = st.target_probability(model, prompts, ["a", "b"])
     probs = [model.run(t).logits[0, -1].softmax(-1)[ids].sum() for t in prompts]
@@ -162,7 +162,7 @@ def test_sweep_measures_target_and_costs_and_reopens(tmp_path):
     with torch.no_grad():  # sharper logits, so that the planted push can dominate
         model.hf.model.norm.weight.mul_(30)
     # a vector that pushes the next token towards byte "a" (planted through the unembedding)
-    a = model._ids("a", False)[0]
+    a = model.ids("a", False)[0]
     unembed = model.hf.get_output_embeddings().weight[a].detach()
     vectors = [st.SteeringVector(unembed / unembed.norm(), layer) for layer in (0, 1)]
     windows = torch.randint(3, 250, (2, 10), generator=torch.Generator().manual_seed(1))

@@ -31,7 +31,7 @@ from conftest import (  # tests/viewer/conftest.py: one request, sent as is
 )
 from mechscope.testing import edit_result
 from mechscope.viewer import serve
-from mechscope.viewer.pages.harvest import show_token
+from mechscope.viewer.tokens import show_token
 
 SCRIPT = "<script>alert(1)</script>"
 LABELS = {"ccs": "CCS", "logistic": "logistic", "mean_diff": "mean diff"}  # as on the page

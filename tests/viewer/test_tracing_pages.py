@@ -348,7 +348,7 @@ def test_edit_home_shows_the_edit_and_its_scores(base: str, runs: Any) -> None:
 
 
 def test_edit_home_shows_every_prompt_before_and_after(base: str, runs: Any) -> None:
-    from mechscope.viewer.pages.harvest import show_token  # how tokens are made visible
+    from mechscope.viewer.tokens import show_token  # how tokens are made visible
 
     report, edit = runs.report, runs.edit
     page = Page(get(base, "/run/e-one").text)

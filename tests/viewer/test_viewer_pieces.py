@@ -8,13 +8,9 @@ import pytest
 
 from mechscope.viewer import App, Document, NotFound, Request
 from mechscope.viewer.html import Markup, join, link, render, url
-from mechscope.viewer.pages.harvest import (
-    histogram_svg,
-    neighbour_sites,
-    show_token,
-    token_background,
-)
+from mechscope.viewer.pages.harvest import histogram_svg, neighbour_sites
 from mechscope.viewer.registry import REGISTRY, Registry, Route
+from mechscope.viewer.tokens import show_token, token_background
 
 
 def test_render_escapes_data_but_not_markup() -> None:

@@ -6,7 +6,8 @@ import pytest
 import torch
 from torch.nn import functional as F
 
-from mechscope.errors import InputError
+from mechscope.core.weights import attention_weights, mlp_weights, norm_scale
+from mechscope.errors import InputError, MechscopeError
 from mechscope.testing import tiny_model
 from mechscope.weights import lm
 
@@ -37,7 +38,7 @@ def test_value_and_output_weights_reproduce_the_forward(model):
         ids, save=["blocks.1.resid_pre", "blocks.1.attn.v", "blocks.1.attn.z", "blocks.1.attn.out"]
     )
     c = out.cache
-    w = lm.attention_weights(model, 1)
+    w = attention_weights(model, 1)
     n = _norm(model, 1, "attn", c["blocks.1.resid_pre"]).detach()
     group = model.dims.n_heads // model.dims.n_kv_heads
     v = torch.einsum("bpd,hde->bphe", n, w.v[::group])  # one query head per K/V head
@@ -60,7 +61,7 @@ def test_mlp_input_weights_reproduce_the_neurons(model):
         model.hf.config, "use_parallel_residual", False
     )  # NeoX: the MLP reads the block input
     n = _norm(model, 0, "mlp", out.cache[f"blocks.0.resid_{'pre' if parallel else 'mid'}"]).detach()
-    ins, w_out = lm.mlp_weights(model, 0)
+    ins, w_out = mlp_weights(model, 0)
     if "gate" in ins:
         post = F.silu(n @ ins["gate"]) * (n @ ins["up"])
     else:
@@ -74,8 +75,8 @@ def test_mlp_input_weights_reproduce_the_neurons(model):
 def test_composition_scores_match_the_full_matrices():
     model = tiny_model("llama", seed=2)
     scores = lm.composition_scores(model, 1, 3)
-    w1, w0 = lm.attention_weights(model, 1), lm.attention_weights(model, 0)
-    g1, g0 = lm.norm_scale(model, 1, "attn"), lm.norm_scale(model, 0, "attn")
+    w1, w0 = attention_weights(model, 1), attention_weights(model, 0)
+    g1, g0 = norm_scale(model, "attn", 1), norm_scale(model, "attn", 0)
     qk = (g1[:, None] * w1.q[3]) @ (g1[:, None] * w1.k[3]).T
     ov = (g1[:, None] * w1.v[3]) @ w1.o[3]
     for h in range(4):
@@ -104,9 +105,9 @@ def test_copying_scores_are_those_of_the_full_vocabulary_circuit():
 def test_neuron_wiring_virtual_weights_and_ranking():
     model = tiny_model("llama", seed=4)
     wiring = lm.neuron_wiring(model, 1, 7, k=5)
-    ins, _ = lm.mlp_weights(model, 1)
-    read = lm.norm_scale(model, 1, "mlp") * ins["gate"][:, 7]
-    _, w_out0 = lm.mlp_weights(model, 0)
+    ins, _ = mlp_weights(model, 1)
+    read = norm_scale(model, "mlp", 1) * ins["gate"][:, 7]
+    _, w_out0 = mlp_weights(model, 0)
     assert torch.allclose(wiring.neurons[0], w_out0 @ read, atol=1e-6)
     assert torch.all(wiring.neurons[1] == 0)  # same layer: no virtual weight
     top = wiring.top(3)
@@ -139,3 +140,17 @@ def test_token_circuits_and_bad_input():
         lm.qk_circuit(model, 0, 9)
     with pytest.raises(InputError, match="via must be one of gate, up"):
         lm.neuron_wiring(model, 1, 0, via="in")
+
+
+def test_gemma_folds_its_norm_as_one_plus_w_and_post_norm_families_are_refused():
+    gemma = tiny_model("gemma", seed=7)
+    g = torch.Generator().manual_seed(8)
+    with torch.no_grad():
+        for name, p in gemma.hf.named_parameters():
+            if "norm" in name:
+                p.normal_(generator=g)
+    w = attention_weights(gemma, 1)
+    scale = 1 + gemma.hf.model.layers[1].input_layernorm.weight.detach()
+    torch.testing.assert_close(lm.ov_circuit(gemma, 1, 2), (scale[:, None] * w.v[2]) @ w.o[2])
+    with pytest.raises(MechscopeError, match="norms the sublayer outputs"):
+        lm.ov_circuit(tiny_model("gemma3"), 0, 0)

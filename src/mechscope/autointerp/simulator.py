@@ -81,9 +81,6 @@ class LogprobSimulator:
         self.scale_max = len(self.digits) - 1
         self.name = f"logprob:{backend.name}"
 
-    def _ids(self, text: str) -> list[int]:
-        return list(self.backend.model.tokenizer(text, add_special_tokens=False)["input_ids"])
-
     def _prompt(self, explanation: str, tokens: Sequence[str]) -> tuple[list[int], list[int]]:
         messages: list[Message] = [
             {"role": "system", "content": SYSTEM.format(scale_max=self.scale_max)},
@@ -92,9 +89,9 @@ class LogprobSimulator:
         ids = self.backend.prompt_ids(messages)
         positions = []
         for token in tokens:
-            ids += self._ids(show(token) + "\t")
+            ids += self.backend.model.ids(show(token) + "\t", False)
             positions.append(len(ids) - 1)  # the next token here is the strength
-            ids += self._ids(PLACEHOLDER + "\n")
+            ids += self.backend.model.ids(PLACEHOLDER + "\n", False)
         return ids, positions
 
     def simulate(self, explanation: str, tokens: Sequence[str]) -> Simulation:

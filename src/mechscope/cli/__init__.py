@@ -13,6 +13,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from ..display import top_tokens
 from ..errors import MechscopeError
 from .options import EngineChoice, Placement, engined, placed
 from .serve import serve as serve_cmd
@@ -107,28 +108,12 @@ def run(
         raise MechscopeError(f"--top must be at least 1, got {top}")
     m = place.load(model)
     result = m.run(prompt, save=save, prepend_bos=bos)
-    print_top_tokens(m, prompt, result.logits[0, -1], top)
+    console.print(top_tokens(m, prompt, result.logits[0, -1], top))
     if save:
         print_cache(result.cache)
     if out is not None:
         path = result.cache.save(out)
         console.print(f"saved {len(result.cache)} sites to {path}")
-
-
-def print_top_tokens(model, prompt: str, logits, k: int) -> None:
-    """A table of the k most likely next tokens after `prompt`."""
-    probs = logits.float().softmax(-1)
-    top = probs.topk(min(k, probs.numel()))
-    console.print(f"next token after [bold]{prompt!r}[/bold]", highlight=False)
-    table = Table()
-    table.add_column("#", justify="right")
-    table.add_column("token")
-    table.add_column("prob", justify="right")
-    table.add_column("logit", justify="right")
-    for rank, (p, i) in enumerate(zip(top.values.tolist(), top.indices.tolist(), strict=True)):
-        token = model.tokenizer.decode([i]) if model.tokenizer is not None else str(i)
-        table.add_row(str(rank + 1), repr(token), f"{p:.3f}", f"{logits[i].item():.2f}")
-    console.print(table)
 
 
 def print_cache(cache) -> None:

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import typer
 from rich.console import Console
-from rich.table import Table
 
+from ..display import score_table
 from ..errors import InputError
 from .options import EngineChoice, Placement, engined, numbers, placed
 
@@ -58,22 +58,6 @@ def parse_units(store, specs: list[str], sample: int, seed: int) -> list[tuple[s
         pool = [(s, u) for s in store.sites for u in range(store.n_units(s))]
         units += rng.sample([u for u in pool if u not in units], sample)
     return list(dict.fromkeys(units))
-
-
-def score_table(summary: list[dict], what: str) -> Table:
-    """The summary of an explain run: mean score per method and scorer with its 95% CI."""
-    table = Table(title=f"{what}: mean score (95% bootstrap CI)")
-    for col in ("method", "scorer", "mean", "95% CI", "units"):
-        table.add_column(col)
-    for row in summary:
-        table.add_row(
-            row["method"],
-            row["scorer"],
-            f"{row['mean']:.3f}",
-            f"[{row['lo']:+.3f}, {row['hi']:+.3f}]",
-            str(row["n"]),
-        )
-    return table
 
 
 @placed

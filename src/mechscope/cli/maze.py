@@ -7,8 +7,8 @@ from pathlib import Path
 
 import typer
 from rich.console import Console
-from rich.table import Table
 
+from ..display import maze_behaviour, maze_steering
 from ..errors import InputError
 from .options import Placement, floats, numbers, placed
 
@@ -21,56 +21,6 @@ maze_app = typer.Typer(
 POLICY_ARG = typer.Argument(
     Path("runs/maze-train"), help="A maze-train run folder or a policy .safetensors file."
 )
-
-
-def _fmt(x: object) -> str:
-    return "—" if x is None or (isinstance(x, float) and x != x) else f"{x:.3f}"
-
-
-def print_behaviour(record: dict) -> None:
-    """Reach rates and the two binnings of a maze-eval run (P(→…): at the decision square)."""
-    console.print(
-        f"cheese reached: training mazes {record['train']['reach']:.1%} "
-        f"({record['train']['mazes']}), deployment mazes {record['deploy']['reach']:.1%} "
-        f"({record['deploy']['mazes']}; top-right corner first {record['deploy']['corner_first']:.1%})",
-        highlight=False,
-    )
-    for key, what in (("by_corner_distance", "cheese ↔ top-right corner"),
-                      ("by_decision_distance", "cheese ↔ decision square")):  # fmt: skip
-        table = Table(title=f"deployment mazes by distance {what} (Euclidean, squares)")
-        head = ("distance", "mazes", "cheese reached", "corner first", "P(→cheese)", "P(→corner)")
-        for col in head:  # P(→…): at the decision square
-            table.add_column(col, justify="right")
-        for r in record[key]:
-            table.add_row(f"{r['from']:g}–{r['to']:g}", str(r["mazes"]), _fmt(r["cheese"]),
-                          _fmt(r["corner"]), _fmt(r["p_cheese"]), _fmt(r["p_corner"]))  # fmt: skip
-        console.print(table)
-
-
-def print_steer(record: dict) -> None:
-    """The cheese vector sweep with its control, and the retargeting result."""
-    table = Table(title=f"P(toward cheese) at {record['mazes']} decision squares, "
-                  f"vector added at {record['site']}")  # fmt: skip
-    for col in ("coefficient", "cheese vector", "control"):
-        table.add_column(col, justify="right")
-    for r in record["sweep"]:
-        table.add_row(f"{r['coeff']:g}", _fmt(r["cheese_vector"]), _fmt(r["control"]))
-    console.print(table)
-    ch = record["channels"]
-    top = ", ".join(
-        f"{c} ({r:.2f})" for c, r in list(zip(ch["order"], ch["correlation"], strict=True))[:6]
-    )
-    console.print(
-        f"channels of {ch['site']} tracking the cheese (Pearson r, largest |r| first): {top}",
-        highlight=False,
-    )
-    rt = record["retarget"]
-    console.print(
-        f"retargeting channels {rt['channels']} × {rt['strength']:g}: the mouse reached the chosen square "
-        f"in {rt['reached']:.1%} of {rt['mazes']} cheese-free mazes (without the edit {rt['reached_plain']:.1%}; "
-        f"a real cheese there is reached in {rt['reached_cheese']:.1%})",
-        highlight=False,
-    )
 
 
 @maze_app.command("train")
@@ -113,7 +63,7 @@ def eval_cmd(
     from ..maze import eval_run
 
     eval_run(policy, out, n=mazes, seed=seed, device=place.device)
-    print_behaviour(json.loads((out / "behaviour.json").read_text()))
+    console.print(maze_behaviour(json.loads((out / "behaviour.json").read_text())))
     console.print(f"figures in {out / 'figures'}", highlight=False)
 
 
@@ -143,5 +93,5 @@ def steer_cmd(
                        retarget_site=retarget_site, channel_counts=counts,
                        strengths=floats(strengths, "--strengths"), seed=seed,
                        device=place.device)  # fmt: skip
-    print_steer(record)
+    console.print(maze_steering(record))
     console.print(f"figures in {out / 'figures'}", highlight=False)

@@ -6,7 +6,6 @@ from pathlib import Path
 
 import typer
 from rich.console import Console
-from rich.table import Table
 
 from ..errors import InputError
 from .options import EngineChoice, Placement, engined, placed
@@ -18,29 +17,6 @@ sae_app = typer.Typer(
 
 MODEL = typer.Option("smollm2-135m", "--model", help="Model spec (default: the built-in SmolLM2).")
 CORPUS = typer.Option("default", "--corpus", help="Corpus name, mix or file (as for harvest).")
-
-
-def print_eval(summary: dict[str, float]) -> None:
-    """The evaluation metrics (`SAEEval.metrics`) as a table."""
-    table = Table(title="SAE evaluation (held-out tokens)")
-    table.add_column("metric")
-    table.add_column("value", justify="right")
-    rows = [
-        ("L0 (active latents per token)", f"{summary['l0']:.1f}"),
-        ("explained variance", f"{summary['explained_variance']:.3f}"),
-        ("mean cosine(x, x̂)", f"{summary.get('cosine', float('nan')):.3f}"),
-        ("CE loss clean", f"{summary['ce_clean']:.3f}"),
-        ("CE loss with SAE", f"{summary['ce_sae']:.3f}"),
-        ("CE loss zero-ablated", f"{summary['ce_zero']:.3f}"),
-        ("CE loss recovered", f"{summary['ce_recovered']:.3f}"),
-        ("KL(clean ‖ SAE)", f"{summary['kl_sae']:.4f}"),
-        ("dead latents", f"{summary['dead_fraction']:.1%}"),
-        ("dense latents (>10% of tokens)", f"{summary['dense_fraction']:.1%}"),
-        ("tokens", f"{int(summary['tokens']):,}"),
-    ]
-    for name, value in rows:
-        table.add_row(name, value)
-    console.print(table)
 
 
 @sae_app.command("train")
@@ -84,7 +60,7 @@ def train_cmd(
                   eval_tokens=eval_tokens, harvest_tokens=harvest_tokens)  # fmt: skip
     console.print(repr(run.sae), highlight=False)
     assert run.eval is not None
-    print_eval(run.eval.metrics())
+    console.print(run.eval)
     console.print(f"saved to {run.path}; view it: mechscope serve {run.path}")
 
 
@@ -114,7 +90,7 @@ def eval_cmd(
         )
     ev = evaluate_sae(m, sae, corpus, site=site, tokens=tokens, start_window=start_window)
     console.print(repr(sae), highlight=False)
-    print_eval(ev.metrics())
+    console.print(ev)
 
 
 @sae_app.command("store")

@@ -79,8 +79,7 @@ def probe_cmd(
     res = probe_run(m, pairs, target, dataset=name, test=test,
                     layers=_layers(layers, m.dims.n_layers), restarts=restarts, epochs=epochs,
                     seed=seed)  # fmt: skip
-    print_probe_table(res)
-    console.print(repr(res), highlight=False)
+    console.print(res)
     console.print(f"saved to {target}; view it: mechscope serve {target}")
 
 
@@ -225,43 +224,5 @@ def steer_sweep_cmd(
     target = out or Path("runs") / f"steer-{vectors[0].method}"
     sweep = steer_run(m, vectors, cs, target, words=target_words, samples=samples,
                       max_new_tokens=max_new_tokens, seed=seed)  # fmt: skip
-    print_sweep_table(sweep)
-    console.print(repr(sweep), highlight=False)
+    console.print(sweep)
     console.print(f"saved to {target}; view it: mechscope serve {target}")
-
-
-def print_probe_table(res) -> None:  # noqa: ANN001
-    """Held-out accuracy per layer of each method, the best layers in bold."""
-    table = Table(title=f"held-out accuracy on {res.n_test} pairs [95% interval]")
-    table.add_column("layer", justify="right")
-    for method in res.accuracy:
-        table.add_column(method)
-    best = {method: res.best(method)[0] for method in res.accuracy}
-    for i, layer in enumerate(res.layers):
-        cells = []
-        for method, accs in res.accuracy.items():
-            a = accs[i]
-            text = f"{a.value:.3f} [{a.low:.2f}, {a.high:.2f}]"
-            cells.append(f"[bold]{text}[/bold]" if best[method] == layer else text)
-        table.add_row(str(layer), *cells)
-    console.print(table)
-
-
-def print_sweep_table(sweep) -> None:  # noqa: ANN001
-    """Per layer × coefficient: the target probability factor, the generations' score, perplexity."""
-    table = Table(
-        title=f"next-token P(target words) × unsteered ({sweep.baseline_probability:.2e}) / "
-        f"{sweep.target} (unsteered {sweep.baseline_effect:.3f}) / perplexity rise"
-    )
-    table.add_column("layer", justify="right")
-    for c in sweep.coefs:
-        table.add_column(f"coef {c:g}", justify="right")
-    factor, rise = sweep.factor(), sweep.perplexity_rise
-    for i, layer in enumerate(sweep.layers):
-        cells = [
-            f"×{float(factor[i, j]):.1f} / {float(sweep.effect[i, j]):.2f} / "
-            f"{float(rise[i, j]):+.1%}"
-            for j in range(len(sweep.coefs))
-        ]
-        table.add_row(str(layer), *cells)
-    console.print(table)

@@ -36,7 +36,8 @@ def toy_cmd(
     place: Placement,
 ) -> None:
     """Train toy models of superposition over sparsities; print features represented; write a run."""
-    from ..sae.toy import DEFAULT_SPARSITIES, toy_run
+    from ..sae.runs import toy_run
+    from ..sae.toy import DEFAULT_SPARSITIES
 
     if place.torch_device.type != "cpu" or place.torch_dtype != torch.float32:
         # a few hundred parameters per model, trained as one batched tensor: a GPU has nothing to do

@@ -111,53 +111,19 @@ def trace_cmd(
         result = trace_run(m, fact_list, target, kinds=chosen, samples=samples, noise=sigma,
                            window=window, seed=seed, **engine.kwargs())  # fmt: skip
         assert isinstance(result, AverageTrace)
-        console.print(result.summary(), highlight=False)
-        _print_average(result)
+        console.print(result)
     else:
         fact = _fact(m, prompt, subject, obj, None)
         others = [s.strip() for s in replace_with.split(",")] if replace_with else None
         target = out or Path("runs") / f"trace-{_slug(fact.subject)}"
         result = trace_run(m, fact, target, kinds=chosen, samples=samples, noise=sigma,
                            replace_with=others, window=window, seed=seed)  # fmt: skip
-        console.print(repr(result), highlight=False)
-        _print_peaks(result)
+        console.print(result)
     console.print(f"saved to {target}; view it: mechscope serve {target}")
 
 
 def _slug(text: str) -> str:
     return "".join(c if c.isalnum() else "-" for c in text.lower()).strip("-") or "fact"
-
-
-def _print_peaks(trace) -> None:  # noqa: ANN001
-    table = Table(title="largest indirect effect per kind")
-    for col in ("kind", "token", "layer", "P(object) restored", "indirect effect"):
-        table.add_column(col)
-    for kind, grid in trace.scores.items():
-        ie = trace.indirect_effect(kind)
-        layer, pos = divmod(int(ie.argmax()), ie.shape[1])
-        table.add_row(kind, repr(trace.tokens[pos]), str(layer), f"{float(grid[layer, pos]):.3f}",
-                      f"{float(ie[layer, pos]):.3f}")  # fmt: skip
-    console.print(table)
-
-
-def _print_average(avg) -> None:  # noqa: ANN001
-    from ..tracing.average import TOKEN_KINDS
-
-    for kind, grid in avg.effects.items():
-        table = Table(title=f"{kind}: largest average indirect effect")
-        table.add_column("token")
-        table.add_column("facts", justify="right")
-        table.add_column("max AIE", justify="right")
-        table.add_column("at layer", justify="right")
-        for i, name in enumerate(TOKEN_KINDS):
-            if avg.counts[i] == 0:
-                table.add_row(name, "0", "–", "–")
-                continue
-            row = grid[i]
-            table.add_row(
-                name, str(avg.counts[i]), f"{float(row.max()):.3f}", str(int(row.argmax()))
-            )
-        console.print(table)
 
 
 @placed

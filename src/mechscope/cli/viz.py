@@ -7,6 +7,7 @@ from pathlib import Path
 import typer
 from rich.console import Console
 
+from ..display import prompt_table
 from ..errors import InputError
 from .options import Placement, numbers, placed
 
@@ -71,36 +72,6 @@ def viz_cmd(
     console.print(f"saved to {target}; view it: mechscope serve {target}")
 
 
-def print_prompts(rows) -> None:  # noqa: ANN001
-    """Each unit's top dataset example beside its GCG prompt (and soft prompt), and the tally."""
-    from rich.table import Table
-
-    soft = any(r.soft for r in rows)
-    table = Table(
-        title="optimised prompts against the top dataset example (activation at the last token)"
-    )
-    for col in (
-        "unit",
-        "top example (…peak)",
-        "act",
-        "GCG prompt",
-        "act",
-        "NLL",
-        *(("soft", "→ text") if soft else ()),
-    ):
-        table.add_column(
-            col, justify="right" if col in ("act", "NLL", "soft", "→ text") else "left"
-        )
-    for r in rows:
-        extra = (f"{r.soft.activation:.1f}", f"{r.soft.projected_activation:.2f}") if r.soft else ()
-        table.add_row(f"{r.site.split('.')[1]}.{r.unit}", repr("".join(r.top_context[-8:])),
-                      f"{r.top_act:.2f}", repr(r.gcg.text), f"{r.gcg.activation:.2f}", f"{r.gcg.nll:.1f}",
-                      *extra)  # fmt: skip
-    console.print(table)
-    wins = sum(r.gcg.activation > r.top_act for r in rows)
-    console.print(f"GCG beats the top example on {wins} of {len(rows)} units")
-
-
 def _prompts(site: str, model: str, place: Placement, units: list[int], harvest: Path | None,
              target: Path, **options: object) -> None:  # fmt: skip
     from ..harvest import open_harvest
@@ -114,5 +85,5 @@ def _prompts(site: str, model: str, place: Placement, units: list[int], harvest:
     store = open_harvest(harvest)
     m = place.load(model)
     rows = prompts_run(m, [(site, u) for u in units], store, target, **options)  # type: ignore[arg-type]
-    print_prompts(rows)
+    console.print(prompt_table(rows))
     console.print(f"saved to {target}; view it: mechscope serve {target}")

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import typer
 from rich.console import Console
-from rich.table import Table
 
+from ..display import lm_weights
 from ..errors import InputError
 from .options import Placement, placed
 
@@ -26,50 +26,6 @@ def _pairs(specs: list[str], what: str) -> list[tuple[int, int]]:
             raise InputError(f"--{what} takes LAYER.INDEX such as 12.100, got {spec!r}")
         out.append((int(layer), int(index)))
     return out
-
-
-def print_conv_weights(result, k: int) -> None:  # noqa: ANN001
-    """The top exciting and inhibiting input channels of expanded weights, as a table."""
-    table = Table(title=f"{result.src} → {result.dst}:{result.unit}: expanded weights "
-                  f"({tuple(result.maps.shape)})")  # fmt: skip
-    for col in ("", "channel", "excitation", "inhibition", "peak (y, x)"):
-        table.add_column(col, justify="right")
-    for row in result.table(k):
-        table.add_row(str(row["kind"]), str(row["channel"]), f"{row['excitation']:.3f}",
-                      f"{row['inhibition']:.3f}", str(tuple(row["peak"])))  # fmt: skip
-    console.print(table)
-
-
-def print_lm_weights(summary: dict, out: Path, neurons: list[tuple[int, int]], k: int) -> None:
-    """Per head: OV on tokens and composition; per neuron: virtual weights and logit effects."""
-    from ..weights.results import NeuronWiring, wiring_file
-
-    for name, info in summary.items():
-        table = Table(
-            title=f"head {name} (copying score {info['copying']:.3f}): OV, source → top outputs"
-        )
-        table.add_column("source")
-        table.add_column("raises")
-        for src, top in info["ov"].items():
-            table.add_row(repr(src), ", ".join(repr(t) for t, _ in top[:6]))
-        console.print(table)
-        comp = ", ".join(f"{kind}: " + " ".join(f"{a}.{b} ({v:.2f})" for a, b, v in rows[:3])
-                         for kind, rows in info["composition"].items())  # fmt: skip
-        console.print(f"strongest composition from earlier heads — {comp}", highlight=False)
-    for layer, n in neurons:
-        wiring = NeuronWiring.load(out / wiring_file(layer, n))
-        table = Table(
-            title=f"neuron {layer}.{n} (via {wiring.via}): virtual weights from earlier neurons"
-        )
-        table.add_column("exciting")
-        table.add_column("inhibiting")
-        for (la, na, va), (lb, nb, vb) in zip(
-            wiring.top(k), wiring.top(k, "inhibition"), strict=False
-        ):
-            table.add_row(f"{la}.{na}  {va:+.3f}", f"{lb}.{nb}  {vb:+.3f}")
-        console.print(table)
-        console.print(f"raises {', '.join(repr(t) for t, _ in wiring.logits_up[:6])}; lowers "
-                      f"{', '.join(repr(t) for t, _ in wiring.logits_down[:6])}", highlight=False)  # fmt: skip
 
 
 @weights_app.command("conv")
@@ -97,7 +53,7 @@ def conv_cmd(
     target = out or Path("runs") / f"weights-{dst.replace('.', '-')}-{unit}"
     result = w.conv_weights_run(m, src, dst, unit, target, k=k, viz_size=viz_size,
                                 viz_steps=viz_steps)  # fmt: skip
-    print_conv_weights(result, k)
+    console.print(result.render(k))
     console.print(f"saved to {target}; view it: mechscope serve {target}")
 
 
@@ -119,5 +75,5 @@ def lm_cmd(
     neurons, heads = _pairs(neuron, "neuron"), _pairs(head, "head")
     m = place.load(model)
     summary = lm_weights_run(m, out, neurons=neurons, heads=heads, k=k, via=via)
-    print_lm_weights(summary, out, neurons, k)
+    console.print(lm_weights(summary, out, neurons, k))
     console.print(f"saved to {out}; view it: mechscope serve {out}")

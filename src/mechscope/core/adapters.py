@@ -33,6 +33,8 @@ class Adapter:
     when ``mlp_gated``. ``norm`` is ``"rms"`` (x / rms(x) · scale) or
     ``"layer"`` ((x − mean) / std · scale + bias), and the scale is
     ``weight + norm_offset`` (Gemma's RMSNorm multiplies by 1 + weight).
+    ``post_norms``: ``attn_out`` and ``mlp_out`` are norms applied to the
+    sublayer outputs before the residual add (Gemma 2/3).
     """
 
     family: str
@@ -53,6 +55,7 @@ class Adapter:
     mlp_gated: bool = False
     norm: str = "rms"
     norm_offset: float = 0.0
+    post_norms: bool = False
     pos_embed: str | None = None
 
 
@@ -96,6 +99,7 @@ GEMMA2 = Adapter(
     mlp_in=("mlp.gate_proj", "mlp.up_proj"),
     mlp_gated=True,
     norm_offset=1.0,
+    post_norms=True,
 )
 
 GPT2 = Adapter(

@@ -176,8 +176,6 @@ class Model:
             raise InputError("the text is empty and no BOS token was prepended")
         return self.pad(rows)[0]
 
-    _ids = ids  # the old private name, kept while callers move to `ids`
-
     def pad(
         self, rows: Sequence[Sequence[int]], side: Literal["right", "left"] = "right"
     ) -> tuple[Int[Tensor, "batch pos"], Int[Tensor, "batch pos"]]:

@@ -21,6 +21,7 @@ from ..errors import InputError
 from .hooks import BlockInputs
 from .interventions import Intervention
 from .model import Inputs, Model, RunOutput
+from .weights import norm_module
 
 
 @dataclass(frozen=True)
@@ -99,8 +100,7 @@ def resume(
             f"got {resid_pre.shape[0]}"
         )
     tile = resid_pre.shape[0] // context.batch
-    assert model.adapter is not None
-    final_norm = model.hf.get_submodule(model.adapter.final_norm)
+    final_norm = norm_module(model, "final")
     with model.hooks(interventions, save) as cache, torch.no_grad():
         h = resid_pre
         for i in range(layer, len(blocks)):

@@ -20,6 +20,7 @@ from torch import Tensor
 from .interventions import Intervention
 from .model import Model
 from .resume import ForwardContext, _tile_batch
+from .weights import norm_module
 
 
 class SuffixRunner:
@@ -76,9 +77,7 @@ class SuffixRunner:
                 if i >= first
             }
         )
-        assert model.adapter is not None
-        final_norm = model.hf.get_submodule(model.adapter.final_norm)
-        unembed = model.hf.get_submodule(model.adapter.unembed)
+        final_norm = norm_module(model, "final")
         with model.hooks(ivs), torch.no_grad():
             h = resid
             for i in range(first, len(blocks)):
@@ -90,7 +89,7 @@ class SuffixRunner:
                 kw.update(attention_mask=mask, cache=prefix, use_cache=False)
                 out = blocks[i](h, **_tile_batch(kw, batch, tile))
                 h = out[0] if isinstance(out, tuple) else out
-            return unembed(final_norm(h[:, -1:]))[:, -1]
+            return model.unembed(final_norm(h[:, -1:]))[:, -1]
 
 
 class PrefixCache:

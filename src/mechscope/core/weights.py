@@ -91,17 +91,48 @@ def unembedding_bias(model: Model) -> Float[Tensor, " vocab"] | None:
     return getattr(model.hf.get_submodule(_adapter(model).unembed), "bias", None)
 
 
-NormName = Literal["attn", "mlp", "final"]
+NormName = Literal["attn", "mlp", "attn_out", "mlp_out", "final"]
+
+
+def has_post_norms(model: Model) -> bool:
+    """Whether the attention and MLP outputs pass a norm before the residual add (Gemma 2/3).
+
+    Those norms are ``norm_module(model, "attn_out", layer)`` and ``"mlp_out"``;
+    their outputs are the ``attn.out`` and ``mlp.out`` sites.
+    """
+    return _adapter(model).post_norms
 
 
 def norm_module(model: Model, which: NormName, layer: int | None = None) -> nn.Module:
-    """The pre-norm in front of block `layer`'s ``"attn"`` or ``"mlp"``, or the ``"final"`` norm."""
+    """A norm of block `layer`, or the ``"final"`` norm.
+
+    ``"attn"`` and ``"mlp"`` are the pre-norms reading the residual stream;
+    ``"attn_out"`` and ``"mlp_out"`` the post-norms on the sublayer outputs,
+    on families that have them (`has_post_norms`).
+
+    Example::
+
+        norm_module(model, "final")(resid)          # the final norm's output
+    """
     adapter = _adapter(model)
     if which == "final":
         return model.hf.get_submodule(adapter.final_norm)
-    if which not in ("attn", "mlp") or layer is None:
-        raise InputError(f"norm must be 'final', or 'attn'/'mlp' with a layer; got {which!r}")
-    return block_module(model, layer, adapter.attn_norm if which == "attn" else adapter.mlp_norm)
+    paths = {
+        "attn": adapter.attn_norm,
+        "mlp": adapter.mlp_norm,
+        "attn_out": adapter.attn_out,
+        "mlp_out": adapter.mlp_out,
+    }
+    if which not in paths or layer is None:
+        raise InputError(
+            f"norm must be 'final', or 'attn'/'mlp'/'attn_out'/'mlp_out' with a layer; got {which!r}"
+        )
+    if which in ("attn_out", "mlp_out") and not adapter.post_norms:
+        raise InputError(
+            f"{adapter.family} adds the attention and MLP outputs to the residual stream "
+            f"directly: it has no {which!r} norm"
+        )
+    return block_module(model, layer, paths[which])
 
 
 def norm_scale(

@@ -41,11 +41,10 @@ from ..corpus import Corpus, boundary_tokens, open_corpus, window_batches
 from ..errors import InputError
 from ..store import model_record, new_run, without_placement
 from .stats import UnitAccumulator
-from .tables import HarvestStore, write_tables
+from .tables import TOKENS_FILE, HarvestStore, write_tables
 
 DEFAULT_SITES = "blocks.*.mlp.post"
 STATE_FILE = "state.safetensors"
-TOKENS_FILE = "windows.bin"  # int32 token ids, window after window
 
 
 HEAD_AXES = (("batch", "pos", "head", "d_head"), ("batch", "pos", "kv_head", "d_head"))

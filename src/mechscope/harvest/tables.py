@@ -39,6 +39,8 @@ import torch
 from ..errors import InputError, closest
 from .results import Example, UnitRecord, UnitStats
 
+TOKENS_FILE = "windows.bin"  # int32 token ids, window after window
+
 if TYPE_CHECKING:
     from ..core.model import Model
     from .stats import UnitAccumulator
@@ -94,8 +96,6 @@ def write_tables(
     folder: Path, model: Model, accs: dict[str, UnitAccumulator], config: dict[str, Any]
 ) -> dict[str, Any]:
     """Write the four tables from finished accumulators; returns a summary for run.json."""
-    from .collect import TOKENS_FILE
-
     # the tables are written on the host: a device accumulator comes over once, here
     accs = {name: a if a.device.type == "cpu" else _on_host(a) for name, a in accs.items()}
     window = int(config["window"])

@@ -21,7 +21,6 @@ if TYPE_CHECKING:
         classify_heads,
         copying_scores,
         duplicate_token_scores,
-        frozen_final_norm,
         head_logit_attribution,
         induction_scores,
         ioi_attention_scores,

@@ -18,6 +18,8 @@ Example::
     ds = ioi_dataset(model, 100)
     classes = classify_heads(induction=ind, ioi_attention=ioi_attention_scores(model, ds),
                              copying=copying_scores(model, ds))
+
+The direct logit attribution is the lens's (`mechscope.lens.head_logit_attribution`).
 """
 
 from __future__ import annotations
@@ -26,12 +28,13 @@ from collections.abc import Callable, Sequence
 
 import torch
 from jaxtyping import Float, Int
-from torch import Tensor, nn
+from torch import Tensor
 
 from ..core.interventions import Intervention
 from ..core.model import Model
-from ..core.weights import output_projection, resident
-from ..errors import InputError, MechscopeError
+from ..core.weights import resident, unembedding
+from ..errors import InputError
+from ..lens import head_logit_attribution as head_logit_attribution
 from .results import HEAD_CLASSES as HEAD_CLASSES
 from .results import (
     HeadClassification,
@@ -209,123 +212,6 @@ def ioi_attention_scores(
 # --- direct logit attribution ----------------------------------------------------------
 
 
-def _norm_gain(norm: nn.Module, x: Tensor) -> tuple[str, Tensor]:
-    """A norm at input x as (kind, gain g): RMSNorm y = x·g; LayerNorm y = (x − mean x)·g + b.
-
-    The kind is read off the module and checked against its own output on x;
-    RMSNorm's weight convention (w or Gemma's 1 + w) is the one that reproduces it.
-    """
-    xf = x.float()
-    eps = getattr(norm, "variance_epsilon", None)
-    if eps is None:
-        eps = getattr(norm, "eps", 1e-5)
-    w = getattr(norm, "weight", None)
-    w = torch.ones(x.shape[-1]) if w is None else w.detach().float()
-    w = w.to(xf.device)
-    with torch.no_grad():
-        y = norm(x).float()
-    candidates: list[tuple[str, Tensor, Tensor]] = []
-    if isinstance(norm, nn.LayerNorm) or getattr(norm, "bias", None) is not None:
-        centred = xf - xf.mean(-1, keepdim=True)
-        g = torch.rsqrt(centred.pow(2).mean(-1, keepdim=True) + eps) * w
-        b = getattr(norm, "bias", None)
-        pred = centred * g + (0.0 if b is None else b.detach().float())
-        candidates.append(("layernorm", g, pred))
-    else:
-        rms = torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + eps)
-        for gain in (rms * w, rms * (1 + w)):
-            candidates.append(("rmsnorm", gain, xf * gain))
-    kind, gain, pred = min(candidates, key=lambda c: float((c[2] - y).abs().max()))
-    if not torch.allclose(pred, y, rtol=1e-2, atol=1e-3 * (1 + float(y.abs().max()))):
-        raise MechscopeError(
-            f"cannot read {type(norm).__name__} as RMSNorm (x·w or x·(1+w)) or LayerNorm: "
-            "direct logit attribution needs one of those"
-        )
-    return kind, gain
-
-
-def _apply_frozen(kind: str, gain: Tensor, v: Tensor) -> Tensor:
-    """The norm as the linear map it is at its input: gain [batch, d] on v [batch, ..., d]."""
-    gain = gain.reshape(gain.shape[0], *([1] * (v.ndim - 2)), gain.shape[-1])
-    if kind == "layernorm":
-        v = v - v.mean(-1, keepdim=True)
-    return v * gain
-
-
-def frozen_final_norm(
-    model: Model,
-    x: Float[Tensor, "batch *rest d_model"],
-    final_resid: Float[Tensor, "batch d_model"],
-) -> Float[Tensor, "batch *rest d_model"]:
-    """Components `x` of the final residual through the final norm, its scale frozen at `final_resid`.
-
-    RMSNorm: x · w / rms(final_resid); LayerNorm: (x − mean x) · w /
-    std(final_resid), without the bias. Summing the components of the
-    residual and adding the bias gives the norm's output exactly.
-    """
-    adapter = model.adapter
-    if adapter is None:
-        raise InputError(f"{model.name} has no known final norm")
-    kind, gain = _norm_gain(model.hf.get_submodule(adapter.final_norm), final_resid)
-    return _apply_frozen(kind, gain, x.float())
-
-
-def _head_out_weight(model: Model, layer: int) -> tuple[Tensor, Tensor | None]:
-    """The output projection as [head, d_head, d_model], and its bias (float32, detached)."""
-    w, bias = output_projection(model, layer)
-    return w.detach().float(), None if bias is None else bias.detach().float()
-
-
-def head_logit_attribution(
-    model: Model,
-    cache_z_per_layer: Float[Tensor, "layer batch head d_head"]
-    | Sequence[Float[Tensor, "batch head d_head"]],
-    final_resid: Float[Tensor, "batch d_model"],
-    direction: Float[Tensor, "batch d_model"] | Float[Tensor, " d_model"],
-) -> Float[Tensor, "batch layer head"]:
-    """Each head's direct contribution to the logit `direction`, at one position per row.
-
-    `cache_z_per_layer` holds ``blocks.L.attn.z`` at that position for every
-    layer L; `final_resid` the residual entering the final norm there
-    (``blocks.{last}.resid_post``), whose scale is frozen; `direction` a
-    vector in the unembedding's input space, e.g. W_U[IO] − W_U[S]. A head's
-    output is z_h · W_O[h] (the output projection's bias belongs to no head;
-    Gemma's post-attention norm is applied with its scale frozen at the
-    layer's total). Final-logit softcapping is ignored.
-
-    Example::
-
-        dla = head_logit_attribution(model, [cache[f"blocks.{l}.attn.z"][:, -1] for l in ...],
-                                     cache[f"blocks.{n - 1}.resid_post"][:, -1], w_u[io] - w_u[s])
-    """
-    n_layers, _ = _dims(model)
-    assert model.adapter is not None
-    if len(cache_z_per_layer) != n_layers:
-        raise InputError(
-            f"cache_z_per_layer needs z for all {n_layers} layers, got {len(cache_z_per_layer)}"
-        )
-    kind, gain = _norm_gain(model.hf.get_submodule(model.adapter.final_norm), final_resid)
-    direction = direction.float().to(final_resid.device)
-    if direction.ndim == 1:
-        direction = direction.expand(final_resid.shape[0], -1)
-    out = []
-    for layer in range(n_layers):
-        z = cache_z_per_layer[layer].float().to(final_resid.device)
-        w_o, bias = _head_out_weight(model, layer)
-        heads = torch.einsum("bhd,hdm->bhm", z, w_o.to(z.device))
-        if model.adapter.attn_out != model.adapter.attn:
-            # the projection's output passes another module (Gemma's post-attention norm)
-            total = heads.sum(1) + (0.0 if bias is None else bias.to(z.device))
-            post = model.hf.get_submodule(
-                f"{model.adapter.layers}.{layer}.{model.adapter.attn_out}"
-            )
-            post_kind, post_gain = _norm_gain(post, total)
-            heads = _apply_frozen(post_kind, post_gain, heads)
-        normed = _apply_frozen(kind, gain, heads)
-        out.append(torch.einsum("bhm,bm->bh", normed, direction))
-    return torch.stack(out, dim=1)
-
-
 def copying_scores(
     model: Model,
     ds: IOIDataset,
@@ -343,8 +229,7 @@ def copying_scores(
         copying_scores(model, ds).top(3)
     """
     n_layers, _ = _dims(model)
-    assert model.adapter is not None
-    w_u = model.hf.get_submodule(model.adapter.unembed).weight.detach().float()
+    w_u = unembedding(model).detach().float().T  # [vocab, d_model]
     z_sites = [f"blocks.{layer}.attn.z" for layer in range(n_layers)]
     resid_site = f"blocks.{n_layers - 1}.resid_post"
     total: Tensor | None = None

@@ -24,6 +24,7 @@ from rich.table import Table
 from torch import Tensor
 
 from ..core.model import Model
+from ..core.weights import unembedding
 from ..errors import InputError
 from ..figures import patterns as draw_patterns
 from ..lens import Attribution, direct_logit_attribution
@@ -456,8 +457,8 @@ def _rows(ds: IOIDataset, lo: int, hi: int) -> IOIDataset:
 
 
 def _io_s_direction(model: Model, ds: IOIDataset) -> Tensor:
-    assert model.adapter is not None
-    w_u = model.hf.get_submodule(model.adapter.unembed).weight.detach()
+    """W_U[IO] − W_U[S] of each prompt [batch, d_model]."""
+    w_u = unembedding(model).detach().T  # [vocab, d_model]
     return w_u[ds.io_ids] - w_u[ds.s_ids]
 
 

@@ -190,9 +190,7 @@ class Mazes(MazeResult):
         """Where each mouse is after `action` (a move into a wall stays put)."""
         import torch
 
-        from .env import MOVES
-
-        new = mouse + MOVES[action]
+        new = mouse + torch.tensor(MOVE_STEPS, device=mouse.device)[action]
         inside = ((new >= 0) & (new < GRID)).all(1)
         new = new.clamp(0, GRID - 1)
         ok = inside & self.open[torch.arange(len(self)), new[:, 0], new[:, 1]]

@@ -45,9 +45,8 @@ from ..core import interventions as iv
 from ..core.model import Inputs, Model
 from ..core.weights import output_projection
 from ..errors import InputError, MechscopeError
-from .results import NODE_RE as _NODE_RE
+from .nodes import NODE_RE, receiver_nodes
 from .results import Circuit, Edge, EdgeScores
-from .results import receiver_nodes as _receiver_nodes
 from .sweep import Metric, _per_prompt, _tokens
 
 # --- the graph ------------------------------------------------------------------------
@@ -365,7 +364,7 @@ def _rowwise(site: str, source: Tensor, mask: Tensor, tile: int) -> iv.Intervent
 
 def _layer_of(node: str) -> int:
     """Layer of an ablatable node; -1 for the embeddings."""
-    m = _NODE_RE.match(node)
+    m = NODE_RE.match(node)
     if m is None or node == "logits":
         raise InputError(
             f"{node!r} is not an ablatable node; nodes are 'a{{layer}}.{{head}}', "
@@ -423,7 +422,7 @@ def evaluate_circuit(
 
 def _edges_between(scores: EdgeScores, nodes: set[str], min_score: float) -> list[Edge]:
     def heads(r: str) -> list[str]:
-        return _receiver_nodes(r, scores.n_heads, scores.n_kv_heads)
+        return receiver_nodes(r, scores.n_heads, scores.n_kv_heads)
 
     return [
         (s, r, v)
@@ -457,7 +456,7 @@ def circuit_from_scores(
         raise InputError("give exactly one of top_k_edges and threshold")
 
     def heads(r: str) -> list[str]:
-        return _receiver_nodes(r, scores.n_heads, scores.n_kv_heads)
+        return receiver_nodes(r, scores.n_heads, scores.n_kv_heads)
 
     edges = scores.edges(top_k=top_k_edges, threshold=threshold)
     embeds = {s for s in scores.senders if s in ("embed", "pos_embed")}

@@ -15,8 +15,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from .results import NODE_RE, Circuit, receiver_nodes
+from .nodes import NODE_RE, receiver_nodes
+
+if TYPE_CHECKING:
+    from .results import Circuit
 
 _SIGN_COLOURS = ("#d62728", "#1f77b4")  # positive, negative
 _STYLES = {"k": "dashed", "v": "dotted"}

@@ -21,7 +21,6 @@ import dataclasses
 import html
 import json
 import math
-import re
 from dataclasses import field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -30,6 +29,7 @@ import numpy as np
 
 from ..errors import InputError
 from ..results import Result, as_numpy, result
+from .nodes import receiver_nodes
 
 if TYPE_CHECKING:
     from jaxtyping import Bool, Float
@@ -38,25 +38,7 @@ if TYPE_CHECKING:
 Edge = tuple[str, str, float]
 """(sender, receiver, score): one edge of the head/MLP graph."""
 
-NODE_RE = re.compile(r"^(?:a(\d+)\.(\d+)|m(\d+)|embed|pos_embed|logits)$")
-"""A node name: ``a{layer}.{head}``, ``m{layer}``, ``embed``, ``pos_embed`` or ``logits``."""
-
 _DERIVED = ("faithfulness", "ratio", "n_heads", "head_fraction")  # written to JSON, not read
-
-
-def receiver_nodes(receiver: str, n_heads: int, n_kv_heads: int) -> list[str]:
-    """The node(s) a receiver belongs to: a k/v input belongs to every head of its group.
-
-    Example: ``receiver_nodes("a3.0.k", 4, 2) == ["a3.0", "a3.1"]``.
-    """
-    parts = receiver.split(".")
-    if len(parts) == 1:
-        return [receiver]
-    layer, idx, kind = int(parts[0][1:]), int(parts[1]), parts[2]
-    if kind == "q":
-        return [f"a{layer}.{idx}"]
-    rep = n_heads // n_kv_heads
-    return [f"a{layer}.{h}" for h in range(idx * rep, (idx + 1) * rep)]
 
 
 def _order(values: np.ndarray, largest: bool) -> np.ndarray:

@@ -202,8 +202,8 @@ def zero_shot_logodds(
         for p in chunk:
             head, sep = question_head(model, p, chat=chat)
             heads.append(head)
-            pos_ids.append(model._ids(sep + p.positive, False)[0])
-            neg_ids.append(model._ids(sep + p.negative, False)[0])
+            pos_ids.append(model.ids(sep + p.positive, False)[0])
+            neg_ids.append(model.ids(sep + p.negative, False)[0])
         lengths = model.lengths(heads)
         logits = model.run(heads).logits[torch.arange(len(chunk)), lengths - 1].float()
         rows = torch.arange(len(chunk))

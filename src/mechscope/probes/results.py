@@ -29,6 +29,7 @@ from ..results import Result, as_numpy, result
 
 if TYPE_CHECKING:
     from jaxtyping import Float
+    from rich.console import RenderableType
     from torch import Tensor
 
     Array = Tensor | np.ndarray
@@ -241,6 +242,26 @@ class ProbeResults(Result):
         if self.zero_shot_calibrated is not None:
             zs += f" (calibrated {self.zero_shot_calibrated.value:.3f})"
         return f"{', '.join(parts)}, {zs}"
+
+    def __rich__(self) -> RenderableType:
+        """Held-out accuracy per layer of each method (the best layers in bold), then the repr."""
+        from rich.console import Group
+        from rich.table import Table
+        from rich.text import Text
+
+        table = Table(title=f"held-out accuracy on {self.n_test} pairs [95% interval]")
+        table.add_column("layer", justify="right")
+        for method in self.accuracy:
+            table.add_column(method)
+        best = {method: self.best(method)[0] for method in self.accuracy}
+        for i, layer in enumerate(self.layers):
+            cells = []
+            for method, accs in self.accuracy.items():
+                a = accs[i]
+                text = f"{a.value:.3f} [{a.low:.2f}, {a.high:.2f}]"
+                cells.append(f"[bold]{text}[/bold]" if best[method] == layer else text)
+            table.add_row(str(layer), *cells)
+        return Group(table, Text(repr(self)))
 
     def figure_html(self) -> str:
         """Layers × methods: held-out accuracy [95% interval], each method's best layer bold."""

@@ -27,12 +27,12 @@ if TYPE_CHECKING:
     from .fit import SAERun, fit_sae, harvest_latents, open_sae_run
     from .model import SAEConfig, SAEError, SparseAutoencoder
     from .results import SAEEval, ToyResult
+    from .runs import toy_run
     from .toy import (
         ToyModel,
         phase_diagram,
         quick_sweep,
         superposition,
-        toy_run,
         train_toy,
     )
     from .train import TrainConfig, TrainedSAE, train_sae

@@ -27,6 +27,7 @@ from ..results import Result, as_numpy, result
 
 if TYPE_CHECKING:
     from jaxtyping import Float
+    from rich.console import RenderableType
     from torch import Tensor
 
 EVAL_FILE = "eval.safetensors"
@@ -100,6 +101,31 @@ class SAEEval(Result):
             f"zero {self.ce_zero:.3f}), dead={self.dead_fraction:.1%}, dense={self.dense_fraction:.1%}, "
             f"{self.tokens} tokens"
         )
+
+    def __rich__(self) -> RenderableType:
+        """The metrics as a table (every number of the summary, and a few more)."""
+        from rich.table import Table
+
+        m = self.metrics()
+        table = Table(title="SAE evaluation (held-out tokens)")
+        table.add_column("metric")
+        table.add_column("value", justify="right")
+        rows = [
+            ("L0 (active latents per token)", f"{m['l0']:.1f}"),
+            ("explained variance", f"{m['explained_variance']:.3f}"),
+            ("mean cosine(x, x̂)", f"{m['cosine']:.3f}"),
+            ("CE loss clean", f"{m['ce_clean']:.3f}"),
+            ("CE loss with SAE", f"{m['ce_sae']:.3f}"),
+            ("CE loss zero-ablated", f"{m['ce_zero']:.3f}"),
+            ("CE loss recovered", f"{m['ce_recovered']:.3f}"),
+            ("KL(clean ‖ SAE)", f"{m['kl_sae']:.4f}"),
+            ("dead latents", f"{m['dead_fraction']:.1%}"),
+            ("dense latents (>10% of tokens)", f"{m['dense_fraction']:.1%}"),
+            ("tokens", f"{int(m['tokens']):,}"),
+        ]
+        for name, value in rows:
+            table.add_row(name, value)
+        return table
 
 
 def _norms(W: np.ndarray) -> np.ndarray:

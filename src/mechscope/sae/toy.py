@@ -16,9 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import math
-import time
 from collections.abc import Iterator, Sequence
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -261,53 +259,3 @@ def phases(result: ToyResult, threshold: float = 0.5) -> Int[Tensor, " instance"
 def quick_sweep(seed: int = 0) -> ToyResult:
     """The default sparsity sweep (n=20, m=5, importance 0.7^i) in seconds: for the tour."""
     return train_toy(20, 5, steps=2000, seed=seed)
-
-
-# --- run folder -----------------------------------------------------------------------------
-
-
-def toy_run(
-    out: str | Path,
-    *,
-    n_features: int = 20,
-    d_hidden: int = 5,
-    sparsities: Sequence[float] = DEFAULT_SPARSITIES,
-    decay: float = 0.7,
-    steps: int = 3000,
-    seed: int = 0,
-    phase: bool = True,
-    phase_steps: int = 1000,
-) -> dict[str, ToyResult]:
-    """Train the sparsity sweep (ReLU and linear) and the phase diagram; write a run folder.
-
-    The folder holds config.json, ``relu``/``linear``/``phase.safetensors``,
-    summary.json and figures/. Returns the results by name.
-    """
-    from ..store import new_run
-    from .toy_figures import plot_features_represented, plot_phase_diagram, plot_sparsity_sweep
-
-    _check(n_features, d_hidden, sparsities, steps)
-    sweep = {"sparsities": list(sparsities), "decays": [decay], "steps": steps, "seed": seed}
-    config = {"n_features": n_features, "d_hidden": d_hidden, **sweep, "phase": phase}
-    config["phase_steps"] = phase_steps
-    with new_run("toy", out, config) as run:
-        results: dict[str, ToyResult] = {}
-        for name, relu in (("relu", True), ("linear", False)):
-            start = time.perf_counter()
-            results[name] = train_toy(n_features, d_hidden, relu=relu, **sweep)
-            run.timed(name, start)
-        if phase:
-            start = time.perf_counter()
-            results["phase"] = phase_diagram(steps=phase_steps, seed=seed)
-            run.timed("phase", start)
-        for name, result in results.items():
-            result.save(run.dir / f"{name}.safetensors")
-        run.write_json("summary.json", {name: r.rows() for name, r in results.items()})
-        plot_sparsity_sweep(results["relu"], run.figures / "sparsity_sweep")
-        lines = {"ReLU model": results["relu"], "linear model": results["linear"]}
-        plot_features_represented(lines, run.figures / "features_represented")
-        if phase:
-            plot_phase_diagram(results["phase"], run.figures / "phase_diagram")
-        run.extra["features_represented"] = features_represented(results["relu"].W).tolist()
-        run.finish()
-    return results

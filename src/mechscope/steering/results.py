@@ -25,6 +25,7 @@ from ..results import Result, as_numpy, result
 
 if TYPE_CHECKING:
     from jaxtyping import Float
+    from rich.console import RenderableType
     from torch import Tensor
 
     Array = Tensor | np.ndarray
@@ -189,6 +190,30 @@ class SteeringSweep(Result):
         except InputError:
             top = f"no cell within {self.max_rise:.0%} perplexity"
         return f"{self.method}, {len(self.layers)} layers × {len(self.coefs)} coefs, {top}"
+
+    def __rich__(self) -> RenderableType:
+        """Per layer × coefficient: P(target) × unsteered / the generations' score / perplexity
+        rise; then the repr."""
+        from rich.console import Group
+        from rich.table import Table
+        from rich.text import Text
+
+        table = Table(
+            title=f"next-token P(target words) × unsteered ({self.baseline_probability:.2e}) / "
+            f"{self.target} (unsteered {self.baseline_effect:.3f}) / perplexity rise"
+        )
+        table.add_column("layer", justify="right")
+        for c in self.coefs:
+            table.add_column(f"coef {c:g}", justify="right")
+        factor, rise = self.factor(), self.perplexity_rise
+        for i, layer in enumerate(self.layers):
+            cells = [
+                f"×{float(factor[i, j]):.1f} / {float(self.effect[i, j]):.2f} / "
+                f"{float(rise[i, j]):+.1%}"
+                for j in range(len(self.coefs))
+            ]
+            table.add_row(str(layer), *cells)
+        return Group(table, Text(repr(self)))
 
     def figure_html(self) -> str:
         """Layers × coefficients: P(target) × unsteered and the perplexity rise, cells over the

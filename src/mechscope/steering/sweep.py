@@ -76,7 +76,7 @@ def target_tokens(model: Model, words: Sequence[str]) -> list[int]:
     ids: set[int] = set()
     for word in words:
         for variant in (f" {word}", f" {word.capitalize()}", word, word.capitalize()):
-            tokens = model._ids(variant, False)
+            tokens = model.ids(variant, False)
             if len(tokens) == 1:
                 ids.add(tokens[0])
     if not ids:

@@ -54,7 +54,7 @@ def check_layer(model: Model, layer: int) -> None:
 
 
 def _token_rows(model: Model, text: str, prepend_bos: bool | None) -> list[int]:
-    ids = model._ids(text, prepend_bos)
+    ids = model.ids(text, prepend_bos)
     if not ids:
         raise InputError(f"the prompt {text!r} has no tokens")
     return ids
@@ -85,7 +85,7 @@ def actadd(
     if pad == "truncate":
         width = min(len(a), len(b))
         a, b = a[:width], b[:width]
-    space = model._ids(" ", False)
+    space = model.ids(" ", False)
     if len(a) != len(b) and len(space) != 1:
         raise InputError(f"{model.name}'s tokenizer has no single space token to pad with")
     width = max(len(a), len(b))

@@ -19,24 +19,10 @@ from tqdm.auto import tqdm
 from ..core.model import Model
 from ..errors import InputError
 from .facts import Fact
-from .results import KIND_NAMES, TOKEN_KINDS, AverageTrace
+from .results import KIND_NAMES, TOKEN_KINDS, AverageTrace, token_kinds
 from .trace import CausalTrace, trace_fact
 
 __all__ = ["KIND_NAMES", "TOKEN_KINDS", "AverageTrace", "token_kinds", "trace_facts"]
-
-
-def token_kinds(subject: tuple[int, int], n_pos: int) -> list[list[int]]:
-    """The positions of each of `TOKEN_KINDS` in a prompt of `n_pos` tokens (some may be empty)."""
-    start, end = subject
-    last = n_pos - 1
-    return [
-        [start],
-        list(range(start + 1, end - 1)),
-        [end - 1],
-        [end] if end < last else [],
-        list(range(end + 1, last)),
-        [last],
-    ]
 
 
 def trace_facts(

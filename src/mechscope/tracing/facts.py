@@ -206,7 +206,7 @@ def known_facts(
         logits = logits[torch.arange(len(chunk)), lengths - 1]
         probs = logits.float().softmax(-1)
         for j, fact in enumerate(chunk):
-            target = model._ids(" " + fact.object, False)[0]
+            target = model.ids(" " + fact.object, False)[0]
             p = probs[j, target]
             rank = int((probs[j] > p).sum())
             if rank <= max_rank:

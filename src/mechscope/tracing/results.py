@@ -20,7 +20,7 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -30,6 +30,7 @@ from .facts import Fact
 
 if TYPE_CHECKING:
     from jaxtyping import Float
+    from rich.console import RenderableType
     from torch import Tensor
 
     from ..core.model import Model
@@ -65,6 +66,43 @@ def _cmap(kind: str) -> str:
 
 
 # --- causal tracing ---------------------------------------------------------------------
+
+
+def token_kinds(subject: tuple[int, int], n_pos: int) -> list[list[int]]:
+    """The positions of each of `TOKEN_KINDS` in a prompt of `n_pos` tokens (some may be empty)."""
+    start, end = subject
+    last = n_pos - 1
+    return [
+        [start],
+        list(range(start + 1, end - 1)),
+        [end - 1],
+        [end] if end < last else [],
+        list(range(end + 1, last)),
+        [last],
+    ]
+
+
+def _down(model: Model, layer: int) -> Any:
+    """The MLP output projection of block `layer`: the module a ROME edit rewrites."""
+    from ..core.weights import block_module, resident
+
+    if model.adapter is None or model.dims is None:
+        raise InputError("ROME needs a transformer language model with MLP blocks")
+    resident(model, "ROME")
+    return block_module(model, layer, model.adapter.mlp_down)
+
+
+def _rank_one(module: Any, value: Tensor, key: Tensor) -> Tensor:
+    """The update of `module.weight` that adds value·(key · x) to its output for input x."""
+    import torch
+    from torch import nn
+
+    w = module.weight
+    if isinstance(module, nn.Linear):  # weight [out, in]
+        return torch.outer(value, key).to(w.dtype)
+    if tuple(w.shape) == (key.numel(), value.numel()):  # GPT-2's Conv1D: weight [in, out]
+        return torch.outer(key, value).to(w.dtype)
+    raise InputError(f"cannot edit {type(module).__name__} with weight {tuple(w.shape)}")
 
 
 @result
@@ -115,6 +153,22 @@ class CausalTrace(Result):
             f"corrupted {self.corrupted:.3f}, kinds {list(self.scores)}, "
             f"{self.samples} noise samples"
         )
+
+    def __rich__(self) -> RenderableType:
+        """The repr, then the largest indirect effect of each kind (token, layer)."""
+        from rich.console import Group
+        from rich.table import Table
+        from rich.text import Text
+
+        table = Table(title="largest indirect effect per kind")
+        for col in ("kind", "token", "layer", "P(object) restored", "indirect effect"):
+            table.add_column(col)
+        for kind, grid in self.scores.items():
+            ie = self.indirect_effect(kind)
+            layer, pos = divmod(int(ie.argmax()), ie.shape[1])
+            table.add_row(kind, repr(self.tokens[pos]), str(layer), f"{float(grid[layer, pos]):.3f}",
+                          f"{float(ie[layer, pos]):.3f}")  # fmt: skip
+        return Group(Text(repr(self)), table)
 
     def figure(self, path: str | Path) -> dict[str, dict[str, Path]]:
         """The paper's heatmaps, one per kind: P(object) after restoring each (token, layer)."""
@@ -179,8 +233,6 @@ class AverageTrace(Result):
         """Average per-fact traces (all with the same kinds and model)."""
         import torch
 
-        from .average import token_kinds
-
         if not traces:
             raise InputError("no traces to average: give at least one fact")
         kinds = list(traces[0].scores)
@@ -240,6 +292,30 @@ class AverageTrace(Result):
                 f"layer {layer}"
             )
         return "\n".join(lines)
+
+    def __rich__(self) -> RenderableType:
+        """The summary, then per kind the largest average indirect effect at each token kind."""
+        from rich.console import Group
+        from rich.table import Table
+        from rich.text import Text
+
+        tables = []
+        for kind, grid in self.effects.items():
+            table = Table(title=f"{kind}: largest average indirect effect")
+            table.add_column("token")
+            table.add_column("facts", justify="right")
+            table.add_column("max AIE", justify="right")
+            table.add_column("at layer", justify="right")
+            for i, name in enumerate(TOKEN_KINDS):
+                if self.counts[i] == 0:
+                    table.add_row(name, "0", "–", "–")
+                    continue
+                row = grid[i]
+                table.add_row(
+                    name, str(self.counts[i]), f"{float(row.max()):.3f}", str(int(row.argmax()))
+                )
+            tables.append(table)
+        return Group(Text(self.summary()), *tables)
 
     def figure(self, path: str | Path) -> dict[str, dict[str, Path]]:
         """The paper's averaged heatmaps, one per kind: token kind × layer, PNG/SVG/HTML."""
@@ -301,8 +377,6 @@ class Edit(Result):
         """Write the update into `model` (keeping the original weight for `undo`)."""
         import torch
 
-        from .rome import _down, _rank_one
-
         if self.applied:
             raise InputError("this edit is already applied; undo it first")
         down = _down(model, self.layer)
@@ -317,8 +391,6 @@ class Edit(Result):
     def undo(self) -> None:
         """Restore the projection's original weight bit for bit."""
         import torch
-
-        from .rome import _down
 
         if self.original is None or self.model is None:
             raise InputError("this edit is not applied")

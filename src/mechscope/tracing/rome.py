@@ -30,16 +30,15 @@ from dataclasses import dataclass
 import torch
 from jaxtyping import Float
 from safetensors.torch import load_file, save_file
-from torch import Tensor, nn
+from torch import Tensor
 from tqdm.auto import tqdm
 
 from ..core.interventions import apply
 from ..core.loading import default_cache_dir
 from ..core.model import Model
-from ..core.weights import resident
 from ..errors import InputError
 from .facts import Fact, subject_span
-from .results import Edit, EditReport, ngram_entropy
+from .results import Edit, EditReport, _down, ngram_entropy
 
 __all__ = [
     "Edit",
@@ -59,25 +58,6 @@ PREFIX_STARTS = ("The", "Therefore", "However", "I", "You", "Because", "In", "Sh
 
 
 # --- the MLP's output projection ------------------------------------------------------
-
-
-def _down(model: Model, layer: int) -> nn.Module:
-    if model.adapter is None or model.dims is None:
-        raise InputError("ROME needs a transformer language model with MLP blocks")
-    if not 0 <= layer < model.dims.n_layers:
-        raise InputError(f"layer {layer} out of range: the model has {model.dims.n_layers} layers")
-    resident(model, "ROME")
-    return model.hf.get_submodule(f"{model.adapter.layers}.{layer}.{model.adapter.mlp_down}")
-
-
-def _rank_one(module: nn.Module, value: Tensor, key: Tensor) -> Tensor:
-    """The update of `module.weight` that adds value·(key · x) to its output for input x."""
-    w = module.weight
-    if isinstance(module, nn.Linear):  # weight [out, in]
-        return torch.outer(value, key).to(w.dtype)
-    if tuple(w.shape) == (key.numel(), value.numel()):  # GPT-2's Conv1D: weight [in, out]
-        return torch.outer(key, value).to(w.dtype)
-    raise InputError(f"cannot edit {type(module).__name__} with weight {tuple(w.shape)}")
 
 
 # --- keys and their second moment ---------------------------------------------------------
@@ -148,22 +128,11 @@ def _prefixed(fact: Fact, prefix: str) -> Fact:
     return Fact(fact.subject, prefix + fact.template, fact.object, fact.relation)
 
 
-def _rows(model: Model, texts: Sequence[list[int]]) -> tuple[Tensor, Tensor]:
-    """Right-padded ids and attention mask for token lists."""
-    width = max(len(t) for t in texts)
-    ids = torch.full((len(texts), width), model.pad_token_id, dtype=torch.long)
-    mask = torch.zeros_like(ids)
-    for i, t in enumerate(texts):
-        ids[i, : len(t)] = torch.tensor(t)
-        mask[i, : len(t)] = 1
-    return ids.to(model.device), mask.to(model.device)
-
-
 @torch.no_grad()
 def subject_key(model: Model, fact: Fact, layer: int, prefixes: Sequence[str]) -> Tensor:
     """k*: the MLP key at the subject's last token, averaged over the prefixed prompts."""
     facts = [_prefixed(fact, p) for p in prefixes]
-    ids, mask = _rows(model, [model._ids(f.prompt, None) for f in facts])
+    ids, mask = model.pad([model.ids(f.prompt, None) for f in facts])
     last = torch.tensor([subject_span(model, f)[1] - 1 for f in facts])
     keys = model.run({"input_ids": ids, "attention_mask": mask}, save=[f"blocks.{layer}.mlp.post"])
     k = keys.cache[f"blocks.{layer}.mlp.post"][torch.arange(len(facts)), last]
@@ -205,16 +174,16 @@ def _optimise_delta(
     progress: bool,
 ) -> tuple[Tensor, list[dict[str, float]], float]:
     """δ, the loss history and ‖v‖ (the projection's output at the subject's last token)."""
-    target = model._ids(" " + new_object, False)
+    target = model.ids(" " + new_object, False)
     facts = [_prefixed(fact, p) for p in prefixes]
-    texts = [model._ids(f.prompt, None) + target[:-1] for f in facts]
+    texts = [model.ids(f.prompt, None) + target[:-1] for f in facts]
     essence = Fact(fact.subject, cfg.essence, "", fact.relation)
-    texts.append(model._ids(essence.prompt, None))
-    ids, mask = _rows(model, texts)
+    texts.append(model.ids(essence.prompt, None))
+    ids, mask = model.pad(texts)
     n_rw = len(facts)
     subj_last = [subject_span(model, f)[1] - 1 for f in [*facts, essence]]
     # positions whose next token is an object token, and those tokens
-    starts = [len(model._ids(f.prompt, None)) - 1 for f in facts]
+    starts = [len(model.ids(f.prompt, None)) - 1 for f in facts]
     rows = torch.tensor([i for i in range(n_rw) for _ in target])
     cols = torch.tensor([s + j for s in starts for j in range(len(target))])
     goal = torch.tensor(target * n_rw, device=model.device)
@@ -346,10 +315,10 @@ def object_logprobs(
         chunk = pairs[i : i + batch_size]
         texts, spans = [], []
         for p, o in chunk:
-            head, tail = model._ids(p, None), model._ids(" " + o, False)
+            head, tail = model.ids(p, None), model.ids(" " + o, False)
             texts.append(head + tail)
             spans.append((len(head), tail))
-        ids, mask = _rows(model, texts)
+        ids, mask = model.pad(texts)
         logp = model.run({"input_ids": ids, "attention_mask": mask}).logits.float().log_softmax(-1)
         for j, (start, tail) in enumerate(spans):
             pos = torch.arange(start - 1, start - 1 + len(tail))
@@ -430,8 +399,8 @@ def evaluate_edit(
 
 @torch.no_grad()
 def _top_tokens(model: Model, prompts: Sequence[str]) -> list[str]:
-    rows = [model._ids(p, None) for p in prompts]
-    ids, mask = _rows(model, rows)
+    rows = [model.ids(p, None) for p in prompts]
+    ids, mask = model.pad(rows)
     logits = model.run({"input_ids": ids, "attention_mask": mask}).logits
     last = torch.tensor([len(r) - 1 for r in rows])
     top = logits[torch.arange(len(rows)), last].argmax(-1).tolist()

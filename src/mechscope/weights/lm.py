@@ -7,7 +7,8 @@ product of their matrices (Elhage et al. 2021): head h's OV circuit
 weight* from neuron i (layer l) to neuron j (layer l' > l):
 ``W_out[l][i] · (g ⊙ W_in[l'][:, j])``. The reading norm's scale g is folded
 in; its per-token division (and LayerNorm's centring) and RoPE's rotation
-are not in the weights and are left out, as in the paper.
+are not in the weights and are left out, as in the paper. The matrices and
+norm scales come from `mechscope.core.weights` (Gemma's scale is 1 + w).
 
 Shapes: W_Q, W_K, W_V [head d_model d_head] (grouped K/V heads repeated to
 one per query head), W_O [head d_head d_model], MLP inputs [d_model d_mlp],
@@ -16,122 +17,46 @@ W_out [d_mlp d_model].
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 from jaxtyping import Float
-from torch import Tensor, nn
+from torch import Tensor
 
 from ..core.model import Model
-from ..core.weights import in_out, resident
+from ..core.weights import (
+    attention_weights,
+    embedding,
+    has_post_norms,
+    mlp_weights,
+    norm_scale,
+    resident,
+    unembedding,
+)
 from ..errors import InputError, MechscopeError
 from .results import NeuronWiring
 
-FAMILIES = ("llama", "gpt2", "gpt_neox")
 
-
-def _need(model: Model) -> tuple[str, int]:
+def _need(model: Model) -> int:
+    """The number of layers, once the model is one whose weights compose as matrix products."""
     if model.adapter is None or model.dims is None:
         raise InputError("weight circuits need a transformer with known sites")
     resident(model, "weight circuits")
-    family = model.adapter.family
-    if family not in FAMILIES:
+    if has_post_norms(model):
         raise MechscopeError(
-            f"weight circuits read {', '.join(FAMILIES)} layouts; {family} norms the sublayer "
-            "outputs before the residual add, so its virtual weights are not a matrix product"
+            f"weight circuits read models whose sublayers write to the residual stream directly; "
+            f"{model.adapter.family} norms the sublayer outputs before the residual add, so its "
+            "virtual weights are not a matrix product"
         )
-    return family, model.dims.n_layers
+    return model.dims.n_layers
 
 
-def _layer(model: Model, layer: int) -> nn.Module:
-    _, n = _need(model)
+def _layer(model: Model, layer: int) -> None:
+    n = _need(model)
     if not 0 <= layer < n:
         raise InputError(f"layer {layer} is out of range; the model has layers 0–{n - 1}")
-    assert model.adapter is not None
-    return model.hf.get_submodule(f"{model.adapter.layers}.{layer}")
-
-
-def _in_out(module: nn.Module) -> Tensor:
-    """A projection's weight as [in, out], detached, in float32."""
-    return in_out(module).detach().float()
-
-
-@dataclass
-class HeadWeights:
-    """One layer's attention weights, split by (query) head."""
-
-    q: Float[Tensor, "head d_model d_head"]
-    k: Float[Tensor, "head d_model d_head"]
-    v: Float[Tensor, "head d_model d_head"]
-    o: Float[Tensor, "head d_head d_model"]
-
-
-def norm_scale(model: Model, layer: int | None, which: str) -> Float[Tensor, " d_model"]:
-    """The scale g of the norm in front of ``"attn"`` or ``"mlp"`` of `layer` (``layer=None``: final)."""
-    family, _ = _need(model)
-    assert model.adapter is not None
-    if layer is None:
-        norm = model.hf.get_submodule(model.adapter.final_norm)
-    else:
-        names = {"gpt2": ("ln_1", "ln_2")}.get(
-            family, ("input_layernorm", "post_attention_layernorm")
-        )
-        if which not in ("attn", "mlp"):
-            raise InputError(f"which must be 'attn' or 'mlp', got {which!r}")
-        norm = _layer(model, layer).get_submodule(names[which == "mlp"])
-    return norm.weight.detach().float()
-
-
-def attention_weights(model: Model, layer: int) -> HeadWeights:
-    """W_Q, W_K, W_V, W_O of `layer` by head (the reading norm's scale not yet folded in)."""
-    family, _ = _need(model)
-    assert model.dims is not None
-    d = model.dims
-    block = _layer(model, layer)
-    if family == "llama":
-        attn = block.get_submodule("self_attn")
-        q, k, v = (_in_out(attn.get_submodule(f"{n}_proj")) for n in "qkv")
-        o = _in_out(attn.get_submodule("o_proj"))
-    elif family == "gpt2":
-        attn = block.get_submodule("attn")
-        q, k, v = _in_out(attn.get_submodule("c_attn")).split(d.d_model, dim=1)
-        o = _in_out(attn.get_submodule("c_proj"))
-    else:  # gpt_neox: fused [d_model, head·(q k v)·d_head]
-        attn = block.get_submodule("attention")
-        qkv = _in_out(attn.get_submodule("query_key_value")).reshape(
-            d.d_model, d.n_heads, 3, d.d_head
-        )
-        q, k, v = (qkv[:, :, i].reshape(d.d_model, -1) for i in range(3))
-        o = _in_out(attn.get_submodule("dense"))
-    group = d.n_heads // d.n_kv_heads
-
-    def heads(w: Tensor, n: int) -> Tensor:  # [d_model n·d_head] -> [head d_model d_head]
-        per = w.reshape(d.d_model, n, d.d_head).permute(1, 0, 2)
-        return per.repeat_interleave(group, dim=0) if n != d.n_heads else per
-
-    return HeadWeights(heads(q, d.n_heads), heads(k, d.n_kv_heads), heads(v, d.n_kv_heads),
-                       o.reshape(d.n_heads, d.d_head, d.d_model))  # fmt: skip
-
-
-def mlp_weights(model: Model, layer: int) -> tuple[dict[str, Tensor], Tensor]:
-    """The MLP's input matrices ({"gate", "up"} for gated MLPs, else {"in"}: each [d_model d_mlp])
-    and its output matrix W_out [d_mlp d_model]."""
-    family, _ = _need(model)
-    mlp = _layer(model, layer).get_submodule("mlp")
-    if family == "llama":
-        ins = {
-            "gate": _in_out(mlp.get_submodule("gate_proj")),
-            "up": _in_out(mlp.get_submodule("up_proj")),
-        }
-        return ins, _in_out(mlp.get_submodule("down_proj"))
-    if family == "gpt2":
-        return {"in": _in_out(mlp.get_submodule("c_fc"))}, _in_out(mlp.get_submodule("c_proj"))
-    return {"in": _in_out(mlp.get_submodule("dense_h_to_4h"))}, _in_out(
-        mlp.get_submodule("dense_4h_to_h")
-    )
 
 
 def _head(model: Model, layer: int, head: int) -> None:
+    _layer(model, layer)
     assert model.dims is not None
     if not 0 <= head < model.dims.n_heads:
         raise InputError(
@@ -143,7 +68,7 @@ def ov_circuit(model: Model, layer: int, head: int) -> Float[Tensor, "d_model d_
     """x ↦ x·OV is what head `head` writes for a (normed) source vector x it fully attends to."""
     _head(model, layer, head)
     w = attention_weights(model, layer)
-    g = norm_scale(model, layer, "attn")
+    g = norm_scale(model, "attn", layer)
     return (g[:, None] * w.v[head]) @ w.o[head]
 
 
@@ -151,7 +76,7 @@ def qk_circuit(model: Model, layer: int, head: int) -> Float[Tensor, "d_model d_
     """The bilinear form of the attention score: x_q · QK · x_kᵀ (before RoPE and 1/√d_head)."""
     _head(model, layer, head)
     w = attention_weights(model, layer)
-    g = norm_scale(model, layer, "attn")
+    g = norm_scale(model, "attn", layer)
     return (g[:, None] * w.q[head]) @ (g[:, None] * w.k[head]).T
 
 
@@ -166,12 +91,12 @@ def _embed_unembed(model: Model) -> tuple[Tensor, Tensor]:
     through a late head's OV it lifts the same few junk tokens for every
     source (in SmolLM2 " setattr", " cfg"), hiding what the head does per token.
     """
-    assert model.adapter is not None
-    e = model.hf.get_submodule(model.adapter.embed).weight.detach().float()
+    _need(model)
+    e = embedding(model).detach().float()
     e = e - e.mean(0)
     e = e / e.pow(2).mean(-1, keepdim=True).sqrt().clamp(min=1e-6)
-    u = _in_out(model.hf.get_submodule(model.adapter.unembed))  # [d_model vocab]
-    return e, norm_scale(model, None, "final")[:, None] * u
+    u = unembedding(model).detach().float()  # [d_model vocab]
+    return e, norm_scale(model, "final")[:, None] * u
 
 
 def _ids(model: Model, tokens: list[str] | list[int]) -> list[int]:
@@ -219,14 +144,14 @@ def copying_scores(model: Model) -> Float[Tensor, "layer head"]:
 
     The nonzero eigenvalues of E·V·O·U (vocab × vocab) are those of O·(U·E)·V (d_head × d_head).
     """
-    family, n = _need(model)
+    n = _need(model)
     e, u = _embed_unembed(model)
     ue = u @ e  # [d_model d_model]
     assert model.dims is not None
     out = torch.zeros(n, model.dims.n_heads)
     for layer in range(n):
         w = attention_weights(model, layer)
-        g = norm_scale(model, layer, "attn")
+        g = norm_scale(model, "attn", layer)
         small = w.o @ ue @ (g[:, None] * w.v)  # [head d_head d_head]
         eig = torch.linalg.eigvals(small.double())
         out[layer] = (eig.real.clamp(min=0).sum(-1) / eig.abs().sum(-1).clamp(min=1e-12)).float()
@@ -250,7 +175,7 @@ def composition_scores(
     key or value side (Elhage et al. 2021). Heads of `layer` and later score 0."""
     _head(model, layer, head)
     assert model.dims is not None
-    g = norm_scale(model, layer, "attn")
+    g = norm_scale(model, "attn", layer)
     w = attention_weights(model, layer)
     wq, wk, wv = (g[:, None] * m[head] for m in (w.q, w.k, w.v))  # [d_model d_head]
     wo = w.o[head]
@@ -265,7 +190,7 @@ def composition_scores(
 
     for earlier in range(layer):
         p = attention_weights(model, earlier)
-        v2 = norm_scale(model, earlier, "attn")[None, :, None] * p.v  # [head d_model r]
+        v2 = norm_scale(model, "attn", earlier)[None, :, None] * p.v  # [head d_model r]
         o2t = p.o.transpose(-1, -2)  # [head d_model r]: the earlier OV is v2 · o2tᵀ
         earlier_norm = _fro(v2, each(eye), o2t)
 
@@ -292,6 +217,7 @@ def neuron_wiring(
     `via` picks the input matrix of gated MLPs: ``"gate"`` (default: whether the
     neuron fires) or ``"up"``; plain MLPs have ``"in"``.
     """
+    _layer(model, layer)
     ins, w_out = mlp_weights(model, layer)
     via = via or next(iter(ins))
     if via not in ins:
@@ -301,7 +227,7 @@ def neuron_wiring(
             f"neuron {neuron} is out of range; layers have neurons 0–{w_out.shape[0] - 1}"
         )
     assert model.dims is not None
-    read = norm_scale(model, layer, "mlp") * ins[via][:, neuron]  # [d_model]
+    read = norm_scale(model, "mlp", layer) * ins[via][:, neuron]  # [d_model]
     neurons = torch.zeros(model.dims.n_layers, model.dims.d_mlp)
     heads = torch.zeros(model.dims.n_layers, model.dims.n_heads)
     for earlier in range(layer + 1):

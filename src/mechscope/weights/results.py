@@ -29,6 +29,7 @@ from ..results import Result, as_numpy, result
 
 if TYPE_CHECKING:
     from jaxtyping import Float
+    from rich.console import RenderableType
     from torch import Tensor
 
 KINDS = ("excitation", "inhibition")
@@ -111,6 +112,22 @@ class ConvWeights(Result):
             f"{self.src} → {self.dst}:{self.unit}, {c_in} input channels over {kh}×{kw}; "
             f"most exciting {best}; most inhibiting {worst}"
         )
+
+    def render(self, k: int = 6) -> RenderableType:
+        """`table(k)` as a rich table (what the terminal shows; ``console.print(w.render(4))``)."""
+        from rich.table import Table
+
+        table = Table(title=f"{self.src} → {self.dst}:{self.unit}: expanded weights "
+                      f"({tuple(self.maps.shape)})")  # fmt: skip
+        for col in ("", "channel", "excitation", "inhibition", "peak (y, x)"):
+            table.add_column(col, justify="right")
+        for row in self.table(k):
+            table.add_row(str(row["kind"]), str(row["channel"]), f"{row['excitation']:.3f}",
+                          f"{row['inhibition']:.3f}", str(tuple(row["peak"])))  # fmt: skip
+        return table
+
+    def __rich__(self) -> RenderableType:
+        return self.render()
 
     def figure(
         self,
@@ -198,6 +215,28 @@ class NeuronWiring(Result):
             f"neuron {self.layer}.{self.neuron} via {self.via}: strongest exciting neurons "
             f"{best}; raises {tokens(self.logits_up)}; lowers {tokens(self.logits_down)}"
         )
+
+    def render(self, k: int = 10) -> RenderableType:
+        """The top `k` exciting and inhibiting upstream neurons as a table, then the logits the
+        neuron raises and lowers (``console.print(wiring.render(5))``)."""
+        from rich.console import Group
+        from rich.table import Table
+        from rich.text import Text
+
+        table = Table(
+            title=f"neuron {self.layer}.{self.neuron} (via {self.via}): virtual weights from "
+            "earlier neurons"
+        )
+        table.add_column("exciting")
+        table.add_column("inhibiting")
+        for (la, na, va), (lb, nb, vb) in zip(self.top(k), self.top(k, "inhibition"), strict=False):
+            table.add_row(f"{la}.{na}  {va:+.3f}", f"{lb}.{nb}  {vb:+.3f}")
+        logits = (f"raises {', '.join(repr(t) for t, _ in self.logits_up[:6])}; lowers "
+                  f"{', '.join(repr(t) for t, _ in self.logits_down[:6])}")  # fmt: skip
+        return Group(table, Text(logits))
+
+    def __rich__(self) -> RenderableType:
+        return self.render()
 
     def to_json(self, k: int = 10) -> dict[str, object]:
         """The wiring's scalars, token lists and top-`k` rankings, as JSON values."""

@@ -21,7 +21,7 @@ from ...tracing.results import Edit, EditReport
 from ..html import Markup, definition_list, join, link, render, table, url
 from ..registry import Document, NotFound, Request, home
 from ..runs import RunInfo
-from .harvest import show_token
+from ..tokens import show_token
 from .sae import figure_html
 from .tracing import _count, _num, _share
 

@@ -28,7 +28,7 @@ from ...errors import InputError, MechscopeError
 from ..html import Markup, definition_list, join, link, render, table, url
 from ..registry import Document, NotFound, Request, home, page
 from ..runs import RunInfo
-from .harvest import token_spans, unit_url
+from ..tokens import token_spans, unit_url
 
 if TYPE_CHECKING:
     from ..app import App

@@ -12,7 +12,6 @@ point at a fake.
 from __future__ import annotations
 
 import re
-import unicodedata
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -22,13 +21,12 @@ from ...errors import InputError
 from ..html import Markup, definition_list, join, link, render, table, url
 from ..registry import Document, NotFound, Request, Response, home, page, redirect
 from ..runs import RunInfo
+from ..tokens import show_token, token_spans, unit_url
+from .explain import unit_explanations
 
 KINDS = ("harvest",)
 TOP_ON_HOME = 50
 SORT_KEYS = ("max", "mean", "std", "frac_active")
-POSITIVE = (255, 110, 0)  # orange
-NEGATIVE = (30, 110, 255)  # blue
-VISIBLE = {"\n": "↵", "\r": "␍", "\t": "⇥"}
 
 
 def open_store(path: Path) -> Any:
@@ -45,10 +43,6 @@ def harvest_of(req: Request) -> Iterator[Any]:
     key = ("harvest", run.path)
     with req.app.lock(key):
         yield req.app.resource(key, lambda: open_store(run.path))
-
-
-def unit_url(run: RunInfo, site: str, unit: int) -> str:
-    return url("run", run.id, "unit", site, unit)
 
 
 def _num(x: float) -> str:
@@ -90,55 +84,6 @@ def units_table(run: RunInfo, stats: Sequence[Any]) -> Markup:
         for s in stats
     ]
     return table(("unit", "max", "mean", "std", "active", "count"), rows, cls="grid units")
-
-
-def show_token(token: str) -> Markup:
-    """A token as HTML text, with newlines, tabs and control characters made visible."""
-    if token == "":
-        return Markup('<span class="ws">∅</span>')
-    parts: list[Markup] = []
-    plain: list[str] = []
-    for ch in token:
-        glyph = VISIBLE.get(ch)
-        if glyph is None and unicodedata.category(ch) == "Cc":
-            glyph = f"\\x{ord(ch):02x}"
-        if glyph is None:
-            plain.append(ch)
-            continue
-        parts.append(render("{t}", t="".join(plain)))
-        plain = []
-        parts.append(render('<span class="ws">{g}</span>', g=glyph))
-    parts.append(render("{t}", t="".join(plain)))
-    return join(parts)
-
-
-def token_background(act: float, scale: float) -> str:
-    """CSS background for an activation: orange if positive, blue if negative, alpha |act|/scale."""
-    if scale <= 0 or act != act:  # NaN
-        return ""
-    alpha = min(abs(act) / scale, 1.0)
-    if alpha < 0.005:
-        return ""
-    r, g, b = POSITIVE if act > 0 else NEGATIVE
-    return f"background:rgba({r},{g},{b},{alpha:.3f})"
-
-
-def token_spans(
-    tokens: Sequence[str], acts: Sequence[float], scale: float, max_pos: int = -1, label: str = ""
-) -> Markup:
-    """Tokens shaded by activation relative to `scale`; hover shows `label` and the value."""
-    prefix = f"{label} " if label else ""
-    return join(
-        render(
-            '<span class="{cls}" style="{style}" title="{tip}" data-act="{act}">{text}</span>',
-            cls="tok max" if pos == max_pos else "tok",
-            style=token_background(act, scale),
-            tip=f"{tok!r}  {prefix}{act:.6g}",
-            act=f"{act:.6g}",
-            text=show_token(tok),
-        )
-        for pos, (tok, act) in enumerate(zip(tokens, acts, strict=False))
-    )
 
 
 def example_html(example: Any, scale: float) -> Markup:
@@ -326,9 +271,6 @@ def unit_page(req: Request) -> Document:
         except InputError as err:
             raise NotFound(str(err)) from err
         layers = [(lab, s) for lab, s in neighbour_sites(sites, site) if unit < store.n_units(s)]
-    # explain imports this module, hence here; the served explain runs of this unit
-    from .explain import unit_explanations
-
     explained = unit_explanations(req, site, unit)
     stats = record.stats
     examples = [*record.top, *record.random]

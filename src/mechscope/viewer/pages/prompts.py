@@ -23,8 +23,8 @@ from ...errors import InputError
 from ..html import Markup, definition_list, join, render
 from ..registry import Document, Request, home
 from ..runs import RunInfo
+from ..tokens import POSITIVE, show_token
 from .featureviz import run_summary
-from .harvest import POSITIVE, show_token
 from .probes import missing_file, read_run_json
 from .sae import figure_html
 from .tracing import _count, _num

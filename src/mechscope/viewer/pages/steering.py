@@ -24,7 +24,7 @@ from ...steering.results import SteeringSweep, cell_key
 from ..html import Markup, definition_list, join, render, table
 from ..registry import Document, Request, home
 from ..runs import RunInfo
-from .harvest import show_token
+from ..tokens import show_token
 from .probes import (
     download,
     missing_file,

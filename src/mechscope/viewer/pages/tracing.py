@@ -29,7 +29,7 @@ from ...tracing.results import KIND_NAMES, TOKEN_KINDS, AverageTrace, CausalTrac
 from ..html import Markup, definition_list, join, link, render, table, url
 from ..registry import Document, NotFound, Request, home, page
 from ..runs import RunInfo
-from .harvest import show_token
+from ..tokens import show_token
 from .sae import figure_html
 
 if TYPE_CHECKING:

@@ -35,8 +35,8 @@ from ...weights.results import ConvWeights, NeuronWiring, wiring_file
 from ..html import Markup, definition_list, join, link, render, table
 from ..registry import Document, Request, home
 from ..runs import RunInfo
+from ..tokens import show_token
 from .featureviz import interactive_figure, run_summary, tensors_link
-from .harvest import show_token
 from .probes import missing_file, read_run_json
 from .tracing import _count, _num
 
