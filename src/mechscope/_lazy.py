@@ -49,7 +49,11 @@ def _table(init_file: str) -> dict[str, tuple[str, str]]:
 def exports(
     package: str, init_file: str
 ) -> tuple[Callable[[str], Any], Callable[[], list[str]], list[str]]:
-    """``__getattr__``, ``__dir__`` and ``__all__`` for the package `package`."""
+    """``__getattr__``, ``__dir__`` and ``__all__`` for the package `package`.
+
+    Example: ``__getattr__, __dir__, __all__ = exports(__name__, __file__)``, the last line of a
+    package's ``__init__.py`` (see the module docstring).
+    """
     table = _table(init_file)
     pkg = importlib.import_module(package)
     here = Path(init_file).parent

@@ -26,13 +26,24 @@ def _np(values: Tensor | np.ndarray) -> np.ndarray:
 
 
 def figure_stem(path: str | Path) -> Path:
-    """`path` without a figure extension; other dots stay (``neuron_blocks.3.mlp.post_7``)."""
+    """`path` without a figure extension; other dots stay (``neuron_blocks.3.mlp.post_7``).
+
+    Example: ``figure_stem("figs/h.png")`` → ``Path("figs/h")``;
+    ``figure_stem("neuron_blocks.3.mlp.post_7")`` keeps its dots.
+    """
     p = Path(path)
     return p.with_suffix("") if p.suffix.lstrip(".") in FORMATS else p
 
 
 def save_static(fig: object, stem: Path, dpi: int) -> dict[str, Path]:
-    """Write a matplotlib figure as PNG and SVG beside `stem`, then close it."""
+    """Write a matplotlib figure as PNG and SVG beside `stem`, then close it.
+
+    Example::
+
+        fig, ax = plt.subplots()
+        ax.plot([1, 2, 3])
+        save_static(fig, Path("figs/curve"), dpi=120)   # {"png": …/curve.png, "svg": …/curve.svg}
+    """
     import matplotlib.pyplot as plt
 
     out = {}
@@ -45,7 +56,11 @@ def save_static(fig: object, stem: Path, dpi: int) -> dict[str, Path]:
 
 
 def save_html(pfig: object, stem: Path) -> Path:
-    """Write a plotly figure as HTML, plotly.js once beside it (works offline)."""
+    """Write a plotly figure as HTML, plotly.js once beside it (works offline).
+
+    Example: ``save_html(plotly.graph_objects.Figure(), Path("figs/curve"))`` → figs/curve.html,
+    with figs/plotly.min.js beside it.
+    """
     target = stem.with_name(f"{stem.name}.html")
     pfig.write_html(target, include_plotlyjs="directory", full_html=True)  # type: ignore[attr-defined]
     return target
@@ -68,6 +83,11 @@ def heatmap(
 
     `center` makes the colour scale symmetric around it (diverging data);
     None uses the data's range.
+
+    Example::
+
+        heatmap(torch.randn(4, 6), "figs/scores", title="scores", x_title="pos", y_title="layer")
+        # {"png": figs/scores.png, "svg": figs/scores.svg, "html": figs/scores.html}
     """
     import matplotlib
 
@@ -144,7 +164,14 @@ def patterns(
     *,
     title: str,
 ) -> dict[str, Path]:
-    """Attention patterns of several heads on one prompt, side by side (PNG, SVG, HTML)."""
+    """Attention patterns of several heads on one prompt, side by side (PNG, SVG, HTML).
+
+    Example::
+
+        _, cache = model.run(text, save=["blocks.5.attn.pattern"])
+        patterns(cache["blocks.5.attn.pattern"][0, :2], model.to_str_tokens(text), ["L5H0", "L5H1"],
+                 "figs/l5", title="layer 5")
+    """
     import matplotlib
 
     matplotlib.use("Agg")
@@ -205,7 +232,13 @@ def line(
     x_title: str = "",
     y_title: str = "",
 ) -> dict[str, Path]:
-    """Several named series over the same x axis (PNG, SVG, HTML)."""
+    """Several named series over the same x axis (PNG, SVG, HTML).
+
+    Example::
+
+        line({"clean": [0.1, 0.5], "patched": [0.2, 0.1]}, "figs/ld", title="logit diff",
+             x_labels=["L0", "L1"])          # {"png": figs/ld.png, "svg": …, "html": …}
+    """
     import matplotlib
 
     matplotlib.use("Agg")
@@ -252,6 +285,11 @@ def unit_card(
     `tokens` and `acts` are examples (rows) of equal length; each cell shows
     its token on a background coloured by the activation (diverging around 0,
     scaled to the largest |activation|). The HTML shows the value on hover.
+
+    Example::
+
+        unit_card([[" the", " cat"]], torch.tensor([[0.5, 2.0]]), [0.0, 1.0, 2.0], [3, 1],
+                  "figs/card", title="blocks.3.mlp.post 7")
     """
     import html
 
@@ -351,7 +389,13 @@ def image_grid(
     row_labels: Sequence[str] | None = None,
     col_labels: Sequence[str] | None = None,
 ) -> dict[str, Path]:
-    """A grid of RGB images in [0, 1] as ``path``.png/.svg/.html (the HTML zooms and shows pixels)."""
+    """A grid of RGB images in [0, 1] as ``path``.png/.svg/.html (the HTML zooms and shows pixels).
+
+    Example::
+
+        images = torch.rand(2, 3, 3, 32, 32)       # [rows cols 3 h w] in [0, 1]
+        image_grid(images, "figs/grid", title="channels", row_labels=["a", "b"])
+    """
     import matplotlib
 
     matplotlib.use("Agg")
@@ -408,6 +452,11 @@ def weight_circuit(
 
     ``groups`` is e.g. [("excitation", [12, 7, …]), ("inhibition", […])]; red
     is positive, blue negative, on one scale for every map.
+
+    Example::
+
+        groups = [("excitation", [3, 7]), ("inhibition", [1])]
+        weight_circuit(torch.randn(16, 3, 3), groups, "figs/circuit", title="unit 5")
     """
     import matplotlib
 
@@ -483,7 +532,13 @@ def grouped_bars(
     title: str,
     y_title: str = "",
 ) -> dict[str, Path]:
-    """One group of bars per label, one bar per series (PNG/SVG/HTML)."""
+    """One group of bars per label, one bar per series (PNG/SVG/HTML).
+
+    Example::
+
+        series = {"clean": [1.0, 2.0], "ablated": [0.5, 1.5]}
+        grouped_bars(series, ["L0", "L1"], "figs/bars", title="logit diff")
+    """
     import matplotlib
 
     matplotlib.use("Agg")

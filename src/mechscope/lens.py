@@ -138,7 +138,11 @@ def head_logit_attribution(
 
 
 def logit_direction(model: Model, good: int | str, bad: int | str | None = None) -> Tensor:
-    """W_U[good] − W_U[bad] (or W_U[good]): the residual direction of a logit (difference)."""
+    """W_U[good] − W_U[bad] (or W_U[good]): the residual direction of a logit (difference).
+
+    Example: ``logit_direction(model, " Paris", " London")`` → [d_model], for
+    `direct_logit_attribution`.
+    """
     resident(model, "logit_direction")
     w_u = unembedding(model)  # [d_model, vocab]
 
@@ -159,6 +163,12 @@ class Attribution:
     ``attn_bias`` [layer], ``embed``; ``total`` is the model's own value
     (logit difference) and ``norm_bias`` what the final norm's bias and
     unembedding bias add (zero for a logit difference without biases).
+
+    Example::
+
+        dla = direct_logit_attribution(model, prompt, logit_direction(model, " Paris", " London"))
+        dla.top_heads(3), dla.explained - dla.total   # [("L29H0", -3.12), …] by |score|; ≈ 0
+        dla.heatmap("figs/dla")
     """
 
     heads: Tensor
@@ -319,6 +329,12 @@ class LogitLens:
     ``top_tokens[layer][pos]`` is the top token's text, ``top_probs`` its
     probability [layer, pos], ``target_probs`` the probability of `target`
     [layer, pos] (None when no target was given).
+
+    Example::
+
+        lens = logit_lens(model, "The Eiffel Tower is located in the city of", target=" Paris")
+        lens.top_tokens[-1][-1], lens.target_probs[:, -1]     # " Paris", p(" Paris") by layer
+        lens.heatmap("figs/lens")
     """
 
     top_tokens: list[list[str]]
@@ -393,7 +409,13 @@ def logit_lens(model: Model, text: str | Tensor, target: str | None = None) -> L
 def accumulated_resid(
     model: Model, cache: dict[str, Tensor]
 ) -> Float[Tensor, "layer batch pos d_model"]:
-    """``blocks.L.resid_pre`` for every block, then the last block's resid_post, stacked."""
+    """``blocks.L.resid_pre`` for every block, then the last block's resid_post, stacked.
+
+    Example::
+
+        _, cache = model.run(text, save=resid_sites(model))
+        accumulated_resid(model, cache).shape       # [n_layers + 1, batch, pos, d_model]
+    """
     assert model.dims is not None
     n = model.dims.n_layers
     return torch.stack(
@@ -405,7 +427,14 @@ def accumulated_resid(
 def decomposed_resid(
     model: Model, cache: dict[str, Tensor]
 ) -> tuple[Float[Tensor, "component batch pos d_model"], list[str]]:
-    """The final residual as a sum: embed (+ pos_embed), then attn.out and mlp.out of every block."""
+    """The final residual as a sum: embed (+ pos_embed), then attn.out and mlp.out of every block.
+
+    Example::
+
+        _, cache = model.run(text, save=resid_sites(model))
+        parts, names = decomposed_resid(model, cache)    # names: ["embed", "0.attn.out", …]
+        parts.sum(0)     # ≈ cache[f"blocks.{model.dims.n_layers - 1}.resid_post"]
+    """
     assert model.dims is not None and model.adapter is not None
     parts, names = [cache["embed"]], ["embed"]
     if model.adapter.pos_embed:
@@ -419,7 +448,10 @@ def decomposed_resid(
 
 
 def resid_sites(model: Model) -> Sequence[str]:
-    """The sites `accumulated_resid` and `decomposed_resid` need, to pass as ``save=``."""
+    """The sites `accumulated_resid` and `decomposed_resid` need, to pass as ``save=``.
+
+    Example: ``_, cache = model.run(text, save=resid_sites(model))``.
+    """
     assert model.dims is not None and model.adapter is not None
     n = model.dims.n_layers
     out = ["embed"] + (["pos_embed"] if model.adapter.pos_embed else [])

@@ -39,7 +39,14 @@ from .errors import InputError
 
 @dataclass
 class PromptResult:
-    """The best prompt found for one unit, and how the search went."""
+    """The best prompt found for one unit, and how the search went.
+
+    Example::
+
+        r = hard_prompt(model, "blocks.10.mlp.post", 42)
+        r.text, r.activation, r.nll                    # the prompt, the unit on it, nats per token
+        PromptResult.from_json(r.to_json()) == r       # True
+    """
 
     site: str
     unit: int
@@ -72,7 +79,10 @@ def _check_unit(model: Model, site: str, unit: int) -> int:
 
 
 def prefix_ids(model: Model) -> list[int]:
-    """The token(s) every prompt starts with: the harvest windows' first token."""
+    """The token(s) every prompt starts with: the harvest windows' first token.
+
+    Example: ``prefix_ids(model)`` → ``[0]`` for SmolLM2 (``<|endoftext|>``).
+    """
     from .corpus import boundary_tokens
 
     first, _ = boundary_tokens(model)
@@ -80,7 +90,11 @@ def prefix_ids(model: Model) -> list[int]:
 
 
 def allowed_tokens(model: Model) -> Tensor:
-    """A bool mask [vocab] of tokens a prompt may use: no special tokens, and decodable alone."""
+    """A bool mask [vocab] of tokens a prompt may use: no special tokens, and decodable alone.
+
+    Example: ``allowed_tokens(model).sum()`` → how many tokens a prompt may use (48,816 of
+    SmolLM2's 49,152).
+    """
     tok = model._need_tokenizer()
     vocab = model.hf.get_input_embeddings().weight.shape[0]
     mask = torch.zeros(vocab, dtype=torch.bool)
@@ -160,6 +174,11 @@ def hard_prompt(
     reproduces the reported activation. `init` starts the search from a text
     or token ids (its length then replaces `length`); by default from random
     allowed tokens.
+
+    Example::
+
+        r = hard_prompt(model, "blocks.10.mlp.post", 42, steps=30, fluency=0.2)
+        r.text, r.activation     # activation_of(model, "blocks.10.mlp.post", 42, [r.text]) agrees
     """
     _check_unit(model, site, unit)
     if length < 1 or steps < 1 or candidates < 1 or topk < 1 or fluency < 0:
@@ -247,6 +266,11 @@ def soft_prompt(
     distribution softmax(cos(embedding, token embeddings) / `temperature`).
     The result's ``text`` is the nearest tokens, and ``projected_activation``
     the unit's activation on them: the price of going back to text.
+
+    Example::
+
+        r = soft_prompt(model, "blocks.10.mlp.post", 42, steps=100)
+        r.activation, r.projected_activation, r.text   # embeddings' value, nearest tokens' value
     """
     _check_unit(model, site, unit)
     if length < 1 or steps < 1 or lr <= 0 or fluency < 0 or temperature <= 0:
@@ -302,7 +326,10 @@ def soft_prompt(
 
 
 def activation_of(model: Model, site: str, unit: int, texts: list[str]) -> Float[Tensor, " n"]:
-    """The unit's activation at the last token of each text (each after the prompt prefix)."""
+    """The unit's activation at the last token of each text (each after the prompt prefix).
+
+    Example: ``activation_of(model, "blocks.10.mlp.post", 42, [r.text, "Hello"])`` → [2].
+    """
     _check_unit(model, site, unit)
     tok = model._need_tokenizer()
     prefix = prefix_ids(model)
@@ -322,7 +349,13 @@ def activation_of(model: Model, site: str, unit: int, texts: list[str]) -> Float
 
 @dataclass
 class UnitComparison:
-    """One unit: the GCG prompt (and soft prompt) beside its top dataset example."""
+    """One unit: the GCG prompt (and soft prompt) beside its top dataset example.
+
+    Example::
+
+        (row,) = compare_units(model, [("blocks.10.mlp.post", 42)], open_harvest("runs/harvest"))
+        row.ratio, row.gcg.text, "".join(row.top_context)
+    """
 
     site: str
     unit: int
@@ -351,7 +384,11 @@ class UnitComparison:
 def sample_units(
     store: Any, sites: list[str], per_site: int, seed: int = 0
 ) -> list[tuple[str, int]]:
-    """`per_site` units of each site drawn at random (seeded) among those active on some token."""
+    """`per_site` units of each site drawn at random (seeded) among those active on some token.
+
+    Example: ``sample_units(open_harvest("runs/harvest"), ["blocks.10.mlp.post"], 4)``
+    → ``[("blocks.10.mlp.post", 17), …]`` (4 pairs).
+    """
     g = torch.Generator().manual_seed(seed)
     out = []
     for site in sites:
@@ -381,6 +418,12 @@ def compare_units(
     `start` is ``"random"`` (random tokens) or ``"top"``: the search starts from the
     last `length` tokens of the top example's document up to its peak, so it
     edits real text (the top example keeps its whole window as context).
+
+    Example::
+
+        store = open_harvest("runs/harvest")
+        units = sample_units(store, ["blocks.10.mlp.post"], 4)
+        rows = compare_units(model, units, store, start="top", steps=30, length=10)
     """
     if start not in ("random", "top"):
         raise InputError(f"start must be 'random' or 'top', got {start!r}")
@@ -422,7 +465,11 @@ def prompts_run(
     **gcg: Any,
 ) -> list[UnitComparison]:
     """`compare_units` written as a run folder: ``comparisons.json`` and the figure ``prompts``
-    (each unit's top-example activation beside its GCG and soft prompts')."""
+    (each unit's top-example activation beside its GCG and soft prompts').
+
+    Example: ``prompts_run(model, units, store, "runs/prompts", soft_steps=50)`` → the
+    `UnitComparison` rows, with runs/prompts/comparisons.json and figures/prompts.png written.
+    """
     import time
 
     from .figures import grouped_bars

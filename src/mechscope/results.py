@@ -85,7 +85,11 @@ FORMATS: dict[str, str] = {
 
 
 class ResultFormatError(InputError):
-    """A file that is not the result asked for (another format, or not a result at all)."""
+    """A file that is not the result asked for (another format, or not a result at all).
+
+    Example: ``open_result("runs/x/config.json")`` raises it (not a safetensors result file), as
+    does ``PatchResult.load`` on a file holding a ``mechscope.causal_trace/1``.
+    """
 
 
 # --- arrays: torch or numpy, one helper for both ---------------------------------------
@@ -97,13 +101,21 @@ def _is_torch(value: Any) -> bool:
 
 
 def is_array(value: Any) -> bool:
-    """A torch tensor or a numpy array."""
+    """A torch tensor or a numpy array.
+
+    Example: ``is_array(torch.zeros(3)), is_array(np.zeros(3)), is_array([0.0])``
+    → True, True, False.
+    """
     return isinstance(value, np.ndarray) or _is_torch(value)
 
 
 def as_numpy(value: Any) -> np.ndarray:
     """A numpy copy-free view of an array field (torch tensors: detached, on the CPU;
-    bfloat16, which numpy lacks, as float32)."""
+    bfloat16, which numpy lacks, as float32).
+
+    Example: ``as_numpy(torch.ones(2, dtype=torch.bfloat16))``
+    → ``array([1., 1.], dtype=float32)``.
+    """
     if _is_torch(value):
         value = value.detach().cpu()
         if str(value.dtype) == "torch.bfloat16":
@@ -195,7 +207,11 @@ _MAX_HEADER = 100 << 20
 
 
 def read_safetensors(path: Path) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
-    """The metadata and arrays of a safetensors file, as numpy (bfloat16 as float32)."""
+    """The metadata and arrays of a safetensors file, as numpy (bfloat16 as float32).
+
+    Example: ``meta, arrays = read_safetensors(Path("runs/patch/patch.safetensors"))``: the
+    metadata (``meta["mechscope"]`` holds the JSON record) and name → numpy array.
+    """
     with open(path, "rb") as f:
         head = f.read(8)
         if len(head) != 8:
@@ -256,13 +272,24 @@ T = TypeVar("T", bound=type)
 @dataclass_transform(frozen_default=True)
 def result(cls: T) -> T:
     """Make `cls` (a `Result` subclass) a frozen dataclass whose repr and equality are
-    the base's (`summary()`; fields equal, arrays compared by value)."""
+    the base's (`summary()`; fields equal, arrays compared by value).
+
+    Example::
+
+        @result
+        class Scores(Result):      # without a format tag in FORMATS, open_result cannot name it
+            values: Tensor
+    """
     return dataclasses.dataclass(frozen=True, repr=False, eq=False)(cls)  # type: ignore[return-value]
 
 
 def unsaved() -> Any:
     """A field that is not saved (runtime state: a model handle, a cache); it must have a
-    default, which `load` gives back."""
+    default, which `load` gives back.
+
+    Example: ``model: Any = unsaved()`` as a field of a `result` class: `save` skips it and `load`
+    gives None.
+    """
     return dataclasses.field(default=None, metadata={"save": False}, compare=False)
 
 
@@ -275,6 +302,12 @@ class Result:
     A subclass is a frozen dataclass that sets ``format = "mechscope.<kind>/<version>"``
     and writes `summary()`; it may override `_upgrade(record, found)` to read older
     versions of its format.
+
+    Example::
+
+        trace = open_result("runs/trace/trace.safetensors")   # a CausalTrace, a Result
+        print(trace.summary())
+        trace.save("elsewhere/trace")                          # elsewhere/trace.safetensors
     """
 
     format: ClassVar[str] = ""
@@ -391,7 +424,11 @@ def _short(v: int | float | str) -> str:
 
 
 def with_suffix(path: str | os.PathLike[str]) -> Path:
-    """`path` ending in ``.safetensors``."""
+    """`path` ending in ``.safetensors``.
+
+    Example: ``with_suffix("runs/x/patch")`` → ``Path("runs/x/patch.safetensors")``; a path ending
+    in ``.safetensors`` is kept as it is.
+    """
     path = Path(path)
     return path if path.suffix == SUFFIX else path.with_name(path.name + SUFFIX)
 
@@ -439,7 +476,10 @@ def _entry(meta: Mapping[str, str]) -> dict[str, Any]:
 
 
 def result_class(fmt: str) -> type[Result]:
-    """The class that reads format tag `fmt`."""
+    """The class that reads format tag `fmt`.
+
+    Example: ``result_class("mechscope.patch/1")`` → ``PatchResult`` (its module imported now).
+    """
     if fmt not in FORMATS:
         known = ", ".join(sorted(FORMATS))
         raise ResultFormatError(f"unknown result format {fmt!r}; known: {known}")
@@ -463,7 +503,11 @@ def open_result(path: str | os.PathLike[str], *, arrays: Arrays = "torch") -> Re
 
 def result_header(path: str | os.PathLike[str]) -> dict[str, Any]:
     """The ``format`` tag and record of a result file, read without its arrays ({} for a
-    safetensors file that is not a result)."""
+    safetensors file that is not a result).
+
+    Example: ``result_header("runs/patch/patch.safetensors")["format"]``
+    → ``"mechscope.patch/1"``.
+    """
     try:
         return _entry(_header(Path(path))[0])
     except Exception as e:
@@ -483,7 +527,10 @@ def _header(path: Path) -> tuple[dict[str, Any], dict[str, Any]]:
 
 
 def fields_equal(a: Any, b: Any) -> bool:
-    """Two results (or values) equal field by field, arrays compared as numpy."""
+    """Two results (or values) equal field by field, arrays compared as numpy.
+
+    Example: ``fields_equal({"a": torch.ones(2)}, {"a": np.ones(2)})`` → True.
+    """
     if is_array(a) or is_array(b):
         if not (is_array(a) and is_array(b)):
             return False

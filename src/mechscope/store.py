@@ -30,7 +30,11 @@ if TYPE_CHECKING:
 
 
 def versions() -> dict[str, str]:
-    """Versions of what produced a result."""
+    """Versions of what produced a result.
+
+    Example: ``versions()["transformers"]`` → e.g. ``"5.24.0"``; keys mechscope, torch,
+    transformers, python.
+    """
     import torch
     import transformers
 
@@ -45,7 +49,11 @@ def versions() -> dict[str, str]:
 
 
 def model_record(model: Any) -> dict[str, Any]:
-    """The part of a config that names the model exactly."""
+    """The part of a config that names the model exactly.
+
+    Example: ``model_record(model)`` → ``{"name": "smollm2-135m", "source": …,
+    "weights_sha256": …, "dtype": "float32", "device": "cpu", "device_map": None}``.
+    """
     from .core.placement import model_dtype, module_device
 
     dmap = getattr(model, "device_map", None)
@@ -64,7 +72,11 @@ PLACEMENT_KEYS = ("device", "device_map")
 
 def without_placement(record: Any) -> Any:
     """A config (or model record) without where the model ran: a run resumed or merged
-    on another device is the same run."""
+    on another device is the same run.
+
+    Example: ``without_placement({"model": {"name": "m", "device": "cuda:0"}, "seed": 0})``
+    → ``{"model": {"name": "m"}, "seed": 0}``.
+    """
     if not isinstance(record, dict):
         return record
     out = {k: v for k, v in record.items() if k not in PLACEMENT_KEYS}
@@ -74,7 +86,10 @@ def without_placement(record: Any) -> Any:
 
 
 def hf_agreement(model: Any, tokens: Tensor) -> float:
-    """Max |logit difference| between `model.run` and plain HF on `tokens` (no interventions)."""
+    """Max |logit difference| between `model.run` and plain HF on `tokens` (no interventions).
+
+    Example: ``hf_agreement(model, model.to_tokens("The capital of France is"))`` → 0.0.
+    """
     import torch
 
     tokens = tokens.to(model.device)
@@ -85,7 +100,14 @@ def hf_agreement(model: Any, tokens: Tensor) -> float:
 
 @dataclass
 class Run:
-    """A run folder being written; `finish` moves it into place."""
+    """A run folder being written; `finish` moves it into place.
+
+    Example::
+
+        with new_run("demo", "runs/demo", {"seed": 0}) as run:
+            run.write_json("scores.json", [1, 2])
+            run.finish()          # runs/demo: config.json, run.json, scores.json
+    """
 
     kind: str
     path: Path
@@ -161,6 +183,11 @@ def new_run(kind: str, out: str | Path, config: dict[str, Any], *, resume: bool 
     With `resume`, an unfinished folder left by a killed run with the same
     config is kept (`Run.resumed` is then True) so the run can go on from its
     last checkpoint; otherwise it is discarded.
+
+    Example::
+
+        run = new_run("patch", "runs/patch", {"model": model_record(model)}, resume=True)
+        run.resumed           # True when a killed run's folder with this config was kept
     """
     path = Path(out)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -277,7 +304,11 @@ def open_run(path: str | Path, *, arrays: Arrays = "torch") -> RunFolder:
 def read_json_list(
     path: str | Path, what: str, items: str, *, non_empty: bool = False
 ) -> list[Any]:
-    """The JSON list in the user's file `path`; one-line errors name the `what` file and its `items`."""
+    """The JSON list in the user's file `path`; one-line errors name the `what` file and its `items`.
+
+    Example: ``read_json_list("prompts.json", "prompts", "strings", non_empty=True)``
+    → ``["The capital of France is", …]``.
+    """
     path = Path(path)
     try:
         rows = json.loads(path.read_text())
@@ -293,7 +324,11 @@ def read_json_list(
 
 
 def load_tensors(path: str | Path) -> dict[str, Tensor]:
-    """The tensors of a plain safetensors file (not a result: activation shards, weights)."""
+    """The tensors of a plain safetensors file (not a result: activation shards, weights).
+
+    Example: ``load_tensors("acts.safetensors")["blocks.3.resid_post"]``, for a file written by
+    `ActivationCache.save` or `Run.save_tensors`.
+    """
     from safetensors.torch import load_file
 
     return load_file(str(path))

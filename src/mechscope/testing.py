@@ -32,7 +32,11 @@ _SPECIALS = ["<|bos|>", "<|eos|>", "<|pad|>"]
 
 
 def tiny_tokenizer() -> PreTrainedTokenizerFast:
-    """A byte-level BPE tokenizer with no merges: 256 byte tokens + BOS, EOS, PAD (259 ids)."""
+    """A byte-level BPE tokenizer with no merges: 256 byte tokens + BOS, EOS, PAD (259 ids).
+
+    Example: ``len(tiny_tokenizer())`` → 259;
+    ``tiny_tokenizer()("hi")["input_ids"]`` → ``[74, 75]``.
+    """
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
@@ -49,7 +53,11 @@ def tiny_tokenizer() -> PreTrainedTokenizerFast:
 
 
 def tiny_config(arch: str, vocab_size: int = 259) -> tf.PretrainedConfig:
-    """The config of a 2-layer, d_model-32 model of family `arch`."""
+    """The config of a 2-layer, d_model-32 model of family `arch`.
+
+    Example: ``tiny_config("gpt2").n_layer`` → 2;
+    ``tiny_config("llama").num_key_value_heads`` → 2.
+    """
     common = {"vocab_size": vocab_size, "bos_token_id": 0, "eos_token_id": 1, "pad_token_id": 2}
     if arch == "llama":
         return tf.LlamaConfig(
@@ -102,6 +110,8 @@ def tiny_model(arch: str = "llama", seed: int = 0, dtype: torch.dtype = torch.fl
     """A randomly initialised 2-layer model of family `arch` with `tiny_tokenizer`, in eval mode.
 
     The weights are drawn in float32 and then cast, so every `dtype` holds the same model.
+
+    Example: ``tiny_model("gpt2", dtype=torch.bfloat16).run("hi").logits.shape`` → [1, 2, 259].
     """
     config = tiny_config(arch)
     torch.manual_seed(seed)
@@ -156,7 +166,13 @@ TINY_CHAT_TEMPLATE = (
 
 
 def tiny_chat_model(arch: str = "llama", seed: int = 0) -> Model:
-    """`tiny_model` whose tokenizer has a chat template, for explainer and simulator tests."""
+    """`tiny_model` whose tokenizer has a chat template, for explainer and simulator tests.
+
+    Example::
+
+        messages = [{"role": "user", "content": "hi"}]
+        tiny_chat_model().tokenizer.apply_chat_template(messages, tokenize=False)  # "<|bos|>user…"
+    """
     model = tiny_model(arch, seed)
     model.tokenizer.chat_template = TINY_CHAT_TEMPLATE
     return model
@@ -167,6 +183,12 @@ class ScriptedBackend:
 
     An answer is a string, an exception (returned in its slot by `chat_many`,
     raised by `chat`) or a function of the messages returning a string.
+
+    Example::
+
+        backend = ScriptedBackend(["first", RuntimeError("down")])
+        backend.chat([{"role": "user", "content": "hi"}]).text      # "first"
+        backend.chat([{"role": "user", "content": "hi"}])           # raises RuntimeError("down")
     """
 
     name = "scripted"

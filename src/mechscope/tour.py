@@ -53,14 +53,20 @@ TOUR_MAZE_EVAL, TOUR_MAZE_STEER = 500, 200  # mazes of each kind; mazes with a d
 
 
 def next_tokens(model: Model, console: Console) -> None:
-    """Top next tokens for a few prompts, in one batched run."""
+    """Top next tokens for a few prompts, in one batched run.
+
+    Example: ``next_tokens(mechscope.load(), Console())``, one step of `run_tour`.
+    """
     for prompt in PROMPTS:
         logits = model.run(prompt).logits
         console.print(top_tokens(model, prompt, logits[0, -1], 5))
 
 
 def cache_shapes(model: Model, console: Console) -> None:
-    """Save one of each kind of site and show the shapes; write the cache to disk."""
+    """Save one of each kind of site and show the shapes; write the cache to disk.
+
+    Example: ``cache_shapes(mechscope.load(), Console())``, one step of `run_tour`.
+    """
     sites = [s.name for s in model.sites("blocks.0.*")] + ["embed", "final_norm", "logits"]
     out = model.run(PROMPTS[0], save=sites)
     table = Table(title=f"cached sites for {PROMPTS[0]!r}")
@@ -75,7 +81,10 @@ def cache_shapes(model: Model, console: Console) -> None:
 
 
 def ioi_patching(model: Model, console: Console) -> None:
-    """IOI logit difference, then one batched forward patching resid_pre at S2 per layer."""
+    """IOI logit difference, then one batched forward patching resid_pre at S2 per layer.
+
+    Example: ``ioi_patching(mechscope.load(), Console())``, one step of `run_tour`.
+    """
     io, s = model.to_single_token(" Mary"), model.to_single_token(" John")
     clean_ids = model.to_tokens(IOI_CLEAN)
     corrupt_ids = model.to_tokens(IOI_CORRUPT)
@@ -113,7 +122,10 @@ def ioi_patching(model: Model, console: Console) -> None:
 
 
 def generation(model: Model, console: Console) -> None:
-    """Generation with an intervention active: a crude steering example."""
+    """Generation with an intervention active: a crude steering example.
+
+    Example: ``generation(mechscope.load(), Console())``, one step of `run_tour`.
+    """
     prompt = "My favourite food is"
     plain = model.generate(prompt, max_new_tokens=12)
     love = model.run("Love", save=["blocks.6.resid_pre"]).cache["blocks.6.resid_pre"][0, -1]
@@ -127,7 +139,10 @@ def generation(model: Model, console: Console) -> None:
 
 
 def ioi_heatmap(model: Model, console: Console) -> None:
-    """The IOI patching heatmaps: resid_pre by layer × position, and every head."""
+    """The IOI patching heatmaps: resid_pre by layer × position, and every head.
+
+    Example: ``ioi_heatmap(mechscope.load(), Console())``, one step of `run_tour`.
+    """
     from .patching import activation_patching
 
     io, s = model.to_single_token(" Mary"), model.to_single_token(" John")
@@ -170,7 +185,10 @@ def ioi_heatmap(model: Model, console: Console) -> None:
 
 
 def neuroscope(model: Model, console: Console) -> None:
-    """Harvest a small slice of the default corpus for every MLP neuron; show a neuron and a search."""
+    """Harvest a small slice of the default corpus for every MLP neuron; show a neuron and a search.
+
+    Example: ``neuroscope(mechscope.load(), Console())``, one step of `run_tour`.
+    """
     from rich.text import Text
 
     from .harvest import harvest
@@ -213,7 +231,10 @@ def neuroscope(model: Model, console: Console) -> None:
 
 
 def autointerp(model: Model, console: Console) -> None:
-    """Explain, simulate and score a few neurons of the tour's harvest with the model itself."""
+    """Explain, simulate and score a few neurons of the tour's harvest with the model itself.
+
+    Example: ``autointerp(mechscope.load(), Console())``, one step of `run_tour`.
+    """
     from .autointerp import LocalBackend, explain_units
     from .autointerp.pipeline import read_jsonl
     from .harvest import open_harvest
@@ -236,7 +257,10 @@ def autointerp(model: Model, console: Console) -> None:
 
 
 def toy_superposition(model: Model, console: Console) -> None:
-    """Toy models of superposition: more features than dimensions once features are sparse."""
+    """Toy models of superposition: more features than dimensions once features are sparse.
+
+    Example: ``toy_superposition(mechscope.load(), Console())``, one step of `run_tour`.
+    """
     from .sae.runs import toy_run
     from .sae.toy import features_represented
 
@@ -257,7 +281,10 @@ def toy_superposition(model: Model, console: Console) -> None:
 
 
 def sparse_autoencoder(model: Model, console: Console) -> None:
-    """Train a TopK SAE on the middle residual stream; evaluate it; read its latents as a site."""
+    """Train a TopK SAE on the middle residual stream; evaluate it; read its latents as a site.
+
+    Example: ``sparse_autoencoder(mechscope.load(), Console())``, one step of `run_tour`.
+    """
     from .harvest import open_harvest
     from .sae.fit import fit_sae
     from .sae.train import TrainConfig
@@ -301,7 +328,10 @@ def sparse_autoencoder(model: Model, console: Console) -> None:
 
 
 def tracing_and_rome(model: Model, console: Console) -> None:
-    """Causal tracing of one fact and a small average; a ROME edit, evaluated, then undone."""
+    """Causal tracing of one fact and a small average; a ROME edit, evaluated, then undone.
+
+    Example: ``tracing_and_rome(mechscope.load(), Console())``, one step of `run_tour`.
+    """
     from .tracing import Fact, geography_facts, known_facts
     from .tracing.facts import sample_facts
     from .tracing.rome import _down, default_layer
@@ -339,7 +369,10 @@ def tracing_and_rome(model: Model, console: Console) -> None:
 
 
 def probes_and_steering(model: Model, console: Console) -> None:
-    """CCS against supervised probes and zero-shot on tweets; one vector steering generation."""
+    """CCS against supervised probes and zero-shot on tweets; one vector steering generation.
+
+    Example: ``probes_and_steering(mechscope.load(), Console())``, one step of `run_tour`.
+    """
     from . import steering as st
     from .probes import sentiment_pairs
     from .probes.runs import probe_run
@@ -372,7 +405,10 @@ def probes_and_steering(model: Model, console: Console) -> None:
 
 def feature_visualisation(model: Model, console: Console) -> None:
     """Channel visualisations early → late and a 0/4/48/2048 strip on EfficientNet-Lite0, a weight
-    circuit with its channels drawn beside it; OV/QK and virtual weights, and GCG prompts, on the LM."""
+    circuit with its channels drawn beside it; OV/QK and virtual weights, and GCG prompts, on the LM.
+
+    Example: ``feature_visualisation(mechscope.load(), Console())``, one step of `run_tour`.
+    """
     from .harvest import open_harvest
     from .prompts import prompts_run, sample_units
     from .vision import load_vision
@@ -414,7 +450,10 @@ def feature_visualisation(model: Model, console: Console) -> None:
 
 
 def maze_agent(model: Model, console: Console) -> None:
-    """Shard theory's maze agent: train, watch it misgeneralise, steer and retarget it."""
+    """Shard theory's maze agent: train, watch it misgeneralise, steer and retarget it.
+
+    Example: ``maze_agent(mechscope.load(), Console())``, one step of `run_tour`.
+    """
     import json
 
     from .maze import eval_run, steer_run, train_run
@@ -440,7 +479,10 @@ def _reload_spec(model: Model) -> str:
 
 
 def precision_and_dispatch(model: Model, console: Console) -> None:
-    """The same calls in bfloat16, and on a copy with the upper half of its blocks on disk."""
+    """The same calls in bfloat16, and on a copy with the upper half of its blocks on disk.
+
+    Example: ``precision_and_dispatch(mechscope.load(), Console())``, one step of `run_tour`.
+    """
     if model.adapter is None or model.dims is None:
         return
     spec, n = _reload_spec(model), model.dims.n_layers
@@ -498,7 +540,10 @@ SECTIONS: list[tuple[str, Callable[[Model, Console], None]]] = [
 
 
 def run_tour(spec: str, console: Console, **placement: Any) -> None:
-    """Load `spec` (placed by `placement`: device, dtype, device_map) and run every section."""
+    """Load `spec` (placed by `placement`: device, dtype, device_map) and run every section.
+
+    Example: ``run_tour("smollm2-135m", Console())`` (what ``mechscope tour`` runs).
+    """
     start = time.perf_counter()
     model = load(spec, **placement)
     console.print(f"[bold]{model!r}[/bold] loaded in {time.perf_counter() - start:.1f} s")

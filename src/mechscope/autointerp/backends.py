@@ -34,7 +34,10 @@ Message = dict[str, str]  # {"role": "system" | "user" | "assistant", "content":
 
 @dataclass(frozen=True)
 class Completion:
-    """One answer: its text, and per generated token its top log-probabilities when known."""
+    """One answer: its text, and per generated token its top log-probabilities when known.
+
+    Example: ``backend.chat(messages, logprobs=3).logprobs[0]`` → ``{" Hi": -0.1, …}``.
+    """
 
     text: str
     logprobs: list[dict[str, float]] | None = None
@@ -47,7 +50,10 @@ class Completion:
 
 @runtime_checkable
 class Backend(Protocol):
-    """What the explainer and the simulator need from a language model."""
+    """What the explainer and the simulator need from a language model.
+
+    Example: ``isinstance(LocalBackend(model), Backend)`` → True (a runtime-checkable Protocol).
+    """
 
     name: str
 
@@ -71,7 +77,13 @@ class Backend(Protocol):
 
 
 class LocalBackend:
-    """A local causal LM through `mechscope.Model`: chat template, greedy decoding, exact log-probs."""
+    """A local causal LM through `mechscope.Model`: chat template, greedy decoding, exact log-probs.
+
+    Example::
+
+        backend = LocalBackend(mechscope.load())
+        backend.chat([{"role": "user", "content": "Say hi"}], max_tokens=5).text
+    """
 
     def __init__(self, model: Model, *, seed: int = 0) -> None:
         if model.tokenizer is None:

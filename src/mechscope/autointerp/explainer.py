@@ -35,12 +35,18 @@ MAX_WORDS = 25
 
 
 class ExplanationError(MechscopeError):
-    """The model's answer could not be read as an explanation."""
+    """The model's answer could not be read as an explanation.
+
+    Example: ``parse_explanation("")`` raises ExplanationError("the answer is empty").
+    """
 
 
 @dataclass(frozen=True)
 class Explanation:
-    """One explanation of one unit, with the raw answer it came from (empty for baselines)."""
+    """One explanation of one unit, with the raw answer it came from (empty for baselines).
+
+    Example: ``explain(backend, record.top[:5], site="blocks.25.mlp.post", unit=342).text``.
+    """
 
     site: str
     unit: int
@@ -56,21 +62,30 @@ class Explanation:
 
 
 def show(token: str) -> str:
-    """A token made visible in one line (newlines and tabs as symbols)."""
+    """A token made visible in one line (newlines and tabs as symbols).
+
+    Example: ``show("a\\nb\\t")`` → ``"a↵b⇥"``.
+    """
     for ch, sym in VISIBLE.items():
         token = token.replace(ch, sym)
     return token
 
 
 def discretise(acts: Sequence[float], scale: float, scale_max: int = 10) -> list[int]:
-    """Activations as integers 0…scale_max relative to `scale` (the unit's max); negatives are 0."""
+    """Activations as integers 0…scale_max relative to `scale` (the unit's max); negatives are 0.
+
+    Example: ``discretise([0.0, 2.5, 5.0, -1.0], scale=5.0)`` → ``[0, 5, 10, 0]``.
+    """
     if scale <= 0:
         return [0] * len(acts)
     return [min(scale_max, max(0, round(scale_max * a / scale))) for a in acts]
 
 
 def snippet(example: Example, context: int = 12) -> tuple[list[str], list[float]]:
-    """The tokens and activations around an example's peak (`context` before, half after)."""
+    """The tokens and activations around an example's peak (`context` before, half after).
+
+    Example: ``tokens, acts = snippet(store.unit("blocks.25.mlp.post", 342).top[0])``.
+    """
     lo = max(example.max_pos - context, 0)
     hi = min(example.max_pos + context // 2 + 1, len(example.tokens))
     return example.tokens[lo:hi], example.acts[lo:hi]
@@ -79,7 +94,11 @@ def snippet(example: Example, context: int = 12) -> tuple[list[str], list[float]
 def explanation_prompt(
     examples: Sequence[Example], scale: float, *, scale_max: int = 10, context: int = 12
 ) -> list[Message]:
-    """Chat messages asking for an explanation of the unit behind `examples`."""
+    """Chat messages asking for an explanation of the unit behind `examples`.
+
+    Example: ``explanation_prompt(record.top[:5], record.stats.max)`` → a system and a user
+    message.
+    """
     blocks = []
     for i, ex in enumerate(examples):
         tokens, acts = snippet(ex, context)
@@ -104,7 +123,10 @@ _PREFIX = re.compile(
 
 
 def parse_explanation(raw: str) -> str:
-    """The explanation in a model's answer: its first non-empty line, prefixes and quotes removed."""
+    """The explanation in a model's answer: its first non-empty line, prefixes and quotes removed.
+
+    Example: ``parse_explanation("Explanation: plural nouns.")`` → ``"plural nouns"``.
+    """
     for line in raw.splitlines():
         text = line.strip().strip("*").strip()
         text = _MARKUP.sub(r"\1", text)  # small models echo the [[token|strength]] marks
@@ -130,7 +152,13 @@ def explain(
     site: str = "",
     unit: int = -1,
 ) -> Explanation:
-    """Ask `backend` for an explanation of the unit behind `examples` (failures are recorded)."""
+    """Ask `backend` for an explanation of the unit behind `examples` (failures are recorded).
+
+    Example::
+
+        record = store.unit("blocks.25.mlp.post", 342)
+        explain(LocalBackend(model), record.top[:5], scale=record.stats.max).text
+    """
     scale = scale if scale is not None else max((e.max_act for e in examples), default=0.0)
     messages = explanation_prompt(examples, scale, scale_max=scale_max)
     (answer,) = backend.chat_many([messages], max_tokens=max_tokens)
@@ -138,7 +166,11 @@ def explain(
 
 
 def explanation_from_answer(answer: object, site: str, unit: int) -> Explanation:
-    """An `Explanation` from a `Completion` or the exception a backend returned instead."""
+    """An `Explanation` from a `Completion` or the exception a backend returned instead.
+
+    Example: ``explanation_from_answer(Completion("commas"), "blocks.25.mlp.post", 342).text``
+    → ``"commas"``; an exception gives ``failed=True``.
+    """
     if isinstance(answer, Exception):
         return Explanation(site, unit, "llm", "", "", True, f"{type(answer).__name__}: {answer}")
     raw = getattr(answer, "text", "")
@@ -155,7 +187,10 @@ def explanation_from_answer(answer: object, site: str, unit: int) -> Explanation
 
 
 def top_tokens_explanation(examples: Sequence[Example], n: int = 4) -> str:
-    """Baseline: the tokens on which the unit peaks most often in `examples`."""
+    """Baseline: the tokens on which the unit peaks most often in `examples`.
+
+    Example: ``top_tokens_explanation(record.top)`` → e.g. ``'the tokens "she", "her"'``.
+    """
     counts: Counter[str] = Counter()
     for ex in examples:
         counts[ex.tokens[ex.max_pos].strip() or show(ex.tokens[ex.max_pos])] += 1

@@ -46,7 +46,10 @@ _RETRY_AFTER_MAX_S = 60.0  # a server asking for longer gets our backoff instead
 
 
 class BackendError(MechscopeError):
-    """A language-model server refused a request or could not be reached; `status` is the HTTP status."""
+    """A language-model server refused a request or could not be reached; `status` is the HTTP status.
+
+    Example: ``BackendError("server busy", status=503).status`` → 503.
+    """
 
     def __init__(self, message: str, status: int | None = None) -> None:
         super().__init__(message)
@@ -88,7 +91,14 @@ class _Client(openai.OpenAI):
 
 
 class ResponseCache:
-    """Successful server answers in one sqlite file, keyed by a request's sha256; safe across threads."""
+    """Successful server answers in one sqlite file, keyed by a request's sha256; safe across threads.
+
+    Example::
+
+        cache = ResponseCache(Path("cache/responses.sqlite"))
+        cache.put("key", {"choices": []})
+        cache.get("key")    # {"choices": []}; None for a key never put
+    """
 
     def __init__(self, path: Path) -> None:
         self.path = Path(path)

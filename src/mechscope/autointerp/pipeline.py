@@ -47,7 +47,10 @@ SCORERS = ("correlation", "detection", "fuzzing")
 
 @dataclass(frozen=True)
 class ExplainResult:
-    """A finished explanation run: per-unit explanations and scores, and the summary."""
+    """A finished explanation run: per-unit explanations and scores, and the summary.
+
+    Example: ``print(explain_units(store, units, explainer=backend, out="runs/explain").table())``.
+    """
 
     path: Path
     summary: list[dict[str, Any]]
@@ -75,7 +78,10 @@ def _split(record: UnitRecord, n_show: int, n_test: int) -> tuple[list, list, li
 
 
 def read_jsonl(path: Path) -> list[dict[str, Any]]:
-    """Records of a JSONL file; a last line cut by a kill is ignored."""
+    """Records of a JSONL file; a last line cut by a kill is ignored.
+
+    Example: ``read_jsonl(Path("runs/explain/scores.jsonl"))`` → a list of dicts ([] if absent).
+    """
     if not path.exists():
         return []
     out = []
@@ -105,7 +111,11 @@ def _append(path: Path, records: Sequence[dict[str, Any]]) -> None:
 
 
 def make_simulators(backend: Backend) -> tuple[LogprobSimulator | JsonSimulator, Judge]:
-    """The simulator (log-probabilities for a local backend, JSON otherwise) and judge of `backend`."""
+    """The simulator (log-probabilities for a local backend, JSON otherwise) and judge of `backend`.
+
+    Example: ``sim, judge = make_simulators(LocalBackend(model))`` → a `LogprobSimulator` and
+    a `Judge`.
+    """
     sim = LogprobSimulator(backend) if isinstance(backend, LocalBackend) else JsonSimulator(backend)
     return sim, Judge(backend)
 
@@ -119,7 +129,13 @@ def explain_unit(
     n_show: int,
     n_test: int,
 ) -> list[dict[str, Any]]:
-    """One unit's explanation rows: the LLM's (if a method needs it) and its top tokens."""
+    """One unit's explanation rows: the LLM's (if a method needs it) and its top tokens.
+
+    Example::
+
+        rows = explain_unit(backend, store.unit("blocks.20.mlp.post", 7), "blocks.20.mlp.post", 7,
+                            ["llm", "top_tokens"], n_show=5, n_test=5)   # two dicts
+    """
     shown, _, _ = _split(record, n_show, n_test)
     lines = []
     if "llm" in methods or "random" in methods:
@@ -141,7 +157,13 @@ def score_unit(
     n_test: int,
     seed: int,
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """One unit's score rows and simulation rows, from its explanation text per method."""
+    """One unit's score rows and simulation rows, from its explanation text per method.
+
+    Example::
+
+        rows, sims = score_unit(*make_simulators(backend), record, "blocks.20.mlp.post", 7,
+                                {"llm": "commas"}, ["llm"], ["detection"], 5, 5, seed=0)
+    """
     _, held_top, held_random = _split(record, n_show, n_test)
     scale = record.stats.max
     rows, sims = [], []
@@ -204,6 +226,11 @@ def explain_units(
     A local backend simulates from log-probabilities, any other from JSON.
     ``engine="ray"`` spreads the units over Ray tasks (`mechscope.engine.explain`)
     for the same rows; `threads` is torch's threads per process.
+
+    Example::
+
+        units = [("blocks.20.mlp.post", u) for u in range(10)]
+        explain_units(store, units, explainer=LocalBackend(model), out="runs/explain").summary
     """
     check_engine(engine, address=address, workers=workers, threads=threads)
     bad = [m for m in methods if m not in METHODS] + [s for s in scorers if s not in SCORERS]

@@ -36,7 +36,10 @@ FUZZ = (
 
 
 def correlation(simulated: Sequence[Sequence[float]], true: Sequence[Sequence[float]]) -> float:
-    """Pearson correlation over all tokens of all windows (nan if either side is constant)."""
+    """Pearson correlation over all tokens of all windows (nan if either side is constant).
+
+    Example: ``correlation([[0, 1, 2]], [[0, 2, 4]])`` → 1.0.
+    """
     s = (
         np.concatenate([np.asarray(x, dtype=float) for x in simulated])
         if simulated
@@ -49,7 +52,10 @@ def correlation(simulated: Sequence[Sequence[float]], true: Sequence[Sequence[fl
 
 
 def auroc(scores: Sequence[float], labels: Sequence[bool]) -> float:
-    """Area under the ROC curve (ties count half); nan without both classes."""
+    """Area under the ROC curve (ties count half); nan without both classes.
+
+    Example: ``auroc([0.9, 0.2, 0.6], [True, False, True])`` → 1.0.
+    """
     pos = [s for s, y in zip(scores, labels, strict=True) if y]
     neg = [s for s, y in zip(scores, labels, strict=True) if not y]
     if not pos or not neg:
@@ -59,7 +65,11 @@ def auroc(scores: Sequence[float], labels: Sequence[bool]) -> float:
 
 
 class Judge:
-    """Yes/no questions: exact p(yes) from a local model, else a parsed answer (1, 0 or None)."""
+    """Yes/no questions: exact p(yes) from a local model, else a parsed answer (1, 0 or None).
+
+    Example: ``Judge(LocalBackend(model)).p_yes([[{"role": "user", "content": "Is 2 > 1?"}]])``
+    → ``[p]``, one p(yes) in [0, 1] per request.
+    """
 
     def __init__(self, backend: Backend) -> None:
         self.backend = backend
@@ -105,7 +115,11 @@ def _text(tokens: Sequence[str], marked: set[int] | None = None) -> str:
 def detection(
     judge: Judge, explanation: str, positives: Sequence[Example], negatives: Sequence[Example]
 ) -> tuple[float, int]:
-    """AUROC of p(yes) separating `positives` (top windows) from `negatives`; and failures."""
+    """AUROC of p(yes) separating `positives` (top windows) from `negatives`; and failures.
+
+    Example: ``detection(Judge(backend), "commas", record.top[1::2], record.random)`` →
+    ``(auroc, failed)``.
+    """
     windows = [*positives, *negatives]
     labels = [True] * len(positives) + [False] * len(negatives)
     requests = [
@@ -118,7 +132,11 @@ def detection(
 def fuzzing(
     judge: Judge, explanation: str, windows: Sequence[Example], scale: float, *, seed: int = 0
 ) -> tuple[float, int]:
-    """AUROC of p(yes) for truly highlighted (the unit fires: ≥ ½ scale) vs as many random tokens."""
+    """AUROC of p(yes) for truly highlighted (the unit fires: ≥ ½ scale) vs as many random tokens.
+
+    Example: ``fuzzing(Judge(backend), "commas", record.top[1::2], record.stats.max)`` →
+    ``(auroc, failed)``.
+    """
     rng = random.Random(seed)
     requests: list[list[Message]] = []
     labels: list[bool] = []
@@ -146,7 +164,10 @@ def _score(p: Sequence[float | None], labels: Sequence[bool]) -> tuple[float, in
 def mean_ci(
     values: Sequence[float], *, n_boot: int = 2000, seed: int = 0
 ) -> tuple[float, float, float]:
-    """Mean and bootstrap 95% interval over units (nan values dropped)."""
+    """Mean and bootstrap 95% interval over units (nan values dropped).
+
+    Example: ``mean_ci([0.1, 0.5, 0.9])`` → ``(0.5, lo, hi)`` with lo ≤ 0.5 ≤ hi.
+    """
     x = np.asarray([v for v in values if not math.isnan(v)], dtype=float)
     if len(x) == 0:
         return float("nan"), float("nan"), float("nan")

@@ -45,7 +45,11 @@ PLACEHOLDER = "unknown"
 
 @dataclass(frozen=True)
 class Simulation:
-    """Simulated activations of one window (None when the simulation failed)."""
+    """Simulated activations of one window (None when the simulation failed).
+
+    Example: ``parse_simulation(Completion("[0, 3]"), 2, 10)`` →
+    ``Simulation([0.0, 3.0], raw="[0, 3]")``.
+    """
 
     values: list[float] | None
     raw: str = ""
@@ -57,7 +61,10 @@ class Simulation:
 
 
 def digit_tokens(tokenizer: object, scale_max: int = 10) -> list[int]:
-    """Token ids of "0", "1", … that are single tokens (SmolLM2: 0…9, "10" is two tokens)."""
+    """Token ids of "0", "1", … that are single tokens (SmolLM2: 0…9, "10" is two tokens).
+
+    Example: ``len(digit_tokens(model.tokenizer))`` → 10 for SmolLM2.
+    """
     ids = []
     for d in range(scale_max + 1):
         enc = tokenizer(str(d), add_special_tokens=False)["input_ids"]  # type: ignore[operator]
@@ -70,7 +77,11 @@ def digit_tokens(tokenizer: object, scale_max: int = 10) -> list[int]:
 
 
 class LogprobSimulator:
-    """All-at-once simulation from exact next-token log-probabilities of a local model."""
+    """All-at-once simulation from exact next-token log-probabilities of a local model.
+
+    Example: ``LogprobSimulator(LocalBackend(model)).simulate("commas", example.tokens).values``
+    → one expected strength per token, in 0…9 for SmolLM2.
+    """
 
     def __init__(self, backend: LocalBackend, scale_max: int = 10) -> None:
         if not isinstance(backend, LocalBackend):
@@ -110,7 +121,13 @@ class LogprobSimulator:
 
 
 class JsonSimulator:
-    """Simulation from a JSON answer, for backends without prompt log-probabilities."""
+    """Simulation from a JSON answer, for backends without prompt log-probabilities.
+
+    Example::
+
+        sim = JsonSimulator(OpenAIBackend("http://127.0.0.1:8000", "my-model"))
+        sim.simulate("commas", example.tokens).values    # None if the answer was unusable
+    """
 
     def __init__(
         self, backend: Backend, scale_max: int = 10, max_tokens: int | None = None
@@ -146,7 +163,11 @@ class JsonSimulator:
 
 
 def parse_simulation(answer: object, n: int, scale_max: int) -> Simulation:
-    """Validate a JSON answer: a list of `n` numbers in 0…scale_max (else a failed simulation)."""
+    """Validate a JSON answer: a list of `n` numbers in 0…scale_max (else a failed simulation).
+
+    Example: ``parse_simulation(Completion("[0, 11]"), 2, 10).error`` →
+    ``"values outside 0…10"``.
+    """
     if isinstance(answer, Exception):
         return Simulation(None, "", f"{type(answer).__name__}: {answer}")
     raw = getattr(answer, "text", "")

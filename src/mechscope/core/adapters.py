@@ -35,6 +35,11 @@ class Adapter:
     ``weight + norm_offset`` (Gemma's RMSNorm multiplies by 1 + weight).
     ``post_norms``: ``attn_out`` and ``mlp_out`` are norms applied to the
     sublayer outputs before the residual add (Gemma 2/3).
+
+    Example::
+
+        model.adapter.family      # "llama" for SmolLM2
+        model.adapter.mlp_down    # "mlp.down_proj": its input is the blocks.L.mlp.post site
     """
 
     family: str
@@ -159,7 +164,10 @@ ADAPTERS: dict[str, Adapter] = {
 
 @dataclass(frozen=True)
 class Dims:
-    """The sizes that name site axes."""
+    """The sizes that name site axes.
+
+    Example: ``model.dims.d_head`` → 64 on SmolLM2-135M (``model.dims.n_kv_heads`` → 3).
+    """
 
     n_layers: int
     d_model: int
@@ -171,7 +179,11 @@ class Dims:
 
 
 def adapter_for(model: nn.Module) -> Adapter | None:
-    """The adapter of an HF model, or None for a model outside the known families."""
+    """The adapter of an HF model, or None for a model outside the known families.
+
+    Example: ``adapter_for(model.hf).family`` → ``"llama"``;
+    ``adapter_for(torch.nn.Linear(2, 2))`` → None.
+    """
     config = getattr(model, "config", None)
     model_type = getattr(config, "model_type", None)
     if model_type is None:
@@ -190,7 +202,10 @@ def adapter_for(model: nn.Module) -> Adapter | None:
 
 
 def dims_of(model: nn.Module, adapter: Adapter) -> Dims:
-    """Read the axis sizes from the HF config, whatever the family calls them."""
+    """Read the axis sizes from the HF config, whatever the family calls them.
+
+    Example: ``dims_of(model.hf, model.adapter)`` → ``Dims(n_layers=30, d_model=576, …)``.
+    """
     c = model.config
     c = getattr(c, "text_config", None) or c
     n_heads = c.num_attention_heads

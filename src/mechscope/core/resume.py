@@ -26,7 +26,13 @@ from .weights import norm_module
 
 @dataclass(frozen=True)
 class ForwardContext:
-    """What each block received besides the residual stream in a captured forward."""
+    """What each block received besides the residual stream in a captured forward.
+
+    Example::
+
+        out, ctx = model.capture(prompts)       # ctx: a ForwardContext
+        model.resume(3, out.cache["blocks.3.resid_pre"], ctx).logits   # out.logits again
+    """
 
     args: list[tuple[Any, ...]]  # positional arguments after the hidden states
     kwargs: list[dict[str, Any]]
@@ -60,6 +66,11 @@ def capture(
 
     The cache always holds ``blocks.*.resid_pre`` besides `save`; with
     `interventions`, those are the intervened run's states.
+
+    Example::
+
+        out, ctx = capture(model, "The capital of France is")
+        out.cache["blocks.3.resid_pre"].shape     # [1, pos, d_model]
     """
     x, kwargs = model._prepare(inputs, prepend_bos)
     resid = [f"blocks.{i}.resid_pre" for i in range(len(model._blocks()))]
@@ -90,6 +101,12 @@ def resume(
     batch (row e·n + i is prompt i). Interventions and saves work as in
     `run` for every site from block `layer` on. `logits_at` keeps one
     position only (the final norm is per position, so this is exact).
+
+    Example::
+
+        out, ctx = capture(model, prompt)
+        resume(model, 3, out.cache["blocks.3.resid_pre"].repeat(2, 1, 1), ctx, logits_at=-1)
+        # RunOutput, logits [2, 1, vocab]: two experiment copies of the one prompt
     """
     blocks = model._blocks()
     if not 0 <= layer < len(blocks):

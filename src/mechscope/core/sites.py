@@ -45,7 +45,10 @@ ATTN_INTERNAL = ("q", "k", "v", "pattern", "z")
 
 @dataclass(frozen=True)
 class Site:
-    """One named activation: where it lives and its axes (names and sizes, None = varies)."""
+    """One named activation: where it lives and its axes (names and sizes, None = varies).
+
+    Example: ``model.table["blocks.3.attn.z"].shape`` → ``"batch pos head=9 d_head=64"``.
+    """
 
     name: str
     kind: Kind
@@ -87,7 +90,11 @@ _DOCS = {
 
 @runtime_checkable
 class Dictionary(Protocol):
-    """What `Model.attach` needs of an SAE (or transcoder, or any dictionary): width, encode, decode."""
+    """What `Model.attach` needs of an SAE (or transcoder, or any dictionary): width, encode, decode.
+
+    Example: ``isinstance(sae, Dictionary)`` → True for a `mechscope.sae` SparseAutoencoder, so
+    ``model.attach(sae, "blocks.3.resid_post")`` takes it.
+    """
 
     width: int
 
@@ -100,7 +107,13 @@ ATTACHED_PARTS = ("latents", "error")
 
 
 class SiteTable:
-    """All sites of one model, canonical ones in forward order, plus module paths."""
+    """All sites of one model, canonical ones in forward order, plus module paths.
+
+    Example::
+
+        model.table.expand("blocks.*.resid_post")   # ["blocks.0.resid_post", …] in order
+        model.table["blocks.0.mlp.post"].axes       # ("batch", "pos", "d_mlp")
+    """
 
     def __init__(self, model: nn.Module, adapter: Adapter | None, dims: Dims | None) -> None:
         self.model = model
@@ -295,6 +308,10 @@ _BLOCK_RE = re.compile(r"^blocks\.(\d+)\.(.+)$")
 
 
 def split_block_site(name: str) -> tuple[int, str] | None:
-    """``blocks.3.attn.z`` -> (3, "attn.z"); None for non-block sites."""
+    """``blocks.3.attn.z`` -> (3, "attn.z"); None for non-block sites.
+
+    Example: ``split_block_site("blocks.3.attn.z")`` → ``(3, "attn.z")``;
+    ``split_block_site("embed")`` → None.
+    """
     m = _BLOCK_RE.match(name)
     return (int(m.group(1)), m.group(2)) if m else None

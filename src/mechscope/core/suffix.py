@@ -24,7 +24,14 @@ from .weights import norm_module
 
 
 class SuffixRunner:
-    """Runs blocks on the positions from t on, with the captured run's keys and values before t."""
+    """Runs blocks on the positions from t on, with the captured run's keys and values before t.
+
+    Example::
+
+        out, ctx = model.capture(ids)
+        runner = SuffixRunner.of(model, ctx, ids, [])    # None if the blocks do not qualify
+        runner.run(4, 2, out.cache["blocks.4.resid_pre"][:, 2:], [])   # [batch, vocab]
+    """
 
     def __init__(self, model: Model, context: ForwardContext, kv: list[tuple[Tensor, Tensor]]):
         self.model, self.context, self.kv = model, context, kv
@@ -93,7 +100,11 @@ class SuffixRunner:
 
 
 class PrefixCache:
-    """The one method of a transformers cache that attention calls: keys and values before t."""
+    """The one method of a transformers cache that attention calls: keys and values before t.
+
+    Example: ``PrefixCache({0: (k, v)}).update(k_new, v_new, 0)`` → `k` then `k_new` and `v` then
+    `v_new`, joined along positions ([batch, kv_head, pos, d_head]).
+    """
 
     def __init__(self, kv: dict[int, tuple[Tensor, Tensor]]) -> None:
         self.kv = kv

@@ -23,7 +23,14 @@ from .model import Inputs, Model, RunOutput
 
 @dataclass
 class Trace:
-    """Collects interventions for one forward; see `Model.trace`."""
+    """Collects interventions for one forward; see `Model.trace`.
+
+    Example::
+
+        with model.trace("The Eiffel Tower is in") as t:
+            t.save("blocks.10.resid_post")
+        t.cache["blocks.10.resid_post"].shape     # [1, pos, d_model]
+    """
 
     model: Model
     inputs: Inputs

@@ -31,6 +31,9 @@ def resident(model: Model, what: str) -> None:
     With accelerate's disk or CPU offload the parameters are ``meta`` tensors
     until a forward needs them: forwards, interventions and gradients work,
     but a technique that reads the weight matrices themselves cannot.
+
+    Example: ``resident(model, "the OV circuit")`` → None, or InputError for a model loaded with
+    ``device_map`` offloading to disk.
     """
     if model.offloaded:
         raise InputError(
@@ -41,7 +44,11 @@ def resident(model: Model, what: str) -> None:
 
 
 def in_out(module: nn.Module) -> Float[Tensor, "d_in d_out"]:
-    """A projection's weight as [in, out] (a view: still attached to the module's parameter)."""
+    """A projection's weight as [in, out] (a view: still attached to the module's parameter).
+
+    Example: ``in_out(model.hf.lm_head).shape`` → [d_model, vocab] (an nn.Linear's weight,
+    transposed).
+    """
     weight = module.weight
     if not isinstance(weight, Tensor):
         raise InputError(f"{type(module).__name__} has no weight matrix")
@@ -55,7 +62,11 @@ def _adapter(model: Model) -> Adapter:
 
 
 def block_module(model: Model, layer: int, path: str) -> nn.Module:
-    """The module at block-relative `path` (``"self_attn.o_proj"``) of block `layer`."""
+    """The module at block-relative `path` (``"self_attn.o_proj"``) of block `layer`.
+
+    Example: ``block_module(model, 3, "self_attn.o_proj")`` → block 3's output projection (an
+    nn.Linear on Llama-family models).
+    """
     adapter = _adapter(model)
     assert model.dims is not None
     if not 0 <= layer < model.dims.n_layers:
@@ -82,12 +93,19 @@ def embedding(model: Model) -> Float[Tensor, "vocab d_model"]:
 
 
 def unembedding(model: Model) -> Float[Tensor, "d_model vocab"]:
-    """W_U as [d_model, vocab] (a view): ``final_norm(x) @ W_U`` are the logits (plus any bias)."""
+    """W_U as [d_model, vocab] (a view): ``final_norm(x) @ W_U`` are the logits (plus any bias).
+
+    Example: ``unembedding(model)[:, model.to_single_token(" Paris")]`` → [d_model], the " Paris"
+    logit's direction.
+    """
     return in_out(model.hf.get_submodule(_adapter(model).unembed))
 
 
 def unembedding_bias(model: Model) -> Float[Tensor, " vocab"] | None:
-    """The unembedding's bias, or None (most families have none)."""
+    """The unembedding's bias, or None (most families have none).
+
+    Example: ``unembedding_bias(model)`` → None for SmolLM2 (a Llama-family model).
+    """
     return getattr(model.hf.get_submodule(_adapter(model).unembed), "bias", None)
 
 
@@ -99,6 +117,9 @@ def has_post_norms(model: Model) -> bool:
 
     Those norms are ``norm_module(model, "attn_out", layer)`` and ``"mlp_out"``;
     their outputs are the ``attn.out`` and ``mlp.out`` sites.
+
+    Example: ``has_post_norms(model)`` → False for SmolLM2; True for Gemma 3
+    (``tiny_model("gemma3")``).
     """
     return _adapter(model).post_norms
 
@@ -154,7 +175,11 @@ def norm_scale(
 
 
 def norm_bias(model: Model, which: NormName, layer: int | None = None) -> Tensor | None:
-    """A LayerNorm's bias (detached, float32), or None."""
+    """A LayerNorm's bias (detached, float32), or None.
+
+    Example: ``norm_bias(model, "final")`` → None for an RMS norm (SmolLM2); [d_model] for GPT-2's
+    ``ln_f``.
+    """
     bias = getattr(norm_module(model, which, layer), "bias", None)
     return None if bias is None else bias.detach().float()
 
@@ -206,6 +231,8 @@ class HeadWeights:
 
     Key and value heads shared by several query heads (grouped-query attention)
     are repeated, so index h is query head h's.
+
+    Example: ``attention_weights(model, 3).q[1]`` → [d_model, d_head], head L3H1's W_Q.
     """
 
     q: Float[Tensor, "head d_model d_head"]
@@ -268,7 +295,13 @@ def mlp_weights(
 def output_projection(
     model: Model, layer: int
 ) -> tuple[Float[Tensor, "head d_head d_model"], Float[Tensor, " d_model"] | None]:
-    """W_O split by head, and its bias (or None): ``z[..., h, :] @ W_O[h]`` is head h's write."""
+    """W_O split by head, and its bias (or None): ``z[..., h, :] @ W_O[h]`` is head h's write.
+
+    Example::
+
+        w_o, b_o = output_projection(model, 3)         # [head, d_head, d_model], None on Llama
+        cache["blocks.3.attn.z"][:, -1, 1] @ w_o[1]    # head L3H1's write at the last position
+    """
     proj = _layer_module(model, layer, "attn_proj")
     d = model.dims
     assert d is not None
@@ -284,6 +317,12 @@ def output_projection(
 def mlp_down_projection(
     model: Model, layer: int
 ) -> tuple[Float[Tensor, "d_mlp d_model"], Float[Tensor, " d_model"] | None]:
-    """The MLP's output projection as [d_mlp, d_model], and its bias (or None)."""
+    """The MLP's output projection as [d_mlp, d_model], and its bias (or None).
+
+    Example::
+
+        w, b = mlp_down_projection(model, 3)            # [d_mlp, d_model], None on Llama
+        cache["blocks.3.mlp.post"] @ w                  # == cache["blocks.3.mlp.out"] there
+    """
     proj = _layer_module(model, layer, "mlp_down")
     return in_out(proj), getattr(proj, "bias", None)

@@ -110,6 +110,12 @@ class Corpus:
 
     Build with `open_corpus`. ``documents()`` starts a fresh pass each call;
     ``record()`` describes the sources for a run's config.json.
+
+    Example::
+
+        corpus = open_corpus("austen,fortunes")
+        next(corpus.documents())[:60]              # the start of the first Austen document
+        corpus.record()["sources"][1]["package"]   # "fortunes"
     """
 
     spec: str

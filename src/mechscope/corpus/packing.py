@@ -117,7 +117,10 @@ def window_batches(
     start: int = 0,
     limit: int | None = None,
 ) -> Iterator[Tensor]:
-    """`windows` grouped into id tensors [batch window] of `batch_size` rows (the last may be short)."""
+    """`windows` grouped into id tensors [batch window] of `batch_size` rows (the last may be short).
+
+    Example: ``next(window_batches(model, "default", 64, 8)).shape`` → [8, 64].
+    """
     rows: list[list[int]] = []
     for ids in windows(model, corpus, window, start=start, limit=limit):
         rows.append(ids)
@@ -135,6 +138,9 @@ def boundary_tokens(model: Model) -> tuple[int | None, int | None]:
     Otherwise the document boundary the model saw in pretraining is used when
     it has one (``<|endoftext|>``: GPT-2, SmolLM2, Pythia), else BOS. Documents
     are separated by ``<|endoftext|>`` or EOS.
+
+    Example: ``boundary_tokens(model)`` → ``(0, 0)`` for SmolLM2 (``<|endoftext|>`` both first and
+    between documents); ``(0, 1)`` (BOS, EOS) for ``tiny_model("llama")``.
     """
     tok = model.tokenizer
     vocab = tok.get_vocab()

@@ -27,7 +27,11 @@ USER_SUFFIXES = (".txt", ".jsonl", ".parquet")
 
 @dataclass(frozen=True)
 class SourceInfo:
-    """A built-in source: what it holds, where its text lies, which Debian package puts it there."""
+    """A built-in source: what it holds, where its text lies, which Debian package puts it there.
+
+    Example: ``SOURCES["fortunes"].installed()`` → whether its files are there;
+    ``SOURCES["fortunes"].install`` → ``"apt-get install -y fortunes"``.
+    """
 
     name: str
     description: str

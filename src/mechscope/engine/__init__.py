@@ -24,7 +24,10 @@ ENGINES = ("local", "ray")
 
 
 class EngineError(MechscopeError):
-    """An engine option is wrong, or the engine cannot run (Ray missing, cluster unreachable)."""
+    """An engine option is wrong, or the engine cannot run (Ray missing, cluster unreachable).
+
+    Example: ``check_engine("gpu")`` raises EngineError("unknown engine 'gpu'; valid: local, ray").
+    """
 
 
 def check_engine(

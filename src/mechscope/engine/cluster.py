@@ -44,6 +44,8 @@ def import_ray(address: str | None = None) -> ModuleType:
 
     For a cluster on this machine alone (no `address`, or a loopback one) Ray
     is kept on 127.0.0.1: every node, worker and object store binds the loopback.
+
+    Example: ``ray = import_ray()`` → the module (EngineError if Ray is not installed).
     """
     if _is_loopback(address):
         os.environ.setdefault(LOOPBACK_ENV, "0")
@@ -105,7 +107,10 @@ def ray_session(address: str | None = None, cpus: int | None = None) -> Iterator
 
 
 def cluster_cpus(ray: ModuleType) -> int:
-    """CPUs in the connected cluster."""
+    """CPUs in the connected cluster.
+
+    Example: ``with ray_session(cpus=2) as ray: cluster_cpus(ray)`` → 2.
+    """
     return int(ray.cluster_resources().get("CPU", 1))
 
 
@@ -122,13 +127,19 @@ def split(ray: ModuleType, items: int, workers: int | None, threads: int) -> lis
 
 
 def note_attempt(file: Path) -> None:
-    """Add this worker's pid to `file`: one line per attempt, so a retry after a kill adds one."""
+    """Add this worker's pid to `file`: one line per attempt, so a retry after a kill adds one.
+
+    Example: ``note_attempt(Path("shards/shard-0.attempts"))``, then `attempts` reads it.
+    """
     with open(file, "a") as f:
         f.write(f"{os.getpid()}\n")
 
 
 def attempts(file: Path) -> list[int]:
-    """The pids `note_attempt` wrote to `file`, first attempt first."""
+    """The pids `note_attempt` wrote to `file`, first attempt first.
+
+    Example: ``attempts(Path("shards/shard-0.attempts"))`` → ``[pid]`` after one attempt.
+    """
     return [int(p) for p in file.read_text().split()]
 
 
@@ -138,6 +149,11 @@ class Reporter:
     It writes the count to a small file, at most every REPORT_S seconds, and
     the driver sums the files: no extra process (an actor would be one more
     worker to start), and the shards' folders must be shared anyway.
+
+    Example::
+
+        report = Reporter("shards/shard-0.progress")
+        report(1024, final=True)    # the file now reads "1024"
     """
 
     def __init__(self, file: str) -> None:
@@ -179,6 +195,12 @@ def run_shards(
     its worker dies (not when it raises: a user error is raised here as
     itself). One bar of `total` `unit`s shows the sum of the shards' reports,
     which go through files ``shard-<i>.progress`` in `folder`.
+
+    Example (``count`` a module-level ``def count(report, shard, n): report(n); return n``)::
+
+        with ray_session(cpus=2) as ray:
+            run_shards(ray, count, [(10,), (20,)], folder=Path("shards"), threads=1, total=30,
+                       unit="item", desc="count", progress=True)    # [10, 20]
     """
     remote = ray.remote(num_cpus=threads, max_retries=retries)(task)
     files = [folder / f"shard-{i}.progress" for i in range(len(args))]

@@ -37,7 +37,10 @@ Unit = tuple[str, int]
 
 @dataclasses.dataclass(frozen=True)
 class ShippedBackend:
-    """A backend as a worker rebuilds it: a shipped model, or an HTTP server's settings."""
+    """A backend as a worker rebuilds it: a shipped model, or an HTTP server's settings.
+
+    Example: ``ship_backend(LocalBackend(model), Path("/tmp/ship")).load()`` → a `LocalBackend`.
+    """
 
     model: ShippedModel | None = None
     seed: int = 0
@@ -51,7 +54,11 @@ class ShippedBackend:
 
 
 def ship_backend(backend: Backend, folder: Path) -> ShippedBackend:
-    """`backend` made rebuildable by workers (its model saved in `folder` if local)."""
+    """`backend` made rebuildable by workers (its model saved in `folder` if local).
+
+    Example: ``ship_backend(OpenAIBackend("http://127.0.0.1:8000", "my-model"), Path("x")).http``
+    → the settings a worker rebuilds it from.
+    """
     if type(backend) is LocalBackend:
         return ShippedBackend(model=ship_model(backend.model, folder), seed=backend.seed)
     if type(backend) is OpenAIBackend:
@@ -76,7 +83,13 @@ def ship_backend(backend: Backend, folder: Path) -> ShippedBackend:
 
 
 class RayUnits:
-    """A Ray session for one explain run: its backends shipped once, each phase a round of tasks."""
+    """A Ray session for one explain run: its backends shipped once, each phase a round of tasks.
+
+    Example::
+
+        with RayUnits(Path("runs/explain/.engine"), None, 2, 1, True) as ray_units:
+            rows = ray_units.explain(units, records, LocalBackend(model), ["llm"], 5, 5)
+    """
 
     def __init__(
         self, folder: Path, address: str | None, workers: int | None, threads: int, progress: bool

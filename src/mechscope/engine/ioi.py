@@ -35,7 +35,15 @@ def prompt_blocks_on_ray(
     threads: int,
     progress: bool,
 ) -> tuple[list[dict[str, Any]], int]:
-    """Every block's measures, in block order, and how many Ray tasks computed them."""
+    """Every block's measures, in block order, and how many Ray tasks computed them.
+
+    Example::
+
+        ds = ioi_dataset(model, 64)
+        sets = (ds, ds.corrupt("ABC"), ds.corrupt("S2_IO"))
+        parts, n = prompt_blocks_on_ray(model, sets, [(0, 32), (32, 64)], address=None,
+                                        workers=2, threads=1, progress=False)   # 2 dicts, n=2
+    """
     root = Path(tempfile.mkdtemp(prefix="mechscope-ioi-"))
     try:
         with ray_session(address, cpus=workers * threads if workers else None) as ray:

@@ -27,7 +27,10 @@ SHIPPED_FILE = "shipped.json"
 
 @dataclasses.dataclass(frozen=True)
 class ShippedModel:
-    """A model saved for workers: its folder, and what it is called in run records."""
+    """A model saved for workers: its folder, and what it is called in run records.
+
+    Example: ``ship_model(model, Path("/tmp/ship")).load()`` → the same weights, on the CPU.
+    """
 
     folder: str
     name: str
@@ -55,7 +58,10 @@ class ShippedModel:
 
 
 def ship_model(model: Model, folder: Path) -> ShippedModel:
-    """Save `model` once into `folder` for workers to load (see the module docstring)."""
+    """Save `model` once into `folder` for workers to load (see the module docstring).
+
+    Example: ``shipped = ship_model(model, Path("/tmp/ship"))``; a worker calls ``shipped.load()``.
+    """
     if getattr(model, "device_map", None):
         raise EngineError(
             "engine='ray' ships the model's weights to its workers; a model dispatched with "

@@ -52,7 +52,10 @@ PATTERN_AXES = ("batch", "head", "q_pos", "k_pos")
 
 
 def unit_kind(site: Site) -> tuple[str, str]:
-    """What one unit of `site` is and how its per-token value is read off the site's tensor."""
+    """What one unit of `site` is and how its per-token value is read off the site's tensor.
+
+    Example: ``unit_kind(model.table["blocks.5.mlp.post"])`` → ``("neuron", "value")``.
+    """
     axes = site.axes
     if len(axes) == 3 and axes[:2] == ("batch", "pos"):
         return ("neuron" if axes[2] == "d_mlp" else "dimension"), "value"
@@ -64,7 +67,11 @@ def unit_kind(site: Site) -> tuple[str, str]:
 
 
 def units_of(site: Site, x: Tensor) -> Float[Tensor, "batch pos unit"]:
-    """The site's tensor as [batch, pos, unit] (see `unit_kind`)."""
+    """The site's tensor as [batch, pos, unit] (see `unit_kind`).
+
+    Example: ``units_of(model.table["blocks.5.attn.z"], z)`` → [batch, pos, head], each
+    head's L2 norm.
+    """
     axes = site.axes
     if axes in HEAD_AXES:
         return torch.linalg.vector_norm(x.float(), dim=-1)
@@ -173,6 +180,11 @@ def harvest(
     or a local one) and merges them into the same run as the local engine's
     at `threads` threads (see `mechscope.engine.harvest_on_ray`). With the
     local engine, `threads` sets torch's threads for the run.
+
+    Example::
+
+        store = harvest(model, out="runs/harvest", sites="blocks.*.mlp.post", tokens=100_000)
+        store.unit("blocks.5.mlp.post", 17).top[0].max_act
     """
     from ..engine import check_engine, torch_threads
 
@@ -197,7 +209,11 @@ def harvest(
 
 
 def check_args(k: int, n_random: int, window: int, batch_size: int, tokens: int) -> None:
-    """Raise InputError unless the harvest's sizes make sense."""
+    """Raise InputError unless the harvest's sizes make sense.
+
+    Example: ``check_args(k=20, n_random=10, window=64, batch_size=32, tokens=1_000_000)``
+    passes; ``tokens=10`` (fewer than one window) raises.
+    """
     if k < 1 or n_random < 0 or window < 2 or batch_size < 1 or tokens < window:
         raise InputError(
             "harvest needs k ≥ 1, n_random ≥ 0, window ≥ 2, batch_size ≥ 1 and tokens ≥ window; "
@@ -232,6 +248,13 @@ def harvest_folder(
     `report` is called with the tokens done after each batch (an engine's
     progress); ``tables=False`` keeps only the state and tokens, for shards
     that are merged afterwards.
+
+    Example::
+
+        folder = harvest_folder(model, "default", out="runs/h0", sites="blocks.*.mlp.post",
+            tokens=65_536, window=64, k=20, n_random=10, batch_size=32, shard=(0, 2), hist_every=8,
+            checkpoint_seconds=120.0, checkpoint_batches=None, resume=True, progress=False,
+            keep_state=True, features=None)    # Path("runs/h0")
     """
     check_args(k, n_random, window, batch_size, tokens)
     corpus = open_corpus(corpus) if isinstance(corpus, (str, Path)) else corpus
@@ -345,7 +368,11 @@ def _load_checkpoint(
 def save_state(
     folder: Path, names: Sequence[str], accs: dict[str, UnitAccumulator], done: int
 ) -> None:
-    """Write all accumulators and the windows-done count in one file, atomically."""
+    """Write all accumulators and the windows-done count in one file, atomically.
+
+    Example: ``save_state(Path("runs/h"), ["blocks.5.mlp.post"], accs, done=128)`` writes
+    ``runs/h/state.safetensors``.
+    """
     tensors: dict[str, Tensor] = {"windows_done": torch.tensor(done)}
     for i, name in enumerate(names):
         for key, v in accs[name].state_dict().items():
@@ -459,6 +486,12 @@ def merge_harvests(
     ``record_parts=False`` leaves the parts' folders out of config.json (an
     engine's temporary shards: the config is then the one-pass run's); `extra`
     goes into run.json.
+
+    Example::
+
+        for i in range(2):
+            harvest(model, out=f"runs/h{i}", tokens=100_000, shard=(i, 2))
+        store = merge_harvests(model, ["runs/h0", "runs/h1"], out="runs/h")
     """
     if not parts:
         raise InputError("merge_harvests needs at least one harvest run folder")

@@ -21,7 +21,10 @@ from ..results import Result, result
 
 @dataclass(frozen=True)
 class UnitStats:
-    """Statistics of one unit over every harvested token."""
+    """Statistics of one unit over every harvested token.
+
+    Example: ``store.stats("blocks.12.mlp.post", 345).frac_active`` → a share in [0, 1].
+    """
 
     site: str
     unit: int
@@ -34,7 +37,10 @@ class UnitStats:
 
 @dataclass(frozen=True)
 class Example:
-    """One window shown for a unit: its tokens and the unit's activation on each."""
+    """One window shown for a unit: its tokens and the unit's activation on each.
+
+    Example: ``ex = store.unit("blocks.12.mlp.post", 345).top[0]``; ``ex.tokens[ex.max_pos]``.
+    """
 
     kind: str  # "top" or "random"
     rank: int

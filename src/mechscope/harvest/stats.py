@@ -38,6 +38,8 @@ def hist_edges(lo: float = 1e-2, hi: float = 1e3, per_decade: int = 8) -> Tensor
 
     Bins are (-inf, -hi], …, (-lo, 0], (0, lo], …, (hi, inf): every scale of
     activation gets bins, and the positive count is exactly the active count.
+
+    Example: ``hist_edges()`` → 83 edges, ±1e-2 … ±1e3 at 8 per decade, and 0.
     """
     import math
 
@@ -47,7 +49,10 @@ def hist_edges(lo: float = 1e-2, hi: float = 1e3, per_decade: int = 8) -> Tensor
 
 
 def window_hash(windows: Int[Tensor, " w"], units: Int[Tensor, " u"], salt: int) -> Tensor:
-    """A deterministic pseudo-random int64 key per (window, unit) in [0, 2^62): the sample's order."""
+    """A deterministic pseudo-random int64 key per (window, unit) in [0, 2^62): the sample's order.
+
+    Example: ``window_hash(torch.arange(4), torch.arange(3), salt=0)`` → [4, 3] int64.
+    """
     x = windows.long()[:, None] * 0x9E3779B1 + units.long()[None, :] * 0x85EBCA77 + salt
     for shift, mult in ((16, 0x7FEB352D), (15, 0x846CA68B), (16, 0x2545F491)):
         x = (x ^ (x >> shift)) * mult
@@ -76,6 +81,12 @@ class UnitAccumulator:
     Shapes: top_vals [unit k] (window max, -inf while empty), top_windows
     [unit k] (-1 while empty), top_acts [unit k pos]; the same for the sample
     with `sample_keys` [unit s] (int64 hash, max while empty).
+
+    Example::
+
+        acc = UnitAccumulator.empty(8, k=5, window=16)
+        acc.update(torch.randn(2, 16, 8), torch.tensor([0, 1]))   # two windows, ids 0 and 1
+        acc.top_windows[0]    # e.g. tensor([1, 0, -1, -1, -1])
     """
 
     n_units: int

@@ -52,7 +52,10 @@ PEAK_FRACTION = 0.5  # a token is a unit's "hit" if it reaches this share of the
 
 @dataclass(frozen=True)
 class TokenHit:
-    """A unit whose top examples peak on a token: how often and how strongly."""
+    """A unit whose top examples peak on a token: how often and how strongly.
+
+    Example: ``hit = open_harvest("runs/harvest").search_token(" Paris")[0]``; ``hit.unit``.
+    """
 
     site: str
     unit: int
@@ -95,7 +98,11 @@ def _on_host(acc: UnitAccumulator) -> UnitAccumulator:
 def write_tables(
     folder: Path, model: Model, accs: dict[str, UnitAccumulator], config: dict[str, Any]
 ) -> dict[str, Any]:
-    """Write the four tables from finished accumulators; returns a summary for run.json."""
+    """Write the four tables from finished accumulators; returns a summary for run.json.
+
+    Example: ``write_tables(run.dir, model, accs, config)["units"]`` → the units written
+    (`config` is the harvest's config.json, with ``window`` and ``windows``).
+    """
     # the tables are written on the host: a device accumulator comes over once, here
     accs = {name: a if a.device.type == "cpu" else _on_host(a) for name, a in accs.items()}
     window = int(config["window"])
@@ -224,7 +231,13 @@ _UNIT_QUERY = re.compile(
 
 
 class HarvestStore:
-    """A finished harvest, queried with DuckDB (views ``units``, ``examples``, ``windows``, ``token_hits``)."""
+    """A finished harvest, queried with DuckDB (views ``units``, ``examples``, ``windows``, ``token_hits``).
+
+    Example::
+
+        store = HarvestStore("runs/harvest")
+        store.top_units("blocks.12.mlp.post", by="max", limit=5)   # [UnitStats, …]
+    """
 
     def __init__(self, path: str | Path) -> None:
         import duckdb
@@ -400,5 +413,8 @@ def _trim_hist(edges: list[float], counts: list[int]) -> tuple[list[float], list
 
 
 def open_harvest(path: str | Path) -> HarvestStore:
-    """Open a finished harvest run folder."""
+    """Open a finished harvest run folder.
+
+    Example: ``open_harvest("runs/harvest").n_units("blocks.12.mlp.post")`` → 1536.
+    """
     return HarvestStore(path)

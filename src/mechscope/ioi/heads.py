@@ -86,6 +86,8 @@ def repeated_random_tokens(
     """[n_prompts, 1 + 2·seq_len]: BOS, then seq_len random tokens, then the same again.
 
     Special tokens are never drawn. BOS is the tokenizer's BOS token, else its EOS.
+
+    Example: ``repeated_random_tokens(model, n_prompts=4, seq_len=10).shape`` → ``(4, 21)``.
     """
     if seq_len < 2 or n_prompts < 1:
         raise InputError(f"need seq_len >= 2 and n_prompts >= 1, got {seq_len}, {n_prompts}")
@@ -159,7 +161,10 @@ def duplicate_token_scores(
     interventions: Sequence[Intervention] = (),
     chunk_size: int = 32,
 ) -> HeadScores:
-    """Mean attention from each second-copy position i to i − seq_len (the earlier copy)."""
+    """Mean attention from each second-copy position i to i − seq_len (the earlier copy).
+
+    Example: ``duplicate_token_scores(model).top(3)`` → ``[(layer, head, score), …]``.
+    """
     return _offset_scores(
         model, n_prompts, seq_len, seed, seq_len, True, "duplicate_token", interventions, chunk_size
     )
@@ -174,7 +179,10 @@ def previous_token_scores(
     interventions: Sequence[Intervention] = (),
     chunk_size: int = 32,
 ) -> HeadScores:
-    """Mean attention from each position i ≥ 1 to i − 1, on the same repeated random tokens."""
+    """Mean attention from each position i ≥ 1 to i − 1, on the same repeated random tokens.
+
+    Example: ``previous_token_scores(model).top(3)`` → ``[(layer, head, score), …]``.
+    """
     return _offset_scores(
         model, n_prompts, seq_len, seed, 1, False, "previous_token", interventions, chunk_size
     )

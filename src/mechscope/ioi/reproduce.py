@@ -46,7 +46,14 @@ PROMPT_BLOCK = 32  # prompts per block of the prompt-level measures: the unit Ra
 
 
 def ioi_metric(ds: IOIDataset) -> Callable[[Tensor], Tensor]:
-    """logit(IO) − logit(S) at the last position, per row; rows are experiment-major copies of `ds`."""
+    """logit(IO) − logit(S) at the last position, per row; rows are experiment-major copies of `ds`.
+
+    Example::
+
+        ds = ioi_dataset(model, 16)
+        ioi_metric(ds)(model.run(ds.tokens).logits)  # [16]: logit(IO) − logit(S) per prompt
+        activation_patching(model, ds.tokens, ds.corrupt("ABC").tokens, ioi_metric(ds), "attn.z")
+    """
     n = len(ds.prompts)
 
     def metric(logits: Tensor) -> Tensor:
@@ -61,7 +68,10 @@ def ioi_metric(ds: IOIDataset) -> Callable[[Tensor], Tensor]:
 
 @dataclass(frozen=True)
 class IOIReport:
-    """What `reproduce` found; the full results are in the run folder `path`."""
+    """What `reproduce` found; the full results are in the run folder `path`.
+
+    Example: ``reproduce(model, "runs/ioi").summary["circuit"]["faithfulness"]`` → a float.
+    """
 
     path: Path
     summary: dict[str, Any]
@@ -83,6 +93,11 @@ class PromptMeasures:
     logit(S) [n]; ``dla`` is direct logit attribution along W_U[IO] − W_U[S]
     at END, ``copying`` and ``attention`` the heads' scores, all means over
     the prompts. ``engine`` records where the blocks ran.
+
+    Example::
+
+        m = prompt_measures(model, ds, ds.corrupt("ABC"), ds.corrupt("S2_IO"))
+        m.diffs["clean"].mean(), m.copying.top(3)
     """
 
     diffs: dict[str, Tensor]
@@ -137,7 +152,13 @@ def prompt_measures(
 def prompt_block(
     model: Model, sets: tuple[IOIDataset, IOIDataset, IOIDataset], lo: int, hi: int
 ) -> dict[str, Any]:
-    """Prompts ``lo … hi`` of the clean, ABC and S2_IO sets: their measures, as block means."""
+    """Prompts ``lo … hi`` of the clean, ABC and S2_IO sets: their measures, as block means.
+
+    Example::
+
+        sets = (ds, ds.corrupt("ABC"), ds.corrupt("S2_IO"))  # ds = ioi_dataset(model, 100)
+        prompt_block(model, sets, 0, 32)["diffs"]["clean"]  # [32] logit differences
+    """
     ds, abc, swap = (_rows(d, lo, hi) for d in sets)
     with torch.no_grad():
         diffs = {
@@ -215,6 +236,8 @@ def reproduce(
     Ray tasks, see `prompt_measures`); `sweep_prompts` (a subset) every
     patching experiment on heads, paths and the circuit; `resid_prompts` (one
     template, so positions line up) the residual-stream sweeps by layer × position.
+
+    Example: ``reproduce(model, "runs/ioi", n_prompts=100)`` → ``IOIReport(smollm2-135m: …)``.
     """
     from ..engine import check_engine
 

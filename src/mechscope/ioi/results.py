@@ -56,6 +56,9 @@ def top_heads(scores: Any, k: int, largest: bool = True) -> list[tuple[int, int,
     """The k highest (or lowest) entries of a [layer, head] array as (layer, head, score).
 
     Ties go in (layer, head) order; NaN comes last.
+
+    Example: ``top_heads(np.array([[0.25, 0.75], [0.5, 0.0]]), 2)``
+    → ``[(0, 1, 0.75), (1, 0, 0.5)]``.
     """
     values = as_numpy(scores)
     n_heads, flat = values.shape[1], values.ravel().astype(np.float64)
@@ -216,6 +219,8 @@ class IOIAttentionScores(Result):
     """Mean attention from END to the IO, S1 and S2 tokens, each [n_layers, n_heads].
 
     Indexes like a dict: ``scores["IO"]``, ``scores["S2"]``.
+
+    Example: ``ioi_attention_scores(model, ds)["S2"].shape`` → [n_layers, n_heads].
     """
 
     format = "mechscope.ioi_attention/1"

@@ -23,7 +23,10 @@ LogitsFn = Callable[[Tensor], Tensor]  # observations [batch 3 grid grid] -> log
 
 
 def decision_squares(mazes: Mazes) -> Int[Tensor, "batch 2"]:
-    """Where the paths start → cheese and start → corner part (-1 where they do not)."""
+    """Where the paths start → cheese and start → corner part (-1 where they do not).
+
+    Example: ``decision_squares(generate(100, region=None))`` → [100 2], (row, col) or (-1, -1).
+    """
     start, cheese, corner = mazes.start, mazes.cheese, mazes.corner
     d_start = mazes.distances(start)
     d_cheese = mazes.distances(cheese)
@@ -42,7 +45,10 @@ def decision_squares(mazes: Mazes) -> Int[Tensor, "batch 2"]:
 def toward(
     mazes: Mazes, squares: Int[Tensor, "batch 2"], target: Int[Tensor, "batch 2"]
 ) -> Int[Tensor, " batch"]:
-    """The action that steps from each square along the shortest path to `target`."""
+    """The action that steps from each square along the shortest path to `target`.
+
+    Example: ``toward(mazes, mazes.start, mazes.cheese)`` → [batch], indices into `ACTIONS`.
+    """
     moves = best_actions(mazes.distances(target))
     return moves[torch.arange(len(mazes)), squares[:, 0], squares[:, 1]]
 
@@ -50,12 +56,19 @@ def toward(
 def action_probs(
     logits_of: LogitsFn, mazes: Mazes, mouse: Int[Tensor, "batch 2"]
 ) -> Float[Tensor, "batch 4"]:
+    """The policy's action probabilities (on the CPU) with the mouse at `mouse` in each maze.
+
+    Example: ``action_probs(plain(model), mazes, mazes.start)`` → [batch 4], in `ACTIONS` order.
+    """
     with torch.no_grad():
         return logits_of(mazes.observe(mouse)).float().softmax(-1).cpu()
 
 
 def vector_field(logits_of: LogitsFn, maze: Mazes) -> VectorField:
-    """The policy's action distribution on every open square of `maze` (one maze, batch 1)."""
+    """The policy's action distribution on every open square of `maze` (one maze, batch 1).
+
+    Example: ``vector_field(plain(model), mazes[0]).probs`` → [grid grid 4], zero on walls.
+    """
     if len(maze) != 1:
         raise ValueError("vector_field takes one maze (index a batch with mazes[i])")
     squares = maze.open[0].nonzero()  # [square 2]
@@ -69,7 +82,10 @@ def vector_field(logits_of: LogitsFn, maze: Mazes) -> VectorField:
 def behaviour(
     logits_of: LogitsFn, mazes: Mazes, *, steps: int = 250, seed: int = 0, progress: bool = False
 ) -> Behaviour:
-    """Roll the mouse out in every maze and measure where it goes (see `Behaviour`)."""
+    """Roll the mouse out in every maze and measure where it goes (see `Behaviour`).
+
+    Example: ``behaviour(plain(model), generate(500, region=None)).reached_cheese`` → [500].
+    """
     path = rollout(mazes, logits_of, steps=steps, seed=seed, progress=progress)  # [batch t 2]
     at_cheese = (path == mazes.cheese[:, None]).all(-1)
     at_corner = (path == mazes.corner[:, None]).all(-1)

@@ -58,7 +58,10 @@ def _perfect_maze(size: int, rng: np.random.Generator) -> np.ndarray:
 
 
 def best_actions(dist: Int[Tensor, "batch grid grid"]) -> Int[Tensor, "batch grid grid"]:
-    """The first step of a shortest path to the target from every square (its `distances`)."""
+    """The first step of a shortest path to the target from every square (its `distances`).
+
+    Example: ``best_actions(mazes.distances(mazes.cheese))`` → [batch grid grid], into `ACTIONS`.
+    """
     padded = torch.nn.functional.pad(dist, (1, 1, 1, 1), value=UNREACHABLE)
     near = torch.stack(
         [padded[:, :-2, 1:-1], padded[:, 2:, 1:-1], padded[:, 1:-1, :-2], padded[:, 1:-1, 2:]], 1
@@ -71,7 +74,13 @@ def on_shortest_path(
     d_to: Int[Tensor, "batch grid grid"],
     to: Int[Tensor, "batch 2"],
 ) -> Bool[Tensor, "batch grid grid"]:
-    """Squares on the shortest path between two squares, from their `distances` maps (`to` the end)."""
+    """Squares on the shortest path between two squares, from their `distances` maps (`to` the end).
+
+    Example::
+
+        d_start, d_cheese = mazes.distances(mazes.start), mazes.distances(mazes.cheese)
+        on_shortest_path(d_start, d_cheese, mazes.cheese)     # [batch grid grid] bool
+    """
     length = d_from[torch.arange(len(to)), to[:, 0], to[:, 1]]
     return d_from + d_to == length[:, None, None]
 
@@ -79,7 +88,10 @@ def on_shortest_path(
 def random_squares(
     mask: Bool[Tensor, "batch grid grid"], generator: torch.Generator
 ) -> Int[Tensor, "batch 2"]:
-    """One square drawn uniformly from each row's `mask` (which must not be empty)."""
+    """One square drawn uniformly from each row's `mask` (which must not be empty).
+
+    Example: ``random_squares(mazes.open, torch.Generator().manual_seed(0))`` → [batch 2].
+    """
     if not mask.flatten(1).any(1).all():
         raise InputError("no square to choose from in some maze")
     scores = torch.rand(mask.shape, generator=generator).masked_fill(~mask, -1.0)
@@ -138,6 +150,8 @@ def rollout(
     `policy` maps observations [batch 3 grid grid] to action logits [batch 4]:
     a `MazePolicy`, or a function running one with interventions. A mouse
     that reaches the cheese stays there; the rollout ends when all have.
+
+    Example: ``rollout(generate(8), MazePolicy(), greedy=True)`` → [8 t 2], (row, col) per step.
     """
     g = torch.Generator().manual_seed(seed)
     mouse = (mazes.start if start is None else start).clone()

@@ -28,7 +28,10 @@ def maze_image(
     mazes: Mazes, i: int = 0, *, mouse: Sequence[int] | None = None, trail: Tensor | None = None,
     scale: int = 16, crop: bool = True,
 ) -> np.ndarray:  # fmt: skip
-    """An RGB picture [h w 3] (uint8) of maze `i`: walls, the cheese, the mouse and its trail."""
+    """An RGB picture [h w 3] (uint8) of maze `i`: walls, the cheese, the mouse and its trail.
+
+    Example: ``Image.fromarray(maze_image(mazes, 0, mouse=mazes.start[0].tolist())).save("m.png")``.
+    """
     grid = mazes.open[i].numpy()
     img = np.where(grid[..., None], np.array(OPEN), np.array(WALL)).astype(np.uint8)
     if trail is not None:
@@ -46,7 +49,10 @@ def maze_image(
 
 
 def save_render(mazes: Mazes, path: str | Path, *, columns: int = 4, scale: int = 12) -> Path:
-    """A PNG sheet of the first mazes of a batch, padded views side by side."""
+    """A PNG sheet of the first mazes of a batch, padded views side by side.
+
+    Example: ``save_render(generate(8), "figures/mazes")`` → ``Path("figures/mazes.png")``.
+    """
     from PIL import Image
 
     n = min(len(mazes), columns * 2)
@@ -70,7 +76,10 @@ def save_rollout_gif(
     mazes: Mazes, paths: Int[Tensor, "batch steps 2"], path: str | Path, *, count: int = 4, scale: int = 12,
     ms_per_frame: int = 120,
 ) -> Path:  # fmt: skip
-    """An animated GIF of the first `count` rollouts side by side (the mouse and its trail)."""
+    """An animated GIF of the first `count` rollouts side by side (the mouse and its trail).
+
+    Example: ``save_rollout_gif(mazes, rollout(mazes, policy), "figures/rollouts")`` → the .gif.
+    """
     from PIL import Image
 
     count = min(count, len(mazes))

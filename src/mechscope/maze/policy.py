@@ -27,7 +27,10 @@ from .env import ACTIONS, CHANNELS, GRID
 
 @dataclass(frozen=True)
 class PolicyConfig:
-    """Shape of the policy; saved beside its weights."""
+    """Shape of the policy; saved beside its weights.
+
+    Example: ``MazePolicy(PolicyConfig(channels=(8, 16, 16), hidden=64))``.
+    """
 
     channels: tuple[int, ...] = (16, 32, 32)
     pool: tuple[bool, ...] = (True, False, True)
@@ -36,7 +39,10 @@ class PolicyConfig:
 
 
 class Residual(nn.Module):
-    """x + conv1(relu(conv0(relu(x)))): its output is the residual stream ("resadd_out")."""
+    """x + conv1(relu(conv0(relu(x)))): its output is the residual stream ("resadd_out").
+
+    Example: ``Residual(32)(torch.rand(1, 32, 8, 8))`` → [1 32 8 8].
+    """
 
     def __init__(self, channels: int) -> None:
         super().__init__()
@@ -48,7 +54,10 @@ class Residual(nn.Module):
 
 
 class Block(nn.Module):
-    """conv → (max-pool) → two residual units."""
+    """conv → (max-pool) → two residual units.
+
+    Example: ``Block(3, 16, pool=True)(torch.rand(1, 3, 15, 15))`` → [1 16 8 8].
+    """
 
     def __init__(self, c_in: int, c_out: int, pool: bool) -> None:
         super().__init__()
@@ -62,7 +71,13 @@ class Block(nn.Module):
 
 
 class MazePolicy(nn.Module):
-    """Observation [batch 3 grid grid] → action logits [batch 4] (up, down, left, right)."""
+    """Observation [batch 3 grid grid] → action logits [batch 4] (up, down, left, right).
+
+    Example::
+
+        policy, mazes = MazePolicy(), generate(4)
+        policy(mazes.observe(mazes.start))        # [4 4] logits: up, down, left, right
+    """
 
     def __init__(self, config: PolicyConfig | None = None) -> None:
         super().__init__()

@@ -63,6 +63,8 @@ class MazeResult(Result):
 
     Those files carry ``{"kind": class name, "fields": JSON of the other
     fields}`` in their metadata and each tensor field under its name.
+
+    Example: ``Behaviour.load("runs/maze-eval/behaviour.safetensors")`` (an old layout file too).
     """
 
     @classmethod

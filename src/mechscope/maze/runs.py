@@ -56,7 +56,13 @@ RETARGET_SITE = "block1.res2"
 
 
 def policy_model(policy: MazePolicy | str | Path, device: str | torch.device = "cpu") -> Model:
-    """A maze policy (or the folder/file it was saved in) as a mechscope `Model` on `device`."""
+    """A maze policy (or the folder/file it was saved in) as a mechscope `Model` on `device`.
+
+    Example::
+
+        model = policy_model("runs/maze-train")
+        model.run(mazes.observe(mazes.start), save=["block2.res1"]).cache["block2.res1"]
+    """
     source = None
     if not isinstance(policy, MazePolicy):
         source = str(policy)
@@ -69,7 +75,10 @@ def train_run(
     seed: int = 0, eval_every: int = 500, n_eval: int = 500, progress: bool = True,
     device: str | torch.device = "cpu",
 ) -> MazePolicy:  # fmt: skip
-    """Train a maze policy by imitation into the run folder `out` (see the module docstring)."""
+    """Train a maze policy by imitation into the run folder `out` (see the module docstring).
+
+    Example: ``policy = train_run("runs/maze-train", steps=2000)``.
+    """
     config = {"steps": steps, "batch": batch, "region": region, "n_mazes": n_mazes, "seed": seed,
               "eval_every": eval_every, "n_eval": n_eval, "method": "imitation of shortest paths"}  # fmt: skip
     with new_run("maze-train", out, config) as run:
@@ -126,7 +135,10 @@ def eval_run(
     policy: MazePolicy | str | Path, out: str | Path, *, n: int = 1000, seed: int = 1, region: int = 5,
     steps: int = 250, progress: bool = True, device: str | torch.device = "cpu",
 ) -> Behaviour:  # fmt: skip
-    """Behaviour in `n` training-distribution and `n` deployment mazes into the run folder `out`."""
+    """Behaviour in `n` training-distribution and `n` deployment mazes into the run folder `out`.
+
+    Example: ``eval_run("runs/maze-train", "runs/maze-eval", n=500).reached_cheese.float().mean()``.
+    """
     if n < 10:
         raise InputError(f"evaluate on at least 10 mazes, got {n}")
     model = policy_model(policy, device)
@@ -197,6 +209,8 @@ def steer_run(
 
     The retargeting edit (how many channels, how strong) is chosen on 60
     calibration mazes, then measured on `n` fresh cheese-free mazes.
+
+    Example: ``steer_run("runs/maze-train", "runs/maze-steer", n=100)["p_cheese_after"]``.
     """
     if n < 10:
         raise InputError(f"steer over at least 10 mazes, got {n}")

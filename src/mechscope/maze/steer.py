@@ -39,7 +39,10 @@ SITE = "block2.res1"
 def activations(
     model: Model, mazes: Mazes, site: str = SITE, mouse: Int[Tensor, "batch 2"] | None = None
 ) -> Float[Tensor, "batch channel h w"]:
-    """The activation at `site` with the mouse at `mouse` (default: the start)."""
+    """The activation at `site` with the mouse at `mouse` (default: the start).
+
+    Example: ``activations(model, mazes)`` → [batch 32 8 8] at ``block2.res1``.
+    """
     obs = mazes.observe(mazes.start if mouse is None else mouse)
     with torch.no_grad():
         _, cache = model.run(obs, save=[site], interventions=[ms.stop(site)])
@@ -49,7 +52,10 @@ def activations(
 def cheese_vectors(
     model: Model, mazes: Mazes, site: str = SITE
 ) -> Float[Tensor, "batch channel h w"]:
-    """Per maze: activation with its cheese minus without (mouse at the start)."""
+    """Per maze: activation with its cheese minus without (mouse at the start).
+
+    Example: ``cheese_vectors(model, mazes)`` → [batch 32 8 8], one vector per maze.
+    """
     return activations(model, mazes, site) - activations(model, mazes.without_cheese(), site)
 
 
@@ -61,7 +67,10 @@ def control_vectors(
     *,
     seed: int = 0,
 ) -> Float[Tensor, "batch channel h w"]:
-    """Per maze: act(maze j) − act(maze k) for two other cheese-free mazes, at `like`'s norm."""
+    """Per maze: act(maze j) − act(maze k) for two other cheese-free mazes, at `like`'s norm.
+
+    Example: ``control_vectors(model, mazes, cheese_vectors(model, mazes))`` → [batch 32 8 8].
+    """
     n = len(mazes)
     if n < 3:
         raise InputError("control vectors need at least three mazes")
@@ -76,7 +85,10 @@ def control_vectors(
 
 
 def steered(model: Model, site: str, vectors: Tensor, coeff: float) -> LogitsFn:
-    """Logits with ``coeff · vectors`` added at `site` (one vector per row, or one for all)."""
+    """Logits with ``coeff · vectors`` added at `site` (one vector per row, or one for all).
+
+    Example: ``rollout(mazes, steered(model, "block2.res1", cheese_vectors(model, mazes), -1.0))``.
+    """
 
     if vectors.ndim != 4:
         raise InputError(
@@ -93,7 +105,10 @@ def steered(model: Model, site: str, vectors: Tensor, coeff: float) -> LogitsFn:
 
 
 def plain(model: Model) -> LogitsFn:
-    """The policy's logits, through the model's hooks (no interventions)."""
+    """The policy's logits, through the model's hooks (no interventions).
+
+    Example: ``behaviour(plain(model), mazes)``.
+    """
 
     def logits_of(obs: Tensor) -> Tensor:
         return model.run(obs).logits
@@ -105,7 +120,10 @@ def decision_effects(
     model: Model, mazes: Mazes, vectors: Float[Tensor, "batch channel h w"], coeffs: Sequence[float],
     site: str = SITE,
 ) -> list[DecisionEffect]:  # fmt: skip
-    """`decision_effect` for each of `coeffs` (decision squares and the unsteered run done once)."""
+    """`decision_effect` for each of `coeffs` (decision squares and the unsteered run done once).
+
+    Example: ``[e.change for e in decision_effects(model, mazes, vectors, [-0.5, -1.0])]``.
+    """
     dec = decision_squares(mazes)
     if (dec[:, 0] < 0).any():
         raise InputError("every maze needs a decision square (filter with decision_squares first)")
@@ -124,7 +142,10 @@ def decision_effect(
     model: Model, mazes: Mazes, vectors: Float[Tensor, "batch channel h w"], coeff: float = -1.0,
     site: str = SITE,
 ) -> DecisionEffect:  # fmt: skip
-    """Add ``coeff · vectors[i]`` at `site` with the mouse on maze i's decision square."""
+    """Add ``coeff · vectors[i]`` at `site` with the mouse on maze i's decision square.
+
+    Example: ``decision_effect(model, mazes, cheese_vectors(model, mazes)).after`` → [batch].
+    """
     return decision_effects(model, mazes, vectors, [coeff], site)[0]
 
 
@@ -133,6 +154,8 @@ def cell_of(squares: Int[Tensor, "batch 2"], side: int) -> Int[Tensor, "batch 2"
 
     On the 8 × 8 maps (one 3 × 3 stride-2 pooling) cell i is centred on square
     2i, so maze cells (even squares) map exactly; other sides scale.
+
+    Example: ``cell_of(torch.tensor([[4, 10]]), 8)`` → ``tensor([[2, 5]])``.
     """
     return (
         (squares * side // GRID).clamp(0, side - 1)
@@ -146,6 +169,8 @@ def cheese_channels(model: Model, mazes: Mazes, site: str = SITE) -> CheeseChann
 
     The map is taken relative to the same maze without cheese (with − without),
     so that the maze's walls, which vary far more, do not drown the cheese.
+
+    Example: ``cheese_channels(model, generate(2000, region=None), "block1.res2").top(8)``.
     """
     with_cheese = activations(model, mazes, site)  # [batch channel h w]
     delta = with_cheese - activations(model, mazes.without_cheese(), site)
@@ -170,7 +195,10 @@ def cheese_channels(model: Model, mazes: Mazes, site: str = SITE) -> CheeseChann
 def retarget_edit(
     channels: CheeseChannels, picks: Sequence[int], target: Int[Tensor, "batch 2"], strength: float = 1.0
 ) -> Float[Tensor, "batch channel h w"]:  # fmt: skip
-    """What to add at the site to put a synthetic cheese at each `target` square in `picks`."""
+    """What to add at the site to put a synthetic cheese at each `target` square in `picks`.
+
+    Example: ``retarget_edit(channels, channels.top(6), torch.tensor([[4, 10]]))`` → [1 c h w].
+    """
     n, side = target.shape[0], channels.side
     c = channels.template.shape[0]
     edit = torch.zeros(n, c, side + 4, side + 4)
@@ -193,6 +221,8 @@ def retarget(
 
     Targets default to random open squares of each maze's cells (even squares)
     other than the start and the top-right corner.
+
+    Example: ``retarget(model, mazes, channels, channels.top(6), strength=2.0).rate``.
     """
     free = mazes.without_cheese()
     if target is None:
@@ -219,6 +249,8 @@ def cheese_blind(model: Model, site: str | None = None, edit: Tensor | None = No
 
     Retargeting marks its goal as "cheese" so that rollouts stop there; the
     policy must not see it.
+
+    Example: ``rollout(mazes, cheese_blind(model))`` (the mouse no longer sees the cheese).
     """
     ivs = [] if edit is None or site is None else [ms.add(site, edit.to(model.device))]
 

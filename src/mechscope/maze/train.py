@@ -27,7 +27,10 @@ from .policy import MazePolicy, PolicyConfig
 
 @dataclass
 class TrainingCurve:
-    """Loss and action accuracy per logged step, and cheese reached in held-out mazes."""
+    """Loss and action accuracy per logged step, and cheese reached in held-out mazes.
+
+    Example: ``policy, curve = train_policy(steps=1000)``; ``curve.reach[-1]``.
+    """
 
     step: list[int] = field(default_factory=list)
     loss: list[float] = field(default_factory=list)
@@ -46,6 +49,8 @@ def reach_rate(
     """Fraction of `mazes` whose cheese the mouse reaches from the start (sampled actions).
 
     `policy` is a `MazePolicy` or any function from observations to action logits.
+
+    Example: ``reach_rate(policy, generate(200, seed=5))`` → a fraction in [0, 1].
     """
     path = rollout(mazes, policy, steps=steps, seed=seed)
     return float((path[:, -1] == mazes.cheese).all(1).float().mean())

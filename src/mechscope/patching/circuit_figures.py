@@ -99,7 +99,13 @@ class _Layout:
 def draw(
     circuit: Circuit, path: Path, labels: dict[str, str], title: str | None
 ) -> dict[str, Path]:
-    """Write `circuit` as ``path``.png/.svg and .html; `labels` give nodes a class (see `Circuit.draw`)."""
+    """Write `circuit` as ``path``.png/.svg and .html; `labels` give nodes a class (see `Circuit.draw`).
+
+    Example::
+
+        draw(circuit, Path("runs/ioi/figures/circuit"), {"a23.0": "name_mover"}, None)
+        # {"png": …/circuit.png, "svg": …/circuit.svg, "html": …/circuit.html}
+    """
     layout = _Layout.of(circuit, labels)
     title = title or circuit.summary()
     stem = path.with_suffix("")

@@ -123,6 +123,9 @@ class AttributionPatching(Result):
     head, pos], ``mlps`` [layer], ``neurons`` [layer, d_mlp], ``resid``
     [layer, pos] (``resid_pre``). ``clean_metric`` and ``corrupted_metric``
     are the two runs' metrics used to normalise.
+
+    Example: ``attribution_patching(model, clean, corrupted, metric).heads.shape``
+    → [n_layers, n_heads].
     """
 
     format = "mechscope.attribution_patching/1"

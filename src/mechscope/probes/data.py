@@ -34,7 +34,10 @@ SENTIMENT_QUESTION = (
 
 @dataclass(frozen=True)
 class ContrastPair:
-    """A statement with a known truth value, to be answered `positive` and `negative`."""
+    """A statement with a known truth value, to be answered `positive` and `negative`.
+
+    Example: ``ContrastPair("Paris is in France.", True)`` (answered "Yes" and "No").
+    """
 
     statement: str
     label: bool  # True: the statement is true
@@ -61,6 +64,9 @@ def geography_pairs(
     object of the same relation. With `known_by`, only facts that model
     completes correctly are used (a model cannot know the truth of a fact
     it does not know).
+
+    Example: ``geography_pairs(("country_capital",), limit=100)`` → 100 `ContrastPair`s, about
+    half of them true.
     """
     from ..tracing.facts import geography_facts, known_facts
 
@@ -108,6 +114,8 @@ def sentiment_pairs(
     tweet. Only labels given with at least `min_confidence` agreement, tweets
     of 20 to 200 characters after links are removed, no retweets, no
     duplicates; as many negative tweets as positive ones, shuffled with `seed`.
+
+    Example: ``sentiment_pairs(limit=200)`` → 100 positive and 100 negative tweets, shuffled.
     """
     import csv
 
@@ -143,7 +151,11 @@ def sentiment_pairs(
 
 def load_pairs(path: str | Path) -> list[ContrastPair]:
     """Pairs from JSON: a list of {"statement", "label" (true/false), "positive"?, "negative"?,
-    "question"? (a template with one {} where the statement goes)}."""
+    "question"? (a template with one {} where the statement goes)}.
+
+    Example: ``load_pairs("pairs.json")``, the file holding
+    ``[{"statement": "Paris is in France.", "label": true}]``.
+    """
     rows = read_json_list(path, "contrast-pair", "pairs", non_empty=True)
     pairs = []
     for i, row in enumerate(rows):
@@ -174,6 +186,11 @@ def question_head(model: Model, pair: ContrastPair, *, chat: bool | None = None)
 
     In the model's chat template (when it has one and `chat` is not False)
     the answer opens the assistant's turn; otherwise it follows "Answer:".
+
+    Example::
+
+        question_head(model, ContrastPair("Paris is in France.", True), chat=False)
+        # ("Is the following statement true or false? … Answer Yes or No. … Answer:", " ")
     """
     question = pair.question.replace("{}", pair.statement, 1)
     template = getattr(model.tokenizer, "chat_template", None)
@@ -188,6 +205,10 @@ def question_head(model: Model, pair: ContrastPair, *, chat: bool | None = None)
 
 
 def pair_texts(model: Model, pair: ContrastPair, *, chat: bool | None = None) -> tuple[str, str]:
-    """(x+, x−): the question answered both ways (see `question_head`)."""
+    """(x+, x−): the question answered both ways (see `question_head`).
+
+    Example: ``pair_texts(model, ContrastPair("Paris is in France.", True), chat=False)``
+    → two texts, the question followed by "Answer: Yes" and by "Answer: No".
+    """
     head, sep = question_head(model, pair, chat=chat)
     return head + sep + pair.positive, head + sep + pair.negative

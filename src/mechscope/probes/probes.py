@@ -56,7 +56,10 @@ def hidden_states(
     chat: bool | None = None,
     progress: bool = True,
 ) -> tuple[Float[Tensor, "n layer d"], Float[Tensor, "n layer d"]]:
-    """φ(x+) and φ(x−): ``blocks.L.resid_post`` at the last token, for every layer L (float32, CPU)."""
+    """φ(x+) and φ(x−): ``blocks.L.resid_post`` at the last token, for every layer L (float32, CPU).
+
+    Example: ``pos, neg = hidden_states(model, pairs)`` → two [n_pairs, n_layers, d_model] tensors.
+    """
     if model.dims is None:
         raise InputError("probes need a transformer language model")
     if not pairs:
@@ -78,12 +81,22 @@ def hidden_states(
 
 
 def normalise(x: Float[Tensor, "n ... d"]) -> Float[Tensor, "n ... d"]:
-    """Each feature centred and scaled over the data set (axis 0)."""
+    """Each feature centred and scaled over the data set (axis 0).
+
+    Example: ``normalise(pos)`` → the same shape, each feature of mean 0 and std 1 over the pairs.
+    """
     return (x - x.mean(0)) / (x.std(0) + 1e-6)
 
 
 class CCSProbe(torch.nn.Module):
-    """Contrast-consistent search: a linear probe trained without labels."""
+    """Contrast-consistent search: a linear probe trained without labels.
+
+    Example::
+
+        p, n = normalise(pos[:, 16]), normalise(neg[:, 16])  # pos, neg from hidden_states
+        probe, loss = CCSProbe.fit(p, n)
+        probe.credence(p, n)  # [n] P(true); its sign is arbitrary until `orient`
+    """
 
     def __init__(self, d: int) -> None:
         super().__init__()
@@ -160,7 +173,11 @@ class CCSProbe(torch.nn.Module):
 def logistic_probe(
     pos: Tensor, neg: Tensor, labels: Tensor, *, epochs: int = 500, weight_decay: float = 1e-2
 ) -> LinearDirection:
-    """Supervised logistic regression on φ(x+) − φ(x−) (full-batch L-BFGS-free Adam)."""
+    """Supervised logistic regression on φ(x+) − φ(x−) (full-batch L-BFGS-free Adam).
+
+    Example: ``logistic_probe(p, n, labels).predict(p, n)`` → [n] booleans (p, n: normalised
+    states [n, d]; labels: [n] booleans).
+    """
     x, y = pos - neg, labels.float()
     w = torch.zeros(x.shape[-1], requires_grad=True)
     b = torch.zeros((), requires_grad=True)
@@ -176,7 +193,10 @@ def logistic_probe(
 
 
 def mean_diff_probe(pos: Tensor, neg: Tensor, labels: Tensor) -> LinearDirection:
-    """The difference of the class means of φ(x+) − φ(x−), thresholded halfway between them."""
+    """The difference of the class means of φ(x+) − φ(x−), thresholded halfway between them.
+
+    Example: ``mean_diff_probe(p, n, labels).predict(p, n)`` → [n] booleans.
+    """
     x, y = pos - neg, labels.bool()
     if y.all() or not y.any():
         raise InputError("difference of means needs both true and false pairs")
@@ -194,7 +214,10 @@ def zero_shot_logodds(
     batch_size: int = 16,
     progress: bool = True,
 ) -> Float[Tensor, " n"]:
-    """log P(positive) − log P(negative) of the first answer token after each question."""
+    """log P(positive) − log P(negative) of the first answer token after each question.
+
+    Example: ``zero_shot_logodds(model, pairs[:8])`` → [8] log-odds (> 0: the positive answer).
+    """
     out = []
     for i in tqdm(range(0, len(pairs), batch_size), desc="zero-shot", disable=not progress):
         chunk = pairs[i : i + batch_size]
@@ -224,6 +247,8 @@ def zero_shot(
     `calibrated` thresholds the log-odds at their median over `pairs`
     instead of 0 (no labels used): a model that leans to one answer is then
     judged on its ranking, as an unsupervised baseline should be.
+
+    Example: ``Accuracy.of(zero_shot(model, pairs), torch.tensor([p.label for p in pairs]))``.
     """
     logodds = zero_shot_logodds(model, pairs, chat=chat, progress=progress)
     return logodds > (logodds.median() if calibrated else 0)

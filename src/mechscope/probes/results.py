@@ -57,7 +57,11 @@ def _ci(correct: int, n: int, z: float = 1.96) -> tuple[float, float]:
 
 @dataclass(frozen=True)
 class Accuracy:
-    """An accuracy on `n` held-out pairs with its 95% Wilson interval."""
+    """An accuracy on `n` held-out pairs with its 95% Wilson interval.
+
+    Example: ``Accuracy.of([True, False, True, True], [True] * 4)``
+    → ``0.750 [0.301, 0.954] (n=4)``.
+    """
 
     value: float
     n: int
@@ -88,7 +92,13 @@ class Accuracy:
 
 @dataclass(frozen=True)
 class Normaliser:
-    """Per-side feature means and a shared scale, fitted on training states (Burns et al.)."""
+    """Per-side feature means and a shared scale, fitted on training states (Burns et al.).
+
+    Example::
+
+        norm = Normaliser.fit(pos[:300, 16], neg[:300, 16])  # the training pairs at layer 16
+        p, n = norm(pos[:, 16], neg[:, 16])
+    """
 
     mean_pos: Float[Array, " d"]
     mean_neg: Float[Array, " d"]

@@ -34,7 +34,12 @@ def probe_run(
     seed: int = 0,
     progress: bool = True,
 ) -> ProbeResults:
-    """Probe every layer (`probe_layers`) and write the run folder `out`."""
+    """Probe every layer (`probe_layers`) and write the run folder `out`.
+
+    Example::
+
+        probe_run(model, sentiment_pairs(limit=1000), "runs/probe-sentiment", dataset="sentiment")
+    """
     config: dict[str, Any] = {
         "model": model_record(model), "dataset": dataset, "n_pairs": len(pairs), "test": test,
         "layers": list(layers) if layers is not None else None, "restarts": restarts,

@@ -53,6 +53,11 @@ def probe_layers(
     fitted probes are kept (``results.directions``; CCS oriented with the
     training labels, for use as directions only: its accuracy is reported
     sign-free). `states` reuses hidden states read before (`hidden_states`).
+
+    Example::
+
+        res = probe_layers(model, sentiment_pairs(limit=600), test=200, layers=[8, 16])
+        res.best("logistic")  # (layer, Accuracy)
     """
     if not 0 < test < len(pairs):
         raise InputError(f"test must be between 1 and {len(pairs) - 1} pairs, got {test}")

@@ -51,6 +51,9 @@ def stream_activations(
 
     `tokens` bounds the corpus tokens read (None: the whole corpus); windows
     start at `start_window`, so a held-out range can follow the training one.
+
+    Example: ``next(stream_activations(model, "blocks.15.resid_post", tokens=4096))`` → [n, 576],
+    n a little under 32 × 64 (boundary tokens left out).
     """
     model.table[site]  # unknown site: error naming the closest ones
     corpus = open_corpus(corpus) if isinstance(corpus, (str, Path)) else corpus
@@ -91,6 +94,11 @@ class ShuffleBuffer:
     """Mix a stream of [n, d] chunks: fill `size` rows, shuffle, hand out half, refill.
 
     Iterating yields batches of `batch` rows until the stream is exhausted.
+
+    Example::
+
+        buffer = ShuffleBuffer(stream_activations(model, "blocks.15.resid_post"), 1 << 17, 4096)
+        x = next(iter(buffer))    # [4096, 576]
     """
 
     def __init__(self, chunks: Iterable[Tensor], size: int, batch: int, seed: int = 0) -> None:
@@ -152,6 +160,9 @@ def store_activations(
     each (`workers` of `threads` torch threads; see
     `mechscope.engine.activations`): the rows, in order, are the local
     engine's bit for bit; only the cut into shard files differs.
+
+    Example: ``store_activations(model, "blocks.15.resid_post", "acts/l15", tokens=100_000)``
+    → ``Path("acts/l15")``, then ``load_activations("acts/l15")``.
     """
     from ..engine import check_engine
 
@@ -200,7 +211,11 @@ def store_activations(
 
 
 def write_shard(folder: Path, index: int, rows: Tensor, dtype: torch.dtype) -> None:
-    """Write ``acts-<index>.safetensors`` in `folder` whole or not at all (via a temporary file)."""
+    """Write ``acts-<index>.safetensors`` in `folder` whole or not at all (via a temporary file).
+
+    Example: ``write_shard(Path("acts"), 0, torch.randn(8, 576), torch.float16)`` writes
+    ``acts/acts-00000.safetensors`` (the folder must exist).
+    """
     tmp = folder / f".acts-{index:05d}.tmp"
     save_file({"acts": rows.to("cpu", dtype).contiguous()}, str(tmp))
     os.replace(tmp, folder / f"acts-{index:05d}.safetensors")
@@ -221,7 +236,13 @@ def write_meta(
     dtype: torch.dtype,
     extra: dict[str, Any] | None = None,
 ) -> None:
-    """Write ``activations.json``, the record that marks a stored folder complete."""
+    """Write ``activations.json``, the record that marks a stored folder complete.
+
+    Example::
+
+        write_meta(out, model, "blocks.15.resid_post", open_corpus("default"), d_in=576,
+                   rows=n, shards=1, tokens=n, window=64, start_window=0, dtype=torch.float32)
+    """
     meta: dict[str, Any] = {
         "site": site,
         "model": getattr(model, "name", ""),
@@ -241,7 +262,10 @@ def write_meta(
 
 
 def activations_meta(folder: str | Path) -> dict[str, Any]:
-    """The record written by `store_activations` (site, model, rows, corpus)."""
+    """The record written by `store_activations` (site, model, rows, corpus).
+
+    Example: ``activations_meta("acts/l15")["rows"]`` → the number of stored vectors.
+    """
     path = Path(folder) / META_FILE
     if not path.exists():
         raise InputError(f"{folder} holds no stored activations (no {META_FILE}; was it finished?)")
@@ -249,7 +273,10 @@ def activations_meta(folder: str | Path) -> dict[str, Any]:
 
 
 def load_activations(folder: str | Path, rows: int | None = None) -> Float[Tensor, "rows d_in"]:
-    """All stored vectors (or the first `rows`) as one float32 tensor."""
+    """All stored vectors (or the first `rows`) as one float32 tensor.
+
+    Example: ``load_activations("acts/l15", rows=4096)`` → [4096, 576] float32.
+    """
     meta = activations_meta(folder)
     parts: list[Tensor] = []
     held = 0

@@ -128,6 +128,9 @@ def evaluate_sae(
 
 
 def frequency_histogram(ev: SAEEval) -> dict[str, Any]:
-    """log10 firing frequencies of live latents, for the density figure."""
+    """log10 firing frequencies of live latents, for the density figure.
+
+    Example: ``frequency_histogram(evaluate_sae(model, sae))["dead"]`` → how many never fired.
+    """
     live = ev.frequencies[ev.frequencies > 0]
     return {"log10_frequency": live.log10().tolist(), "dead": int((ev.frequencies == 0).sum())}

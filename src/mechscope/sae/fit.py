@@ -36,7 +36,10 @@ from .train import TrainConfig, TrainedSAE, config_dict, train_sae
 
 @dataclass(frozen=True)
 class SAERun:
-    """A finished SAE run folder, reopened: the SAE, its evaluation and training history."""
+    """A finished SAE run folder, reopened: the SAE, its evaluation and training history.
+
+    Example: ``open_sae_run("runs/sae").sae`` → the trained `SparseAutoencoder`.
+    """
 
     path: Path
     sae: SparseAutoencoder
@@ -49,7 +52,13 @@ class SAERun:
 
 
 def open_sae_run(path: str | Path) -> SAERun:
-    """Reopen a folder written by `fit_sae`."""
+    """Reopen a folder written by `fit_sae`.
+
+    Example::
+
+        run = open_sae_run("runs/sae")
+        run.eval.ce_recovered, run.history[-1]["eval_fvu"]
+    """
     path = Path(path)
     if not (path / "sae").is_dir():
         raise InputError(f"{path} is not an SAE run folder (no sae/ inside)")
@@ -180,6 +189,9 @@ def harvest_latents(
 
     Latents read zero at each window's first token (the document boundary the
     SAE was not trained on, whose huge norm would top every latent's list).
+
+    Example: ``harvest_latents(model, run.sae, "runs/sae/harvest").sites`` →
+    ``["blocks.15.resid_post.sae.latents"]`` (a `HarvestStore`).
     """
     from ..harvest import harvest
 

@@ -38,12 +38,19 @@ CONFIG_FILE = "sae.json"
 
 
 class SAEError(MechscopeError):
-    """A wrong SAE configuration, file or use."""
+    """A wrong SAE configuration, file or use.
+
+    Example: ``SAEConfig(d_in=576, width=8, k=32)`` raises SAEError (k must be in 1..width=8).
+    """
 
 
 @dataclass(frozen=True)
 class SAEConfig:
-    """What is needed to rebuild an SAE: sizes, kind, and where it reads (site, model)."""
+    """What is needed to rebuild an SAE: sizes, kind, and where it reads (site, model).
+
+    Example: ``SAEConfig(d_in=576, width=4608, k=32, site="blocks.15.resid_post")``;
+    ``SAEConfig.from_dict(cfg.to_dict()) == cfg``.
+    """
 
     d_in: int
     width: int

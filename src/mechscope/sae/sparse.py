@@ -127,14 +127,23 @@ def topk_encode(
     k_aux: int = 0,
     dead: Tensor | None = None,
 ) -> tuple[Float[Tensor, "batch k"], Int[Tensor, "batch k"], Tensor, Tensor]:
-    """Values and indices of the top-k latents (and of the top-`k_aux` dead ones, or empty)."""
+    """Values and indices of the top-k latents (and of the top-`k_aux` dead ones, or empty).
+
+    Example::
+
+        vals, idx, _, _ = topk_encode(x, sae.b_dec, sae.W_enc, sae.b_enc, 32)  # [batch, 32] each
+    """
     return _TopKEncode.apply(x, b_dec, w_enc, b_enc, k, k_aux, dead)  # type: ignore[no-any-return]
 
 
 def sparse_decode(
     vals: Float[Tensor, "batch k"], idx: Int[Tensor, "batch k"], w_dec: Float[Tensor, "width d_in"]
 ) -> Float[Tensor, "batch d_in"]:
-    """The decoder's output without its bias, from the k selected latents of each row."""
+    """The decoder's output without its bias, from the k selected latents of each row.
+
+    Example: ``sparse_decode(vals, idx, sae.W_dec) + sae.b_dec`` → x̂ [batch, d_in], as
+    ``sae.decode(sae.encode(x))``.
+    """
     return _SparseDecode.apply(vals, idx, w_dec)  # type: ignore[no-any-return]
 
 
@@ -147,7 +156,10 @@ def dense_topk_encode(
     k_aux: int = 0,
     dead: Tensor | None = None,
 ) -> tuple[Float[Tensor, "batch k"], Int[Tensor, "batch k"], Tensor, Tensor]:
-    """`topk_encode` with plain autograd (dense gradients), for checks and comparisons."""
+    """`topk_encode` with plain autograd (dense gradients), for checks and comparisons.
+
+    Example: ``vals, idx, _, _ = dense_topk_encode(x, sae.b_dec, sae.W_enc, sae.b_enc, 32)``.
+    """
     pre = torch.addmm(b_enc, x - b_dec, w_enc)
     vals, idx = pre.topk(k, dim=-1, sorted=False)
     aux_vals, aux_idx = _EMPTY.to(x), _EMPTY.to(x.device, torch.long)
@@ -160,6 +172,9 @@ def dense_topk_encode(
 def dense_decode(
     vals: Float[Tensor, "batch k"], idx: Int[Tensor, "batch k"], w_dec: Float[Tensor, "width d_in"]
 ) -> Float[Tensor, "batch d_in"]:
-    """`sparse_decode` through dense latents and a dense product."""
+    """`sparse_decode` through dense latents and a dense product.
+
+    Example: ``dense_decode(vals, idx, sae.W_dec)`` ≈ ``sparse_decode(vals, idx, sae.W_dec)``.
+    """
     f = torch.zeros(vals.shape[0], w_dec.shape[0], dtype=vals.dtype, device=vals.device)
     return f.scatter(-1, idx, vals) @ w_dec

@@ -41,6 +41,11 @@ class ToyModel(nn.Module):
     W: [instance, m, n] embeds n features in m < n dimensions; each instance
     is trained on its own data (x_i = 0 with probability S, else uniform on
     [0, 1]) to minimise L = Σ_i I_i (x_i − x'_i)² averaged over x.
+
+    Example::
+
+        toy = ToyModel(n_instances=8, n_features=20, d_hidden=5)
+        toy(torch.rand(8, 1024, 20))    # [8, 1024, 20]
     """
 
     def __init__(
@@ -68,7 +73,11 @@ class ToyModel(nn.Module):
 def sample_features(
     batch_size: int, sparsity: Float[Tensor, " instance"], n_features: int, g: torch.Generator
 ) -> Float[Tensor, "instance batch n"]:
-    """Features that are 0 with probability S, else uniform on [0, 1], all independent."""
+    """Features that are 0 with probability S, else uniform on [0, 1], all independent.
+
+    Example: ``sample_features(1024, torch.full((8,), 0.9), 20, torch.Generator())`` →
+    [8, 1024, 20].
+    """
     density = (1 - sparsity)[:, None, None]
     u = torch.rand(len(sparsity), batch_size, n_features, generator=g)
     # one draw does both: u < 1−S has probability 1−S, and then u / (1−S) is uniform on [0, 1)
@@ -80,7 +89,13 @@ def toy_loss(
     x: Float[Tensor, "instance batch n"],
     importance: Float[Tensor, "instance 1 n"],
 ) -> Float[Tensor, " instance"]:
-    """Σ_i I_i (x_i − x'_i)², averaged over the batch, per instance."""
+    """Σ_i I_i (x_i − x'_i)², averaged over the batch, per instance.
+
+    Example::
+
+        importance = (0.7 ** torch.arange(20.0)).expand(8, 1, 20)
+        toy_loss(toy(x), x, importance)     # [8]
+    """
     return (importance * (x - out) ** 2).sum(-1).mean(-1)
 
 
@@ -88,12 +103,18 @@ def toy_loss(
 
 
 def feature_norms(W: Float[Tensor, "*grid m n"]) -> Float[Tensor, "*grid n"]:
-    """||W_i||: how strongly feature i is represented (about 1 when it is, 0 when dropped)."""
+    """||W_i||: how strongly feature i is represented (about 1 when it is, 0 when dropped).
+
+    Example: ``feature_norms(train_toy(20, 5).W)`` → [8, 20], one row per sparsity.
+    """
     return W.norm(dim=-2)
 
 
 def superposition(W: Float[Tensor, "*grid m n"]) -> Float[Tensor, "*grid n"]:
-    """Σ_{j≠i} (Ŵ_i·W_j)²: how much other features share feature i's direction (0: none)."""
+    """Σ_{j≠i} (Ŵ_i·W_j)²: how much other features share feature i's direction (0: none).
+
+    Example: ``superposition(train_toy(20, 5).W)`` → [8, 20], larger at the sparser rows.
+    """
     unit = W / W.norm(dim=-2, keepdim=True).clamp_min(1e-8)
     overlap = unit.transpose(-1, -2) @ W  # [..., i, j] = Ŵ_i · W_j
     off_diagonal = 1 - torch.eye(W.shape[-1], dtype=W.dtype)
@@ -103,12 +124,20 @@ def superposition(W: Float[Tensor, "*grid m n"]) -> Float[Tensor, "*grid n"]:
 def features_represented(
     W: Float[Tensor, "*grid m n"], threshold: float = 0.5
 ) -> Int[Tensor, "*grid"]:
-    """How many features have ||W_i|| > `threshold`."""
+    """How many features have ||W_i|| > `threshold`.
+
+    Example: ``features_represented(train_toy(20, 5, sparsities=[0.0, 0.999]).W)`` →
+    ``tensor([5, 12])``.
+    """
     return (feature_norms(W) > threshold).sum(-1)
 
 
 def dims_per_feature(W: Float[Tensor, "*grid m n"]) -> Float[Tensor, "*grid"]:
-    """m / ||W||_F²: dimensions per feature (1: one each; 0.5: two features share each)."""
+    """m / ||W||_F²: dimensions per feature (1: one each; 0.5: two features share each).
+
+    Example: ``dims_per_feature(train_toy(20, 5, sparsities=[0.0, 0.999]).W)`` →
+    ``tensor([1.00, 0.34])``.
+    """
     return W.shape[-2] / W.pow(2).sum((-2, -1)).clamp_min(1e-12)
 
 
@@ -234,6 +263,8 @@ def phase_diagram(
     The paper's phase diagram is n=2, m=1 (also n=3, m=2); classify the
     points with `phases`. Restarts avoid the local minima the paper warns
     about (same-sign initial weights cannot become antipodal).
+
+    Example: ``phases(phase_diagram())`` → [49], one phase index per (importance, sparsity).
     """
     _check(n_features, d_hidden, sparsities, steps)
     if not relative_importances or any(r <= 0 for r in relative_importances):
@@ -250,6 +281,8 @@ def phases(result: ToyResult, threshold: float = 0.5) -> Int[Tensor, " instance"
 
     0: not represented (||W_extra|| <= threshold); 1: superposition (it shares
     its direction: superposition > threshold); 2: a dedicated dimension.
+
+    Example: ``[PHASES[i] for i in phases(phase_diagram())]`` → ``["not represented", …]``.
     """
     norm = feature_norms(result.W)[..., -1]
     shared = superposition(result.W)[..., -1]
@@ -257,5 +290,8 @@ def phases(result: ToyResult, threshold: float = 0.5) -> Int[Tensor, " instance"
 
 
 def quick_sweep(seed: int = 0) -> ToyResult:
-    """The default sparsity sweep (n=20, m=5, importance 0.7^i) in seconds: for the tour."""
+    """The default sparsity sweep (n=20, m=5, importance 0.7^i) in seconds: for the tour.
+
+    Example: ``quick_sweep().features_represented()`` → ``[5, …, 13]``, one per sparsity.
+    """
     return train_toy(20, 5, steps=2000, seed=seed)

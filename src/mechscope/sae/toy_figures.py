@@ -47,6 +47,9 @@ def plot_sparsity_sweep(result: ToyResult, path: str | Path, *, decay: int = 0) 
 
     Bars are coloured by superposition (dark: none; yellow: shared). `decay`
     indexes the grid's first axis. Writes ``path``.png/.svg/.html.
+
+    Example: ``plot_sparsity_sweep(quick_sweep(), "figures/sweep")["png"]`` →
+    ``Path("figures/sweep.png")``.
     """
     from plotly.subplots import make_subplots
 
@@ -92,7 +95,11 @@ def plot_sparsity_sweep(result: ToyResult, path: str | Path, *, decay: int = 0) 
 def plot_features_represented(
     results: dict[str, ToyResult], path: str | Path, *, decay: int = 0
 ) -> dict[str, Path]:
-    """Features represented (||W_i|| > 0.5) against 1 − S, a line per result, m dashed."""
+    """Features represented (||W_i|| > 0.5) against 1 − S, a line per result, m dashed.
+
+    Example: ``plot_features_represented({"ReLU": quick_sweep()}, "figures/represented")`` →
+    ``{"png": …, "svg": …, "html": …}``.
+    """
     plt, go, stem = _start(path)
     first = next(iter(results.values()))
     density = [1 - s for s in first.grid["sparsity"]]
@@ -120,7 +127,10 @@ def plot_features_represented(
 
 
 def plot_phase_diagram(result: ToyResult, path: str | Path) -> dict[str, Path]:
-    """The extra feature's phase over relative importance (rows) × density 1 − S (columns)."""
+    """The extra feature's phase over relative importance (rows) × density 1 − S (columns).
+
+    Example: ``plot_phase_diagram(phase_diagram(), "figures/phase")`` → its PNG, SVG and HTML.
+    """
     from matplotlib.colors import ListedColormap
     from matplotlib.patches import Patch
 

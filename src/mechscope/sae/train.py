@@ -42,7 +42,10 @@ from .sparse import dense_decode, dense_topk_encode, sparse_decode, topk_encode
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """Hyper-parameters of one SAE training run (saved in the run's config)."""
+    """Hyper-parameters of one SAE training run (saved in the run's config).
+
+    Example: ``TrainConfig(kind="jumprelu", width=4608, tokens=500_000).steps`` → 244.
+    """
 
     kind: Kind = "topk"
     width: int = 4608
@@ -94,7 +97,13 @@ class TrainConfig:
 
 @dataclass(frozen=True)
 class TrainedSAE:
-    """An SAE fitted by `train_sae` (reading raw activations) and how training went."""
+    """An SAE fitted by `train_sae` (reading raw activations) and how training went.
+
+    Example::
+
+        trained = train_sae(buffer, TrainConfig(), d_in=576)
+        TrainedSAE.load(trained.save("sae-l15")).sae
+    """
 
     sae: SparseAutoencoder
     config: TrainConfig
@@ -245,7 +254,10 @@ def _resample(
 
 @torch.no_grad()
 def evaluate_batch(sae: SparseAutoencoder, x: Float[Tensor, "n d_in"]) -> dict[str, float]:
-    """Fraction of variance unexplained, L0 and mean squared error of `sae` on `x`."""
+    """Fraction of variance unexplained, L0 and mean squared error of `sae` on `x`.
+
+    Example: ``evaluate_batch(sae, x)["fvu"]`` → a float (also ``"l0"``, ``"mse"``).
+    """
     f = sae.encode(x)
     x_hat = sae.decode(f)
     err = (x - x_hat).pow(2).sum(-1)
@@ -390,4 +402,8 @@ def _folded(sae: SparseAutoencoder, scale: float) -> SparseAutoencoder:
 
 
 def config_dict(config: TrainConfig) -> dict[str, Any]:
+    """`config` as a dict, with its `steps` and the learning rate used (``lr_used``).
+
+    Example: ``config_dict(TrainConfig(tokens=4096, batch_size=2048))["steps"]`` → 2.
+    """
     return dataclasses.asdict(config) | {"steps": config.steps, "lr_used": config.learning_rate()}

@@ -41,6 +41,11 @@ def steer(
     each row: `starts` gives each row's first prompt position (left padding,
     default 0) and `lengths` each prompt's length; a prompt shorter than k
     gets the vector's first rows only.
+
+    Example::
+
+        ivs = steer(v, 4.0)  # v: a SteeringVector
+        model.generate("I went up to my friend and said", 30, ivs)
     """
     value = coef * vector.vector
     if not vector.front:
@@ -84,6 +89,8 @@ def generate(
 
     `positions` (one-row vectors) are absolute positions of the left-padded
     batch, as in `model.generate`.
+
+    Example: ``generate(model, "I went up to my friend and said", v, coef=4)`` → a str.
     """
     prompts = [prompt] if isinstance(prompt, str) else list(prompt)
     ivs: list[Intervention] = []
@@ -123,7 +130,13 @@ def perplexity(
     *,
     batch_size: int = 8,
 ) -> float:
-    """exp(mean next-token loss) over the windows, with the steering applied to each."""
+    """exp(mean next-token loss) over the windows, with the steering applied to each.
+
+    Example::
+
+        windows = corpus_windows(model)
+        perplexity(model, windows), perplexity(model, windows, v, coef=4)  # unsteered, steered
+    """
     if windows.ndim != 2 or windows.shape[1] < 2:
         raise InputError("perplexity needs token windows of shape [n, pos] with pos ≥ 2")
     if vector is not None:
@@ -142,7 +155,10 @@ def perplexity(
 def next_token_kl(
     model: Model, prompts: Sequence[str], vector: SteeringVector, coef: float
 ) -> float:
-    """KL(unsteered ‖ steered) of the next-token distributions, averaged over prompt positions."""
+    """KL(unsteered ‖ steered) of the next-token distributions, averaged over prompt positions.
+
+    Example: ``next_token_kl(model, NEUTRAL_PROMPTS, v, 4.0)`` → a float (nats, ≥ 0).
+    """
     if not prompts:
         raise InputError("next_token_kl needs at least one prompt")
     _check_fits(model, vector)

@@ -89,7 +89,10 @@ class SteeringVector(Result):
 
 
 def cell_key(layer: int, coef: float) -> str:
-    """A sweep cell's key in `SteeringSweep.samples`: ``"8,1.5"``."""
+    """A sweep cell's key in `SteeringSweep.samples`: ``"8,1.5"``.
+
+    Example: ``sweep.samples[cell_key(8, 1.5)]`` → the generations kept at layer 8, coef 1.5.
+    """
     return f"{layer},{coef:g}"
 
 

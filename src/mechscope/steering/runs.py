@@ -33,7 +33,11 @@ def steer_examples(
     *,
     max_new_tokens: int = 40,
 ) -> list[dict[str, str]]:
-    """Greedy continuations of each prompt, unsteered and with ``coef · vector``."""
+    """Greedy continuations of each prompt, unsteered and with ``coef · vector``.
+
+    Example: ``steer_examples(model, PROMPTS[:2], v, 4.0)[0]``
+    → ``{"prompt": …, "unsteered": …, "steered": …}``.
+    """
     plain = generate(model, list(prompts), None, max_new_tokens=max_new_tokens)
     steered = generate(model, list(prompts), vector, coef, max_new_tokens=max_new_tokens)
     return [
@@ -63,6 +67,12 @@ def steer_run(
 
     The best cell (the largest next-token probability of `words` within
     `max_rise` of perplexity) gets greedy examples, steered and not.
+
+    Example::
+
+        plus, minus = "I talk about weddings constantly", "I do not talk about weddings constantly"
+        vectors = [actadd(model, plus, minus, layer) for layer in (4, 6, 8)]
+        steer_run(model, vectors, [1, 2, 4], "runs/steer-weddings")
     """
     config: dict[str, Any] = {
         "model": model_record(model), "method": vectors[0].method if vectors else None,

@@ -47,6 +47,11 @@ Reduce = Literal["mean", "last"]
 
 
 def check_layer(model: Model, layer: int) -> None:
+    """Raise `InputError` unless `model` is a transformer LM with a block `layer`.
+
+    Example: ``check_layer(model, 6)`` passes on SmolLM2 (30 blocks); ``check_layer(model, 30)``
+    raises.
+    """
     if model.dims is None:
         raise InputError("steering needs a transformer language model")
     if not 0 <= layer < model.dims.n_layers:
@@ -77,6 +82,12 @@ def actadd(
     Turner et al. did in GPT-2. In SmolLM2 a lone space token carries a
     massive activation (norm ≈ 600 against ≈ 100 for words), so space padding
     there adds a huge vector at the padded positions: hence the default.
+
+    Example::
+
+        v = actadd(model, "I talk about weddings", "I do not talk about weddings", layer=6)
+        v.vector.shape  # [k, d_model], k: the shorter prompt's token count
+        generate(model, "I went up to my friend and said", v, coef=4)
     """
     check_layer(model, layer)
     if pad not in ("space", "truncate"):
@@ -107,7 +118,10 @@ def text_activations(
     batch_size: int = 16,
     progress: bool = True,
 ) -> Float[Tensor, "n d_model"]:
-    """``blocks.{layer}.resid_pre`` of each text: averaged over its tokens, or at its last token."""
+    """``blocks.{layer}.resid_pre`` of each text: averaged over its tokens, or at its last token.
+
+    Example: ``text_activations(model, ["I love it.", "I hate it."], 6).shape`` → ``(2, 576)``.
+    """
     check_layer(model, layer)
     if not texts:
         raise InputError("no texts to read activations from")
@@ -150,7 +164,10 @@ def mean_diff_vector(
     reduce: Reduce = "mean",
     progress: bool = True,
 ) -> SteeringVector:
-    """mean(act(positive)) − mean(act(negative)) at `layer` (added at every position)."""
+    """mean(act(positive)) − mean(act(negative)) at `layer` (added at every position).
+
+    Example: ``mean_diff_vector(model, *topic_sentences(WEDDING_WORDS), layer=6)`` → one row.
+    """
     _pairs_check(positive, negative, paired=False)
     pos = text_activations(model, positive, layer, reduce=reduce, progress=progress)
     neg = text_activations(model, negative, layer, reduce=reduce, progress=progress)
@@ -172,6 +189,8 @@ def pca_vector(
     The component is signed to agree with the mean difference and scaled to
     the mean difference's length along it, so coefficients compare with
     `mean_diff_vector`'s.
+
+    Example: ``pca_vector(model, with_topic, without, 6).meta["explained_variance"]`` → a float.
     """
     _pairs_check(positive, negative, paired=True)
     diffs = text_activations(model, positive, layer, reduce=reduce, progress=progress) - (
@@ -197,6 +216,11 @@ def from_direction(direction: object, scale: float, layer: int | None = None) ->
     (`LinearDirection.in_residual`). Probes read ``blocks.L.resid_post``,
     which is ``blocks.{L+1}.resid_pre``: without `layer`, the vector is added
     there.
+
+    Example::
+
+        d = probe_layers(model, pairs).directions["logistic"][16]  # read at resid_post 16
+        v = from_direction(d, scale=8.0)  # v.layer == 17: added at blocks.17.resid_pre
     """
     weight = getattr(direction, "weight", None)
     if weight is not None and not isinstance(weight, Tensor):  # a direction opened with numpy
@@ -216,7 +240,10 @@ def from_direction(direction: object, scale: float, layer: int | None = None) ->
 
 
 def word_pattern(words: Sequence[str]) -> re.Pattern[str]:
-    """A regex matching any of `words` as a whole word, in any case."""
+    """A regex matching any of `words` as a whole word, in any case.
+
+    Example: ``word_pattern(["bride"]).search("The Bride arrived")`` matches; "bridesmaid" does not.
+    """
     if not words:
         raise InputError("a topic needs at least one word")
     return re.compile(r"\b(" + "|".join(re.escape(w) for w in words) + r")\b", re.IGNORECASE)
@@ -236,6 +263,8 @@ def topic_sentences(
     The sentences mentioning the topic are the first `n` found; the others
     are sampled with `seed` from the same stretch of the corpus, so the two
     sets differ in topic and not in style.
+
+    Example: ``with_topic, without = topic_sentences(WEDDING_WORDS, n=100)`` → 100 sentences each.
     """
     import random
 

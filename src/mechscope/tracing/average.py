@@ -48,6 +48,12 @@ def trace_facts(
     torch threads (`mechscope.engine.tracing`); the traces are the local
     engine's at `threads` threads (fact i is traced with seed ``seed + i``
     wherever it runs). With the local engine, `threads` sets torch's threads.
+
+    Example::
+
+        facts = sample_facts(geography_facts("country_capital"), 20)
+        avg, traces = trace_facts(model, facts, out="runs/trace-capitals")
+        avg.peak("mlp")  # (token kind, layer, effect)
     """
     from ..engine import check_engine, torch_threads
 
@@ -86,7 +92,13 @@ def trace_or_load(
     seed: int,
 ) -> CausalTrace:
     """Fact `i` of a set: read back from ``folder/<i>.safetensors`` if traced there, else traced
-    (with seed ``seed + i``) and saved there atomically."""
+    (with seed ``seed + i``) and saved there atomically.
+
+    Example::
+
+        tr = trace_or_load(model, fact, 0, Path("runs/t/facts"), kinds=("mlp",), samples=10,
+                           noise=None, window=10, seed=0)  # runs/t/facts/0000.safetensors
+    """
     target = folder / f"{i:04d}.safetensors" if folder is not None else None
     if target is not None and target.exists():
         tr = CausalTrace.load(target)

@@ -66,7 +66,11 @@ CONTINENTS = {
 
 @dataclass(frozen=True)
 class Fact:
-    """One fact as a prompt: `template` with the subject in place of ``{}``, answered by `object`."""
+    """One fact as a prompt: `template` with the subject in place of ``{}``, answered by `object`.
+
+    Example: ``Fact("France", "The capital of {} is the city of", "Paris").prompt``
+    → ``"The capital of France is the city of"``.
+    """
 
     subject: str
     template: str
@@ -109,6 +113,9 @@ def geography_facts(
 
     Cities below `min_population` and countries without a capital are left out;
     city names shared by several places are dropped (the fact would be ambiguous).
+
+    Example: ``geography_facts("country_capital", limit=3)`` → China → Beijing, India → New
+    Delhi, United States → Washington, as `Fact`s.
     """
     if relation not in TEMPLATES:
         raise InputError(f"unknown relation {relation!r}; built in: {', '.join(TEMPLATES)}")
@@ -142,7 +149,11 @@ def geography_facts(
 
 
 def load_facts(path: str | Path) -> list[Fact]:
-    """Facts from a JSON file: a list of {"subject", "template" (with {}), "object", "relation"?}."""
+    """Facts from a JSON file: a list of {"subject", "template" (with {}), "object", "relation"?}.
+
+    Example: ``load_facts("facts.json")``, the file holding
+    ``[{"subject": "France", "template": "The capital of {} is", "object": "Paris"}]``.
+    """
     rows = read_json_list(path, "fact", "facts")
     facts = []
     for i, row in enumerate(rows):
@@ -164,7 +175,13 @@ def load_facts(path: str | Path) -> list[Fact]:
 
 
 def subject_span(model: Model, fact: Fact, prepend_bos: bool | None = None) -> tuple[int, int]:
-    """Token positions [start, end) of the subject in the fact's prompt (as `model.to_tokens` gives it)."""
+    """Token positions [start, end) of the subject in the fact's prompt (as `model.to_tokens` gives it).
+
+    Example::
+
+        fact = Fact("The Eiffel Tower", "{} is located in the city of", "Paris")
+        subject_span(model, fact)  # (0, 4) on SmolLM2: "The", " E", "iffel", " Tower"
+    """
     tok = model.tokenizer
     if tok is None or not getattr(tok, "is_fast", False):
         raise InputError("locating the subject needs a fast tokenizer (character offsets)")
@@ -183,7 +200,10 @@ def subject_span(model: Model, fact: Fact, prepend_bos: bool | None = None) -> t
 
 @dataclass(frozen=True)
 class KnownFact:
-    """A fact with the model's probability of the object's first token and that token's rank."""
+    """A fact with the model's probability of the object's first token and that token's rank.
+
+    Example: ``known_facts(model, facts)[0].probability`` → P(the object's first token), a float.
+    """
 
     fact: Fact
     object_token: int
@@ -194,7 +214,11 @@ class KnownFact:
 def known_facts(
     model: Model, facts: Sequence[Fact], *, max_rank: int = 0, batch_size: int = 32
 ) -> list[KnownFact]:
-    """The facts whose object's first token (with a leading space) ranks ≤ `max_rank` (0: the top)."""
+    """The facts whose object's first token (with a leading space) ranks ≤ `max_rank` (0: the top).
+
+    Example: ``known_facts(model, geography_facts("country_capital", limit=50))`` → the
+    `KnownFact`s among them that the model completes right.
+    """
     import torch
 
     out: list[KnownFact] = []
@@ -215,6 +239,9 @@ def known_facts(
 
 
 def sample_facts(facts: Sequence[Fact], n: int, seed: int = 0) -> list[Fact]:
-    """`n` facts drawn without replacement (all of them if fewer), reproducibly."""
+    """`n` facts drawn without replacement (all of them if fewer), reproducibly.
+
+    Example: ``sample_facts(geography_facts("city_country"), 20, seed=0)`` → 20 `Fact`s.
+    """
     facts = list(facts)
     return random.Random(seed).sample(facts, min(n, len(facts)))

@@ -77,6 +77,8 @@ def key_covariance(
     The cache is keyed by the model's weights (its SHA-256 when it was loaded
     from a file, else a hash of this layer's projection), corpus, layer and
     token count: ``$MECHSCOPE_CACHE/rome/``.
+
+    Example: ``key_covariance(model, 5, tokens=10_000).shape`` → [d_mlp, d_mlp].
     """
     from ..sae.activations import stream_activations
 
@@ -112,7 +114,10 @@ def key_covariance(
 
 
 def context_prefixes(model: Model, n: int = 10, length: int = 10, seed: int = 0) -> list[str]:
-    """`n` short texts sampled from the model (plus the empty prefix first), to average keys over."""
+    """`n` short texts sampled from the model (plus the empty prefix first), to average keys over.
+
+    Example: ``context_prefixes(model, n=2, length=5)`` → ``["", "The …. ", "Therefore …. "]``.
+    """
     if n <= 0:
         return [""]
     starts = [PREFIX_STARTS[i % len(PREFIX_STARTS)] for i in range(n)]
@@ -130,7 +135,10 @@ def _prefixed(fact: Fact, prefix: str) -> Fact:
 
 @torch.no_grad()
 def subject_key(model: Model, fact: Fact, layer: int, prefixes: Sequence[str]) -> Tensor:
-    """k*: the MLP key at the subject's last token, averaged over the prefixed prompts."""
+    """k*: the MLP key at the subject's last token, averaged over the prefixed prompts.
+
+    Example: ``subject_key(model, fact, 5, context_prefixes(model)).shape`` → [d_mlp].
+    """
     facts = [_prefixed(fact, p) for p in prefixes]
     ids, mask = model.pad([model.ids(f.prompt, None) for f in facts])
     last = torch.tensor([subject_span(model, f)[1] - 1 for f in facts])
@@ -148,6 +156,9 @@ class RomeConfig:
 
     On SmolLM2 the paper's decay (0.5) and clamp (4‖v‖) left δ too small to
     carry to paraphrases whose subject opens the prompt; 0.1 and 8 did.
+
+    Example: ``edit(model, fact, "Rome", config=RomeConfig(weight_decay=0.5, clamp=4.0))``
+    (the paper's decay and clamp).
     """
 
     steps: int = 30
@@ -246,7 +257,10 @@ def _optimise_delta(
 
 
 def default_layer(model: Model) -> int:
-    """The MLP ROME edits unless told: early-middle, about a sixth of the way through."""
+    """The MLP ROME edits unless told: early-middle, about a sixth of the way through.
+
+    Example: ``default_layer(model)`` → ``5`` on SmolLM2 (30 layers).
+    """
     if model.dims is None:
         raise InputError("ROME needs a transformer language model")
     return max(0, round(model.dims.n_layers / 6))
@@ -308,7 +322,13 @@ def edit(
 def object_logprobs(
     model: Model, prompts: Sequence[str], objects: Sequence[str], batch_size: int = 32
 ) -> Float[Tensor, "prompt object"]:
-    """Mean log-probability per token of each object (with a leading space) after each prompt."""
+    """Mean log-probability per token of each object (with a leading space) after each prompt.
+
+    Example::
+
+        object_logprobs(model, ["The capital of France is the city of"], ["Paris", "Rome"])
+        # [1 prompt, 2 objects]: tensor([[-0.04, -6.64]]) on SmolLM2
+    """
     pairs = [(p, o) for p in prompts for o in objects]
     out = []
     for i in range(0, len(pairs), batch_size):
@@ -343,6 +363,12 @@ def evaluate_edit(
     Paraphrases are the relation's other templates, each after an unrelated
     sampled sentence as in CounterFact (and also scored bare); `neighbours` are
     other subjects' facts of the same relation, which must keep their objects.
+
+    Example::
+
+        fact = Fact("France", "The capital of {} is the city of", "Paris", "country_capital")
+        report, e = evaluate_edit(model, fact, "Rome", geography_facts("country_capital", limit=10))
+        report.scores()["efficacy"]  # the edit stays applied until e.undo()
     """
     neighbours = [
         n

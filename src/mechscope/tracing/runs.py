@@ -46,6 +46,11 @@ def trace_run(
 
     Many facts can be spread over Ray workers (``engine="ray"``, see `trace_facts`);
     `threads` is torch's threads per process.
+
+    Example::
+
+        fact = Fact("The Eiffel Tower", "{} is located in the city of", "Paris")
+        trace_run(model, fact, "runs/trace-eiffel")  # a CausalTrace; trace.safetensors, figures/
     """
     many = not isinstance(facts, Fact)
     listed = list(facts) if many else [facts]  # type: ignore[arg-type]
@@ -92,7 +97,14 @@ def edit_run(
     keep: bool = False,
     progress: bool = True,
 ) -> tuple[EditReport, Edit]:
-    """Edit, evaluate and write the run folder `out`; the edit is undone unless `keep`."""
+    """Edit, evaluate and write the run folder `out`; the edit is undone unless `keep`.
+
+    Example::
+
+        fact = Fact("France", "The capital of {} is the city of", "Paris", "country_capital")
+        neighbours = geography_facts("country_capital", limit=10)
+        report, e = edit_run(model, fact, "Rome", neighbours, "runs/edit-france")  # undone after
+    """
     cfg = config or RomeConfig()
     record: dict[str, Any] = {
         "model": model_record(model), "fact": fact.to_dict(), "new_object": new_object,
@@ -118,7 +130,11 @@ def edit_run(
 
 
 def edit_figure(report: EditReport, path: Path) -> dict[str, Path]:
-    """P(true object) and P(new object) per held-out prompt, before and after (PNG/SVG/HTML)."""
+    """P(true object) and P(new object) per held-out prompt, before and after (PNG/SVG/HTML).
+
+    Example: ``edit_figure(report, Path("runs/edit-france/figures/edit"))``
+    → ``{"png": …, "svg": …, "html": …}``.
+    """
     from ..figures import heatmap
 
     rows, labels = [], []

@@ -39,7 +39,13 @@ PAGE_POLICY = (
 
 
 class App:
-    """The runs under `paths` and the pages of `registry` (the default: every technique's)."""
+    """The runs under `paths` and the pages of `registry` (the default: every technique's).
+
+    Example::
+
+        resp = App(["runs"]).handle("GET", "/")      # the list of runs, no socket involved
+        resp.status, resp.content_type              # 200, 'text/html; charset=utf-8'
+    """
 
     def __init__(self, paths: Iterable[str | Path], registry: Registry | None = None) -> None:
         from . import pages  # noqa: F401  (registers every technique's pages)

@@ -39,7 +39,10 @@ __all__ = [
 
 @functools.cache
 def environment() -> jinja2.Environment:
-    """The viewer's Jinja2 environment: the package's templates, every value autoescaped."""
+    """The viewer's Jinja2 environment: the package's templates, every value autoescaped.
+
+    Example: ``environment().get_template("shell.html")`` → ``<Template 'shell.html'>``.
+    """
     return jinja2.Environment(
         loader=jinja2.PackageLoader("mechscope.viewer", "templates"),
         autoescape=True,
@@ -50,18 +53,27 @@ def environment() -> jinja2.Environment:
 
 
 def template(name: str, /, **values: Any) -> Markup:
-    """Render the package template `name` (``templates/<name>``) with `values`, escaped."""
+    """Render the package template `name` (``templates/<name>``) with `values`, escaped.
+
+    Example: ``template("shell.html", title="t", body=body, crumbs=[], nav=[], current="/")``.
+    """
     return Markup(environment().get_template(name).render(**values))
 
 
 def render(template: str, /, **values: object) -> Markup:
     """`template` (a ``str.format`` string of trusted HTML) with every value escaped
-    unless it is `Markup`."""
+    unless it is `Markup`.
+
+    Example: ``render("<b>{x}</b>", x="a<b")`` → ``Markup('<b>a&lt;b</b>')``.
+    """
     return Markup(template).format(**values)
 
 
 def join(parts: Iterable[object], sep: str = "") -> Markup:
-    """Concatenate `parts` (each escaped unless Markup) with `sep` (escaped unless Markup)."""
+    """Concatenate `parts` (each escaped unless Markup) with `sep` (escaped unless Markup).
+
+    Example: ``join(["a<b", Markup("<br>")], ", ")`` → ``Markup('a&lt;b, <br>')``.
+    """
     return Markup(escape(sep).join(escape(p) for p in parts))
 
 
@@ -77,7 +89,10 @@ def url(*segments: object, **query: object) -> str:
 
 
 def table(header: Iterable[object], rows: Iterable[Iterable[object]], cls: str = "grid") -> Markup:
-    """An HTML table; cells are escaped unless Markup."""
+    """An HTML table; cells are escaped unless Markup.
+
+    Example: ``table(["site", "unit"], [["blocks.0.mlp.post", 3]])`` → ``Markup('<table …>')``.
+    """
     head = join(render("<th>{h}</th>", h=h) for h in header)
     body = join(
         render("<tr>{cells}</tr>", cells=join(render("<td>{c}</td>", c=c) for c in row))
@@ -92,7 +107,10 @@ def table(header: Iterable[object], rows: Iterable[Iterable[object]], cls: str =
 
 
 def link(href: str, text: object, **attrs: object) -> Markup:
-    """An ``<a>`` element; `attrs` become attributes (``cls`` → ``class``)."""
+    """An ``<a>`` element; `attrs` become attributes (``cls`` → ``class``).
+
+    Example: ``link("/run/ioi", "ioi", cls="run")`` → ``<a href="/run/ioi" class="run">ioi</a>``.
+    """
     extra = join(
         render(' {k}="{v}"', k="class" if k == "cls" else k.replace("_", "-"), v=v)
         for k, v in attrs.items()
@@ -102,7 +120,10 @@ def link(href: str, text: object, **attrs: object) -> Markup:
 
 
 def definition_list(items: Mapping[str, object]) -> Markup:
-    """A ``<dl>`` of facts (name → value)."""
+    """A ``<dl>`` of facts (name → value).
+
+    Example: ``definition_list({"model": "smollm2-135m"})`` → ``<dl class="facts"><dt>…``.
+    """
     return render(
         '<dl class="facts">{items}</dl>',
         items=join(render("<dt>{k}</dt><dd>{v}</dd>", k=k, v=v) for k, v in items.items()),
@@ -117,7 +138,10 @@ def document(
     nav: Iterable[tuple[str, str]] = (),
     current: str = "",
 ) -> Markup:
-    """The whole HTML page: header with breadcrumbs (label, href) and run navigation, then `body`."""
+    """The whole HTML page: header with breadcrumbs (label, href) and run navigation, then `body`.
+
+    Example: ``document("IOI", Markup("<p>…</p>"), crumbs=[("ioi", "/run/ioi")])`` → the page.
+    """
     return template(
         "shell.html", title=title, body=body, crumbs=list(crumbs), nav=list(nav), current=current
     )

@@ -53,7 +53,10 @@ if TYPE_CHECKING:
 
 
 class NotFound(Exception):
-    """Raised by a handler for a missing thing; the app answers with a friendly 404 page."""
+    """Raised by a handler for a missing thing; the app answers with a friendly 404 page.
+
+    Example: ``raise NotFound(f"no unit {unit} in {site}")`` in a handler → a 404 page.
+    """
 
     def __init__(self, message: str, hint: Markup | None = None) -> None:
         super().__init__(message)
@@ -63,7 +66,10 @@ class NotFound(Exception):
 
 @dataclass
 class Request:
-    """One HTTP request, with the route's parameters and the run it names (if any)."""
+    """One HTTP request, with the route's parameters and the run it names (if any).
+
+    Example: in a handler, ``req.params["unit"]``, ``req.arg("q")``, ``req.the_run.path``.
+    """
 
     app: App
     method: str
@@ -88,7 +94,10 @@ class Request:
 
 @dataclass
 class Document:
-    """A page body with its title; the app wraps it in the viewer's shell."""
+    """A page body with its title; the app wraps it in the viewer's shell.
+
+    Example: ``return Document("Neuron 3", render("<p>{n}</p>", n=3))`` from a handler.
+    """
 
     title: str
     body: Markup
@@ -97,7 +106,10 @@ class Document:
 
 @dataclass
 class Response:
-    """A raw HTTP response: bytes, or a file streamed from disk."""
+    """A raw HTTP response: bytes, or a file streamed from disk.
+
+    Example: ``Response(file=run.path / "figures" / "grid.png", content_type="image/png")``.
+    """
 
     body: bytes = b""
     status: int = 200
@@ -107,7 +119,10 @@ class Response:
 
 
 def redirect(location: str, status: int = 303) -> Response:
-    """A redirect to `location` (a URL path)."""
+    """A redirect to `location` (a URL path).
+
+    Example: ``return redirect(url("run", run.id))`` → a 303 to the run's page.
+    """
     return Response(status=status, headers={"Location": location})
 
 
@@ -118,7 +133,11 @@ _FIELD = re.compile(r"^\{(\w+)(?::(int|path))?\}$")
 
 @dataclass(frozen=True)
 class Route:
-    """A URL pattern bound to a handler; the pattern is compiled by Starlette."""
+    """A URL pattern bound to a handler; the pattern is compiled by Starlette.
+
+    Example: ``Route("/run/{run}/unit/{unit:int}", handler).match("/run/ioi/unit/3")``
+    → ``{'run': 'ioi', 'unit': 3}``.
+    """
 
     pattern: str
     handler: Handler
@@ -149,7 +168,14 @@ class Route:
 
 
 class Registry:
-    """All pages and run homes; `page` and `home` below register into the default one."""
+    """All pages and run homes; `page` and `home` below register into the default one.
+
+    Example::
+
+        reg = REGISTRY.copy()
+        reg.page("/hello", title="Hello")(lambda req: Markup("<p>hi</p>"))
+        App(["runs"], reg).handle("GET", "/hello").status       # 200
+    """
 
     def __init__(self) -> None:
         self.routes: list[Route] = []

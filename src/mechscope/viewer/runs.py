@@ -21,7 +21,13 @@ SEARCH_DEPTH = 2
 
 @dataclass(frozen=True)
 class RunInfo:
-    """A finished run folder: its id in URLs, kind, config.json and run.json."""
+    """A finished run folder: its id in URLs, kind, config.json and run.json.
+
+    Example::
+
+        run = discover_runs(["runs"])["ioi"]
+        run.kind, run.model             # ('ioi', 'smollm2-135m')
+    """
 
     id: str
     path: Path
@@ -60,7 +66,10 @@ def _read_json(path: Path) -> dict[str, Any]:
 
 
 def read_run(path: Path, run_id: str) -> RunInfo:
-    """The `RunInfo` of the run folder at `path`."""
+    """The `RunInfo` of the run folder at `path`.
+
+    Example: ``read_run(Path("runs/ioi"), "ioi").config`` → config.json as a dict.
+    """
     record = _read_json(path / "run.json")
     config = _read_json(path / "config.json")
     kind = str(record.get("kind") or config.get("kind") or "unknown")
@@ -72,6 +81,8 @@ def find_run_folders(path: Path, depth: int = SEARCH_DEPTH) -> list[Path]:
 
     A run folder's own sub-runs (one level inside it, e.g. an SAE run's
     ``harvest/``) are included after it.
+
+    Example: ``find_run_folders(Path("runs"))`` → ``[Path("runs/ioi"), Path("runs/sweeps/l3")]``.
     """
     if (path / "run.json").is_file():
         try:
@@ -98,6 +109,8 @@ def discover_runs(
 
     Raises `InputError` for a path that does not exist, is not a folder, or holds
     no run folders.
+
+    Example: ``sorted(discover_runs(["runs"]))`` → the run ids, e.g. ``["ioi", "l3"]``.
     """
     folders: list[Path] = []
     for raw in paths:

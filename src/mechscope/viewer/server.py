@@ -43,7 +43,13 @@ SECURITY_HEADERS = {"X-Content-Type-Options": "nosniff", "Referrer-Policy": "no-
 
 
 def asgi(app: App) -> Starlette:
-    """The Starlette application serving `app`'s pages (GET, HEAD and POST; others get 405)."""
+    """The Starlette application serving `app`'s pages (GET, HEAD and POST; others get 405).
+
+    Example::
+
+        from starlette.testclient import TestClient
+        TestClient(asgi(App(["runs"]))).get("/").status_code     # 200
+    """
 
     async def endpoint(request: HTTPRequest) -> HTTPResponse:
         form: dict[str, str] = {}
@@ -92,7 +98,13 @@ def _bind(host: str, port: int) -> socket.socket:
 
 
 class Viewer:
-    """A viewer server bound to `host`:`port` (0: a free port); `start` serves in a thread."""
+    """A viewer server bound to `host`:`port` (0: a free port); `start` serves in a thread.
+
+    Example::
+
+        with Viewer(App(["runs"]), port=0) as viewer:
+            print(viewer.url)                        # http://127.0.0.1:33529/
+    """
 
     def __init__(self, app: App, host: str = "127.0.0.1", port: int = 0) -> None:
         import uvicorn
@@ -180,12 +192,20 @@ def serve(paths: Iterable[str | Path], host: str = "127.0.0.1", port: int = 0) -
     """A `Viewer` of the runs under `paths`, bound but not yet serving (`start` or `with`).
 
     Raises `InputError` for a path that is missing or holds no runs, or a port in use.
+
+    Example::
+
+        with serve(["runs"]) as viewer:
+            print(viewer.url)
     """
     return Viewer(App(paths), host, port)
 
 
 def serve_forever(paths: Iterable[str | Path], host: str = "127.0.0.1", port: int = 0) -> None:
-    """Serve the runs under `paths` in this thread until interrupted."""
+    """Serve the runs under `paths` in this thread until interrupted.
+
+    Example: ``serve_forever(["runs"], port=8000)`` (blocks until Ctrl-C).
+    """
     viewer = serve(paths, host, port)
     print(f"mechscope viewer at {viewer.url}", flush=True)
     viewer.serve_forever()

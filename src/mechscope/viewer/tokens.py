@@ -19,12 +19,18 @@ VISIBLE = {"\n": "↵", "\r": "␍", "\t": "⇥"}
 
 
 def unit_url(run: RunInfo, site: str, unit: int) -> str:
-    """The page of unit `unit` of `site` in harvest run `run`."""
+    """The page of unit `unit` of `site` in harvest run `run`.
+
+    Example: ``unit_url(run, "blocks.0.mlp.post", 3)`` → ``"/run/ioi/unit/blocks.0.mlp.post/3"``.
+    """
     return url("run", run.id, "unit", site, unit)
 
 
 def show_token(token: str) -> Markup:
-    """A token as HTML text, with newlines, tabs and control characters made visible."""
+    """A token as HTML text, with newlines, tabs and control characters made visible.
+
+    Example: ``show_token("a\\n")`` → ``Markup('a<span class="ws">↵</span>')``.
+    """
     if token == "":
         return Markup('<span class="ws">∅</span>')
     parts: list[Markup] = []
@@ -44,7 +50,10 @@ def show_token(token: str) -> Markup:
 
 
 def token_background(act: float, scale: float) -> str:
-    """CSS background for an activation: orange if positive, blue if negative, alpha |act|/scale."""
+    """CSS background for an activation: orange if positive, blue if negative, alpha |act|/scale.
+
+    Example: ``token_background(0.5, 2.0)`` → ``"background:rgba(255,110,0,0.250)"``.
+    """
     if scale <= 0 or act != act:  # NaN
         return ""
     alpha = min(abs(act) / scale, 1.0)
@@ -57,7 +66,10 @@ def token_background(act: float, scale: float) -> str:
 def token_spans(
     tokens: Sequence[str], acts: Sequence[float], scale: float, max_pos: int = -1, label: str = ""
 ) -> Markup:
-    """Tokens shaded by activation relative to `scale`; hover shows `label` and the value."""
+    """Tokens shaded by activation relative to `scale`; hover shows `label` and the value.
+
+    Example: ``token_spans([" The", " cat"], [0.5, 2.0], scale=2.0, max_pos=1, label="L3N7")``.
+    """
     prefix = f"{label} " if label else ""
     return join(
         render(

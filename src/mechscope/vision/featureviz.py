@@ -39,7 +39,13 @@ Images = Float[Tensor, "batch 3 h w"]
 
 @dataclass(frozen=True)
 class Objective:
-    """A score over saved activations, one value per image (to maximise); composable."""
+    """A score over saved activations, one value per image (to maximise); composable.
+
+    Example::
+
+        obj = channel("net._blocks.9", 3) - 1e-2 * diversity("net._blocks.9")
+        obj.sites                # frozenset({'net._blocks.9'}); render(model, obj, batch=4)
+    """
 
     fn: Callable[[dict[str, Tensor]], Tensor]  # site -> activation, to [batch]
     sites: frozenset[str]
@@ -79,7 +85,10 @@ def _act(acts: dict[str, Tensor], site: str) -> Tensor:
 
 
 def channel(site: str, c: int) -> Objective:
-    """The mean activation of channel `c` over all positions."""
+    """The mean activation of channel `c` over all positions.
+
+    Example: ``render(load_vision(), channel("net._blocks.9", 3))`` → a `Rendering`.
+    """
 
     def fn(a: dict[str, Tensor]) -> Tensor:
         x = _act(a, site)
@@ -89,7 +98,10 @@ def channel(site: str, c: int) -> Objective:
 
 
 def channels(site: str, cs: Sequence[int]) -> Objective:
-    """Image i excites channel ``cs[i]`` (mean over positions): many units in one batch."""
+    """Image i excites channel ``cs[i]`` (mean over positions): many units in one batch.
+
+    Example: ``render(model, channels("net._blocks.9", [0, 1, 2, 3]), batch=4)`` (one image each).
+    """
     index = torch.tensor(list(cs))
 
     def fn(a: dict[str, Tensor]) -> Tensor:
@@ -102,7 +114,10 @@ def channels(site: str, cs: Sequence[int]) -> Objective:
 
 
 def neuron(site: str, c: int, x: int | None = None, y: int | None = None) -> Objective:
-    """Channel `c` at one spatial position (default: the centre)."""
+    """Channel `c` at one spatial position (default: the centre).
+
+    Example: ``neuron("a", 2)({"a": torch.rand(2, 4, 5, 5)})`` → [2], channel 2 at (2, 2).
+    """
 
     def fn(a: dict[str, Tensor]) -> Tensor:
         t = _act(a, site)
@@ -115,7 +130,10 @@ def neuron(site: str, c: int, x: int | None = None, y: int | None = None) -> Obj
 
 
 def direction(site: str, vector: Float[Tensor, " c"]) -> Objective:
-    """The activation's dot product with `vector` over channels, averaged over positions."""
+    """The activation's dot product with `vector` over channels, averaged over positions.
+
+    Example: ``render(model, direction("net._blocks.9", torch.randn(112)))`` (112 channels there).
+    """
     v = vector.detach().float()
 
     def fn(a: dict[str, Tensor]) -> Tensor:
@@ -131,7 +149,10 @@ def direction(site: str, vector: Float[Tensor, " c"]) -> Objective:
 
 
 def deepdream(site: str) -> Objective:
-    """The mean squared activation of the whole layer (DeepDream)."""
+    """The mean squared activation of the whole layer (DeepDream).
+
+    Example: ``render(load_vision(), deepdream("net._blocks.5"), steps=128)``.
+    """
 
     def fn(a: dict[str, Tensor]) -> Tensor:
         t = _act(a, site)
@@ -141,7 +162,13 @@ def deepdream(site: str) -> Objective:
 
 
 def diversity(site: str) -> Objective:
-    """Minus the mean cosine similarity of the batch's Gram matrices (rewards different images)."""
+    """Minus the mean cosine similarity of the batch's Gram matrices (rewards different images).
+
+    Example::
+
+        obj = channel("net._blocks.9", 3) - 1e-2 * diversity("net._blocks.9")
+        render(model, obj, batch=4)          # four different images of channel 3
+    """
 
     def fn(a: dict[str, Tensor]) -> Tensor:
         t = _act(a, site)
@@ -173,7 +200,13 @@ def _to_rgb(x: Tensor, decorrelate: bool) -> Images:
 
 @dataclass
 class ImageParam:
-    """Free parameters and the map from them to images in [0, 1]."""
+    """Free parameters and the map from them to images in [0, 1].
+
+    Example::
+
+        param = pixel_image(64)
+        param().shape            # torch.Size([1, 3, 64, 64]); param.params are what Adam moves
+    """
 
     params: list[Tensor]
     make: Callable[[], Images]
@@ -186,7 +219,10 @@ def pixel_image(
     size: int, batch: int = 1, *, sd: float = 0.01, decorrelate: bool = True,
     generator: torch.Generator | None = None, device: torch.device | str = "cpu",
 ) -> ImageParam:  # fmt: skip
-    """One parameter per pixel and colour."""
+    """One parameter per pixel and colour.
+
+    Example: ``render(model, obj, param=pixel_image(128, decorrelate=False))``.
+    """
     x = (torch.randn(batch, 3, size, size, generator=generator) * sd).to(device).requires_grad_()
     return ImageParam([x], lambda: _to_rgb(x, decorrelate))
 
@@ -206,6 +242,8 @@ def fourier_image(
 
     Gradient steps then move low frequencies as much as high ones, which
     keeps the optimisation from filling the image with high-frequency noise.
+
+    Example: ``fourier_image(128, 4)()`` → [4 3 128 128], values in (0, 1).
     """
     freqs = _frequencies(size, size).to(device)
     scale = (1.0 / torch.clamp(freqs, min=1.0 / size) ** decay_power) * size**0.5 / size
@@ -226,12 +264,18 @@ Transform = Callable[[Images, torch.Generator], Images]
 
 
 def pad(n: int, value: float = 0.5) -> Transform:
-    """Pad every side with `n` pixels of a constant grey."""
+    """Pad every side with `n` pixels of a constant grey.
+
+    Example: ``pad(12)(torch.rand(1, 3, 64, 64), torch.Generator())`` → [1 3 88 88].
+    """
     return lambda x, g: F.pad(x, (n, n, n, n), value=value)
 
 
 def jitter(d: int) -> Transform:
-    """Crop a random offset of up to `d` pixels in each direction."""
+    """Crop a random offset of up to `d` pixels in each direction.
+
+    Example: ``jitter(8)(torch.rand(1, 3, 64, 64), torch.Generator())`` → [1 3 56 56].
+    """
 
     def fn(x: Images, g: torch.Generator) -> Images:
         dx, dy = (int(torch.randint(0, d + 1, (1,), generator=g)) for _ in range(2))
@@ -249,7 +293,10 @@ def _affine(x: Images, scale: float, angle: float) -> Images:
 
 
 def random_scale(scales: Sequence[float]) -> Transform:
-    """Zoom by one of `scales`, chosen at random each step."""
+    """Zoom by one of `scales`, chosen at random each step.
+
+    Example: ``render(model, obj, transforms=[pad(8), random_scale([0.9, 1.0, 1.1])])``.
+    """
 
     def fn(x: Images, g: torch.Generator) -> Images:
         return _affine(x, float(scales[int(torch.randint(len(scales), (1,), generator=g))]), 0.0)
@@ -258,7 +305,10 @@ def random_scale(scales: Sequence[float]) -> Transform:
 
 
 def random_rotate(degrees: Sequence[float]) -> Transform:
-    """Rotate by one of `degrees`, chosen at random each step."""
+    """Rotate by one of `degrees`, chosen at random each step.
+
+    Example: ``random_rotate([-5, 0, 5])(torch.rand(1, 3, 8, 8), torch.Generator())`` (same shape).
+    """
 
     def fn(x: Images, g: torch.Generator) -> Images:
         deg = float(degrees[int(torch.randint(len(degrees), (1,), generator=g))])
@@ -268,7 +318,10 @@ def random_rotate(degrees: Sequence[float]) -> Transform:
 
 
 def standard_transforms() -> list[Transform]:
-    """Lucid's default robustness set: pad 12, jitter 8, scale ±10%, rotate ±10°, jitter 4."""
+    """Lucid's default robustness set: pad 12, jitter 8, scale ±10%, rotate ±10°, jitter 4.
+
+    Example: ``render(model, obj, transforms=[*standard_transforms(), jitter(2)])``.
+    """
     return [
         pad(12),
         jitter(8),
@@ -301,6 +354,12 @@ def render(
     model with the objective's sites saved, and takes an Adam step on the
     parameters. Snapshots are kept at `thresholds` and at the last step
     (step 0 is the starting image).
+
+    Example::
+
+        model = load_vision()
+        r = render(model, channel("net._blocks.9", 3), steps=256, thresholds=(0, 64))
+        sorted(r.images), r.final.shape      # [0, 64, 256], torch.Size([1, 3, 128, 128])
     """
     if steps < 1:
         raise InputError("render needs at least one step")

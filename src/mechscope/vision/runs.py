@@ -36,6 +36,10 @@ def viz_run(
 
     With several sites, the grid has one row per site (early → late, the
     progression from edges to objects) and the strip one row per site and unit.
+
+    Example::
+
+        viz_run(load_vision(), ["net._blocks.5", "net._blocks.9"], [0, 1, 2, 3], "runs/viz")
     """
     sites = [site] if isinstance(site, str) else list(site)
     if not units or not sites:

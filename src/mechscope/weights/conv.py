@@ -39,7 +39,13 @@ def _is_activation(module: nn.Module) -> bool:
 
 @contextlib.contextmanager
 def linearised(net: nn.Module) -> Iterator[nn.Module]:
-    """`net` with activations as identities and max-pools as average pools; restored on exit."""
+    """`net` with activations as identities and max-pools as average pools; restored on exit.
+
+    Example::
+
+        with linearised(model.hf):
+            logits = model.hf(images)        # the linear part of the network
+    """
     swapped: list[tuple[nn.Module, str, nn.Module]] = []
     for parent in list(net.modules()):
         for name, child in list(parent.named_children()):
@@ -72,6 +78,11 @@ def expanded_weights(
     of `dst` must see its whole receptive field). With `check`, the Jacobian is
     taken at two points and must agree: activations called as functions in
     the model's forward (``F.relu``) cannot be linearised and are reported.
+
+    Example::
+
+        w = expanded_weights(load_vision(), "net._blocks.11", "net._blocks.12", 5)
+        w.maps.shape, w.top(3)       # [c_in kh kw], the 3 most exciting input channels
     """
     for site in (src, dst):
         model.table[site]  # unknown site: error naming the closest ones

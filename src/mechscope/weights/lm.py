@@ -65,7 +65,10 @@ def _head(model: Model, layer: int, head: int) -> None:
 
 
 def ov_circuit(model: Model, layer: int, head: int) -> Float[Tensor, "d_model d_model"]:
-    """x ↦ x·OV is what head `head` writes for a (normed) source vector x it fully attends to."""
+    """x ↦ x·OV is what head `head` writes for a (normed) source vector x it fully attends to.
+
+    Example: ``x @ ov_circuit(model, 3, 1)`` → [d_model], what head L3H1 writes for x.
+    """
     _head(model, layer, head)
     w = attention_weights(model, layer)
     g = norm_scale(model, "attn", layer)
@@ -73,7 +76,10 @@ def ov_circuit(model: Model, layer: int, head: int) -> Float[Tensor, "d_model d_
 
 
 def qk_circuit(model: Model, layer: int, head: int) -> Float[Tensor, "d_model d_model"]:
-    """The bilinear form of the attention score: x_q · QK · x_kᵀ (before RoPE and 1/√d_head)."""
+    """The bilinear form of the attention score: x_q · QK · x_kᵀ (before RoPE and 1/√d_head).
+
+    Example: ``x_q @ qk_circuit(model, 3, 1) @ x_k`` → L3H1's score of key x_k for query x_q.
+    """
     _head(model, layer, head)
     w = attention_weights(model, layer)
     g = norm_scale(model, "attn", layer)
@@ -119,7 +125,10 @@ def token_ov(
     model: Model, layer: int, head: int, tokens: list[str] | list[int], k: int = 8
 ) -> dict[str, list[tuple[str, float]]]:
     """For each source token, the output tokens whose logits head `head` raises most when it
-    attends to that token (embedding → OV → unembedding)."""
+    attends to that token (embedding → OV → unembedding).
+
+    Example: ``token_ov(model, 3, 1, [" Paris", " cat"], k=5)[" Paris"]`` → [(token, logit), …].
+    """
     e, u = _embed_unembed(model)
     ov = ov_circuit(model, layer, head)
     ids = _ids(model, tokens)
@@ -130,7 +139,10 @@ def token_ov(
 def token_qk(
     model: Model, layer: int, head: int, tokens: list[str] | list[int], k: int = 8
 ) -> dict[str, list[tuple[str, float]]]:
-    """For each query token, the key tokens head `head` attends to most (embeddings only)."""
+    """For each query token, the key tokens head `head` attends to most (embeddings only).
+
+    Example: ``token_qk(model, 3, 1, [" Paris", " cat"], k=5)[" cat"]`` → [(key, score), …].
+    """
     e, _ = _embed_unembed(model)
     qk = qk_circuit(model, layer, head)
     ids = _ids(model, tokens)
@@ -143,6 +155,8 @@ def copying_scores(model: Model) -> Float[Tensor, "layer head"]:
     the full OV circuit embedding → OV → unembedding (1: the head copies the tokens it reads).
 
     The nonzero eigenvalues of E·V·O·U (vocab × vocab) are those of O·(U·E)·V (d_head × d_head).
+
+    Example: ``copying_scores(model)`` → [layer head] in [0, 1]; 1 for a head that copies.
     """
     n = _need(model)
     e, u = _embed_unembed(model)
@@ -172,7 +186,10 @@ def composition_scores(
 ) -> dict[str, Float[Tensor, "layer head"]]:
     """Q-, K- and V-composition of every earlier head into head (`layer`, `head`):
     ‖M₁M₂‖_F / (‖M₁‖_F ‖M₂‖_F) with the earlier head's OV circuit feeding this head's query,
-    key or value side (Elhage et al. 2021). Heads of `layer` and later score 0."""
+    key or value side (Elhage et al. 2021). Heads of `layer` and later score 0.
+
+    Example: ``composition_scores(model, 5, 1)["k"]`` → [layer head], K-composition into L5H1.
+    """
     _head(model, layer, head)
     assert model.dims is not None
     g = norm_scale(model, "attn", layer)
@@ -216,6 +233,8 @@ def neuron_wiring(
 
     `via` picks the input matrix of gated MLPs: ``"gate"`` (default: whether the
     neuron fires) or ``"up"``; plain MLPs have ``"in"``.
+
+    Example: ``neuron_wiring(model, 3, 100, k=5).logits_up`` → the 5 tokens L3N100 raises most.
     """
     _layer(model, layer)
     ins, w_out = mlp_weights(model, layer)

@@ -36,7 +36,10 @@ KINDS = ("excitation", "inhibition")
 
 
 def wiring_file(layer: int, neuron: int) -> str:
-    """Where a weights-lm run keeps the `NeuronWiring` of (`layer`, `neuron`)."""
+    """Where a weights-lm run keeps the `NeuronWiring` of (`layer`, `neuron`).
+
+    Example: ``wiring_file(3, 100)`` → ``"neurons/3-100/wiring.safetensors"``.
+    """
     return f"neurons/{layer}-{neuron}/wiring.safetensors"
 
 

@@ -48,7 +48,12 @@ def conv_weights_run(
     progress: bool = True,
 ) -> ConvWeights:
     """Expanded weights from `src` into `dst`:`unit`, with the unit and its top `k` exciting and
-    inhibiting input channels visualised (one batched render each), written to `out`."""
+    inhibiting input channels visualised (one batched render each), written to `out`.
+
+    Example::
+
+        w = conv_weights_run(load_vision(), "net._blocks.11", "net._blocks.12", 5, "runs/w")
+    """
     from ..vision.featureviz import channel, channels, render
 
     config = {"model": model_record(model), "src": src, "dst": dst, "unit": unit, "k": k,
@@ -115,6 +120,8 @@ def lm_weights_run(
 
     `tokens` are the source (OV) and query (QK) tokens shown per head, each one
     token; by default those of `DEFAULT_TOKENS` that are one token for the model.
+
+    Example: ``lm_weights_run(model, "runs/wlm", heads=[(5, 1)], neurons=[(3, 100)])``.
     """
     neurons, heads = _pairs(neurons, "neuron"), _pairs(heads, "head")
     tokens = list(tokens) if tokens is not None else _default_tokens(model)
