@@ -17,6 +17,7 @@ with install_import_hook("mechscope", "beartype.beartype"):
     import mechscope.core.interventions
     import mechscope.core.model
     import mechscope.core.resume
+    import mechscope.core.tokens
     import mechscope.core.trace  # noqa: F401
 
 import pytest  # noqa: E402

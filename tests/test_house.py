@@ -19,7 +19,7 @@ ALLOWED = {
     frozenset({"mechscope.engine.harvest", "mechscope.harvest.collect"}),
     frozenset({"mechscope.engine.activations", "mechscope.sae.activations"}),
     frozenset({"mechscope.engine.tracing", "mechscope.tracing.average"}),
-    frozenset({"mechscope.engine.ioi", "mechscope.ioi.reproduce"}),
+    frozenset({"mechscope.engine.ioi", "mechscope.ioi.measures"}),
     frozenset({"mechscope.engine.explain", "mechscope.autointerp.pipeline"}),
     frozenset({"mechscope.core.model", "mechscope.core.trace"}),
     frozenset({"mechscope.core.model", "mechscope.core.resume"}),

@@ -14,11 +14,11 @@ import pytest
 import torch
 
 import samples as samples_pkg
+from mechscope._arrays import as_numpy
 from mechscope.results import (
     FORMATS,
     Result,
     ResultFormatError,
-    as_numpy,
     fields_equal,
     open_result,
     result_class,
@@ -119,7 +119,7 @@ def _untagged(tmp_path: Path) -> bytes:
 def test_bfloat16_reads_without_torch(tmp_path: Path) -> None:
     from safetensors.torch import save_file
 
-    from mechscope.results import read_safetensors
+    from mechscope._arrays import read_safetensors
 
     x = torch.randn(3, 4).bfloat16()
     save_file({"x": x}, str(tmp_path / "b.safetensors"))

@@ -6,7 +6,8 @@ dataclasses). `save(path)` writes one safetensors file: the arrays as tensors an
 one JSON record, with the class's format tag (``"mechscope.patch/1"``), in the
 file's metadata; the write is atomic (a temporary file renamed into place).
 `load(path)` gives back an equal object; `load(path, arrays="numpy")` does so
-without importing torch, for readers that need no model (the viewer).
+without importing torch, for readers that need no model (the viewer). The
+arrays and the safetensors files themselves are `mechscope._arrays`' part.
 
 One `summary()` drives the repr, the rich rendering in a terminal and the HTML
 in a notebook, so the CLI, the tour and notebooks print results themselves.
@@ -27,7 +28,6 @@ import importlib
 import json
 import math
 import os
-import struct
 import sys
 from collections.abc import Mapping
 from pathlib import Path
@@ -35,6 +35,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal, TypeVar
 
 import numpy as np
 
+from ._arrays import as_numpy, is_array, read_header, read_safetensors, write_safetensors
 from .errors import InputError
 
 try:
@@ -63,8 +64,8 @@ FORMATS: dict[str, str] = {
     "mechscope.head_classes/1": "mechscope.ioi.results:HeadClassification",
     "mechscope.causal_trace/1": "mechscope.tracing.results:CausalTrace",
     "mechscope.average_trace/1": "mechscope.tracing.results:AverageTrace",
-    "mechscope.rome_edit/1": "mechscope.tracing.results:Edit",
-    "mechscope.edit_report/1": "mechscope.tracing.results:EditReport",
+    "mechscope.rome_edit/1": "mechscope.tracing.edits:Edit",
+    "mechscope.edit_report/1": "mechscope.tracing.edits:EditReport",
     "mechscope.direction/1": "mechscope.probes.results:LinearDirection",
     "mechscope.probe_results/1": "mechscope.probes.results:ProbeResults",
     "mechscope.steering_vector/1": "mechscope.steering.results:SteeringVector",
@@ -90,38 +91,6 @@ class ResultFormatError(InputError):
     Example: ``open_result("runs/x/config.json")`` raises it (not a safetensors result file), as
     does ``PatchResult.load`` on a file holding a ``mechscope.causal_trace/1``.
     """
-
-
-# --- arrays: torch or numpy, one helper for both ---------------------------------------
-
-
-def _is_torch(value: Any) -> bool:
-    torch = sys.modules.get("torch")
-    return torch is not None and isinstance(value, torch.Tensor)
-
-
-def is_array(value: Any) -> bool:
-    """A torch tensor or a numpy array.
-
-    Example: ``is_array(torch.zeros(3)), is_array(np.zeros(3)), is_array([0.0])``
-    → True, True, False.
-    """
-    return isinstance(value, np.ndarray) or _is_torch(value)
-
-
-def as_numpy(value: Any) -> np.ndarray:
-    """A numpy copy-free view of an array field (torch tensors: detached, on the CPU;
-    bfloat16, which numpy lacks, as float32).
-
-    Example: ``as_numpy(torch.ones(2, dtype=torch.bfloat16))``
-    → ``array([1., 1.], dtype=float32)``.
-    """
-    if _is_torch(value):
-        value = value.detach().cpu()
-        if str(value.dtype) == "torch.bfloat16":
-            value = value.float()
-        return value.numpy()
-    return np.asarray(value)
 
 
 # --- the JSON record: values tagged so that loading needs no type hints ----------------
@@ -188,80 +157,6 @@ def _nested_class(owner: type, name: str) -> type:
     if not (isinstance(cls, type) and dataclasses.is_dataclass(cls)):
         raise ResultFormatError(f"a saved {owner.__name__} names an unknown part {name!r}")
     return cls
-
-
-# --- safetensors without torch ---------------------------------------------------------
-
-_NP_DTYPES = {
-    "F64": np.float64,
-    "F32": np.float32,
-    "F16": np.float16,
-    "I64": np.int64,
-    "I32": np.int32,
-    "I16": np.int16,
-    "I8": np.int8,
-    "U8": np.uint8,
-    "BOOL": np.bool_,
-}
-_MAX_HEADER = 100 << 20
-
-
-def read_safetensors(path: Path) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
-    """The metadata and arrays of a safetensors file, as numpy (bfloat16 as float32).
-
-    Example: ``meta, arrays = read_safetensors(Path("runs/patch/patch.safetensors"))``: the
-    metadata (``meta["mechscope"]`` holds the JSON record) and name → numpy array.
-    """
-    with open(path, "rb") as f:
-        head = f.read(8)
-        if len(head) != 8:
-            raise ValueError("shorter than a safetensors header")
-        (n,) = struct.unpack("<Q", head)
-        if n > _MAX_HEADER:
-            raise ValueError(f"a header of {n} bytes")
-        header = json.loads(f.read(n))
-        data = f.read()
-    meta = header.pop("__metadata__", None) or {}
-    out: dict[str, np.ndarray] = {}
-    for name, info in header.items():
-        start, end = info["data_offsets"]
-        raw = data[start:end]
-        if len(raw) != end - start:
-            raise ValueError(f"tensor {name!r} is cut short")
-        shape = tuple(info["shape"])
-        if info["dtype"] == "BF16":
-            bits = np.frombuffer(raw, dtype="<u2").astype(np.uint32) << 16
-            out[name] = bits.view(np.float32).reshape(shape)
-        elif info["dtype"] in _NP_DTYPES:
-            dtype = np.dtype(_NP_DTYPES[info["dtype"]]).newbyteorder("<")
-            out[name] = np.frombuffer(raw, dtype=dtype).reshape(shape).copy()
-        else:
-            raise ValueError(f"tensor {name!r} has dtype {info['dtype']}")
-    return meta, out
-
-
-def _write(path: Path, arrays: dict[str, Any], meta: dict[str, str]) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.partial")
-    try:
-        if any(_is_torch(v) for v in arrays.values()):
-            import torch
-            from safetensors.torch import save_file
-
-            tensors = {
-                k: (v if _is_torch(v) else torch.from_numpy(np.ascontiguousarray(v)))
-                .detach()
-                .cpu()
-                .contiguous()
-                for k, v in arrays.items()
-            }
-            save_file(tensors, str(tmp), metadata=meta)
-        else:
-            from safetensors.numpy import save_file as save_np
-
-            save_np({k: np.ascontiguousarray(v) for k, v in arrays.items()}, str(tmp), meta)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 # --- the base ---
@@ -334,7 +229,7 @@ class Result:
         meta = {"mechscope": json.dumps({"format": self.format, "record": record})}
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            _write(path, arrays, meta)
+            write_safetensors(path, arrays, meta)
         except OSError as e:
             raise InputError(f"cannot write {type(self).__name__} to {path}: {e}") from None
         return path
@@ -509,21 +404,9 @@ def result_header(path: str | os.PathLike[str]) -> dict[str, Any]:
     → ``"mechscope.patch/1"``.
     """
     try:
-        return _entry(_header(Path(path))[0])
+        return _entry(read_header(Path(path))[0])
     except Exception as e:
         raise ResultFormatError(f"{path} is not a readable result file ({e})") from None
-
-
-def _header(path: Path) -> tuple[dict[str, Any], dict[str, Any]]:
-    with open(path, "rb") as f:
-        head = f.read(8)
-        if len(head) != 8:
-            raise ValueError("shorter than a safetensors header")
-        (n,) = struct.unpack("<Q", head)
-        if n > _MAX_HEADER:
-            raise ValueError(f"a header of {n} bytes")
-        header = json.loads(f.read(n))
-    return header.pop("__metadata__", None) or {}, header
 
 
 def fields_equal(a: Any, b: Any) -> bool:

@@ -59,50 +59,19 @@ def tiny_config(arch: str, vocab_size: int = 259) -> tf.PretrainedConfig:
     ``tiny_config("llama").num_key_value_heads`` → 2.
     """
     common = {"vocab_size": vocab_size, "bos_token_id": 0, "eos_token_id": 1, "pad_token_id": 2}
+    # the shape every HF-named family shares: 2 blocks of d_model 32, 4 heads, MLP 64
+    blocks = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2,
+              "num_attention_heads": 4, "max_position_embeddings": 256, **common}  # fmt: skip
     if arch == "llama":
-        return tf.LlamaConfig(
-            hidden_size=32,
-            intermediate_size=64,
-            num_hidden_layers=2,
-            num_attention_heads=4,
-            num_key_value_heads=2,
-            max_position_embeddings=256,
-            **common,
-        )
+        return tf.LlamaConfig(num_key_value_heads=2, **blocks)
     if arch == "gpt2":
         return tf.GPT2Config(n_embd=32, n_layer=2, n_head=4, n_positions=256, **common)
     if arch == "gpt_neox":
-        return tf.GPTNeoXConfig(
-            hidden_size=32,
-            intermediate_size=64,
-            num_hidden_layers=2,
-            num_attention_heads=4,
-            max_position_embeddings=256,
-            **common,
-        )
+        return tf.GPTNeoXConfig(**blocks)
     if arch == "gemma3":
-        return tf.Gemma3TextConfig(
-            hidden_size=32,
-            intermediate_size=64,
-            num_hidden_layers=2,
-            num_attention_heads=4,
-            num_key_value_heads=1,
-            head_dim=8,
-            max_position_embeddings=256,
-            sliding_window=4,
-            **common,
-        )
+        return tf.Gemma3TextConfig(num_key_value_heads=1, head_dim=8, sliding_window=4, **blocks)
     if arch == "gemma":  # Gemma 1 (not in ARCHS: it differs from Llama only in its norm's 1 + w)
-        return tf.GemmaConfig(
-            hidden_size=32,
-            intermediate_size=64,
-            num_hidden_layers=2,
-            num_attention_heads=4,
-            num_key_value_heads=1,
-            head_dim=8,
-            max_position_embeddings=256,
-            **common,
-        )
+        return tf.GemmaConfig(num_key_value_heads=1, head_dim=8, **blocks)
     raise InputError(f"unknown tiny architecture {arch!r}; valid: {', '.join(ARCHS)}")
 
 

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import mechscope as ms
-from mechscope.core.interventions import Step, apply_intervention
+from mechscope.core.execution import Step, apply_intervention
 from mechscope.errors import InterventionError
 
 AXES = ("batch", "pos", "head", "d_head")

@@ -22,7 +22,7 @@ import mechscope as ms
 from mechscope.engine import EngineError, check_engine
 from mechscope.errors import InputError
 from mechscope.harvest import harvest
-from mechscope.harvest.collect import STATE_FILE
+from mechscope.harvest.state import STATE_FILE
 from mechscope.testing import run_cli as mechscope
 from mechscope.testing import tiny_model
 

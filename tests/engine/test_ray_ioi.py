@@ -12,7 +12,8 @@ import torch
 from mechscope.engine import EngineError, torch_threads
 from mechscope.ioi import ioi_dataset
 from mechscope.ioi.dataset import NAMES, OBJECTS, PLACES
-from mechscope.ioi.reproduce import PROMPT_BLOCK, prompt_measures, reproduce
+from mechscope.ioi.measures import PROMPT_BLOCK, prompt_measures
+from mechscope.ioi.reproduce import reproduce
 from mechscope.testing import IOI_NAMES, IOI_OBJECTS, IOI_PLACES, named_tiny_model
 
 

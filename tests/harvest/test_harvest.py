@@ -15,7 +15,7 @@ from safetensors.torch import load_file
 
 from mechscope.errors import InputError, SiteError
 from mechscope.harvest import harvest, merge_harvests, open_harvest
-from mechscope.harvest.collect import STATE_FILE
+from mechscope.harvest.state import STATE_FILE
 from mechscope.testing import tiny_model
 
 SITES = ["blocks.*.mlp.post", "blocks.0.attn.z", "blocks.1.attn.pattern"]

@@ -8,8 +8,7 @@ import pytest
 
 from mechscope.ioi import HeadClassification, IOIDataset
 from mechscope.ioi.reproduce import reproduce
-from mechscope.patching import PatchResult
-from mechscope.patching.circuit import Circuit
+from mechscope.patching import Circuit, PatchResult
 from mechscope.store import open_run
 
 pytestmark = pytest.mark.model

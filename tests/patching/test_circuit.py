@@ -8,14 +8,10 @@ import pytest
 import torch
 
 import mechscope as ms
-from mechscope.patching.circuit import (
-    Circuit,
-    EdgeScores,
-    acdc,
-    circuit_from_scores,
-    edge_attribution_patching,
-    evaluate_circuit,
-)
+from mechscope.patching.ablation import evaluate_circuit
+from mechscope.patching.circuit import acdc, circuit_from_scores
+from mechscope.patching.eap import edge_attribution_patching
+from mechscope.patching.results import Circuit, EdgeScores
 from mechscope.testing import tiny_model
 
 FAMILIES = ["llama", "gpt2", "gpt_neox"]  # gpt_neox: parallel attention and MLP

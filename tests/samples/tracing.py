@@ -5,7 +5,8 @@ from __future__ import annotations
 import torch
 
 from mechscope.results import Result
-from mechscope.tracing.results import AverageTrace, CausalTrace, Edit, EditReport, Fact
+from mechscope.tracing.edits import Edit, EditReport
+from mechscope.tracing.results import AverageTrace, CausalTrace, Fact
 
 FACT = Fact("The Eiffel Tower", "{} is located in the city of", "Paris")
 CAPITAL = Fact("Japan", "The capital of {} is the city of", "Tokyo", "country_capital")

@@ -504,7 +504,7 @@ def test_text_from_the_run_files_is_escaped(base: str) -> None:
 
 def test_the_pages_read_no_tensors() -> None:
     """The viewer reads JSON and figures only: these pages import neither torch nor safetensors."""
-    for name in ("featureviz", "weights", "prompts"):
+    for name in ("featureviz", "weights", "weights_lm", "prompts"):
         source = (PAGES / f"{name}.py").read_text()
         assert not re.search(r"^\s*(import|from)\s+(torch|safetensors)", source, re.M), name
 

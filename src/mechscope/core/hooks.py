@@ -21,7 +21,8 @@ from torch.utils.hooks import RemovableHandle
 
 from . import attention
 from .cache import ActivationCache
-from .interventions import Intervention, Step, StopForward, apply_intervention
+from .execution import Step, apply_intervention
+from .interventions import Intervention, StopForward
 from .sites import Site, SiteTable
 
 
@@ -312,7 +313,7 @@ class BlockInputs:
 
     Example::
 
-        with BlockInputs(model.hf.get_submodule(model.adapter.layers)) as rec:
+        with BlockInputs(model._blocks()) as rec:
             model.hf(model.to_tokens("Hello"))
         rec.hidden[3].shape, list(rec.kwargs[3])    # [1, pos, d_model], ["attention_mask", …]
     """

@@ -25,7 +25,8 @@ import torch
 
 from ..core.model import Model
 from ..corpus import Corpus, open_corpus
-from ..harvest.collect import check_args, harvest_folder, merge_harvests
+from ..harvest.collect import check_args, harvest_folder
+from ..harvest.state import merge_harvests
 from ..harvest.tables import HarvestStore
 from .cluster import Reporter, attempts, cluster_cpus, note_attempt, ray_session, run_shards
 from .ship import ShippedModel, ship_model

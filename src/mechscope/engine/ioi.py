@@ -1,6 +1,6 @@
 """The IOI reproduction's prompt-level measures on Ray: contiguous runs of prompt blocks, one task each.
 
-Each task computes the blocks of `mechscope.ioi.reproduce.prompt_block` for
+Each task computes the blocks of `mechscope.ioi.measures.prompt_block` for
 its run of blocks and returns them; the driver merges all blocks in order,
 as the local engine does, so the logit differences, DLA and head scores are
 the local engine's at the same torch threads. The sweeps, path patching and
@@ -76,7 +76,7 @@ def _blocks_task(
     threads: int,
 ) -> list[dict[str, Any]]:
     """One Ray task: the measures of its blocks, in order."""
-    from ..ioi.reproduce import prompt_block
+    from ..ioi.measures import prompt_block
 
     torch.set_num_threads(threads)
     model = shipped.load()

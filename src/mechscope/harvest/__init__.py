@@ -17,7 +17,8 @@ from .._lazy import exports
 
 if TYPE_CHECKING:
     from ..corpus import DEFAULT_CORPUS, SOURCES, Corpus, open_corpus, pack, windows
-    from .collect import DEFAULT_SITES, harvest, merge_harvests
+    from .collect import DEFAULT_SITES, harvest
+    from .state import merge_harvests
     from .stats import UnitAccumulator, hist_edges
     from .tables import Example, HarvestStore, TokenHit, UnitRecord, UnitStats, open_harvest
 

@@ -7,8 +7,9 @@ by the batch and the accumulators, never by the corpus. It checkpoints the
 accumulators atomically with the number of windows done; a killed harvest
 started again with the same arguments resumes from there with nothing lost
 or counted twice. `shard=(i, n)` harvests the i-th of n contiguous parts of
-the corpus; `merge_harvests` combines the parts into exactly the harvest of
-one pass. ``engine="ray"`` does both on a Ray cluster (`mechscope.engine`).
+the corpus; `merge_harvests` (`harvest.state`) combines the parts into
+exactly the harvest of one pass. ``engine="ray"`` does both on a Ray cluster
+(`mechscope.engine`). What a unit of each site is lives in `harvest.units`.
 
 Example::
 
@@ -21,7 +22,6 @@ Example::
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -30,113 +30,19 @@ from typing import Any
 
 import numpy as np
 import torch
-from jaxtyping import Float
-from safetensors.torch import load_file, save_file
 from torch import Tensor
 from tqdm.auto import tqdm
 
 from ..core.model import Model
-from ..core.sites import Site
 from ..corpus import Corpus, boundary_tokens, open_corpus, window_batches
 from ..errors import InputError
-from ..store import model_record, new_run, without_placement
+from ..store import model_record, new_run
+from .state import STATE_FILE, _load_checkpoint, save_state
 from .stats import UnitAccumulator
 from .tables import TOKENS_FILE, HarvestStore, write_tables
+from .units import Reader, _by_site, _readers, _sizes, unit_kind
 
 DEFAULT_SITES = "blocks.*.mlp.post"
-STATE_FILE = "state.safetensors"
-
-
-HEAD_AXES = (("batch", "pos", "head", "d_head"), ("batch", "pos", "kv_head", "d_head"))
-PATTERN_AXES = ("batch", "head", "q_pos", "k_pos")
-
-
-def unit_kind(site: Site) -> tuple[str, str]:
-    """What one unit of `site` is and how its per-token value is read off the site's tensor.
-
-    Example: ``unit_kind(model.table["blocks.5.mlp.post"])`` → ``("neuron", "value")``.
-    """
-    axes = site.axes
-    if len(axes) == 3 and axes[:2] == ("batch", "pos"):
-        return ("neuron" if axes[2] == "d_mlp" else "dimension"), "value"
-    if axes in HEAD_AXES:
-        return "head", "L2 norm of the head's vector"
-    if axes == PATTERN_AXES:
-        return "head", "largest attention weight on a key after position 0"
-    return "unit", "value (trailing axes flattened)"
-
-
-def units_of(site: Site, x: Tensor) -> Float[Tensor, "batch pos unit"]:
-    """The site's tensor as [batch, pos, unit] (see `unit_kind`).
-
-    Example: ``units_of(model.table["blocks.5.attn.z"], z)`` → [batch, pos, head], each
-    head's L2 norm.
-    """
-    axes = site.axes
-    if axes in HEAD_AXES:
-        return torch.linalg.vector_norm(x.float(), dim=-1)
-    if axes == PATTERN_AXES:
-        off_sink = x[..., 1:].amax(-1) if x.shape[-1] > 1 else torch.zeros_like(x[..., 0])
-        return off_sink.transpose(1, 2)
-    if x.ndim < 3:
-        raise InputError(
-            f"site {site.name!r} has shape {tuple(x.shape)}: a harvest needs [batch, pos, …]"
-        )
-    return x.reshape(x.shape[0], x.shape[1], -1)
-
-
-Reader = Callable[[Tensor], Tensor]  # a site's tensor → [batch, pos, unit]
-
-
-def _readers(
-    model: Model, names: list[str], features: Mapping[str, tuple[str, Reader]]
-) -> dict[str, tuple[str, Reader]]:
-    """Harvested name → (site it is read from, how its units are read), in forward order."""
-    out: dict[str, tuple[str, Reader]] = {}
-    for name in names:
-        site = model.table[name]
-        out[name] = (name, lambda x, site=site: units_of(site, x))
-    for name, (site, fn) in features.items():
-        if name in out:
-            raise InputError(f"feature name {name!r} is also a harvested site; rename it")
-        model.table[site]  # unknown site: error with the closest names
-        if not callable(fn):
-            raise InputError(f"feature {name!r} needs (site, function), got {type(fn).__name__}")
-        out[name] = (site, fn)
-    order = {n: i for i, n in enumerate(model.table.order([s for s, _ in out.values()]))}
-    return dict(sorted(out.items(), key=lambda item: order[item[1][0]]))
-
-
-def _by_site(readers: Mapping[str, tuple[str, Reader]]) -> dict[str, list[tuple[str, Reader]]]:
-    grouped: dict[str, list[tuple[str, Reader]]] = {}
-    for name, (site, fn) in readers.items():
-        grouped.setdefault(site, []).append((name, fn))
-    return grouped
-
-
-def _sizes(model: Model, readers: Mapping[str, tuple[str, Reader]], window: int) -> dict[str, int]:
-    """Units per harvested name, from one forward of one window (exact for any module path)."""
-    from ..core.interventions import observe
-
-    sizes: dict[str, int] = {}
-
-    def grab(targets: list[tuple[str, Reader]]) -> Callable[[Tensor], None]:
-        def fn(x: Tensor) -> None:
-            for name, read in targets:
-                out = read(x)
-                if out.ndim != 3 or out.shape[:2] != (1, window):
-                    raise InputError(
-                        f"{name}: a harvest reads [batch, pos, unit] tensors, got {tuple(out.shape)}"
-                    )
-                sizes[name] = int(out.shape[-1])
-
-        return fn
-
-    ids = torch.zeros(1, window, dtype=torch.long, device=model.device)
-    hooks = [observe(site, grab(t)) for site, t in _by_site(readers).items()]
-    with model.hooks(hooks), torch.no_grad():
-        model.hf(ids, use_cache=False)
-    return sizes
 
 
 def harvest(
@@ -337,51 +243,6 @@ def _shard_range(n_windows: int, batch_size: int, shard: tuple[int, int] | None)
     return min(lo * batch_size, n_windows), min(hi * batch_size, n_windows)
 
 
-def _load_checkpoint(
-    folder: Path,
-    names: list[str],
-    sizes: dict[str, int],
-    k: int,
-    n_random: int,
-    window: int,
-    hist_every: int,
-    device: torch.device | str = "cpu",
-) -> tuple[dict[str, UnitAccumulator], int]:
-    """Accumulators (on `device`) and windows done from the folder's checkpoint, or fresh ones."""
-    if (folder / STATE_FILE).exists():
-        accs, done = _read_state(folder, names, device)
-    else:
-        accs = {
-            name: UnitAccumulator.empty(
-                sizes[name], k, n_random, window, salt=i, hist_every=hist_every, device=device
-            )
-            for i, name in enumerate(names)
-        }
-        done = 0
-    # tokens written after the last checkpoint belong to batches that will be redone
-    tokens = folder / TOKENS_FILE
-    with open(tokens, "ab") as f:
-        f.truncate(done * window * 4)
-    return accs, done
-
-
-def save_state(
-    folder: Path, names: Sequence[str], accs: dict[str, UnitAccumulator], done: int
-) -> None:
-    """Write all accumulators and the windows-done count in one file, atomically.
-
-    Example: ``save_state(Path("runs/h"), ["blocks.5.mlp.post"], accs, done=128)`` writes
-    ``runs/h/state.safetensors``.
-    """
-    tensors: dict[str, Tensor] = {"windows_done": torch.tensor(done)}
-    for i, name in enumerate(names):
-        for key, v in accs[name].state_dict().items():
-            tensors[f"{i}.{key}"] = v.cpu().contiguous()  # the host only at checkpoints
-    tmp = folder / (STATE_FILE + ".tmp")
-    save_file(tensors, str(tmp), metadata={"sites": json.dumps(list(names))})
-    os.replace(tmp, folder / STATE_FILE)
-
-
 def _batches(
     model: Model, corpus: Corpus, window: int, first: int, stop: int, batch_size: int
 ) -> Iterator[tuple[int, Tensor]]:
@@ -468,96 +329,3 @@ def _loop(
         token_file.flush()
     bar.close()
     save_state(folder, names, accs, done)
-
-
-def merge_harvests(
-    model: Model,
-    parts: Sequence[str | Path],
-    *,
-    out: str | Path,
-    record_parts: bool = True,
-    extra: Mapping[str, Any] | None = None,
-) -> HarvestStore:
-    """Merge shard runs of one harvest (contiguous window ranges) into one run at `out`.
-
-    The result equals one uninterrupted harvest over the union of the shards
-    (same batches): top-k, samples, counts and histograms exactly, and sums
-    too (they are fixed point). Each part must keep its state (``keep_state``).
-    ``record_parts=False`` leaves the parts' folders out of config.json (an
-    engine's temporary shards: the config is then the one-pass run's); `extra`
-    goes into run.json.
-
-    Example::
-
-        for i in range(2):
-            harvest(model, out=f"runs/h{i}", tokens=100_000, shard=(i, 2))
-        store = merge_harvests(model, ["runs/h0", "runs/h1"], out="runs/h")
-    """
-    if not parts:
-        raise InputError("merge_harvests needs at least one harvest run folder")
-    loaded = []
-    for part in parts:
-        folder = Path(part)
-        cfg_file, state_file = folder / "config.json", folder / STATE_FILE
-        if not cfg_file.exists() or not state_file.exists():
-            raise InputError(
-                f"{folder} is not a finished harvest with its state (config.json and {STATE_FILE})"
-            )
-        loaded.append((json.loads(cfg_file.read_text()), folder))
-    loaded.sort(key=lambda cf: cf[0]["windows"][0])
-    first = loaded[0][0]
-    same = ("model", "corpus", "sites", "units", "window", "k", "n_random", "batch_size")
-    for cfg, folder in loaded[1:]:
-        diff = [
-            key
-            for key in (*same, "hist_every")
-            if without_placement(cfg.get(key)) != without_placement(first.get(key))
-        ]
-        if diff:
-            raise InputError(f"{folder} differs from {loaded[0][1]} in {', '.join(diff)}")
-    for (a, fa), (b, fb) in zip(loaded, loaded[1:], strict=False):
-        if a["windows"][1] != b["windows"][0]:
-            raise InputError(
-                f"shards must be contiguous: {fa} covers windows {a['windows']}, "
-                f"{fb} covers {b['windows']}"
-            )
-    names = list(first["sites"])
-    window = int(first["window"])
-    config = {
-        **first,
-        "windows": [first["windows"][0], loaded[-1][0]["windows"][1]],
-        "shard": None,
-        **({"merged_from": [str(folder) for _, folder in loaded]} if record_parts else {}),
-    }
-    config.pop("kind", None)
-    run = new_run("harvest", out, config)
-    accs: dict[str, UnitAccumulator] | None = None
-    with open(run.dir / TOKENS_FILE, "wb") as tokens_out:
-        for _, folder in loaded:
-            state, _ = _read_state(folder, names)
-            if accs is None:
-                accs = state
-            else:
-                for name in names:
-                    accs[name].merge(state[name])
-            tokens_out.write((folder / TOKENS_FILE).read_bytes())
-    assert accs is not None
-    done = config["windows"][1] - config["windows"][0]
-    save_state(run.dir, names, accs, done)
-    summary = write_tables(run.dir, model, accs, {**config, "window": window})
-    run.extra.update(summary)
-    run.extra.update(extra or {})
-    return HarvestStore(run.finish())
-
-
-def _read_state(
-    folder: Path, names: list[str], device: torch.device | str = "cpu"
-) -> tuple[dict[str, UnitAccumulator], int]:
-    state = load_file(str(folder / STATE_FILE))
-    accs = {}
-    for i, name in enumerate(names):
-        prefix = f"{i}."
-        accs[name] = UnitAccumulator.from_state(
-            {key[len(prefix) :]: v for key, v in state.items() if key.startswith(prefix)}, device
-        )
-    return accs, int(state["windows_done"])

@@ -6,7 +6,14 @@ difference (clean, ABC, S2↔IO); residual-stream patching by layer × position
 patching every head; attribution patching and its agreement with real
 patching; direct logit attribution; path patching to the logits and to the
 name movers' queries; head diagnostics and classes; circuit discovery with its
-faithfulness; figures (PNG, SVG, HTML) and a terminal summary.
+faithfulness; figures (PNG, SVG, HTML) and a terminal summary. The
+prompt-level measures (logit differences, DLA, copying and attention scores
+over all prompts) are `mechscope.ioi.measures`'s.
+
+Example::
+
+    report = reproduce(model, "runs/ioi", n_prompts=100)
+    report.summary["circuit"]["faithfulness"]
 """
 
 from __future__ import annotations
@@ -24,25 +31,18 @@ from rich.table import Table
 from torch import Tensor
 
 from ..core.model import Model
-from ..core.weights import unembedding
 from ..errors import InputError
 from ..figures import patterns as draw_patterns
-from ..lens import Attribution, direct_logit_attribution
 from ..patching import activation_patching, attribution_patching, path_patching, rank_agreement
 from ..store import hf_agreement, model_record, new_run
-from .dataset import IOIDataset, ioi_dataset, logit_diff
+from .dataset import IOIDataset, ioi_dataset
 from .heads import (
-    HeadScores,
-    IOIAttentionScores,
     classify_heads,
-    copying_scores,
     duplicate_token_scores,
     induction_scores,
-    ioi_attention_scores,
     previous_token_scores,
 )
-
-PROMPT_BLOCK = 32  # prompts per block of the prompt-level measures: the unit Ray shards
+from .measures import _rows, prompt_measures
 
 
 def ioi_metric(ds: IOIDataset) -> Callable[[Tensor], Tensor]:
@@ -83,134 +83,6 @@ class IOIReport:
             f"{s['prompts']} prompts; circuit {s['circuit']['heads']} heads, faithfulness "
             f"{s['circuit']['faithfulness']:.2f}; {self.path})"
         )
-
-
-@dataclass(frozen=True)
-class PromptMeasures:
-    """The IOI data set's prompt-level measures: sums over its prompts, block by block.
-
-    ``diffs`` maps "clean", "ABC" and "S2_IO" to each prompt's logit(IO) −
-    logit(S) [n]; ``dla`` is direct logit attribution along W_U[IO] − W_U[S]
-    at END, ``copying`` and ``attention`` the heads' scores, all means over
-    the prompts. ``engine`` records where the blocks ran.
-
-    Example::
-
-        m = prompt_measures(model, ds, ds.corrupt("ABC"), ds.corrupt("S2_IO"))
-        m.diffs["clean"].mean(), m.copying.top(3)
-    """
-
-    diffs: dict[str, Tensor]
-    dla: Attribution
-    copying: HeadScores
-    attention: IOIAttentionScores
-    engine: dict[str, Any]
-
-
-def prompt_measures(
-    model: Model,
-    ds: IOIDataset,
-    abc: IOIDataset,
-    swap: IOIDataset,
-    *,
-    engine: str = "local",
-    address: str | None = None,
-    workers: int | None = None,
-    threads: int | None = None,
-    progress: bool = True,
-) -> PromptMeasures:
-    """Every prompt's logit differences, and DLA and head scores over all of them.
-
-    The prompts go in blocks of `PROMPT_BLOCK` (a block's forwards never
-    hold more); the blocks' results are merged in order. ``engine="ray"``
-    runs contiguous runs of blocks as Ray tasks (`workers` of `threads`
-    torch threads): the same blocks, merged the same way, so the measures
-    equal the local engine's at the same threads.
-
-    >>> m = prompt_measures(model, ds, ds.corrupt("ABC"), ds.corrupt("S2_IO"))  # doctest: +SKIP
-    >>> m.diffs["clean"].mean()
-    """
-    if len(ds) != len(abc) or len(ds) != len(swap):
-        raise InputError(
-            f"the clean, ABC and S2_IO sets need as many prompts: {len(ds)}, {len(abc)}, {len(swap)}"
-        )
-    blocks = [(lo, min(lo + PROMPT_BLOCK, len(ds))) for lo in range(0, len(ds), PROMPT_BLOCK)]
-    record: dict[str, Any] = {"name": engine, "blocks": len(blocks), "block_prompts": PROMPT_BLOCK}
-    if engine == "ray":
-        from ..engine.ioi import prompt_blocks_on_ray
-
-        parts, used = prompt_blocks_on_ray(
-            model, (ds, abc, swap), blocks, address=address, workers=workers,
-            threads=threads or 1, progress=progress,
-        )  # fmt: skip
-        record |= {"address": address, "workers": used, "threads": threads or 1}
-    else:
-        parts = [prompt_block(model, (ds, abc, swap), lo, hi) for lo, hi in blocks]
-    return _merge_blocks(model, ds, parts, record)
-
-
-def prompt_block(
-    model: Model, sets: tuple[IOIDataset, IOIDataset, IOIDataset], lo: int, hi: int
-) -> dict[str, Any]:
-    """Prompts ``lo … hi`` of the clean, ABC and S2_IO sets: their measures, as block means.
-
-    Example::
-
-        sets = (ds, ds.corrupt("ABC"), ds.corrupt("S2_IO"))  # ds = ioi_dataset(model, 100)
-        prompt_block(model, sets, 0, 32)["diffs"]["clean"]  # [32] logit differences
-    """
-    ds, abc, swap = (_rows(d, lo, hi) for d in sets)
-    with torch.no_grad():
-        diffs = {
-            name: logit_diff(model.run(d.tokens).logits, ds, per_prompt=True).cpu()
-            for name, d in (("clean", ds), ("ABC", abc), ("S2_IO", swap))
-        }
-    direction = _io_s_direction(model, ds)
-    dla = direct_logit_attribution(model, ds.tokens, direction, position=ds.positions["END"])
-    attention = ioi_attention_scores(model, ds)
-    return {
-        "prompts": hi - lo,
-        "diffs": diffs,
-        "dla": dla,
-        "copying": copying_scores(model, ds).scores,
-        "attention": (attention.io, attention.s1, attention.s2),
-    }
-
-
-def _merge_blocks(
-    model: Model, ds: IOIDataset, parts: list[dict[str, Any]], record: dict[str, Any]
-) -> PromptMeasures:
-    """Block means weighted by their prompts, in block order (the same sums on every engine)."""
-    n = sum(p["prompts"] for p in parts)
-    weights = [p["prompts"] / n for p in parts]
-
-    def mean(get: Callable[[dict[str, Any]], Any]) -> Any:
-        total = get(parts[0]) * weights[0]
-        for p, w in zip(parts[1:], weights[1:], strict=True):
-            total = total + get(p) * w
-        return total
-
-    dla = Attribution(
-        heads=mean(lambda p: p["dla"].heads),
-        mlps=mean(lambda p: p["dla"].mlps),
-        neurons=mean(lambda p: p["dla"].neurons),
-        attn_bias=mean(lambda p: p["dla"].attn_bias),
-        embed=float(mean(lambda p: p["dla"].embed)),
-        total=float(mean(lambda p: p["dla"].total)),
-        norm_bias=float(mean(lambda p: p["dla"].norm_bias)),
-    )
-    meta = {"n_prompts": n, "seed": ds.seed, "corruption": ds.corruption}
-    copying = HeadScores(
-        "copying", mean(lambda p: p["copying"]), model.name, {**meta, "position": "END"}
-    )
-    io, s1, s2 = (mean(lambda p, i=i: p["attention"][i]) for i in range(3))
-    return PromptMeasures(
-        diffs={k: torch.cat([p["diffs"][k] for p in parts]) for k in parts[0]["diffs"]},
-        dla=dla,
-        copying=copying,
-        attention=IOIAttentionScores(io, s1, s2, model.name, meta),
-        engine=record,
-    )
 
 
 def reproduce(
@@ -426,7 +298,8 @@ def _discover_circuit(
     figures: Path,
     folder: Path,
 ) -> dict[str, Any]:
-    from ..patching.circuit import acdc, edge_attribution_patching
+    from ..patching.circuit import acdc
+    from ..patching.eap import edge_attribution_patching
 
     scores = edge_attribution_patching(model, ds.tokens, abc.tokens, metric)
     # MLPs stay in the circuit (the issue counts heads); within a layer the least important go first
@@ -461,28 +334,6 @@ def _discover_circuit(
 def _subset(ds: IOIDataset, n: int) -> IOIDataset:
     """The first `n` prompts of a data set."""
     return _rows(ds, 0, min(n, len(ds)))
-
-
-def _rows(ds: IOIDataset, lo: int, hi: int) -> IOIDataset:
-    """Prompts ``lo … hi`` of a data set (its token width unchanged)."""
-    from dataclasses import replace
-
-    return replace(
-        ds,
-        prompts=ds.prompts[lo:hi],
-        tokens=ds.tokens[lo:hi],
-        io_ids=ds.io_ids[lo:hi],
-        s_ids=ds.s_ids[lo:hi],
-        positions={k: v[lo:hi] for k, v in ds.positions.items()},
-        template_ids=ds.template_ids[lo:hi],
-        fillers=ds.fillers[lo:hi],
-    )
-
-
-def _io_s_direction(model: Model, ds: IOIDataset) -> Tensor:
-    """W_U[IO] − W_U[S] of each prompt [batch, d_model]."""
-    w_u = unembedding(model).detach().T  # [vocab, d_model]
-    return w_u[ds.io_ids] - w_u[ds.s_ids]
 
 
 def _ioi_labels(model: Model, ds: IOIDataset) -> list[str]:

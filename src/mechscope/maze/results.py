@@ -29,8 +29,9 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from .._arrays import as_numpy
 from ..errors import InputError
-from ..results import Result, as_numpy, result
+from ..results import Result, result
 
 if TYPE_CHECKING:
     from jaxtyping import Bool, Float, Int

@@ -12,8 +12,10 @@ from typing import TYPE_CHECKING
 from .._lazy import exports
 
 if TYPE_CHECKING:
+    from .ablation import evaluate_circuit
     from .attribution import RankAgreement, attribution_patching, rank_agreement
-    from .circuit import acdc, circuit_from_scores, edge_attribution_patching, evaluate_circuit
+    from .circuit import acdc, circuit_from_scores
+    from .eap import edge_attribution_patching
     from .paths import path_patching
     from .results import AttributionPatching, Circuit, EdgeScores, PatchResult
     from .sweep import Metric, activation_patching

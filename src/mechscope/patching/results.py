@@ -27,8 +27,9 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from .._arrays import as_numpy
 from ..errors import InputError
-from ..results import Result, as_numpy, result
+from ..results import Result, result
 from .nodes import receiver_nodes
 
 if TYPE_CHECKING:

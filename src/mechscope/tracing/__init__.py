@@ -5,7 +5,8 @@ locates subject tokens and keeps the facts the model knows; `trace` runs
 causal tracing of one fact, all restorations in batched forwards;
 `average` averages traces over facts by token kind; `rome` rewrites a fact
 with a rank-one update and evaluates the edit; `runs` writes both as run
-folders for the viewer; `results` holds the result classes (no torch).
+folders for the viewer; `results` holds the tracing results and `edits`
+ROME's (no torch).
 """
 
 from __future__ import annotations
@@ -16,8 +17,9 @@ from .._lazy import exports
 
 if TYPE_CHECKING:
     from .average import token_kinds, trace_facts
+    from .edits import Edit, EditReport
     from .facts import Fact, KnownFact, geography_facts, known_facts, load_facts, subject_span
-    from .results import TOKEN_KINDS, AverageTrace, CausalTrace, Edit, EditReport
+    from .results import TOKEN_KINDS, AverageTrace, CausalTrace
     from .rome import RomeConfig, edit, evaluate_edit, key_covariance
     from .runs import edit_run, trace_run
     from .trace import noise_scale, trace_fact

@@ -16,7 +16,7 @@ where the key k is the projection's input (``blocks.L.mlp.post``). ROME
 `edit` applies it and returns an `Edit` whose `undo` restores the weight
 bit for bit; `evaluate_edit` measures efficacy, paraphrase generalisation,
 neighbourhood specificity and generation fluency on held-out prompts.
-`Edit` and `EditReport` live in `tracing.results` (no torch) and are
+`Edit` and `EditReport` live in `tracing.edits` (no torch) and are
 re-exported here.
 """
 
@@ -37,8 +37,8 @@ from ..core.interventions import apply
 from ..core.loading import default_cache_dir
 from ..core.model import Model
 from ..errors import InputError
+from .edits import Edit, EditReport, _down, ngram_entropy
 from .facts import Fact, subject_span
-from .results import Edit, EditReport, _down, ngram_entropy
 
 __all__ = [
     "Edit",

@@ -47,7 +47,7 @@ class Rendering(Result):
         """One row per image, one column per kept step (the 0 / 4 / 48 / 2048 strip)."""
         import torch
 
-        from ..figures import image_grid
+        from ..image_figures import image_grid
 
         steps = sorted(self.images)
         grid = torch.stack([torch.as_tensor(self.images[s]) for s in steps], dim=1)

@@ -59,7 +59,7 @@ def viz_run(
             result.save(run.dir / ("rendering.safetensors" if len(sites) == 1 else
                                    f"rendering-{s.replace('.', '-')}.safetensors"))  # fmt: skip
         run.timed("render", t0)
-        from ..figures import image_grid
+        from ..image_figures import image_grid
 
         name = model.name
         if len(sites) == 1:

@@ -24,8 +24,9 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from .._arrays import as_numpy
 from ..errors import InputError
-from ..results import Result, as_numpy, result
+from ..results import Result, result
 
 if TYPE_CHECKING:
     from jaxtyping import Float
@@ -148,7 +149,7 @@ class ConvWeights(Result):
         """
         import torch
 
-        from ..figures import weight_circuit
+        from ..image_figures import weight_circuit
 
         groups = [(kind, self.top(k, kind)) for kind in KINDS]
         title = title or f"{self.src} → {self.dst}:{self.unit}"

@@ -19,6 +19,7 @@ from . import (
     steering,
     tracing,
     weights,
+    weights_lm,
 )
 
 __all__ = [
@@ -34,4 +35,5 @@ __all__ = [
     "steering",
     "tracing",
     "weights",
+    "weights_lm",
 ]

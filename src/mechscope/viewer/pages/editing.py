@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from ...tracing.results import Edit, EditReport
+from ...tracing.edits import Edit, EditReport
 from ..html import Markup, definition_list, join, link, render, table, url
 from ..registry import Document, NotFound, Request, home
 from ..runs import RunInfo

@@ -20,8 +20,8 @@ import math
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
+from ..._arrays import as_numpy
 from ...errors import InputError, MechscopeError
-from ...results import as_numpy
 from ...sae.results import DENSE_FREQUENCY, EVAL_FILE, SAEEval
 from ..html import Markup, definition_list, join, link, render, table, url
 from ..registry import Document, NotFound, Request, Response, home, page, redirect
