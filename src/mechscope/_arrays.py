@@ -19,7 +19,7 @@ import os
 import struct
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 
@@ -75,6 +75,17 @@ _NP_DTYPES = {
 _MAX_HEADER = 100 << 20
 
 
+def _head(f: BinaryIO) -> dict[str, Any]:
+    """The JSON header of the safetensors file open at its start in `f` (left after it)."""
+    head = f.read(8)
+    if len(head) != 8:
+        raise ValueError("shorter than a safetensors header")
+    (n,) = struct.unpack("<Q", head)
+    if n > _MAX_HEADER:
+        raise ValueError(f"a header of {n} bytes")
+    return json.loads(f.read(n))
+
+
 def read_safetensors(path: Path) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
     """The metadata and arrays of a safetensors file, as numpy (bfloat16 as float32).
 
@@ -82,13 +93,7 @@ def read_safetensors(path: Path) -> tuple[dict[str, Any], dict[str, np.ndarray]]
     metadata (``meta["mechscope"]`` holds the JSON record) and name → numpy array.
     """
     with open(path, "rb") as f:
-        head = f.read(8)
-        if len(head) != 8:
-            raise ValueError("shorter than a safetensors header")
-        (n,) = struct.unpack("<Q", head)
-        if n > _MAX_HEADER:
-            raise ValueError(f"a header of {n} bytes")
-        header = json.loads(f.read(n))
+        header = _head(f)
         data = f.read()
     meta = header.pop("__metadata__", None) or {}
     out: dict[str, np.ndarray] = {}
@@ -145,11 +150,5 @@ def read_header(path: Path) -> tuple[dict[str, Any], dict[str, Any]]:
     Example: ``meta, entries = read_header(Path("runs/patch/patch.safetensors"))``.
     """
     with open(path, "rb") as f:
-        head = f.read(8)
-        if len(head) != 8:
-            raise ValueError("shorter than a safetensors header")
-        (n,) = struct.unpack("<Q", head)
-        if n > _MAX_HEADER:
-            raise ValueError(f"a header of {n} bytes")
-        header = json.loads(f.read(n))
+        header = _head(f)
     return header.pop("__metadata__", None) or {}, header

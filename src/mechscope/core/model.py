@@ -306,12 +306,11 @@ class Model(Tokens):
         *,
         logits_at: int | None = None,
     ) -> RunOutput:
-        """Run blocks `layer`… and the unembedding from a given ``blocks.{layer}.resid_pre``.
+        """Run blocks `layer`… and the unembedding from a given ``blocks.{layer}.resid_pre``
+        (`mechscope.core.resume.resume`, which says how rows and `logits_at` work).
 
-        The rows of `resid_pre` are experiment-major copies of the captured
-        batch (row e·n + i is prompt i). Interventions and saves work as in
-        `run` for every site from block `layer` on. `logits_at` keeps one
-        position only (the final norm is per position, so this is exact).
+        Example: ``model.resume(3, out.cache["blocks.3.resid_pre"], ctx).logits`` after
+        ``out, ctx = model.capture(prompts)``: ``out.logits`` again.
         """
         from .resume import resume
 
