@@ -30,6 +30,7 @@ __all__ = [
     "escape",
     "join",
     "link",
+    "macro",
     "render",
     "table",
     "template",
@@ -88,22 +89,21 @@ def url(*segments: object, **query: object) -> str:
     return path + ("?" + urlencode(kept) if kept else "")
 
 
+def macro(name: str, /, *args: Any, **kwargs: Any) -> Markup:
+    """Call the macro `name` of ``templates/macros.html`` (the pieces pages share) from Python.
+
+    Example: ``macro("table", ["site", "unit"], [["blocks.0.mlp.post", 3]])`` → ``<table …>``.
+    """
+    module = environment().get_template("macros.html").module
+    return Markup(getattr(module, name)(*args, **kwargs))
+
+
 def table(header: Iterable[object], rows: Iterable[Iterable[object]], cls: str = "grid") -> Markup:
-    """An HTML table; cells are escaped unless Markup.
+    """An HTML table (the ``table`` macro); cells are escaped unless Markup.
 
     Example: ``table(["site", "unit"], [["blocks.0.mlp.post", 3]])`` → ``Markup('<table …>')``.
     """
-    head = join(render("<th>{h}</th>", h=h) for h in header)
-    body = join(
-        render("<tr>{cells}</tr>", cells=join(render("<td>{c}</td>", c=c) for c in row))
-        for row in rows
-    )
-    return render(
-        '<table class="{cls}"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>',
-        cls=cls,
-        head=head,
-        body=body,
-    )
+    return macro("table", list(header), [list(r) for r in rows], cls=cls)
 
 
 def link(href: str, text: object, **attrs: object) -> Markup:
@@ -120,14 +120,11 @@ def link(href: str, text: object, **attrs: object) -> Markup:
 
 
 def definition_list(items: Mapping[str, object]) -> Markup:
-    """A ``<dl>`` of facts (name → value).
+    """A ``<dl>`` of facts (name → value; the ``facts`` macro).
 
     Example: ``definition_list({"model": "smollm2-135m"})`` → ``<dl class="facts"><dt>…``.
     """
-    return render(
-        '<dl class="facts">{items}</dl>',
-        items=join(render("<dt>{k}</dt><dd>{v}</dd>", k=k, v=v) for k, v in items.items()),
-    )
+    return macro("facts", dict(items))
 
 
 def document(

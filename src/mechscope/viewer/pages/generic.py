@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import json
 import mimetypes
+from dataclasses import dataclass
 from pathlib import Path
 
-from ..html import Markup, definition_list, join, link, render, table, url
+from ..html import Markup, link, template, url
 from ..registry import Document, NotFound, Request, Response, page
 from ..runs import RunInfo
 
@@ -59,13 +60,8 @@ def index(req: Request) -> Document:
     req.app.refresh()
     runs = sorted(req.app.runs.values(), key=lambda r: r.finished, reverse=True)
     rows = [(link(url("run", r.id), r.id), r.kind, r.finished, r.model, str(r.path)) for r in runs]
-    body = render(
-        "<p>{n} runs from {paths}.</p>{table}",
-        n=len(runs),
-        paths=", ".join(str(p) for p in req.app.paths),
-        table=table(("run", "kind", "finished", "model", "folder"), rows, cls="grid runs"),
-    )
-    return Document("Runs", body)
+    paths = ", ".join(str(p) for p in req.app.paths)
+    return Document("Runs", template("generic/index.html", runs=runs, paths=paths, rows=rows))
 
 
 @page("/run/{run}", title="Run")
@@ -79,22 +75,19 @@ def run_home(req: Request) -> Document | Markup | Response:
 def run_record(req: Request) -> Document:
     """config.json, run.json, figures and other files of any run."""
     run = req.the_run
-    facts = definition_list(
-        {
-            "kind": run.kind,
-            "folder": str(run.path),
-            "finished": run.finished or "—",
-            "model": run.model or "—",
-        }
-    )
-    body = render(
-        "{facts}<h2>Figures</h2>{figures}<h2>config.json</h2><pre class=json>{config}</pre>"
-        "<h2>run.json</h2><pre class=json>{record}</pre><h2>Files</h2>{files}",
+    facts = {
+        "kind": run.kind,
+        "folder": str(run.path),
+        "finished": run.finished or "—",
+        "model": run.model or "—",
+    }
+    body = template(
+        "generic/record.html",
         facts=facts,
-        figures=figures_html(run),
+        figures=figure_blocks(run),
         config=json.dumps(run.config, indent=2, default=str),
         record=json.dumps(run.record, indent=2, default=str),
-        files=files_html(run),
+        files=file_rows(run),
     )
     return Document(f"{run.id}", body)
 
@@ -104,16 +97,31 @@ def file_url(run: RunInfo, relative: str) -> str:
     return url("run", run.id, "files", *relative.split("/"))
 
 
-def figures_html(run: RunInfo) -> Markup:
-    """Each figure of ``figures/``: interactive HTML in an iframe, else its image; links to all formats.
+@dataclass(frozen=True)
+class FigureBlock:
+    """One figure of a run as the ``figures`` macro shows it: the stem, a link per saved
+    format, the image to show (if any) and the interactive HTML to frame (if any).
 
-    Figures are saved as PNG, SVG and HTML side by side under one stem; when a
-    PNG exists the HTML version is embedded in a collapsed block, so a page of
-    many plotly figures stays fast.
+    Example: ``FigureBlock("logit_diff", (("png", "/run/r/files/figures/logit_diff.png"),),
+    image="/run/r/files/figures/logit_diff.png", frame=None)``.
+    """
+
+    stem: str
+    links: tuple[tuple[str, str], ...]
+    image: str | None
+    frame: str | None
+
+
+def figure_blocks(run: RunInfo) -> list[FigureBlock]:
+    """Each figure of ``figures/``, its formats side by side under one stem.
+
+    Figures are saved as PNG, SVG and HTML under one stem; when a PNG exists the
+    template embeds the HTML version in a collapsed block, so a page of many
+    plotly figures stays fast.
     """
     folder = run.path / "figures"
     if not folder.is_dir():
-        return Markup("<p>No figures.</p>")
+        return []
     stems: dict[str, dict[str, str]] = {}
     for path in sorted(folder.rglob("*")):
         rel = path.relative_to(run.path).as_posix()
@@ -123,48 +131,28 @@ def figures_html(run: RunInfo) -> Markup:
         if fmt in ("html", "htm", *IMAGE_FORMATS):
             stem = path.relative_to(folder).with_suffix("").as_posix()
             stems.setdefault(stem, {})[fmt] = rel
-    if not stems:
-        return Markup("<p>No figures.</p>")
     blocks = []
     for stem, formats in stems.items():
-        links = join((link(file_url(run, rel), fmt) for fmt, rel in formats.items()), " · ")
         image = next((formats[f] for f in IMAGE_FORMATS if f in formats), None)
         html_rel = formats.get("html") or formats.get("htm")
-        frame = (
-            render(
-                '<iframe class="figure" loading="lazy" src="{src}" title="{t}"></iframe>',
-                src=file_url(run, html_rel),
-                t=stem,
-            )
-            if html_rel
-            else Markup("")
-        )
-        if image is not None:
-            shown = render(
-                '<img class="figure" src="{src}" alt="{alt}">', src=file_url(run, image), alt=stem
-            )
-            if html_rel:
-                shown += render("<details><summary>interactive</summary>{f}</details>", f=frame)
-        else:
-            shown = frame
         blocks.append(
-            render(
-                '<section class="figure"><h3>{stem} <small>{links}</small></h3>{shown}</section>',
-                stem=stem,
-                links=links,
-                shown=shown,
+            FigureBlock(
+                stem,
+                tuple((fmt, file_url(run, rel)) for fmt, rel in formats.items()),
+                file_url(run, image) if image else None,
+                file_url(run, html_rel) if html_rel else None,
             )
         )
-    return join(blocks)
+    return blocks
 
 
-def files_html(run: RunInfo) -> Markup:
-    """The run folder's top-level files, with sizes and links."""
-    rows = []
-    for path in sorted(run.path.iterdir()):
-        if path.is_file() and not path.name.startswith("."):
-            rows.append((link(file_url(run, path.name), path.name), _size(path.stat().st_size)))
-    return table(("file", "size"), rows) if rows else Markup("<p>No files.</p>")
+def file_rows(run: RunInfo) -> list[tuple[Markup, str]]:
+    """(link, size) of each of the run folder's top-level files."""
+    return [
+        (link(file_url(run, path.name), path.name), _size(path.stat().st_size))
+        for path in sorted(run.path.iterdir())
+        if path.is_file() and not path.name.startswith(".")
+    ]
 
 
 def _size(n: float) -> str:
