@@ -22,8 +22,7 @@ from ..html import Markup, definition_list, join, link, render, table, url
 from ..registry import Document, NotFound, Request, home
 from ..runs import RunInfo
 from ..tokens import show_token
-from .sae import figure_html
-from .tracing import _count, _num, _share
+from .common import count, figure_html, num, share
 
 if TYPE_CHECKING:
     from ..app import App
@@ -112,8 +111,8 @@ def _score_rows(report: EditReport, rows: list[PromptRow]) -> Markup:
         "neighbourhood": "neighbourhood",
         "neighbourhood_kept": "neighbourhood",
     }
-    sizes = {k: _count(sum(r.group == g for r in rows), "prompt") for k, g in groups.items()}
-    sizes["mentions_new"] = _count(len(report.generations_after), "generation")
+    sizes = {k: count(sum(r.group == g for r in rows), "prompt") for k, g in groups.items()}
+    sizes["mentions_new"] = count(len(report.generations_after), "generation")
     shown = [
         render(
             '<tr data-score="{key}"><th scope="row">{label}</th>'
@@ -122,7 +121,7 @@ def _score_rows(report: EditReport, rows: list[PromptRow]) -> Markup:
             key=key,
             label=label,
             exact=scores.get(key, ""),
-            value=_share(scores.get(key)),
+            value=share(scores.get(key)),
             doc=doc,
             n=sizes.get(key, ""),
         )
@@ -136,8 +135,8 @@ def _score_rows(report: EditReport, rows: list[PromptRow]) -> Markup:
             "repetitive text</td></tr>",
             b=scores.get("fluency_before", ""),
             a=scores.get("fluency_after", ""),
-            tb=_num(scores.get("fluency_before"), ".3f"),
-            ta=_num(scores.get("fluency_after"), ".3f"),
+            tb=num(scores.get("fluency_before"), ".3f"),
+            ta=num(scores.get("fluency_after"), ".3f"),
         )
     )
     return render(
@@ -153,7 +152,7 @@ def _token(text: str) -> Markup:
 
 def _prompt_table(rows: list[PromptRow]) -> Markup:
     def p(logp: float) -> str:
-        return _num(math.exp(logp))
+        return num(math.exp(logp))
 
     cells = [
         (
@@ -189,16 +188,14 @@ def _edit_update(app: App, run: RunInfo) -> tuple[Markup, Markup]:
         return Markup("—"), missing
     delta = float(np.linalg.norm(np.asarray(found.value, dtype=np.float64)))
     v_norm = float(found.value_norm)
-    history = [
-        (int(h["step"]), _num(h["nll"]), _num(h["kl"]), _num(h["loss"])) for h in found.history
-    ]
+    history = [(int(h["step"]), num(h["nll"]), num(h["kl"]), num(h["loss"])) for h in found.history]
     ratio = f" ({delta / v_norm:.3g} × ‖v‖)" if v_norm > 0 else ""
     norms = render(
         '<span id="norms" data-delta="{d!r}" data-v="{v!r}">‖δ‖ {dt} vs ‖v‖ {vt}{ratio}</span>',
         d=delta,
         v=v_norm,
-        dt=_num(delta),
-        vt=_num(v_norm),
+        dt=num(delta),
+        vt=num(v_norm),
         ratio=ratio,
     )
     shown = (

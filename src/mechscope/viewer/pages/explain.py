@@ -166,7 +166,7 @@ def explained_url(run: RunInfo, site: str, unit: int) -> str:
 # ---------------------------------------------------------------------------- pieces
 
 
-def _num(x: object, digits: int = 3) -> str:
+def num(x: object, digits: int = 3) -> str:
     if not isinstance(x, int | float) or isinstance(x, bool) or math.isnan(x):
         return "—"
     return f"{x:.{digits}f}"
@@ -179,7 +179,7 @@ def score_cell(rec: dict[str, Any] | None) -> Markup:
     extra = rec.get("note") or (f"{rec['failed']} failed" if rec.get("failed") else "")
     return render(
         "{score}{extra}",
-        score=_num(rec.get("score")),
+        score=num(rec.get("score")),
         extra=render(' <span class="muted">({e})</span>', e=extra) if extra else "",
     )
 
@@ -217,8 +217,8 @@ def summary_table(data: ExplainRun) -> Markup:
         (
             r.get("method"),
             r.get("scorer"),
-            _num(r.get("mean")),
-            f"[{_num(r.get('lo'))}, {_num(r.get('hi'))}]",
+            num(r.get("mean")),
+            f"[{num(r.get('lo'))}, {num(r.get('hi'))}]",
             r.get("n", 0),
         )
         for r in data.summary
@@ -260,7 +260,7 @@ def window_pair(sim: dict[str, Any], true_scale: float, sim_scale: float) -> Mar
             '<div class="tokens simulated">{spans}</div>',
             spans=token_spans(tokens, simulated, sim_scale, label="simulated"),
         )
-        r = _num(_pearson(simulated, true), 2)
+        r = num(_pearson(simulated, true), 2)
     return render(
         '<div class="example sim-window {kind}" data-window="{window}">'
         '<div class="meta">window {window} · {what} · max actual {peak} · r {r}</div>'

@@ -21,10 +21,7 @@ from ...errors import InputError
 from ..html import Markup, definition_list, render
 from ..registry import Document, Request, home
 from ..runs import RunInfo
-from .generic import file_url
-from .probes import download, summary_html
-from .sae import figure_html
-from .tracing import _count
+from .common import count, download, figure_html, file_url, summary_html
 
 VIZ_KINDS = ("viz",)
 UNITS_SHOWN = 64  # channels listed in the facts before "…"
@@ -144,7 +141,7 @@ def viz_home(req: Request) -> Document:
             "channels": render(
                 "{units} <span class=muted>({n})</span>",
                 units=_units_text(cfg.units),
-                n=_count(len(cfg.units), "channel"),
+                n=count(len(cfg.units), "channel"),
             ),
             "image size": _given(cfg.size, " px"),
             "steps": _given(cfg.steps),

@@ -15,6 +15,7 @@ from pathlib import Path
 from ..html import Markup, link, template, url
 from ..registry import Document, NotFound, Request, Response, page
 from ..runs import RunInfo
+from .common import file_url, human_size
 
 STATIC = Path(__file__).resolve().parent.parent / "static"
 
@@ -92,11 +93,6 @@ def run_record(req: Request) -> Document:
     return Document(f"{run.id}", body)
 
 
-def file_url(run: RunInfo, relative: str) -> str:
-    """The URL that serves `relative` (a path inside the run folder)."""
-    return url("run", run.id, "files", *relative.split("/"))
-
-
 @dataclass(frozen=True)
 class FigureBlock:
     """One figure of a run as the ``figures`` macro shows it: the stem, a link per saved
@@ -149,18 +145,10 @@ def figure_blocks(run: RunInfo) -> list[FigureBlock]:
 def file_rows(run: RunInfo) -> list[tuple[Markup, str]]:
     """(link, size) of each of the run folder's top-level files."""
     return [
-        (link(file_url(run, path.name), path.name), _size(path.stat().st_size))
+        (link(file_url(run, path.name), path.name), human_size(path.stat().st_size))
         for path in sorted(run.path.iterdir())
         if path.is_file() and not path.name.startswith(".")
     ]
-
-
-def _size(n: float) -> str:
-    for unit in ("B", "kB", "MB", "GB"):
-        if n < 1000 or unit == "GB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1000
-    return f"{n:.1f} GB"
 
 
 @page("/run/{run}/files/{path:path}")

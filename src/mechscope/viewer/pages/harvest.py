@@ -45,7 +45,7 @@ def harvest_of(req: Request) -> Iterator[Any]:
         yield req.app.resource(key, lambda: open_store(run.path))
 
 
-def _num(x: float) -> str:
+def num(x: float) -> str:
     return f"{x:.4g}"
 
 
@@ -75,9 +75,9 @@ def units_table(run: RunInfo, stats: Sequence[Any]) -> Markup:
     rows = [
         (
             link(unit_url(run, s.site, s.unit), f"{s.site}:{s.unit}"),
-            _num(s.max),
-            _num(s.mean),
-            _num(s.std),
+            num(s.max),
+            num(s.mean),
+            num(s.std),
             f"{s.frac_active:.2%}",
             s.count,
         )
@@ -94,7 +94,7 @@ def example_html(example: Any, scale: float) -> Markup:
         '<div class="tokens">{spans}</div></div>',
         kind=example.kind,
         rank=example.rank + 1,
-        max=_num(example.max_act),
+        max=num(example.max_act),
         window=example.window,
         spans=spans,
     )
@@ -124,8 +124,8 @@ def histogram_svg(edges: Sequence[float], counts: Sequence[int], width: int = 56
                 y=pad + inner_h - h,
                 w=max(bar_w - 1, 0.5),
                 h=h,
-                a=_num(left),
-                b=_num(right),
+                a=num(left),
+                b=num(right),
                 n=count,
             )
         )
@@ -155,8 +155,8 @@ def histogram_svg(edges: Sequence[float], counts: Sequence[int], width: int = 56
         rx=width - pad,
         ty=height - 4,
         cy=pad + 10,
-        lo=_num(edges[0]),
-        hi=_num(edges[-1]),
+        lo=num(edges[0]),
+        hi=num(edges[-1]),
         top=top,
     )
 
@@ -289,9 +289,9 @@ def unit_page(req: Request) -> Document:
     moves += [link(unit_url(run, s, unit), f"{label}: {s}") for label, s in layers]
     facts = definition_list(
         {
-            "max": _num(stats.max),
-            "mean": _num(stats.mean),
-            "std": _num(stats.std),
+            "max": num(stats.max),
+            "mean": num(stats.mean),
+            "std": num(stats.std),
             "active": f"{stats.frac_active:.2%}",
             "count": stats.count,
         }
@@ -359,7 +359,7 @@ def token_search(req: Request) -> Document:
             render('<code class="token">{t}</code>', t=show_token(h.token)),
             link(unit_url(run, h.site, h.unit), f"{h.site}:{h.unit}"),
             h.count,
-            _num(h.max_act),
+            num(h.max_act),
         )
         for h in hits
     ]

@@ -24,10 +24,15 @@ from ...errors import InputError
 from ..html import Markup, definition_list, render, table
 from ..registry import Document, Request, home
 from ..runs import RunInfo
+from .common import (
+    download,
+    figure_html,
+    file_url,
+    missing_file,
+    read_run_json,
+    tensor_links,
+)
 from .featureviz import interactive_figure, run_summary, tensors_link
-from .generic import file_url
-from .probes import download, missing_file, read_run_json, tensor_links
-from .sae import figure_html
 
 MISSING = "—"  # an empty bin (NaN or null in the JSON) or an absent value
 CHANNELS_SHOWN = 8  # cheese channels listed, strongest first
@@ -48,7 +53,7 @@ def _float(value: Any, key: str) -> float:
     return float(value)
 
 
-def _num(obj: dict[str, Any], key: str) -> float:
+def num(obj: dict[str, Any], key: str) -> float:
     return _float(obj[key], key)
 
 
@@ -108,18 +113,18 @@ class Behaviour:
 
 def _curve(d: dict[str, Any]) -> tuple[float, Any]:
     """``curve.json``: the final held-out reach and over how many mazes."""
-    return _num(d, "final_reach"), d.get("n_eval")
+    return num(d, "final_reach"), d.get("n_eval")
 
 
 def _behaviour(d: dict[str, Any]) -> Behaviour:
     def part(key: str, names: tuple[str, ...]) -> dict[str, float]:
         obj = _obj(d[key], key)
-        return {"mazes": _int(obj["mazes"], "mazes"), **{n: _num(obj, n) for n in names}}
+        return {"mazes": _int(obj["mazes"], "mazes"), **{n: num(obj, n) for n in names}}
 
     bins = {
         key: [
-            Bin(_num(r, "from"), _num(r, "to"), _int(r["mazes"], "mazes"), _num(r, "cheese"),
-                _num(r, "corner"), _num(r, "p_cheese"), _float(r.get("p_corner"), "p_corner"))
+            Bin(num(r, "from"), num(r, "to"), _int(r["mazes"], "mazes"), num(r, "cheese"),
+                num(r, "corner"), num(r, "p_cheese"), _float(r.get("p_corner"), "p_corner"))
             for r in _rows(d[key], key)
         ]
         for key in ("by_corner_distance", "by_decision_distance")
@@ -161,23 +166,23 @@ def _steer(d: dict[str, Any]) -> Steer:
     return Steer(
         str(d["site"]),
         _int(d["mazes"], "mazes"),
-        _num(d, "coeff"),
-        _num(d, "p_cheese_before"),
-        _num(d, "p_cheese_after"),
-        _num(d, "p_cheese_control"),
-        _num(d, "lowered"),
-        _num(d, "vector_norm") if "vector_norm" in d else math.nan,
-        [(_num(r, "coeff"), _num(r, "cheese_vector"), _num(r, "control"))
+        num(d, "coeff"),
+        num(d, "p_cheese_before"),
+        num(d, "p_cheese_after"),
+        num(d, "p_cheese_control"),
+        num(d, "lowered"),
+        num(d, "vector_norm") if "vector_norm" in d else math.nan,
+        [(num(r, "coeff"), num(r, "cheese_vector"), num(r, "control"))
          for r in _rows(d["sweep"], "sweep")],
         str(ch["site"]),
         [(_int(c, "channel"), _float(r, "correlation"))
          for c, r in zip(order, corr, strict=True)],
         {"site": str(rt["site"]), "channels": [_int(c, "channel") for c in rt["channels"]],
-         "strength": _num(rt, "strength"), "mazes": _int(rt["mazes"], "mazes"),
-         "reached": _num(rt, "reached"), "reached_plain": _num(rt, "reached_plain"),
+         "strength": num(rt, "strength"), "mazes": _int(rt["mazes"], "mazes"),
+         "reached": num(rt, "reached"), "reached_plain": num(rt, "reached_plain"),
          "reached_cheese": _float(rt.get("reached_cheese"), "reached_cheese")},
-        [(_int(r["channels"], "channels"), _num(r, "strength"), _num(r, "reached"),
-          _num(r, "plain")) for r in _rows(rt["calibration"], "calibration")],
+        [(_int(r["channels"], "channels"), num(r, "strength"), num(r, "reached"),
+          num(r, "plain")) for r in _rows(rt["calibration"], "calibration")],
     )  # fmt: skip
 
 

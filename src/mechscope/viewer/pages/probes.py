@@ -13,18 +13,24 @@ figures, JSON files and saved tensors are shared with ``pages/steering.py``.
 
 from __future__ import annotations
 
-import json
 import re
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from ...errors import InputError
 from ...probes.results import ProbeResults
-from ..html import Markup, definition_list, join, link, render, table, url
-from ..registry import Document, NotFound, Request, home
+from ..html import Markup, definition_list, join, link, render, table
+from ..registry import Document, Request, home
 from ..runs import RunInfo
-from .generic import _size, file_url
-from .sae import figure_html
-from .tracing import _count
+from .common import (
+    count,
+    download,
+    figure_html,
+    file_url,
+    missing_file,
+    read_run_json,
+    summary_html,
+    tensor_links,
+)
 
 if TYPE_CHECKING:
     from ..app import App
@@ -47,56 +53,6 @@ SIGN_FREE = Markup(
 
 
 # ---------------------------------------------------------------------------- shared pieces
-
-
-def read_run_json(run: RunInfo, relative: str) -> Any:
-    """The JSON in `relative` (inside the run folder), None if the file is missing."""
-    path = run.path / relative
-    if not path.is_file():
-        return None
-    try:
-        return json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise InputError(f"cannot read {relative} of {run.kind} run {run.id}: {err}") from err
-
-
-def missing_file(run: RunInfo, relative: str) -> NotFound:
-    """The 404 for a run that lacks its main result file (it did not finish)."""
-    return NotFound(
-        f"{run.kind} run {run.id} has no {relative}: it did not finish",
-        render("<p>{a}</p>", a=link(url("run", run.id, "record"), "its record and files")),
-    )
-
-
-def summary_html(run: RunInfo) -> Markup:
-    """run.json's one-line ``summary`` (the result's repr), or nothing."""
-    summary = run.record.get("summary")
-    if isinstance(summary, list):
-        summary = "\n".join(str(line) for line in summary)
-    return render('<pre class="summary">{s}</pre>', s=summary) if summary else Markup("")
-
-
-def tensor_links(run: RunInfo, folder: str, name: re.Pattern[str]) -> list[tuple[re.Match, str]]:
-    """The safetensors files in `folder` whose stem matches `name`: (match, relative path)."""
-    path = run.path / folder
-    if not path.is_dir():
-        return []
-    found = []
-    for file in sorted(path.glob("*.safetensors")):
-        m = name.fullmatch(file.stem)
-        if m is not None and file.is_file():
-            found.append((m, f"{folder}/{file.name}"))
-    return found
-
-
-def download(run: RunInfo, relative: str) -> Markup:
-    """A link that downloads `relative`, with the file's size."""
-    size = _size((run.path / relative).stat().st_size)
-    return render(
-        "{a} <span class=muted>({size})</span>",
-        a=link(file_url(run, relative), relative, download=""),
-        size=size,
-    )
 
 
 # ---------------------------------------------------------------------------- data
@@ -260,8 +216,8 @@ def probe_home(req: Request) -> Document:
             "dataset": run.config.get("dataset") or "—",
             "pairs": render(
                 "{train} to fit, {test} held out",
-                train=_count(probes.n_train, "pair"),
-                test=_count(probes.n_test, "pair"),
+                train=count(probes.n_train, "pair"),
+                test=count(probes.n_test, "pair"),
             ),
             **{
                 f"best {METHODS.get(m, m)}": (

@@ -24,10 +24,8 @@ from ..html import Markup, definition_list, join, render
 from ..registry import Document, Request, home
 from ..runs import RunInfo
 from ..tokens import POSITIVE, show_token
+from .common import count, figure_html, missing_file, num, read_run_json
 from .featureviz import run_summary
-from .probes import missing_file, read_run_json
-from .sae import figure_html
-from .tracing import _count, _num
 
 PROMPT_KINDS = ("prompts",)
 PROMPTS_STYLE = Markup(
@@ -194,12 +192,12 @@ def comparisons_table(rows: list[Comparison]) -> Markup:
             unit=c.unit,
             context=context_html(c.top_context, c.top_act),
             top=c.top_act,
-            top_text=_num(c.top_act, ".4g"),
+            top_text=num(c.top_act, ".4g"),
             gcg=_prompt_text(c.gcg),
             act=c.gcg.activation,
-            act_text=_num(c.gcg.activation, ".4g"),
+            act_text=num(c.gcg.activation, ".4g"),
             nll=c.gcg.nll,
-            nll_text=_num(c.gcg.nll, ".3f"),
+            nll_text=num(c.gcg.nll, ".3f"),
             ratio=c.ratio,
             ratio_text=_ratio_text(c),
         )
@@ -215,10 +213,10 @@ def comparisons_table(rows: list[Comparison]) -> Markup:
                 '<td class="prompt soft">{text}</td>'
                 '<td class="num soft-proj" data-value="{proj}">{proj_text}</td>',
                 act=c.soft.activation,
-                act_text=_num(c.soft.activation, ".4g"),
+                act_text=num(c.soft.activation, ".4g"),
                 text=_prompt_text(c.soft),
                 proj="" if proj is None else repr(proj),
-                proj_text=_num(proj, ".4g"),
+                proj_text=num(proj, ".4g"),
             )
         body.append(
             render(
@@ -251,7 +249,7 @@ def prompts_home(req: Request) -> Document:
         {
             "model": run.model or "—",
             "harvest": run.config.get("harvest") or "—",
-            "units": _count(len(rows), "unit"),
+            "units": count(len(rows), "unit"),
             "GCG wins": f"{wins} of {len(rows)}",
             "GCG options": ", ".join(f"{k}={v}" for k, v in gcg.items()) or "defaults",
             "soft prompt steps": run.config.get("soft_steps") or "none",

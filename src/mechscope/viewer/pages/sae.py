@@ -27,7 +27,7 @@ from ..html import Markup, definition_list, join, link, render, table, url
 from ..registry import Document, NotFound, Request, Response, home, page, redirect
 from ..runs import RunInfo
 from . import harvest as harvest_pages
-from .generic import file_url
+from .common import figure_html
 
 if TYPE_CHECKING:
     from ..app import App
@@ -191,42 +191,6 @@ def harvest_stats(app: App, harvest: RunInfo, site: str) -> list[Any]:
 
 
 # ---------------------------------------------------------------------------- pieces
-
-
-def figure_html(run: RunInfo, stem: str, caption: str, *, interactive: bool = False) -> Markup:
-    """The figure ``figures/<stem>``: its PNG (else SVG), with links to every format.
-
-    `interactive` shows the HTML version instead when there is one.
-    """
-    folder = run.path / "figures"
-    formats = {
-        fmt: f"figures/{stem}.{fmt}"
-        for fmt in ("png", "svg", "html")
-        if (folder / f"{stem}.{fmt}").is_file()
-    }
-    if not formats:
-        return render('<p class="muted">No figure figures/{stem}.*</p>', stem=stem)
-    links = join((link(file_url(run, rel), fmt) for fmt, rel in formats.items()), " · ")
-    image = None if interactive and "html" in formats else formats.get("png") or formats.get("svg")
-    shown = (
-        render(
-            '<img class="figure" src="{src}" alt="{alt}">', src=file_url(run, image), alt=caption
-        )
-        if image
-        else render(
-            '<iframe class="figure" loading="lazy" src="{src}" title="{t}"></iframe>',
-            src=file_url(run, formats["html"]),
-            t=caption,
-        )
-    )
-    return render(
-        '<figure class="sae-figure" id="figure-{stem}">{shown}'
-        "<figcaption>{caption} <small>{links}</small></figcaption></figure>",
-        stem=stem,
-        shown=shown,
-        caption=caption,
-        links=links,
-    )
 
 
 def metrics_table(metrics: dict[str, Any], freqs: Sequence[float] | None = None) -> Markup:

@@ -25,15 +25,15 @@ from ..html import Markup, definition_list, join, render, table
 from ..registry import Document, Request, home
 from ..runs import RunInfo
 from ..tokens import show_token
-from .probes import (
+from .common import (
     download,
+    figure_html,
     missing_file,
+    num,
     read_run_json,
     summary_html,
     tensor_links,
 )
-from .sae import figure_html
-from .tracing import _num
 
 if TYPE_CHECKING:
     from ..app import App
@@ -150,11 +150,11 @@ def sweep_table(sweep: SteeringSweep, best: tuple[int, int] | None) -> Markup:
                     effect=effect,
                     rise=rise,
                     kl=kl,
-                    factor_text=_num(factor, ".1f"),
-                    effect_text=_num(effect, ".3f"),
+                    factor_text=num(factor, ".1f"),
+                    effect_text=num(effect, ".3f"),
                     star=" ★ best" if is_best else "",
                     rise_text=f"{rise:+.1%}",
-                    kl_text=_num(kl, ".3g"),
+                    kl_text=num(kl, ".3g"),
                     flag=render('<br><span class="flag">⚠ over {b:.0%}</span>', b=bound)
                     if over
                     else "",
@@ -263,7 +263,7 @@ def steer_home(req: Request) -> Document:
             "{effect:.3f} (unsteered {base:.3f}); perplexity {rise:+.1%}",
             layer=sweep.layers[i],
             coef=sweep.coefs[j],
-            factor=_num(float(sweep.factor()[i, j]), ".1f"),
+            factor=num(float(sweep.factor()[i, j]), ".1f"),
             target=sweep.target,
             effect=float(sweep.effect[i, j]),
             base=sweep.baseline_effect,

@@ -30,7 +30,7 @@ from ..html import Markup, definition_list, join, link, render, table, url
 from ..registry import Document, NotFound, Request, home, page
 from ..runs import RunInfo
 from ..tokens import show_token
-from .sae import figure_html
+from .common import figure_html, num
 
 if TYPE_CHECKING:
     from ..app import App
@@ -55,19 +55,6 @@ HEAT_STYLE = Markup(
     "div.heat-row{display:flex;flex-wrap:wrap;gap:.5rem 2rem;align-items:flex-start}"
     "div.heat p{margin:.2rem 0;font-size:13px;max-width:24rem}</style>"
 )
-
-
-def _num(x: float | None, spec: str = ".4g") -> str:
-    """A number as shown: "—" when missing or NaN."""
-    return "—" if x is None or math.isnan(x) else format(float(x), spec)
-
-
-def _count(n: int, noun: str) -> str:
-    return f"{n} {noun}" + ("" if n == 1 else "s")
-
-
-def _share(x: float | None) -> str:
-    return "—" if x is None or math.isnan(x) else f"{x:.1%}"
 
 
 # ---------------------------------------------------------------------------- data
@@ -148,9 +135,9 @@ def heat_table(
         name = repr(label) if tokens else label
         cells = []
         for layer, x in enumerate(grid[i].tolist()):
-            tip = f"{name}, layer {layer}: indirect effect {_num(x)}"
+            tip = f"{name}, layer {layer}: indirect effect {num(x)}"
             if values is not None:
-                tip += f", P(object) {_num(float(values[i, layer]))}"
+                tip += f", P(object) {num(float(values[i, layer]))}"
             cells.append(
                 render(
                     '<td style="{style}" title="{tip}" data-value="{v!r}"></td>',
@@ -187,7 +174,7 @@ def trace_heat_tables(trace: CausalTrace) -> Markup:
     for kind in trace.scores:
         span = "" if kind == "hidden" else f", window of {trace.window} layers"
         ie = trace.indirect_effect(kind)
-        caption = f"indirect effect; * subject token; darker = larger (max {_num(np.nanmax(ie))})"
+        caption = f"indirect effect; * subject token; darker = larger (max {num(np.nanmax(ie))})"
         parts.append(
             render(
                 "<div><h3>{name}{span}</h3>{table}</div>",
@@ -225,9 +212,9 @@ def _trace_facts(run: RunInfo, trace: CausalTrace) -> Markup:
                 b=end - 1,
             ),
             "object": trace.fact.object,
-            "P(object), clean": _num(trace.clean),
-            "P(object), corrupted": _num(trace.corrupted),
-            "noise": f"{_num(trace.noise)} (std of the noise on the subject's embeddings)",
+            "P(object), clean": num(trace.clean),
+            "P(object), corrupted": num(trace.corrupted),
+            "noise": f"{num(trace.noise)} (std of the noise on the subject's embeddings)",
             "samples": trace.samples,
             "window": f"{trace.window} layers (MLP and attention restorations)",
             "finished": run.finished or "—",
@@ -236,7 +223,7 @@ def _trace_facts(run: RunInfo, trace: CausalTrace) -> Markup:
 
 
 def _max_effects(trace: CausalTrace) -> list[str]:
-    return [_num(float(np.nanmax(trace.indirect_effect(k)))) for k in trace.scores]
+    return [num(float(np.nanmax(trace.indirect_effect(k)))) for k in trace.scores]
 
 
 # ---------------------------------------------------------------------------- trace pages
@@ -273,9 +260,9 @@ def _average_body(run: RunInfo, avg: AverageTrace) -> Markup:
             "facts": render(
                 "{n} ({a})", n=avg.n_facts, a=link(url("run", run.id, "facts"), "list them")
             ),
-            "P(object), clean (mean)": _num(avg.clean),
-            "P(object), corrupted (mean)": _num(avg.corrupted),
-            "noise": _num(avg.noise),
+            "P(object), clean (mean)": num(avg.clean),
+            "P(object), corrupted (mean)": num(avg.corrupted),
+            "noise": num(avg.noise),
             "samples": avg.samples,
             "window": f"{avg.window} layers",
             "finished": run.finished or "—",
@@ -286,7 +273,7 @@ def _average_body(run: RunInfo, avg: AverageTrace) -> Markup:
         tk, layer, value = avg.peak(kind)
         if not math.isfinite(value):  # every cell unknown: no fact has any token kind
             tk, layer, value = "—", "—", math.nan
-        peaks.append((STATES.get(kind, kind), tk, layer, _num(value)))
+        peaks.append((STATES.get(kind, kind), tk, layer, num(value)))
     summary = run.record.get("summary")
     if isinstance(summary, list):
         summary = "\n".join(str(line) for line in summary)
@@ -301,7 +288,7 @@ def _average_body(run: RunInfo, avg: AverageTrace) -> Markup:
                 rows.append((name, avg.counts[g], "—", "—"))
             else:
                 best = int(np.nanargmax(row))
-                rows.append((name, avg.counts[g], _num(float(row[best])), best))
+                rows.append((name, avg.counts[g], num(float(row[best])), best))
         sections.append(
             render(
                 '<h3 id="kind-{kind}">{name}</h3><div class="figure-row"><div>{table}{heat}'
@@ -364,8 +351,8 @@ def facts_page(req: Request) -> Document:
                 n,
                 link(url("run", run.id, "fact", n), trace.fact.prompt),
                 trace.fact.object,
-                _num(trace.clean),
-                _num(trace.corrupted),
+                num(trace.clean),
+                num(trace.corrupted),
                 *_max_effects(trace),
             )
         )

@@ -25,9 +25,8 @@ from ...weights.results import ConvWeights
 from ..html import Markup, definition_list, join, render
 from ..registry import Document, Request, home
 from ..runs import RunInfo
+from .common import count, missing_file, num
 from .featureviz import interactive_figure, run_summary, tensors_link
-from .probes import missing_file
-from .tracing import _count, _num
 
 if TYPE_CHECKING:
     from ..app import App
@@ -115,8 +114,8 @@ def channels_table(circuit: ConvCircuit, kind: str) -> Markup:
             i=ch.inhibition,
             ecls="excitation" if kind == "excitation" else "weak",
             icls="inhibition" if kind == "inhibition" else "weak",
-            e_text=_num(ch.excitation, ".3f"),
-            i_text=_num(ch.inhibition, ".3f"),
+            e_text=num(ch.excitation, ".3f"),
+            i_text=num(ch.inhibition, ".3f"),
             peak=_offset(ch.peak, circuit.shape),
         )
         for rank, ch in enumerate(rows, 1)
@@ -140,7 +139,7 @@ def conv_home(req: Request) -> Document:
         {
             "model": run.model or "—",
             "from": render(
-                "{src} <span class=muted>({n})</span>", src=circuit.src, n=_count(c_in, "channel")
+                "{src} <span class=muted>({n})</span>", src=circuit.src, n=count(c_in, "channel")
             ),
             "into": f"{circuit.dst}:{circuit.unit}",
             "weight maps": f"{kh}×{kw} per channel",

@@ -31,9 +31,8 @@ from ..html import Markup, definition_list, join, link, render, table
 from ..registry import Document, Request, home
 from ..runs import RunInfo
 from ..tokens import show_token
+from .common import missing_file, num, read_run_json
 from .featureviz import interactive_figure, run_summary
-from .probes import missing_file, read_run_json
-from .tracing import _num
 from .weights import WEIGHTS_STYLE
 
 if TYPE_CHECKING:
@@ -75,7 +74,7 @@ def scored_tokens(pairs: list[tuple[str, float]]) -> Markup:
             render(
                 '<li>{t} <span class="score">{s}</span></li>',
                 t=token_code(tok),
-                s=_num(score, ".3g"),
+                s=num(score, ".3g"),
             )
             for tok, score in pairs
         ),
@@ -273,7 +272,7 @@ def ranked_units(
                 i=i,
                 v=v,
                 noun=noun,
-                text=format(v, "+" + spec) if signed else _num(v, spec),
+                text=format(v, "+" + spec) if signed else num(v, spec),
             )
             for layer, i, v in items
         ),
