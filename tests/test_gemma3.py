@@ -141,7 +141,7 @@ def test_a_small_harvest_keeps_the_models_own_activations(gemma3, tmp_path):
 
 
 def test_a_small_sae_fits_the_residual_stream(gemma3):
-    from mechscope.sae.activations import stream_activations
+    from mechscope.core.activations import stream_activations
     from mechscope.sae.train import TrainConfig, train_sae
 
     site = "blocks.6.resid_post"

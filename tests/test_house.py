@@ -17,7 +17,7 @@ SRC = Path(__file__).resolve().parents[1] / "src"
 
 ALLOWED = {
     frozenset({"mechscope.engine.harvest", "mechscope.harvest.collect"}),
-    frozenset({"mechscope.engine.activations", "mechscope.sae.activations"}),
+    frozenset({"mechscope.engine.activations", "mechscope.core.activations"}),
     frozenset({"mechscope.engine.tracing", "mechscope.tracing.average"}),
     frozenset({"mechscope.engine.ioi", "mechscope.ioi.measures"}),
     frozenset({"mechscope.engine.explain", "mechscope.autointerp.pipeline"}),

@@ -12,12 +12,12 @@ import ray
 import torch
 from safetensors.torch import load_file
 
+from mechscope.core.activations import activations_meta, load_activations, store_activations
 from mechscope.corpus import open_corpus
 from mechscope.engine import torch_threads
 from mechscope.engine.activations import CHECKPOINT, _store_range
 from mechscope.engine.cluster import Reporter
 from mechscope.engine.ship import ship_model
-from mechscope.sae.activations import activations_meta, load_activations, store_activations
 from mechscope.testing import run_cli as mechscope
 from mechscope.testing import save_tiny, tiny_model
 

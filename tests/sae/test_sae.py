@@ -8,14 +8,14 @@ import pytest
 import torch
 
 import mechscope as ms
-from mechscope.corpus import windows
-from mechscope.errors import InputError, SiteError
-from mechscope.sae.activations import (
+from mechscope.core.activations import (
     ShuffleBuffer,
     load_activations,
     store_activations,
     stream_activations,
 )
+from mechscope.corpus import windows
+from mechscope.errors import InputError, SiteError
 from mechscope.sae.evaluate import evaluate_sae
 from mechscope.sae.fit import fit_sae, open_sae_run
 from mechscope.sae.model import SAEConfig, SAEError, SparseAutoencoder

@@ -11,9 +11,12 @@ from mechscope.testing import tiny_model
 from mechscope.tracing.facts import (
     TEMPLATES,
     Fact,
+    fact_from_prompt,
+    fact_set,
     geography_facts,
     known_facts,
     load_facts,
+    neighbour_facts,
     subject_span,
 )
 
@@ -90,6 +93,42 @@ def test_known_facts_ranks_the_objects_first_token():
 
 
 @pytest.mark.model
+def test_fact_from_prompt_finds_the_relation_and_the_models_answer():
+    model = tiny_model("llama", seed=0)
+    fact = fact_from_prompt(model, "The capital of France is the city of", "France", "Paris")
+    assert fact == Fact("France", "The capital of {} is the city of", "Paris", "country_capital")
+    free = fact_from_prompt(model, "Bob likes to eat", "Bob")  # the object: the model's next token
+    top = int(model.run("Bob likes to eat").logits[0, -1].argmax())
+    assert free.relation == "custom" and free.object == model.tokenizer.decode([top]).strip()
+    with pytest.raises(InputError, match="does not occur"):
+        fact_from_prompt(model, "The capital of France is", "Spain", "Madrid")
+    with pytest.raises(InputError, match="unknown relation 'capitals'; built in: country_capital"):
+        fact_from_prompt(model, "The capital of France is", "France", "Paris", "capitals")
+
+
+def test_fact_set_splits_over_relations_and_names_bad_ones():
+    model = tiny_model("llama", seed=0)
+    facts = fact_set(model, "country_capital,city_country", 10, known=False, seed=3)
+    assert [f.relation for f in facts] == ["country_capital"] * 5 + ["city_country"] * 5
+    assert facts == fact_set(model, "country_capital,city_country", 10, known=False, seed=3)
+    with pytest.raises(InputError, match="got 'capitals'"):
+        fact_set(model, "capitals", 10)
+
+
+def test_neighbours_leave_out_the_subject_and_facts_whose_answer_is_the_new_object():
+    model = tiny_model("llama", seed=0)
+    pool = geography_facts("country_capital", limit=60)
+    france = next(f for f in pool if f.subject == "France")
+    rome = next(f for f in pool if f.object == "Rome")
+    chosen = neighbour_facts(model, france, "Rome", pool, n=100)
+    assert france not in chosen and rome not in chosen and len(chosen) == len(pool) - 2
+    assert neighbour_facts(model, france, "Rome", pool, n=5) == chosen[:5]
+    with pytest.raises(InputError, match="give the neighbour facts"):
+        neighbour_facts(model, Fact("Bob", "{} eats", "rice", "custom"), "bread")
+    with pytest.raises(InputError, match="no neighbour facts left"):
+        neighbour_facts(model, france, "Rome", [france, rome])
+
+
 def test_smollm2_knows_geography(smollm2):
     known = known_facts(smollm2, geography_facts("country_capital", limit=60))
     assert len(known) >= 25

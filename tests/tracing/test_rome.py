@@ -93,7 +93,7 @@ def test_the_value_search_lowers_the_new_objects_loss(model, cov):
 def test_key_covariance_is_the_second_moment_of_the_keys_and_is_cached(
     model, tmp_path, monkeypatch
 ):
-    from mechscope.sae.activations import stream_activations
+    from mechscope.core.activations import stream_activations
 
     monkeypatch.setenv("MECHSCOPE_CACHE", str(tmp_path))
     c = key_covariance(model, 0, tokens=1000, progress=False)

@@ -117,7 +117,7 @@ def store_cmd(
     """Record SITE's activations as safetensors shards, to train SAEs on repeatedly."""
     import torch
 
-    from ..sae.activations import store_activations
+    from ..core.activations import store_activations
 
     dtypes = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}
     if store_dtype not in dtypes:

@@ -16,52 +16,6 @@ console = Console()
 MODEL = typer.Argument(..., help="Built-in name (smollm2-135m), HF folder, .gguf file, or hub id.")
 
 
-def _fact(model, prompt: str, subject: str, obj: str | None, relation: str | None):  # noqa: ANN001, ANN202
-    """A Fact from a prompt holding the subject; the object defaults to the model's next token."""
-    from ..tracing.facts import TEMPLATES, Fact
-
-    if not subject:
-        raise InputError("--subject is required with a prompt (the words the fact is about)")
-    if subject not in prompt:
-        raise InputError(f"the subject {subject!r} does not occur in the prompt {prompt!r}")
-    template = prompt.replace(subject, "{}", 1)
-    if relation is None:
-        relation = next((r for r, ts in TEMPLATES.items() if template in ts), "custom")
-    elif relation not in TEMPLATES:
-        raise InputError(f"unknown --relation {relation!r}; built in: {', '.join(TEMPLATES)}")
-    if obj is None:
-        top = int(model.run(prompt).logits[0, -1].argmax())
-        obj = model.tokenizer.decode([top]).strip()
-        if not obj:
-            raise InputError("the model's next token is blank; give the answer with --object")
-    return Fact(subject, template, obj, relation)
-
-
-def _fact_set(model, spec: str, n: int, known: bool, seed: int):  # noqa: ANN001, ANN202
-    """Facts from relation names (comma-separated) or a JSON file, filtered to known ones."""
-    from ..tracing.facts import TEMPLATES, geography_facts, known_facts, load_facts, sample_facts
-
-    parts = [p.strip() for p in spec.split(",") if p.strip()]
-    if len(parts) == 1 and (parts[0].endswith(".json") or Path(parts[0]).exists()):
-        pools = [load_facts(parts[0])]
-    else:
-        bad = [p for p in parts if p not in TEMPLATES]
-        if bad or not parts:
-            raise InputError(
-                f"--facts takes relations ({', '.join(TEMPLATES)}) or a JSON file, got {spec!r}"
-            )
-        pools = [geography_facts(p, limit=200) for p in parts]
-    facts = []
-    per = max(1, n // len(pools))
-    for pool in pools:
-        if known:
-            pool = [k.fact for k in known_facts(model, pool)]
-        facts.extend(sample_facts(pool, per, seed=seed))
-    if not facts:
-        raise InputError(f"no facts left from {spec!r} (the model knows none of them?)")
-    return facts
-
-
 @placed
 @engined
 def trace_cmd(
@@ -92,6 +46,7 @@ def trace_cmd(
 ) -> None:
     """Causal tracing: where a fact lives (indirect effect per layer × token), or its average."""
     from ..tracing.average import AverageTrace
+    from ..tracing.facts import fact_from_prompt, fact_set
     from ..tracing.runs import trace_run
     from ..tracing.trace import noise_scale
 
@@ -99,13 +54,15 @@ def trace_cmd(
         raise InputError("give either a PROMPT with --subject, or --facts for an average")
     if noise <= 0 or samples < 1 or n < 1:
         raise InputError("--noise must be above 0, --samples and --n at least 1")
+    if prompt is not None and not subject:
+        raise InputError("--subject is required with a prompt (the words the fact is about)")
     if engine.engine != "local" and facts is None:
         raise InputError("--engine ray shards the facts of --facts; one prompt runs here")
     m = place.load(model)
     sigma = noise_scale(m, noise)
     chosen = [k.strip() for k in kinds.split(",") if k.strip()]
     if facts is not None:
-        fact_list = _fact_set(m, facts, n, known, seed)
+        fact_list = fact_set(m, facts, n, known=known, seed=seed)
         target = out or Path("runs") / f"trace-{facts.replace(',', '-').replace('/', '_')}"
         console.print(f"tracing {len(fact_list)} facts into {target}")
         result = trace_run(m, fact_list, target, kinds=chosen, samples=samples, noise=sigma,
@@ -113,7 +70,7 @@ def trace_cmd(
         assert isinstance(result, AverageTrace)
         console.print(result)
     else:
-        fact = _fact(m, prompt, subject, obj, None)
+        fact = fact_from_prompt(m, prompt, subject, obj)
         others = [s.strip() for s in replace_with.split(",")] if replace_with else None
         target = out or Path("runs") / f"trace-{_slug(fact.subject)}"
         result = trace_run(m, fact, target, kinds=chosen, samples=samples, noise=sigma,
@@ -156,7 +113,7 @@ def edit_cmd(
     place: Placement,
 ) -> None:
     """ROME: rewrite one fact, then score it on held-out prompts (the edit is saved, not kept)."""
-    from ..tracing.facts import geography_facts, known_facts, load_facts
+    from ..tracing.facts import fact_from_prompt, load_facts, neighbour_facts
     from ..tracing.rome import RomeConfig
     from ..tracing.runs import edit_run
 
@@ -164,18 +121,13 @@ def edit_cmd(
         raise InputError("--steps and --cov-tokens must be at least 1, --prefixes at least 0")
     cfg = RomeConfig(steps=steps, prefixes=prefixes, covariance_tokens=cov_tokens, corpus=corpus)
     m = place.load(model)
-    fact = _fact(m, prompt, subject, obj, relation)
-    if neighbours is not None:
-        pool = load_facts(neighbours)
-    elif fact.relation != "custom":
-        pool = [k.fact for k in known_facts(m, geography_facts(fact.relation, limit=120))]
-    else:
+    fact = fact_from_prompt(m, prompt, subject, obj, relation)
+    if neighbours is None and fact.relation == "custom":
         raise InputError(
             "the prompt is not a built-in relation's template: give --relation or --neighbours"
         )
-    pool = [f for f in pool if f.subject != fact.subject and f.object != new][:n_neighbours]
-    if not pool:
-        raise InputError("no neighbour facts left to test specificity")
+    pool = load_facts(neighbours) if neighbours is not None else None
+    pool = neighbour_facts(m, fact, new, pool, n=n_neighbours)
     target = out or Path("runs") / f"edit-{_slug(fact.subject)}-{_slug(new)}"
     report, _ = edit_run(m, fact, new, pool, target, layer=layer, config=cfg)
     console.print(repr(report), highlight=False)

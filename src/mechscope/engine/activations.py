@@ -103,7 +103,7 @@ def store_activations_on_ray(
                 root / f"part-{i}" / f"acts-{j:05d}.safetensors", out / f"acts-{k:05d}.safetensors"
             )
             k += 1
-    from ..sae.activations import write_meta
+    from ..core.activations import write_meta
 
     engine = {
         "name": "ray",
@@ -135,7 +135,7 @@ def _store_range(
     options: dict[str, Any],
 ) -> dict[str, Any]:
     """One Ray task: windows ``first … first + count`` into ``root/part-<shard>``, resumed."""
-    from ..sae.activations import stream_activations, write_shard
+    from ..core.activations import stream_activations, write_shard
 
     torch.set_num_threads(options["threads"])
     folder = Path(root) / f"part-{shard}"

@@ -1,9 +1,9 @@
 """Superposition and sparse autoencoders.
 
 `toy` trains the toy models of superposition (Elhage et al. 2022); `model`
-holds the SAE architectures (TopK, ReLU with L1, JumpReLU); `activations`
-streams a site's activations from a model through a shuffling buffer or from
-stored shards; `train` fits an SAE; `evaluate` measures L0, variance
+holds the SAE architectures (TopK, ReLU with L1, JumpReLU); the activations
+they train on stream from `mechscope.core.activations` (re-exported here);
+`train` fits an SAE; `evaluate` measures L0, variance
 explained and cross-entropy loss recovered with the SAE spliced into the
 forward; `results` holds their results (`SAEEval`, `ToyResult`), readable
 without torch. An SAE attached to a model (`Model.attach`) makes its latents a site.
@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 from .._lazy import exports
 
 if TYPE_CHECKING:
-    from .activations import (
+    from ..core.activations import (
         ShuffleBuffer,
         activations_meta,
         load_activations,

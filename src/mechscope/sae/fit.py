@@ -27,7 +27,7 @@ from ..core.model import Model
 from ..corpus import Corpus, open_corpus
 from ..errors import InputError
 from ..store import model_record, new_run
-from .activations import ShuffleBuffer, activations_meta, load_activations, stream_activations
+from ..core.activations import ShuffleBuffer, activations_meta, load_activations, stream_activations
 from .evaluate import SAEEval, evaluate_sae
 from .model import SparseAutoencoder
 from .results import EVAL_FILE

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import torch
 from rich.console import Console
-from rich.table import Table
 
 from .. import Model
 from .settings import (
@@ -31,7 +30,7 @@ def tracing_and_rome(model: Model, console: Console) -> None:
     Example: ``tracing_and_rome(mechscope.load(), Console())``, one step of `run_tour`.
     """
     from ..tracing import Fact, geography_facts, known_facts
-    from ..tracing.facts import sample_facts
+    from ..tracing.facts import neighbour_facts, sample_facts
     from ..tracing.rome import _down, default_layer
     from ..tracing.runs import edit_run, trace_run
 
@@ -45,7 +44,7 @@ def tracing_and_rome(model: Model, console: Console) -> None:
     console.print("(the 60-fact average: mechscope trace --facts "
                   "country_capital,city_country,country_continent)")  # fmt: skip
     target, new = capitals[TOUR_EDIT_FACT], capitals[TOUR_EDIT_FACT + 1].object
-    neighbours = [f for f in capitals if f.subject != target.subject][:20]
+    neighbours = neighbour_facts(model, target, new, capitals)
     layer = default_layer(model)
     weight = _down(model, layer).weight.detach().clone()
     report, _ = edit_run(model, target, new, neighbours, OUT_DIR / "edit", layer=layer)
@@ -87,14 +86,7 @@ def probes_and_steering(model: Model, console: Console) -> None:
     console.print(f"activation addition {TOUR_STEER[0]!r} − {TOUR_STEER[1]!r}: {vector!r}",
                   highlight=False)  # fmt: skip
     prompts = list(st.PROMPTS[:3])
-    examples = steer_examples(model, prompts, vector, TOUR_STEER_COEF, max_new_tokens=30)
-    table = Table(title=f"greedy, unsteered and steered (coef {TOUR_STEER_COEF:g})",
-                  show_lines=True)  # fmt: skip
-    for col in ("prompt", "unsteered", "steered"):
-        table.add_column(col)
-    for ex in examples:
-        table.add_row(ex["prompt"], ex["unsteered"].strip(), ex["steered"].strip())
-    console.print(table)
+    console.print(steer_examples(model, prompts, vector, TOUR_STEER_COEF, max_new_tokens=30))
     sweep = steer_run(model, [vector, st.actadd(model, *TOUR_STEER, 2)], [0.5, 1.0, 2.0],
                       OUT_DIR / "steer-weddings", samples=2, progress=False)  # fmt: skip
     console.print(sweep)

@@ -18,7 +18,17 @@ from .._lazy import exports
 if TYPE_CHECKING:
     from .average import token_kinds, trace_facts
     from .edits import Edit, EditReport
-    from .facts import Fact, KnownFact, geography_facts, known_facts, load_facts, subject_span
+    from .facts import (
+        Fact,
+        KnownFact,
+        fact_from_prompt,
+        fact_set,
+        geography_facts,
+        known_facts,
+        load_facts,
+        neighbour_facts,
+        subject_span,
+    )
     from .results import TOKEN_KINDS, AverageTrace, CausalTrace
     from .rome import RomeConfig, edit, evaluate_edit, key_covariance
     from .runs import edit_run, trace_run

@@ -245,3 +245,83 @@ def sample_facts(facts: Sequence[Fact], n: int, seed: int = 0) -> list[Fact]:
     """
     facts = list(facts)
     return random.Random(seed).sample(facts, min(n, len(facts)))
+
+
+# ------------------------------------------------------- choosing facts for a trace or an edit
+
+
+def fact_from_prompt(
+    model: Model, prompt: str, subject: str, obj: str | None = None, relation: str | None = None
+) -> Fact:
+    """The `Fact` of a prompt that holds `subject`; `obj` defaults to the model's next token and
+    `relation` to the built-in relation whose template the prompt is (else ``"custom"``).
+
+    Example: ``fact_from_prompt(model, "The Eiffel Tower is located in the city of",
+    "The Eiffel Tower")`` → ``Fact("The Eiffel Tower", "{} is located in the city of",
+    "Paris", "custom")`` on SmolLM2.
+    """
+    if not subject:
+        raise InputError("the subject is required with a prompt (the words the fact is about)")
+    if subject not in prompt:
+        raise InputError(f"the subject {subject!r} does not occur in the prompt {prompt!r}")
+    template = prompt.replace(subject, "{}", 1)
+    if relation is None:
+        relation = next((r for r, ts in TEMPLATES.items() if template in ts), "custom")
+    elif relation not in TEMPLATES:
+        raise InputError(f"unknown relation {relation!r}; built in: {', '.join(TEMPLATES)}")
+    if obj is None:
+        top = int(model.run(prompt).logits[0, -1].argmax())
+        obj = model.tokenizer.decode([top]).strip()
+        if not obj:
+            raise InputError("the model's next token is blank; give the answer (the object)")
+    return Fact(subject, template, obj, relation)
+
+
+def fact_set(model: Model, spec: str, n: int, *, known: bool = True, seed: int = 0) -> list[Fact]:
+    """`n` facts (split evenly over the pools) from built-in relations, comma-separated, or from
+    a JSON file of facts; with `known`, only those the model completes right.
+
+    Example: ``fact_set(model, "country_capital,city_country", 20)`` → 10 known facts of each.
+    """
+    parts = [p.strip() for p in spec.split(",") if p.strip()]
+    if len(parts) == 1 and (parts[0].endswith(".json") or Path(parts[0]).exists()):
+        pools = [load_facts(parts[0])]
+    else:
+        bad = [p for p in parts if p not in TEMPLATES]
+        if bad or not parts:
+            raise InputError(
+                f"facts are relations ({', '.join(TEMPLATES)}) or a JSON file, got {spec!r}"
+            )
+        pools = [geography_facts(p, limit=200) for p in parts]
+    facts: list[Fact] = []
+    per = max(1, n // len(pools))
+    for pool in pools:
+        if known:
+            pool = [k.fact for k in known_facts(model, pool)]
+        facts.extend(sample_facts(pool, per, seed=seed))
+    if not facts:
+        raise InputError(f"no facts left from {spec!r} (the model knows none of them?)")
+    return facts
+
+
+def neighbour_facts(
+    model: Model, fact: Fact, new: str, pool: Sequence[Fact] | None = None, n: int = 20
+) -> list[Fact]:
+    """Up to `n` facts to test an edit's specificity: from `pool` (default: the known facts of
+    `fact`'s built-in relation), without `fact`'s subject and without facts whose true object is
+    `new` (for those, answering `new` is no damage).
+
+    Example: ``neighbour_facts(model, france, "Rome")`` → 20 known capitals, none of them
+    France's or Italy's.
+    """
+    if pool is None:
+        if fact.relation not in TEMPLATES:
+            raise InputError(
+                f"{fact.relation!r} is not a built-in relation ({', '.join(TEMPLATES)}): "
+                "give the neighbour facts"
+            )
+        pool = [k.fact for k in known_facts(model, geography_facts(fact.relation, limit=120))]
+    chosen = [f for f in pool if f.subject != fact.subject and f.object != new][:n]
+    if not chosen:
+        raise InputError("no neighbour facts left to test specificity")
+    return chosen

@@ -80,7 +80,7 @@ def key_covariance(
 
     Example: ``key_covariance(model, 5, tokens=10_000).shape`` → [d_mlp, d_mlp].
     """
-    from ..sae.activations import stream_activations
+    from ..core.activations import stream_activations
 
     _down(model, layer)
     ident = (

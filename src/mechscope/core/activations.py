@@ -1,4 +1,5 @@
-"""Where an SAE's training data comes from: a site's activations, streamed or stored.
+"""A site's activations over a corpus, streamed or stored (SAE training data, ROME's key
+covariance, any statistic over many tokens).
 
 `stream_activations` runs the model over corpus windows and yields the
 site's vectors (the forward stops right after the site). Positions holding
@@ -24,10 +25,10 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from ..core.interventions import observe, stop
-from ..core.model import Model
 from ..corpus import Corpus, boundary_tokens, open_corpus, window_batches
 from ..errors import InputError
+from .interventions import observe, stop
+from .model import Model
 
 META_FILE = "activations.json"
 
