@@ -108,3 +108,19 @@ def test_nothing_below_the_cli_imports_it() -> None:
         and any(t == "mechscope.cli" or t.startswith("mechscope.cli.") for t in targets)
     )
     assert users == []
+
+
+def test_every_public_function_and_class_has_a_docstring_with_an_example() -> None:
+    """The library API (not the CLI's commands nor the viewer's page handlers, whose
+    docstrings are their help text) shows how it is called."""
+    missing = []
+    for name, path in sorted(_modules().items()):
+        parts = name.split(".")
+        if any(p.startswith("_") for p in parts) or ".cli" in name or ".viewer.pages" in name:
+            continue
+        for node in ast.parse(path.read_text(encoding="utf-8")).body:
+            if isinstance(node, (ast.FunctionDef, ast.ClassDef)) and not node.name.startswith("_"):
+                doc = ast.get_docstring(node) or ""
+                if "Example" not in doc and ">>>" not in doc:
+                    missing.append(f"{name}.{node.name}")
+    assert missing == []

@@ -7,6 +7,7 @@ import torch
 
 from mechscope import prompts as P
 from mechscope.errors import InputError
+from mechscope.prompts_results import PromptComparisons
 from mechscope.testing import tiny_model
 
 SITE = "blocks.1.mlp.post"
@@ -47,9 +48,10 @@ def test_soft_prompt_beats_its_projection_back_to_tokens(model):
     assert float(again[0]) == pytest.approx(r.projected_activation, abs=1e-4)
 
 
-def test_results_round_trip_and_bad_input(model):
+def test_results_round_trip_and_bad_input(model, tmp_path):
     r = P.hard_prompt(model, SITE, 1, steps=1, candidates=4, topk=4, progress=False)
-    assert P.PromptResult.from_json(r.to_json()) == r
+    rows = PromptComparisons([P.UnitComparison(SITE, 1, r, 0.5, ["a", "b"])])
+    assert PromptComparisons.load(rows.save(tmp_path / "c"), arrays="numpy").units[0].gcg == r
     with pytest.raises(InputError, match="64 units"):
         P.hard_prompt(model, SITE, 64, progress=False)
     with pytest.raises(InputError, match="batch pos unit"):
@@ -74,3 +76,28 @@ def test_an_attached_sae_latent_is_a_unit_like_a_neuron(model):
         assert float(latents[0, -1, 7]) == pytest.approx(r.activation, abs=1e-4)
         with pytest.raises(InputError, match="48 units"):
             P.soft_prompt(model, at.latents, 48, progress=False)
+
+
+def test_prompts_run_saves_the_comparisons_as_one_result(model, tmp_path):
+    from types import SimpleNamespace
+
+    from rich.console import Console
+
+    from mechscope.store import open_run
+
+    top = SimpleNamespace(tokens=["<|endoftext|>", " the", " cat"], max_pos=2, max_act=0.25)
+    store = SimpleNamespace(unit=lambda site, unit: SimpleNamespace(top=[top]), path="h")
+    rows = P.prompts_run(model, [(SITE, 3), (SITE, 4)], store, tmp_path / "run", steps=2,
+                         candidates=4, topk=4, length=3, soft_steps=2, progress=False)  # fmt: skip
+    assert [(u.site, u.unit) for u in rows.units] == [(SITE, 3), (SITE, 4)]
+    assert all(u.soft is not None and u.top_context == top.tokens for u in rows.units)
+    saved = tmp_path / "run" / "comparisons.safetensors"
+    assert (
+        PromptComparisons.load(saved) == rows
+        and not (tmp_path / "run" / "comparisons.json").exists()
+    )
+    assert open_run(tmp_path / "run")["comparisons"] == rows
+    assert rows.summary() == f"GCG beats the top dataset example on {rows.wins} of 2 units"
+    console = Console(record=True, width=120)
+    console.print(rows)
+    assert f"GCG beats the top example on {rows.wins} of 2 units" in console.export_text()

@@ -24,6 +24,23 @@ from torch import Tensor
 
 FORMATS = ("png", "svg", "html")
 
+Figures = dict[str, dict[str, Path]]
+"""What every result's ``figure(path)`` returns: figure name → format (png, svg, html) → file.
+
+A result that draws one figure names it after `path` (``probes.figure("runs/p/accuracy")`` →
+``{"accuracy": {"png": …, "svg": …, "html": …}}``); one that draws several names each (a causal
+trace: ``{"hidden": {…}, "mlp": {…}, "attn": {…}}``).
+"""
+
+
+def named(path: str | Path, paths: dict[str, Path]) -> Figures:
+    """One figure's files (format → file) as `Figures`, named after `path`.
+
+    Example: ``named("runs/p/accuracy", line(series, "runs/p/accuracy"))`` →
+    ``{"accuracy": {"png": …, "svg": …, "html": …}}``.
+    """
+    return {figure_stem(path).name: paths}
+
 
 def _np(values: Tensor | np.ndarray) -> np.ndarray:
     if isinstance(values, Tensor):

@@ -17,12 +17,14 @@ The objective is the unit's activation at the prompt's last token, minus
 so the search prefers text the model finds plausible. Prompts start with the
 token that starts every harvest window (``<|endoftext|>`` for SmolLM2), so
 the activation is comparable with the unit's top dataset examples.
+
+The results (`PromptResult`, `UnitComparison`, `PromptComparisons`) are in
+`mechscope.prompts_results`, readable without torch.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -35,35 +37,7 @@ from tqdm.auto import tqdm
 from .core.interventions import stop
 from .core.model import Model
 from .errors import InputError
-
-
-@dataclass
-class PromptResult:
-    """The best prompt found for one unit, and how the search went.
-
-    Example::
-
-        r = hard_prompt(model, "blocks.10.mlp.post", 42)
-        r.text, r.activation, r.nll                    # the prompt, the unit on it, nats per token
-        PromptResult.from_json(r.to_json()) == r       # True
-    """
-
-    site: str
-    unit: int
-    method: str  # "gcg" or "soft"
-    ids: list[int]  # the free tokens (after the prefix); for "soft", the nearest tokens
-    text: str
-    activation: float  # the unit at the last token (for "soft": of the embeddings themselves)
-    nll: float  # mean negative log-likelihood of the free tokens, nats per token
-    history: list[float] = field(default_factory=list)  # the best objective after each step
-    projected_activation: float | None = None  # "soft" only: the nearest tokens' activation
-
-    def to_json(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_json(cls, data: dict[str, Any]) -> PromptResult:
-        return cls(**data)
+from .prompts_results import PromptComparisons, PromptResult, UnitComparison
 
 
 def _check_unit(model: Model, site: str, unit: int) -> int:
@@ -347,40 +321,6 @@ def activation_of(model: Model, site: str, unit: int, texts: list[str]) -> Float
 # ---------------------------------------------------------------------------- against the data
 
 
-@dataclass
-class UnitComparison:
-    """One unit: the GCG prompt (and soft prompt) beside its top dataset example.
-
-    Example::
-
-        (row,) = compare_units(model, [("blocks.10.mlp.post", 42)], open_harvest("runs/harvest"))
-        row.ratio, row.gcg.text, "".join(row.top_context)
-    """
-
-    site: str
-    unit: int
-    gcg: PromptResult
-    top_act: float  # the harvest's largest activation of the unit
-    top_context: list[str]  # the top example's tokens up to and including its peak (the last 16)
-    soft: PromptResult | None = None
-
-    @property
-    def ratio(self) -> float:
-        """GCG activation / top example activation (> 1: the prompt wins)."""
-        return self.gcg.activation / self.top_act if self.top_act > 0 else math.inf
-
-    def to_json(self) -> dict[str, Any]:
-        return {"site": self.site, "unit": self.unit, "gcg": self.gcg.to_json(),
-                "top_act": self.top_act, "top_context": self.top_context,
-                "soft": self.soft.to_json() if self.soft else None}  # fmt: skip
-
-    @classmethod
-    def from_json(cls, d: dict[str, Any]) -> UnitComparison:
-        soft = PromptResult.from_json(d["soft"]) if d.get("soft") else None
-        return cls(d["site"], d["unit"], PromptResult.from_json(d["gcg"]), d["top_act"],
-                   d["top_context"], soft)  # fmt: skip
-
-
 def sample_units(
     store: Any, sites: list[str], per_site: int, seed: int = 0
 ) -> list[tuple[str, int]]:
@@ -463,12 +403,14 @@ def prompts_run(
     start: str = "random",
     progress: bool = True,
     **gcg: Any,
-) -> list[UnitComparison]:
-    """`compare_units` written as a run folder: ``comparisons.json`` and the figure ``prompts``
-    (each unit's top-example activation beside its GCG and soft prompts').
+) -> PromptComparisons:
+    """`compare_units` written as a run folder: ``comparisons.safetensors`` (`PromptComparisons`)
+    and the figure ``prompts`` (each unit's top-example activation beside its GCG and soft
+    prompts').
 
     Example: ``prompts_run(model, units, store, "runs/prompts", soft_steps=50)`` → the
-    `UnitComparison` rows, with runs/prompts/comparisons.json and figures/prompts.png written.
+    `PromptComparisons`, with runs/prompts/comparisons.safetensors and figures/prompts.png
+    written.
     """
     import time
 
@@ -483,7 +425,8 @@ def prompts_run(
         rows = compare_units(model, units, store, soft_steps=soft_steps, start=start,
                              progress=progress, **gcg)  # fmt: skip
         run.timed("search", t0)
-        run.write_json("comparisons.json", [r.to_json() for r in rows])
+        found = PromptComparisons(rows)
+        found.save(run.dir / "comparisons.safetensors")  # PromptComparisons.load reopens it
         series = {"top dataset example": [r.top_act for r in rows],
                   "GCG prompt": [r.gcg.activation for r in rows]}  # fmt: skip
         if soft_steps:
@@ -493,7 +436,6 @@ def prompts_run(
         labels = [f"{r.site.split('.')[1]}.{r.unit}" for r in rows]
         grouped_bars(series, labels, run.figures / "prompts", y_title="activation at the last token",
                      title=f"{model.name}: optimised prompts against the top dataset example")  # fmt: skip
-        wins = sum(r.gcg.activation > r.top_act for r in rows)
-        run.extra["summary"] = f"GCG beats the top dataset example on {wins} of {len(rows)} units"
+        run.extra["summary"] = found.summary()
         run.finish()
-    return rows
+    return found

@@ -15,13 +15,14 @@ from mechscope.autointerp import (
     LogprobSimulator,
     auroc,
     correlation,
-    explain_units,
+    explain_run,
     mean_ci,
     parse_explanation,
     parse_simulation,
     top_tokens_explanation,
 )
 from mechscope.autointerp.explainer import ExplanationError, discretise
+from mechscope.autointerp.results import ExplainRun, ExplainSummary
 from mechscope.errors import InputError
 from mechscope.harvest import harvest, open_harvest
 from mechscope.testing import ScriptedBackend as Scripted
@@ -105,7 +106,7 @@ def test_pipeline_runs_scores_baselines_and_records_failures(store, tmp_path: Pa
     answers = ["the letter e", "", RuntimeError("server down"), "spaces between words"]
     explainer = Scripted(answers)
     simulator = Scripted(["[" + ", ".join(["1"] * 16) + "]", "not json", "Yes", "No"])
-    result = explain_units(
+    result = explain_run(
         store, units, explainer=explainer, simulator=simulator, out=tmp_path / "ex", progress=False
     )
     rows = [json.loads(x) for x in (result.path / "explanations.jsonl").read_text().splitlines()]
@@ -114,7 +115,7 @@ def test_pipeline_runs_scores_baselines_and_records_failures(store, tmp_path: Pa
     assert llm[1]["failed"] and llm[1]["error"] == "the answer is empty"
     assert llm[2]["failed"] and "server down" in llm[2]["error"]
     assert all(r["text"].startswith("the tokens") for r in rows if r["method"] == "top_tokens")
-    methods = {(r["method"], r["scorer"]) for r in result.summary}
+    methods = {(r.method, r.scorer) for r in result.summary.rows}
     assert methods == {
         (m, s)
         for m in ("llm", "top_tokens", "random")
@@ -123,6 +124,19 @@ def test_pipeline_runs_scores_baselines_and_records_failures(store, tmp_path: Pa
     assert "llm" in result.table() and (result.path / "scores.parquet").exists()
     sims = [json.loads(x) for x in (result.path / "simulations.jsonl").read_text().splitlines()]
     assert any(s["simulated"] is None and s["raw"] == "not json" for s in sims)
+    # the summary is a result; the rows read back typed
+    assert ExplainSummary.load(result.path / "summary.safetensors") == result.summary
+    assert result.summary.failed_explanations == 2 and result.summary.units == units
+    assert not (result.path / "summary.json").exists()
+    run = ExplainRun.open(result.path)
+    assert run.units == units and run.methods == ["llm", "top_tokens", "random"]
+    assert run.explanation(units[0], "llm").text == "the letter e"
+    assert run.explanation(units[2], "llm").failed and run.summary() == result.summary
+    donor = run.explanation(units[0], "random").donor
+    assert donor in units and donor != units[0] and run.donors[units[0]] == donor
+    assert run.score(units[1], "llm", "detection").note == "no explanation"
+    windows = run.simulations()[units[0]]["llm"]
+    assert any(w.simulated is None and w.raw == "not json" for w in windows)
 
 
 def test_local_pipeline_resumes_after_an_interruption(store, tmp_path: Path) -> None:
@@ -131,7 +145,7 @@ def test_local_pipeline_resumes_after_an_interruption(store, tmp_path: Path) -> 
     args = dict(
         explainer=backend, scorers=("correlation", "detection"), n_show=3, n_test=2, progress=False
     )
-    full = explain_units(store, units, out=tmp_path / "full", **args)
+    full = explain_run(store, units, out=tmp_path / "full", **args)
 
     class Dies(LocalBackend):
         """Interrupted (Ctrl-C) at its 2nd answer."""
@@ -146,9 +160,9 @@ def test_local_pipeline_resumes_after_an_interruption(store, tmp_path: Path) -> 
 
     dying = Dies(backend.model)
     with pytest.raises(KeyboardInterrupt):
-        explain_units(store, units, out=tmp_path / "resumed", **{**args, "explainer": dying})
+        explain_run(store, units, out=tmp_path / "resumed", **{**args, "explainer": dying})
     assert (tmp_path / ".resumed.partial" / "explanations.jsonl").exists()
-    resumed = explain_units(store, units, out=tmp_path / "resumed", **args)
+    resumed = explain_run(store, units, out=tmp_path / "resumed", **args)
     for name in ("explanations", "scores", "simulations"):
 
         def rows(path: Path) -> list[dict]:
@@ -161,7 +175,7 @@ def test_local_pipeline_resumes_after_an_interruption(store, tmp_path: Path) -> 
 def test_bad_arguments(store, tmp_path: Path) -> None:
     backend = Scripted(["x"])
     with pytest.raises(InputError, match="unknown method/scorer"):
-        explain_units(
+        explain_run(
             store,
             [("blocks.1.mlp.post", 0)],
             explainer=backend,
@@ -169,8 +183,15 @@ def test_bad_arguments(store, tmp_path: Path) -> None:
             scorers=["vibes"],
         )
     with pytest.raises(InputError, match="units 0…63"):
-        explain_units(store, [("blocks.1.mlp.post", 64)], explainer=backend, out=tmp_path / "b")
+        explain_run(store, [("blocks.1.mlp.post", 64)], explainer=backend, out=tmp_path / "b")
     with pytest.raises(InputError, match="LocalBackend"):
         LogprobSimulator(backend)
     assert JsonSimulator(backend).name == "json:scripted"
     assert top_tokens_explanation([]) == "nothing"
+    with pytest.raises(InputError, match="no explain run"):
+        ExplainRun.open(tmp_path / "nowhere")
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / "scores.jsonl").write_text('{"site": "blocks.1.mlp.post"}\n')
+    with pytest.raises(InputError, match="row 1 is not a scores row"):
+        ExplainRun.open(bad)

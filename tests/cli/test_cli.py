@@ -234,7 +234,7 @@ def test_trace_and_edit_bad_input_is_one_line(folder: Path, tmp_path: Path) -> N
     cases = [
         (["trace", str(folder)], "either a PROMPT"),
         (["trace", str(folder), "The city of Rome", "--subject", "Paris"], "does not occur"),
-        (["trace", str(folder), "--facts", "planets"], "--facts takes relations"),
+        (["trace", str(folder), "--facts", "planets"], "facts are relations (country_capital"),
         (["trace", str(folder), "The city of Rome", "--subject", "Rome", "--kinds", "mlp,foo"],
          "unknown trace kinds"),
         (["edit", str(folder), "Rome is nice and lies in", "--subject", "Rome", "--new", "X"],
@@ -328,7 +328,8 @@ def test_weights_conv_and_lm_write_run_folders(folder, tmp_path: Path) -> None:
                     "--out", str(out), cache=tmp_path)  # fmt: skip
     assert res.returncode == 0, res.stderr
     assert "head 1.2" in res.stdout and "neuron 1.5 (via gate)" in res.stdout
-    assert (out / "heads.json").exists() and (out / "neurons" / "1-5" / "wiring.json").exists()
+    assert (out / "heads.safetensors").exists() and (out / "copying.safetensors").exists()
+    assert (out / "neurons" / "1-5" / "wiring.json").exists()
     for args, message in [
         (["weights", "lm", "--model", str(folder), "--head", "1"], "--head takes LAYER.INDEX"),
         (["weights", "lm", "--model", str(folder), "--neuron", "9.1"], "layers 0–1"),
@@ -351,7 +352,7 @@ def test_viz_of_a_language_model_writes_prompts_beside_top_examples(folder, tmp_
                     cache=tmp_path)  # fmt: skip
     assert res.returncode == 0, res.stderr
     assert "GCG beats the top example on" in res.stdout and "of 2 units" in res.stdout
-    assert (out / "comparisons.json").exists() and (out / "figures" / "prompts.png").exists()
+    assert (out / "comparisons.safetensors").exists() and (out / "figures" / "prompts.png").exists()
     res = mechscope("viz", "blocks.1.mlp.post", "--model", str(folder), "--out", str(tmp_path / "x"),
                     cache=tmp_path)  # fmt: skip
     assert res.returncode == 2 and "give --harvest" in res.stderr and "Traceback" not in res.stderr

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 import ray
 
-from mechscope.autointerp import LocalBackend, explain_units
+from mechscope.autointerp import ExplainSummary, LocalBackend, explain_run
 from mechscope.engine import torch_threads
 from mechscope.harvest import harvest, open_harvest
 from mechscope.harvest.tables import HarvestStore
@@ -44,7 +44,7 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> HarvestStore:
 def local(store: HarvestStore, tmp_path_factory: pytest.TempPathFactory) -> Path:
     backend = LocalBackend(tiny_chat_model())
     out = tmp_path_factory.mktemp("ray-explain") / "local"
-    return explain_units(store, UNITS, explainer=backend, out=out, **ARGS).path
+    return explain_run(store, UNITS, explainer=backend, out=out, **ARGS).path
 
 
 def rows(path: Path) -> list[dict[str, Any]]:
@@ -63,13 +63,12 @@ def test_units_over_two_ray_workers_are_the_local_rows(
     store: HarvestStore, local: Path, tmp_path: Path
 ) -> None:
     backend = LocalBackend(tiny_chat_model())
-    result = explain_units(
+    result = explain_run(
         store, UNITS, explainer=backend, out=tmp_path / "ray", engine="ray", workers=2, **ARGS
     )
     assert_same_rows(local, result.path)
     assert result.record["engine"] == {"name": "ray", "address": None, "workers": 2, "threads": 1}
-    summary = json.loads((local / "summary.json").read_text())
-    assert json.dumps(summary) == json.dumps(result.summary)  # as text: NaN equals NaN
+    assert ExplainSummary.load(local / "summary.safetensors") == result.summary  # NaN equal
     assert not any(p.name.startswith(".") for p in result.path.rglob("*"))
 
 
@@ -89,11 +88,11 @@ def test_ray_resumes_an_interrupted_run_without_redoing_its_units(
 
     out = tmp_path / "resumed"
     with pytest.raises(KeyboardInterrupt):
-        explain_units(store, UNITS, explainer=Dies(tiny_chat_model()), out=out, **ARGS)
+        explain_run(store, UNITS, explainer=Dies(tiny_chat_model()), out=out, **ARGS)
     partial = tmp_path / ".resumed.partial" / "explanations.jsonl"
     before = partial.read_text().splitlines()
     assert len(before) == 4  # llm and top_tokens of two units
-    result = explain_units(
+    result = explain_run(
         store,
         UNITS,
         explainer=LocalBackend(tiny_chat_model()),

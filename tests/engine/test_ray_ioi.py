@@ -13,7 +13,7 @@ from mechscope.engine import EngineError, torch_threads
 from mechscope.ioi import ioi_dataset
 from mechscope.ioi.dataset import NAMES, OBJECTS, PLACES
 from mechscope.ioi.measures import PROMPT_BLOCK, prompt_measures
-from mechscope.ioi.reproduce import reproduce
+from mechscope.ioi.reproduce import ioi_run
 from mechscope.testing import IOI_NAMES, IOI_OBJECTS, IOI_PLACES, named_tiny_model
 
 
@@ -54,7 +54,7 @@ def test_prompt_blocks_over_two_ray_workers_are_the_local_measures() -> None:
 def test_reproduce_on_ray_records_its_engine(tmp_path: Path) -> None:
     # the reproduction draws from the default word pools: give them single tokens
     model = named_tiny_model(words=[*NAMES, *PLACES, *OBJECTS])
-    report = reproduce(
+    report = ioi_run(
         model, tmp_path / "ioi", n_prompts=PROMPT_BLOCK + 3, sweep_prompts=2, resid_prompts=1,
         engine="ray", workers=2, threads=1,
     )  # fmt: skip
@@ -66,6 +66,6 @@ def test_reproduce_on_ray_records_its_engine(tmp_path: Path) -> None:
 def test_engine_options_are_checked(tmp_path: Path) -> None:
     model, _ = _sets(2)
     with pytest.raises(EngineError, match="engine='ray'"):
-        reproduce(model, tmp_path / "x", n_prompts=4, workers=2)
+        ioi_run(model, tmp_path / "x", n_prompts=4, workers=2)
     with pytest.raises(EngineError, match="unknown engine 'spark'; valid: local, ray"):
-        reproduce(model, tmp_path / "x", n_prompts=4, engine="spark")
+        ioi_run(model, tmp_path / "x", n_prompts=4, engine="spark")

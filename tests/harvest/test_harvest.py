@@ -211,7 +211,7 @@ def test_features_of_a_site_are_harvested_like_sites(tmp_path: Path) -> None:
 
 def test_unit_card_is_written_as_png_svg_and_html(one_pass: Path, tmp_path: Path) -> None:
     store = open_harvest(one_pass)
-    out = store.figure("blocks.0.mlp.post", 3, tmp_path / "card", examples=4, width=8)
+    out = store.figure("blocks.0.mlp.post", 3, tmp_path / "card", examples=4, width=8)["card"]
     assert {p.suffix for p in out.values()} == {".png", ".svg", ".html"}
     assert all(p.stat().st_size > 1000 for p in out.values())
     best = store.unit("blocks.0.mlp.post", 3).top[0]

@@ -37,13 +37,13 @@ def test_token_search_returns_units(smollm2_harvest):
 
 def test_explain_score_smollm2_neurons(smollm2, smollm2_harvest, tmp_path):
     """The whole explain → simulate → score pipeline on two SmolLM2 neurons, local backend."""
-    from mechscope.autointerp import LocalBackend, explain_units
+    from mechscope.autointerp import LocalBackend, explain_run
 
     units = [
         ("blocks.12.mlp.post", s.unit)
         for s in smollm2_harvest.top_units("blocks.12.mlp.post", limit=2)
     ]
-    result = explain_units(
+    result = explain_run(
         smollm2_harvest,
         units,
         explainer=LocalBackend(smollm2),
@@ -52,7 +52,7 @@ def test_explain_score_smollm2_neurons(smollm2, smollm2_harvest, tmp_path):
         n_test=2,
         progress=False,
     )
-    assert {(r["method"], r["scorer"]) for r in result.summary} == {
+    assert {(r["method"], r["scorer"]) for r in result.summary.records()} == {
         (m, s)
         for m in ("llm", "top_tokens", "random")
         for s in ("correlation", "detection", "fuzzing")
@@ -61,5 +61,5 @@ def test_explain_score_smollm2_neurons(smollm2, smollm2_harvest, tmp_path):
         result.record["explainer_cost"]["calls"] == 2
         and result.record["explainer_cost"]["tokens_out"] > 0
     )
-    scores = [r["mean"] for r in result.summary if r["scorer"] != "correlation"]
+    scores = [r["mean"] for r in result.summary.records() if r["scorer"] != "correlation"]
     assert all(0 <= s <= 1 for s in scores)  # AUROCs

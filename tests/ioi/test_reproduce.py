@@ -7,7 +7,7 @@ import json
 import pytest
 
 from mechscope.ioi import HeadClassification, IOIDataset
-from mechscope.ioi.reproduce import reproduce
+from mechscope.ioi.reproduce import ioi_run
 from mechscope.patching import Circuit, PatchResult
 from mechscope.store import open_run
 
@@ -15,7 +15,7 @@ pytestmark = pytest.mark.model
 
 
 def test_reproduction_writes_a_complete_run(smollm2, tmp_path):
-    report = reproduce(
+    report = ioi_run(
         smollm2, tmp_path / "ioi", n_prompts=12, sweep_prompts=3, resid_prompts=1, threshold=0.05
     )
     path = report.path

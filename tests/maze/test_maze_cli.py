@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
 from pathlib import Path
 
-from mechscope.maze import MazePolicy
+from mechscope.maze import BehaviourReport, MazePolicy, SteerReport, TrainingCurve
 from mechscope.store import open_run
 
 
@@ -27,8 +26,8 @@ def test_train_eval_steer_write_run_folders(tmp_path: Path) -> None:
     assert "held-out training mazes" in res.stdout
     record = open_run(train)
     assert record.record["kind"] == "maze-train" and record.config["steps"] == 30
-    curve = json.loads((train / "curve.json").read_text())
-    assert curve["eval_step"] == [30] and len(curve["reach"]) == 1
+    curve = TrainingCurve.load(train / "curve.safetensors")
+    assert curve.eval_step == [30] and len(curve.reach) == 1 and curve.n_eval == 20
     assert (train / "checkpoints" / "step-30.safetensors").exists()
     for name in ("curve.png", "curve.html", "reach.png", "mazes.png", "rollouts.gif"):
         assert (train / "figures" / name).exists(), name
@@ -38,9 +37,9 @@ def test_train_eval_steer_write_run_folders(tmp_path: Path) -> None:
     res = mechscope("eval", str(train), "--mazes", "12", "--out", str(evaluated))
     assert res.returncode == 0, res.stderr
     assert "deployment mazes" in res.stdout
-    behaviour = json.loads((evaluated / "behaviour.json").read_text())
-    assert behaviour["train"]["mazes"] == 12
-    assert sum(r["mazes"] for r in behaviour["by_corner_distance"]) == 12
+    behaviour = BehaviourReport.load(evaluated / "report.safetensors")
+    assert behaviour.train_mazes == 12
+    assert sum(r.mazes for r in behaviour.by_corner_distance) == 12
     for name in (
         "by_corner_distance.png",
         "by_decision_distance.html",
@@ -54,10 +53,10 @@ def test_train_eval_steer_write_run_folders(tmp_path: Path) -> None:
                     "--strengths", "1", "--coeffs", "0,-1", "--out", str(steered))  # fmt: skip
     assert res.returncode == 0, res.stderr
     assert "retargeting" in res.stdout
-    result = json.loads((steered / "steer.json").read_text())
-    assert [r["coeff"] for r in result["sweep"]] == [0.0, -1.0]
-    assert result["sweep"][0]["cheese_vector"] == result["p_cheese_before"]
-    assert len(result["retarget"]["channels"]) == 2 and result["retarget"]["mazes"] == 10
+    result = SteerReport.load(steered / "steer.safetensors")
+    assert [r.coeff for r in result.sweep] == [0.0, -1.0]
+    assert result.sweep[0].cheese_vector == result.p_cheese_before
+    assert len(result.retarget.channels) == 2 and result.retarget.mazes == 10
     for name in (
         "cheese_vector.png",
         "fields_cheese_vector.html",

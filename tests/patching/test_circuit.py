@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 import torch
@@ -70,12 +71,12 @@ def test_scores_into_logits_are_deltas_dotted_with_the_final_gradient(arch, pair
         delta = head_writes(model, k[f"blocks.{layer}.attn.z"], layer) - writes
         for h in range(model.dims.n_heads):
             expected = (delta[h] * grad).sum()
-            got = scores.score(f"a{layer}.{h}", "logits")
+            got = scores.score(f"L{layer}H{h}", "logits")
             torch.testing.assert_close(torch.tensor(got), expected, atol=1e-6, rtol=1e-4)
         mlp = f"blocks.{layer}.mlp.out"
         expected = ((k[mlp] - c[mlp]) * grad).sum()
         torch.testing.assert_close(
-            torch.tensor(scores.score(f"m{layer}", "logits")), expected, atol=1e-6, rtol=1e-4
+            torch.tensor(scores.score(f"MLP{layer}", "logits")), expected, atol=1e-6, rtol=1e-4
         )
     # summed over every receiver, a sender's scores are its attribution-patching estimate
     total = scores.scores.sum(1)
@@ -90,18 +91,18 @@ def receiver_isolating(model, receiver: str, vec: torch.Tensor, clean_cache) -> 
     last = model.dims.n_layers - 1
     if receiver == "logits":  # the last resid_post is read by the unembedding only
         return [ms.add(f"blocks.{last}.resid_post", vec)]
-    parts = receiver.split(".")
-    layer = int(parts[0][1:])
+    name, _, part = receiver.partition(".")  # "L1H2.k" or "MLP1"
+    m = re.fullmatch(r"L(\d+)H(\d+)|MLP(\d+)", name)
+    assert m is not None, receiver
+    layer = int(m.group(1) or m.group(3))
     parallel = getattr(model.hf.config, "use_parallel_residual", False)
-    if (
-        len(parts) == 1 and not parallel
-    ):  # raise resid_mid through attn.out, take it back after the MLP
+    if not part and not parallel:  # raise resid_mid through attn.out, take it back after the MLP
         return [ms.add(f"blocks.{layer}.attn.out", vec), ms.add(f"blocks.{layer}.mlp.out", -vec)]
     # raise resid_pre, keep every other reader of it at its clean value, take it back via attn.out
     ivs = [ms.add(f"blocks.{layer}.resid_pre", vec), ms.add(f"blocks.{layer}.attn.out", -vec)]
-    if parallel and len(parts) == 3:  # the MLP reads resid_pre too
+    if parallel and part:  # the MLP reads resid_pre too
         ivs.append(ms.patch(f"blocks.{layer}.mlp.out", clean_cache))
-    kind, idx = (parts[2], int(parts[1])) if len(parts) == 3 else ("mlp", -1)
+    kind, idx = (part, int(m.group(2))) if part else ("mlp", -1)
     for s in "qkv":
         n = model.dims.n_heads if s == "q" else model.dims.n_kv_heads
         others = [i for i in range(n) if not (s == kind and i == idx)]
@@ -120,27 +121,27 @@ def test_scores_match_finite_differences_on_the_receiver_input_only(arch, pair):
     c = model.run(clean, save=sites).cache
     k = model.run(corrupted, save=sites).cache
     delta = {
-        "a0.1": (
+        "L0H1": (
             head_writes(model, k["blocks.0.attn.z"], 0)
             - head_writes(model, c["blocks.0.attn.z"], 0)
         )[1],
-        "m0": k["blocks.0.mlp.out"] - c["blocks.0.mlp.out"],
+        "MLP0": k["blocks.0.mlp.out"] - c["blocks.0.mlp.out"],
         "embed": k["blocks.0.resid_pre"] - c["blocks.0.resid_pre"],  # positions are the same
     }
     edges = [
-        ("a0.1", "a1.2.q"),
-        ("a0.1", "a1.1.k"),
-        ("a0.1", "a1.0.v"),
-        ("a0.1", "m1"),
-        ("m0", "a1.3.q"),
-        ("embed", "a0.1.k"),
-        ("embed", "m0"),
-        ("a0.1", "logits"),
+        ("L0H1", "L1H2.q"),
+        ("L0H1", "L1H1.k"),
+        ("L0H1", "L1H0.v"),
+        ("L0H1", "MLP1"),
+        ("MLP0", "L1H3.q"),
+        ("embed", "L0H1.k"),
+        ("embed", "MLP0"),
+        ("L0H1", "logits"),
     ]
     if not getattr(model.hf.config, "use_parallel_residual", False):
-        edges.append(("a0.1", "m0"))  # a head feeds its own layer's MLP
+        edges.append(("L0H1", "MLP0"))  # a head feeds its own layer's MLP
     else:
-        assert not scores.valid[scores.senders.index("a0.1"), scores.receivers.index("m0")]
+        assert not scores.valid[scores.senders.index("L0H1"), scores.receivers.index("MLP0")]
     # float32 softmax inside attention leaves ~1e-8 of noise on the metric: fit the slope of a
     # cubic through several steps instead of a two-point difference
     steps = torch.tensor([-0.06, -0.04, -0.02, -0.01, 0.01, 0.02, 0.04, 0.06], dtype=torch.float64)
@@ -160,7 +161,7 @@ def test_scores_match_finite_differences_on_the_receiver_input_only(arch, pair):
 
 def test_full_circuit_is_exactly_faithful_and_the_empty_one_is_corrupted(llama, pair):
     clean, corrupted = pair
-    every = [*[f"a{l}.{h}" for l in range(2) for h in range(4)], "m0", "m1", "embed", "logits"]  # noqa: E741
+    every = [*[f"L{l}H{h}" for l in range(2) for h in range(4)], "MLP0", "MLP1", "embed", "logits"]  # noqa: E741
     clean_metric = mean_metric(llama, clean).item()
     corrupt_metric = mean_metric(llama, corrupted).item()
     assert evaluate_circuit(llama, clean, corrupted, metric, every) == pytest.approx(
@@ -179,7 +180,7 @@ def test_acdc_threshold_zero_keeps_every_effective_node_and_a_huge_one_none(arch
     model = tiny_model(arch)
     clean, corrupted = pair
     full = acdc(model, clean, corrupted, metric, threshold=0.0, progress=False)
-    nodes = [n for n in full.nodes if n[0] in "am"]
+    nodes = [n for n in full.nodes if n[0] in "LM"]
     assert len(nodes) == model.dims.n_layers * (model.dims.n_heads + 1)
     base = evaluate_circuit(model, clean, corrupted, metric, full.nodes)
     for n in nodes[:3]:  # each has an effect of its own
@@ -200,15 +201,15 @@ def test_acdc_threshold_zero_keeps_every_effective_node_and_a_huge_one_none(arch
 def greedy_loop(model, clean, corrupted, threshold):
     """ACDC at node level the slow way: one evaluation per candidate."""
     d = model.dims
-    nodes = {f"a{l}.{h}" for l in range(d.n_layers) for h in range(d.n_heads)}  # noqa: E741
-    nodes |= {f"m{l}" for l in range(d.n_layers)} | {"embed", "logits"}  # noqa: E741
+    nodes = {f"L{l}H{h}" for l in range(d.n_layers) for h in range(d.n_heads)}  # noqa: E741
+    nodes |= {f"MLP{l}" for l in range(d.n_layers)} | {"embed", "logits"}  # noqa: E741
     if model.adapter.pos_embed is not None:
         nodes.add("pos_embed")
     clean_metric = mean_metric(model, clean).item()
     denom = abs(clean_metric - mean_metric(model, corrupted).item())
     current = clean_metric
     for layer in reversed(range(d.n_layers)):
-        for node in [f"m{layer}", *(f"a{layer}.{h}" for h in reversed(range(d.n_heads)))]:
+        for node in [f"MLP{layer}", *(f"L{layer}H{h}" for h in reversed(range(d.n_heads)))]:
             value = evaluate_circuit(model, clean, corrupted, metric, nodes - {node})
             if abs(value - current) < threshold * denom:
                 nodes.discard(node)
@@ -246,9 +247,9 @@ def test_edge_scores_order_and_prune_candidates(llama, pair):
         order="scores",
         progress=False,
     )
-    tried = {n for n in node_scores if n[0] in "am"}
+    tried = {n for n in node_scores if n[0] in "LM"}
     cut = torch.tensor([node_scores[n] for n in tried]).quantile(0.5)
-    assert {n for n in circuit.nodes if n[0] in "am"} == {n for n in tried if node_scores[n] > cut}
+    assert {n for n in circuit.nodes if n[0] in "LM"} == {n for n in tried if node_scores[n] > cut}
     # edges of the circuit are the EAP edges between its nodes
     for s, r, v in circuit.edges:
         assert s in circuit.nodes and v == scores.score(s, r)
@@ -299,7 +300,7 @@ def test_circuit_and_scores_round_trip(tmp_path, llama, pair):
 def test_draw_writes_png_svg_and_html(tmp_path, llama, pair):
     clean, corrupted = pair
     circuit = acdc(llama, clean, corrupted, metric, 0.05, progress=False)
-    paths = circuit.draw(tmp_path / "circuit", node_labels={"a1.0": "mover"})
+    paths = circuit.figure(tmp_path / "circuit", node_labels={"L1H0": "mover"})["circuit"]
     assert sorted(paths) == ["html", "png", "svg"]
     for path in paths.values():
         assert path.exists() and path.stat().st_size > 0
@@ -312,7 +313,7 @@ def test_post_norm_families_are_refused(pair):
     with pytest.raises(ms.MechscopeError, match="post-norm"):
         edge_attribution_patching(model, clean, corrupted, metric)
     with pytest.raises(ms.InputError, match="unknown nodes"):
-        evaluate_circuit(tiny_model("llama"), clean, corrupted, metric, ["a9.0"])
+        evaluate_circuit(tiny_model("llama"), clean, corrupted, metric, ["L9H0"])
 
 
 # --- SmolLM2 (marked `model`) -----------------------------------------------------------
@@ -369,4 +370,26 @@ def test_ioi_circuit_on_smollm2_keeps_80_percent_with_under_10_percent_of_heads(
     )
     assert circuit.n_heads <= 27 and circuit.ratio >= 0.8, circuit
     # the late heads that write the answer are in it
-    assert {"a23.3", "a29.1"} <= set(circuit.heads)
+    assert {"L23H3", "L29H1"} <= set(circuit.heads)
+
+
+def test_version_1_circuits_load_with_heads_renamed(tmp_path):
+    import json
+
+    from safetensors.numpy import save_file
+
+    from mechscope.patching.results import Circuit
+
+    record = {
+        "nodes": ["embed", "a0.1", "m1", "logits"],
+        "edges": [{"__tuple__": ["a0.1", "a1.0.k", 0.5]}, {"__tuple__": ["m1", "logits", 0.25]}],
+        "metric_model": 2.0, "metric_circuit": 1.5, "metric_corrupted": 0.0,
+        "n_layers": 2, "heads_per_layer": 4,
+    }  # fmt: skip
+    meta = {"format": "mechscope.circuit/1", "record": record}
+    path = tmp_path / "old.safetensors"
+    save_file({}, str(path), metadata={"mechscope": json.dumps(meta)})
+    old = Circuit.load(path)
+    assert old.nodes == ["embed", "L0H1", "MLP1", "logits"]
+    assert old.edges == [("L0H1", "L1H0.k", 0.5), ("MLP1", "logits", 0.25)]
+    assert old.heads == ["L0H1"] and old.mlps == ["MLP1"]

@@ -48,6 +48,20 @@ def test_load_pairs_and_its_errors(tmp_path):
         load_pairs(tmp_path / "none.json")
 
 
+def test_a_runs_pairs_are_one_result_training_pairs_first(tmp_path):
+    from mechscope.probes import ProbePairs
+    from mechscope.probes.data import ContrastPair as FromData
+
+    assert FromData is ContrastPair  # defined beside ProbePairs, still importable from data
+    pairs = [ContrastPair("Snow is white.", True), ContrastPair("Grass is blue.", False)]
+    saved = ProbePairs(pairs, 1, "colours")
+    again = ProbePairs.load(saved.save(tmp_path / "pairs"), arrays="numpy")
+    assert again == saved and again.train == pairs[:1] and again.held_out == pairs[1:]
+    assert saved.summary() == "2 colours contrast pairs (1 true): 1 to fit, 1 held out"
+    with pytest.raises(InputError, match="3 training pairs of 2 pairs"):
+        ProbePairs(pairs, 3)
+
+
 def test_pair_texts_use_the_chat_template_when_there_is_one():
     pair = ContrastPair("Snow is white.", True)
     plain = tiny_model("llama")
@@ -145,7 +159,7 @@ def test_probe_layers_scores_every_method_and_round_trips(tmp_path):
     flat = ProbeResults.load(tmp_path / "probes.safetensors", arrays="numpy")
     assert flat.best("logistic") == res.best("logistic") and repr(flat) == repr(res)
     assert flat.accuracy["ccs"][0].interval() == res.accuracy["ccs"][0].interval()
-    assert all(p.exists() for p in res.figure(tmp_path / "acc").values())
+    assert all(p.exists() for p in res.figure(tmp_path / "acc")["acc"].values())
     with pytest.raises(InputError, match="test must be"):
         probe_layers(model, pairs, test=24)
     with pytest.raises(InputError, match="both true and false"):

@@ -17,7 +17,7 @@ from mechscope.core.activations import (
 from mechscope.corpus import windows
 from mechscope.errors import InputError, SiteError
 from mechscope.sae.evaluate import evaluate_sae
-from mechscope.sae.fit import fit_sae, open_sae_run
+from mechscope.sae.fit import open_sae_run, sae_run
 from mechscope.sae.model import SAEConfig, SAEError, SparseAutoencoder
 from mechscope.sae.sparse import sparse_decode, topk_encode
 from mechscope.sae.train import TrainConfig, TrainedSAE, train_sae
@@ -301,7 +301,7 @@ def test_fit_sae_writes_a_run_that_reopens(tmp_path):
     cfg = TrainConfig(
         width=64, k=4, tokens=512 * 8, batch_size=512, eval_every=4, checkpoint_every=4
     )
-    run = fit_sae(
+    run = sae_run(
         model, "blocks.1.resid_post", cfg, out=tmp_path / "sae", eval_tokens=512, window=32,
         buffer_tokens=2048, harvest_tokens=1024, progress=False,
     )  # fmt: skip
@@ -331,7 +331,7 @@ def test_fit_sae_writes_a_run_that_reopens(tmp_path):
 
 
 def test_steering_and_explaining_latents(ids, tmp_path):
-    from mechscope.autointerp import explain_units
+    from mechscope.autointerp import explain_run
     from mechscope.harvest import harvest
     from mechscope.testing import ScriptedBackend
 
@@ -357,7 +357,7 @@ def test_steering_and_explaining_latents(ids, tmp_path):
             progress=False,
         )
     unit = store.top_units(at.latents, limit=1)[0].unit
-    result = explain_units(
+    result = explain_run(
         store, [(at.latents, unit)], explainer=ScriptedBackend(["a latent"]),
         simulator=ScriptedBackend(["[" + ", ".join(["1"] * 32) + "]"]), out=tmp_path / "ex", progress=False,
     )  # fmt: skip
@@ -370,7 +370,7 @@ def test_sae_on_smollm2(smollm2, tmp_path):
     """A short TopK SAE on the real model's middle residual stream: the pipeline end to end."""
     site = "blocks.15.resid_post"
     cfg = TrainConfig(width=1152, k=16, tokens=4096 * 4, batch_size=4096, eval_every=2)
-    run = fit_sae(
+    run = sae_run(
         smollm2,
         site,
         cfg,

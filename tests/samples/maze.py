@@ -1,9 +1,18 @@
-"""Samples of the maze package's results: mazes, a vector field, behaviour and the steering."""
+"""Samples of the maze package's results: mazes, a vector field, behaviour and the steering,
+and the runs' reports (training curve, behaviour report, steering report)."""
 
 from __future__ import annotations
 
 import torch
 
+from mechscope.maze.reports import (
+    BehaviourReport,
+    Calibration,
+    RetargetSummary,
+    SteerReport,
+    SweepPoint,
+    TrainingCurve,
+)
 from mechscope.maze.results import (
     Behaviour,
     CheeseChannels,
@@ -47,4 +56,14 @@ def samples() -> list[Result]:
         channels=[7, 3, 11],
         strength=2.0,
     )
-    return [mazes, field, behaviour, effect, channels, retarget]
+    curve = TrainingCurve([50, 100], [1.25, 0.5], [0.5, 0.75], [100], [0.8125], 3.5, 0.875, 20)
+    report = BehaviourReport.of(behaviour, 20, 0.95, corner_bins=[0.0, 3.0, 6.0])  # a NaN bin
+    steer = SteerReport(
+        site="block2.res1", mazes=5, coeff=-1.0, p_cheese_before=0.75, p_cheese_after=0.25,
+        p_cheese_control=0.7, lowered=0.8, vector_norm=2.5,
+        sweep=[SweepPoint(0.0, 0.75, 0.75), SweepPoint(-1.0, 0.25, 0.7)],
+        channel_order=[3, 1, 2, 0], correlation=[0.5, -0.25, 0.125, 0.0],
+        retarget=RetargetSummary("block1.res2", [3, 1], 2.0, 3, 2 / 3, 1 / 3, 1.0,
+                                 [Calibration(2, 2.0, 0.5, 0.25), Calibration(4, 2.0, 0.25, 0.25)]),
+    )  # fmt: skip
+    return [mazes, field, behaviour, effect, channels, retarget, curve, report, steer]

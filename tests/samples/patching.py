@@ -40,9 +40,9 @@ def samples() -> list[Result]:
         clean_metric=2.5,
         corrupted_metric=-0.25,
     )
-    senders = ["embed", "a0.0", "a0.1", "m0", "a1.0", "a1.1", "m1"]
-    receivers = ["a0.0.q", "a0.1.q", "a0.0.k", "a0.0.v", "m0"]
-    receivers += ["a1.0.q", "a1.1.q", "a1.0.k", "a1.0.v", "m1", "logits"]
+    senders = ["embed", "L0H0", "L0H1", "MLP0", "L1H0", "L1H1", "MLP1"]
+    receivers = ["L0H0.q", "L0H1.q", "L0H0.k", "L0H0.v", "MLP0"]
+    receivers += ["L1H0.q", "L1H1.q", "L1H0.k", "L1H0.v", "MLP1", "logits"]
     valid = torch.zeros(len(senders), len(receivers), dtype=torch.bool)
     valid[:1, :4] = True
     valid[:3, 4] = True
@@ -64,8 +64,8 @@ def samples() -> list[Result]:
         meta={"prompts": 2, "positions": 4, "seconds": 0.125},
     )
     circuit = Circuit(
-        nodes=["embed", "a0.1", "a1.0", "m1", "logits"],
-        edges=[("a1.0", "logits", 0.75), ("a0.1", "a1.0.k", -0.5), ("embed", "m1", 0.25)],
+        nodes=["embed", "L0H1", "L1H0", "MLP1", "logits"],
+        edges=[("L1H0", "logits", 0.75), ("L0H1", "L1H0.k", -0.5), ("embed", "MLP1", 0.25)],
         metric_model=2.5,
         metric_circuit=2.0,
         metric_corrupted=-0.25,

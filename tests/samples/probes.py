@@ -4,7 +4,15 @@ from __future__ import annotations
 
 import torch
 
-from mechscope.probes.results import METHODS, Accuracy, LinearDirection, Normaliser, ProbeResults
+from mechscope.probes.results import (
+    METHODS,
+    Accuracy,
+    ContrastPair,
+    LinearDirection,
+    Normaliser,
+    ProbePairs,
+    ProbeResults,
+)
 from mechscope.results import Result
 
 
@@ -41,4 +49,10 @@ def samples() -> list[Result]:
         n_train=8,
         n_test=4,
     )
-    return [direction, bare, results, uncalibrated]
+    pairs = ProbePairs(
+        [ContrastPair("Paris is in <b>France</b>.", True),
+         ContrastPair("A good day", False, "positive", "negative", "sentiment", "Tweet: {}?")],
+        1,
+        "sentiment",
+    )  # fmt: skip
+    return [direction, bare, results, uncalibrated, pairs]

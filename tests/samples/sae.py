@@ -1,11 +1,12 @@
-"""Samples of the SAE package's results: an SAE evaluation and a toy-model sweep."""
+"""Samples of the SAE package's results: an SAE evaluation, a training history and a toy-model
+sweep."""
 
 from __future__ import annotations
 
 import torch
 
 from mechscope.results import Result
-from mechscope.sae.results import SAEEval, ToyResult
+from mechscope.sae.results import SAEEval, ToyResult, TrainingHistory
 
 
 def samples() -> list[Result]:
@@ -28,4 +29,11 @@ def samples() -> list[Result]:
         relu=False,
         config={"steps": 10, "lr": 0.01, "seed": 1, "restarts": 1, "batch_size": 64},
     )
-    return [ev, toy]
+    history = TrainingHistory(
+        [
+            {"step": 0.0, "tokens": 512.0, "lr": 0.0004, "loss": 1.5, "eval_fvu": 0.5},
+            {"step": 3.0, "tokens": 2048.0, "lr": 0.0004, "loss": 0.75, "eval_fvu": float("nan")},
+            {"stopped_early_at_step": 4.0},
+        ]
+    )
+    return [ev, toy, history]

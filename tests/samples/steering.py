@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from mechscope.results import Result
-from mechscope.steering.results import SteeringSweep, SteeringVector, cell_key
+from mechscope.steering.results import SteeringExamples, SteeringSweep, SteeringVector, cell_key
 
 
 def samples() -> list[Result]:
@@ -40,4 +40,11 @@ def samples() -> list[Result]:
                     for c in coefs}},
         max_rise=0.2,
     )  # fmt: skip
-    return [front, every, sweep]
+    examples = SteeringExamples(
+        8,
+        4.0,
+        ["hello there", "<b>bold</b>"],
+        [" friend", " text"],
+        [" wedding!", " bride & groom"],
+    )
+    return [front, every, sweep, examples]

@@ -204,3 +204,22 @@ def test_sweep_measures_target_and_costs_and_reopens(tmp_path):
     assert all(p.exists() for fig in paths.values() for p in fig.values())
     with pytest.raises(InputError, match="one vector per layer"):
         st.steering_sweep(model, [vectors[0], vectors[0]], [1.0], progress=False)
+
+
+def test_steer_examples_are_one_result_that_prints_itself(model, tmp_path):
+    from rich.console import Console
+
+    from mechscope.steering.runs import steer_examples
+
+    v = st.actadd(model, "Love", "Hate", 1)
+    ex = steer_examples(model, ["hello there", "abc"], v, 8.0, max_new_tokens=4)
+    assert isinstance(ex, st.SteeringExamples) and (ex.layer, ex.coef) == (1, 8.0)
+    assert ex.rows[0][0] == "hello there" and len(ex.rows) == 2
+    assert ex.unsteered == st.generate(model, ["hello there", "abc"], None, max_new_tokens=4)
+    assert st.SteeringExamples.load(ex.save(tmp_path / "ex"), arrays="numpy") == ex
+    console = Console(record=True, width=100)
+    console.print(ex)
+    shown = console.export_text()
+    assert "unsteered" in shown and "hello there" in shown
+    with pytest.raises(InputError, match="2 prompts, 1 unsteered"):
+        st.SteeringExamples(1, 1.0, ["a", "b"], ["x"], ["y", "z"])

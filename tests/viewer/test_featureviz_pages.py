@@ -35,34 +35,34 @@ from conftest import (
 )
 from mechscope.testing import edit_result
 from mechscope.viewer import serve
-from mechscope.weights.results import ConvWeights, NeuronWiring
+from mechscope.weights.results import (
+    ConvWeights,
+    CopyingScores,
+    HeadCircuit,
+    HeadCircuits,
+    NeuronWiring,
+)
 
 XSS = "<script>alert(1)</script>"
 MODEL = {"name": "tiny-net", "source": "/nowhere", "weights_sha256": None, "dtype": "float32"}
 PAGES = Path(__file__).resolve().parents[2] / "src" / "mechscope" / "viewer" / "pages"
 
-COPYING = [[0.125, 0.5, -0.25, 0.0], [0.75, 0.375, 0.0625, 0.25], [0.9375, 0.1, 0.2, 0.3]]
-HEADS = {
-    "1.2": {
-        "layer": 1,
-        "head": 2,
-        "copying": 0.0625,
-        "ov": {
-            " Paris": [[" Paris", 7.5], ["Paris", 6.25], [XSS, 1.0]],
-            "\n": [["\t", 2.0], ["&", 1.5]],
-        },
-        "qk": {" Paris": [[" France", 3.5], ["  ", 1.25]]},
-        "composition": {"q": [[0, 1, 0.25], [0, 3, 0.125]], "k": [], "v": [[0, 0, 0.5]]},
-    },
-    "2.0": {
-        "layer": 2,
-        "head": 0,
-        "copying": 0.9375,
-        "ov": {" cat": [[" cats", 4.0]]},
-        "qk": {" cat": [["<b>", 2.0]]},
-        "composition": {"q": [[1, 2, 0.75]], "k": [[0, 0, 0.0625]], "v": []},
-    },
-}
+COPYING = CopyingScores(
+    torch.tensor([[0.125, 0.5, -0.25, 0.0], [0.75, 0.375, 0.0625, 0.25], [0.9375, 0.1, 0.2, 0.3]])
+)
+HEADS = HeadCircuits([
+    HeadCircuit(
+        1, 2, 0.0625,
+        ov={" Paris": [(" Paris", 7.5), ("Paris", 6.25), (XSS, 1.0)],
+            "\n": [("\t", 2.0), ("&", 1.5)]},
+        qk={" Paris": [(" France", 3.5), ("  ", 1.25)]},
+        composition={"q": [(0, 1, 0.25), (0, 3, 0.125)], "k": [], "v": [(0, 0, 0.5)]},
+    ),
+    HeadCircuit(
+        2, 0, 0.9375, ov={" cat": [(" cats", 4.0)]}, qk={" cat": [("<b>", 2.0)]},
+        composition={"q": [(1, 2, 0.75)], "k": [(0, 0, 0.0625)], "v": []},
+    ),
+])  # fmt: skip
 
 
 def conv_weights() -> ConvWeights:
@@ -102,6 +102,17 @@ COMPARISONS = [
     {"site": "blocks.5.mlp.post", "unit": 0, "top_act": 0.0, "top_context": ["z"],
      "gcg": prompt("gcg", "zz", 1.0, 2.5), "soft": None},
 ]  # fmt: skip
+
+
+def comparisons(rows: list[dict]) -> Any:
+    """The `PromptComparisons` of a prompts run, from rows written as dicts."""
+    from mechscope.prompts_results import PromptComparisons, PromptResult, UnitComparison
+
+    return PromptComparisons([
+        UnitComparison(r["site"], r["unit"], PromptResult(**r["gcg"]), r["top_act"],
+                       r["top_context"], PromptResult(**r["soft"]) if r["soft"] else None)
+        for r in rows
+    ])  # fmt: skip
 
 
 def figures(run: Path, *stems: str) -> None:
@@ -150,10 +161,10 @@ def root(tmp_path_factory: pytest.TempPathFactory) -> Path:
         root / "wl-x",
         "weights-lm",
         {"model": MODEL, "neurons": [[1, 7], [2, 3]], "heads": [[1, 2], [2, 0]], "k": 10},
-        {"summary": "2 heads, 2 neurons; highest copying score: head 2.0 (0.938)"},
+        {"summary": "2 heads, 2 neurons; highest copying score: head L2H0 (0.938)"},
     )
-    write(lm / "copying.json", COPYING)
-    write(lm / "heads.json", HEADS)
+    COPYING.save(lm / "copying.safetensors")
+    HEADS.save(lm / "heads.safetensors")
     wiring(1, 7).save(lm / "neurons" / "1-7" / "wiring.safetensors")
     wiring(2, 3).save(lm / "neurons" / "2-3" / "wiring.safetensors")
     figures(lm, "copying")
@@ -164,7 +175,7 @@ def root(tmp_path_factory: pytest.TempPathFactory) -> Path:
          "harvest": "runs/harvest", "soft_steps": 10, "gcg": {"steps": 8, "length": 2}},
         {"summary": "GCG beats the top dataset example on 2 of 3 units"},
     )  # fmt: skip
-    write(prompts / "comparisons.json", COMPARISONS)
+    comparisons(COMPARISONS).save(prompts / "comparisons.safetensors")
     figures(prompts, "prompts")
     no_soft = make_run(
         root / "pr-no-soft",
@@ -172,30 +183,40 @@ def root(tmp_path_factory: pytest.TempPathFactory) -> Path:
         {"model": MODEL, "soft_steps": 0},
         {"extra": {"summary": "GCG beats the top dataset example on 0 of 1 units"}},
     )
-    write(no_soft / "comparisons.json", COMPARISONS[1:2])
+    comparisons(COMPARISONS[1:2]).save(no_soft / "comparisons.safetensors")
 
     def copy(name: str, to: str) -> Path:
         return copy_run(root, name, to)
 
     edit = edit_json
 
-    edit(copy("viz-x", "viz-odd") / "config.json", lambda d: d.update(units="0-3"))
+    edit(
+        copy("viz-x", "viz-odd") / "config.json",
+        lambda d: d.update(units="0-3", site=XSS, steps="many", thresholds=[4, "x", 0]),
+    )
     shutil.rmtree(copy("viz-x", "viz-no-figures") / "figures")
     (copy("wc-x", "wc-bad") / "weights.safetensors").write_text("{ not safetensors")
     (copy("wc-x", "wc-none") / "weights.safetensors").unlink()
     flat = {"maps": torch.zeros(192, 25)}
     edit_result(copy("wc-x", "wc-odd") / "weights.safetensors", lambda r, t: t.update(flat))
-    (copy("wl-x", "wl-bad-heads") / "heads.json").write_bytes(b"\x00garbage")
-    (copy("wl-x", "wl-no-copying") / "copying.json").unlink()
-    edit(copy("wl-x", "wl-odd-copying") / "copying.json", lambda d: d[1].pop())
+    (copy("wl-x", "wl-bad-heads") / "heads.safetensors").write_bytes(b"\x00garbage")
+    (copy("wl-x", "wl-no-copying") / "copying.safetensors").unlink()
+    edit_result(
+        copy("wl-x", "wl-odd-copying") / "copying.safetensors",
+        lambda r, t: t.update(scores=torch.zeros(12)),
+    )
+    HeadCircuits([]).save(copy("wl-x", "wl-no-heads") / "heads.safetensors")
     edit_result(
         copy("wl-x", "wl-odd-wiring") / "neurons" / "1-7" / "wiring.safetensors",
         lambda r, t: t.update(neurons=torch.zeros(16)),
     )
     (copy("wl-x", "wl-no-wiring") / "neurons" / "2-3" / "wiring.safetensors").unlink()
-    (copy("pr-x", "pr-bad") / "comparisons.json").write_text("[{")
-    (copy("pr-x", "pr-none") / "comparisons.json").unlink()
-    edit(copy("pr-x", "pr-odd") / "comparisons.json", lambda d: d[0]["gcg"].pop("activation"))
+    (copy("pr-x", "pr-bad") / "comparisons.safetensors").write_text("[{")
+    (copy("pr-x", "pr-none") / "comparisons.safetensors").unlink()
+    edit_result(
+        copy("pr-x", "pr-odd") / "comparisons.safetensors",
+        lambda r, _: r["units"][0]["fields"]["top_context"].append(3),
+    )
     return root
 
 
@@ -256,6 +277,15 @@ def test_viz_home_shows_the_site_parameters_and_both_figures(base: str, root: Pa
     assert 'href="/run/viz-x/record"' in text  # the run's record is one click away
 
 
+def test_viz_shows_odd_config_values_as_written(base: str) -> None:
+    """The page reads config.json as the run wrote it, checks nothing, and escapes every value."""
+    text = get_ok(base, "/run/viz-odd")
+    assert h1(text) == f"Feature visualisation of {XSS}"
+    assert XSS not in text and "&lt;script&gt;alert(1)&lt;/script&gt;" in text
+    shown = facts(text)
+    assert (shown["channels"], shown["steps"], shown["kept steps"]) == ("0-3", "many", "0, 4")
+
+
 def test_viz_without_figures_says_so(base: str) -> None:
     text = get_ok(base, "/run/viz-no-figures")
     assert "No figure figures/grid.*" in text and "No figure figures/strip.*" in text
@@ -280,7 +310,7 @@ def test_conv_home_explains_the_circuit_and_tables_the_top_channels(base: str) -
     assert_png_figure(base, text, "wc-x", "circuit")
     tables = {}
     for kind in ("excitation", "inhibition"):
-        found = re.search(rf'<table class="grid channels {kind}"(.*?)</table>', text)
+        found = re.search(rf'<table class="grid channels {kind}"(.*?)</table>', text, re.S)
         assert found is not None, kind
         tables[kind] = re.findall(
             rf'<tr data-channel="(\d+)" data-kind="{kind}">(.*?)</tr>', found[1]
@@ -304,11 +334,11 @@ def test_conv_home_explains_the_circuit_and_tables_the_top_channels(base: str) -
 def test_lm_home_shows_copying_scores(base: str) -> None:
     text = get_ok(base, "/run/wl-x")
     assert h1(text) == "Weight circuits wl-x"
-    assert "highest copying score: head 2.0 (0.938)" in text
+    assert "highest copying score: head L2H0 (0.938)" in text
     assert facts(text)["heads"] == "3 layers × 4 heads"
-    assert facts(text)["studied"] == "head 1.2 · head 2.0 · neuron 1.7 · neuron 2.3"
+    assert facts(text)["studied"] == "head L1H2 · head L2H0 · neuron 1.7 · neuron 2.3"
     assert_png_figure(base, text, "wl-x", "copying")
-    strongest = re.search(r"Strongest copying heads.*?</ul>", text)
+    strongest = re.search(r"Strongest copying heads.*?</ul>", text, re.S)
     assert strongest is not None
     ranked = re.findall(r'data-layer="(\d+)" data-index="(\d+)" data-value="([^"]+)"', strongest[0])
     assert [(int(a), int(b), float(v)) for a, b, v in ranked][:4] == [
@@ -318,11 +348,18 @@ def test_lm_home_shows_copying_scores(base: str) -> None:
         (1, 1, 0.375),
     ]
     assert len(ranked) == 10
+    assert text_of(strongest[0]).startswith("Strongest copying heads: L2H0 0.938 L1H0 0.750")
+
+
+def test_lm_home_without_heads_says_so(base: str) -> None:
+    text = get_ok(base, "/run/wl-no-heads")
+    assert "No heads studied in this run." in text and 'class="unit head"' not in text
+    assert 'id="neuron-1-7"' in text
 
 
 def _section(text: str, anchor: str) -> str:
     found = re.search(
-        rf'<section class="unit [a-z]+" id="{re.escape(anchor)}">(.*?)</section>', text
+        rf'<section class="unit [a-z]+" id="{re.escape(anchor)}">(.*?)</section>', text, re.S
     )
     assert found is not None, anchor
     return found[1]
@@ -331,8 +368,8 @@ def _section(text: str, anchor: str) -> str:
 def test_lm_home_has_a_section_per_head_with_tokens_visible(base: str) -> None:
     text = get_ok(base, "/run/wl-x")
     head = _section(text, "head-1.2")
-    assert text_of(head).startswith("Head 1.2 copying score 0.062")
-    ov = re.search(r"<h4>OV circuit</h4>.*?<tbody>(.*?)</tbody>", head)
+    assert text_of(head).startswith("Head L1H2 copying score 0.062")
+    ov = re.search(r"<h4>OV circuit</h4>.*?<tbody>(.*?)</tbody>", head, re.S)
     assert ov is not None
     rows = re.findall(r"<tr>(.*?)</tr>", ov[1])
     assert len(rows) == 2
@@ -347,14 +384,14 @@ def test_lm_home_has_a_section_per_head_with_tokens_visible(base: str) -> None:
         (repr(XSS), XSS, "1"),
     ]
     assert '<span class="ws">↵</span>' in rows[1] and '<span class="ws">⇥</span>' in rows[1]
-    qk = re.search(r"<h4>QK circuit</h4>.*?<tbody>(.*?)</tbody>", head)
+    qk = re.search(r"<h4>QK circuit</h4>.*?<tbody>(.*?)</tbody>", head, re.S)
     assert qk is not None
     assert text_of(qk[1]) == "␣Paris ␣France 3.5 ␣␣ 1.25"
     comp = facts(head)
     q = "Q-composition: earlier heads whose output this head's queries read"
-    assert comp[q] == "L0 H1 0.25 L0 H3 0.125"
+    assert comp[q] == "L0H1 0.25 L0H3 0.125"
     assert comp["K-composition: earlier heads whose output this head's keys read"] == "none"
-    assert comp["V-composition: earlier heads whose output this head's values read"] == "L0 H0 0.5"
+    assert comp["V-composition: earlier heads whose output this head's values read"] == "L0H0 0.5"
     other = _section(text, "head-2.0")
     assert "copying score 0.938" in other and "&lt;b&gt;" in other
 
@@ -366,13 +403,13 @@ def test_lm_home_has_a_section_per_neuron(base: str) -> None:
     shown = facts(neuron)
     assert shown["exciting neurons"] == "L0 N5 +0.75 L0 N2 +0.5"
     assert shown["inhibiting neurons"] == "L0 N9 -0.625"
-    assert shown["heads writing to it"] == "L0 H1 1.5 L1 H0 0.25"
+    assert shown["heads writing to it"] == "L0H1 1.5 L1H0 0.25"
     assert shown["read from the embedding"] == f"␣cat 2.5 {XSS} 1.5"
     assert shown["logits raised"] == "␣dog 3"
     assert shown["logits lowered"] == "↵ 1"
     other = facts(_section(text, "neuron-2-3"))
     assert other["exciting neurons"] == shown["exciting neurons"]
-    assert other["heads writing to it"] == "L0 H1 1.5 L1 H0 0.25"
+    assert other["heads writing to it"] == "L0H1 1.5 L1H0 0.25"
 
 
 # ---------------------------------------------------------------------------- prompts
@@ -450,11 +487,6 @@ def test_prompts_without_soft_prompts_have_no_soft_columns(base: str) -> None:
 
 def test_broken_files_give_clear_error_pages(base: str) -> None:
     cases = {
-        "/run/viz-odd": (
-            400,
-            "config.json of viz run viz-odd is not a feature visualisation's: units should be "
-            "a list of channels, got '0-3'",
-        ),
         "/run/wc-bad": (
             400,
             "weights-conv run wc-bad: weights.safetensors is not a readable result file",
@@ -468,11 +500,15 @@ def test_broken_files_give_clear_error_pages(base: str) -> None:
             "weights-conv run wc-odd: weights.safetensors: maps should be [c_in kh kw], "
             "got shape [192, 25]",
         ),
-        "/run/wl-bad-heads": (400, "cannot read heads.json of weights-lm run wl-bad-heads"),
-        "/run/wl-no-copying": (404, "weights-lm run wl-no-copying has no copying.json"),
+        "/run/wl-bad-heads": (
+            400,
+            "weights-lm run wl-bad-heads: heads.safetensors is not a readable result file",
+        ),
+        "/run/wl-no-copying": (404, "weights-lm run wl-no-copying has no copying.safetensors"),
         "/run/wl-odd-copying": (
             400,
-            "copying.json of weights-lm run wl-odd-copying is not copying scores: each layer",
+            "weights-lm run wl-odd-copying: copying.safetensors: scores should be "
+            "[layer head], got shape [12]",
         ),
         "/run/wl-odd-wiring": (
             400,
@@ -483,12 +519,18 @@ def test_broken_files_give_clear_error_pages(base: str) -> None:
             404,
             "weights-lm run wl-no-wiring has no neurons/2-3/wiring.safetensors",
         ),
-        "/run/pr-bad": (400, "cannot read comparisons.json of prompts run pr-bad"),
-        "/run/pr-none": (404, "prompts run pr-none has no comparisons.json: it did not finish"),
+        "/run/pr-bad": (
+            400,
+            "prompts run pr-bad: comparisons.safetensors is not a readable result",
+        ),
+        "/run/pr-none": (
+            404,
+            "prompts run pr-none has no comparisons.safetensors: it did not finish",
+        ),
         "/run/pr-odd": (
             400,
-            "comparisons.json of prompts run pr-odd is not saved prompt comparisons: "
-            "no 'activation'",
+            "prompts run pr-odd: comparisons.safetensors: prompt comparisons: the top context of "
+            "unit 0 is not tokens",
         ),
     }
     assert_error_pages(base, cases)

@@ -1,8 +1,8 @@
 """Maze-agent runs in the viewer: ``maze-train``, ``maze-eval`` and ``maze-steer`` homes.
 
 The run folders are written by hand, file for file as `mechscope.maze.runs`
-writes them (JSON with known numbers, an empty bin as NaN and one as null,
-tiny PNGs, plotly-like HTML, a two-frame GIF), so no policy runs; the method,
+writes them (its reports with known numbers, empty bins as NaN, tiny PNGs,
+plotly-like HTML, a two-frame GIF), so no policy runs; the method,
 the policy path and the site names are hostile on purpose. Copies with a file
 broken, removed or malformed check the error pages. One real server serves
 them all.
@@ -12,11 +12,9 @@ from __future__ import annotations
 
 import html
 import io
-import json
 import re
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -24,13 +22,22 @@ from conftest import (
     PLOTLY_LIKE,
     assert_error_pages,
     copy_run,
-    edit_json,
     fetch,
     get_ok,
     make_run,
     png_bytes,
     text_of,
 )
+from mechscope.maze.reports import (
+    BehaviourReport,
+    Calibration,
+    DistanceBin,
+    RetargetSummary,
+    SteerReport,
+    SweepPoint,
+    TrainingCurve,
+)
+from mechscope.testing import edit_result
 from mechscope.viewer import serve
 
 XSS = "<script>alert(1)</script>"
@@ -40,35 +47,33 @@ MODEL = {"name": "maze-policy", "source": "/p.safetensors", "weights_sha256": No
 NAN = float("nan")
 
 
-def _bin(lo: float, hi: float, mazes: int, cheese: Any, corner: Any, p: Any) -> dict[str, Any]:
-    """A bin whose P(toward corner) is 1 − P(toward cheese) − 1/32 (missing where p is)."""
-    pc = p if p is None or p != p else 1 - p - 0.03125
-    return {"from": lo, "to": hi, "mazes": mazes, "cheese": cheese, "corner": corner,
-            "p_cheese": p, "p_corner": pc}  # fmt: skip
+def _bin(lo: float, hi: float, mazes: int, cheese: float, corner: float, p: float) -> DistanceBin:
+    """A bin whose P(toward corner) is 1 − P(toward cheese) − 1/32 (NaN where p is)."""
+    return DistanceBin(lo, hi, mazes, cheese, corner, p, p if p != p else 1 - p - 0.03125)
 
 
-BEHAVIOUR = {
-    "train": {"mazes": 300, "reach": 0.99},
-    "deploy": {"mazes": 300, "reach": 0.875, "corner_first": 0.0625},
-    "decision": {"mazes": 169, "p_cheese": 0.8125, "p_corner": 0.125},
-    "by_corner_distance": [_bin(0.0, 3.0, 51, 1.0, 0.25, 0.96875), _bin(3.0, 6.0, 0, NAN, NAN, NAN),
-                           _bin(6.0, 22.0, 12, 0.5, 0.0, None)],
-    "by_decision_distance": [_bin(0.0, 2.0, 27, 1.0, 0.0, 0.9), _bin(2.0, 22.0, 36, 0.75, 0.0, 0.5)],
-}  # fmt: skip
-STEER = {
-    "site": f"block2.res1{XSS}", "mazes": 100, "p_cheese_before": 0.85, "p_cheese_after": 0.4375,
-    "p_cheese_control": 0.8125, "coeff": -1.0, "lowered": 0.98, "vector_norm": 3.5,
-    "sweep": [{"coeff": 0.0, "cheese_vector": 0.85, "control": 0.85},
-              {"coeff": -1.0, "cheese_vector": 0.4375, "control": 0.8125},
-              {"coeff": -2.0, "cheese_vector": 0.25, "control": 0.625}],
-    "channels": {"site": "block1.res2&", "order": [15, 12, 7, 5, 6, 0, 4, 2, 9, 1],
-                 "correlation": [0.625, 0.5, 0.375, 0.25, 0.125, 0.1, 0.05, 0.025, -0.5, -0.625]},
-    "retarget": {"site": "block1.res2&", "channels": [15, 12, 7, 5], "strength": 4.0, "mazes": 100,
-                 "reached": 0.63, "reached_plain": 0.22, "reached_cheese": 0.875,
-                 "calibration": [{"channels": 4, "strength": 2.0, "reached": 0.5, "plain": 0.25},
-                                 {"channels": 4, "strength": 4.0, "reached": 0.625, "plain": 0.25},
-                                 {"channels": 8, "strength": 4.0, "reached": 0.5625, "plain": 0.25}]},
-}  # fmt: skip
+BEHAVIOUR = BehaviourReport(
+    train_mazes=300, train_reach=0.99, deploy_mazes=300, deploy_reach=0.875, corner_first=0.0625,
+    decisions=169, p_cheese=0.8125, p_corner=0.125,
+    by_corner_distance=[_bin(0.0, 3.0, 51, 1.0, 0.25, 0.96875), _bin(3.0, 6.0, 0, NAN, NAN, NAN),
+                        _bin(6.0, 22.0, 12, 0.5, 0.0, NAN)],
+    by_decision_distance=[_bin(0.0, 2.0, 27, 1.0, 0.0, 0.9), _bin(2.0, 22.0, 36, 0.75, 0.0, 0.5)],
+)  # fmt: skip
+STEER = SteerReport(
+    site=f"block2.res1{XSS}", mazes=100, coeff=-1.0, p_cheese_before=0.85, p_cheese_after=0.4375,
+    p_cheese_control=0.8125, lowered=0.98, vector_norm=3.5,
+    sweep=[SweepPoint(0.0, 0.85, 0.85), SweepPoint(-1.0, 0.4375, 0.8125),
+           SweepPoint(-2.0, 0.25, 0.625)],
+    channel_order=[15, 12, 7, 5, 6, 0, 4, 2, 9, 1],
+    correlation=[0.625, 0.5, 0.375, 0.25, 0.125, 0.1, 0.05, 0.025, -0.5, -0.625],
+    retarget=RetargetSummary(
+        site="block1.res2&", channels=[15, 12, 7, 5], strength=4.0, mazes=100, reached=0.63,
+        reached_plain=0.22, reached_cheese=0.875,
+        calibration=[Calibration(4, 2.0, 0.5, 0.25), Calibration(4, 4.0, 0.625, 0.25),
+                     Calibration(8, 4.0, 0.5625, 0.25)]),
+)  # fmt: skip
+CURVE = TrainingCurve(step=[50, 100], loss=[1.0, 0.5], accuracy=[0.5, 0.75], eval_step=[100],
+                      reach=[0.8125], seconds=12.0, final_reach=0.8125, n_eval=500)  # fmt: skip
 
 
 def figures(run: Path, *stems: str) -> None:
@@ -107,20 +112,7 @@ def root(tmp_path_factory: pytest.TempPathFactory) -> Path:
         {"finished": "2026-01-01T00:00:00+00:00", "summary": f"reaches the cheese {XSS}",
          "reach": 0.8125},
     )  # fmt: skip
-    (train / "curve.json").write_text(
-        json.dumps(
-            {
-                "step": [50, 100],
-                "loss": [1.0, 0.5],
-                "accuracy": [0.5, 0.75],
-                "eval_step": [100],
-                "reach": [0.8125],
-                "seconds": 12.0,
-                "final_reach": 0.8125,
-                "n_eval": 500,
-            }
-        )  # fmt: skip
-    )
+    CURVE.save(train / "curve")
     figures(train, "curve", "reach")
     (train / "figures" / "mazes.png").write_bytes(png_bytes())
     gif(train / "figures" / "rollouts.gif")
@@ -136,35 +128,28 @@ def root(tmp_path_factory: pytest.TempPathFactory) -> Path:
          "region": 5, "steps": 250},
         {"extra": {"summary": "cheese reached: 99.0% of training mazes"}},
     )  # fmt: skip
-    (evaluation / "behaviour.json").write_text(json.dumps(BEHAVIOUR))  # NaN written as NaN
+    BEHAVIOUR.save(evaluation / "report")
     figures(evaluation, "by_corner_distance", "by_decision_distance", "fields")
     gif(evaluation / "figures" / "rollouts.gif")
     steer = make_run(
         root / "mz-steer",
         "maze-steer",
-        {"model": MODEL, "n": 100, "site": STEER["site"]},
+        {"model": MODEL, "n": 100, "site": STEER.site},
         {"summary": "cheese vector: 0.850 → 0.438"},
     )
-    (steer / "steer.json").write_text(json.dumps(STEER))
+    STEER.save(steer / "steer")
     figures(steer, "cheese_vector", "fields_cheese_vector", "channels", "fields_retarget")
     (steer / "effect.safetensors").write_bytes(b"\x08\x00\x00\x00\x00\x00\x00\x00{}      ")
 
-    (copy_run(root, "mz-train", "train-none") / "curve.json").unlink()
-    edit_json(
-        copy_run(root, "mz-train", "train-odd") / "curve.json", lambda d: d.pop("final_reach")
-    )
-    (copy_run(root, "mz-eval", "eval-bad") / "behaviour.json").write_text("{ not json")
-    (copy_run(root, "mz-eval", "eval-none") / "behaviour.json").unlink()
-    edit_json(
-        copy_run(root, "mz-eval", "eval-odd") / "behaviour.json",
-        lambda d: d["deploy"].update(reach="high"),
-    )
-    (copy_run(root, "mz-steer", "steer-bad") / "steer.json").write_bytes(b"\x00garbage")
-    (copy_run(root, "mz-steer", "steer-list") / "steer.json").write_text("[1, 2]")
-    edit_json(
-        copy_run(root, "mz-steer", "steer-odd") / "steer.json",
-        lambda d: d["channels"]["correlation"].pop(),
-    )
+    (copy_run(root, "mz-train", "train-none") / "curve.safetensors").unlink()
+    edit_result(copy_run(root, "mz-train", "train-odd") / "curve.safetensors",
+                lambda r, t: r.pop("step"))  # fmt: skip
+    (copy_run(root, "mz-eval", "eval-bad") / "report.safetensors").write_text("{ not safetensors")
+    (copy_run(root, "mz-eval", "eval-none") / "report.safetensors").unlink()
+    CURVE.save(copy_run(root, "mz-eval", "eval-odd") / "report")  # another result's file
+    (copy_run(root, "mz-steer", "steer-bad") / "steer.safetensors").write_bytes(b"\x00garbage")
+    edit_result(copy_run(root, "mz-steer", "steer-odd") / "steer.safetensors",
+                lambda r, t: r["correlation"].pop())  # fmt: skip
     return root
 
 
@@ -266,8 +251,8 @@ def test_eval_home_tables_behaviour_and_bins(base: str) -> None:
     corner, decision = re.findall(r'<table class="grid maze bins">.*?</table>', text)
     assert rows(corner, "bins") == [
         ["0–3", "51", "100.0%", "25.0%", "0.969", "0.000"],
-        ["3–6", "0", "—", "—", "—", "—"],  # an empty bin: NaN in the JSON
-        ["6–22", "12", "50.0%", "0.0%", "—", "—"],  # no decision square in the bin: null
+        ["3–6", "0", "—", "—", "—", "—"],  # an empty bin: NaN
+        ["6–22", "12", "50.0%", "0.0%", "—", "—"],  # no decision square in the bin: NaN
     ]
     assert rows(decision, "bins") == [
         ["0–2", "27", "100.0%", "0.0%", "0.900", "0.069"],
@@ -339,30 +324,30 @@ def test_steer_home_shows_cheese_channels_and_retargeting(base: str, root: Path)
 
 def test_broken_files_give_clear_error_pages(base: str) -> None:
     cases = {
-        "/run/train-none": (404, "maze-train run train-none has no curve.json: it did not finish"),
-        "/run/train-odd": (
-            400,
-            "curve.json of maze-train run train-odd is not a maze training curve: no 'final_reach'",
+        "/run/train-none": (
+            404, "maze-train run train-none has no curve.safetensors: it did not finish"
         ),
-        "/run/eval-bad": (400, "cannot read behaviour.json of maze-eval run eval-bad"),
-        "/run/eval-none": (404, "maze-eval run eval-none has no behaviour.json"),
+        "/run/train-odd": (
+            400, "maze-train run train-odd: curve.safetensors: not a complete mechscope.maze_curve/1"
+        ),
+        "/run/eval-bad": (
+            400, "maze-eval run eval-bad: report.safetensors is not a readable result file"
+        ),
+        "/run/eval-none": (404, "maze-eval run eval-none has no report.safetensors"),
         "/run/eval-odd": (
             400,
-            "behaviour.json of maze-eval run eval-odd is not a maze behaviour record: "
-            "reach should be a number, got 'high'",
+            "maze-eval run eval-odd: report.safetensors holds mechscope.maze_curve/1, not "
+            "mechscope.behaviour_report/1",
         ),
-        "/run/steer-bad": (400, "cannot read steer.json of maze-steer run steer-bad"),
-        "/run/steer-list": (
-            400,
-            "steer.json of maze-steer run steer-list is not a maze steering record: "
-            "the file should be a JSON object, got list",
+        "/run/steer-bad": (
+            400, "maze-steer run steer-bad: steer.safetensors is not a readable result file"
         ),
         "/run/steer-odd": (
             400,
-            "steer.json of maze-steer run steer-odd is not a maze steering record: channels "
-            "should hold order and correlation lists of one length",
+            "maze-steer run steer-odd: steer.safetensors: channel_order and correlation should "
+            "be lists of one length, got 10 and 9",
         ),
-    }
+    }  # fmt: skip
     assert_error_pages(base, cases)
     assert 'href="/run/eval-none/record"' in fetch(base, "/run/eval-none").text
 

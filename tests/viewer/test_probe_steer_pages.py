@@ -10,7 +10,6 @@ against what the library returned.
 from __future__ import annotations
 
 import html
-import json
 import random
 import re
 from collections.abc import Iterator
@@ -29,6 +28,8 @@ from conftest import (  # tests/viewer/conftest.py: one request, sent as is
     get_ok,
     text_of,
 )
+from mechscope.probes.results import ProbePairs
+from mechscope.steering.results import SteeringExamples
 from mechscope.testing import edit_result
 from mechscope.viewer import serve
 from mechscope.viewer.tokens import show_token
@@ -91,20 +92,23 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> SimpleNamespace:
     odd = copy("probe-x", "probe-odd") / "probes.safetensors"
     edit_result(odd, lambda r, _: r["accuracy"]["ccs"].pop())
     (copy("probe-x", "probe-none") / "probes.safetensors").unlink()
-    (copy("probe-x", "probe-bad-pairs") / "pairs.json").write_text('{"statement": "x"}')
+    bad_pairs = copy("probe-x", "probe-bad-pairs") / "pairs.safetensors"
+    edit_result(bad_pairs, lambda r, _: r.update(n_train=99))
+    (copy("probe-x", "probe-no-pairs") / "pairs.safetensors").unlink()
     (copy("steer-x", "steer-bad") / "sweep.safetensors").write_bytes(b"\x00garbage")
     odd = copy("steer-x", "steer-odd") / "sweep.safetensors"
     edit_result(odd, lambda _, t: t.update(kl=t["kl"][:, :2].contiguous()))
     no_best = copy("steer-x", "steer-no-best")
-    (no_best / "examples.json").unlink()
+    (no_best / "examples.safetensors").unlink()
+    (copy("steer-x", "steer-no-examples") / "examples.safetensors").unlink()
     edit(no_best / "run.json", lambda d: d.update(best=None))
     hostile = copy("steer-x", "steer-hostile")
 
-    def poison(d: dict[str, Any]) -> None:
-        d["examples"][0]["steered"] = SCRIPT + " & more"
-        d["examples"][1]["prompt"] = "<b>bold</b>"
+    def poison(r: dict[str, Any], _: Any) -> None:
+        r["steered"][0] = SCRIPT + " & more"
+        r["prompts"][1] = "<b>bold</b>"
 
-    edit(hostile / "examples.json", poison)
+    edit_result(hostile / "examples.safetensors", poison)
     edit_result(hostile / "sweep.safetensors", lambda r, _: r.update(target="<i>topic</i>"))
     return SimpleNamespace(root=root, pairs=pairs, probes=probes, sweep=sweep)
 
@@ -193,6 +197,10 @@ def test_probe_home_shows_a_sample_of_the_pairs_escaped(base: str, runs: Any) ->
             "true" if pair.label else "false",
         ]
     assert "<b>yes</b>" not in text and "&lt;b&gt;yes&lt;/b&gt; &amp; more" in text
+    assert '<a href="/run/probe-x/files/pairs.safetensors" download="">' in text
+    saved = ProbePairs.load(runs.root / "probe-x" / "pairs.safetensors")
+    assert saved.pairs == runs.pairs and saved.n_train == runs.probes.n_train == 16
+    assert "No pairs.safetensors in this run." in get_ok(base, "/run/probe-no-pairs")
 
 
 # ---------------------------------------------------------------------------- steer runs
@@ -200,22 +208,23 @@ def test_probe_home_shows_a_sample_of_the_pairs_escaped(base: str, runs: Any) ->
 
 def test_steer_home_leads_with_the_examples_side_by_side(base: str, runs: Any) -> None:
     text = get_ok(base, "/run/steer-x")
-    examples = json.loads((runs.root / "steer-x" / "examples.json").read_text())
+    examples = SteeringExamples.load(runs.root / "steer-x" / "examples.safetensors")
     layer, coef, *_ = runs.sweep.best()
-    assert (examples["layer"], examples["coef"]) == (layer, coef)
+    assert (examples.layer, examples.coef) == (layer, coef)
     table = re.search(r'<table class="grid examples">.*?<tbody>(.*?)</tbody>', text)
     assert table is not None
     assert text.index('class="grid examples"') < text.index('id="sweep"')  # the headline
     rows = re.findall(r"<tr>(.*?)</tr>", table[1])
     assert len(rows) == 2
-    for row, ex in zip(rows, examples["examples"], strict=True):
+    for row, (prompt, plain, steered) in zip(rows, examples.rows, strict=True):
         cells = re.findall(r"<td>(.*?)</td>", row)
         assert cells == [
-            str(markupsafe.escape(ex["prompt"])),
-            f'<div class="tokens">{show_token(ex["unsteered"])}</div>',
-            f'<div class="tokens">{show_token(ex["steered"])}</div>',
+            str(markupsafe.escape(prompt)),
+            f'<div class="tokens">{show_token(plain)}</div>',
+            f'<div class="tokens">{show_token(steered)}</div>',
         ]
-    assert any(ex["steered"] != ex["unsteered"] for ex in examples["examples"])
+    assert examples.steered != examples.unsteered
+    assert "the layer" in text and f"with {coef:g} × the layer {layer} vector added" in text
 
 
 def test_steer_sweep_table_marks_costly_cells_and_the_best_one(base: str, runs: Any) -> None:
@@ -281,6 +290,8 @@ def test_a_sweep_without_a_best_cell_says_why_there_are_no_examples(base: str) -
     assert "No examples: no cell kept the perplexity rise within 10%" in text
     assert facts(text)["best cell"] == "none: every cell raises perplexity more than 10%"
     assert 'class="best"' not in text and 'class="over best"' not in text
+    text = get_ok(base, "/run/steer-no-examples")  # an older run, with examples.json only
+    assert "No examples: the run did not write examples.safetensors." in text
 
 
 # ---------------------------------------------------------------------------- index, errors
@@ -304,7 +315,10 @@ def test_broken_files_give_clear_error_pages(base: str) -> None:
             404,
             "probe run probe-none has no probes.safetensors: it did not finish",
         ),
-        "/run/probe-bad-pairs": (400, "pairs.json of probe run probe-bad-pairs is not contrast"),
+        "/run/probe-bad-pairs": (
+            400,
+            "probe run probe-bad-pairs: pairs.safetensors: probe pairs: 99 training pairs of 24",
+        ),
         "/run/steer-bad": (400, "steer run steer-bad: "),
         "/run/steer-odd": (
             400,

@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from mechscope.autointerp import explain_units
+from mechscope.autointerp import ExplainSummary, explain_run
 from mechscope.harvest import harvest, open_harvest
 from mechscope.testing import ScriptedBackend as Scripted
 from mechscope.testing import tiny_model
@@ -70,7 +70,7 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> Path:
         batch_size=8,
         progress=False,
     )
-    explain_units(
+    explain_run(
         open_harvest(root / "harvest-real"),
         UNITS,
         explainer=Scripted(EXPLANATIONS),
@@ -138,7 +138,7 @@ def test_explain_home_shows_what_judged_the_summary_and_every_unit(base: str, ru
     assert "json:scripted" in text and "scripted" in text  # simulator, explainer and judge
     assert '<a href="/run/harvest-real">harvest-real</a>' in text  # the harvest, served here
     tables = Tables(text).tables
-    summary = json.loads((runs / "explain-demo" / "summary.json").read_text())
+    summary = ExplainSummary.load(runs / "explain-demo" / "summary.safetensors").records()
     rows = tables["grid summary"][1:]
     assert len(rows) == len(summary) == 9  # 3 methods × 3 scorers
     for row, want in zip(rows, summary, strict=True):
@@ -253,6 +253,14 @@ def test_a_run_with_parquet_tables_only_reads_the_same(runs: Path, tmp_path: Pat
     ours = App([copy]).handle("GET", path.format("explain-parquet")).body.decode()
     theirs = App([runs / "explain-demo"]).handle("GET", path.format("explain-demo")).body.decode()
     assert ours.replace("explain-parquet", "explain-demo") == theirs
+
+
+def test_a_run_without_its_summary_result_says_so(runs: Path, tmp_path: Path) -> None:
+    copy = tmp_path / "explain-old"
+    shutil.copytree(runs / "explain-demo", copy)
+    (copy / "summary.safetensors").unlink()  # a run from before the summary was a result
+    page = App([copy]).handle("GET", "/run/explain-old")
+    assert page.status == 404 and "has no summary.safetensors" in page.body.decode()
 
 
 # ---------------------------------------------------------------------------- Chromium

@@ -21,7 +21,7 @@ from urllib.parse import unquote, urlsplit
 import pytest
 import torch
 
-from mechscope.sae.results import SAEEval
+from mechscope.sae.results import SAEEval, TrainingHistory
 from mechscope.testing import edit_result
 from mechscope.viewer import serve
 
@@ -46,13 +46,13 @@ METRIC_KEYS = (
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """``sae-tiny`` (a real SAE run with its latent harvest) and damaged copies of it."""
-    from mechscope.sae.fit import fit_sae
+    from mechscope.sae.fit import sae_run
     from mechscope.sae.train import TrainConfig
     from mechscope.testing import tiny_model
 
     root = tmp_path_factory.mktemp("sae") / "runs"
     sae = root / "sae-tiny"
-    fit_sae(
+    sae_run(
         tiny_model("llama"),
         SITE,
         TrainConfig(width=WIDTH, k=4, tokens=512 * 8, batch_size=512, eval_every=4),
@@ -258,7 +258,7 @@ def test_latents_page_sorts_every_latent(base: str, runs: Path) -> None:
 
 
 def test_training_page_shows_hyper_parameters_and_history(base: str, runs: Path) -> None:
-    history = json.loads((runs / "sae-tiny" / "history.json").read_text())
+    history = TrainingHistory.load(runs / "sae-tiny" / "history.safetensors").rows
     reply = get(base, "/run/sae-tiny/training")
     assert reply.status == 200
     assert "<dt>lr_used</dt>" in reply.text

@@ -90,7 +90,7 @@ def test_save_load_figure_and_bad_input(cnn, tmp_path):
     assert flat.table(2) == w.table(2) and flat.top(3, "inhibition") == w.top(3, "inhibition")
     assert "2 → 4:2" in repr(w)
     images = {c: torch.rand(3, 8, 8) for c in range(6)}
-    out = w.figure(tmp_path / "fig", images=images, unit_image=torch.rand(3, 8, 8), k=3)
+    out = w.figure(tmp_path / "fig", images=images, unit_image=torch.rand(3, 8, 8), k=3)["fig"]
     assert all(p.stat().st_size > 0 for p in out.values()) and set(out) == {"png", "svg", "html"}
     assert [r["kind"] for r in w.table(2)] == ["excitation"] * 2 + ["inhibition"] * 2
     with pytest.raises(InputError, match="6 channels"):

@@ -3,10 +3,10 @@
 Example::
 
     import mechscope as ms
-    from mechscope.autointerp import LocalBackend, explain_units
+    from mechscope.autointerp import LocalBackend, explain_run
     from mechscope.harvest import open_harvest
     store = open_harvest("runs/harvest")
-    result = explain_units(store, [("blocks.20.mlp.post", u) for u in range(10)],
+    result = explain_run(store, [("blocks.20.mlp.post", u) for u in range(10)],
                            explainer=LocalBackend(ms.load()), out="runs/explain")
 """
 
@@ -20,7 +20,8 @@ if TYPE_CHECKING:
     from .backends import Backend, Completion, LocalBackend, Message
     from .explainer import Explanation, explain, parse_explanation, top_tokens_explanation
     from .http import BackendError, OpenAIBackend
-    from .pipeline import METHODS, SCORERS, ExplainResult, explain_units
+    from .pipeline import METHODS, SCORERS, ExplainResult, explain_run
+    from .results import ExplainRun, ExplainSummary
     from .scoring import Judge, auroc, correlation, detection, fuzzing, mean_ci
     from .simulator import JsonSimulator, LogprobSimulator, Simulation, parse_simulation
 

@@ -7,12 +7,13 @@ model's (`llm`), the unit's most frequent peak tokens (`top_tokens`) and
 another unit's LLM explanation (`random`, a seeded derangement). Every
 answer, failed ones included with their raw text, is appended to JSONL files
 as it arrives, so a killed run started again goes on where it stopped; the
-finished run holds Parquet tables and a summary with bootstrap intervals.
+finished run holds Parquet tables and a summary with bootstrap intervals
+(`ExplainSummary`, ``summary.safetensors``); `ExplainRun.open` reads a run back.
 
 Example::
 
-    from mechscope.autointerp import explain_units, LocalBackend
-    result = explain_units(store, [("blocks.20.mlp.post", u) for u in range(20)],
+    from mechscope.autointerp import explain_run, LocalBackend
+    result = explain_run(store, [("blocks.20.mlp.post", u) for u in range(20)],
                            explainer=LocalBackend(model), out="runs/explain")
     print(result.table())
 """
@@ -38,6 +39,7 @@ from ..harvest.tables import HarvestStore, UnitRecord
 from ..store import new_run
 from .backends import Backend, LocalBackend
 from .explainer import Explanation, explain, top_tokens_explanation
+from .results import ExplainSummary, MethodScore, read_jsonl
 from .scoring import Judge, correlation, detection, fuzzing, mean_ci
 from .simulator import JsonSimulator, LogprobSimulator
 
@@ -47,24 +49,20 @@ SCORERS = ("correlation", "detection", "fuzzing")
 
 @dataclass(frozen=True)
 class ExplainResult:
-    """A finished explanation run: per-unit explanations and scores, and the summary.
+    """A finished explanation run: its folder, its `ExplainSummary` and its run.json record.
 
-    Example: ``print(explain_units(store, units, explainer=backend, out="runs/explain").table())``.
+    The per-unit explanations and scores are read with ``ExplainRun.open(result.path)``.
+
+    Example: ``print(explain_run(store, units, explainer=backend, out="runs/explain").table())``.
     """
 
     path: Path
-    summary: list[dict[str, Any]]
+    summary: ExplainSummary
     record: dict[str, Any]
 
     def table(self) -> str:
         """Mean score per method and scorer with 95% bootstrap intervals, as text."""
-        lines = [f"{'method':<11} {'scorer':<12} {'mean':>7}  95% CI            units"]
-        for row in self.summary:
-            lines.append(
-                f"{row['method']:<11} {row['scorer']:<12} {row['mean']:>7.3f}  "
-                f"[{row['lo']:+.3f}, {row['hi']:+.3f}]  {row['n']:>5}"
-            )
-        return "\n".join(lines)
+        return self.summary.table()
 
     def __repr__(self) -> str:
         return f"ExplainResult({self.path})\n{self.table()}"
@@ -75,22 +73,6 @@ def _split(record: UnitRecord, n_show: int, n_test: int) -> tuple[list, list, li
     held_top = record.top[1::2][:n_test]
     held_random = record.random[:n_test]
     return shown, held_top, held_random
-
-
-def read_jsonl(path: Path) -> list[dict[str, Any]]:
-    """Records of a JSONL file; a last line cut by a kill is ignored.
-
-    Example: ``read_jsonl(Path("runs/explain/scores.jsonl"))`` → a list of dicts ([] if absent).
-    """
-    if not path.exists():
-        return []
-    out = []
-    for line in path.read_text().splitlines():
-        try:
-            out.append(json.loads(line))
-        except json.JSONDecodeError:
-            break
-    return out
 
 
 def _repair(path: Path) -> None:
@@ -201,7 +183,7 @@ def score_unit(
     return rows, sims
 
 
-def explain_units(
+def explain_run(
     store: HarvestStore,
     units: Sequence[tuple[str, int]],
     *,
@@ -230,7 +212,8 @@ def explain_units(
     Example::
 
         units = [("blocks.20.mlp.post", u) for u in range(10)]
-        explain_units(store, units, explainer=LocalBackend(model), out="runs/explain").summary
+        explain_run(store, units, explainer=LocalBackend(model), out="runs/explain").summary
+        # an ExplainSummary: .row("llm", "detection").mean
     """
     check_engine(engine, address=address, workers=workers, threads=threads)
     bad = [m for m in methods if m not in METHODS] + [s for s in scorers if s not in SCORERS]
@@ -240,7 +223,7 @@ def explain_units(
             f"scorers: {', '.join(SCORERS)}"
         )
     if not units:
-        raise InputError("explain_units needs at least one (site, unit)")
+        raise InputError("explain_run needs at least one (site, unit)")
     for site, unit in units:
         store.n_units(site)  # unknown site: a clear error
         if not 0 <= unit < store.n_units(site):
@@ -342,15 +325,20 @@ def explain_units(
             _append(score_file, rows)  # written last: a unit counts as scored only when complete
         run.timed("score", scoring_started)
 
-    summary = _summarise(read_jsonl(score_file), methods, scorers, seed)
-    _write_tables(folder)
-    run.write_json("summary.json", summary)
     llm = [r for r in explanations.values() if r["method"] == "llm"]
+    summary = ExplainSummary(
+        _summarise(read_jsonl(score_file), methods, scorers, seed),
+        [(str(s), int(u)) for s, u in units],
+        sum(1 for r in llm if r["failed"]),
+    )
+    _write_tables(folder)
+    summary.save(folder / "summary")  # ExplainSummary.load reopens it
+    run.extra["summary"] = repr(summary)
     run.extra["units"] = len(units)
     run.extra["engine"] = {
         "name": engine, "address": address, "workers": workers, "threads": threads,
     }  # fmt: skip
-    run.extra["failed_explanations"] = sum(1 for r in llm if r["failed"])
+    run.extra["failed_explanations"] = summary.failed_explanations
     run.extra["explainer_cost"] = {
         "calls": len(llm),
         "cached": sum(1 for r in llm if r.get("cached")),
@@ -364,7 +352,7 @@ def explain_units(
 
 def _summarise(
     scores: list[dict[str, Any]], methods: Sequence[str], scorers: Sequence[str], seed: int
-) -> list[dict[str, Any]]:
+) -> list[MethodScore]:
     out = []
     for method in methods:
         for scorer in scorers:
@@ -374,16 +362,7 @@ def _summarise(
                 if r["method"] == method and r["scorer"] == scorer and r["score"] is not None
             ]
             mean, lo, hi = mean_ci(values, seed=seed)
-            out.append(
-                {
-                    "method": method,
-                    "scorer": scorer,
-                    "mean": mean,
-                    "lo": lo,
-                    "hi": hi,
-                    "n": len(values),
-                }
-            )
+            out.append(MethodScore(method, scorer, mean, lo, hi, len(values)))
     return out
 
 

@@ -149,10 +149,10 @@ def ioi(
     engine: EngineChoice,
 ) -> None:
     """Reproduce the IOI circuit analysis (Wang et al. 2022) on a model; write a run folder."""
-    from ..ioi.reproduce import reproduce
+    from ..ioi.reproduce import ioi_run
 
     m = place.load(model)
-    reproduce(
+    ioi_run(
         m,
         out,
         n_prompts=prompts,

@@ -79,7 +79,7 @@ def explain_cmd(
     engine: EngineChoice,
 ) -> None:
     """Explain units of a harvest with a language model, simulate them, and score the explanations."""
-    from ..autointerp import explain_units
+    from ..autointerp import explain_run
     from ..harvest import open_harvest
 
     store = open_harvest(run)
@@ -88,7 +88,7 @@ def explain_cmd(
         raise InputError("no units: give --units and/or --sample N")
     exp = backend_from_spec(explainer, place)
     sim = backend_from_spec(simulator, place) if simulator and simulator != explainer else None
-    result = explain_units(
+    result = explain_run(
         store,
         chosen,
         explainer=exp,
@@ -99,7 +99,7 @@ def explain_cmd(
         seed=seed,
         **engine.kwargs(),
     )
-    console.print(score_table(result.summary, f"{len(chosen)} units"))
+    console.print(score_table(result.summary.records(), f"{len(chosen)} units"))
     rec = result.record
     cost = rec["explainer_cost"]
     console.print(

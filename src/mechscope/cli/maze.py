@@ -61,9 +61,10 @@ def eval_cmd(
 ) -> None:  # fmt: skip
     """Where the mouse goes: cheese reached in training vs deployment mazes, by distance; vector fields."""
     from ..maze import eval_run
+    from ..maze.reports import BehaviourReport
 
     eval_run(policy, out, n=mazes, seed=seed, device=place.device)
-    console.print(maze_behaviour(json.loads((out / "behaviour.json").read_text())))
+    console.print(maze_behaviour(BehaviourReport.load(out / "report.safetensors")))
     console.print(f"figures in {out / 'figures'}", highlight=False)
 
 
@@ -89,9 +90,9 @@ def steer_cmd(
         counts = numbers(channels)
     except ValueError:
         raise InputError(f"--channels takes counts such as 4,8, got {channels!r}") from None
-    record = steer_run(policy, out, n=mazes, site=site, coeffs=floats(coeffs, "--coeffs"),
+    report = steer_run(policy, out, n=mazes, site=site, coeffs=floats(coeffs, "--coeffs"),
                        retarget_site=retarget_site, channel_counts=counts,
                        strengths=floats(strengths, "--strengths"), seed=seed,
                        device=place.device)  # fmt: skip
-    console.print(maze_steering(record))
+    console.print(maze_steering(report))
     console.print(f"figures in {out / 'figures'}", highlight=False)

@@ -48,7 +48,7 @@ def train_cmd(
     place: Placement,
 ) -> None:
     """Train an SAE on SITE's activations; evaluate it and harvest its latents."""
-    from ..sae.fit import fit_sae
+    from ..sae.fit import sae_run
     from ..sae.train import TrainConfig
 
     config = TrainConfig(
@@ -56,7 +56,7 @@ def train_cmd(
         seed=seed,
     )  # fmt: skip
     m = place.load(model)
-    run = fit_sae(m, site, config, out=out, corpus=corpus, activations=activations,
+    run = sae_run(m, site, config, out=out, corpus=corpus, activations=activations,
                   eval_tokens=eval_tokens, harvest_tokens=harvest_tokens)  # fmt: skip
     console.print(repr(run.sae), highlight=False)
     assert run.eval is not None

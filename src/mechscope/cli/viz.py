@@ -7,7 +7,6 @@ from pathlib import Path
 import typer
 from rich.console import Console
 
-from ..display import prompt_table
 from ..errors import InputError
 from .options import Placement, numbers, placed
 
@@ -85,5 +84,5 @@ def _prompts(site: str, model: str, place: Placement, units: list[int], harvest:
     store = open_harvest(harvest)
     m = place.load(model)
     rows = prompts_run(m, [(site, u) for u in units], store, target, **options)  # type: ignore[arg-type]
-    console.print(prompt_table(rows))
+    console.print(rows)  # a PromptComparisons: the table and the tally
     console.print(f"saved to {target}; view it: mechscope serve {target}")

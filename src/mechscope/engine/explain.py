@@ -1,6 +1,6 @@
 """Explaining units on Ray: contiguous chunks of the units, one Ray task each, per phase.
 
-`explain_units` runs in two phases with one step between them that needs
+`explain_run` runs in two phases with one step between them that needs
 every unit (the ``random`` baseline borrows another unit's explanation), so
 each phase is its own round of tasks: every task runs the local pipeline's
 step (`explain_unit`, `score_unit`) on its chunk, with its backend rebuilt in

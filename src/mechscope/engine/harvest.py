@@ -25,7 +25,7 @@ import torch
 
 from ..core.model import Model
 from ..corpus import Corpus, open_corpus
-from ..harvest.collect import check_args, harvest_folder
+from ..harvest.collect import check_args, harvest_run
 from ..harvest.state import merge_harvests
 from ..harvest.tables import HarvestStore
 from .cluster import Reporter, attempts, cluster_cpus, note_attempt, ray_session, run_shards
@@ -129,7 +129,7 @@ def _harvest_shard(
     t0 = time.perf_counter()
     model = shipped.load()
     loaded = time.perf_counter()
-    path = harvest_folder(
+    path = harvest_run(
         model,
         corpus,
         out=folder,

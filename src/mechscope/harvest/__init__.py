@@ -17,7 +17,7 @@ from .._lazy import exports
 
 if TYPE_CHECKING:
     from ..corpus import DEFAULT_CORPUS, SOURCES, Corpus, open_corpus, pack, windows
-    from .collect import DEFAULT_SITES, harvest
+    from .collect import DEFAULT_SITES, harvest, harvest_run
     from .state import merge_harvests
     from .stats import UnitAccumulator, hist_edges
     from .tables import Example, HarvestStore, TokenHit, UnitRecord, UnitStats, open_harvest

@@ -111,7 +111,7 @@ def harvest(
             model, corpus, address=address, workers=workers, threads=threads or 1, **common
         )
     with torch_threads(threads):
-        return HarvestStore(harvest_folder(model, corpus, shard=shard, **common))
+        return HarvestStore(harvest_run(model, corpus, shard=shard, **common))
 
 
 def check_args(k: int, n_random: int, window: int, batch_size: int, tokens: int) -> None:
@@ -127,7 +127,7 @@ def check_args(k: int, n_random: int, window: int, batch_size: int, tokens: int)
         )
 
 
-def harvest_folder(
+def harvest_run(
     model: Model,
     corpus: Corpus | str | Path,
     *,
@@ -157,7 +157,7 @@ def harvest_folder(
 
     Example::
 
-        folder = harvest_folder(model, "default", out="runs/h0", sites="blocks.*.mlp.post",
+        folder = harvest_run(model, "default", out="runs/h0", sites="blocks.*.mlp.post",
             tokens=65_536, window=64, k=20, n_random=10, batch_size=32, shard=(0, 2), hist_every=8,
             checkpoint_seconds=120.0, checkpoint_batches=None, resume=True, progress=False,
             keep_state=True, features=None)    # Path("runs/h0")

@@ -43,6 +43,7 @@ TOKENS_FILE = "windows.bin"  # int32 token ids, window after window
 
 if TYPE_CHECKING:
     from ..core.model import Model
+    from ..figures import Figures
     from .stats import UnitAccumulator
 
 TABLES = ("units", "examples", "windows", "token_hits")
@@ -323,9 +324,9 @@ class HarvestStore:
 
     def figure(
         self, site: str, unit: int, path: str | Path, *, examples: int = 10, width: int = 24
-    ) -> dict[str, Path]:
+    ) -> Figures:
         """Write the unit's card (histogram, top examples around their peak) as PNG, SVG and HTML."""
-        from ..figures import unit_card
+        from ..figures import named, unit_card
 
         record = self.unit(site, unit)
         top = record.top[:examples]
@@ -335,7 +336,7 @@ class HarvestStore:
             lo = min(max(e.max_pos - 2 * width // 3, 0), len(e.tokens) - width)
             tokens.append(e.tokens[lo : lo + width])
             acts.append(e.acts[lo : lo + width])
-        return unit_card(
+        card = unit_card(
             tokens,
             np.array(acts, dtype=np.float32).reshape(len(top), width),
             record.hist_edges,
@@ -345,6 +346,7 @@ class HarvestStore:
             f"active {record.stats.frac_active:.1%}",
             row_labels=[f"#{e.rank + 1} ({e.max_act:.3g})" for e in top],
         )
+        return named(path, card)
 
     def window_tokens(self, windows: list[int]) -> dict[int, list[str]]:
         """Decoded tokens of the given windows."""

@@ -27,6 +27,7 @@ if TYPE_CHECKING:
         previous_token_scores,
         repeated_random_tokens,
     )
+    from .reproduce import IOIReport, ioi_run
     from .results import (
         CORRUPTIONS,
         HEAD_CLASSES,

@@ -12,7 +12,7 @@ over all prompts) are `mechscope.ioi.measures`'s.
 
 Example::
 
-    report = reproduce(model, "runs/ioi", n_prompts=100)
+    report = ioi_run(model, "runs/ioi", n_prompts=100)
     report.summary["circuit"]["faithfulness"]
 """
 
@@ -68,9 +68,9 @@ def ioi_metric(ds: IOIDataset) -> Callable[[Tensor], Tensor]:
 
 @dataclass(frozen=True)
 class IOIReport:
-    """What `reproduce` found; the full results are in the run folder `path`.
+    """What `ioi_run` found; the full results are in the run folder `path`.
 
-    Example: ``reproduce(model, "runs/ioi").summary["circuit"]["faithfulness"]`` → a float.
+    Example: ``ioi_run(model, "runs/ioi").summary["circuit"]["faithfulness"]`` → a float.
     """
 
     path: Path
@@ -85,7 +85,7 @@ class IOIReport:
         )
 
 
-def reproduce(
+def ioi_run(
     model: Model,
     out: str | Path = "runs/ioi",
     *,
@@ -109,7 +109,7 @@ def reproduce(
     patching experiment on heads, paths and the circuit; `resid_prompts` (one
     template, so positions line up) the residual-stream sweeps by layer × position.
 
-    Example: ``reproduce(model, "runs/ioi", n_prompts=100)`` → ``IOIReport(smollm2-135m: …)``.
+    Example: ``ioi_run(model, "runs/ioi", n_prompts=100)`` → ``IOIReport(smollm2-135m: …)``.
     """
     from ..engine import check_engine
 
@@ -314,9 +314,9 @@ def _discover_circuit(
         include_mlps=False,
         order="scores",
     )
-    labels = {f"a{h.layer}.{h.head}": h.cls for h in classes.labels}
+    labels = {f"L{h.layer}H{h.head}": h.cls for h in classes.labels}
     circuit.save(folder / "circuit.safetensors")
-    circuit.draw(figures / "circuit", node_labels=labels)
+    circuit.figure(figures / "circuit", node_labels=labels)
     n_heads = model.dims.n_layers * model.dims.n_heads if model.dims else 0
     return {
         "heads": circuit.n_heads,

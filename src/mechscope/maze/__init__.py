@@ -6,6 +6,7 @@
 - `behaviour`: decision squares, rollouts binned by distance, vector fields.
 - `steer`: the cheese vector and its control, cheese channels, retargeting.
 - `results`: the results of all of them (`Mazes`, `Behaviour`, `Retargeting`, …), readable without torch.
+- `reports`: the runs' records (`TrainingCurve`, `BehaviourReport`, `SteerReport`), readable without torch.
 - `runs`: the run folders behind ``mechscope maze train|eval|steer``.
 """
 
@@ -19,6 +20,7 @@ if TYPE_CHECKING:
     from .behaviour import behaviour, decision_squares, vector_field
     from .env import generate, rollout
     from .policy import MazePolicy, PolicyConfig
+    from .reports import BehaviourReport, SteerReport, TrainingCurve
     from .results import (
         ACTIONS,
         GRID,
@@ -38,6 +40,6 @@ if TYPE_CHECKING:
         decision_effects,
         retarget,
     )
-    from .train import TrainingCurve, reach_rate, train_policy
+    from .train import reach_rate, train_policy
 
 __getattr__, __dir__, __all__ = exports(__name__, __file__)

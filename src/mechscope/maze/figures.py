@@ -126,6 +126,9 @@ def vector_fields(
     """Panels of action-probability arrows over mazes (PNG, SVG, HTML).
 
     `marks` gives per panel extra squares to draw, e.g. ``{"decision": (r, c), "target": (r, c)}``.
+
+    Example: ``vector_fields([field], ["unsteered"], "runs/maze/figures/field", title="policy")``
+    → ``{"png": …, "svg": …, "html": …}``.
     """
     import matplotlib
 

@@ -1,15 +1,15 @@
 """Run folders for the maze agent (``maze-train``, ``maze-eval``, ``maze-steer``), which the viewer serves.
 
 - ``maze-train``: ``policy.safetensors`` (`MazePolicy.load`), checkpoints
-  ``checkpoints/step-N.safetensors``, ``curve.json`` and the figures
+  ``checkpoints/step-N.safetensors``, ``curve.safetensors`` (`TrainingCurve`) and the figures
   ``curve`` (loss, action accuracy), ``reach`` (held-out cheese reached),
   ``mazes.png`` and ``rollouts.gif``.
-- ``maze-eval``: ``behaviour.json`` (reach in training and deployment mazes,
-  rates binned by the cheese's distance to the corner and to the decision
-  square), ``behaviour.safetensors`` (per maze, `Behaviour.load`), the figures
+- ``maze-eval``: ``report.safetensors`` (`BehaviourReport`: reach in training and
+  deployment mazes, rates binned by the cheese's distance to the corner and to
+  the decision square), ``behaviour.safetensors`` (per maze, `Behaviour.load`), the figures
   ``by_corner_distance``, ``by_decision_distance``, ``fields`` (vector fields)
   and ``rollouts.gif``.
-- ``maze-steer``: ``steer.json`` (the cheese vector's effect at decision
+- ``maze-steer``: ``steer.safetensors`` (`SteerReport`: the cheese vector's effect at decision
   squares per coefficient, its control, the cheese channels and the
   retargeting sweep and result), ``effect.safetensors`` (P(toward cheese)
   per maze before, after, control), ``channels.safetensors`` and
@@ -22,8 +22,8 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
-from typing import Any
 
 import torch
 
@@ -36,6 +36,13 @@ from .behaviour import Behaviour, behaviour, decision_squares, vector_field
 from .env import Mazes, generate, rollout
 from .figures import save_render, save_rollout_gif, vector_fields
 from .policy import MazePolicy
+from .reports import (
+    BehaviourReport,
+    Calibration,
+    RetargetSummary,
+    SteerReport,
+    SweepPoint,
+)
 from .steer import (
     SITE,
     cheese_blind,
@@ -50,8 +57,6 @@ from .steer import (
 )
 from .train import reach_rate, train_policy
 
-CORNER_BINS = [0.0, 3.0, 6.0, 9.0, 12.0, 22.0]  # Euclidean squares from the top-right corner
-DECISION_BINS = [0.0, 2.0, 4.0, 6.0, 9.0, 22.0]
 RETARGET_SITE = "block1.res2"
 
 
@@ -94,7 +99,8 @@ def train_run(
         held_out = generate(n_eval, seed=seed + 20_000, region=region)
         reach = reach_rate(policy, held_out, seed=seed)
         policy.save(run.dir / "policy.safetensors", {"steps": steps, "reach": reach})
-        run.write_json("curve.json", {**curve.as_dict(), "final_reach": reach, "n_eval": n_eval})
+        curve = replace(curve, final_reach=reach, n_eval=n_eval)
+        curve.save(run.dir / "curve")  # TrainingCurve.load reopens it
         line({"loss": curve.loss, "action accuracy": curve.accuracy}, run.figures / "curve",
              title="maze policy: imitation loss and accuracy", x_labels=[str(s) for s in curve.step],
              x_title="step", y_title="")  # fmt: skip
@@ -112,11 +118,6 @@ def train_run(
         run.extra["reach"] = reach
         run.finish()
     return policy
-
-
-def _bins(b: Behaviour) -> dict[str, Any]:
-    return {"by_corner_distance": b.binned("cheese_to_corner", CORNER_BINS),
-            "by_decision_distance": b.binned("cheese_to_decision", DECISION_BINS)}  # fmt: skip
 
 
 def _example_mazes(mazes: Mazes, b: Behaviour) -> list[int]:
@@ -151,25 +152,18 @@ def eval_run(
         train_reach = reach_rate(plain(model), train_mazes, seed=seed, steps=steps)
         b = behaviour(plain(model), deploy, steps=steps, seed=seed, progress=progress)
         run.timed("rollouts", t0)
-        has = ~b.p_cheese.isnan()
-        record = {
-            "train": {"mazes": n, "reach": train_reach},
-            "deploy": {"mazes": n, "reach": float(b.reached_cheese.float().mean()),
-                       "corner_first": float(b.reached_corner.float().mean())},
-            "decision": {"mazes": int(has.sum()), "p_cheese": float(b.p_cheese[has].mean()),
-                         "p_corner": float(b.p_corner[has].mean())},
-            **_bins(b),
-        }  # fmt: skip
-        run.write_json("behaviour.json", record)
+        report = BehaviourReport.of(b, n, train_reach)
+        report.save(run.dir / "report")  # BehaviourReport.load reopens it
         b.save(run.dir / "behaviour.safetensors")  # Behaviour.load reopens it
-        for feature, what in (("by_corner_distance", "cheese's distance to the top-right corner"),
-                                    ("by_decision_distance", "cheese's distance to the decision square")):  # fmt: skip
-            rows = record[feature]
-            labels = [f"{r['from']:g}–{r['to']:g} ({r['mazes']})" for r in rows]
-            line({"cheese reached": [r["cheese"] for r in rows],
-                  "P(toward cheese) at decision square": [r["p_cheese"] for r in rows],
-                  "P(toward corner) at decision square": [r["p_corner"] for r in rows],
-                  "corner before cheese": [r["corner"] for r in rows]},
+        for feature, rows, what in (
+            ("by_corner_distance", report.by_corner_distance, "cheese's distance to the top-right corner"),
+            ("by_decision_distance", report.by_decision_distance, "cheese's distance to the decision square"),
+        ):  # fmt: skip
+            labels = [f"{r.lo:g}–{r.hi:g} ({r.mazes})" for r in rows]
+            line({"cheese reached": [r.cheese for r in rows],
+                  "P(toward cheese) at decision square": [r.p_cheese for r in rows],
+                  "P(toward corner) at decision square": [r.p_corner for r in rows],
+                  "corner before cheese": [r.corner for r in rows]},
                  run.figures / feature, title=f"deployment mazes by the {what}", x_labels=labels,
                  x_title="Euclidean distance in squares (mazes)", y_title="fraction")  # fmt: skip
         picks = _example_mazes(deploy, b)
@@ -185,16 +179,7 @@ def eval_run(
                       marks=marks)  # type: ignore[arg-type]  # fmt: skip
         save_rollout_gif(deploy[picks], rollout(deploy[picks], plain(model), seed=seed),
                          run.figures / "rollouts")  # fmt: skip
-        far = record["by_corner_distance"][-1]
-        run.extra["summary"] = (
-            f"cheese reached: {record['train']['reach']:.1%} of training mazes, "
-            f"{record['deploy']['reach']:.1%} of deployment mazes "
-            f"({record['by_corner_distance'][0]['cheese']:.1%} with the cheese within 3 squares of the "
-            f"corner, {far['cheese']:.1%} from {far['from']:g} squares); "
-            f"P(toward cheese) at {record['decision']['mazes']} decision squares "
-            f"{record['decision']['p_cheese']:.2f}"
-        )
-        run.extra["record"] = record
+        run.extra["summary"] = report.summary()
         run.finish()
     return b
 
@@ -204,13 +189,13 @@ def steer_run(
     coeffs: Sequence[float] = (0.0, -0.5, -1.0, -2.0), retarget_site: str = RETARGET_SITE,
     channel_counts: Sequence[int] = (4, 6, 8), strengths: Sequence[float] = (1.0, 2.0, 3.0),
     seed: int = 2, progress: bool = True, device: str | torch.device = "cpu",
-) -> dict[str, Any]:  # fmt: skip
+) -> SteerReport:  # fmt: skip
     """The cheese vector (with its control) at `n` decision squares, cheese channels and retargeting.
 
     The retargeting edit (how many channels, how strong) is chosen on 60
     calibration mazes, then measured on `n` fresh cheese-free mazes.
 
-    Example: ``steer_run("runs/maze-train", "runs/maze-steer", n=100)["p_cheese_after"]``.
+    Example: ``steer_run("runs/maze-train", "runs/maze-steer", n=100).p_cheese_after``.
     """
     if n < 10:
         raise InputError(f"steer over at least 10 mazes, got {n}")
@@ -237,7 +222,7 @@ def steer_run(
         effects = dict(zip(coeffs, zip(decision_effects(model, mazes, vectors, coeffs, site),
                                          decision_effects(model, mazes, controls, coeffs, site),
                                          strict=True), strict=True))  # fmt: skip
-        sweep = [{"coeff": c, "cheese_vector": float(e.after.mean()), "control": float(k.after.mean())}
+        sweep = [SweepPoint(float(c), float(e.after.mean()), float(k.after.mean()))
                  for c, (e, k) in effects.items()]  # fmt: skip
         main = -1.0 if -1.0 in effects else coeffs[-1]
         e, k = effects[main]
@@ -247,8 +232,8 @@ def steer_run(
             "effect.safetensors", {"before": e.before, "after": e.after, "control": k.after}
         )
         labels = [f"{c:g}" for c in coeffs]
-        line({"cheese vector": [r["cheese_vector"] for r in sweep], "control (two cheese-free mazes)":
-              [r["control"] for r in sweep]}, run.figures / "cheese_vector",
+        line({"cheese vector": [r.cheese_vector for r in sweep], "control (two cheese-free mazes)":
+              [r.control for r in sweep]}, run.figures / "cheese_vector",
              title=f"P(toward cheese) at {n} decision squares, vector added at {site}",
              x_labels=labels, x_title="coefficient", y_title="mean P(toward cheese)")  # fmt: skip
         # vector fields: original, cheese vector subtracted, control subtracted, in the maze
@@ -273,32 +258,25 @@ def steer_run(
                      [str(i) for i in order], run.figures / "channels",
                      title=f"channels of {retarget_site} tracking the cheese", y_title="Pearson r")  # fmt: skip
         calibration = generate(60, seed=seed + 2, region=None)
-        table = []
+        table: list[Calibration] = []
         for count in channel_counts:
             for strength in strengths:
                 r = retarget(
                     model, calibration, found, found.top(count), strength=strength, seed=seed
                 )
-                table.append(
-                    {
-                        "channels": count,
-                        "strength": strength,
-                        "reached": r.rate,
-                        "plain": r.rate_plain,
-                    }
-                )
-        best = max(table, key=lambda row: (row["reached"], -row["channels"]))
+                table.append(Calibration(count, float(strength), r.rate, r.rate_plain))
+        best = max(table, key=lambda row: (row.reached, -row.channels))
         bar.update()
         trial = generate(n, seed=seed + 3, region=None)
         result = retarget(
-            model, trial, found, found.top(best["channels"]), strength=best["strength"], seed=seed
+            model, trial, found, found.top(best.channels), strength=best.strength, seed=seed
         )
         run.timed("retarget", t1)
         found.save(run.dir / "channels.safetensors")  # CheeseChannels.load
         result.save(run.dir / "retarget.safetensors")  # Retargeting.load
-        picks = found.top(best["channels"])
+        picks = found.top(best.channels)
         one = trial[:1].without_cheese()
-        edit = retarget_edit(found, picks, result.target[:1], best["strength"])
+        edit = retarget_edit(found, picks, result.target[:1], best.strength)
         fields = [vector_field(cheese_blind(model), one),
                   vector_field(cheese_blind(model, retarget_site, edit), one)]  # fmt: skip
         target = tuple(result.target[0].tolist())
@@ -306,27 +284,14 @@ def steer_run(
                       title=f"retargeting at {retarget_site}", marks=[{"target": target}] * 2)  # type: ignore[arg-type]  # fmt: skip
         bar.update()
         bar.close()
-        record = {
-            "site": site, "mazes": n,
-            "p_cheese_before": float(e.before.mean()), "p_cheese_after": float(e.after.mean()),
-            "p_cheese_control": float(k.after.mean()), "coeff": main,
-            "lowered": float((e.after < e.before).float().mean()),
-            "vector_norm": float(vectors.flatten(1).norm(dim=1).mean()),
-            "sweep": sweep,
-            "channels": {"site": retarget_site, "order": order,
-                         "correlation": [float(found.correlation[i]) for i in order]},
-            "retarget": {"site": retarget_site, "calibration": table, "channels": picks,
-                         "strength": best["strength"], "mazes": n, "reached": result.rate,
-                         "reached_plain": result.rate_plain, "reached_cheese": result.rate_cheese},
-        }  # fmt: skip
-        run.write_json("steer.json", record)
-        run.extra["summary"] = (
-            f"cheese vector at {site} (× {main:g}): P(toward cheese) at {n} decision squares "
-            f"{record['p_cheese_before']:.3f} → {record['p_cheese_after']:.3f} (control "
-            f"{record['p_cheese_control']:.3f}); retargeting {len(picks)} channels of {retarget_site}: "
-            f"target reached in {result.rate:.1%} of {n} mazes (without the edit {result.rate_plain:.1%}, "
-            f"with a real cheese there {result.rate_cheese:.1%})"
-        )
-        run.extra["record"] = record
+        report = SteerReport(
+            site, n, float(main), float(e.before.mean()), float(e.after.mean()), float(k.after.mean()),
+            float((e.after < e.before).float().mean()), float(vectors.flatten(1).norm(dim=1).mean()),
+            sweep, order, [float(found.correlation[i]) for i in order],
+            RetargetSummary(retarget_site, picks, best.strength, n, result.rate, result.rate_plain,
+                            result.rate_cheese, table),
+        )  # fmt: skip
+        report.save(run.dir / "steer")  # SteerReport.load reopens it
+        run.extra["summary"] = report.summary()
         run.finish()
-    return record
+    return report

@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import replace
 
 import torch
 from torch import Tensor
@@ -23,24 +23,7 @@ from ..core.placement import parse_device
 from ..errors import InputError
 from .env import Mazes, best_actions, generate, on_shortest_path, random_squares, rollout
 from .policy import MazePolicy, PolicyConfig
-
-
-@dataclass
-class TrainingCurve:
-    """Loss and action accuracy per logged step, and cheese reached in held-out mazes.
-
-    Example: ``policy, curve = train_policy(steps=1000)``; ``curve.reach[-1]``.
-    """
-
-    step: list[int] = field(default_factory=list)
-    loss: list[float] = field(default_factory=list)
-    accuracy: list[float] = field(default_factory=list)
-    eval_step: list[int] = field(default_factory=list)
-    reach: list[float] = field(default_factory=list)  # fraction of held-out training mazes solved
-    seconds: float = 0.0
-
-    def as_dict(self) -> dict[str, object]:
-        return dict(self.__dict__)
+from .reports import TrainingCurve
 
 
 def reach_rate(
@@ -98,7 +81,7 @@ def train_policy(
         opt, lambda s: min(1.0, (s + 1) / 200) * 0.5 * (1 + math.cos(math.pi * s / steps))
     )
     g = torch.Generator().manual_seed(seed)
-    curve = TrainingCurve()
+    curve = TrainingCurve([], [], [], [], [])  # filled in place, then given its time
     t0 = time.perf_counter()
     bar = tqdm(range(steps), desc="maze policy", disable=not progress)
     run_loss, run_acc = 0.0, 0.0
@@ -129,5 +112,4 @@ def train_policy(
             curve.reach.append(reach_rate(policy, held_out, seed=step))
             if on_eval is not None:
                 on_eval(step + 1, policy)
-    curve.seconds = round(time.perf_counter() - t0, 1)
-    return policy.eval(), curve
+    return policy.eval(), replace(curve, seconds=round(time.perf_counter() - t0, 1))

@@ -22,7 +22,7 @@ from ..core import interventions as iv
 from ..core.model import Inputs, Model
 from ..errors import InputError
 from .graph import _Graph, _graph, _mean_metric, _pair
-from .nodes import NODE_RE
+from .nodes import NODE_RE, head_node, mlp_node
 from .sweep import Metric, _per_prompt
 
 
@@ -87,12 +87,12 @@ class _Ablation:
         ivs = []
         for layer in range(low, graph.n_layers):
             heads = torch.tensor(
-                [[f"a{layer}.{h}" in s for h in range(graph.n_heads)] for s in sets]
+                [[head_node(layer, h) in s for h in range(graph.n_heads)] for s in sets]
             )
             if heads.any():
                 site = f"blocks.{layer}.attn.z"
                 ivs.append(_rowwise(site, self.corr[site], heads.repeat_interleave(n, 0), k))
-            mlps = torch.tensor([f"m{layer}" in s for s in sets])
+            mlps = torch.tensor([mlp_node(layer) in s for s in sets])
             if mlps.any():
                 site = f"blocks.{layer}.mlp.out"
                 ivs.append(_rowwise(site, self.corr[site], mlps.repeat_interleave(n, 0), k))
@@ -113,8 +113,8 @@ def _layer_of(node: str) -> int:
     m = NODE_RE.match(node)
     if m is None or node == "logits":
         raise InputError(
-            f"{node!r} is not an ablatable node; nodes are 'a{{layer}}.{{head}}', "
-            f"'m{{layer}}', 'embed' or 'pos_embed'"
+            f"{node!r} is not an ablatable node; nodes are 'L{{layer}}H{{head}}', "
+            f"'MLP{{layer}}', 'embed' or 'pos_embed'"
         )
     if m.group(1) is not None:
         return int(m.group(1))
@@ -129,8 +129,8 @@ def _check_nodes(graph: _Graph, nodes: Iterable[str]) -> set[str]:
     unknown = sorted(nodes - known)
     if unknown:
         raise InputError(
-            f"unknown nodes {unknown[:5]}; nodes are 'a{{layer}}.{{head}}' (layers 0.."
-            f"{graph.n_layers - 1}, heads 0..{graph.n_heads - 1}), 'm{{layer}}', "
+            f"unknown nodes {unknown[:5]}; nodes are 'L{{layer}}H{{head}}' (layers 0.."
+            f"{graph.n_layers - 1}, heads 0..{graph.n_heads - 1}), 'MLP{{layer}}', "
             f"{', '.join(repr(e) for e in graph.embeds)} and 'logits'"
         )
     return nodes
@@ -147,7 +147,7 @@ def evaluate_circuit(
 ) -> float:
     """The metric on `clean` with every node not in `nodes` patched from `corrupted`.
 
-    Nodes are named as in `Circuit` ("a12.3", "m12", "embed"); leaving out
+    Nodes are named as in `Circuit` ("L12H3", "MLP12", "embed"); leaving out
     ``embed`` patches the token embeddings too, so ``nodes=[]`` gives the
     corrupted metric and every node gives the clean one. `metric` sees
     ``logits[:, -1:]`` with `last_only`.

@@ -15,7 +15,7 @@ Example::
     scores = edge_attribution_patching(model, clean, corrupted, metric)
     circuit = acdc(model, clean, corrupted, metric, threshold=0.02, edge_scores=scores)
     circuit.ratio, circuit.n_heads
-    circuit.draw("runs/ioi/circuit")      # .png, .svg, .html
+    circuit.figure("runs/ioi/circuit")      # .png, .svg, .html
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ from ..errors import InputError
 from .ablation import _Ablation
 from .eap import _since, edge_attribution_patching
 from .graph import _graph
-from .nodes import receiver_nodes
+from .nodes import head_node, mlp_node, receiver_nodes
 from .results import Circuit, Edge, EdgeScores
 from .sweep import Metric
 
@@ -186,8 +186,8 @@ def acdc(
 
     candidates: list[str] = []
     for layer in reversed(range(graph.n_layers)):
-        here = [f"m{layer}"] if include_mlps else []
-        here += [f"a{layer}.{h}" for h in reversed(range(graph.n_heads))]
+        here = [mlp_node(layer)] if include_mlps else []
+        here += [head_node(layer, h) for h in reversed(range(graph.n_heads))]
         if order == "scores":
             here.sort(key=lambda node: node_score[node])
         candidates += here

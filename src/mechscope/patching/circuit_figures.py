@@ -8,7 +8,7 @@ Imported by `Circuit.draw` on first use; matplotlib and plotly only when drawing
 
 Example::
 
-    draw(circuit, Path("runs/ioi/figures/circuit"), {"a23.0": "name_mover"}, None)
+    draw(circuit, Path("runs/ioi/figures/circuit"), {"L23H0": "name_mover"}, None)
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .nodes import NODE_RE, receiver_nodes
+from .nodes import NODE_RE, node_kind, receiver_nodes
 
 if TYPE_CHECKING:
     from .results import Circuit
@@ -48,17 +48,14 @@ def _segments(circuit: Circuit) -> list[tuple[str, str, str, float]]:
     out = []
     kv = circuit.kv_heads_per_layer or circuit.heads_per_layer
     for s, r, v in circuit.edges:
-        kind = r.split(".")[2] if r.count(".") == 2 else "in"
+        kind = r.partition(".")[2] or "in"
         targets = receiver_nodes(r, circuit.heads_per_layer, kv)
         out += [(s, t, kind, v) for t in targets if t in kept]
     return out
 
 
 def _classes(circuit: Circuit, labels: dict[str, str]) -> dict[str, str]:
-    def default(node: str) -> str:
-        return {"a": "head", "m": "MLP"}.get(node[0], "input/output")
-
-    return {n: labels.get(n, default(n)) for n in circuit.nodes}
+    return {n: labels.get(n, node_kind(n)) for n in circuit.nodes}
 
 
 @dataclass(frozen=True)
@@ -103,7 +100,7 @@ def draw(
 
     Example::
 
-        draw(circuit, Path("runs/ioi/figures/circuit"), {"a23.0": "name_mover"}, None)
+        draw(circuit, Path("runs/ioi/figures/circuit"), {"L23H0": "name_mover"}, None)
         # {"png": …/circuit.png, "svg": …/circuit.svg, "html": …/circuit.html}
     """
     layout = _Layout.of(circuit, labels)

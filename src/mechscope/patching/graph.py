@@ -1,11 +1,11 @@
 """The graph of attention heads and MLPs that circuit discovery works on.
 
 Senders are the input embedding (``embed``; also ``pos_embed`` on GPT-2),
-every head ``a{L}.{h}`` (its ``z`` pushed through its slice of the output
-projection) and every MLP ``m{L}``; receivers are each head's query input
-``a{L}.{h}.q``, each key/value head's inputs ``a{L}.{g}.k`` / ``a{L}.{g}.v``
+every head ``L{L}H{h}`` (its ``z`` pushed through its slice of the output
+projection) and every MLP ``MLP{L}``; receivers are each head's query input
+``L{L}H{h}.q``, each key/value head's inputs ``L{L}H{g}.k`` / ``L{L}H{g}.v``
 (shared by its query heads under grouped-query attention), each MLP's input
-``m{L}`` and the ``logits``. An edge joins a sender to every receiver that
+``MLP{L}`` and the ``logits``. An edge joins a sender to every receiver that
 reads the residual stream after it: a head at layer l feeds layers > l and
 the MLP of layer l (not under GPT-NeoX's parallel residual). Everything here
 is private to `mechscope.patching.eap`, `.ablation` and `.circuit`.
@@ -13,7 +13,7 @@ is private to `mechscope.patching.eap`, `.ablation` and `.circuit`.
 Example::
 
     graph = _graph(model)
-    graph.senders[:3], graph.receivers[-1]   # ['embed', 'a0.0', 'a0.1'], 'logits'
+    graph.senders[:3], graph.receivers[-1]   # ['embed', 'L0H0', 'L0H1'], 'logits'
     graph.valid().sum()                      # how many edges the graph has
 """
 
@@ -26,6 +26,7 @@ from torch import Tensor
 
 from ..core.model import Inputs, Model
 from ..errors import InputError, MechscopeError
+from .nodes import head_node, mlp_node
 from .sweep import Metric, _per_prompt, _tokens
 
 
@@ -43,15 +44,15 @@ class _Graph:
     def senders(self) -> list[str]:
         out = list(self.embeds)
         for layer in range(self.n_layers):
-            out += [f"a{layer}.{h}" for h in range(self.n_heads)] + [f"m{layer}"]
+            out += [head_node(layer, h) for h in range(self.n_heads)] + [mlp_node(layer)]
         return out
 
     def layer_receivers(self, layer: int) -> list[str]:
         return (
-            [f"a{layer}.{h}.q" for h in range(self.n_heads)]
-            + [f"a{layer}.{g}.k" for g in range(self.n_kv_heads)]
-            + [f"a{layer}.{g}.v" for g in range(self.n_kv_heads)]
-            + [f"m{layer}"]
+            [head_node(layer, h, "q") for h in range(self.n_heads)]
+            + [head_node(layer, g, "k") for g in range(self.n_kv_heads)]
+            + [head_node(layer, g, "v") for g in range(self.n_kv_heads)]
+            + [mlp_node(layer)]
         )
 
     @property

@@ -30,11 +30,13 @@ import numpy as np
 from .._arrays import as_numpy
 from ..errors import InputError
 from ..results import Result, result
-from .nodes import receiver_nodes
+from .nodes import node_kind, receiver_nodes, upgrade_names
 
 if TYPE_CHECKING:
     from jaxtyping import Bool, Float
     from torch import Tensor
+
+    from ..figures import Figures
 
 Edge = tuple[str, str, float]
 """(sender, receiver, score): one edge of the head/MLP graph."""
@@ -156,10 +158,10 @@ class EdgeScores(Result):
 
     Entries that are not edges of the graph (``valid`` False) are 0.
 
-    Example: ``scores.edges(top_k=3)`` → ``[("a23.3", "logits", 1.2), …]``.
+    Example: ``scores.edges(top_k=3)`` → ``[("L23H3", "logits", 1.2), …]``.
     """
 
-    format = "mechscope.edge_scores/1"
+    format = "mechscope.edge_scores/2"
 
     scores: Float[Tensor, "senders receivers"]
     valid: Bool[Tensor, "senders receivers"]
@@ -172,6 +174,13 @@ class EdgeScores(Result):
     n_kv_heads: int
     model_name: str | None = None
     meta: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def _upgrade(cls, record: dict[str, Any], found: str, path: object) -> dict[str, Any]:
+        """Version 1 named heads ``a{layer}.{head}`` and MLPs ``m{layer}``: renamed on load."""
+        if found != cls.format.replace("/2", "/1"):
+            return super()._upgrade(record, found, path)
+        return upgrade_names(record)
 
     def summary(self) -> str:
         top = ", ".join(f"{s}→{r} {v:+.3g}" for s, r, v in self.edges(top_k=3))
@@ -224,7 +233,7 @@ class Circuit(Result):
     Example: ``acdc(...).save("runs/ioi/circuit")`` → ``runs/ioi/circuit.safetensors``.
     """
 
-    format = "mechscope.circuit/1"
+    format = "mechscope.circuit/2"
 
     nodes: list[str]
     edges: list[Edge]
@@ -239,6 +248,13 @@ class Circuit(Result):
     model_name: str | None = None
     meta: dict[str, Any] = field(default_factory=dict)
 
+    @classmethod
+    def _upgrade(cls, record: dict[str, Any], found: str, path: object) -> dict[str, Any]:
+        """Version 1 named heads ``a{layer}.{head}`` and MLPs ``m{layer}``: renamed on load."""
+        if found != cls.format.replace("/2", "/1"):
+            return super()._upgrade(record, found, path)
+        return upgrade_names(record)
+
     @property
     def faithfulness(self) -> float:
         denom = self.metric_model - self.metric_corrupted
@@ -250,11 +266,11 @@ class Circuit(Result):
 
     @property
     def heads(self) -> list[str]:
-        return [n for n in self.nodes if n.startswith("a")]
+        return [n for n in self.nodes if node_kind(n) == "head"]
 
     @property
     def mlps(self) -> list[str]:
-        return [n for n in self.nodes if n.startswith("m")]
+        return [n for n in self.nodes if node_kind(n) == "MLP"]
 
     @property
     def n_heads(self) -> int:
@@ -309,13 +325,13 @@ class Circuit(Result):
         record["edges"] = [(str(s), str(r), float(v)) for s, r, v in record["edges"]]
         return cls(**record)
 
-    def draw(
+    def figure(
         self,
         path: str | Path,
         *,
         node_labels: dict[str, str] | None = None,
         title: str | None = None,
-    ) -> dict[str, Path]:
+    ) -> Figures:
         """Write the circuit as ``path``.png/.svg (matplotlib) and .html (plotly).
 
         Layers go bottom to top, heads left to right by index (the MLP at the
@@ -323,6 +339,7 @@ class Circuit(Result):
         (red positive, blue negative); k/v inputs are dashed/dotted.
         `node_labels` gives nodes a class shown in colour and on hover.
         """
+        from ..figures import named
         from .circuit_figures import draw
 
-        return draw(self, Path(path), node_labels or {}, title)
+        return named(path, draw(self, Path(path), node_labels or {}, title))

@@ -16,7 +16,6 @@ from .._lazy import exports
 
 if TYPE_CHECKING:
     from .data import (
-        ContrastPair,
         geography_pairs,
         load_pairs,
         pair_texts,
@@ -32,7 +31,15 @@ if TYPE_CHECKING:
         zero_shot,
         zero_shot_logodds,
     )
-    from .results import METHODS, Accuracy, LinearDirection, Normaliser, ProbeResults
+    from .results import (
+        METHODS,
+        Accuracy,
+        ContrastPair,
+        LinearDirection,
+        Normaliser,
+        ProbePairs,
+        ProbeResults,
+    )
     from .sweep import probe_layers
 
 __getattr__, __dir__, __all__ = exports(__name__, __file__)

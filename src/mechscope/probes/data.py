@@ -1,6 +1,7 @@
 """Contrast pairs (Burns et al. 2022): one statement, answered "Yes" and "No".
 
-A `ContrastPair` holds a question whose truth is known (`label`) and the two
+A `ContrastPair` (defined in `results`, beside the `ProbePairs` a run
+saves) holds a question whose truth is known (`label`) and the two
 completions x+ (the question answered with the positive answer) and x− (the
 negative one). `geography_pairs` builds true and false statements from the
 GeoNames facts of `mechscope.tracing.facts` (a false one swaps in another
@@ -16,38 +17,18 @@ import html
 import random
 import re
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from ..core.model import Model
 from ..errors import InputError
 from ..store import read_json_list
+from .results import QUESTION, ContrastPair
 
-# how a statement becomes a yes/no question; {} is the statement
-QUESTION = "Is the following statement true or false?\n{}\nAnswer Yes or No."
 # Burns et al.'s sentiment prompt: the answers are "positive" and "negative"
 SENTIMENT_QUESTION = (
     "Consider the following tweet:\n{}\nBetween negative and positive, is the sentiment of "
     "this tweet negative or positive? Answer with one word."
 )
-
-
-@dataclass(frozen=True)
-class ContrastPair:
-    """A statement with a known truth value, to be answered `positive` and `negative`.
-
-    Example: ``ContrastPair("Paris is in France.", True)`` (answered "Yes" and "No").
-    """
-
-    statement: str
-    label: bool  # True: the statement is true
-    positive: str = "Yes"
-    negative: str = "No"
-    relation: str = "custom"
-    question: str = QUESTION  # the prompt around the statement; {} is where it goes
-
-    def to_dict(self) -> dict[str, object]:
-        return asdict(self)
 
 
 def geography_pairs(

@@ -5,7 +5,8 @@ with the normalisation statistics it was fitted under); `ProbeResults` is a
 sweep's held-out accuracy per layer of each method, with every fitted
 direction kept as arrays (one weight row per layer and method, one
 `Normaliser` per layer), so a reopened sweep still has its `directions`.
-`Accuracy` and `Normaliser` are the plain parts they hold. The methods the
+`Accuracy` and `Normaliser` are the plain parts they hold. `ProbePairs` is a
+run's contrast pairs (`ContrastPair`s, training pairs first). The methods the
 viewer and the reprs use work on torch tensors and numpy arrays alike.
 
 Example::
@@ -18,7 +19,7 @@ from __future__ import annotations
 
 import html
 import math
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -33,12 +34,44 @@ if TYPE_CHECKING:
     from rich.console import RenderableType
     from torch import Tensor
 
+    from ..figures import Figures
+
     Array = Tensor | np.ndarray
 
-__all__ = ["METHODS", "Accuracy", "LinearDirection", "Normaliser", "ProbeResults"]
+__all__ = [
+    "METHODS",
+    "QUESTION",
+    "Accuracy",
+    "ContrastPair",
+    "LinearDirection",
+    "Normaliser",
+    "ProbePairs",
+    "ProbeResults",
+]
 
 # the probes a sweep fits at every layer, in order
 METHODS = ("ccs", "logistic", "mean_diff")
+# how a statement becomes a yes/no question; {} is the statement
+QUESTION = "Is the following statement true or false?\n{}\nAnswer Yes or No."
+
+
+@dataclass(frozen=True)
+class ContrastPair:
+    """A statement with a known truth value, to be answered `positive` and `negative`.
+
+    Example: ``ContrastPair("Paris is in France.", True)`` (answered "Yes" and "No").
+    """
+
+    statement: str
+    label: bool  # True: the statement is true
+    positive: str = "Yes"
+    negative: str = "No"
+    relation: str = "custom"
+    question: str = QUESTION  # the prompt around the statement; {} is where it goes
+
+    def to_dict(self) -> dict[str, object]:
+        """The pair as a JSON object (the form `load_pairs` reads)."""
+        return asdict(self)
 
 
 def _norm(x: Array) -> float | Tensor:
@@ -291,19 +324,19 @@ class ProbeResults(Result):
             f"{self.n_test} pairs</p>"
         )
 
-    def figure(self, path: str | Path) -> dict[str, Path]:
+    def figure(self, path: str | Path) -> Figures:
         """Accuracy per layer of each method, zero-shot as a flat line (PNG, SVG, HTML)."""
-        from ..figures import line
+        from ..figures import line, named
 
         series = {m: [a.value for a in accs] for m, accs in self.accuracy.items()}
         series["zero-shot"] = [self.zero_shot.value] * len(self.layers)
         if self.zero_shot_calibrated is not None:
             series["zero-shot (calibrated)"] = [self.zero_shot_calibrated.value] * len(self.layers)
-        return line(
+        return named(path, line(
             series, path, title=f"held-out accuracy on {self.n_test} contrast pairs "
             f"(trained on {self.n_train})", x_labels=[str(i) for i in self.layers],
             x_title="layer", y_title="accuracy",
-        )  # fmt: skip
+        ))  # fmt: skip
 
     def save_directions(self, folder: str | Path, layers: str = "best") -> list[Path]:
         """Each method's fitted direction as ``{method}_L{layer}.safetensors``: at its best
@@ -319,3 +352,45 @@ class ProbeResults(Result):
                 if d.layer in keep:
                     out.append(d.save(Path(folder) / f"{method}_L{d.layer}.safetensors"))
         return out
+
+
+@result
+class ProbePairs(Result):
+    """The contrast pairs of a probe run, training pairs first (the first `n_train`).
+
+    Example::
+
+        pairs = ProbePairs.load("runs/probe-sentiment/pairs.safetensors", arrays="numpy")
+        pairs.pairs[0].statement, pairs.held_out[:3]
+    """
+
+    format = "mechscope.probe_pairs/1"
+
+    pairs: list[ContrastPair]
+    n_train: int
+    dataset: str = "custom"
+
+    def __post_init__(self) -> None:
+        if not all(isinstance(p, ContrastPair) for p in self.pairs):
+            raise InputError("probe pairs: every pair must be a ContrastPair")
+        if not 0 <= self.n_train <= len(self.pairs):
+            raise InputError(
+                f"probe pairs: {self.n_train} training pairs of {len(self.pairs)} pairs"
+            )
+
+    @property
+    def train(self) -> list[ContrastPair]:
+        """The pairs the probes were fitted on."""
+        return self.pairs[: self.n_train]
+
+    @property
+    def held_out(self) -> list[ContrastPair]:
+        """The pairs the probes were scored on."""
+        return self.pairs[self.n_train :]
+
+    def summary(self) -> str:
+        true = sum(p.label for p in self.pairs)
+        return (
+            f"{len(self.pairs)} {self.dataset} contrast pairs ({true} true): {self.n_train} to "
+            f"fit, {len(self.held_out)} held out"
+        )

@@ -2,7 +2,8 @@
 
 A ``probe`` run holds ``probes.safetensors`` (held-out accuracy per layer of
 each method, with every fitted direction; `ProbeResults.load` reopens it),
-``pairs.json`` (the contrast pairs, training pairs first), each method's
+``pairs.safetensors`` (the contrast pairs, training pairs first;
+`ProbePairs.load`), each method's
 direction at its best layer under ``directions/`` (`LinearDirection.load`),
 and the accuracy figure.
 """
@@ -16,8 +17,8 @@ from typing import Any
 
 from ..core.model import Model
 from ..store import model_record, new_run
-from .data import ContrastPair
-from .sweep import ProbeResults, probe_layers
+from .results import ContrastPair, ProbePairs, ProbeResults
+from .sweep import probe_layers
 
 
 def probe_run(
@@ -49,7 +50,7 @@ def probe_run(
         t0 = time.perf_counter()
         results = probe_layers(model, pairs, test=test, layers=layers, restarts=restarts,
                                epochs=epochs, chat=chat, seed=seed, progress=progress)  # fmt: skip
-        run.write_json("pairs.json", [p.to_dict() for p in pairs])
+        ProbePairs(list(pairs), results.n_train, dataset).save(run.dir / "pairs.safetensors")
         results.save(run.dir / "probes.safetensors")
         results.save_directions(run.dir / "directions")
         results.figure(run.figures / "accuracy")

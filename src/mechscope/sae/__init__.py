@@ -24,7 +24,7 @@ if TYPE_CHECKING:
         stream_activations,
     )
     from .evaluate import evaluate_sae, frequency_histogram
-    from .fit import SAERun, fit_sae, harvest_latents, open_sae_run
+    from .fit import SAERun, harvest_latents, open_sae_run, sae_run
     from .model import SAEConfig, SAEError, SparseAutoencoder
     from .results import SAEEval, ToyResult
     from .runs import toy_run

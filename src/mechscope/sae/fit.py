@@ -4,7 +4,8 @@ The first `eval_tokens` corpus tokens are held out (periodic FVU and L0, and
 the final evaluation with CE loss recovered); training reads the windows
 after them through a shuffling buffer, or a folder written by
 `store_activations`. The run folder holds ``sae/`` (weights and config),
-``checkpoints/``, ``history.json``, ``eval.safetensors`` (the `SAEEval`:
+``checkpoints/``, ``history.safetensors`` (the `TrainingHistory`),
+``eval.safetensors`` (the `SAEEval`:
 metrics and each latent's firing frequency; a copy of the metrics is in
 ``run.json``) and the figures (training curves, latent density), and is
 served by ``mechscope serve``.
@@ -23,14 +24,14 @@ import torch
 from torch import Tensor
 
 from .. import figures
+from ..core.activations import ShuffleBuffer, activations_meta, load_activations, stream_activations
 from ..core.model import Model
 from ..corpus import Corpus, open_corpus
 from ..errors import InputError
 from ..store import model_record, new_run
-from ..core.activations import ShuffleBuffer, activations_meta, load_activations, stream_activations
 from .evaluate import SAEEval, evaluate_sae
 from .model import SparseAutoencoder
-from .results import EVAL_FILE
+from .results import EVAL_FILE, HISTORY_FILE, TrainingHistory
 from .train import TrainConfig, TrainedSAE, config_dict, train_sae
 
 
@@ -52,7 +53,7 @@ class SAERun:
 
 
 def open_sae_run(path: str | Path) -> SAERun:
-    """Reopen a folder written by `fit_sae`.
+    """Reopen a folder written by `sae_run`.
 
     Example::
 
@@ -64,7 +65,7 @@ def open_sae_run(path: str | Path) -> SAERun:
         raise InputError(f"{path} is not an SAE run folder (no sae/ inside)")
     ev = SAEEval.load(path / EVAL_FILE) if (path / EVAL_FILE).exists() else None
     history = (
-        json.loads((path / "history.json").read_text()) if (path / "history.json").exists() else []
+        TrainingHistory.load(path / HISTORY_FILE).rows if (path / HISTORY_FILE).exists() else []
     )
     config = json.loads((path / "config.json").read_text())
     return SAERun(path, SparseAutoencoder.load(path / "sae"), ev, history, config)
@@ -79,7 +80,7 @@ def _repeat(acts: Tensor, batch: int, seed: int) -> Iterator[Tensor]:
             yield acts[order[i : i + batch]]
 
 
-def fit_sae(
+def sae_run(
     model: Model,
     site: str,
     config: TrainConfig,
@@ -102,7 +103,7 @@ def fit_sae(
 
     Example::
 
-        run = fit_sae(model, "blocks.15.resid_post", TrainConfig(width=4608, k=32), out="runs/sae")
+        run = sae_run(model, "blocks.15.resid_post", TrainConfig(width=4608, k=32), out="runs/sae")
         run.eval.ce_recovered
     """
     info = model.table[site]
@@ -155,7 +156,7 @@ def fit_sae(
         )
         run.timed("train", started)
         trained.sae.save(run.dir / "sae")
-        run.write_json("history.json", trained.history)
+        TrainingHistory(trained.history).save(run.dir / HISTORY_FILE)
         t0 = time.perf_counter()
         ev = evaluate_sae(
             model, trained.sae, corpus, tokens=eval_tokens, window=window, progress=progress

@@ -29,7 +29,8 @@ from jaxtyping import Float
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
-from ..errors import MechscopeError
+from ..errors import InputError, MechscopeError
+from .results import read_sae_config
 
 Kind = Literal["topk", "relu", "jumprelu"]
 KINDS: tuple[str, ...] = ("topk", "relu", "jumprelu")
@@ -187,9 +188,10 @@ class SparseAutoencoder(nn.Module):
         if not (folder / CONFIG_FILE).exists() or not (folder / WEIGHTS_FILE).exists():
             raise SAEError(f"no SAE in {folder}: expected {CONFIG_FILE} and {WEIGHTS_FILE}")
         try:
-            data = json.loads((folder / CONFIG_FILE).read_text())
-        except json.JSONDecodeError as e:
-            raise SAEError(f"{folder / CONFIG_FILE} is not valid JSON: {e}") from None
+            data = read_sae_config(folder)
+        except InputError as e:
+            raise SAEError(str(e)) from None
+        assert data is not None
         sae = cls(SAEConfig.from_dict(data))
         state = load_file(str(folder / WEIGHTS_FILE))
         missing = set(sae.state_dict()) - set(state)

@@ -1,7 +1,8 @@
 """The results of SAE evaluation and of the toy models of superposition, without torch.
 
 `SAEEval` (an SAE's held-out metrics and each latent's firing frequency, one
-``eval.safetensors`` in the SAE run folder) and `ToyResult` (trained toy
+``eval.safetensors`` in the SAE run folder), `TrainingHistory` (the rows
+logged while it trained, ``history.safetensors``) and `ToyResult` (trained toy
 models over a grid of importances × sparsities) are frozen `Result`
 dataclasses: one safetensors file each, reopened with torch tensors or, with
 ``arrays="numpy"``, without torch (the viewer). Their properties, `metrics`,
@@ -17,7 +18,9 @@ from __future__ import annotations
 
 import html
 import itertools
+import json
 from dataclasses import field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -32,7 +35,9 @@ if TYPE_CHECKING:
     from torch import Tensor
 
 EVAL_FILE = "eval.safetensors"
-"""The `SAEEval` of an SAE run folder (``fit_sae`` writes it)."""
+"""The `SAEEval` of an SAE run folder (``sae_run`` writes it)."""
+HISTORY_FILE = "history.safetensors"
+"""The `TrainingHistory` of an SAE run folder (``sae_run`` writes it)."""
 DENSE_FREQUENCY = 0.1
 """A latent is dense when it fires on more than this share of tokens."""
 
@@ -129,6 +134,35 @@ class SAEEval(Result):
         return table
 
 
+@result
+class TrainingHistory(Result):
+    """The rows logged while an SAE trained: one per evaluation (step, tokens, lr, losses,
+    dead share, held-out ``eval_*`` metrics, …), and a last one if it stopped early.
+
+    Example: ``TrainingHistory.load("runs/sae/history.safetensors").rows[-1]["eval_fvu"]``.
+    """
+
+    format = "mechscope.sae_history/1"
+
+    rows: list[dict[str, float]]
+
+    def columns(self) -> list[str]:
+        """Every key of the rows, in the order they first appear."""
+        return list(dict.fromkeys(k for row in self.rows for k in row))
+
+    def summary(self) -> str:
+        steps = [r for r in self.rows if "step" in r]
+        if not steps:
+            return f"{len(self.rows)} rows"
+        last = steps[-1]
+        shown = ", ".join(
+            f"{k}={last[k]:.4g}" for k in ("loss", "eval_fvu", "eval_l0") if k in last
+        )
+        return f"{len(steps)} evaluations to step {last['step']:.0f}" + (
+            f": {shown}" if shown else ""
+        )
+
+
 def _norms(W: np.ndarray) -> np.ndarray:
     return np.sqrt((W.astype(np.float64) ** 2).sum(-2))
 
@@ -201,3 +235,21 @@ class ToyResult(Result):
             "<tr>" + "".join(f"<td>{v:.4g}</td>" for v in r.values()) + "</tr>" for r in rows
         )
         return f"<table><tr>{head}</tr>{body}</table>"
+
+
+def read_sae_config(folder: str | Path) -> dict[str, Any] | None:
+    """The configuration of the SAE saved in `folder` (its ``sae.json``: kind, d_in, width, k…),
+    None when the folder holds none; reads no weights and imports no torch.
+
+    Example: ``read_sae_config("runs/sae-l15/sae")["width"]`` → 4608.
+    """
+    path = Path(folder) / "sae.json"
+    if not path.is_file():
+        return None
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise InputError(f"{path} is not a readable SAE configuration: {e}") from None
+    if not isinstance(data, dict):
+        raise InputError(f"{path} should hold a JSON object, got {type(data).__name__}")
+    return data

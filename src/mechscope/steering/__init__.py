@@ -23,7 +23,7 @@ from .._lazy import exports
 
 if TYPE_CHECKING:
     from .apply import generate, next_token_kl, perplexity, steer
-    from .results import MAX_RISE, SteeringSweep, SteeringVector
+    from .results import MAX_RISE, SteeringExamples, SteeringSweep, SteeringVector
     from .sweep import (
         NEUTRAL_PROMPTS,
         PROMPTS,

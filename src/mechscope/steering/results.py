@@ -3,8 +3,10 @@
 `SteeringVector` is what is added to ``blocks.{layer}.resid_pre`` (one row:
 at every position; k rows: at the first k) and how it was made;
 `SteeringSweep` is a layer × coefficient sweep of the target and its costs,
-with the perplexity bound the run picked its best cell under. The methods
-the viewer and the reprs use work on torch tensors and numpy arrays alike.
+with the perplexity bound the run picked its best cell under;
+`SteeringExamples` is greedy continuations of prompts, unsteered and steered
+at one cell. The methods the viewer and the reprs use work on torch tensors
+and numpy arrays alike.
 
 Example::
 
@@ -29,9 +31,18 @@ if TYPE_CHECKING:
     from rich.console import RenderableType
     from torch import Tensor
 
+    from ..figures import Figures
+
     Array = Tensor | np.ndarray
 
-__all__ = ["MAX_RISE", "MEASURES", "SteeringSweep", "SteeringVector", "cell_key"]
+__all__ = [
+    "MAX_RISE",
+    "MEASURES",
+    "SteeringExamples",
+    "SteeringSweep",
+    "SteeringVector",
+    "cell_key",
+]
 
 MAX_RISE = 0.10  # the default bound on the perplexity rise of a sweep's best cell
 MEASURES = ("probability", "effect")
@@ -237,7 +248,7 @@ class SteeringSweep(Result):
             f"</thead><tbody>{''.join(rows)}</tbody></table>"
         )
 
-    def figure(self, path: str | Path) -> dict[str, dict[str, Path]]:
+    def figure(self, path: str | Path) -> Figures:
         """Target probability (× unsteered), generations' score and perplexity rise per coefficient.
 
         One line per layer, and the sweep's perplexity bound; PNG, SVG and HTML each.
@@ -269,3 +280,57 @@ class SteeringSweep(Result):
                                title="perplexity rise on the corpus", x_labels=coefs,
                                x_title="coefficient", y_title="perplexity rise (%)"),
         }  # fmt: skip
+
+
+@result
+class SteeringExamples(Result):
+    """Greedy continuations of each prompt, unsteered and with `coef` × the layer `layer` vector.
+
+    Example::
+
+        ex = steer_examples(model, PROMPTS[:2], vector, 4.0)   # a SteeringExamples
+        ex.rows[0]                                             # (prompt, unsteered, steered)
+        console.print(ex)                                      # side by side
+    """
+
+    format = "mechscope.steering_examples/1"
+
+    layer: int
+    coef: float
+    prompts: list[str]
+    unsteered: list[str]
+    steered: list[str]
+
+    def __post_init__(self) -> None:
+        n = len(self.prompts)
+        if len(self.unsteered) != n or len(self.steered) != n:
+            raise InputError(
+                f"steering examples: {n} prompts, {len(self.unsteered)} unsteered and "
+                f"{len(self.steered)} steered continuations (one each per prompt)"
+            )
+
+    @property
+    def rows(self) -> list[tuple[str, str, str]]:
+        """(prompt, unsteered, steered) per prompt."""
+        return list(zip(self.prompts, self.unsteered, self.steered, strict=True))
+
+    def summary(self) -> str:
+        changed = sum(a != b for a, b in zip(self.unsteered, self.steered, strict=True))
+        return (
+            f"{len(self.prompts)} prompts steered with {self.coef:g} × the layer {self.layer} "
+            f"vector; {changed} continuations changed"
+        )
+
+    def __rich__(self) -> RenderableType:
+        """The prompts with their continuations, unsteered and steered, side by side."""
+        from rich.table import Table
+
+        table = Table(
+            title=f"greedy, unsteered and steered (coef {self.coef:g}, layer {self.layer})",
+            show_lines=True,
+        )
+        for col in ("prompt", "unsteered", "steered"):
+            table.add_column(col)
+        for prompt, plain, steered in self.rows:
+            table.add_row(prompt, plain.strip(), steered.strip())
+        return table

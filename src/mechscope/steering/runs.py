@@ -3,8 +3,9 @@
 A ``steer`` run holds the vectors (``vectors/L{layer}.safetensors``,
 `SteeringVector.load`), ``sweep.safetensors`` (effect, perplexity and KL per
 layer × coefficient, and the perplexity bound; `SteeringSweep.load`) with its
-figures, and ``examples.json``: greedy generations of the prompts unsteered
-and steered at the best cell (the largest effect within the perplexity bound).
+figures, and ``examples.safetensors`` (`SteeringExamples.load`): greedy
+generations of the prompts unsteered and steered at the best cell (the
+largest effect within the perplexity bound).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from ..core.model import Model
 from ..errors import InputError
 from ..store import model_record, new_run
 from .apply import generate
-from .results import MAX_RISE, SteeringSweep
+from .results import MAX_RISE, SteeringExamples, SteeringSweep
 from .sweep import PROMPTS, WEDDING_WORDS, steering_sweep
 from .vectors import SteeringVector
 
@@ -32,18 +33,15 @@ def steer_examples(
     coef: float,
     *,
     max_new_tokens: int = 40,
-) -> list[dict[str, str]]:
+) -> SteeringExamples:
     """Greedy continuations of each prompt, unsteered and with ``coef · vector``.
 
-    Example: ``steer_examples(model, PROMPTS[:2], v, 4.0)[0]``
-    → ``{"prompt": …, "unsteered": …, "steered": …}``.
+    Example: ``steer_examples(model, PROMPTS[:2], v, 4.0).rows[0]``
+    → ``(prompt, unsteered, steered)``.
     """
     plain = generate(model, list(prompts), None, max_new_tokens=max_new_tokens)
     steered = generate(model, list(prompts), vector, coef, max_new_tokens=max_new_tokens)
-    return [
-        {"prompt": p, "unsteered": a, "steered": b}
-        for p, a, b in zip(prompts, plain, steered, strict=True)
-    ]
+    return SteeringExamples(vector.layer, float(coef), list(prompts), list(plain), list(steered))
 
 
 def steer_run(
@@ -98,7 +96,7 @@ def steer_run(
         else:
             best = next(v for v in vectors if v.layer == layer)
             examples = steer_examples(model, prompts, best, coef, max_new_tokens=max_new_tokens)
-            run.write_json("examples.json", {"layer": layer, "coef": coef, "examples": examples})
+            examples.save(run.dir / "examples.safetensors")
             i, j = sweep.layers.index(layer), sweep.coefs.index(coef)
             run.extra["best"] = {"layer": layer, "coef": coef, "probability": effect,
                                  "factor": float(sweep.factor()[i, j]),

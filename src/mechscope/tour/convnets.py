@@ -18,7 +18,7 @@ import time
 from rich.console import Console
 
 from .. import Model
-from ..display import lm_weights, maze_behaviour, maze_steering, prompt_table
+from ..display import lm_weights, maze_behaviour, maze_steering
 from .settings import (
     OUT_DIR,
     TOUR_LM_WEIGHTS,
@@ -75,7 +75,7 @@ def feature_visualisation(model: Model, console: Console) -> None:
     )
     rows = prompts_run(model, units, store, OUT_DIR / "prompts", start="top", length=10,
                        steps=TOUR_PROMPT_STEPS, soft_steps=50, progress=False)  # fmt: skip
-    console.print(prompt_table(rows))
+    console.print(rows)  # a PromptComparisons prints its table
     console.print(f"pages: [bold]mechscope serve {OUT_DIR}[/bold]")
 
 
@@ -86,14 +86,14 @@ def maze_agent(model: Model, console: Console) -> None:
     """
     import json
 
-    from ..maze import eval_run, steer_run, train_run
+    from ..maze import BehaviourReport, eval_run, steer_run, train_run
 
     train = OUT_DIR / "maze-train"
     train_run(train, steps=TOUR_MAZE_STEPS, progress=False)
     console.print(json.loads((train / "run.json").read_text())["summary"], highlight=False)
     eval_run(train, OUT_DIR / "maze-eval", n=TOUR_MAZE_EVAL, progress=False)
     console.print(
-        maze_behaviour(json.loads((OUT_DIR / "maze-eval" / "behaviour.json").read_text()))
+        maze_behaviour(BehaviourReport.load(OUT_DIR / "maze-eval" / "report.safetensors"))
     )
     console.print(
         maze_steering(steer_run(train, OUT_DIR / "maze-steer", n=TOUR_MAZE_STEER, progress=False))

@@ -54,9 +54,8 @@ def neuroscope(model: Model, console: Console) -> None:
             line.append(tok.replace("\n", "⏎"), style=style)
         line.append(f" …  ({ex.max_act:.2f})")
         console.print(line)
-    card = store.figure(
-        site, best.unit, OUT_DIR / "figures" / f"neuron_{site.replace('.', '_')}_{best.unit}"
-    )
+    name = f"neuron_{site.replace('.', '_')}_{best.unit}"
+    card = store.figure(site, best.unit, OUT_DIR / "figures" / name)[name]
     console.print(f"its card (histogram and top examples): {card['png']} and .html")
     word = " she"
     hits = store.search_token(word)[:5]
@@ -72,21 +71,22 @@ def autointerp(model: Model, console: Console) -> None:
 
     Example: ``autointerp(mechscope.load(), Console())``, one step of `run_tour`.
     """
-    from ..autointerp import LocalBackend, explain_units
-    from ..autointerp.pipeline import read_jsonl
+    from ..autointerp import LocalBackend, explain_run
+    from ..autointerp.results import ExplainRun
     from ..harvest import open_harvest
 
     store = open_harvest(OUT_DIR / "harvest")
     site = f"blocks.{model.dims.n_layers // 2}.mlp.post" if model.dims else store.sites[0]
     units = [(site, s.unit) for s in store.top_units(site, limit=TOUR_EXPLAIN_UNITS)]
-    result = explain_units(
+    result = explain_run(
         store, units, explainer=LocalBackend(model), out=OUT_DIR / "explain", n_show=4, n_test=3
     )
-    console.print(score_table(result.summary, f"{len(units)} neurons of {site}"))
-    for r in read_jsonl(result.path / "explanations.jsonl"):
-        if r["method"] == "llm":
-            text = r["text"] if not r["failed"] else f"(failed: {r['error']})"
-            console.print(f"  {r['site']} #{r['unit']}: {text!r}", highlight=False)
+    console.print(score_table(result.summary.records(), f"{len(units)} neurons of {site}"))
+    run = ExplainRun.open(result.path)
+    for r in (run.explanation(u, "llm") for u in run.units):
+        if r is not None:
+            text = r.text if not r.failed else f"(failed: {r.error})"
+            console.print(f"  {r.site} #{r.unit}: {text!r}", highlight=False)
     console.print(
         "a 135M model explains and simulates poorly (scores near chance); "
         "use --explainer URL@MODEL with `mechscope explain` for a strong one"
@@ -123,7 +123,7 @@ def sparse_autoencoder(model: Model, console: Console) -> None:
     Example: ``sparse_autoencoder(mechscope.load(), Console())``, one step of `run_tour`.
     """
     from ..harvest import open_harvest
-    from ..sae.fit import fit_sae
+    from ..sae.fit import sae_run
     from ..sae.train import TrainConfig
 
     layer = model.dims.n_layers // 2 if model.dims else 0
@@ -131,7 +131,7 @@ def sparse_autoencoder(model: Model, console: Console) -> None:
     config = TrainConfig(
         width=8 * (model.dims.d_model if model.dims else 64), k=32, tokens=TOUR_SAE_TOKENS
     )
-    run = fit_sae(model, site, config, out=OUT_DIR / "sae", eval_tokens=8192, harvest_tokens=16_384)
+    run = sae_run(model, site, config, out=OUT_DIR / "sae", eval_tokens=8192, harvest_tokens=16_384)
     console.print(
         f"{run.sae!r} trained on {TOUR_SAE_TOKENS:,} tokens in {run.history[-1]['tokens'] / run.history[-1]['tokens_per_s']:.0f} s"
     )

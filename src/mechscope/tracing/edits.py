@@ -18,6 +18,7 @@ import math
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -31,6 +32,7 @@ if TYPE_CHECKING:
     from torch import Tensor
 
     from ..core.model import Model
+    from ..figures import Figures
 
     Array = Tensor | np.ndarray
 
@@ -276,6 +278,31 @@ class EditReport(Result):
             "fluency_after": fa,
             "mentions_new": self.mentions_new,
         }
+
+    def figure(self, path: str | Path) -> Figures:
+        """P(true object) and P(new object) per held-out prompt, before and after (PNG/SVG/HTML).
+
+        Example: ``report.figure("runs/edit-france/figures/edit")``
+        → ``{"edit": {"png": …, "svg": …, "html": …}}``.
+        """
+        from ..figures import heatmap, named
+
+        rows, labels = [], []
+        short = {"edited": "edited", "paraphrase": "para", "paraphrase_bare": "bare",
+                 "neighbourhood": "neighb"}  # fmt: skip
+        for group in [g for g in short if g in self.prompts]:
+            for i, prompt in enumerate(self.prompts[group]):
+                b, a = self.before[group][i], self.after[group][i]
+                rows.append([b[0], b[1], a[0], a[1]])
+                labels.append(f"{short[group]}: {prompt[:48]}")
+        probs = np.exp(np.asarray(rows, dtype=np.float32))  # mean per-token probability
+        return named(path, heatmap(
+            probs, path,
+            title=f"{self.fact['subject']}: {self.fact['object']!r} → {self.new_object!r} "
+            f"(layer {self.layer})",
+            x_labels=["true, before", "new, before", "true, after", "new, after"], y_labels=labels,
+            value_title="P per token", center=None, cmap="Blues",
+        ))  # fmt: skip
 
     def summary(self) -> str:
         s = self.scores()

@@ -31,6 +31,8 @@ if TYPE_CHECKING:
     from rich.console import RenderableType
     from torch import Tensor
 
+    from ..figures import Figures
+
     Array = Tensor | np.ndarray
 
 __all__ = [
@@ -143,7 +145,7 @@ class CausalTrace(Result):
                           f"{float(ie[layer, pos]):.3f}")  # fmt: skip
         return Group(Text(repr(self)), table)
 
-    def figure(self, path: str | Path) -> dict[str, dict[str, Path]]:
+    def figure(self, path: str | Path) -> Figures:
         """The paper's heatmaps, one per kind: P(object) after restoring each (token, layer)."""
         from ..figures import heatmap
 
@@ -290,7 +292,7 @@ class AverageTrace(Result):
             tables.append(table)
         return Group(Text(self.summary()), *tables)
 
-    def figure(self, path: str | Path) -> dict[str, dict[str, Path]]:
+    def figure(self, path: str | Path) -> Figures:
         """The paper's averaged heatmaps, one per kind: token kind × layer, PNG/SVG/HTML."""
         from ..figures import heatmap
 

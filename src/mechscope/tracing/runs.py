@@ -15,8 +15,6 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from ..core.model import Model
 from ..store import model_record, new_run
 from .average import AverageTrace, trace_facts
@@ -119,7 +117,7 @@ def edit_run(
         try:
             e.save(run.dir / "edit.safetensors")
             report.save(run.dir / "report.safetensors")
-            edit_figure(report, run.figures / "edit")
+            report.figure(run.figures / "edit")
             run.extra["scores"] = report.scores()
             run.timed("edit", t0)
             run.finish()
@@ -127,29 +125,3 @@ def edit_run(
             if not keep:
                 e.undo()
     return report, e
-
-
-def edit_figure(report: EditReport, path: Path) -> dict[str, Path]:
-    """P(true object) and P(new object) per held-out prompt, before and after (PNG/SVG/HTML).
-
-    Example: ``edit_figure(report, Path("runs/edit-france/figures/edit"))``
-    → ``{"png": …, "svg": …, "html": …}``.
-    """
-    from ..figures import heatmap
-
-    rows, labels = [], []
-    short = {"edited": "edited", "paraphrase": "para", "paraphrase_bare": "bare",
-             "neighbourhood": "neighb"}  # fmt: skip
-    for group in [g for g in short if g in report.prompts]:
-        for i, prompt in enumerate(report.prompts[group]):
-            b, a = report.before[group][i], report.after[group][i]
-            rows.append([b[0], b[1], a[0], a[1]])
-            labels.append(f"{short[group]}: {prompt[:48]}")
-    probs = torch.tensor(rows).exp()  # mean per-token probability
-    return heatmap(
-        probs, path,
-        title=f"{report.fact['subject']}: {report.fact['object']!r} → {report.new_object!r} "
-        f"(layer {report.layer})",
-        x_labels=["true, before", "new, before", "true, after", "new, after"], y_labels=labels,
-        value_title="P per token", center=None, cmap="Blues",
-    )  # fmt: skip

@@ -1,13 +1,16 @@
 """The results of reading circuits from weights, readable without torch.
 
 `ConvWeights` (the expanded weights from every channel of one conv site into
-one unit of a later one) and `NeuronWiring` (the virtual weights into one MLP
+one unit of a later one), `NeuronWiring` (the virtual weights into one MLP
 neuron of a language model, the heads writing to it, the tokens it reads and
-the logits it writes) are frozen `Result` dataclasses: one safetensors file
-each (``weights.safetensors`` of a weights-conv run,
-``neurons/L-N/wiring.safetensors`` of a weights-lm run), reopened with torch
-tensors or, with ``arrays="numpy"``, without torch. Their rankings (`top`,
-`table`, `top_heads`) work on both kinds of array.
+the logits it writes), `CopyingScores` (the copying score of every head) and
+`HeadCircuits` (each studied head's OV and QK circuits on tokens and the
+earlier heads it composes with, a `HeadCircuit` each) are frozen `Result`
+dataclasses: one safetensors file each (``weights.safetensors`` of a
+weights-conv run; ``neurons/L-N/wiring.safetensors``, ``copying.safetensors``
+and ``heads.safetensors`` of a weights-lm run), reopened with torch tensors
+or, with ``arrays="numpy"``, without torch. Their rankings (`top`, `table`,
+`top_heads`) work on both kinds of array.
 
 Example::
 
@@ -18,7 +21,7 @@ Example::
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -32,6 +35,8 @@ if TYPE_CHECKING:
     from jaxtyping import Float
     from rich.console import RenderableType
     from torch import Tensor
+
+    from ..figures import Figures
 
 KINDS = ("excitation", "inhibition")
 
@@ -141,7 +146,7 @@ class ConvWeights(Result):
         unit_image: Float[Tensor, "3 h w"] | None = None,
         k: int = 6,
         title: str | None = None,
-    ) -> dict[str, Path]:
+    ) -> Figures:
         """The car-detector figure: top exciting and inhibiting channels, each with its map.
 
         `images` (channel → its visualisation) go above the maps; `unit_image` is
@@ -149,12 +154,13 @@ class ConvWeights(Result):
         """
         import torch
 
+        from ..figures import named
         from ..image_figures import weight_circuit
 
         groups = [(kind, self.top(k, kind)) for kind in KINDS]
         title = title or f"{self.src} → {self.dst}:{self.unit}"
-        return weight_circuit(torch.as_tensor(self.maps), groups, path, title=title,
-                              images=images, unit_image=unit_image)  # fmt: skip
+        return named(path, weight_circuit(torch.as_tensor(self.maps), groups, path, title=title,
+                                          images=images, unit_image=unit_image))  # fmt: skip
 
     def to_json(self, k: int = 6) -> dict[str, object]:
         """src, dst, unit, the maps' shape and `table(k)`, as JSON values."""
@@ -248,3 +254,114 @@ class NeuronWiring(Result):
                 "excitation": self.top(k), "inhibition": self.top(k, "inhibition"),
                 "heads": self.top_heads(k), "embed": self.embed, "logits_up": self.logits_up,
                 "logits_down": self.logits_down}  # fmt: skip
+
+
+def head_name(layer: int, head: int) -> str:
+    """A head as pages and summaries write it.
+
+    Example: ``head_name(23, 3)`` → ``"L23H3"``.
+    """
+    return f"L{layer}H{head}"
+
+
+@result
+class CopyingScores(Result):
+    """The copying score of every head, ``scores[layer, head]`` (Elhage et al. 2021).
+
+    A head's score is the sum of the positive eigenvalues of its full OV circuit
+    (embedding → OV → unembedding) over the sum of their absolute values: 1 for
+    a head that copies the tokens it attends to.
+
+    Example: ``CopyingScores(lm.copying_scores(model)).top(3)`` → ``[(layer, head, score), …]``.
+    """
+
+    format = "mechscope.copying_scores/1"
+
+    scores: Float[Tensor, "layer head"]
+
+    def __post_init__(self) -> None:
+        shape = list(self.scores.shape)
+        if len(shape) != 2 or 0 in shape:
+            raise InputError(f"scores should be [layer head], got shape {shape}")
+
+    def top(self, k: int = 10) -> list[tuple[int, int, float]]:
+        """(layer, head, score) of the `k` heads that copy most (NaN scores left out)."""
+        scores = as_numpy(self.scores).astype(np.float64)
+        width = scores.shape[1]
+        flat = np.where(np.isnan(scores), -np.inf, scores).ravel()
+        return [(int(i) // width, int(i) % width, float(flat[i]))
+                for i in _largest(flat, k).tolist() if np.isfinite(flat[i])]  # fmt: skip
+
+    def summary(self) -> str:
+        n_layers, n_heads = self.scores.shape
+        best = ", ".join(f"{head_name(la, h)} {v:.3f}" for la, h, v in self.top(3)) or "—"
+        return f"copying scores of {n_layers} layers × {n_heads} heads; highest {best}"
+
+
+@dataclass(frozen=True)
+class HeadCircuit:
+    """One head's circuits read from the weights, on tokens.
+
+    ``ov[source]`` holds the tokens whose logits the source token's value raises
+    most, ``qk[query]`` the key tokens with the largest attention scores, and
+    ``composition[kind]`` (kind ``"q"``, ``"k"`` or ``"v"``) the earlier heads
+    this head's queries, keys or values read most, as (layer, head, score).
+
+    Example: ``HeadCircuit(1, 2, 0.06, {" Paris": [(" Paris", 7.5)]}, {}, {"q": [(0, 1, 0.25)]})``.
+    """
+
+    layer: int
+    head: int
+    copying: float
+    ov: dict[str, list[tuple[str, float]]] = field(default_factory=dict)
+    qk: dict[str, list[tuple[str, float]]] = field(default_factory=dict)
+    composition: dict[str, list[tuple[int, int, float]]] = field(default_factory=dict)
+
+    @property
+    def name(self) -> str:
+        """The head as written on pages: ``L1H2``."""
+        return head_name(self.layer, self.head)
+
+
+@result
+class HeadCircuits(Result):
+    """The circuits of each studied head of a weights-lm run (`HeadCircuit` each, in order).
+
+    Example: ``lm_weights_run(model, "runs/wlm", heads=[(5, 1)]).heads[0].ov``.
+    """
+
+    format = "mechscope.head_circuits/1"
+
+    heads: list[HeadCircuit] = field(default_factory=list)
+
+    def summary(self) -> str:
+        if not self.heads:
+            return "no heads"
+        shown = ", ".join(f"{h.name} (copying {h.copying:.3f})" for h in self.heads[:6])
+        more = f", … ({len(self.heads)} in all)" if len(self.heads) > 6 else ""
+        n = len(self.heads)
+        return f"circuits of {n} head{'s' if n > 1 else ''}: {shown}{more}"
+
+    def render(self) -> RenderableType:
+        """Per head: its OV circuit on tokens, and its strongest composition
+        (``console.print(circuits.render())``)."""
+        from rich.console import Group
+        from rich.table import Table
+        from rich.text import Text
+
+        parts: list[Table | Text] = []
+        for h in self.heads:
+            table = Table(title=f"head {h.layer}.{h.head} (copying score {h.copying:.3f}): OV, "
+                          "source → top outputs")  # fmt: skip
+            table.add_column("source")
+            table.add_column("raises")
+            for src, top in h.ov.items():
+                table.add_row(repr(src), ", ".join(repr(t) for t, _ in top[:6]))
+            parts.append(table)
+            comp = ", ".join(f"{kind}: " + " ".join(f"{a}.{b} ({v:.2f})" for a, b, v in rows[:3])
+                             for kind, rows in h.composition.items())  # fmt: skip
+            parts.append(Text(f"strongest composition from earlier heads — {comp}"))
+        return Group(*parts) if parts else Text("no heads")
+
+    def __rich__(self) -> RenderableType:
+        return self.render()

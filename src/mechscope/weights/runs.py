@@ -6,12 +6,13 @@ of the unit and of those channels (``unit.safetensors``,
 ``inputs.safetensors``: `Rendering` each), and the figure ``circuit``
 (PNG/SVG/HTML).
 
-A ``weights-lm`` run holds ``heads.json`` (per head: OV and QK circuits on
-tokens, the earlier heads composing with it most),
-``neurons/L-N/wiring.safetensors`` (a `NeuronWiring` each; the config's
-``k`` is how many upstream units its pages rank) with ``wiring.json`` beside
-it (its top-``k`` rankings as JSON), ``copying.json`` and the figure
-``copying`` (the copying score of every head).
+A ``weights-lm`` run holds ``heads.safetensors`` (the `HeadCircuits`: per
+head, OV and QK circuits on tokens and the earlier heads composing with it
+most), ``neurons/L-N/wiring.safetensors`` (a `NeuronWiring` each; the
+config's ``k`` is how many upstream units its pages rank) with
+``wiring.json`` beside it (its top-``k`` rankings as JSON),
+``copying.safetensors`` (the `CopyingScores` of every head) and the figure
+``copying``.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from ..errors import InputError
 from ..store import model_record, new_run
 from . import lm
 from .conv import ConvWeights, expanded_weights
-from .results import wiring_file
+from .results import CopyingScores, HeadCircuit, HeadCircuits, head_name, wiring_file
 
 # source tokens whose OV images and query tokens whose QK keys a head page shows
 DEFAULT_TOKENS = (" Paris", " cat", " John", " Mary", " the", " red", " (", " walked")
@@ -114,9 +115,9 @@ def lm_weights_run(
     tokens: Sequence[str] | None = None,
     k: int = 10,
     via: str | None = None,
-) -> dict[str, object]:
+) -> HeadCircuits:
     """Weight circuits of a language model's chosen `neurons` and `heads` (each (layer, index)),
-    plus the copying score of every head, written to `out`; returns the heads' summaries.
+    plus the copying score of every head, written to `out`; returns the heads' circuits.
 
     `tokens` are the source (OV) and query (QK) tokens shown per head, each one
     token; by default those of `DEFAULT_TOKENS` that are one token for the model.
@@ -130,12 +131,12 @@ def lm_weights_run(
     with new_run("weights-lm", out, config) as run:
         t0 = time.perf_counter()
         copying = lm.copying_scores(model)
-        run.write_json("copying.json", copying.tolist())
+        CopyingScores(copying).save(run.dir / "copying.safetensors")
         from ..figures import heatmap
 
         heatmap(copying, run.figures / "copying", title=f"{model.name}: copying score of each head",
                 x_title="head", y_title="layer", value_title="copying score", center=0.0)  # fmt: skip
-        summary: dict[str, object] = {}
+        circuits = []
         for layer, head in heads:
             comp = lm.composition_scores(model, layer, head)
             strongest = {}
@@ -144,13 +145,14 @@ def lm_weights_run(
                 width = scores.shape[1]
                 strongest[kind] = [(int(i) // width, int(i) % width, float(v))
                                    for v, i in zip(values, idx, strict=True) if v > 0]  # fmt: skip
-            summary[f"{layer}.{head}"] = {
-                "layer": layer, "head": head, "copying": float(copying[layer, head]),
-                "ov": lm.token_ov(model, layer, head, list(tokens), k),
-                "qk": lm.token_qk(model, layer, head, list(tokens), k),
-                "composition": strongest,
-            }  # fmt: skip
-        run.write_json("heads.json", summary)
+            circuits.append(HeadCircuit(
+                layer, head, float(copying[layer, head]),
+                ov=lm.token_ov(model, layer, head, list(tokens), k),
+                qk=lm.token_qk(model, layer, head, list(tokens), k),
+                composition=strongest,
+            ))  # fmt: skip
+        summary = HeadCircuits(circuits)
+        summary.save(run.dir / "heads.safetensors")
         for layer, neuron in neurons:
             wiring = lm.neuron_wiring(model, layer, neuron, via=via, k=k)
             saved = wiring.save(run.dir / wiring_file(layer, neuron))
@@ -160,7 +162,7 @@ def lm_weights_run(
         best = copying.flatten().argmax()
         n_heads = copying.shape[1]
         run.extra["summary"] = (f"{len(heads)} heads, {len(neurons)} neurons; highest copying "
-                                f"score: head {int(best) // n_heads}.{int(best) % n_heads} "
+                                f"score: head {head_name(int(best) // n_heads, int(best) % n_heads)} "
                                 f"({float(copying.flatten()[best]):.3f})")  # fmt: skip
         run.finish()
     return summary

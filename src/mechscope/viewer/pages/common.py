@@ -9,13 +9,10 @@ Example::
 
 from __future__ import annotations
 
-import json
 import math
 import re
-from typing import Any
 
-from ...errors import InputError
-from ..html import Markup, join, link, render, url
+from ..html import Markup, link, macro, render, url
 from ..registry import NotFound
 from ..runs import RunInfo
 
@@ -24,6 +21,8 @@ def figure_html(run: RunInfo, stem: str, caption: str, *, interactive: bool = Fa
     """The figure ``figures/<stem>``: its PNG (else SVG), with links to every format.
 
     `interactive` shows the HTML version instead when there is one.
+
+    Example: ``figure_html(run, "trace", "Causal trace")`` → ``<figure class="sae-figure" …>``.
     """
     folder = run.path / "figures"
     formats = {
@@ -33,27 +32,10 @@ def figure_html(run: RunInfo, stem: str, caption: str, *, interactive: bool = Fa
     }
     if not formats:
         return render('<p class="muted">No figure figures/{stem}.*</p>', stem=stem)
-    links = join((link(file_url(run, rel), fmt) for fmt, rel in formats.items()), " · ")
+    links = [(fmt, file_url(run, rel)) for fmt, rel in formats.items()]
     image = None if interactive and "html" in formats else formats.get("png") or formats.get("svg")
-    shown = (
-        render(
-            '<img class="figure" src="{src}" alt="{alt}">', src=file_url(run, image), alt=caption
-        )
-        if image
-        else render(
-            '<iframe class="figure" loading="lazy" src="{src}" title="{t}"></iframe>',
-            src=file_url(run, formats["html"]),
-            t=caption,
-        )
-    )
-    return render(
-        '<figure class="sae-figure" id="figure-{stem}">{shown}'
-        "<figcaption>{caption} <small>{links}</small></figcaption></figure>",
-        stem=stem,
-        shown=shown,
-        caption=caption,
-        links=links,
-    )
+    frame = file_url(run, formats["html"]) if "html" in formats else None
+    return macro("figure", stem, caption, links, file_url(run, image) if image else None, frame)
 
 
 def num(x: float | None, spec: str = ".4g") -> str:
@@ -69,17 +51,6 @@ def count(n: int, noun: str) -> str:
 def share(x: float | None) -> str:
     """A fraction as a percentage: ``share(0.25)`` → ``"25.0%"``, "—" when missing."""
     return "—" if x is None or math.isnan(x) else f"{x:.1%}"
-
-
-def read_run_json(run: RunInfo, relative: str) -> Any:
-    """The JSON in `relative` (inside the run folder), None if the file is missing."""
-    path = run.path / relative
-    if not path.is_file():
-        return None
-    try:
-        return json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise InputError(f"cannot read {relative} of {run.kind} run {run.id}: {err}") from err
 
 
 def missing_file(run: RunInfo, relative: str) -> NotFound:

@@ -4,8 +4,11 @@ An ``edit`` run's home shows the ROME update (``edit.safetensors``, an
 `Edit`), the held-out scores of ``report.safetensors`` (an `EditReport`)
 with what each means, every prompt's probabilities before and after, the
 generations side by side and the value search's loss. The results are
-opened with numpy arrays (`App.result`, no torch); every value read from
-them is escaped, and a damaged file gives an error page naming it.
+opened with numpy arrays (`App.result`, no torch); the HTML is in
+``templates/editing/``. Every value read from them is escaped, and a damaged
+file gives an error page naming it.
+
+Example: ``GET /run/e-one`` → the edit, its scores, prompts and generations.
 """
 
 from __future__ import annotations
@@ -18,11 +21,11 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from ...tracing.edits import Edit, EditReport
-from ..html import Markup, definition_list, join, link, render, table, url
-from ..registry import Document, NotFound, Request, home
+from ..html import Markup, render, template
+from ..registry import Document, Request, home
 from ..runs import RunInfo
 from ..tokens import show_token
-from .common import count, figure_html, num, share
+from .common import count, figure_html, missing_file, num, share
 
 if TYPE_CHECKING:
     from ..app import App
@@ -58,7 +61,10 @@ SCORES: tuple[tuple[str, str, str], ...] = (
 
 @dataclass(frozen=True)
 class PromptRow:
-    """One held-out prompt: mean log-probabilities [true, new] before and after, top tokens."""
+    """One held-out prompt: mean log-probabilities [true, new] before and after, top tokens.
+
+    Example: ``PromptRow("edited", "The capital of Rome is", "Italy", [-2.1, -5.0], …)``.
+    """
 
     group: str
     prompt: str
@@ -70,18 +76,21 @@ class PromptRow:
 
 
 def read_report(app: App, run: RunInfo) -> EditReport:
-    """``report.safetensors``; a 404 if it is missing."""
+    """``report.safetensors``; a 404 if it is missing.
+
+    Example: ``read_report(req.app, run).new_object`` → ``"France"``.
+    """
     report = app.result(run, "report.safetensors", EditReport)
     if report is None:
-        raise NotFound(
-            f"edit run {run.id} has no report.safetensors: it did not finish",
-            render("<p>{a}</p>", a=link(url("run", run.id, "record"), "its record and files")),
-        )
+        raise missing_file(run, "report.safetensors")
     return report
 
 
 def prompt_rows(report: EditReport) -> list[PromptRow]:
-    """Every scored prompt of the report, group by group."""
+    """Every scored prompt of the report, group by group.
+
+    Example: ``[r.group for r in prompt_rows(report)][:2]`` → ``["edited", "paraphrase"]``.
+    """
     rows = []
     for group in [g for g in GROUPS if g in report.prompts]:
         for i, prompt in enumerate(report.prompts[group]):
@@ -102,7 +111,26 @@ def prompt_rows(report: EditReport) -> list[PromptRow]:
     return rows
 
 
-def _score_rows(report: EditReport, rows: list[PromptRow]) -> Markup:
+@dataclass(frozen=True)
+class ScoreRow:
+    """One held-out score as the page shows it: exact value (``data-value``), shown, meaning.
+
+    Example: ``ScoreRow("efficacy", "efficacy", "1.0", "100.0%", "share of …", "1 prompt")``.
+    """
+
+    key: str
+    label: str
+    exact: str
+    value: str
+    doc: str = ""
+    size: str = ""
+
+
+def score_rows(report: EditReport, rows: list[PromptRow]) -> list[ScoreRow]:
+    """The report's scores (`SCORES`) with what each means and how many prompts it is over.
+
+    Example: ``score_rows(report, prompt_rows(report))[0].value`` → ``"100.0%"``.
+    """
     scores = report.scores()
     groups = {
         "efficacy": "edited",
@@ -113,48 +141,43 @@ def _score_rows(report: EditReport, rows: list[PromptRow]) -> Markup:
     }
     sizes = {k: count(sum(r.group == g for r in rows), "prompt") for k, g in groups.items()}
     sizes["mentions_new"] = count(len(report.generations_after), "generation")
-    shown = [
-        render(
-            '<tr data-score="{key}"><th scope="row">{label}</th>'
-            '<td class="value" data-value="{exact}">{value}</td><td class="muted">{doc} '
-            "({n})</td></tr>",
-            key=key,
-            label=label,
-            exact=scores.get(key, ""),
-            value=share(scores.get(key)),
-            doc=doc,
-            n=sizes.get(key, ""),
+    return [
+        ScoreRow(
+            key, label, str(scores.get(key, "")), share(scores.get(key)), doc, sizes.get(key, "")
         )
         for key, label, doc in SCORES
     ]
-    shown.append(
-        render(
-            '<tr data-score="fluency"><th scope="row">fluency</th>'
-            '<td class="value" data-value="{b} {a}">{tb} → {ta}</td><td class="muted">'
-            "n-gram entropy of the generations (bits), before → after: a drop means "
-            "repetitive text</td></tr>",
-            b=scores.get("fluency_before", ""),
-            a=scores.get("fluency_after", ""),
-            tb=num(scores.get("fluency_before"), ".3f"),
-            ta=num(scores.get("fluency_after"), ".3f"),
-        )
-    )
-    return render(
-        '<table class="grid metrics" id="scores"><thead><tr><th>score</th><th>value</th>'
-        "<th>what it measures</th></tr></thead><tbody>{rows}</tbody></table>",
-        rows=join(shown),
-    )
+
+
+def fluency_row(report: EditReport) -> ScoreRow:
+    """The generations' n-gram entropy before and after: ``data-value`` "before after".
+
+    Example: ``fluency_row(report).value`` → ``"3.120 → 2.874"``.
+    """
+    scores = report.scores()
+    before, after = scores.get("fluency_before", ""), scores.get("fluency_after", "")
+    shown = [num(scores.get(k), ".3f") for k in ("fluency_before", "fluency_after")]
+    return ScoreRow("fluency", "fluency", f"{before} {after}", " → ".join(shown))
 
 
 def _token(text: str) -> Markup:
     return render('<code class="token">{t}</code>', t=show_token(text))
 
 
-def _prompt_table(rows: list[PromptRow]) -> Markup:
+def _tokens(text: str) -> Markup:
+    return render('<div class="tokens">{t}</div>', t=show_token(text))
+
+
+def prompt_cells(rows: list[PromptRow]) -> list[tuple[object, ...]]:
+    """The prompts table's cells: P(true), P(new) before and after, the top token's change.
+
+    Example: ``prompt_cells(prompt_rows(report))[0][:3]`` → ``("edited", "The capital …", "Italy")``.
+    """
+
     def p(logp: float) -> str:
         return num(math.exp(logp))
 
-    cells = [
+    return [
         (
             r.group,
             r.prompt,
@@ -167,25 +190,27 @@ def _prompt_table(rows: list[PromptRow]) -> Markup:
         )
         for r in rows
     ]
-    header = (
-        "group",
-        "prompt",
-        "true object",
-        "P(true) before",
-        "P(new) before",
-        "P(true) after",
-        "P(new) after",
-        "top token before → after",
-    )
-    return table(header, cells, cls="grid prompts")
 
 
-def _edit_update(app: App, run: RunInfo) -> tuple[Markup, Markup]:
-    """‖δ‖ against ‖v‖, and the value search's loss history, from ``edit.safetensors``."""
+@dataclass(frozen=True)
+class EditUpdate:
+    """The ROME update as shown: ‖δ‖ against ‖v‖ (a span with the exact numbers), the loss.
+
+    Example: ``edit_update(req.app, run).history[0]`` → ``(0, "3.2", "0", "3.2")``.
+    """
+
+    norms: Markup
+    history: list[tuple[int, str, str, str]]
+
+
+def edit_update(app: App, run: RunInfo) -> EditUpdate | None:
+    """‖δ‖ and ‖v‖ and the value search's loss history from ``edit.safetensors``, None without.
+
+    Example: ``edit_update(req.app, run).norms`` → ``Markup('<span id="norms" …>')``.
+    """
     found = app.result(run, "edit.safetensors", Edit)
     if found is None:
-        missing = Markup('<p class="muted">No edit.safetensors in this run.</p>')
-        return Markup("—"), missing
+        return None
     delta = float(np.linalg.norm(np.asarray(found.value, dtype=np.float64)))
     v_norm = float(found.value_norm)
     history = [(int(h["step"]), num(h["nll"]), num(h["kl"]), num(h["loss"])) for h in found.history]
@@ -198,72 +223,53 @@ def _edit_update(app: App, run: RunInfo) -> tuple[Markup, Markup]:
         vt=num(v_norm),
         ratio=ratio,
     )
-    shown = (
-        table(("step", "NLL of the new object", "KL", "loss"), history, cls="grid history")
-        if history
-        else Markup('<p class="muted">No loss history.</p>')
-    )
-    return norms, shown
+    return EditUpdate(norms, history)
 
 
 @home(*EDIT_KINDS)
 def edit_home(req: Request) -> Document:
-    """The ROME edit, its held-out scores, every prompt before and after, and the generations."""
+    """The ROME edit, its held-out scores, every prompt before and after, and the generations.
+
+    Example: ``GET /run/e-one`` → the edit's facts, scores, prompts, generations and loss.
+    """
     run = req.the_run
     report = read_report(req.app, run)
     rows = prompt_rows(report)
-    norms, history = _edit_update(req.app, run)
+    update = edit_update(req.app, run)
     fact, seconds = report.fact, report.seconds
     rome = run.config.get("rome")
-    facts = definition_list(
-        {
-            "model": run.model or "—",
-            "prompt": fact["template"].replace("{}", fact["subject"]),
-            "subject": fact["subject"],
-            "object": render(
-                "{old} → <strong>{new}</strong>", old=fact["object"], new=report.new_object
-            ),
-            "layer": f"MLP output projection of block {report.layer}",
-            "update": norms,
-            "edit time": f"{seconds:.1f} s (covariance, key, value search)"
-            if seconds is not None
-            else "—",
-            "finished": run.finished or "—",
-        }
-    )
-    generations = table(
-        ("prompt", "before", "after"),
-        [
-            (
-                p,
-                render('<div class="tokens">{t}</div>', t=show_token(b)),
-                render('<div class="tokens">{t}</div>', t=show_token(a)),
-            )
-            for p, b, a in zip(
-                report.prompts["generation"],
-                report.generations_before,
-                report.generations_after,
-                strict=True,
-            )
-        ],
-        cls="grid generations",
-    )
-    body = render(
-        "{facts}<h2>Scores</h2>{scores}<h2>Prompts</h2><p>P is the mean per-token probability "
-        "of the object, exp(mean log-prob); for neighbours the true object is their own.</p>"
-        "{prompts}<h2>Figure</h2>{figure}<h2>Generations</h2>{generations}"
-        "<h2>Value search</h2>{history}{rome}",
+    facts = {
+        "model": run.model or "—",
+        "prompt": fact["template"].replace("{}", fact["subject"]),
+        "subject": fact["subject"],
+        "object": render(
+            "{old} → <strong>{new}</strong>", old=fact["object"], new=report.new_object
+        ),
+        "layer": f"MLP output projection of block {report.layer}",
+        "update": update.norms if update is not None else "—",
+        "edit time": f"{seconds:.1f} s (covariance, key, value search)"
+        if seconds is not None
+        else "—",
+        "finished": run.finished or "—",
+    }
+    generations = [
+        (p, _tokens(b), _tokens(a))
+        for p, b, a in zip(
+            report.prompts["generation"],
+            report.generations_before,
+            report.generations_after,
+            strict=True,
+        )
+    ]
+    body = template(
+        "editing/home.html",
         facts=facts,
-        scores=_score_rows(report, rows),
-        prompts=_prompt_table(rows),
+        scores=score_rows(report, rows),
+        fluency=fluency_row(report),
+        prompts=prompt_cells(rows),
         figure=figure_html(run, "edit", "P(true object) and P(new object), before and after"),
         generations=generations,
-        history=history,
-        rome=render(
-            "<details><summary>hyper-parameters</summary>{d}</details>",
-            d=definition_list({str(k): v for k, v in rome.items()}),
-        )
-        if isinstance(rome, dict)
-        else "",
+        update=update,
+        rome={str(k): v for k, v in rome.items()} if isinstance(rome, dict) else None,
     )
     return Document(f"Edit {run.id}", body)

@@ -1,4 +1,4 @@
-"""Pages for explain runs (``mechscope.autointerp.explain_units``): explanations, scores, simulations.
+"""Pages for explain runs (``mechscope.autointerp.explain_run``): explanations, scores, simulations.
 
 An explain run's home shows what explained and judged (explainer, simulator,
 judge), the harvest it explains (linked when this viewer serves it), the
@@ -12,149 +12,62 @@ to the largest simulated value; hover for the value). Keys: ``j``/``→`` next
 explained unit, ``k``/``←`` previous. A harvest neuron page lists the served
 explain runs of its unit with `unit_explanations`.
 
-Everything shown from a run is model output or corpus text and is escaped.
+The run is read through `mechscope.autointerp.results` (`ExplainRun`, and the
+`ExplainSummary` result); everything shown from it is model output or corpus
+text and is escaped.
 """
 
 from __future__ import annotations
 
-import json
-import math
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ...errors import InputError, MechscopeError
-from ..html import Markup, definition_list, join, link, render, table, url
+from ...autointerp.results import (
+    ExplainRun,
+    ExplainSummary,
+    ExplanationRow,
+    ScoreRow,
+    SimulationRow,
+    Unit,
+    linked_harvest,
+)
+from ...errors import MechscopeError
+from ..html import Markup, join, link, render, template, url
 from ..registry import Document, NotFound, Request, home, page
 from ..runs import RunInfo
 from ..tokens import token_spans, unit_url
+from .common import missing_file
+from .common import num as show_num
 
 if TYPE_CHECKING:
     from ..app import App
 
 KINDS = ("explain",)
-Unit = tuple[str, int]
 WINDOW_KIND = {"top": "held-out top window", "random": "random window"}
 
 
 # ---------------------------------------------------------------------------- data
 
 
-def _read_records(folder: Path, name: str) -> list[dict[str, Any]]:
-    """Rows of ``name.jsonl`` (a last line cut short is ignored), else of ``name.parquet``."""
-    jsonl = folder / f"{name}.jsonl"
-    try:
-        if jsonl.exists():
-            from ...autointerp.pipeline import read_jsonl
-
-            return read_jsonl(jsonl)
-        parquet = folder / f"{name}.parquet"
-        if parquet.exists():
-            import pyarrow.parquet as pq
-
-            return pq.read_table(parquet).to_pylist()
-    except (OSError, UnicodeDecodeError, ValueError) as err:
-        raise InputError(f"cannot read {name} of {folder}: {err}") from err
-    return []
-
-
-def resolve_harvest(run_path: Path, raw: object) -> Path | None:
-    """The harvest run folder named by an explain run's config (relative: to the cwd or the run)."""
-    if not isinstance(raw, str) or not raw:
-        return None
-    path = Path(raw).expanduser()
-    candidates = [path] if path.is_absolute() else [path, run_path.parent / path, run_path / path]
-    for candidate in candidates:
-        if (candidate / "run.json").is_file():
-            return candidate.resolve()
-    return None
-
-
-@dataclass(frozen=True)
-class ExplainRun:
-    """An explain run's explanations and scores by unit (its simulations load apart: bigger)."""
-
-    path: Path
-    config: dict[str, Any]
-    units: list[Unit]
-    methods: list[str]
-    scorers: list[str]
-    summary: list[dict[str, Any]]
-    explanations: dict[tuple[str, int, str], dict[str, Any]]
-    scores: dict[tuple[str, int, str, str], dict[str, Any]]
-    donors: dict[Unit, Unit]
-    harvest: Path | None
-
-    def explanation(self, unit: Unit, method: str) -> dict[str, Any] | None:
-        """The record of `method`'s explanation; ``random`` is the donor unit's LLM one."""
-        rec = self.explanations.get((*unit, method))
-        if method == "random" and rec is not None and rec.get("donor_site") is not None:
-            return {**rec, "donor": (rec["donor_site"], int(rec["donor_unit"]))}
-        return rec
-
-    def score(self, unit: Unit, method: str, scorer: str) -> dict[str, Any] | None:
-        return self.scores.get((*unit, method, scorer))
-
-
-def load_explain_run(run: RunInfo) -> ExplainRun:
-    """Read an explain run folder's explanations, scores and summary."""
-    config = run.config
-    units = [(str(s), int(u)) for s, u in config.get("units", [])]
-    explanations = {
-        (r["site"], int(r["unit"]), r["method"]): r for r in _read_records(run.path, "explanations")
-    }
-    scores = {
-        (r["site"], int(r["unit"]), r["method"], r["scorer"]): r
-        for r in _read_records(run.path, "scores")
-    }
-    summary_file = run.path / "summary.json"
-    try:
-        summary = json.loads(summary_file.read_text()) if summary_file.exists() else []
-    except (OSError, json.JSONDecodeError) as err:
-        raise InputError(f"cannot read {summary_file}: {err}") from err
-    donors = {
-        (r["site"], int(r["unit"])): (r["donor_site"], int(r["donor_unit"]))
-        for r in explanations.values()
-        if r["method"] == "random" and r.get("donor_site") is not None
-    }
-    return ExplainRun(
-        path=run.path,
-        config=config,
-        units=units,
-        methods=list(config.get("methods", [])),
-        scorers=list(config.get("scorers", [])),
-        summary=summary if isinstance(summary, list) else [],
-        explanations=explanations,
-        scores=scores,
-        donors=donors,
-        harvest=resolve_harvest(run.path, config.get("harvest")),
-    )
-
-
 def explain_data(app: App, run: RunInfo) -> ExplainRun:
     """The explain run, read once per viewer."""
-    return app.resource(("explain", run.path), lambda: load_explain_run(run))
+    return app.resource(("explain", run.path), lambda: ExplainRun.open(run.path, run.config))
 
 
-def simulations_of(app: App, run: RunInfo) -> dict[Unit, dict[str, list[dict[str, Any]]]]:
+def simulations_of(app: App, run: RunInfo) -> dict[Unit, dict[str, list[SimulationRow]]]:
     """The run's simulations by unit and method, read once per viewer."""
-
-    def load() -> dict[Unit, dict[str, list[dict[str, Any]]]]:
-        out: dict[Unit, dict[str, list[dict[str, Any]]]] = {}
-        for r in _read_records(run.path, "simulations"):
-            out.setdefault((r["site"], int(r["unit"])), {}).setdefault(r["method"], []).append(r)
-        return out
-
-    return app.resource(("explain-simulations", run.path), load)
+    data = explain_data(app, run)
+    return app.resource(("explain-simulations", run.path), data.simulations)
 
 
 def served_harvest(app: App, data: ExplainRun) -> RunInfo | None:
     """The harvest run this viewer serves that the explain run explains, if any."""
-    if data.harvest is None:
+    harvest = data.harvest
+    if harvest is None:
         return None
     return next(
-        (r for r in app.runs.values() if r.kind == "harvest" and r.path.resolve() == data.harvest),
+        (r for r in app.runs.values() if r.kind == "harvest" and r.path.resolve() == harvest),
         None,
     )
 
@@ -166,131 +79,56 @@ def explained_url(run: RunInfo, site: str, unit: int) -> str:
 # ---------------------------------------------------------------------------- pieces
 
 
-def num(x: object, digits: int = 3) -> str:
-    if not isinstance(x, int | float) or isinstance(x, bool) or math.isnan(x):
-        return "—"
-    return f"{x:.{digits}f}"
+def num(x: float | None, digits: int = 3) -> str:
+    """A score as shown: `digits` decimals, "—" when missing or NaN."""
+    return show_num(x, f".{digits}f")
 
 
-def score_cell(rec: dict[str, Any] | None) -> Markup:
+def score_cell(rec: ScoreRow | None) -> Markup:
     """A score, with its note (e.g. no explanation) or count of failed answers in grey."""
     if rec is None:
         return Markup('<span class="muted">—</span>')
-    extra = rec.get("note") or (f"{rec['failed']} failed" if rec.get("failed") else "")
-    return render(
-        "{score}{extra}",
-        score=num(rec.get("score")),
-        extra=render(' <span class="muted">({e})</span>', e=extra) if extra else "",
-    )
+    extra = rec.note or (f"{rec.failed} failed" if rec.failed else "")
+    note = render(' <span class="muted">({e})</span>', e=extra) if extra else ""
+    return render("{score}{note}", score=num(rec.score), note=note)
 
 
-def explanation_cell(rec: dict[str, Any] | None, raw: bool = False) -> Markup:
+def explanation_cell(rec: ExplanationRow | None, raw: bool = False) -> Markup:
     """An explanation's text, or "failed: <error>" (with the raw answer when `raw`)."""
-    if rec is None:
-        return Markup('<span class="muted">none</span>')
-    donor = (
-        render(
-            ' <span class="muted">(the LLM explanation of {s}:{u})</span>',
-            s=rec["donor"][0],
-            u=rec["donor"][1],
-        )
-        if "donor" in rec
-        else Markup("")
-    )
-    if rec.get("failed"):
-        answer = (
-            render('<pre class="raw">{r}</pre>', r=rec.get("raw") or "(empty answer)")
-            if raw
-            else Markup("")
-        )
-        return render(
-            '<span class="error">failed: {e}</span>{donor}{answer}',
-            e=rec.get("error"),
-            donor=donor,
-            answer=answer,
-        )
-    return render('<span class="explanation">{t}</span>{donor}', t=rec.get("text", ""), donor=donor)
+    return template("explain/explanation.html", rec=rec, raw=raw)
 
 
-def summary_table(data: ExplainRun) -> Markup:
-    rows = [
-        (
-            r.get("method"),
-            r.get("scorer"),
-            num(r.get("mean")),
-            f"[{num(r.get('lo'))}, {num(r.get('hi'))}]",
-            r.get("n", 0),
-        )
-        for r in data.summary
-    ]
-    return table(("method", "scorer", "mean", "95% CI", "units"), rows, cls="grid summary")
-
-
-def scores_table(data: ExplainRun, unit: Unit) -> Markup:
-    rows = [(m, *(score_cell(data.score(unit, m, s)) for s in data.scorers)) for m in data.methods]
-    return table(("method", *data.scorers), rows, cls="grid scores")
-
-
-def _pearson(xs: Sequence[float], ys: Sequence[float]) -> float:
-    n = len(xs)
-    if n < 2:
-        return math.nan
-    mx, my = sum(xs) / n, sum(ys) / n
-    sxy = sum((x - mx) * (y - my) for x, y in zip(xs, ys, strict=True))
-    sxx = sum((x - mx) ** 2 for x in xs)
-    syy = sum((y - my) ** 2 for y in ys)
-    return sxy / math.sqrt(sxx * syy) if sxx > 0 and syy > 0 else math.nan
-
-
-def window_pair(sim: dict[str, Any], true_scale: float, sim_scale: float) -> Markup:
-    """One held-out window twice: actual activations, and below them the simulated ones."""
-    tokens, true, simulated = sim["tokens"], sim["true"], sim.get("simulated")
+def window_view(sim: SimulationRow, true_scale: float, sim_scale: float) -> dict[str, Any]:
+    """What the template shows of one held-out window: actual and simulated token rows."""
+    true, simulated = sim.true, sim.simulated
     peak = max(range(len(true)), key=lambda i: true[i]) if true else -1
-    actual = token_spans(tokens, true, true_scale, peak, label="actual")
-    if simulated is None:
-        sim_row = render(
-            '<div class="sim-failed"><span class="error">simulation failed: {e}</span>'
-            '<pre class="raw">{raw}</pre></div>',
-            e=sim.get("error") or "unknown error",
-            raw=sim.get("raw") or "(empty answer)",
-        )
-        r = "—"
-    else:
-        sim_row = render(
-            '<div class="tokens simulated">{spans}</div>',
-            spans=token_spans(tokens, simulated, sim_scale, label="simulated"),
-        )
-        r = num(_pearson(simulated, true), 2)
-    return render(
-        '<div class="example sim-window {kind}" data-window="{window}">'
-        '<div class="meta">window {window} · {what} · max actual {peak} · r {r}</div>'
-        '<div class="sim-rows"><span class="row-label">actual</span>'
-        '<div class="tokens actual">{actual}</div>'
-        '<span class="row-label">simulated</span>{sim_row}</div></div>',
-        kind=sim.get("kind", ""),
-        window=sim.get("window", "?"),
-        what=WINDOW_KIND.get(sim.get("kind", ""), sim.get("kind", "")),
-        peak=f"{max(true, default=0):.4g}",
-        r=r,
-        actual=actual,
-        sim_row=sim_row,
-    )
+    return {
+        "kind": sim.kind,
+        "window": sim.window,
+        "what": WINDOW_KIND.get(sim.kind, sim.kind),
+        "peak": f"{max(true, default=0):.4g}",
+        "r": "—" if simulated is None else num(sim.correlation(), 2),
+        "actual": token_spans(sim.tokens, true, true_scale, peak, label="actual"),
+        "simulated": None
+        if simulated is None
+        else token_spans(sim.tokens, simulated, sim_scale, label="simulated"),
+        "error": sim.error or "unknown error",
+        "raw": sim.raw or "(empty answer)",
+    }
 
 
-def simulations_html(sims: Sequence[dict[str, Any]], true_scale: float) -> Markup:
+def simulations_view(
+    method: str, sims: Sequence[SimulationRow], true_scale: float
+) -> dict[str, Any]:
     """A method's held-out windows, simulated on 0…(its largest simulated value)."""
-    if not sims:
-        return Markup('<p class="muted">Not simulated (no explanation).</p>')
-    sim_scale = max((v for s in sims for v in s.get("simulated") or ()), default=0.0)
-    failed = sum(s.get("simulated") is None for s in sims)
-    note = render(
-        '<p class="muted">Actual shaded relative to {t}, simulated relative to {s}{f}.</p>',
-        t=f"{true_scale:.4g}",
-        s=f"{sim_scale:.4g}",
-        f=f"; {failed} of {len(sims)} simulations failed" if failed else "",
-    )
-    pairs = join(window_pair(s, true_scale, sim_scale) for s in sims)
-    return render("{note}{pairs}", note=note, pairs=pairs)
+    sim_scale = max((v for s in sims for v in s.simulated or ()), default=0.0)
+    return {
+        "method": method,
+        "windows": [window_view(s, true_scale, sim_scale) for s in sims],
+        "true_scale": f"{true_scale:.4g}",
+        "sim_scale": f"{sim_scale:.4g}",
+        "n_failed": sum(s.simulated is None for s in sims),
+    }
 
 
 def unit_explanations(req: Request, site: str, unit: int) -> Markup:
@@ -303,14 +141,14 @@ def unit_explanations(req: Request, site: str, unit: int) -> Markup:
     def index() -> dict[Path, list[str]]:  # harvest folder → ids of the explain runs of it
         out: dict[Path, list[str]] = {}
         for r in runs:
-            harvest = resolve_harvest(r.path, r.config.get("harvest"))
+            harvest = linked_harvest(r.path, r.config.get("harvest"))
             if harvest is not None:
                 out.setdefault(harvest, []).append(r.id)
         return out
 
     key = ("explain-runs-by-harvest", tuple(r.path for r in runs))
     ids = app.resource(key, index).get(req.the_run.path.resolve(), [])
-    rows = []
+    rows: list[tuple[object, object, object]] = []
     for run_id in ids:
         run = app.runs.get(run_id)
         if run is None:
@@ -329,19 +167,9 @@ def unit_explanations(req: Request, site: str, unit: int) -> Markup:
             ),
             Markup(" · "),
         )
-        rows.append(
-            (
-                link(explained_url(run, site, unit), run.id),
-                explanation_cell(data.explanation((site, unit), "llm")),
-                scores,
-            )
-        )
-    if not rows:
-        return Markup("")
-    return render(
-        '<section id="explanations"><h2>Explanations</h2>{table}</section>',
-        table=table(("explain run", "LLM explanation", "scores"), rows, cls="grid explanations"),
-    )
+        llm = explanation_cell(data.explanation((site, unit), "llm"))
+        rows.append((link(explained_url(run, site, unit), run.id), llm, scores))
+    return template("explain/section.html", rows=rows) if rows else Markup("")
 
 
 # ---------------------------------------------------------------------------- pages
@@ -351,28 +179,31 @@ def unit_explanations(req: Request, site: str, unit: int) -> Markup:
 def explain_home(req: Request) -> Document:
     """What explained and judged, the summary of scores, and every unit's LLM explanation."""
     run = req.the_run
+    summary = req.app.result(run, "summary.safetensors", ExplainSummary)
+    if summary is None:
+        raise missing_file(run, "summary.safetensors")
     data = explain_data(req.app, run)
     config = data.config
     harvest_run = served_harvest(req.app, data)
-    raw_harvest = config.get("harvest", "—")
     model = config.get("model")
-    facts = definition_list(
-        {
-            "model": model.get("name", "—") if isinstance(model, dict) else (model or "—"),
-            "harvest": link(url("run", harvest_run.id), harvest_run.id)
-            if harvest_run
-            else raw_harvest,
-            "explainer": config.get("explainer", "—"),
-            "simulator": config.get("simulator", "—"),
-            "judge": config.get("judge", "—"),
-            "units": len(data.units),
-            "windows shown / held out": f"{config.get('n_show', '—')} / {config.get('n_test', '—')}",
-            "failed LLM explanations": run.record.get("failed_explanations", "—"),
-            "seed": config.get("seed", "—"),
-            "finished": run.finished or "—",
-        }
-    )
-    rows = [
+    facts = {
+        "model": model.get("name", "—") if isinstance(model, dict) else (model or "—"),
+        "harvest": link(url("run", harvest_run.id), harvest_run.id)
+        if harvest_run
+        else config.get("harvest", "—"),
+        "explainer": config.get("explainer", "—"),
+        "simulator": config.get("simulator", "—"),
+        "judge": config.get("judge", "—"),
+        "units": len(data.units),
+        "windows shown / held out": f"{config.get('n_show', '—')} / {config.get('n_test', '—')}",
+        "failed LLM explanations": summary.failed_explanations,
+        "seed": config.get("seed", "—"),
+        "finished": run.finished or "—",
+    }
+    summary_rows = [
+        (r.method, r.scorer, num(r.mean), f"[{num(r.lo)}, {num(r.hi)}]", r.n) for r in summary.rows
+    ]
+    units = [
         (
             site,
             link(explained_url(run, site, unit), unit),
@@ -381,11 +212,12 @@ def explain_home(req: Request) -> Document:
         )
         for site, unit in data.units
     ]
-    body = render(
-        "{facts}<h2>Summary</h2>{summary}<h2>Units</h2>{units}",
+    body = template(
+        "explain/home.html",
         facts=facts,
-        summary=summary_table(data),
-        units=table(("site", "unit", "LLM explanation", *data.scorers), rows, cls="grid units"),
+        summary=summary_rows,
+        scorers=data.scorers,
+        units=units,
     )
     return Document(f"Explanations {run.id}", body)
 
@@ -419,43 +251,19 @@ def explained_unit(req: Request) -> Document:
         moves.append(
             link(unit_url(harvest_run, site, unit), "neuron page in the harvest", id="harvest-unit")
         )
-    explanations = table(
-        ("method", "explanation"),
-        [(m, explanation_cell(data.explanation(key, m), raw=True)) for m in data.methods],
-        cls="grid explanations",
-    )
-    true_scale = max(
-        (abs(v) for runs in sims.values() for s in runs for v in s.get("true") or ()), default=0.0
-    )
-    sections = []
-    for method in data.methods:
-        inner = simulations_html(sims.get(method, []), true_scale)
-        if method == "llm":
-            sections.append(
-                render(
-                    '<section class="sim" id="sim-llm"><h2>Simulated vs actual: llm</h2>'
-                    "{inner}</section>",
-                    inner=inner,
-                )
-            )
-        else:
-            sections.append(
-                render(
-                    '<details class="sim" id="sim-{m}"><summary>Simulated vs actual: {m} '
-                    "(baseline)</summary>{inner}</details>",
-                    m=method,
-                    inner=inner,
-                )
-            )
-    body = render(
-        '<nav class="moves">{moves}<span class="keys">unit {n} of {total} · '
-        "keys: j/→ next · k/← previous</span></nav>"
-        "<h2>Explanations</h2>{explanations}<h2>Scores</h2>{scores}{sections}",
+    true_scale = max((abs(v) for runs in sims.values() for s in runs for v in s.true), default=0.0)
+    body = template(
+        "explain/unit.html",
         moves=join(moves, " · "),
         n=at + 1,
         total=len(data.units),
-        explanations=explanations,
-        scores=scores_table(data, key),
-        sections=join(sections),
+        explanations=[
+            (m, explanation_cell(data.explanation(key, m), raw=True)) for m in data.methods
+        ],
+        scorers=data.scorers,
+        scores=[
+            (m, *(score_cell(data.score(key, m, s)) for s in data.scorers)) for m in data.methods
+        ],
+        sections=[simulations_view(m, sims.get(m, []), true_scale) for m in data.methods],
     )
     return Document(f"{site} unit {unit}: explanations", body)

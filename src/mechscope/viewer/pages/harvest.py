@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from ...errors import InputError
-from ..html import Markup, definition_list, join, link, render, table, url
+from ..html import Markup, join, link, render, table, template, url
 from ..registry import Document, NotFound, Request, Response, home, page, redirect
 from ..runs import RunInfo
 from ..tokens import show_token, token_spans, unit_url
@@ -54,15 +54,8 @@ def num(x: float) -> str:
 
 def search_forms(run: RunInfo, token: str = "", unit: str = "") -> Markup:
     """The two search boxes: units by token, and a unit by name."""
-    return render(
-        """<div class="searches">
-<form class="search" action="{token_action}" method="get" role="search">
-<label>Token <input name="q" value="{token}" data-search placeholder=" Paris" autocomplete="off"></label>
-<button>units firing on it</button></form>
-<form class="search" action="{unit_action}" method="get">
-<label>Unit <input name="q" value="{unit}" placeholder="L3 N12 · 3/12 · blocks.3.mlp.post:12" autocomplete="off"></label>
-<button>go</button></form>
-</div>""",
+    return template(
+        "harvest/search_forms.html",
         token_action=url("run", run.id, "search", "token"),
         unit_action=url("run", run.id, "search", "unit"),
         token=token,
@@ -86,18 +79,15 @@ def units_table(run: RunInfo, stats: Sequence[Any]) -> Markup:
     return table(("unit", "max", "mean", "std", "active", "count"), rows, cls="grid units")
 
 
-def example_html(example: Any, scale: float) -> Markup:
-    """One dataset example: a row of tokens shaded by activation; hover shows the value."""
-    spans = token_spans(example.tokens, example.acts, scale, example.max_pos)
-    return render(
-        '<div class="example {kind}"><div class="meta">#{rank} · max {max} · window {window}</div>'
-        '<div class="tokens">{spans}</div></div>',
-        kind=example.kind,
-        rank=example.rank + 1,
-        max=num(example.max_act),
-        window=example.window,
-        spans=spans,
-    )
+def example_view(example: Any, scale: float) -> dict[str, Any]:
+    """What the unit page shows of one dataset example: tokens shaded by activation."""
+    return {
+        "kind": example.kind,
+        "rank": example.rank + 1,
+        "max": num(example.max_act),
+        "window": example.window,
+        "spans": token_spans(example.tokens, example.acts, scale, example.max_pos),
+    }
 
 
 def histogram_svg(edges: Sequence[float], counts: Sequence[int], width: int = 560) -> Markup:
@@ -108,7 +98,7 @@ def histogram_svg(edges: Sequence[float], counts: Sequence[int], width: int = 56
     """
     height, pad, axis = 150, 8, 18
     if not counts or len(edges) != len(counts) + 1:
-        return Markup('<p class="muted">No histogram.</p>')
+        return template("harvest/histogram.html", bars=[])
     top = max(max(counts), 1)
     inner_w, inner_h = width - 2 * pad, height - pad - axis
     bar_w = inner_w / len(counts)
@@ -116,41 +106,27 @@ def histogram_svg(edges: Sequence[float], counts: Sequence[int], width: int = 56
     for i, (left, right, count) in enumerate(zip(edges[:-1], edges[1:], counts, strict=False)):
         h = count / top * inner_h
         bars.append(
-            render(
-                '<rect class="{cls}" x="{x:.2f}" y="{y:.2f}" width="{w:.2f}" height="{h:.2f}">'
-                "<title>({a}, {b}]: {n}</title></rect>",
-                cls="neg" if right <= 0 else "pos",
-                x=pad + i * bar_w,
-                y=pad + inner_h - h,
-                w=max(bar_w - 1, 0.5),
-                h=h,
-                a=num(left),
-                b=num(right),
-                n=count,
-            )
+            {
+                "cls": "neg" if right <= 0 else "pos",
+                "x": f"{pad + i * bar_w:.2f}",
+                "y": f"{pad + inner_h - h:.2f}",
+                "w": f"{max(bar_w - 1, 0.5):.2f}",
+                "h": f"{h:.2f}",
+                "left": num(left),
+                "right": num(right),
+                "count": count,
+            }
         )
-    zero = Markup("")
+    zero = None
     if edges[0] < 0 < edges[-1] or 0 in edges[1:-1]:
         i = next(j for j, e in enumerate(edges) if e >= 0)
-        x0 = pad + i * bar_w
-        zero = render(
-            '<line class="zero" x1="{x:.2f}" x2="{x:.2f}" y1="{y0}" y2="{y1}"/>'
-            '<text x="{x:.2f}" y="{ty}" text-anchor="middle">0</text>',
-            x=x0,
-            y0=pad,
-            y1=pad + inner_h,
-            ty=height - 4,
-        )
-    return render(
-        '<svg class="hist" role="img" viewBox="0 0 {w} {h}" width="{w}" height="{h}">'
-        "<title>activation histogram</title>{bars}{zero}"
-        '<text x="{pad}" y="{ty}">{lo}</text>'
-        '<text x="{rx}" y="{ty}" text-anchor="end">{hi}</text>'
-        '<text x="{rx}" y="{cy}" text-anchor="end" class="muted">max count {top}</text></svg>',
-        w=width,
-        h=height,
-        bars=join(bars),
+        zero = {"x": f"{pad + i * bar_w:.2f}", "y0": pad, "y1": pad + inner_h}
+    return template(
+        "harvest/histogram.html",
+        bars=bars,
         zero=zero,
+        width=width,
+        height=height,
         pad=pad,
         rx=width - pad,
         ty=height - 4,
@@ -192,26 +168,24 @@ def harvest_home(req: Request) -> Document:
         top = store.top_units(sites[0], by="max", limit=TOP_ON_HOME) if sites else []
     model = config.get("model")
     corpus = config.get("corpus")
-    facts = definition_list(
-        {
-            "model": model.get("name", "—") if isinstance(model, dict) else (model or "—"),
-            "corpus": corpus.get("spec", "—") if isinstance(corpus, dict) else (corpus or "—"),
-            "examples per unit (k)": config.get("k", "—"),
-            "window (tokens)": config.get("window", "—"),
-            "finished": run.finished or "—",
-        }
-    )
+    facts = {
+        "model": model.get("name", "—") if isinstance(model, dict) else (model or "—"),
+        "corpus": corpus.get("spec", "—") if isinstance(corpus, dict) else (corpus or "—"),
+        "examples per unit (k)": config.get("k", "—"),
+        "window (tokens)": config.get("window", "—"),
+        "finished": run.finished or "—",
+    }
     site_rows = [
         (link(url("run", run.id, "units", site=s), s), n, link(unit_url(run, s, 0), "unit 0"))
         for s, n in counts
     ]
-    body = render(
-        "{facts}{search}<h2>Sites</h2>{sites}<h2>Top units of {first} by max activation</h2>{top}",
+    body = template(
+        "harvest/home.html",
         facts=facts,
         search=search_forms(run),
-        sites=table(("site", "units", ""), site_rows),
+        sites=site_rows,
         first=sites[0] if sites else "—",
-        top=units_table(run, top),
+        units=units_table(run, top),
     )
     return Document(f"Harvest {run.id}", body)
 
@@ -233,23 +207,14 @@ def units_page(req: Request) -> Document:
         if site not in sites:
             raise NotFound(f"no site {site!r} in this harvest; sites: {', '.join(sites)}")
         stats = store.top_units(site, by=by, limit=limit)
-    options = join(
-        render("<option{sel}>{s}</option>", sel=Markup(" selected") if s == site else "", s=s)
-        for s in sites
-    )
-    by_options = join(
-        render("<option{sel}>{b}</option>", sel=Markup(" selected") if b == by else "", b=b)
-        for b in SORT_KEYS
-    )
-    body = render(
-        '<form class="inline" method="get"><label>site <select name="site">{options}</select>'
-        '</label> <label>by <select name="by">{by_options}</select></label> '
-        '<label>show <input name="limit" value="{limit}" size="5"></label> <button>show</button>'
-        "</form>{table}",
-        options=options,
-        by_options=by_options,
+    body = template(
+        "harvest/units.html",
+        sites=sites,
+        site=site,
+        sort_keys=SORT_KEYS,
+        by=by,
         limit=limit,
-        table=units_table(run, stats),
+        units=units_table(run, stats),
     )
     return Document(f"Top units of {site} by {by}", body)
 
@@ -287,22 +252,15 @@ def unit_page(req: Request) -> Document:
             link(unit_url(run, site, unit + 1), f"unit {unit + 1} →", rel="next", id="next-unit")
         )
     moves += [link(unit_url(run, s, unit), f"{label}: {s}") for label, s in layers]
-    facts = definition_list(
-        {
-            "max": num(stats.max),
-            "mean": num(stats.mean),
-            "std": num(stats.std),
-            "active": f"{stats.frac_active:.2%}",
-            "count": stats.count,
-        }
-    )
-    body = render(
-        '<nav class="moves">{moves}<span class="keys">keys: j/→ next · k/← previous · / search'
-        "</span></nav>{search}"
-        '<div class="unit-head">{facts}<figure>{hist}<figcaption>activations of {site}:{unit}'
-        ' · <a href="{card}" id="card-link">card (PNG)</a></figcaption></figure></div>'
-        '{explained}<h2>Top examples</h2><div class="examples" id="top-examples">{top}</div>'
-        '<h2>Random examples</h2><div class="examples" id="random-examples">{random}</div>',
+    facts = {
+        "max": num(stats.max),
+        "mean": num(stats.mean),
+        "std": num(stats.std),
+        "active": f"{stats.frac_active:.2%}",
+        "count": stats.count,
+    }
+    body = template(
+        "harvest/unit.html",
         moves=join(moves, " · "),
         search=search_forms(run),
         facts=facts,
@@ -311,8 +269,8 @@ def unit_page(req: Request) -> Document:
         unit=unit,
         card=url("run", run.id, "card", site, unit),
         explained=explained,
-        top=join(example_html(e, scale) for e in record.top) or Markup("<p>None.</p>"),
-        random=join(example_html(e, scale) for e in record.random) or Markup("<p>None.</p>"),
+        top=[example_view(e, scale) for e in record.top],
+        random=[example_view(e, scale) for e in record.random],
     )
     return Document(f"{site} unit {unit}", body)
 
@@ -327,7 +285,7 @@ def unit_card_png(req: Request) -> Response:
         try:
             with tempfile.TemporaryDirectory() as tmp:
                 paths = store.figure(site, unit, Path(tmp) / "card")
-                png = paths["png"].read_bytes()
+                png = paths["card"]["png"].read_bytes()
         except InputError as err:
             raise NotFound(str(err)) from err
     return Response(png, content_type="image/png")
@@ -336,12 +294,7 @@ def unit_card_png(req: Request) -> Response:
 @page("/run/{run}/search", kinds=KINDS, title="Search", nav="search")
 def search_page(req: Request) -> Document:
     """The search boxes, with the query syntax."""
-    body = render(
-        "{forms}<p>A token search lists the units that fire most on tokens matching the text "
-        "(mind the leading space: <code> Paris</code>). A unit is named as "
-        "<code>L3 N12</code>, <code>3/12</code> or <code>blocks.3.mlp.post:12</code>.</p>",
-        forms=search_forms(req.the_run),
-    )
+    body = template("harvest/search.html", forms=search_forms(req.the_run))
     return Document("Search", body)
 
 
@@ -363,12 +316,12 @@ def token_search(req: Request) -> Document:
         )
         for h in hits
     ]
-    results = (
-        table(("token", "unit", "count", "max act"), rows, cls="grid hits")
-        if rows
-        else render('<p class="error">No unit fires on tokens matching {t}.</p>', t=repr(text))
+    body = template(
+        "harvest/token_search.html",
+        forms=search_forms(run, token=text),
+        hits=rows,
+        query=repr(text),
     )
-    body = render("{forms}{results}", forms=search_forms(run, token=text), results=results)
     return Document(f"Units firing on {text!r}", body)
 
 
@@ -389,16 +342,13 @@ def unit_search(req: Request) -> Document | Response:
         found = [(s, u) for s, u in found if s in sites and 0 <= u < store.n_units(s)]
     if len(found) == 1:
         return redirect(unit_url(run, *found[0]))
-    forms = search_forms(run, unit=query)
-    if not found:
-        body = render(
-            '<p class="error">No such unit: {q}. {error}</p>{forms}',
-            q=query,
-            error=error,
-            forms=forms,
-        )
-        return Document("No such unit", body, status=404)
-    links = join(render("<li>{a}</li>", a=link(unit_url(run, s, u), f"{s}:{u}")) for s, u in found)
-    return Document(
-        f"Units matching {query!r}", render("{f}<ul>{links}</ul>", f=forms, links=links)
+    body = template(
+        "harvest/unit_search.html",
+        forms=search_forms(run, unit=query),
+        query=query,
+        error=error,
+        found=[(unit_url(run, s, u), f"{s}:{u}") for s, u in found],
     )
+    if not found:
+        return Document("No such unit", body, status=404)
+    return Document(f"Units matching {query!r}", body)

@@ -4,11 +4,11 @@ A ``probe`` run's home shows the run's summary, the accuracy figure
 (interactive), a table of each method's held-out accuracy per layer with its
 95% interval (best layer of each method marked) and the zero-shot baselines,
 links to the saved directions (``directions/{method}_L{layer}.safetensors``)
-and a sample of the contrast pairs (``pairs.json``). ``probes.safetensors``
-is opened as a `ProbeResults` with numpy arrays (`App.result`: the viewer
-never imports torch); every value read from the run's files is escaped, and
-a damaged file gives an error page naming it. The helpers for summaries,
-figures, JSON files and saved tensors are shared with ``pages/steering.py``.
+and a sample of the contrast pairs (``pairs.safetensors``). The results are
+opened as a `ProbeResults` and a `ProbePairs` with numpy arrays
+(`App.result`: the viewer never imports torch); the page is
+``templates/probes/home.html``, where every value is escaped, and a damaged
+file gives an error page naming it.
 """
 
 from __future__ import annotations
@@ -16,21 +16,11 @@ from __future__ import annotations
 import re
 from typing import TYPE_CHECKING
 
-from ...errors import InputError
-from ...probes.results import ProbeResults
-from ..html import Markup, definition_list, join, link, render, table
+from ...probes.results import ProbePairs, ProbeResults
+from ..html import template
 from ..registry import Document, Request, home
 from ..runs import RunInfo
-from .common import (
-    count,
-    download,
-    figure_html,
-    file_url,
-    missing_file,
-    read_run_json,
-    summary_html,
-    tensor_links,
-)
+from .common import count, download, figure_html, missing_file, summary_html, tensor_links
 
 if TYPE_CHECKING:
     from ..app import App
@@ -39,27 +29,16 @@ PROBE_KINDS = ("probe",)
 # how the page names each method of `probes.results.METHODS`
 METHODS = {"ccs": "CCS", "logistic": "logistic", "mean_diff": "mean diff"}
 PAIRS_SHOWN = 5  # of each split
-ACCURACY_STYLE = Markup(
-    "<style>table.accuracy td.best{background:#dcefd9;font-weight:700}"
-    "table.accuracy tr.baseline th,table.accuracy tr.baseline td{background:#f6f7f9}"
-    "table.accuracy td.loss{color:var(--muted)}</style>"
-)
-SIGN_FREE = Markup(
-    "<p>CCS learns no sign (it is trained without labels), so its accuracy is "
-    "<strong>sign-free</strong>: max(acc, 1 − acc). Logistic regression and difference of "
-    "means are fitted on the labels of the training pairs. Intervals are 95% Wilson "
-    "intervals over the held-out pairs.</p>"
-)
-
-
-# ---------------------------------------------------------------------------- shared pieces
 
 
 # ---------------------------------------------------------------------------- data
 
 
 def read_probes(app: App, run: RunInfo) -> ProbeResults:
-    """``probes.safetensors``; a 404 if it is missing."""
+    """``probes.safetensors``; a 404 if it is missing.
+
+    Example: ``read_probes(req.app, req.the_run).best("logistic")`` → (layer, accuracy).
+    """
     probes = app.result(run, "probes.safetensors", ProbeResults)
     if probes is None:
         raise missing_file(run, "probes.safetensors")
@@ -67,138 +46,92 @@ def read_probes(app: App, run: RunInfo) -> ProbeResults:
 
 
 def best_index(probes: ProbeResults, method: str) -> int:
-    """The index in ``probes.layers`` of the layer where `method` is most accurate."""
+    """The index in ``probes.layers`` of the layer where `method` is most accurate.
+
+    Example: ``best_index(probes, "ccs")`` → ``0`` when CCS is best at the first layer swept.
+    """
     return probes.layers.index(probes.best(method)[0])
-
-
-def read_pairs(run: RunInfo) -> list[tuple[str, bool]] | None:
-    """(statement, label) of each pair in ``pairs.json``, None if the file is missing."""
-    data = read_run_json(run, "pairs.json")
-    if data is None:
-        return None
-    try:
-        if not isinstance(data, list):
-            raise TypeError(f"expected a JSON list, got {type(data).__name__}")
-        return [(str(p["statement"]), bool(p["label"])) for p in data]
-    except (KeyError, TypeError) as err:
-        what = f"a pair has no {err}" if isinstance(err, KeyError) else str(err)
-        raise InputError(f"pairs.json of probe run {run.id} is not contrast pairs: {what}") from err
 
 
 # ---------------------------------------------------------------------------- pieces
 
 
-def accuracy_table(probes: ProbeResults) -> Markup:
-    """Layers × methods: held-out accuracy [95% interval], each method's best layer marked."""
-    methods = list(probes.accuracy)
-    best = {m: best_index(probes, m) for m in methods}
+def accuracy_rows(probes: ProbeResults) -> list[dict[str, object]]:
+    """One row per layer for the accuracy table: each method's cell, the CCS loss.
+
+    Example: ``accuracy_rows(probes)[0]["cells"][0]["acc"]`` → ``"0.877 [0.841, 0.906]"``.
+    """
+    best = {m: best_index(probes, m) for m in probes.accuracy}
     rows = []
     for i, layer in enumerate(probes.layers):
-        cells = [
-            render(
-                '<td class="{cls}" data-method="{m}" data-value="{v!r}" title="{tip}">{acc}'
-                "{star}</td>",
-                cls="best" if best[m] == i else "",
-                m=m,
-                v=probes.accuracy[m][i].value,
-                tip=f"{METHODS.get(m, m)}, layer {layer}: {probes.accuracy[m][i].interval()}"
-                f" on {probes.accuracy[m][i].n} held-out pairs"
-                + (" (best layer)" if best[m] == i else ""),
-                acc=probes.accuracy[m][i].interval(),
-                star=" ★" if best[m] == i else "",
+        cells = []
+        for m, accs in probes.accuracy.items():
+            acc, is_best = accs[i], best[m] == i
+            cells.append(
+                {
+                    "cls": "best" if is_best else "",
+                    "method": m,
+                    "value": repr(acc.value),
+                    "tip": f"{METHODS.get(m, m)}, layer {layer}: {acc.interval()} on {acc.n} "
+                    "held-out pairs" + (" (best layer)" if is_best else ""),
+                    "acc": acc.interval(),
+                    "star": " ★" if is_best else "",
+                }
             )
-            for m in methods
-        ]
-        if probes.ccs_loss:
-            cells.append(render('<td class="loss">{x:.4g}</td>', x=probes.ccs_loss[i]))
-        rows.append(
-            render(
-                '<tr data-layer="{layer}"><th scope="row">{layer}</th>{cells}</tr>',
-                layer=layer,
-                cells=join(cells),
-            )
-        )
-    baselines = [("zero_shot", "zero-shot", probes.zero_shot)]
+        loss = f"{probes.ccs_loss[i]:.4g}" if probes.ccs_loss else None
+        rows.append({"layer": layer, "cells": cells, "loss": loss})
+    return rows
+
+
+def baseline_rows(probes: ProbeResults) -> list[dict[str, object]]:
+    """The zero-shot rows under the accuracy table (calibrated too, when the run has it).
+
+    Example: ``baseline_rows(probes)[0]["label"]`` → ``"zero-shot"``.
+    """
+    found = [("zero_shot", "zero-shot", probes.zero_shot)]
     if probes.zero_shot_calibrated is not None:
-        baselines.append(
-            ("zero_shot_calibrated", "zero-shot, calibrated", probes.zero_shot_calibrated)
-        )
-    width = len(methods) + (1 if probes.ccs_loss else 0)
-    for key, label, acc in baselines:
-        rows.append(
-            render(
-                '<tr class="baseline" data-baseline="{key}"><th scope="row">{label}</th>'
-                '<td colspan="{width}" data-value="{v!r}">{acc}</td></tr>',
-                key=key,
-                label=label,
-                width=width,
-                v=acc.value,
-                acc=acc.interval(),
-            )
-        )
-    head = join(render("<th>{m}</th>", m=METHODS.get(m, m)) for m in methods)
-    if probes.ccs_loss:
-        head += Markup("<th>CCS loss</th>")
-    return render(
-        '{style}<table class="grid accuracy" id="accuracy"><thead><tr><th>layer</th>{head}'
-        "</tr></thead><tbody>{rows}</tbody></table>",
-        style=ACCURACY_STYLE,
-        head=head,
-        rows=join(rows),
-    )
+        found.append(("zero_shot_calibrated", "zero-shot, calibrated", probes.zero_shot_calibrated))
+    return [
+        {"key": key, "label": label, "value": repr(acc.value), "acc": acc.interval()}
+        for key, label, acc in found
+    ]
 
 
-def baselines_note(probes: ProbeResults) -> Markup:
-    """What the zero-shot rows mean."""
-    note = (
-        "<p><strong>zero-shot</strong>: the model's own answer to the held-out questions, "
-        "log P(positive) − log P(negative) of the first answer token above 0"
-    )
-    if probes.zero_shot_calibrated is not None:
-        note += (
-            "; <strong>calibrated</strong>: its log-odds thresholded at their median, "
-            "which removes a bias towards one answer"
-        )
-    return Markup(note + ".</p>")
+def direction_rows(run: RunInfo) -> list[tuple[str, int, object]]:
+    """(method, layer, download link) of each saved direction (``LinearDirection.load``).
 
-
-def directions_list(run: RunInfo) -> Markup:
-    """Links to download each saved direction (``LinearDirection.load`` reopens them)."""
+    Example: ``direction_rows(run)`` → ``[("logistic", 16, <a download …>), …]``.
+    """
     found = tensor_links(run, "directions", re.compile(r"(?P<method>.+)_L(?P<layer>\d+)"))
-    if not found:
-        return Markup('<p class="muted">No directions saved in this run.</p>')
-    rows = [
+    return [
         (METHODS.get(m["method"], m["method"]), int(m["layer"]), download(run, rel))
         for m, rel in found
     ]
-    return render(
-        "<p>Each method's direction at its best layer, with the normaliser fitted on the "
-        "training pairs (<code>LinearDirection.load</code>).</p>{t}",
-        t=table(("method", "layer", "file"), rows, cls="grid directions"),
-    )
 
 
-def pairs_sample(run: RunInfo, n_train: int) -> Markup:
-    """The first few training and held-out pairs: statement and label."""
-    pairs = read_pairs(run)
-    if pairs is None:
-        return Markup('<p class="muted">No pairs.json in this run.</p>')
+def pairs_sample(app: App, run: RunInfo, n_train: int) -> dict[str, object] | None:
+    """The first few training and held-out pairs (statement and label), None without pairs.
+
+    Example: ``pairs_sample(req.app, run, 16)["rows"][0]`` → ``(0, "train", "…", "true")``.
+    """
+    found = app.result(run, "pairs.safetensors", ProbePairs)
+    if found is None:
+        return None
+    pairs = found.pairs
     shown = [
         *range(min(PAIRS_SHOWN, n_train)),
         *range(n_train, min(n_train + PAIRS_SHOWN, len(pairs))),
     ]
     rows = [
-        (i, "train" if i < n_train else "held out", pairs[i][0], "true" if pairs[i][1] else "false")
+        (
+            i,
+            "train" if i < n_train else "held out",
+            pairs[i].statement,
+            "true" if pairs[i].label else "false",
+        )
         for i in shown
     ]
-    return render(
-        "<p>{shown} of the {n} pairs; each statement is asked as a yes/no question and answered "
-        "both ways. {all}</p>{t}",
-        shown=len(rows),
-        n=len(pairs),
-        all=link(file_url(run, "pairs.json"), "All pairs (pairs.json)"),
-        t=table(("#", "split", "statement", "label"), rows, cls="grid pairs"),
-    )
+    return {"rows": rows, "n": len(pairs), "file": download(run, "pairs.safetensors")}
 
 
 # ---------------------------------------------------------------------------- page
@@ -206,42 +139,41 @@ def pairs_sample(run: RunInfo, n_train: int) -> Markup:
 
 @home(*PROBE_KINDS)
 def probe_home(req: Request) -> Document:
-    """Held-out accuracy per layer of each probe, the baselines, directions and pairs."""
+    """Held-out accuracy per layer of each probe, the baselines, directions and pairs.
+
+    Example: ``GET /run/probe-sentiment`` → the page of that probe run.
+    """
     run = req.the_run
     probes = read_probes(req.app, run)
     best = {m: best_index(probes, m) for m in probes.accuracy}
-    facts = definition_list(
-        {
-            "model": run.model or "—",
-            "dataset": run.config.get("dataset") or "—",
-            "pairs": render(
-                "{train} to fit, {test} held out",
-                train=count(probes.n_train, "pair"),
-                test=count(probes.n_test, "pair"),
-            ),
-            **{
-                f"best {METHODS.get(m, m)}": (
-                    f"{probes.accuracy[m][i].interval()} at layer {probes.layers[i]}"
-                )
-                for m, i in best.items()
-            },
-            "zero-shot": probes.zero_shot.interval(),
-            "zero-shot, calibrated": (
-                probes.zero_shot_calibrated.interval() if probes.zero_shot_calibrated else "—"
-            ),
-            "finished": run.finished or "—",
-        }
-    )
-    body = render(
-        "{facts}{summary}<h2>Accuracy per layer</h2>{figure}{table}{sign_free}{baselines}"
-        "<h2>Directions</h2>{directions}<h2>Pairs</h2>{pairs}",
+    facts = {
+        "model": run.model or "—",
+        "dataset": run.config.get("dataset") or "—",
+        "pairs": f"{count(probes.n_train, 'pair')} to fit, {count(probes.n_test, 'pair')} held out",
+        **{
+            f"best {METHODS.get(m, m)}": (
+                f"{probes.accuracy[m][i].interval()} at layer {probes.layers[i]}"
+            )
+            for m, i in best.items()
+        },
+        "zero-shot": probes.zero_shot.interval(),
+        "zero-shot, calibrated": (
+            probes.zero_shot_calibrated.interval() if probes.zero_shot_calibrated else "—"
+        ),
+        "finished": run.finished or "—",
+    }
+    body = template(
+        "probes/home.html",
         facts=facts,
         summary=summary_html(run),
         figure=figure_html(run, "accuracy", "held-out accuracy per layer", interactive=True),
-        table=accuracy_table(probes),
-        sign_free=SIGN_FREE,
-        baselines=baselines_note(probes),
-        directions=directions_list(run),
-        pairs=pairs_sample(run, probes.n_train),
+        methods=[METHODS.get(m, m) for m in probes.accuracy],
+        ccs_loss=bool(probes.ccs_loss),
+        width=len(probes.accuracy) + (1 if probes.ccs_loss else 0),
+        rows=accuracy_rows(probes),
+        baselines=baseline_rows(probes),
+        calibrated=probes.zero_shot_calibrated is not None,
+        directions=direction_rows(run),
+        pairs=pairs_sample(req.app, run, probes.n_train),
     )
     return Document(f"Probes {run.id}", body)

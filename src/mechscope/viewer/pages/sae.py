@@ -1,4 +1,4 @@
-"""Pages for SAE runs (``mechscope.sae.fit_sae``): the SAE, its metrics, training and latents.
+"""Pages for SAE runs (``mechscope.sae.sae_run``): the SAE, its metrics, training and latents.
 
 An SAE run's home shows what was trained (model, site, kind, width, k) and
 for how long, the held-out metrics of ``eval.safetensors`` (the `SAEEval`;
@@ -7,7 +7,8 @@ means, the training curves and the latent-density figure; when the run holds
 a harvest of its latents (``harvest/``, written with ``harvest_tokens``), the
 top latents by max activation with their firing frequency, each linking to
 its page in that harvest (the harvest run's neuron pages). Nav pages: the
-training history and hyper-parameters, and every latent.
+training history (the `TrainingHistory`, ``history.safetensors``) and
+hyper-parameters, and every latent. The HTML is in ``templates/sae/``.
 
 Run discovery serves the nested harvest as the sub-run ``<sae run>-harvest``;
 `latent_harvest` finds it. Every value read from the run's files is escaped.
@@ -15,15 +16,21 @@ Run discovery serves the nested harvest as the sub-run ``<sae run>-harvest``;
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from ..._arrays import as_numpy
 from ...errors import InputError, MechscopeError
-from ...sae.results import DENSE_FREQUENCY, EVAL_FILE, SAEEval
-from ..html import Markup, definition_list, join, link, render, table, url
+from ...sae.results import (
+    DENSE_FREQUENCY,
+    EVAL_FILE,
+    HISTORY_FILE,
+    SAEEval,
+    TrainingHistory,
+    read_sae_config,
+)
+from ..html import link, render, template, url
 from ..registry import Document, NotFound, Request, Response, home, page, redirect
 from ..runs import RunInfo
 from . import harvest as harvest_pages
@@ -99,26 +106,6 @@ def metric_text(x: object) -> str:
     return "—" if value is None or math.isnan(value) else f"{value:.4g}"
 
 
-def _read_json(run: RunInfo, relative: str) -> Any:
-    """The JSON in `relative` (inside the run folder), None if the file is missing."""
-    path = run.path / relative
-    if not path.exists():
-        return None
-    try:
-        return json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise InputError(f"cannot read {relative} of SAE run {run.id}: {err}") from err
-
-
-def _object(run: RunInfo, relative: str) -> dict[str, Any] | None:
-    value = _read_json(run, relative)
-    if value is not None and not isinstance(value, dict):
-        raise InputError(
-            f"{relative} of SAE run {run.id} should hold a JSON object, got {type(value).__name__}"
-        )
-    return value
-
-
 def sae_eval(app: App, run: RunInfo) -> SAEEval | None:
     """The run's `SAEEval` (``eval.safetensors``), None if it has none."""
     return app.result(run, EVAL_FILE, SAEEval)
@@ -137,20 +124,19 @@ def sae_metrics(app: App, run: RunInfo) -> dict[str, Any]:
 
 
 def sae_shape(run: RunInfo) -> dict[str, Any]:
-    """kind, d_in, width, k: from ``sae/sae.json``, else from the training config."""
-    shape = _object(run, "sae/sae.json")
+    """kind, d_in, width, k: from the run's saved SAE, else from the training config."""
+    try:
+        shape = read_sae_config(run.path / "sae")
+    except InputError as e:
+        raise InputError(f"SAE run {run.id}: {str(e).replace(str(run.path) + '/', '')}") from None
     train = run.config.get("train")
     return shape if shape is not None else (train if isinstance(train, dict) else {})
 
 
-def training_history(run: RunInfo) -> list[dict[str, Any]]:
-    """The rows of ``history.json`` (one per evaluation during training)."""
-    history = _read_json(run, "history.json")
-    if history is None:
-        return []
-    if not isinstance(history, list) or not all(isinstance(r, dict) for r in history):
-        raise InputError(f"history.json of SAE run {run.id} should hold a list of objects")
-    return history
+def training_history(app: App, run: RunInfo) -> list[dict[str, Any]]:
+    """The rows of the run's `TrainingHistory` (one per evaluation during training), [] if none."""
+    history = app.result(run, HISTORY_FILE, TrainingHistory)
+    return [] if history is None else history.rows
 
 
 def latent_frequencies(app: App, run: RunInfo) -> list[float] | None:
@@ -193,7 +179,7 @@ def harvest_stats(app: App, harvest: RunInfo, site: str) -> list[Any]:
 # ---------------------------------------------------------------------------- pieces
 
 
-def metrics_table(metrics: dict[str, Any], freqs: Sequence[float] | None = None) -> Markup:
+def metric_rows(metrics: dict[str, Any], freqs: Sequence[float] | None = None) -> list[dict]:
     """The held-out metrics, one row each with its value (exact in ``data-value``) and meaning."""
     notes: dict[str, str] = {}
     if freqs:
@@ -203,23 +189,11 @@ def metrics_table(metrics: dict[str, Any], freqs: Sequence[float] | None = None)
             "dead_fraction": f" ({dead} of {len(freqs)})",
             "dense_fraction": f" ({dense} of {len(freqs)})",
         }
-    rows = join(
-        render(
-            '<tr data-metric="{key}"><th scope="row">{label}</th>'
-            '<td class="value" data-value="{exact}">{value}</td><td class="muted">{doc}</td></tr>',
-            key=key,
-            label=label,
-            exact=metrics.get(key, ""),
-            value=metric_text(metrics.get(key)),
-            doc=doc + notes.get(key, ""),
-        )
+    return [
+        {"key": key, "label": label, "exact": metrics.get(key, ""),
+         "value": metric_text(metrics.get(key)), "doc": doc + notes.get(key, "")}
         for key, label, doc in METRICS
-    )
-    return render(
-        '<table class="grid metrics" id="metrics"><thead><tr><th>metric</th><th>value</th>'
-        "<th>what it measures</th></tr></thead><tbody>{rows}</tbody></table>",
-        rows=rows,
-    )
+    ]  # fmt: skip
 
 
 def _frequency(freqs: Sequence[float] | None, unit: int) -> str:
@@ -228,11 +202,11 @@ def _frequency(freqs: Sequence[float] | None, unit: int) -> str:
     return f"{freqs[unit]:.3%}"
 
 
-def latents_table(
+def latent_rows(
     harvest: RunInfo | None, site: str, stats: Sequence[Any], freqs: Sequence[float] | None
-) -> Markup:
+) -> list[tuple[object, ...]]:
     """Latents with max and mean activation in the harvest and held-out firing frequency."""
-    rows = [
+    return [
         (
             link(harvest_pages.unit_url(harvest, site, s.unit), f"latent {s.unit}")
             if harvest is not None
@@ -243,14 +217,11 @@ def latents_table(
         )
         for s in stats
     ]
-    return table(
-        ("latent", "max activation", "mean activation", "firing frequency"),
-        rows,
-        cls="grid latents",
-    )
 
 
-def _facts(run: RunInfo, metrics: dict[str, Any], history: list[dict[str, Any]]) -> Markup:
+def _facts(
+    run: RunInfo, metrics: dict[str, Any], history: list[dict[str, Any]]
+) -> dict[str, object]:
     config = run.config
     shape = sae_shape(run)
     train = config.get("train") if isinstance(config.get("train"), dict) else {}
@@ -270,27 +241,25 @@ def _facts(run: RunInfo, metrics: dict[str, Any], history: list[dict[str, Any]])
         speed = tokens / seconds
     corpus = config.get("corpus")
     site_doc = config.get("site_doc")
-    return definition_list(
-        {
-            "model": run.model or "—",
-            "site": render(
-                "<code>{s}</code>{doc}",
-                s=config.get("site", "—"),
-                doc=render(' <span class="muted">({d})</span>', d=site_doc) if site_doc else "",
-            ),
-            "SAE": sae,
-            "corpus": corpus.get("spec", "—") if isinstance(corpus, dict) else (corpus or "—"),
-            "training tokens": (
-                f"{tokens:,.0f} in {train.get('steps', '—')} steps of {train.get('batch_size', '—')}"
-                if tokens is not None
-                else "—"
-            ),
-            "training time": f"{seconds:.1f} s" if seconds is not None else "—",
-            "tokens / s": f"{speed:,.0f}" if speed is not None else "—",
-            "held-out tokens": metrics.get("tokens", "—"),
-            "finished": run.finished or "—",
-        }
-    )
+    return {
+        "model": run.model or "—",
+        "site": render(
+            "<code>{s}</code>{doc}",
+            s=config.get("site", "—"),
+            doc=render(' <span class="muted">({d})</span>', d=site_doc) if site_doc else "",
+        ),
+        "SAE": sae,
+        "corpus": corpus.get("spec", "—") if isinstance(corpus, dict) else (corpus or "—"),
+        "training tokens": (
+            f"{tokens:,.0f} in {train.get('steps', '—')} steps of {train.get('batch_size', '—')}"
+            if tokens is not None
+            else "—"
+        ),
+        "training time": f"{seconds:.1f} s" if seconds is not None else "—",
+        "tokens / s": f"{speed:,.0f}" if speed is not None else "—",
+        "held-out tokens": metrics.get("tokens", "—"),
+        "finished": run.finished or "—",
+    }
 
 
 # ---------------------------------------------------------------------------- pages
@@ -301,38 +270,28 @@ def sae_home(req: Request) -> Document:
     """The SAE, its metrics, training curves, latent density and top latents."""
     run = req.the_run
     metrics = sae_metrics(req.app, run)
-    history = training_history(run)
+    history = training_history(req.app, run)
     freqs = latent_frequencies(req.app, run)
     harvest = latent_harvest(req.app, run)
     site = latent_site(run)
-    if harvest is None:
-        latents = Markup(
-            '<p class="muted">No harvest of the latents in this run (fit with '
-            "<code>harvest_tokens</code> to get a page per latent).</p>"
-        )
-    else:
+    latents: dict[str, Any] | None = None
+    if harvest is not None:
+        latents = {"n": TOP_ON_HOME, "error": None, "rows": []}
         try:
             top = harvest_stats(req.app, harvest, site)[:TOP_ON_HOME]
-            shown = latents_table(harvest, site, top, freqs)
+            latents["rows"] = latent_rows(harvest, site, top, freqs)
         except InputError as err:
-            shown = render('<p class="error">{e}</p>', e=err)
-        latents = render(
-            '<p class="harvest-links">Harvest of the latents: {home} · {search} · {units}</p>'
-            "<h3>Top {n} latents by max activation</h3>{shown}",
-            home=link(url("run", harvest.id), harvest.id, id="harvest-home"),
-            search=link(url("run", harvest.id, "search"), "search by token"),
-            units=link(url("run", run.id, "latents"), "all latents"),
-            n=TOP_ON_HOME,
-            shown=shown,
-        )
-    figures = join(figure_html(run, stem, caption) for stem, caption in TRAINING_FIGURES)
-    body = render(
-        "{facts}<h2>Held-out metrics</h2>{metrics}"
-        '<h2>Training</h2><div class="figure-row">{figures}</div>'
-        "<h2>Latent density</h2>{density}<h2>Latents</h2>{latents}",
+            latents["error"] = str(err)
+        latents["links"] = {
+            "home": link(url("run", harvest.id), harvest.id, id="harvest-home"),
+            "search": link(url("run", harvest.id, "search"), "search by token"),
+            "units": link(url("run", run.id, "latents"), "all latents"),
+        }
+    body = template(
+        "sae/home.html",
         facts=_facts(run, metrics, history),
-        metrics=metrics_table(metrics, freqs),
-        figures=figures,
+        metrics=metric_rows(metrics, freqs),
+        figures=[figure_html(run, stem, caption) for stem, caption in TRAINING_FIGURES],
         density=figure_html(run, "latent_density", "latent firing frequency (held-out)"),
         latents=latents,
     )
@@ -370,21 +329,21 @@ def latents_page(req: Request) -> Document:
         stats.sort(key=lambda s: -(freqs[s.unit] if freqs and s.unit < len(freqs) else -1.0))
     elif by == "latent":
         stats.sort(key=lambda s: s.unit)
-    choices = join(
+    choices = [
         link(url("run", run.id, "latents", by=b), b, cls="current" if b == by else None)
         for b in LATENT_SORTS
         if b != "max" or harvest is not None
-    )
+    ]
     counts = ""
     if freqs is not None:
         dead = sum(f == 0 for f in freqs)
         dense = sum(f > DENSE_FREQUENCY for f in freqs)
         counts = f"{len(freqs)} latents: {dead} dead, {dense} dense. "
-    body = render(
-        '<p>{counts}Sort by: <span class="sorts">{choices}</span></p>{table}',
+    body = template(
+        "sae/latents.html",
         counts=counts,
-        choices=join(choices, " · "),
-        table=latents_table(harvest, site, stats, freqs),
+        choices=choices,
+        rows=latent_rows(harvest, site, stats, freqs),
     )
     return Document(f"Latents of {run.id} by {by}", body)
 
@@ -399,32 +358,29 @@ def latent_redirect(req: Request) -> Response:
     return redirect(harvest_pages.unit_url(harvest, latent_site(run), req.params["unit"]))
 
 
+def _cell(x: object) -> str:
+    """A history value as shown: whole numbers without decimals, else 4 significant digits."""
+    value = _number(x)
+    if value is None:
+        return "" if x is None else str(x)
+    return f"{value:.0f}" if value.is_integer() and abs(value) < 1e15 else f"{value:.4g}"
+
+
 @page("/run/{run}/training", kinds=KINDS, title="Training", nav="training")
 def training_page(req: Request) -> Document:
     """The training hyper-parameters and history, with the training curves."""
     run = req.the_run
-    history = training_history(run)
+    history = training_history(req.app, run)
     train = run.config.get("train")
     columns: list[str] = []
     for row in history:
         columns += [k for k in row if k not in columns]
-
-    def cell(x: object) -> str:
-        value = _number(x)
-        if value is None:
-            return "" if x is None else str(x)
-        return f"{value:.0f}" if value.is_integer() and abs(value) < 1e15 else f"{value:.4g}"
-
-    rows = [[cell(r.get(c)) for c in columns] for r in history]
-    body = render(
-        "<h2>Hyper-parameters</h2>{params}<h2>Curves</h2>"
-        '<div class="figure-row">{figures}</div><h2>History</h2>{history}',
-        params=definition_list({str(k): v for k, v in train.items()})
-        if isinstance(train, dict)
-        else Markup('<p class="muted">No training config.</p>'),
-        figures=join(figure_html(run, stem, caption) for stem, caption in TRAINING_FIGURES),
-        history=table(columns, rows, cls="grid history")
-        if rows
-        else Markup('<p class="muted">No history.json.</p>'),
+    body = template(
+        "sae/training.html",
+        params={str(k): v for k, v in train.items()} if isinstance(train, dict) else None,
+        figures=[figure_html(run, stem, caption) for stem, caption in TRAINING_FIGURES],
+        columns=columns,
+        rows=[[_cell(r.get(c)) for c in columns] for r in history],
+        history_file=HISTORY_FILE,
     )
     return Document(f"Training of {run.id}", body)

@@ -1,4 +1,4 @@
-"""Pages for causal-tracing and ROME runs (``mechscope.tracing.runs``): traces, averages, edits.
+"""Pages for causal-tracing runs (``mechscope.tracing.runs.trace_run``): traces and averages.
 
 A ``trace`` run's home shows one fact's trace (``trace.safetensors``): the
 fact, P(object) clean and corrupted, the heatmap figures, and per kind
@@ -6,31 +6,32 @@ fact, P(object) clean and corrupted, the heatmap figures, and per kind
 token × layer, so the trace reads without plotly. A trace of many facts
 (``average.safetensors``) shows the mean indirect effect by token kind, its
 peaks and figures; its "facts" page lists every fact, each with a page of
-its own trace (``facts/NNNN.safetensors``). An ``edit`` run's home shows the
-ROME update (``edit.safetensors``), the held-out scores of ``report.safetensors``
-with what each means, every prompt's probabilities before and after, the
-generations side by side and the value search's loss (``editing``).
+its own trace (``facts/NNNN.safetensors``). Edit runs are in ``editing.py``.
 
 The results are opened with numpy arrays (`App.result`: the viewer never
-imports torch). Every value read from the run's files is escaped; a damaged
-file gives an error page naming it.
+imports torch); the HTML is in ``templates/tracing/``, the heat tables'
+layout in ``static/viewer.css``. Every value read from the run's files is
+escaped; a damaged file gives an error page naming it.
+
+Example: ``GET /run/t-one`` → the trace's facts, figures and heat tables.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
 
 from ...errors import MechscopeError
 from ...tracing.results import KIND_NAMES, TOKEN_KINDS, AverageTrace, CausalTrace
-from ..html import Markup, definition_list, join, link, render, table, url
+from ..html import Markup, link, render, template, url
 from ..registry import Document, NotFound, Request, home, page
 from ..runs import RunInfo
 from ..tokens import show_token
-from .common import figure_html, num
+from .common import figure_html, num, summary_html
 
 if TYPE_CHECKING:
     from ..app import App
@@ -40,38 +41,32 @@ STATES = KIND_NAMES  # what each kind of restored state is called
 # the figures' colour per kind (matplotlib's Purples, Greens, Reds); negative effects in grey
 HEAT_RGB = {"hidden": (84, 39, 143), "mlp": (0, 109, 44), "attn": (165, 15, 21)}
 NEGATIVE_RGB = (90, 100, 120)
-IE_MEANING = Markup(
-    "<p>The <strong>indirect effect</strong> of a state is P(object) when the subject's "
-    "embeddings are corrupted and that one state is restored from the clean run, minus "
-    "P(object) corrupted: how much of the fact that state alone brings back.</p>"
-)
-# the heat tables' layout, kept beside them (the page policy allows inline style)
-HEAT_STYLE = Markup(
-    "<style>table.heat{border-collapse:collapse;font-size:12px;margin:.4rem 0 1.2rem}"
-    "table.heat td{min-width:1.7em;height:1.35em;border:1px solid #e6e8eb;padding:0}"
-    "table.heat th{font-weight:400;padding:0 .45em;white-space:pre;text-align:left}"
-    "table.heat thead th{text-align:center;color:var(--muted)}"
-    "table.heat tr.subject th{font-weight:700}"
-    "div.heat-row{display:flex;flex-wrap:wrap;gap:.5rem 2rem;align-items:flex-start}"
-    "div.heat p{margin:.2rem 0;font-size:13px;max-width:24rem}</style>"
-)
 
 
 # ---------------------------------------------------------------------------- data
 
 
 def read_trace(app: App, run: RunInfo, relative: str) -> CausalTrace | None:
-    """The causal trace in `relative` (inside the run folder), None if the file is missing."""
+    """The causal trace in `relative` (inside the run folder), None if the file is missing.
+
+    Example: ``read_trace(req.app, run, "facts/0000.safetensors")`` → a `CausalTrace`.
+    """
     return app.result(run, relative, CausalTrace)
 
 
 def read_average(app: App, run: RunInfo) -> AverageTrace | None:
-    """The averaged trace of a many-fact trace run, None if it has none."""
+    """The averaged trace of a many-fact trace run, None if it has none.
+
+    Example: ``read_average(req.app, run).n_facts`` → ``3``.
+    """
     return app.result(run, "average.safetensors", AverageTrace)
 
 
 def fact_files(run: RunInfo) -> dict[int, str]:
-    """The per-fact traces of a many-fact run: fact number → ``facts/NNNN.safetensors``."""
+    """The per-fact traces of a many-fact run: fact number → ``facts/NNNN.safetensors``.
+
+    Example: ``fact_files(run)`` → ``{0: "facts/0000.safetensors", 1: …}``.
+    """
     folder = run.path / "facts"
     if not folder.is_dir():
         return {}
@@ -91,11 +86,52 @@ def _missing_trace(run: RunInfo) -> NotFound:
     )
 
 
-# ---------------------------------------------------------------------------- pieces
+# ---------------------------------------------------------------------------- heat tables
+
+
+@dataclass(frozen=True)
+class HeatCell:
+    """One cell of a heat table: its shading, its tooltip and its exact value (``repr``).
+
+    Example: ``HeatCell("background:rgba(0,109,44,1.000)", "' Rome', layer 3: …", "0.25")``.
+    """
+
+    style: str
+    tip: str
+    value: str
+
+
+@dataclass(frozen=True)
+class HeatRow:
+    """A row of a heat table: its label (a token, shown), whether it is a subject token, cells.
+
+    Example: ``HeatRow(show_token(" Rome"), True, [HeatCell("", "…", "0.0")])``.
+    """
+
+    label: Markup
+    subject: bool
+    cells: list[HeatCell]
+
+
+@dataclass(frozen=True)
+class HeatTable:
+    """A heat table as ``tracing/macros.html`` shows it: `rows` × `layers` columns.
+
+    Example: ``heat_table("mlp", ["a", "b"], grid, "indirect effect").layers`` → ``grid.shape[1]``.
+    """
+
+    kind: str
+    caption: str
+    layers: int
+    rows: list[HeatRow]
+    title: str = ""
 
 
 def heat_background(value: float, scale: float, kind: str) -> str:
-    """CSS background: the kind's colour for a positive effect, grey for negative, alpha |v|/scale."""
+    """CSS background: the kind's colour for a positive effect, grey for negative, alpha |v|/scale.
+
+    Example: ``heat_background(0.5, 1.0, "mlp")`` → ``"background:rgba(0,109,44,0.500)"``.
+    """
     if scale <= 0 or math.isnan(value):
         return ""
     alpha = min(abs(value) / scale, 1.0)
@@ -120,106 +156,76 @@ def heat_table(
     marked: Sequence[bool] = (),
     values: np.ndarray | None = None,
     tokens: bool = False,
-) -> Markup:
+    title: str = "",
+) -> HeatTable:
     """Rows `labels` × layer columns, each cell shaded by `grid` [row, layer]; exact value on hover.
 
     `marked` rows (subject tokens) are bold with a ``*``; `values` (P(object)) join the
     tooltip; with `tokens`, labels are quoted there (a token may be blank).
+
+    Example: ``heat_table("mlp", trace.tokens, trace.indirect_effect("mlp").T, "effect")``.
     """
     finite = np.abs(grid[np.isfinite(grid)])
     scale = float(finite.max()) if finite.size else 0.0
-    head = join(render("<th>{layer}</th>", layer=layer) for layer in range(grid.shape[1]))
     rows = []
     for i, label in enumerate(labels):
-        mark = i < len(marked) and marked[i]
         name = repr(label) if tokens else label
         cells = []
         for layer, x in enumerate(grid[i].tolist()):
             tip = f"{name}, layer {layer}: indirect effect {num(x)}"
             if values is not None:
                 tip += f", P(object) {num(float(values[i, layer]))}"
-            cells.append(
-                render(
-                    '<td style="{style}" title="{tip}" data-value="{v!r}"></td>',
-                    style=heat_background(x, scale, kind),
-                    tip=tip,
-                    v=x,
-                )
-            )
-        rows.append(
-            render(
-                '<tr{cls}><th scope="row">{label}{mark}</th>{cells}</tr>',
-                cls=Markup(' class="subject"') if mark else "",
-                label=_row_label(label),
-                mark="*" if mark else "",
-                cells=join(cells),
-            )
-        )
-    return render(
-        '<div class="heat"><p class="muted">{caption}</p>'
-        '<table class="heat" id="heat-{kind}" data-kind="{kind}">'
-        "<thead><tr><th>layer</th>{head}</tr></thead><tbody>{rows}</tbody></table></div>",
-        kind=kind,
-        caption=caption,
-        head=head,
-        rows=join(rows),
-    )
+            cells.append(HeatCell(heat_background(x, scale, kind), tip, repr(x)))
+        rows.append(HeatRow(_row_label(label), i < len(marked) and marked[i], cells))
+    return HeatTable(kind, caption, grid.shape[1], rows, title)
 
 
-def trace_heat_tables(trace: CausalTrace) -> Markup:
-    """Per kind, the indirect effect per token (rows, subject marked) × layer (columns)."""
+def trace_heat_tables(trace: CausalTrace) -> list[HeatTable]:
+    """Per kind, the indirect effect per token (rows, subject marked) × layer (columns).
+
+    Example: ``[t.kind for t in trace_heat_tables(trace)]`` → ``["hidden", "mlp", "attn"]``.
+    """
     start, end = trace.subject
     marked = [start <= i < end for i in range(len(trace.tokens))]
-    parts = []
+    tables = []
     for kind in trace.scores:
         span = "" if kind == "hidden" else f", window of {trace.window} layers"
         ie = trace.indirect_effect(kind)
         caption = f"indirect effect; * subject token; darker = larger (max {num(np.nanmax(ie))})"
-        parts.append(
-            render(
-                "<div><h3>{name}{span}</h3>{table}</div>",
-                name=STATES.get(kind, kind),
-                span=span,
-                table=heat_table(
-                    kind,
-                    trace.tokens,
-                    ie.T,
-                    caption,
-                    marked,
-                    np.asarray(trace.scores[kind]).T,
-                    tokens=True,
-                ),
+        tables.append(
+            heat_table(
+                kind,
+                trace.tokens,
+                ie.T,
+                caption,
+                marked,
+                np.asarray(trace.scores[kind]).T,
+                tokens=True,
+                title=f"{STATES.get(kind, kind)}{span}",
             )
         )
-    return render(
-        '{style}{meaning}<div class="heat-row">{parts}</div>',
-        style=HEAT_STYLE,
-        meaning=IE_MEANING,
-        parts=join(parts),
-    )
+    return tables
 
 
-def _trace_facts(run: RunInfo, trace: CausalTrace) -> Markup:
+def _trace_facts(run: RunInfo, trace: CausalTrace) -> dict[str, object]:
     start, end = trace.subject
-    return definition_list(
-        {
-            "model": run.model or "—",
-            "prompt": trace.fact.prompt,
-            "subject": render(
-                "{s} <span class=muted>(tokens {a}–{b})</span>",
-                s=trace.fact.subject,
-                a=start,
-                b=end - 1,
-            ),
-            "object": trace.fact.object,
-            "P(object), clean": num(trace.clean),
-            "P(object), corrupted": num(trace.corrupted),
-            "noise": f"{num(trace.noise)} (std of the noise on the subject's embeddings)",
-            "samples": trace.samples,
-            "window": f"{trace.window} layers (MLP and attention restorations)",
-            "finished": run.finished or "—",
-        }
-    )
+    return {
+        "model": run.model or "—",
+        "prompt": trace.fact.prompt,
+        "subject": render(
+            "{s} <span class=muted>(tokens {a}–{b})</span>",
+            s=trace.fact.subject,
+            a=start,
+            b=end - 1,
+        ),
+        "object": trace.fact.object,
+        "P(object), clean": num(trace.clean),
+        "P(object), corrupted": num(trace.corrupted),
+        "noise": f"{num(trace.noise)} (std of the noise on the subject's embeddings)",
+        "samples": trace.samples,
+        "window": f"{trace.window} layers (MLP and attention restorations)",
+        "finished": run.finished or "—",
+    }
 
 
 def _max_effects(trace: CausalTrace) -> list[str]:
@@ -231,17 +237,19 @@ def _max_effects(trace: CausalTrace) -> list[str]:
 
 @home(*TRACE_KINDS)
 def trace_home(req: Request) -> Document:
-    """One fact's trace, or the average over many facts."""
+    """One fact's trace, or the average over many facts.
+
+    Example: ``GET /run/t-one`` (one fact) or ``GET /run/t-many`` (the average).
+    """
     run = req.the_run
     trace = read_trace(req.app, run, "trace.safetensors")
     if trace is not None:
-        figures = join(
+        figures = [
             figure_html(run, f"trace_{k}", f"P(object) restoring the {STATES.get(k, k)}")
             for k in trace.scores
-        )
-        body = render(
-            '{facts}<h2>Figures</h2><div class="figure-row">{figures}</div>'
-            "<h2>Indirect effect per token and layer</h2>{tables}",
+        ]
+        body = template(
+            "tracing/trace.html",
             facts=_trace_facts(run, trace),
             figures=figures,
             tables=trace_heat_tables(trace),
@@ -253,35 +261,44 @@ def trace_home(req: Request) -> Document:
     return Document(f"Average trace {run.id}", _average_body(run, average))
 
 
+@dataclass(frozen=True)
+class AverageSection:
+    """One kind of state on an average trace's home: its peaks per token kind, heat, figure.
+
+    Example: ``AverageSection("mlp", "MLP output", [("subject last", 3, "0.2", 1)], heat, fig)``.
+    """
+
+    kind: str
+    name: str
+    rows: list[tuple[object, ...]]
+    heat: HeatTable
+    figure: Markup
+
+
 def _average_body(run: RunInfo, avg: AverageTrace) -> Markup:
-    facts = definition_list(
-        {
-            "model": run.model or "—",
-            "facts": render(
-                "{n} ({a})", n=avg.n_facts, a=link(url("run", run.id, "facts"), "list them")
-            ),
-            "P(object), clean (mean)": num(avg.clean),
-            "P(object), corrupted (mean)": num(avg.corrupted),
-            "noise": num(avg.noise),
-            "samples": avg.samples,
-            "window": f"{avg.window} layers",
-            "finished": run.finished or "—",
-        }
-    )
+    facts = {
+        "model": run.model or "—",
+        "facts": render(
+            "{n} ({a})", n=avg.n_facts, a=link(url("run", run.id, "facts"), "list them")
+        ),
+        "P(object), clean (mean)": num(avg.clean),
+        "P(object), corrupted (mean)": num(avg.corrupted),
+        "noise": num(avg.noise),
+        "samples": avg.samples,
+        "window": f"{avg.window} layers",
+        "finished": run.finished or "—",
+    }
     peaks = []
     for kind in avg.effects:
         tk, layer, value = avg.peak(kind)
         if not math.isfinite(value):  # every cell unknown: no fact has any token kind
             tk, layer, value = "—", "—", math.nan
         peaks.append((STATES.get(kind, kind), tk, layer, num(value)))
-    summary = run.record.get("summary")
-    if isinstance(summary, list):
-        summary = "\n".join(str(line) for line in summary)
     sections = []
     labels = [f"{t} ({c})" for t, c in zip(TOKEN_KINDS, avg.counts, strict=True)]
     for kind, effect in avg.effects.items():
         grid = np.asarray(effect, dtype=np.float64)
-        rows = []
+        rows: list[tuple[object, ...]] = []
         for g, name in enumerate(TOKEN_KINDS):
             row = grid[g]
             if np.isnan(row).all():
@@ -290,26 +307,20 @@ def _average_body(run: RunInfo, avg: AverageTrace) -> Markup:
                 best = int(np.nanargmax(row))
                 rows.append((name, avg.counts[g], num(float(row[best])), best))
         sections.append(
-            render(
-                '<h3 id="kind-{kind}">{name}</h3><div class="figure-row"><div>{table}{heat}'
-                "</div>{figure}</div>",
-                kind=kind,
-                name=STATES.get(kind, kind),
-                table=table(
-                    ("token kind", "facts", "max AIE", "at layer"), rows, cls=f"grid aie {kind}"
-                ),
-                heat=heat_table(kind, labels, grid, "mean indirect effect (facts with the kind)"),
-                figure=figure_html(run, f"average_{kind}", f"average indirect effect: {kind}"),
+            AverageSection(
+                kind,
+                STATES.get(kind, kind),
+                rows,
+                heat_table(kind, labels, grid, "mean indirect effect (facts with the kind)"),
+                figure_html(run, f"average_{kind}", f"average indirect effect: {kind}"),
             )
         )
-    return render(
-        "{facts}{meaning}<h2>Peaks</h2>{peaks}{summary}<h2>By kind of token</h2>{style}{sections}",
+    return template(
+        "tracing/average.html",
         facts=facts,
-        meaning=IE_MEANING,
-        peaks=table(("state", "token kind", "layer", "mean indirect effect"), peaks, "grid peaks"),
-        summary=render('<pre class="summary">{s}</pre>', s=summary) if summary else "",
-        style=HEAT_STYLE,
-        sections=join(sections),
+        peaks=peaks,
+        summary=summary_html(run),
+        sections=sections,
     )
 
 
@@ -330,14 +341,18 @@ def _fact_trace(req: Request, n: int) -> tuple[CausalTrace, str]:
 
 @page("/run/{run}/facts", kinds=TRACE_KINDS, title="Facts", nav="facts")
 def facts_page(req: Request) -> Document:
-    """Every traced fact with P(object) clean and corrupted and its largest indirect effects."""
+    """Every traced fact with P(object) clean and corrupted and its largest indirect effects.
+
+    Example: ``GET /run/t-many/facts`` → a table of the three facts, each linked to its page.
+    """
     run = req.the_run
     files = fact_files(run)
     if not files and (run.path / "trace.safetensors").is_file():
         files = {0: "trace.safetensors"}
     if not files:
         raise _missing_trace(run)
-    rows, kinds = [], []
+    rows: list[tuple[object, ...]] = []
+    kinds: list[str] = []
     for n, relative in files.items():
         try:
             trace = read_trace(req.app, run, relative)
@@ -358,35 +373,26 @@ def facts_page(req: Request) -> Document:
         )
     header = ("#", "prompt", "object", "clean", "corrupted")
     header += tuple(f"max IE, {STATES.get(k, k)}" for k in kinds)
-    body = render(
-        "<p>{n} facts; P(object) clean and with the subject corrupted, and the largest indirect "
-        "effect of each kind of state.</p>{table}",
-        n=len(rows),
-        table=table(header, rows, cls="grid facts"),
-    )
+    body = template("tracing/facts.html", header=header, rows=rows)
     return Document(f"Facts of {run.id}", body)
 
 
 @page("/run/{run}/fact/{n:int}", kinds=TRACE_KINDS, title="Fact")
 def fact_page(req: Request) -> Document:
-    """One fact's trace: what was traced and its heat tables, with links to the next and previous."""
+    """One fact's trace: what was traced and its heat tables, with links to the next and previous.
+
+    Example: ``GET /run/t-many/fact/1`` → fact 1's trace, linked to facts 0 and 2.
+    """
     run = req.the_run
     n = req.params["n"]
     trace, relative = _fact_trace(req, n)
     numbers = list(fact_files(run))
-    moves = []
-    if n - 1 in numbers:
-        moves.append(link(url("run", run.id, "fact", n - 1), "← previous", rel="prev"))
-    if n + 1 in numbers:
-        moves.append(link(url("run", run.id, "fact", n + 1), "next →", rel="next"))
-    body = render(
-        '<nav class="moves">{moves}</nav>{facts}<p class="muted">From {file}.</p>{tables}',
-        moves=join(moves, " "),
+    body = template(
+        "tracing/fact.html",
+        prev_url=url("run", run.id, "fact", n - 1) if n - 1 in numbers else None,
+        next_url=url("run", run.id, "fact", n + 1) if n + 1 in numbers else None,
         facts=_trace_facts(run, trace),
         file=relative,
         tables=trace_heat_tables(trace),
     )
     return Document(f"Fact {n}: {trace.fact.prompt}", body)
-
-
-# ---------------------------------------------------------------------------- edit pages
