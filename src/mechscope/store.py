@@ -259,16 +259,26 @@ class RunFolder(Mapping[str, Result]):
         return f"RunFolder({self.kind} at {self.path}: {shown or 'no results'})"
 
 
-def _read_record(path: Path) -> dict[str, Any]:
+def read_json_object(path: str | Path) -> dict[str, Any] | None:
+    """The JSON object in `path` (a run's record or config), None if the file is missing;
+    a file that is not one fails in one line naming it.
+
+    Example: ``read_json_object("runs/ioi/run.json")["kind"]`` → ``"ioi"``.
+    """
+    path = Path(path)
     try:
         record = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
-        return {}
+        return None
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise InputError(f"{path} is not a readable JSON record: {e}") from None
+        raise InputError(f"cannot read {path}: it is not a readable JSON record ({e})") from None
     if not isinstance(record, dict):
-        raise InputError(f"{path} should hold a JSON object")
+        raise InputError(f"{path} should hold a JSON object, got {type(record).__name__}")
     return record
+
+
+def _read_record(path: Path) -> dict[str, Any]:
+    return read_json_object(path) or {}
 
 
 def _result_files(path: Path) -> Iterator[tuple[str, str]]:

@@ -152,8 +152,21 @@ class AttributionPatching(Result):
 # --- circuit discovery ----------------------------------------------------------------
 
 
+class _NodeNamesV1:
+    """Reads version 1 of a circuit format, which named heads ``a{layer}.{head}`` and MLPs
+    ``m{layer}``: the names are renamed on load."""
+
+    format: str
+
+    @classmethod
+    def _upgrade(cls, record: dict[str, Any], found: str, path: object) -> dict[str, Any]:
+        if found != cls.format.replace("/2", "/1"):
+            return super()._upgrade(record, found, path)  # type: ignore[misc]
+        return upgrade_names(record)
+
+
 @result
-class EdgeScores(Result):
+class EdgeScores(_NodeNamesV1, Result):
     """EAP scores: ``scores[i, j]`` for sender ``senders[i]`` → receiver ``receivers[j]``.
 
     Entries that are not edges of the graph (``valid`` False) are 0.
@@ -174,13 +187,6 @@ class EdgeScores(Result):
     n_kv_heads: int
     model_name: str | None = None
     meta: dict[str, Any] = field(default_factory=dict)
-
-    @classmethod
-    def _upgrade(cls, record: dict[str, Any], found: str, path: object) -> dict[str, Any]:
-        """Version 1 named heads ``a{layer}.{head}`` and MLPs ``m{layer}``: renamed on load."""
-        if found != cls.format.replace("/2", "/1"):
-            return super()._upgrade(record, found, path)
-        return upgrade_names(record)
 
     def summary(self) -> str:
         top = ", ".join(f"{s}→{r} {v:+.3g}" for s, r, v in self.edges(top_k=3))
@@ -223,7 +229,7 @@ class EdgeScores(Result):
 
 
 @result
-class Circuit(Result):
+class Circuit(_NodeNamesV1, Result):
     """A set of nodes (and the EAP edges among them) with the metric it keeps.
 
     ``faithfulness`` is normalised, (circuit − corrupted) / (model − corrupted);
@@ -247,13 +253,6 @@ class Circuit(Result):
     threshold: float | None = None
     model_name: str | None = None
     meta: dict[str, Any] = field(default_factory=dict)
-
-    @classmethod
-    def _upgrade(cls, record: dict[str, Any], found: str, path: object) -> dict[str, Any]:
-        """Version 1 named heads ``a{layer}.{head}`` and MLPs ``m{layer}``: renamed on load."""
-        if found != cls.format.replace("/2", "/1"):
-            return super()._upgrade(record, found, path)
-        return upgrade_names(record)
 
     @property
     def faithfulness(self) -> float:

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import html
 import itertools
-import json
 from dataclasses import field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -243,13 +242,6 @@ def read_sae_config(folder: str | Path) -> dict[str, Any] | None:
 
     Example: ``read_sae_config("runs/sae-l15/sae")["width"]`` → 4608.
     """
-    path = Path(folder) / "sae.json"
-    if not path.is_file():
-        return None
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise InputError(f"{path} is not a readable SAE configuration: {e}") from None
-    if not isinstance(data, dict):
-        raise InputError(f"{path} should hold a JSON object, got {type(data).__name__}")
-    return data
+    from ..store import read_json_object
+
+    return read_json_object(Path(folder) / "sae.json")

@@ -8,13 +8,13 @@ its parent's name and then a number.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from ..errors import InputError
+from ..store import read_json_object
 
 SEARCH_DEPTH = 2
 
@@ -54,15 +54,7 @@ class RunInfo:
 
 
 def _read_json(path: Path) -> dict[str, Any]:
-    if not path.exists():
-        return {}
-    try:
-        value = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise InputError(f"cannot read {path}: {err}") from err
-    if not isinstance(value, dict):
-        raise InputError(f"{path} should hold a JSON object, got {type(value).__name__}")
-    return value
+    return read_json_object(path) or {}
 
 
 def read_run(path: Path, run_id: str) -> RunInfo:
