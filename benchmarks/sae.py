@@ -30,7 +30,7 @@ import torch
 from safetensors.torch import save_file
 
 import mechscope as ms
-from mechscope.sae.activations import load_activations, store_activations
+from mechscope.core.activations import load_activations, store_activations
 from mechscope.sae.train import TrainConfig, train_sae
 
 SAELENS_PYTHON = Path(__file__).resolve().parents[1] / ".venv-saelens" / "bin" / "python"

@@ -17,7 +17,7 @@ import time
 
 import torch
 
-from mechscope.sae.activations import load_activations
+from mechscope.core.activations import load_activations
 from mechscope.sae.train import TrainConfig, train_sae
 
 
