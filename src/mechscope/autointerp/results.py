@@ -29,6 +29,7 @@ from typing import Any, TypeVar
 
 from ..errors import InputError
 from ..results import Result, result
+from ..store import read_json_object
 
 __all__ = [
     "ExplainRun",
@@ -325,12 +326,7 @@ class ExplainRun:
         if not path.is_dir():
             raise InputError(f"no explain run at {path}")
         if config is None:
-            try:
-                config = json.loads((path / "config.json").read_text())
-            except FileNotFoundError:
-                config = {}
-            except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-                raise InputError(f"cannot read {path / 'config.json'}: {err}") from None
+            config = read_json_object(path / "config.json") or {}
         if not isinstance(config, Mapping):
             raise InputError(f"{path / 'config.json'} should hold a JSON object")
         try:
