@@ -5,6 +5,8 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 TORCH_SPEC ?= torch==2.13.0
+# pytest workers of `make test` (each file runs whole in one worker, on a share of the cores)
+TEST_WORKERS ?= 2
 STAMP := $(VENV)/.mechscope-installed
 # Debian packages: corpora for harvests (fortunes, dictionary, Austen, Python docs,
 # WordNet glosses) and the Chromium that the viewer's browser tests drive.
@@ -69,7 +71,7 @@ tour: $(STAMP)
 test: $(STAMP)
 	$(VENV)/bin/ruff check src tests benchmarks
 	$(VENV)/bin/ruff format --check src tests benchmarks
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check src tests benchmarks

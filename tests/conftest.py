@@ -9,6 +9,14 @@ from jaxtyping import install_import_hook
 # the test clusters of Ray stay on the loopback (see mechscope.engine.cluster.import_ray)
 os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
 
+# under pytest-xdist each worker (and every process it starts) takes its share of the cores,
+# so that two workers on two cores do not fight over four torch threads
+_WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+_THREADS = max(1, (os.cpu_count() or 1) // _WORKERS)
+if _WORKERS > 1:
+    for _name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ.setdefault(_name, str(_THREADS))
+
 # shapes annotated with jaxtyping are checked at run time, under pytest only
 # (mechscope's packages import lazily: the core, which `import mechscope` imported eagerly
 # before, is imported here under the hook; the techniques are imported later, unchecked)
@@ -22,6 +30,9 @@ with install_import_hook("mechscope", "beartype.beartype"):
 
 import pytest  # noqa: E402
 import torch  # noqa: E402
+
+if _WORKERS > 1:
+    torch.set_num_threads(_THREADS)
 
 from mechscope.testing import tiny_model  # noqa: E402
 
