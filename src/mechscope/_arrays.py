@@ -139,6 +139,12 @@ def write_safetensors(path: Path, arrays: dict[str, Any], meta: dict[str, str]) 
 
             save_np({k: np.ascontiguousarray(v) for k, v in arrays.items()}, str(tmp), meta)
         os.replace(tmp, path)
+    except OSError:
+        raise
+    except Exception as e:  # safetensors reports a failed write as its own error type
+        if "I/O error" not in str(e):
+            raise
+        raise OSError(f"cannot write {path}: {e}") from None
     finally:
         tmp.unlink(missing_ok=True)
 

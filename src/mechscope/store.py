@@ -10,6 +10,7 @@ half-written folder behind.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import os
@@ -117,6 +118,7 @@ class Run:
     _start: float = field(default_factory=time.perf_counter)
     timings: dict[str, float] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)
+    _lock: int | None = field(default=None, repr=False)
 
     @property
     def dir(self) -> Path:
@@ -161,13 +163,26 @@ class Run:
             **self.extra,
         }
         self.write_json("run.json", record)
+        old = self.path.with_name(f".{self.path.name}.old-{os.getpid()}")
         if self.path.exists():
-            shutil.rmtree(self.path)
+            os.replace(self.path, old)  # the older run stays whole until the new one is in place
         os.replace(self._tmp, self.path)
+        shutil.rmtree(old, ignore_errors=True)
+        self._unlock()
         return self.path
 
     def abandon(self) -> None:
         shutil.rmtree(self._tmp, ignore_errors=True)
+        self._unlock()
+
+    def _unlock(self) -> None:
+        key = str(self.path.resolve())
+        if self._lock is not None and _HELD.get(key) == self._lock:
+            del _HELD[key]
+            with contextlib.suppress(OSError):
+                os.unlink(_lock_name(self.path))  # removed while held: no one else holds it
+            os.close(self._lock)
+        self._lock = None
 
     def __enter__(self) -> Run:
         return self
@@ -189,23 +204,86 @@ def new_run(kind: str, out: str | Path, config: dict[str, Any], *, resume: bool 
         run = new_run("patch", "runs/patch", {"model": model_record(model)}, resume=True)
         run.resumed           # True when a killed run's folder with this config was kept
     """
-    path = Path(out)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.partial")
+    path = check_out(out)
     record = json.loads(json.dumps({"kind": kind, **config}, default=_json_default))
-    old = tmp / "config.json"
-    resumed = (
-        resume
-        and old.exists()
-        and without_placement(json.loads(old.read_text())) == without_placement(record)
-    )
-    if tmp.exists() and not resumed:
-        shutil.rmtree(tmp)
-    tmp.mkdir(exist_ok=True)
-    run = Run(kind, path, config, tmp, resumed=resumed)
+    tmp = path.with_name(f".{path.name}.partial")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        lock = _lock(path)
+        try:
+            old = read_json_object(tmp / "config.json") if resume else None
+        except InputError:
+            old = None  # a damaged checkpoint is started again, not resumed
+        resumed = old is not None and without_placement(old) == without_placement(record)
+        if tmp.exists() and not resumed:
+            shutil.rmtree(tmp)
+        tmp.mkdir(exist_ok=True)
+    except OSError as e:
+        raise InputError(f"cannot create the run folder {path}: {e.strerror or e}") from None
+    run = Run(kind, path, config, tmp, resumed=resumed, _lock=lock)
     if not resumed:
         run.write_json("config.json", record)
     return run
+
+
+def check_out(out: str | Path) -> Path:
+    """`out` as a run folder to write, or one line saying why it cannot be one.
+
+    It must name a folder (not ``.``, ``..`` or nothing), not be a file, and if it
+    exists hold a run (it is replaced when the new run finishes) or nothing.
+
+    Example: ``check_out("runs/trace")`` → ``Path("runs/trace")``; ``check_out(".")`` raises.
+    """
+    text = str(out)
+    path = Path(text)
+    if not text.strip() or path.name in ("", ".", ".."):
+        raise InputError(f"the run folder (--out) must be named, e.g. runs/demo; got {text!r}")
+    if path.is_file() or (path.exists() and not path.is_dir()):
+        raise InputError(f"--out {path} is a file; a run folder is expected (give a new name)")
+    if path.is_dir() and not (path / "config.json").is_file():
+        with os.scandir(path) as entries:
+            if any(True for _ in entries):
+                raise InputError(
+                    f"--out {path} is a folder that holds no mechscope run; it would be "
+                    "replaced, so give a new or empty folder"
+                )
+    return path
+
+
+def _lock(path: Path) -> int | None:
+    """Hold ``.NAME.lock`` beside `path` so that a second process writing it refuses."""
+    try:
+        import fcntl
+    except ImportError:  # no advisory locks here (Windows): no guard
+        return None
+    key = str(path.resolve())
+    if key in _HELD:  # this process's own earlier run of it, left unfinished: it may go on
+        return _HELD[key]
+    name = _lock_name(path)
+    while True:
+        fd = os.open(name, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise InputError(
+                f"another process is writing {path} now; wait for it or give another --out"
+            ) from None
+        try:  # the holder before us may have removed the file between our open and our lock
+            same = os.path.samestat(os.fstat(fd), os.stat(name))
+        except FileNotFoundError:
+            same = False
+        if same:
+            _HELD[key] = fd
+            return fd
+        os.close(fd)
+
+
+def _lock_name(path: Path) -> Path:
+    return path.with_name(f".{path.name}.lock")
+
+
+_HELD: dict[str, int] = {}  # run folders this process holds the lock of → the lock's fd
 
 
 RESULT_DEPTH = 3  # how deep under a run folder results are looked for (facts/NNNN, parts/…)
@@ -311,6 +389,28 @@ def open_run(path: str | Path, *, arrays: Arrays = "torch") -> RunFolder:
     return RunFolder(path, arrays)
 
 
+def read_text_file(path: str | Path, what: str) -> str:
+    """The UTF-8 text of the user's `what` file at `path`, or one line saying why it is not one.
+
+    Example: ``read_text_file("positive.txt", "text")`` → the file's text; a folder, a missing
+    file or bytes that are not UTF-8 raise an `InputError` naming the path.
+    """
+    path = Path(path)
+    if path.is_dir():
+        raise InputError(f"{path} is a folder; a {what} file is expected")
+    try:
+        return path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise InputError(f"no such {what} file: {path}") from None
+    except UnicodeDecodeError as e:
+        raise InputError(
+            f"{path} is not UTF-8 text (byte 0x{e.object[e.start]:02x} at {e.start}); "
+            f"save the {what} file as UTF-8"
+        ) from None
+    except OSError as e:
+        raise InputError(f"cannot read the {what} file {path}: {e.strerror or e}") from None
+
+
 def read_json_list(
     path: str | Path, what: str, items: str, *, non_empty: bool = False
 ) -> list[Any]:
@@ -321,9 +421,7 @@ def read_json_list(
     """
     path = Path(path)
     try:
-        rows = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise InputError(f"no such {what} file: {path}") from None
+        rows = json.loads(read_text_file(path, what))
     except json.JSONDecodeError as e:
         raise InputError(f"{path} is not valid JSON: {e}") from None
     if not isinstance(rows, list) or (non_empty and not rows):

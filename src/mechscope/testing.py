@@ -59,9 +59,10 @@ def tiny_config(arch: str, vocab_size: int = 259) -> tf.PretrainedConfig:
     ``tiny_config("llama").num_key_value_heads`` → 2.
     """
     common = {"vocab_size": vocab_size, "bos_token_id": 0, "eos_token_id": 1, "pad_token_id": 2}
-    # the shape every HF-named family shares: 2 blocks of d_model 32, 4 heads, MLP 64
+    # the shape every HF-named family shares: 2 blocks of d_model 32, 4 heads, MLP 64, and a
+    # rotary context of 2,048 (GPT-2 keeps 256 learned positions)
     blocks = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2,
-              "num_attention_heads": 4, "max_position_embeddings": 256, **common}  # fmt: skip
+              "num_attention_heads": 4, "max_position_embeddings": 2048, **common}  # fmt: skip
     if arch == "llama":
         return tf.LlamaConfig(num_key_value_heads=2, **blocks)
     if arch == "gpt2":

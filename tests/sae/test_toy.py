@@ -148,8 +148,12 @@ def test_toy_run_writes_a_run_folder(tmp_path: Path) -> None:
     torch.testing.assert_close(ToyResult.load(out / "phase.safetensors").W, results["phase"].W)
 
 
-def test_cli_prints_the_table_and_writes_the_run(tmp_path: Path) -> None:
+def test_cli_prints_the_table_and_writes_the_run(tmp_path: Path, monkeypatch) -> None:
     from mechscope.cli import app
+    from mechscope.cli import toy as toy_cli
+
+    # the command's console took its width when first imported, maybe by another test
+    monkeypatch.setattr(toy_cli.console, "width", 200)
 
     out = tmp_path / "toy"
     args = ["toy", "--n", "6", "--m", "2", "--sparsities", "0,0.99", "--steps", "20"]

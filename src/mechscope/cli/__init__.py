@@ -11,10 +11,11 @@ from pathlib import Path
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from ..display import top_tokens
-from ..errors import MechscopeError
+from ..errors import InputError, MechscopeError
 from .options import EngineChoice, Placement, engined, placed
 from .serve import serve as serve_cmd
 
@@ -206,20 +207,51 @@ app.add_typer(weights_app, name="weights")
 app.add_typer(maze_app, name="maze")
 
 
+def _check_arguments(argv: list[str]) -> None:
+    """Refuse arguments that are not UTF-8 text (Python keeps their bytes as lone surrogates)."""
+    for i, arg in enumerate(argv, 1):
+        try:
+            arg.encode("utf-8")
+        except UnicodeEncodeError as e:
+            raw = arg.encode("utf-8", "surrogateescape")
+            raise InputError(
+                f"argument {i} is not UTF-8 text (byte 0x{raw[e.start]:02x} at {e.start}); "
+                "pass text in UTF-8"
+            ) from None
+
+
 def main() -> None:
     """Entry point: run the app, turning user errors into one line."""
     try:
+        _check_arguments(sys.argv[1:])
         app(standalone_mode=False)
     except MechscopeError as err:
-        errors.print(f"[red]error:[/red] {err}", highlight=False, markup=True)
+        errors.print(f"[red]error:[/red] {escape(str(err))}", highlight=False, markup=True)
         sys.exit(2)
     except (typer.Abort, KeyboardInterrupt):
-        console.print("aborted")
+        errors.print("aborted: run the same command again to resume where a run can", markup=False)
         sys.exit(130)
-    except Exception as err:  # click usage errors arrive here in non-standalone mode
-        import click
-
-        if isinstance(err, click.exceptions.ClickException):
-            err.show()
-            sys.exit(err.exit_code)
+    except Exception as err:
+        if _is_usage_error(err):  # click's (or typer's own copy of click's) usage errors
+            err.show()  # type: ignore[attr-defined]
+            sys.exit(err.exit_code)  # type: ignore[attr-defined]
+        if isinstance(err, OSError) and err.filename is not None:  # the disk, not the code
+            where = f"{err.filename}" + (f" → {err.filename2}" if err.filename2 else "")
+            errors.print(
+                f"[red]error:[/red] {escape(str(err.strerror or err))}: {escape(where)}",
+                highlight=False,
+                markup=True,
+            )
+            sys.exit(2)
         raise
+
+
+def _is_usage_error(err: Exception) -> bool:
+    import click
+
+    if isinstance(err, click.exceptions.ClickException):
+        return True
+    return any(
+        cls.__name__ == "ClickException" and cls.__module__.endswith("_click.exceptions")
+        for cls in type(err).__mro__
+    )

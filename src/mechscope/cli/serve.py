@@ -10,6 +10,8 @@ from pathlib import Path
 
 import typer
 
+from ..errors import InputError
+
 
 def serve(
     paths: list[Path] = typer.Argument(
@@ -26,6 +28,8 @@ def serve(
     """Serve run folders in a local web viewer (neuron pages, figures, records) until Ctrl-C."""
     from ..viewer import serve as make_viewer
 
+    if not 0 <= port <= 65535:
+        raise InputError(f"--port must be 0 (any free port) to 65535, got {port}")
     viewer = make_viewer(paths, host=host, port=port)
     runs = len(viewer.app.runs)
     typer.echo(f"serving {runs} run{'s' if runs != 1 else ''} at {viewer.url} (Ctrl-C stops)")

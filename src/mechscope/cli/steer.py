@@ -10,6 +10,7 @@ from rich.console import Console
 from rich.table import Table
 
 from ..errors import InputError
+from ..store import read_text_file
 from .options import Placement, floats, numbers, placed
 
 console = Console()
@@ -89,6 +90,8 @@ def _vector(model, layer, vector, plus, minus, topic, positive, negative, method
 
     given = [vector is not None, plus is not None or minus is not None, topic is not None,
              positive is not None or negative is not None]  # fmt: skip
+    if method not in ("mean_diff", "pca"):
+        raise InputError(f"--method must be mean_diff or pca, got {method!r}")
     if sum(given) != 1:
         raise InputError(
             "give one source: --vector FILE, --plus/--minus prompts, --topic WORDS, "
@@ -107,8 +110,6 @@ def _vector(model, layer, vector, plus, minus, topic, positive, negative, method
         if not plus or not minus:
             raise InputError("activation addition needs both --plus and --minus prompts")
         return actadd(model, plus, minus, layer)
-    if method not in ("mean_diff", "pca"):
-        raise InputError(f"--method must be mean_diff or pca, got {method!r}")
     build = mean_diff_vector if method == "mean_diff" else pca_vector
     if topic is not None:
         words = [w.strip() for w in topic.split(",") if w.strip()]
@@ -119,9 +120,7 @@ def _vector(model, layer, vector, plus, minus, topic, positive, negative, method
         raise InputError("give both --positive and --negative (text files, one text per line)")
     texts = []
     for path in (positive, negative):
-        if not path.is_file():
-            raise InputError(f"no such text file: {path}")
-        lines = [ln.strip() for ln in path.read_text().splitlines() if ln.strip()]
+        lines = [ln.strip() for ln in read_text_file(path, "text").splitlines() if ln.strip()]
         if not lines:
             raise InputError(f"{path} has no texts (one per line)")
         texts.append(lines)

@@ -13,9 +13,10 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 from torch import Tensor
 
+from .._arrays import write_safetensors
 from ..errors import MechscopeError, SiteError, closest
 
 GRAD_PREFIX = "grad:"
@@ -100,26 +101,43 @@ class ActivationCache(Mapping[str, Tensor]):
             "model": self.model_name or "",
             "sites": json.dumps(list(self._tensors)),
         }
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".partial")
-        save_file(tensors, str(tmp), metadata=meta)
-        os.replace(tmp, path)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            write_safetensors(path, tensors, meta)
+        except OSError as e:
+            raise MechscopeError(f"cannot write the cache to {path}: {e}") from None
         return path
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> ActivationCache:
         """Reopen a cache written by `save`."""
-        from safetensors import safe_open
+        from safetensors import SafetensorError, safe_open
 
         path = Path(path)
         if not path.exists():
             raise MechscopeError(f"no cache file at {path}")
-        with safe_open(str(path), "pt") as f:
-            meta = f.metadata() or {}
-        flat = load_file(str(path))
-        order = json.loads(meta.get("sites", "[]")) or [
-            k for k in flat if not k.startswith(GRAD_PREFIX)
-        ]
+        if not path.is_file():
+            raise MechscopeError(f"{path} is a folder; a cache is one .safetensors file")
+        try:
+            with safe_open(str(path), "pt") as f:
+                meta = f.metadata() or {}
+            flat = load_file(str(path))
+            order = json.loads(meta.get("sites", "[]")) or [
+                k for k in flat if not k.startswith(GRAD_PREFIX)
+            ]
+        except (OSError, ValueError, SafetensorError) as e:  # also bad JSON in the site list
+            raise MechscopeError(
+                f"cannot read {path}: not a readable safetensors cache ({str(e)[:200]})"
+            ) from None
+        found = meta.get("format", "")
+        if found != "mechscope.cache/1" and not (found == "" and "sites" in meta):
+            raise MechscopeError(
+                f"{path} is not an activation cache: its format is {found or 'untagged'!r}, "
+                "expected 'mechscope.cache/1'"
+            )
+        missing = [k for k in order if k not in flat]
+        if missing or not isinstance(order, list):
+            raise MechscopeError(f"{path} is damaged: its site list names missing tensors")
         tensors = {k: flat[k] for k in order}
         grads = {k[len(GRAD_PREFIX) :]: v for k, v in flat.items() if k.startswith(GRAD_PREFIX)}
         return cls(tensors, grads, meta.get("model") or None)

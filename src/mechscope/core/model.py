@@ -136,8 +136,38 @@ class Model(Tokens):
 
     # --- inputs (the token methods are Tokens', in core.tokens) ------------------------
 
+    @property
+    def context(self) -> int | None:
+        """The most positions the model was built for (its config's limit), None if unknown.
+
+        Example: ``mechscope.load("smollm2-135m").context`` → 8192.
+        """
+        config = getattr(self.hf, "config", None)
+        for key in ("max_position_embeddings", "n_positions", "n_ctx"):
+            value = getattr(config, key, None)
+            if isinstance(value, int) and value > 0:
+                return value
+        return None
+
+    def check_length(self, n_tokens: int, what: str = "the input") -> None:
+        """Fail in one line when `n_tokens` positions do not fit in the model's context."""
+        limit = self.context if self.adapter is not None else None
+        if limit is not None and n_tokens > limit:
+            raise InputError(
+                f"{what} is {n_tokens} tokens but {self.name}'s context is {limit}; "
+                "shorten it or split it into windows"
+            )
+
     def _prepare(self, inputs: Inputs, prepend_bos: bool | None) -> tuple[Any, dict[str, Tensor]]:
         """Turn run inputs into the positional input and keyword arguments of the forward."""
+        ids, kwargs = self._prepare_unchecked(inputs, prepend_bos)
+        if isinstance(ids, Tensor) and ids.ndim >= 2 and ids.dtype == torch.long:
+            self.check_length(ids.shape[-1])
+        return ids, kwargs
+
+    def _prepare_unchecked(
+        self, inputs: Inputs, prepend_bos: bool | None
+    ) -> tuple[Any, dict[str, Tensor]]:
         if isinstance(inputs, dict):
             device = self.device
             kwargs = {k: v.to(device) if isinstance(v, Tensor) else v for k, v in inputs.items()}
@@ -370,8 +400,11 @@ class Model(Tokens):
         single = isinstance(prompt, str)
         prompts = [prompt] if single else list(prompt)
         tok = self._need_tokenizer()
+        if max_new_tokens < 0:
+            raise InputError(f"max_new_tokens must be 0 or more, got {max_new_tokens}")
         ids, mask = self.pad([self.ids(p, prepend_bos) for p in prompts], side="left")
         width = ids.shape[1]
+        self.check_length(width + max_new_tokens, f"the prompt plus {max_new_tokens} new tokens")
         torch.manual_seed(seed)
         gen_kwargs: dict[str, Any] = {
             "max_new_tokens": max_new_tokens,

@@ -166,6 +166,11 @@ def load_facts(path: str | Path) -> list[Fact]:
             raise InputError(
                 f"fact {i} of {path} lacks {', '.join(missing)} (needs subject, template, object)"
             )
+        wrong = [k for k in ("subject", "template", "object") if not isinstance(row[k], str)]
+        if wrong or not isinstance(row.get("relation", ""), str):
+            raise InputError(
+                f"fact {i} of {path}: {', '.join(wrong) or 'relation'} must be a string"
+            )
         if row["template"].count("{}") != 1:
             raise InputError(f"fact {i} of {path}: the template must hold one {{}} for the subject")
         facts.append(

@@ -1,0 +1,169 @@
+"""The hostile-input suite's harness: the CLI run in this process, and a guard on every model.
+
+`cli(*args)` runs ``mechscope ARGS`` through the real entry point (`mechscope.cli.main`)
+in this process, so that hundreds of cases fit in CI; it returns the exit status,
+both streams and the traceback if one escaped. `assert_user_error` is the contract of
+every row: exit 2, exactly one line starting with ``error:`` (ours) or ``Error:``
+(click's usage errors) that names what was wrong, no traceback, and `--out` untouched.
+
+The autouse `model_guard` records every `Model` built during a test, with a digest of
+its weights and its attention implementation, and fails the test if afterwards any
+module still carries a forward, pre-forward or backward hook, or the weights or the
+attention implementation changed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import io
+import os
+import sys
+import traceback
+import weakref
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import torch
+
+from mechscope.core.model import Model
+from mechscope.testing import tiny_chat_model
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What one in-process CLI call did."""
+
+    code: int
+    out: str
+    err: str
+    traceback: str | None  # set when an exception escaped `main`
+
+    @property
+    def error_lines(self) -> list[str]:
+        return [line for line in self.err.splitlines() if line.lower().startswith("error:")]
+
+
+def cli(*args: str, cache: Path | None = None) -> Outcome:
+    """Run ``mechscope ARGS`` in this process through `mechscope.cli.main`."""
+    from mechscope.cli import main
+
+    out, err = io.StringIO(), io.StringIO()
+    argv, environ = sys.argv, dict(os.environ)
+    sys.argv = ["mechscope", *args]
+    os.environ["COLUMNS"] = "200"
+    if cache is not None:
+        os.environ["MECHSCOPE_CACHE"] = str(cache)
+    code, tb = 0, None
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            main()
+    except SystemExit as e:
+        code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+    except BaseException:  # what a user would have seen as a traceback
+        code, tb = 1, traceback.format_exc()
+    finally:
+        sys.argv = argv
+        os.environ.clear()
+        os.environ.update(environ)
+    return Outcome(code, out.getvalue(), err.getvalue(), tb)
+
+
+def snapshot(path: Path) -> dict[str, bytes] | None:
+    """Every file under `path` with its bytes (None when `path` does not exist)."""
+    if not path.exists() and not path.is_symlink():
+        return None
+    if path.is_file():
+        return {"": path.read_bytes()}
+    return {str(p.relative_to(path)): p.read_bytes() for p in path.rglob("*") if p.is_file()}
+
+
+def assert_user_error(res: Outcome, *needles: str, out: Path | None = None, before=None) -> None:
+    """One line naming the mistake (each of `needles`, case-insensitive), exit 2, `out` untouched."""
+    assert res.traceback is None, f"a traceback escaped:\n{res.traceback}"
+    assert "Traceback" not in res.err, res.err
+    assert res.code == 2, (res.code, res.out[-2000:], res.err[-2000:])
+    lines = res.error_lines
+    assert len(lines) == 1, res.err
+    for needle in needles:
+        assert needle.lower() in lines[0].lower(), (needle, lines[0])
+    if out is not None:
+        assert snapshot(out) == before, f"{out} was changed by a failed command"
+
+
+@pytest.fixture(scope="session")
+def tiny_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny chat Llama saved as an HF folder (its chat template makes it an explainer)."""
+    path = tmp_path_factory.mktemp("hostile-llama")
+    model = tiny_chat_model("llama")
+    model.hf.save_pretrained(path)
+    model.tokenizer.save_pretrained(path)
+    return path
+
+
+# --- the guard on every model -----------------------------------------------------
+
+
+def _digest(model: Model) -> str:
+    h = hashlib.sha256()
+    with torch.no_grad():
+        for name, p in model.hf.state_dict(keep_vars=False).items():
+            h.update(name.encode())
+            h.update(p.detach().to("cpu").contiguous().view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
+def _attn(model: Model) -> str | None:
+    config = getattr(model.hf, "config", None)
+    return getattr(config, "_attn_implementation", None)
+
+
+def _hooks(model: Model) -> list[str]:
+    found = []
+    for name, module in model.hf.named_modules():
+        for kind in (
+            "_forward_hooks",
+            "_forward_pre_hooks",
+            "_backward_hooks",
+            "_backward_pre_hooks",
+        ):
+            if getattr(module, kind, None):
+                found.append(f"{name or '<root>'}.{kind}")
+    return found
+
+
+def _global_hooks() -> list[str]:
+    from torch.nn.modules import module as m
+
+    kinds = (
+        "_global_forward_hooks",
+        "_global_forward_pre_hooks",
+        "_global_backward_hooks",
+        "_global_backward_pre_hooks",
+    )
+    return [k for k in kinds if getattr(m, k, None)]
+
+
+@pytest.fixture(autouse=True)
+def model_guard(monkeypatch: pytest.MonkeyPatch) -> Iterator[list]:
+    """Fail the test if a model built in it is left with hooks, other weights or attention."""
+    seen: list[tuple[weakref.ref, str, str | None]] = []
+    init = Model.__init__
+
+    def recording_init(self, *args, **kwargs) -> None:
+        init(self, *args, **kwargs)
+        seen.append((weakref.ref(self), _digest(self), _attn(self)))
+
+    monkeypatch.setattr(Model, "__init__", recording_init)
+    before_global = _global_hooks()
+    yield seen
+    for ref, digest, attn in seen:
+        model = ref()
+        if model is None:
+            continue
+        assert not _hooks(model), f"hooks left on {model.name}: {_hooks(model)}"
+        assert _attn(model) == attn, f"attention implementation of {model.name} changed"
+        assert _digest(model) == digest, f"weights of {model.name} changed"
+    assert _global_hooks() == before_global, "a global module hook was left registered"
