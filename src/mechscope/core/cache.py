@@ -135,8 +135,9 @@ class ActivationCache(Mapping[str, Tensor]):
                 f"{path} is not an activation cache: its format is {found or 'untagged'!r}, "
                 "expected 'mechscope.cache/1'"
             )
-        missing = [k for k in order if k not in flat]
-        if missing or not isinstance(order, list):
+        if not isinstance(order, list) or any(
+            not isinstance(k, str) or k not in flat for k in order
+        ):
             raise MechscopeError(f"{path} is damaged: its site list names missing tensors")
         tensors = {k: flat[k] for k in order}
         grads = {k[len(GRAD_PREFIX) :]: v for k, v in flat.items() if k.startswith(GRAD_PREFIX)}
