@@ -18,6 +18,7 @@ import contextlib
 import hashlib
 import io
 import os
+import signal
 import sys
 import traceback
 import weakref
@@ -46,9 +47,20 @@ class Outcome:
         return [line for line in self.err.splitlines() if line.lower().startswith("error:")]
 
 
-def cli(*args: str, cache: Path | None = None) -> Outcome:
-    """Run ``mechscope ARGS`` in this process through `mechscope.cli.main`."""
+class CaseTimeout(BaseException):
+    """A case ran past its time limit (a check is missing and real work started)."""
+
+
+def cli(*args: str, cache: Path | None = None, limit_s: int = 60) -> Outcome:
+    """Run ``mechscope ARGS`` in this process through `mechscope.cli.main`.
+
+    A case that runs past `limit_s` seconds is stopped with `CaseTimeout` (a
+    `BaseException`, so that no ``except Exception`` in the tool swallows it).
+    """
     from mechscope.cli import main
+
+    def stop(signum, frame) -> None:
+        raise CaseTimeout(f"mechscope {' '.join(a[:40] for a in args)} ran past {limit_s} s")
 
     out, err = io.StringIO(), io.StringIO()
     argv, environ = sys.argv, dict(os.environ)
@@ -57,14 +69,20 @@ def cli(*args: str, cache: Path | None = None) -> Outcome:
     if cache is not None:
         os.environ["MECHSCOPE_CACHE"] = str(cache)
     code, tb = 0, None
+    previous = signal.signal(signal.SIGALRM, stop)
+    signal.alarm(limit_s)
     try:
         with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
             main()
     except SystemExit as e:
         code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+    except CaseTimeout:
+        raise
     except BaseException:  # what a user would have seen as a traceback
         code, tb = 1, traceback.format_exc()
     finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
         sys.argv = argv
         os.environ.clear()
         os.environ.update(environ)
@@ -82,13 +100,17 @@ def snapshot(path: Path) -> dict[str, bytes] | None:
 
 def assert_user_error(res: Outcome, *needles: str, out: Path | None = None, before=None) -> None:
     """One line naming the mistake (each of `needles`, case-insensitive), exit 2, `out` untouched."""
-    assert res.traceback is None, f"a traceback escaped:\n{res.traceback}"
+    if res.traceback is not None:
+        tail = "\n".join(res.traceback.strip().splitlines()[-6:])
+        pytest.fail(f"a traceback escaped:\n{tail}", pytrace=False)
     assert "Traceback" not in res.err, res.err
-    assert res.code == 2, (res.code, res.out[-2000:], res.err[-2000:])
+    if res.code != 2:
+        pytest.fail(f"exit {res.code}, not 2:\n{res.out[-1500:]}\n{res.err[-1500:]}", pytrace=False)
     lines = res.error_lines
     assert len(lines) == 1, res.err
-    for needle in needles:
-        assert needle.lower() in lines[0].lower(), (needle, lines[0])
+    missing = [n for n in needles if n.lower() not in lines[0].lower()]
+    if missing:
+        pytest.fail(f"the error line lacks {missing}: {lines[0]}", pytrace=False)
     if out is not None:
         assert snapshot(out) == before, f"{out} was changed by a failed command"
 
@@ -167,3 +189,82 @@ def model_guard(monkeypatch: pytest.MonkeyPatch) -> Iterator[list]:
         assert _attn(model) == attn, f"attention implementation of {model.name} changed"
         assert _digest(model) == digest, f"weights of {model.name} changed"
     assert _global_hooks() == before_global, "a global module hook was left registered"
+
+
+# --- the CLI tables ------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def hostile_files(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A folder of hostile inputs: a plain file, non-UTF-8 JSON, broken JSON, a JSON list of
+    numbers, an empty file, a file of NUL bytes, and a folder holding other files (not a run)."""
+    t = tmp_path_factory.mktemp("hostile-files")
+    (t / "afile").write_text("not a model, not a run\n")
+    (t / "bad.json").write_bytes(b'[{"subject": "caf\xe9"}]')
+    (t / "broken.json").write_text('[{"subject": "Paris",')
+    (t / "list.json").write_text("[1, 2, 3]")
+    (t / "empty.txt").write_text("")
+    (t / "nul.bin").write_bytes(b"\0" * 64)
+    (t / "other").mkdir()
+    (t / "other" / "notes.txt").write_text("my notes\n")
+    return t
+
+
+LONG_PROMPT = "hello " * 3000  # past the tiny models' 2048-token context
+
+
+@dataclass
+class Table:
+    """Runs one row of a CLI table: placeholders filled, then the contract of every row.
+
+    ``{F}`` is the tiny chat Llama's HF folder, ``{T}`` the folder of hostile files,
+    ``{O}`` the row's `--out` (absent before; it must still be absent afterwards),
+    ``{LONG}`` a prompt past the model's context.
+    """
+
+    folder: Path
+    files: Path
+
+    def fill(self, arg: str, out: Path) -> str:
+        if arg == "{LONG}":
+            return LONG_PROMPT
+        return (
+            arg.replace("{F}", str(self.folder))
+            .replace("{T}", str(self.files))
+            .replace("{O}", str(out))
+        )
+
+    def check(self, args: list[str], needles: list[str], tmp_path: Path) -> Outcome:
+        out = tmp_path / "out"
+        before = snapshot(self.files)
+        res = cli(*[self.fill(a, out) for a in args], cache=tmp_path / "cache")
+        assert_user_error(res, *needles, out=out, before=None)
+        assert snapshot(self.files) == before, "a failed command changed the user's files"
+        leftovers = [p.name for p in tmp_path.iterdir() if p.name != "cache"]
+        assert not leftovers, f"left behind: {leftovers}"
+        return res
+
+
+@pytest.fixture
+def table(tiny_folder: Path, hostile_files: Path) -> Table:
+    """The runner of CLI table rows (see `Table`)."""
+    return Table(tiny_folder, hostile_files)
+
+
+@pytest.fixture(scope="session")
+def harvest_run(tiny_folder: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A small finished harvest of the tiny model on a local corpus (read-only for tests)."""
+    root = tmp_path_factory.mktemp("hostile-harvest")
+    args = ["harvest", str(tiny_folder), "--corpus", "fortunes", "--tokens", "256"]
+    args += ["--window", "16", "--batch-size", "4", "--k", "6", "--out", str(root / "h")]
+    res = cli(*args, cache=root / "cache")
+    assert res.code == 0 and res.traceback is None, (res.err, res.traceback)
+    return root / "h"
+
+
+@pytest.fixture
+def hostile():
+    """The harness for test modules: ``hostile.cli``, ``hostile.snapshot``, ``hostile.assert_user_error``."""
+    import types
+
+    return types.SimpleNamespace(cli=cli, snapshot=snapshot, assert_user_error=assert_user_error)

@@ -6,11 +6,25 @@ the viewer: it is imported when the command runs.
 
 from __future__ import annotations
 
+import ipaddress
 from pathlib import Path
 
 import typer
 
 from ..errors import InputError
+
+
+def is_loopback(host: str) -> bool:
+    """Whether `host` is this machine only: ``localhost`` or a loopback address.
+
+    Example: ``is_loopback("127.0.0.1")`` → True; ``is_loopback("0.0.0.0")`` → False.
+    """
+    if host.lower().rstrip(".") == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:  # a host name: it may resolve to anything
+        return False
 
 
 def serve(
@@ -30,6 +44,12 @@ def serve(
 
     if not 0 <= port <= 65535:
         raise InputError(f"--port must be 0 (any free port) to 65535, got {port}")
+    if not is_loopback(host):
+        typer.echo(
+            f"warning: --host {host} lets other machines read these runs (no login, no TLS); "
+            "the default 127.0.0.1 serves this machine only",
+            err=True,
+        )
     viewer = make_viewer(paths, host=host, port=port)
     runs = len(viewer.app.runs)
     typer.echo(f"serving {runs} run{'s' if runs != 1 else ''} at {viewer.url} (Ctrl-C stops)")

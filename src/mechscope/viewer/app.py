@@ -1,7 +1,8 @@
 """The viewer application: runs, routing a request to a page, and wrapping pages in the shell.
 
 `App.handle` turns (method, URL, form) into a `Response` and knows nothing
-about sockets (``server.py`` does); pages live in ``viewer/pages/``. Results
+about sockets (``server.py`` does); a malformed query string gets a 400 page,
+a method no page takes a 405; pages live in ``viewer/pages/``. Results
 that are costly to open (a harvest's tables) are kept per app with
 `App.resource`, and `App.lock` serialises access to them across the server's
 threads.
@@ -10,15 +11,16 @@ threads.
 from __future__ import annotations
 
 import contextlib
+import re
 import sys
 import threading
 import traceback
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
-from urllib.parse import parse_qs, quote, unquote, urlsplit
+from urllib.parse import parse_qsl, quote, unquote, urlsplit
 
-from ..errors import MechscopeError
+from ..errors import InputError, MechscopeError
 from .html import Markup, document, escape, join, link, render, url
 from .registry import REGISTRY, Document, NotFound, Registry, Request, Response
 from .runs import RunInfo, discover_runs
@@ -36,6 +38,50 @@ PAGE_POLICY = (
     "img-src 'self' data:; frame-src 'self'; object-src 'none'; base-uri 'none'; "
     "form-action 'self'"
 )
+
+
+MAX_QUERY_CHARS = 8192  # a search term fits many times over
+_BAD_ESCAPE = re.compile(r"%(?![0-9A-Fa-f]{2})")
+
+
+class QueryTooLong(InputError):
+    """A query string longer than `MAX_QUERY_CHARS` (answered with 414)."""
+
+
+class MethodNotAllowed(MechscopeError):
+    """A method no page at this path answers (answered with 405 and an Allow header)."""
+
+    def __init__(self, method: str, path: str, allowed: list[str]) -> None:
+        super().__init__(f"{method} is not answered at {path}; use {', '.join(allowed)}")
+        self.allowed = allowed
+
+
+def parse_query(query: str) -> dict[str, str]:
+    """The arguments of a URL's query string, each given once, as percent-decoded UTF-8.
+
+    Raises `InputError` for a bad percent-escape, bytes that are not UTF-8 or an
+    argument given twice, and `QueryTooLong` past `MAX_QUERY_CHARS`.
+
+    Example: ``parse_query("q=%20Paris&limit=5")`` → ``{"q": " Paris", "limit": "5"}``.
+    """
+    if len(query) > MAX_QUERY_CHARS:
+        raise QueryTooLong(
+            f"the query string has {len(query)} characters; at most {MAX_QUERY_CHARS} are read"
+        )
+    bad = _BAD_ESCAPE.search(query)
+    if bad is not None:
+        near = query[bad.start() : bad.start() + 3]
+        raise InputError(f"bad percent-escape {near!r} in the query string (use %XX, XX in hex)")
+    try:
+        pairs = parse_qsl(query, keep_blank_values=True, errors="strict")
+    except UnicodeDecodeError:
+        raise InputError("the query string is not percent-encoded UTF-8") from None
+    args: dict[str, str] = {}
+    for key, value in pairs:
+        if key in args:
+            raise InputError(f"the query gives {key!r} more than once; give each argument once")
+        args[key] = value
+    return args
 
 
 class App:
@@ -117,14 +163,20 @@ class App:
         """Answer one request; never raises (errors become error pages)."""
         split = urlsplit(target)
         path = "/" + "/".join(unquote(p) for p in split.path.split("/") if p)
-        query = {k: v[0] for k, v in parse_qs(split.query, keep_blank_values=True).items()}
-        req = Request(self, method, split.path, {}, query, form or {})
+        req = Request(self, method, split.path, {}, {}, form or {})
         try:
+            req.query = parse_query(split.query)
             return self._dispatch(req, path)
         except NotFound as err:
             return self.page(req, self.not_found_document(err.message, err.hint))
+        except MethodNotAllowed as err:
+            doc = Document("Method not allowed", render('<p class="error">{e}</p>', e=err), 405)
+            resp = self.page(req, doc)
+            resp.headers["Allow"] = ", ".join(err.allowed)
+            return resp
         except MechscopeError as err:
-            doc = Document("Cannot show this", render('<p class="error">{e}</p>', e=err), 400)
+            status = 414 if isinstance(err, QueryTooLong) else 400
+            doc = Document("Cannot show this", render('<p class="error">{e}</p>', e=err), status)
             return self.page(req, doc)
         except Exception:  # a bug in a page: show it, keep serving
             trace = traceback.format_exc()
@@ -141,6 +193,9 @@ class App:
     def _dispatch(self, req: Request, path: str) -> Response:
         found = self.registry.candidates(req.method, path)
         if not found:
+            allowed = self.registry.methods_for(path)
+            if allowed:
+                raise MethodNotAllowed(req.method, req.path, allowed)
             raise NotFound(f"there is no page at {req.path}")
         route, params = found[0]
         if "run" in params:

@@ -161,7 +161,14 @@ class Route:
         m = regex.match(path)
         if m is None:
             return None
-        return {k: convertors[k].convert(v) for k, v in m.groupdict().items()}
+        try:
+            return {k: convertors[k].convert(v) for k, v in m.groupdict().items()}
+        except ValueError:  # an integer too long for int() (over 4300 digits): no such page
+            return None
+
+    def allows(self, method: str) -> bool:
+        """Whether the route answers `method` (HEAD wherever GET)."""
+        return method in self.methods or (method == "HEAD" and "GET" in self.methods)
 
     def accepts(self, kind: str | None) -> bool:
         return self.kinds is None or kind in self.kinds
@@ -224,13 +231,23 @@ class Registry:
         """
         found = []
         for order, route in enumerate(self.routes):
-            if method not in route.methods and not (method == "HEAD" and "GET" in route.methods):
+            if not route.allows(method):
                 continue
             params = route.match(path)
             if params is not None:
                 found.append((-route.literals, route.kinds is None, order, route, params))
         found.sort(key=lambda t: t[:3])
         return [(t[3], t[4]) for t in found]
+
+    def methods_for(self, path: str) -> list[str]:
+        """The methods some route answers at `path` (empty: there is no page at `path`).
+
+        Example: ``REGISTRY.methods_for("/run/ioi")`` → ``["GET", "HEAD"]``.
+        """
+        found = {m for r in self.routes if r.match(path) is not None for m in r.methods}
+        if "GET" in found:
+            found.add("HEAD")
+        return sorted(found)
 
     def nav_for(self, kind: str) -> list[Route]:
         """The header links offered to runs of `kind`."""

@@ -40,10 +40,12 @@ from .registry import Response
 MAX_FORM_BYTES = 1 << 20
 START_SECONDS = 10.0  # how long `start` waits for uvicorn to listen
 SECURITY_HEADERS = {"X-Content-Type-Options": "nosniff", "Referrer-Policy": "no-referrer"}
+# passed on to the app, which answers those its pages do not take with a 405 page (and Allow)
+METHODS = ("GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "TRACE")
 
 
 def asgi(app: App) -> Starlette:
-    """The Starlette application serving `app`'s pages (GET, HEAD and POST; others get 405).
+    """The Starlette application serving `app`'s pages; a method a page does not take gets 405.
 
     Example::
 
@@ -70,7 +72,7 @@ def asgi(app: App) -> Starlette:
         resp = await run_in_threadpool(app.handle, request.method, target, form)
         return _http(resp)
 
-    route = Route("/{path:path}", endpoint, methods=["GET", "HEAD", "POST"])
+    route = Route("/{path:path}", endpoint, methods=list(METHODS))
     return Starlette(routes=[route])
 
 

@@ -44,14 +44,22 @@ def content_type(path: Path) -> str:
 
 
 def file_inside(root: Path, relative: str) -> Path:
-    """`root`/`relative` if it is a file inside `root` (no ``..``, no escaping symlinks), else 404."""
+    """`root`/`relative` if it is a file inside `root` (no ``..``, no escaping symlinks), else 404.
+
+    Names the disk refuses (a NUL byte, a name too long, a symlink loop) are missing files too.
+    """
     root = root.resolve()
     parts = [p for p in relative.replace("\\", "/").split("/") if p not in ("", ".")]
-    if any(p == ".." or p.startswith(".") for p in parts) or not parts:
-        raise NotFound(f"no file {relative!r} here")
-    target = root.joinpath(*parts).resolve()
-    if not target.is_relative_to(root) or not target.is_file():
-        raise NotFound(f"no file {relative!r} here")
+    missing = NotFound(f"no file {relative[:200]!r} here")
+    if not parts or any(p == ".." or p.startswith(".") or "\x00" in p for p in parts):
+        raise missing
+    try:
+        target = root.joinpath(*parts).resolve()
+        inside = target.is_relative_to(root) and target.is_file()
+    except (OSError, ValueError, RuntimeError):  # too long, a NUL, a symlink loop (3.11)
+        inside = False
+    if not inside:
+        raise missing
     return target
 
 

@@ -27,6 +27,7 @@ from .explain import unit_explanations
 KINDS = ("harvest",)
 TOP_ON_HOME = 50
 SORT_KEYS = ("max", "mean", "std", "frac_active")
+MAX_LIMIT = 10_000  # units listed on one page
 
 
 def open_store(path: Path) -> Any:
@@ -197,10 +198,10 @@ def units_page(req: Request) -> Document:
     by = req.arg("by", "max")
     if by not in SORT_KEYS:
         raise InputError(f"cannot sort units by {by!r}; valid: {', '.join(SORT_KEYS)}")
-    try:
-        limit = max(1, min(int(req.arg("limit", "100")), 10_000))
-    except ValueError as err:
-        raise InputError(f"limit must be a whole number, got {req.arg('limit')!r}") from err
+    raw = req.arg("limit", "100")
+    limit = int(raw) if raw.isascii() and raw.isdigit() and len(raw) <= 6 else 0
+    if not 1 <= limit <= MAX_LIMIT:
+        raise InputError(f"limit must be a whole number from 1 to {MAX_LIMIT}, got {raw[:40]!r}")
     with harvest_of(req) as store:
         sites = list(store.sites)
         site = req.arg("site") or (sites[0] if sites else "")
