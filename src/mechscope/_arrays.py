@@ -2,9 +2,11 @@
 
 The helpers under `mechscope.results`: whether a value is an array, a numpy
 view of one, and safetensors files, read into numpy (bfloat16 as float32) and
-written atomically, importing torch only when a tensor is written. Importing
-this module imports numpy, never torch, so that the viewer opens results
-without it.
+written atomically, importing torch only when a tensor is written. Every file
+of a run is written through `atomic_file` (a temporary file, synced, renamed
+into place); a failed write, a full disk, raises an OSError naming the file,
+which the CLI prints in one line. Importing this module imports numpy, never
+torch, so that the viewer opens results without it.
 
 Example::
 
@@ -14,10 +16,13 @@ Example::
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import re
 import struct
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -83,7 +88,13 @@ def _head(f: BinaryIO) -> dict[str, Any]:
     (n,) = struct.unpack("<Q", head)
     if n > _MAX_HEADER:
         raise ValueError(f"a header of {n} bytes")
-    return json.loads(f.read(n))
+    raw = f.read(n)
+    if len(raw) != n:
+        raise ValueError(f"the header is cut short ({len(raw)} of {n} bytes)")
+    header = json.loads(raw)
+    if not isinstance(header, dict):
+        raise ValueError(f"the header is a JSON {type(header).__name__}, not an object")
+    return header
 
 
 def read_safetensors(path: Path) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
@@ -96,6 +107,9 @@ def read_safetensors(path: Path) -> tuple[dict[str, Any], dict[str, np.ndarray]]
         header = _head(f)
         data = f.read()
     meta = header.pop("__metadata__", None) or {}
+    covered = max((int(info["data_offsets"][1]) for info in header.values()), default=0)
+    if len(data) != covered:  # as safetensors itself: every byte belongs to a tensor
+        raise ValueError(f"{len(data)} bytes of tensor data where the header describes {covered}")
     out: dict[str, np.ndarray] = {}
     for name, info in header.items():
         start, end = info["data_offsets"]
@@ -115,16 +129,14 @@ def read_safetensors(path: Path) -> tuple[dict[str, Any], dict[str, np.ndarray]]
 
 
 def write_safetensors(path: Path, arrays: dict[str, Any], meta: dict[str, str]) -> None:
-    """Write `arrays` (torch or numpy) and string `meta` to `path` atomically: a temporary file
-    renamed into place (torch is imported only when some array is a tensor).
+    """Write `arrays` (torch or numpy) and string `meta` to `path` atomically (`atomic_file`;
+    torch is imported only when some array is a tensor).
 
     Example: ``write_safetensors(Path("x.safetensors"), {"w": np.ones(3)}, {"k": "v"})``.
     """
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.partial")
-    try:
+    with atomic_file(path) as tmp:
         if any(is_torch(v) for v in arrays.values()):
             import torch
-            from safetensors.torch import save_file
 
             tensors = {
                 k: (v if is_torch(v) else torch.from_numpy(np.ascontiguousarray(v)))
@@ -133,20 +145,111 @@ def write_safetensors(path: Path, arrays: dict[str, Any], meta: dict[str, str]) 
                 .contiguous()
                 for k, v in arrays.items()
             }
-            save_file(tensors, str(tmp), metadata=meta)
+            save_torch(tmp, tensors, meta)
         else:
             from safetensors.numpy import save_file as save_np
 
-            save_np({k: np.ascontiguousarray(v) for k, v in arrays.items()}, str(tmp), meta)
-        os.replace(tmp, path)
+            with safetensors_errors(path):
+                save_np({k: np.ascontiguousarray(v) for k, v in arrays.items()}, str(tmp), meta)
+
+
+def save_torch(path: Path, tensors: dict[str, Any], meta: dict[str, str] | None = None) -> None:
+    """`safetensors.torch.save_file`, its failed writes raised as OSErrors naming `path`.
+
+    Example: ``save_torch(tmp, {"w": torch.ones(3)})`` inside ``with atomic_file(path) as tmp:``.
+    """
+    from safetensors.torch import save_file
+
+    with safetensors_errors(path):
+        save_file(tensors, str(path), metadata=meta)
+
+
+@contextlib.contextmanager
+def safetensors_errors(path: Path) -> Iterator[None]:
+    """Raise safetensors' own error for a failed write (a full disk) as the OSError it is."""
+    try:
+        yield
     except OSError:
         raise
     except Exception as e:  # safetensors reports a failed write as its own error type
         if "I/O error" not in str(e):
             raise
-        raise OSError(f"cannot write {path}: {e}") from None
+        found = re.search(r"os error (\d+)", str(e))
+        code = int(found.group(1)) if found else 5  # EIO
+        raise OSError(code, os.strerror(code), str(path)) from None
+
+
+@contextlib.contextmanager
+def atomic_file(path: str | os.PathLike[str]) -> Iterator[Path]:
+    """A temporary name to write `path` under: synced to disk and renamed into place when the
+    block ends, removed if it fails, so `path` is always the old file or the whole new one.
+
+    Write errors (a full disk) are raised as OSErrors naming `path`.
+
+    Example::
+
+        with atomic_file("runs/h/state.safetensors") as tmp:
+            tmp.write_bytes(data)
+    """
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.partial")
+    try:
+        yield tmp
+        fd = os.open(tmp, os.O_RDWR)  # Windows syncs only what it may write
+        try:
+            os.fsync(fd)  # the data is on disk before the name points at it
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+    except OSError as e:
+        if e.filename in (None, str(tmp), tmp):
+            raise OSError(e.errno, e.strerror or str(e), str(path)) from None
+        raise
     finally:
-        tmp.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+
+
+@contextlib.contextmanager
+def naming(path: str | os.PathLike[str]) -> Iterator[None]:
+    """Raise an OSError that names no file (a failed write or flush) as one naming `path`.
+
+    Example::
+
+        with naming(path), open(path, "ab") as f:
+            f.write(data)      # a full disk: OSError(ENOSPC, …, path)
+    """
+    try:
+        yield
+    except OSError as e:
+        if e.filename is not None:
+            raise
+        raise OSError(e.errno, e.strerror or str(e), str(path)) from None
+
+
+# atomic_file's temporary names, and safetensors' own (it writes a file under one and renames it)
+_PARTIAL = re.compile(r"\..+\.\d+\.partial|\.tmp[0-9A-Za-z]{6}")
+
+
+def is_partial_file(name: str) -> bool:
+    """Whether `name` is a temporary file's name of `atomic_file` or of safetensors (left behind
+    by a killed write).
+
+    Example: ``is_partial_file(".state.safetensors.4242.partial")``, ``is_partial_file(".tmpa8Zq3x")``
+    → True, True.
+    """
+    return bool(_PARTIAL.fullmatch(name))
+
+
+def remove_partial_files(folder: str | os.PathLike[str]) -> None:
+    """Remove the temporary files that killed writes left anywhere under `folder` (which no
+    other process may be writing).
+
+    Example: ``remove_partial_files("runs/.h.partial")`` before resuming the run written there.
+    """
+    for path in Path(folder).rglob(".*"):
+        if is_partial_file(path.name) and path.is_file():
+            path.unlink()
 
 
 def read_header(path: Path) -> tuple[dict[str, Any], dict[str, Any]]:

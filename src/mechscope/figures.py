@@ -13,6 +13,7 @@ figs/scores.png, .svg and .html.
 
 from __future__ import annotations
 
+import functools
 import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -21,6 +22,8 @@ import numpy as np
 import torch
 from jaxtyping import Float
 from torch import Tensor
+
+from ._arrays import atomic_file
 
 FORMATS = ("png", "svg", "html")
 
@@ -85,8 +88,27 @@ def save_html(pfig: object, stem: Path) -> Path:
     with figs/plotly.min.js beside it.
     """
     target = stem.with_name(f"{stem.name}.html")
+    _plotly_bundle(target.parent / "plotly.min.js")
     pfig.write_html(target, include_plotlyjs="directory", full_html=True)  # type: ignore[attr-defined]
     return target
+
+
+def _plotly_bundle(path: Path) -> None:
+    """Write plotly.js at `path` whole (atomically) unless it is there whole: plotly writes it
+    only when absent, so one cut short by a killed run would stay cut."""
+    from plotly.offline import get_plotlyjs
+
+    if path.exists() and path.stat().st_size == _plotly_size():
+        return
+    with atomic_file(path) as tmp:
+        tmp.write_text(get_plotlyjs(), encoding="utf-8")
+
+
+@functools.cache
+def _plotly_size() -> int:
+    from plotly.offline import get_plotlyjs
+
+    return len(get_plotlyjs().encode("utf-8"))
 
 
 def heatmap(

@@ -155,8 +155,10 @@ def hard_prompt(
         r.text, r.activation     # activation_of(model, "blocks.10.mlp.post", 42, [r.text]) agrees
     """
     _check_unit(model, site, unit)
-    if length < 1 or steps < 1 or candidates < 1 or topk < 1 or fluency < 0:
-        raise InputError("hard_prompt needs length, steps, candidates, topk ≥ 1 and fluency ≥ 0")
+    if length < 1 or steps < 1 or candidates < 1 or topk < 1 or not 0 <= fluency < math.inf:
+        raise InputError(
+            "hard_prompt needs length, steps, candidates, topk ≥ 1 and a finite fluency ≥ 0"
+        )
     g = torch.Generator().manual_seed(seed)
     dev = model.device
     embed = model.hf.get_input_embeddings().weight  # [vocab d_model]
@@ -247,7 +249,7 @@ def soft_prompt(
         r.activation, r.projected_activation, r.text   # embeddings' value, nearest tokens' value
     """
     _check_unit(model, site, unit)
-    if length < 1 or steps < 1 or lr <= 0 or fluency < 0 or temperature <= 0:
+    if length < 1 or steps < 1 or lr <= 0 or not 0 <= fluency < math.inf or temperature <= 0:
         raise InputError(
             "soft_prompt needs length, steps ≥ 1, lr > 0, fluency ≥ 0, temperature > 0"
         )
@@ -367,6 +369,8 @@ def compare_units(
     """
     if start not in ("random", "top"):
         raise InputError(f"start must be 'random' or 'top', got {start!r}")
+    if soft_steps < 0:
+        raise InputError(f"soft_steps must be >= 0 (0: no soft prompt), got {soft_steps}")
     allowed = allowed_tokens(model)
     tok = model._need_tokenizer()
     boundary = set(prefix_ids(model)) | set(tok.all_special_ids)

@@ -74,6 +74,7 @@ FORMATS: dict[str, str] = {
     "mechscope.steering_examples/1": "mechscope.steering.results:SteeringExamples",
     "mechscope.prompt_comparisons/1": "mechscope.prompts_results:PromptComparisons",
     "mechscope.sae_eval/1": "mechscope.sae.results:SAEEval",
+    "mechscope.transcoder_eval/1": "mechscope.transcoders.results:TranscoderEval",
     "mechscope.toy/1": "mechscope.sae.results:ToyResult",
     "mechscope.unit/1": "mechscope.harvest.results:UnitRecord",
     "mechscope.explain_summary/1": "mechscope.autointerp.results:ExplainSummary",
@@ -253,22 +254,39 @@ class Result:
             trace = CausalTrace.load("runs/trace/trace.safetensors")
         """
         fmt, record, data = _read(path, arrays)
-        if fmt != cls.format:
-            record = cls._upgrade(record, fmt, path)
-        values = {k: _decode(v, data, cls) for k, v in record.items()}
-        names = {f.name for f in dataclasses.fields(cls) if f.init}  # type: ignore[arg-type]
-        unknown = set(values) - names
+        # everything below reads what the file says: any failure is the file's, named by it
+        try:
+            if fmt != cls.format:
+                record = cls._upgrade(record, fmt, path)
+            values = {k: _decode(v, data, cls) for k, v in record.items()}
+        except ResultFormatError as e:
+            raise ResultFormatError(_naming(path, e)) from None
+        except Exception as e:  # a reference to a missing array, a malformed tagged value
+            raise ResultFormatError(
+                f"{path}: a damaged {fmt or 'result'} record ({_one_line(e)})"
+            ) from None
+        fields = {f.name: f for f in dataclasses.fields(cls) if f.init}  # type: ignore[arg-type]
+        unknown = set(values) - set(fields)
         if unknown:
             raise ResultFormatError(
                 f"{path}: a {fmt} record with fields {sorted(unknown)} that "
                 f"{cls.__name__} does not have"
             )
+        for name, value in values.items():
+            annotation = _annotation(fields[name].type)
+            if not _fits(annotation, value, cls):
+                raise ResultFormatError(
+                    f"{path}: field {name!r} of a {cls.format} record should be {annotation}, "
+                    f"got {type(value).__name__}"
+                )
         try:
             return cls(**values)
         except TypeError as e:
-            raise ResultFormatError(f"{path}: not a complete {cls.format} record ({e})") from None
-        except (InputError, ValueError) as e:  # a class's own checks of its fields
-            raise ResultFormatError(f"{path}: {e}") from None
+            raise ResultFormatError(
+                f"{path}: not a complete {cls.format} record ({_one_line(e)})"
+            ) from None
+        except Exception as e:  # a class's own checks of its fields
+            raise ResultFormatError(f"{path}: {_one_line(e)}") from None
 
     @classmethod
     def _upgrade(cls, record: dict[str, Any], found: str, path: object) -> dict[str, Any]:
@@ -320,6 +338,64 @@ class Result:
         )
 
 
+def _one_line(e: BaseException) -> str:
+    """An exception's message on one line (some libraries' span several)."""
+    return " ".join(str(e).split()) or type(e).__name__
+
+
+def _naming(path: object, e: BaseException) -> str:
+    message = _one_line(e)
+    return message if str(path) in message else f"{path}: {message}"
+
+
+def _annotation(t: object) -> str:
+    return t if isinstance(t, str) else getattr(t, "__name__", "")
+
+
+_ARRAY_TYPES = {"Array", "Tensor", "ndarray", "np.ndarray", "Float", "Int", "Bool", "Num"}
+_PLAIN_TYPES: dict[str, Any] = {
+    "None": lambda v: v is None,
+    "int": lambda v: isinstance(v, int) and not isinstance(v, bool),
+    "float": lambda v: isinstance(v, (int, float)) and not isinstance(v, bool),
+    "str": lambda v: isinstance(v, str),
+    "bool": lambda v: isinstance(v, bool),
+    "list": lambda v: isinstance(v, list),
+    "tuple": lambda v: isinstance(v, tuple),
+    "dict": lambda v: isinstance(v, dict),
+}
+
+
+def _alternatives(annotation: str) -> list[str]:
+    """The members of a union annotation, split at its top-level ``|``."""
+    out, depth, start = [], 0, 0
+    for i, ch in enumerate(annotation):
+        depth += ch == "["
+        depth -= ch == "]"
+        if ch == "|" and depth == 0:
+            out.append(annotation[start:i])
+            start = i + 1
+    return [a.strip() for a in [*out, annotation[start:]]]
+
+
+def _fits(annotation: str, value: Any, owner: type) -> bool:
+    """Whether a loaded value can be a field annotated `annotation` (its outer type only;
+    names that are not plain types, arrays or the owner's dataclasses are not judged)."""
+    for alt in _alternatives(annotation):
+        base = alt.split("[", 1)[0].strip()
+        if base in _ARRAY_TYPES:
+            fits = is_array(value)
+        elif base in _PLAIN_TYPES:
+            fits = _PLAIN_TYPES[base](value)
+        else:
+            part = getattr(sys.modules[owner.__module__], base, None)
+            if not (isinstance(part, type) and dataclasses.is_dataclass(part)):
+                return True  # Any, object, a Literal…: nothing to check
+            fits = isinstance(value, part)
+        if fits:
+            return True
+    return False
+
+
 def _short(v: int | float | str) -> str:
     if isinstance(v, float):
         return "nan" if math.isnan(v) else f"{v:.4g}"
@@ -362,7 +438,7 @@ def _read(path: str | os.PathLike[str], arrays: Arrays) -> tuple[str, dict[str, 
                 data = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 (not a dict)
         entry = _entry(meta)
     except Exception as e:
-        raise ResultFormatError(f"{path} is not a readable result file ({e})") from None
+        raise ResultFormatError(f"{path} is not a readable result file ({_one_line(e)})") from None
     record = entry.get("record")
     if not isinstance(record, dict):
         record = {"__legacy__": dict(meta)}
@@ -403,7 +479,11 @@ def open_result(path: str | os.PathLike[str], *, arrays: Arrays = "torch") -> Re
     fmt = str(result_header(resolved).get("format", ""))
     if not fmt:
         raise ResultFormatError(f"{resolved} holds no result format tag")
-    return result_class(fmt).load(resolved, arrays=arrays)
+    try:
+        cls = result_class(fmt)
+    except ResultFormatError as e:
+        raise ResultFormatError(_naming(resolved, e)) from None
+    return cls.load(resolved, arrays=arrays)
 
 
 def result_header(path: str | os.PathLike[str]) -> dict[str, Any]:
@@ -416,7 +496,7 @@ def result_header(path: str | os.PathLike[str]) -> dict[str, Any]:
     try:
         return _entry(read_header(Path(path))[0])
     except Exception as e:
-        raise ResultFormatError(f"{path} is not a readable result file ({e})") from None
+        raise ResultFormatError(f"{path} is not a readable result file ({_one_line(e)})") from None
 
 
 def fields_equal(a: Any, b: Any) -> bool:

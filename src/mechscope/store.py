@@ -5,7 +5,8 @@ weights' hash, seeds, parameters), ``run.json`` (versions, timings, the
 model's agreement with plain HF on the run's own inputs), results (safetensors
 and JSON) and ``figures/`` (PNG, SVG, HTML). It is built under a temporary
 name and renamed into place when the run finishes, so a killed run leaves no
-half-written folder behind.
+half-written folder behind; its files are written atomically (`atomic_file`), so a
+resumed run finds each of them whole or absent.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ._arrays import atomic_file, remove_partial_files, save_torch
 from .errors import InputError, MechscopeError
 from .results import FORMATS, Arrays, Result, ResultFormatError, open_result, result_header
 
@@ -115,6 +117,7 @@ class Run:
     config: dict[str, Any]
     _tmp: Path
     resumed: bool = False
+    resumable: bool = False  # an interrupted run keeps its folder, to be resumed
     _start: float = field(default_factory=time.perf_counter)
     timings: dict[str, float] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)
@@ -133,20 +136,17 @@ class Run:
 
     def write_json(self, name: str, obj: Any) -> Path:
         target = self._tmp / name
-        target.write_text(json.dumps(obj, indent=2, default=_json_default))
+        text = json.dumps(obj, indent=2, default=_json_default)
+        with atomic_file(target) as tmp:
+            tmp.write_text(text)
         return target
 
     def save_tensors(
         self, name: str, tensors: dict[str, Tensor], meta: dict[str, str] | None = None
     ) -> Path:
-        from safetensors.torch import save_file
-
         target = self._tmp / name
-        save_file(
-            {k: v.detach().contiguous().cpu() for k, v in tensors.items()},
-            str(target),
-            metadata=meta,
-        )
+        with atomic_file(target) as tmp:
+            save_torch(tmp, {k: v.detach().contiguous().cpu() for k, v in tensors.items()}, meta)
         return target
 
     def timed(self, what: str, since: float) -> None:
@@ -167,6 +167,7 @@ class Run:
         if self.path.exists():
             os.replace(self.path, old)  # the older run stays whole until the new one is in place
         os.replace(self._tmp, self.path)
+        _sync_folder(self.path.parent)  # the renames survive a crash that follows
         shutil.rmtree(old, ignore_errors=True)
         self._unlock()
         return self.path
@@ -176,19 +177,18 @@ class Run:
         self._unlock()
 
     def _unlock(self) -> None:
-        key = str(self.path.resolve())
-        if self._lock is not None and _HELD.get(key) == self._lock:
-            del _HELD[key]
-            with contextlib.suppress(OSError):
-                os.unlink(_lock_name(self.path))  # removed while held: no one else holds it
-            os.close(self._lock)
+        _release(self.path, self._lock)
         self._lock = None
 
     def __enter__(self) -> Run:
         return self
 
     def __exit__(self, exc_type: type[BaseException] | None, *rest: object) -> None:
-        if exc_type is not None:
+        if exc_type is None:
+            return
+        if self.resumable and not issubclass(exc_type, MechscopeError):
+            self._unlock()  # interrupted (Ctrl-C, a full disk): the next run resumes
+        else:
             self.abandon()
 
 
@@ -197,14 +197,16 @@ def new_run(kind: str, out: str | Path, config: dict[str, Any], *, resume: bool 
 
     With `resume`, an unfinished folder left by a killed run with the same
     config is kept (`Run.resumed` is then True) so the run can go on from its
-    last checkpoint; otherwise it is discarded.
+    last checkpoint; otherwise it is discarded. A resumable run used as a
+    context manager keeps its folder when interrupted by anything but a
+    `MechscopeError` (Ctrl-C, a full disk), for the next run to resume.
 
     Example::
 
         run = new_run("patch", "runs/patch", {"model": model_record(model)}, resume=True)
         run.resumed           # True when a killed run's folder with this config was kept
     """
-    path = check_out(out)
+    path = check_out(out, kind)
     record = json.loads(json.dumps({"kind": kind, **config}, default=_json_default))
     tmp = path.with_name(f".{path.name}.partial")
     try:
@@ -218,19 +220,44 @@ def new_run(kind: str, out: str | Path, config: dict[str, Any], *, resume: bool 
         if tmp.exists() and not resumed:
             shutil.rmtree(tmp)
         tmp.mkdir(exist_ok=True)
+        _clear_leftovers(path, tmp)
     except OSError as e:
         raise InputError(f"cannot create the run folder {path}: {e.strerror or e}") from None
-    run = Run(kind, path, config, tmp, resumed=resumed, _lock=lock)
+    run = Run(kind, path, config, tmp, resumed=resumed, resumable=resume, _lock=lock)
     if not resumed:
         run.write_json("config.json", record)
     return run
 
 
-def check_out(out: str | Path) -> Path:
+def _sync_folder(path: Path) -> None:
+    with contextlib.suppress(OSError):  # not every system can open a folder
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def _clear_leftovers(path: Path, tmp: Path) -> None:
+    """Remove what killed runs of `path` left behind: older runs set aside by a `finish` cut
+    short, and half-written temporary files in the folder being resumed (we hold its lock)."""
+    olds = [p for p in path.parent.iterdir() if p.name.startswith(f".{path.name}.old-")]
+    for old in olds:
+        if not old.is_dir():
+            old.unlink()
+        elif path.exists():
+            shutil.rmtree(old, ignore_errors=True)
+        else:  # cut short between its two renames: the older run is still the only one
+            os.replace(old, path)
+    remove_partial_files(tmp)
+
+
+def check_out(out: str | Path, kind: str | None = None) -> Path:
     """`out` as a run folder to write, or one line saying why it cannot be one.
 
     It must name a folder (not ``.``, ``..`` or nothing), not be a file, and if it
-    exists hold a run (it is replaced when the new run finishes) or nothing.
+    exists hold a run (it is replaced when the new run finishes; with `kind`, only
+    a run of that kind, so that no command overwrites another's results) or nothing.
 
     Example: ``check_out("runs/trace")`` → ``Path("runs/trace")``; ``check_out(".")`` raises.
     """
@@ -247,6 +274,16 @@ def check_out(out: str | Path) -> Path:
                     f"--out {path} is a folder that holds no mechscope run; it would be "
                     "replaced, so give a new or empty folder"
                 )
+    if kind is not None and (path / "config.json").is_file():
+        try:
+            held = read_json_object(path / "config.json").get("kind")
+        except InputError:
+            held = None  # a damaged run folder is replaced like any run
+        if isinstance(held, str) and held != kind:
+            raise InputError(
+                f"--out {path} holds a {held} run, which a {kind} run would replace; "
+                "give another folder (or delete that one first)"
+            )
     return path
 
 
@@ -277,6 +314,33 @@ def _lock(path: Path) -> int | None:
             _HELD[key] = fd
             return fd
         os.close(fd)
+
+
+def _release(path: Path, fd: int | None) -> None:
+    key = str(path.resolve())
+    if fd is not None and _HELD.get(key) == fd:
+        del _HELD[key]
+        with contextlib.suppress(OSError):
+            os.unlink(_lock_name(path))  # removed while held: no one else holds it
+        os.close(fd)
+
+
+@contextlib.contextmanager
+def holding(path: str | Path) -> Iterator[Path]:
+    """Hold the lock of a folder written outside a run (``.NAME.lock`` beside it, as for run
+    folders): a second process writing it at the same time refuses in one line.
+
+    Example::
+
+        with holding("acts/l15") as out:     # InputError if another process writes acts/l15
+            write_shard(out, 0, rows, torch.float16)
+    """
+    path = Path(path)
+    fd = _lock(path)
+    try:
+        yield path
+    finally:
+        _release(path, fd)
 
 
 def _lock_name(path: Path) -> Path:

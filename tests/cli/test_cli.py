@@ -308,7 +308,7 @@ def test_viz_renders_channels_into_a_run_folder(tmp_path: Path) -> None:
                for e in ("png", "html"))  # fmt: skip
     for args, message in [
         (["viz", "net._blokcs.1"], "unknown site"),
-        (["viz", "net._blocks.1", "--channels", "a-b"], "--channels takes"),
+        (["viz", "net._blocks.1", "--channels", "a-b"], "--channels/--units takes"),
     ]:
         res = mechscope(*args, "--steps", "1", "--size", "16", "--out", str(tmp_path / "x"),
                         cache=tmp_path)  # fmt: skip

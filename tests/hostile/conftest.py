@@ -6,30 +6,23 @@ both streams and the traceback if one escaped. `assert_user_error` is the contra
 every row: exit 2, exactly one line starting with ``error:`` (ours) or ``Error:``
 (click's usage errors) that names what was wrong, no traceback, and `--out` untouched.
 
-The autouse `model_guard` records every `Model` built during a test, with a digest of
-its weights and its attention implementation, and fails the test if afterwards any
-module still carries a forward, pre-forward or backward hook, or the weights or the
-attention implementation changed.
+The guard on every model built in a test (no hooks left, weights and attention
+implementation unchanged) is the whole suite's: `model_guard` in tests/conftest.py.
 """
 
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import io
 import os
 import signal
 import sys
 import traceback
-import weakref
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-import torch
 
-from mechscope.core.model import Model
 from mechscope.testing import tiny_chat_model
 
 
@@ -123,72 +116,6 @@ def tiny_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
     model.hf.save_pretrained(path)
     model.tokenizer.save_pretrained(path)
     return path
-
-
-# --- the guard on every model -----------------------------------------------------
-
-
-def _digest(model: Model) -> str:
-    h = hashlib.sha256()
-    with torch.no_grad():
-        for name, p in model.hf.state_dict(keep_vars=False).items():
-            h.update(name.encode())
-            h.update(p.detach().to("cpu").contiguous().view(torch.uint8).numpy().tobytes())
-    return h.hexdigest()
-
-
-def _attn(model: Model) -> str | None:
-    config = getattr(model.hf, "config", None)
-    return getattr(config, "_attn_implementation", None)
-
-
-def _hooks(model: Model) -> list[str]:
-    found = []
-    for name, module in model.hf.named_modules():
-        for kind in (
-            "_forward_hooks",
-            "_forward_pre_hooks",
-            "_backward_hooks",
-            "_backward_pre_hooks",
-        ):
-            if getattr(module, kind, None):
-                found.append(f"{name or '<root>'}.{kind}")
-    return found
-
-
-def _global_hooks() -> list[str]:
-    from torch.nn.modules import module as m
-
-    kinds = (
-        "_global_forward_hooks",
-        "_global_forward_pre_hooks",
-        "_global_backward_hooks",
-        "_global_backward_pre_hooks",
-    )
-    return [k for k in kinds if getattr(m, k, None)]
-
-
-@pytest.fixture(autouse=True)
-def model_guard(monkeypatch: pytest.MonkeyPatch) -> Iterator[list]:
-    """Fail the test if a model built in it is left with hooks, other weights or attention."""
-    seen: list[tuple[weakref.ref, str, str | None]] = []
-    init = Model.__init__
-
-    def recording_init(self, *args, **kwargs) -> None:
-        init(self, *args, **kwargs)
-        seen.append((weakref.ref(self), _digest(self), _attn(self)))
-
-    monkeypatch.setattr(Model, "__init__", recording_init)
-    before_global = _global_hooks()
-    yield seen
-    for ref, digest, attn in seen:
-        model = ref()
-        if model is None:
-            continue
-        assert not _hooks(model), f"hooks left on {model.name}: {_hooks(model)}"
-        assert _attn(model) == attn, f"attention implementation of {model.name} changed"
-        assert _digest(model) == digest, f"weights of {model.name} changed"
-    assert _global_hooks() == before_global, "a global module hook was left registered"
 
 
 # --- the CLI tables ------------------------------------------------------------------

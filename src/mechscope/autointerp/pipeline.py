@@ -6,7 +6,8 @@ scoring. Three explanation methods are scored the same way: the language
 model's (`llm`), the unit's most frequent peak tokens (`top_tokens`) and
 another unit's LLM explanation (`random`, a seeded derangement). Every
 answer, failed ones included with their raw text, is appended to JSONL files
-as it arrives, so a killed run started again goes on where it stopped; the
+as it arrives, so a killed run started again goes on where it stopped (the rows
+of a unit a kill cut short are dropped and the unit redone); the
 finished run holds Parquet tables and a summary with bootstrap intervals
 (`ExplainSummary`, ``summary.safetensors``); `ExplainRun.open` reads a run back.
 
@@ -33,6 +34,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from tqdm.auto import tqdm
 
+from .._arrays import atomic_file
 from ..engine import check_engine, torch_threads
 from ..errors import InputError
 from ..harvest.tables import HarvestStore, UnitRecord
@@ -85,8 +87,56 @@ def _repair(path: Path) -> None:
                 f.truncate(end)
 
 
+def _keep_units(path: Path, whole: set[tuple[str, int]]) -> None:
+    """Drop the rows of units not in `whole` (a unit whose rows a kill cut short, to be redone).
+
+    Only units at the end of the file can be cut short, so the rows kept are the file's
+    first ones, in order: the resumed run appends exactly what the uninterrupted one wrote.
+    """
+    if not path.exists():
+        return
+    lines = path.read_bytes().split(b"\n")[:-1]
+    kept = []
+    for line in lines:
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:  # as `read_jsonl`: a damaged line ends the records
+            break
+        if _unit(row) in whole:
+            kept.append(line)
+    if len(kept) < len(lines):
+        with atomic_file(path) as tmp:
+            tmp.write_bytes(b"".join(line + b"\n" for line in kept))
+
+
+def _unit(row: dict[str, Any]) -> tuple[str, int]:
+    return row["site"], row["unit"]
+
+
+def _whole_units(
+    folder: Path, methods: Sequence[str], scorers: Sequence[str]
+) -> tuple[set[tuple[str, int]], set[tuple[str, int]]]:
+    """The units whose explanations, and whose scores, were all written before a kill.
+
+    A unit's explanations are its LLM one (if a method needs it) and its top tokens; its
+    scores are one row per method and scorer, written after its simulations.
+    """
+    wanted = {"top_tokens"} | ({"llm"} if {"llm", "random"} & set(methods) else set())
+    explained: dict[tuple[str, int], set[str]] = {}
+    for r in read_jsonl(folder / "explanations.jsonl"):
+        explained.setdefault(_unit(r), set()).add(r["method"])
+    scored: dict[tuple[str, int], int] = {}
+    for r in read_jsonl(folder / "scores.jsonl"):
+        scored[_unit(r)] = scored.get(_unit(r), 0) + 1
+    n_scores = len(methods) * len(scorers)
+    return (
+        {u for u, found in explained.items() if wanted <= found},
+        {u for u, n in scored.items() if n == n_scores},
+    )
+
+
 def _append(path: Path, records: Sequence[dict[str, Any]]) -> None:
-    with open(path, "a") as f:
+    with open(path, "a", encoding="utf-8") as f:
         for r in records:
             f.write(json.dumps(r, ensure_ascii=False) + "\n")
         f.flush()
@@ -224,6 +274,9 @@ def explain_run(
         )
     if not units:
         raise InputError("explain_run needs at least one (site, unit)")
+    for name, value in (("n_show (--show)", n_show), ("n_test (--test)", n_test)):
+        if value < 1:
+            raise InputError(f"{name} must be at least 1 window, got {value}")
     for site, unit in units:
         store.n_units(site)  # unknown site: a clear error
         if not 0 <= unit < store.n_units(site):
@@ -263,6 +316,10 @@ def explain_run(
         sim_file = folder / "simulations.jsonl"
         for file in (exp_file, score_file, sim_file):
             _repair(file)
+        explained, scored = _whole_units(folder, methods, scorers)
+        _keep_units(exp_file, explained)
+        _keep_units(score_file, scored)
+        _keep_units(sim_file, scored)
         done = {(r["site"], r["unit"]) for r in read_jsonl(exp_file)}
         todo = [u for u in units if u not in done]
         if ray is not None and todo:

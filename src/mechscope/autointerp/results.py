@@ -246,7 +246,10 @@ def read_jsonl(path: Path) -> list[dict[str, Any]]:
     if not path.exists():
         return []
     out = []
-    for line in path.read_text().splitlines():
+    # split on newlines only: str.splitlines also cuts at U+2028 or U+0085 inside a string
+    for line in path.read_text(encoding="utf-8").split("\n"):
+        if not line:
+            continue
         try:
             out.append(json.loads(line))
         except json.JSONDecodeError:
@@ -263,9 +266,14 @@ def _records(folder: Path, name: str) -> list[dict[str, Any]]:
         if parquet.exists():
             import pyarrow.parquet as pq
 
+            # a folder would be read as a (here empty) data set, and pyarrow reads the footer only
+            with open(parquet, "rb") as f:
+                if f.read(4) != b"PAR1":
+                    raise ValueError(f"{parquet.name} is not a Parquet file")
             return pq.read_table(parquet).to_pylist()
     except (OSError, UnicodeDecodeError, ValueError) as err:
-        raise InputError(f"cannot read {name} of {folder}: {err}") from None
+        message = " ".join(str(err).split())
+        raise InputError(f"cannot read {name} of {folder}: {message}") from None
     return []
 
 

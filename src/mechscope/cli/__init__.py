@@ -103,11 +103,19 @@ def run(
 ) -> None:
     """Run a prompt: top next tokens, and the cached sites' shapes (optionally saved)."""
 
+    if out is not None and not save:
+        raise MechscopeError("--out writes the cached sites: give --save SITE (or a glob) too")
     if out is not None and out.suffix != ".safetensors":
         raise MechscopeError(f"--out must end in .safetensors, got {out}")
     if top < 1:
         raise MechscopeError(f"--top must be at least 1, got {top}")
+    if not prompt:
+        raise MechscopeError("the prompt is empty: give the text to run")
     m = place.load(model)
+    if m.dims is not None and top > m.dims.d_vocab:
+        raise MechscopeError(
+            f"--top must be at most the vocabulary size {m.dims.d_vocab}, got {top}"
+        )
     result = m.run(prompt, save=save, prepend_bos=bos)
     console.print(top_tokens(m, prompt, result.logits[0, -1], top))
     if save:
@@ -224,11 +232,18 @@ def main() -> None:
     """Entry point: run the app, turning user errors into one line."""
     try:
         _check_arguments(sys.argv[1:])
-        app(standalone_mode=False)
+        code = app(standalone_mode=False)
+        # typer turns Ctrl-C into Exit(130), and without standalone mode returns its code
+        if code == 130:
+            raise KeyboardInterrupt
+        if isinstance(code, int) and code:
+            sys.exit(code)
     except MechscopeError as err:
+        _end_progress()
         errors.print(f"[red]error:[/red] {escape(str(err))}", highlight=False, markup=True)
         sys.exit(2)
     except (typer.Abort, KeyboardInterrupt):
+        _end_progress()
         errors.print("aborted: run the same command again to resume where a run can", markup=False)
         sys.exit(130)
     except Exception as err:
@@ -236,6 +251,7 @@ def main() -> None:
             err.show()  # type: ignore[attr-defined]
             sys.exit(err.exit_code)  # type: ignore[attr-defined]
         if isinstance(err, OSError) and err.filename is not None:  # the disk, not the code
+            _end_progress()
             where = f"{err.filename}" + (f" → {err.filename2}" if err.filename2 else "")
             errors.print(
                 f"[red]error:[/red] {escape(str(err.strerror or err))}: {escape(where)}",
@@ -244,6 +260,13 @@ def main() -> None:
             )
             sys.exit(2)
         raise
+
+
+def _end_progress() -> None:
+    """Close the progress bars still drawn, so that the error line starts a line of its own."""
+    tqdm = sys.modules.get("tqdm")
+    for bar in list(getattr(getattr(tqdm, "tqdm", None), "_instances", ())):
+        bar.close()
 
 
 def _is_usage_error(err: Exception) -> bool:

@@ -15,18 +15,28 @@ from .options import EngineChoice, Placement, engined, numbers, placed
 console = Console()
 
 
-def backend_from_spec(spec: str, place: Placement | None = None):
+def backend_from_spec(spec: str, place: Placement | None = None, option: str = "--explainer"):
     """A model spec (``smollm2-135m``, a folder, a .gguf) → local backend; ``URL@MODEL`` → HTTP."""
+    from urllib.parse import urlsplit
+
     from ..autointerp import LocalBackend
 
     if spec.startswith(("http://", "https://")):
         from ..autointerp.http import OpenAIBackend
 
         url, sep, model = spec.rpartition("@")
-        if not sep or not url:
+        if not sep or not url or not model:
             raise InputError(
-                f"an HTTP backend is URL@MODEL (e.g. http://127.0.0.1:8000/v1@gpt-4o), got {spec!r}"
+                f"{option}: an HTTP backend is URL@MODEL (e.g. http://127.0.0.1:8000/v1@gpt-4o), "
+                f"got {spec!r}"
             )
+        try:
+            parts = urlsplit(url)
+            parts.port  # noqa: B018  (raises ValueError when out of range)
+        except ValueError as e:
+            raise InputError(f"{option}: {url!r} is not a valid URL ({e})") from None
+        if not parts.hostname:
+            raise InputError(f"{option}: {url!r} names no host")
         return OpenAIBackend(url, model)
     return LocalBackend((place or Placement()).load(spec))
 
@@ -53,10 +63,17 @@ def parse_units(store, specs: list[str], sample: int, seed: int) -> list[tuple[s
                     f"--units {spec!r} names no harvested unit; use SITE:U,U-U or 'L25 N342'"
                 )
             units += found
+    if sample < 0:
+        raise InputError(f"--sample must be 0 or more units, got {sample}")
     if sample:
         rng = random.Random(seed)
         pool = [(s, u) for s in store.sites for u in range(store.n_units(s))]
-        units += rng.sample([u for u in pool if u not in units], sample)
+        pool = [u for u in pool if u not in units]
+        if sample > len(pool):
+            raise InputError(
+                f"--sample {sample} is more than the {len(pool)} harvested units left to draw from"
+            )
+        units += rng.sample(pool, sample)
     return list(dict.fromkeys(units))
 
 
@@ -87,7 +104,11 @@ def explain_cmd(
     if not chosen:
         raise InputError("no units: give --units and/or --sample N")
     exp = backend_from_spec(explainer, place)
-    sim = backend_from_spec(simulator, place) if simulator and simulator != explainer else None
+    sim = (
+        backend_from_spec(simulator, place, "--simulator")
+        if simulator and simulator != explainer
+        else None
+    )
     result = explain_run(
         store,
         chosen,

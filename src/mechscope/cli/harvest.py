@@ -44,6 +44,9 @@ def harvest_cmd(
     batch_size: int = typer.Option(32, "--batch-size", help="Windows per forward."),
     shard: str = typer.Option(None, "--shard", help="Harvest part I of N (I/N); merge after."),
     fresh: bool = typer.Option(False, "--fresh", help="Ignore an interrupted run's checkpoint."),
+    checkpoint_every: int = typer.Option(
+        None, "--checkpoint-every", help="Checkpoint every N batches (default: every 120 s)."
+    ),
     *,
     place: Placement,
     engine: EngineChoice,
@@ -64,6 +67,7 @@ def harvest_cmd(
         batch_size=batch_size,
         shard=_shard(shard),
         resume=not fresh,
+        checkpoint_batches=checkpoint_every,
         **engine.kwargs(),
     )
     run = store.run

@@ -6,6 +6,7 @@ import dataclasses
 import functools
 import inspect
 import json
+import math
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Optional
@@ -20,12 +21,15 @@ from ..errors import InputError
 def numbers(spec: str) -> list[int]:
     """``"0-3,7"`` → [0, 1, 2, 3, 7]: numbers and inclusive ranges, comma-separated.
 
-    Empty parts are skipped; anything else that is not a number raises ValueError.
+    Empty parts are skipped; anything else that is not a number, and a range that runs
+    backwards ("5-2"), raises ValueError.
     """
     out: list[int] = []
     for part in spec.split(","):
         if "-" in part:
             a, b = part.split("-")
+            if int(a) > int(b):
+                raise ValueError(f"the range {part!r} runs backwards")
             out += range(int(a), int(b) + 1)
         elif part.strip():
             out.append(int(part))
@@ -35,9 +39,12 @@ def numbers(spec: str) -> list[int]:
 def floats(spec: str, option: str) -> list[float]:
     """``"0.5,-1"`` → [0.5, -1.0]; empty parts are skipped, anything else is an InputError naming `option`."""
     try:
-        return [float(p) for p in spec.split(",") if p.strip()]
+        values = [float(p) for p in spec.split(",") if p.strip()]
     except ValueError:
         raise InputError(f"{option} takes numbers separated by commas, got {spec!r}") from None
+    if not all(math.isfinite(v) for v in values):
+        raise InputError(f"{option} takes finite numbers, got {spec!r}")
+    return values
 
 
 # --- where a command's model runs: --device, --dtype, --device-map ------------------------------

@@ -43,17 +43,21 @@ def train_cmd(
         65_536, "--harvest-tokens", help="Tokens to harvest latents over (0: none)."
     ),
     seed: int = typer.Option(0, "--seed"),
+    checkpoint_every: int = typer.Option(
+        None, "--checkpoint-every", help="Checkpoint every N steps (default: only at the end)."
+    ),
     out: Path = typer.Option(Path("runs/sae"), "--out", help="Run folder to write."),
     *,
     place: Placement,
 ) -> None:
-    """Train an SAE on SITE's activations; evaluate it and harvest its latents."""
+    """Train an SAE on SITE's activations; evaluate it and harvest its latents (a killed run
+    started again resumes from its last checkpoint)."""
     from ..sae.fit import sae_run
     from ..sae.train import TrainConfig
 
     config = TrainConfig(
         kind=kind, width=width, k=k, tokens=tokens, batch_size=batch_size, lr=lr, l1_coef=l1, l0_coef=l0,
-        seed=seed,
+        seed=seed, checkpoint_every=checkpoint_every,
     )  # fmt: skip
     m = place.load(model)
     run = sae_run(m, site, config, out=out, corpus=corpus, activations=activations,

@@ -44,6 +44,8 @@ def serve(
 
     if not 0 <= port <= 65535:
         raise InputError(f"--port must be 0 (any free port) to 65535, got {port}")
+    if not host.strip():
+        raise InputError("--host is empty; give an interface such as 127.0.0.1 (this machine only)")
     if not is_loopback(host):
         typer.echo(
             f"warning: --host {host} lets other machines read these runs (no login, no TLS); "

@@ -214,8 +214,10 @@ def steer_sweep_cmd(
         raise InputError("need at least one coefficient, --samples and --max-new-tokens ≥ 1")
     vectors = [_vector(m, layer, None, plus, minus, topic, positive, negative, method)
                for layer in chosen]  # fmt: skip
-    if words:
+    if words is not None:
         target_words = [w.strip() for w in words.split(",") if w.strip()]
+        if not target_words:
+            raise InputError(f"--words takes words separated by commas, got {words!r}")
     elif topic:
         target_words = [w.strip() for w in topic.split(",") if w.strip()]
     else:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import typer
@@ -52,8 +53,11 @@ def trace_cmd(
 
     if (prompt is None) == (facts is None):
         raise InputError("give either a PROMPT with --subject, or --facts for an average")
-    if noise <= 0 or samples < 1 or n < 1:
-        raise InputError("--noise must be above 0, --samples and --n at least 1")
+    if not math.isfinite(noise) or noise <= 0:
+        raise InputError(f"--noise must be a finite number above 0, got {noise}")
+    for name, value in (("--samples", samples), ("--n", n), ("--window", window)):
+        if value < 1:
+            raise InputError(f"{name} must be at least 1, got {value}")
     if prompt is not None and not subject:
         raise InputError("--subject is required with a prompt (the words the fact is about)")
     if engine.engine != "local" and facts is None:
@@ -72,6 +76,10 @@ def trace_cmd(
     else:
         fact = fact_from_prompt(m, prompt, subject, obj)
         others = [s.strip() for s in replace_with.split(",")] if replace_with else None
+        if others is not None and not all(others):
+            raise InputError(
+                f"--replace-with takes subjects separated by commas, got {replace_with!r}"
+            )
         target = out or Path("runs") / f"trace-{_slug(fact.subject)}"
         result = trace_run(m, fact, target, kinds=chosen, samples=samples, noise=sigma,
                            replace_with=others, window=window, seed=seed)  # fmt: skip
@@ -113,15 +121,23 @@ def edit_cmd(
     place: Placement,
 ) -> None:
     """ROME: rewrite one fact, then score it on held-out prompts (the edit is saved, not kept)."""
+    from ..corpus import open_corpus
+    from ..store import check_out
     from ..tracing.facts import fact_from_prompt, load_facts, neighbour_facts
-    from ..tracing.rome import RomeConfig
+    from ..tracing.rome import RomeConfig, check_edit
     from ..tracing.runs import edit_run
 
     if steps < 1 or prefixes < 0 or cov_tokens < 1:
         raise InputError("--steps and --cov-tokens must be at least 1, --prefixes at least 0")
+    if n_neighbours < 1:
+        raise InputError(f"--n-neighbours must be at least 1, got {n_neighbours}")
+    if out is not None:
+        check_out(out, "edit")
+    open_corpus(corpus)  # an unknown corpus fails here, not after the model loads
     cfg = RomeConfig(steps=steps, prefixes=prefixes, covariance_tokens=cov_tokens, corpus=corpus)
     m = place.load(model)
     fact = fact_from_prompt(m, prompt, subject, obj, relation)
+    check_edit(m, fact, new, layer)
     if neighbours is None and fact.relation == "custom":
         raise InputError(
             "the prompt is not a built-in relation's template: give --relation or --neighbours"

@@ -13,11 +13,17 @@ from .options import Placement, numbers, placed
 console = Console()
 
 
-def _units(spec: str) -> list[int]:
+MAX_SIZE = 1024  # pixels a side: past it the images and activations outgrow memory
+
+
+def _units(spec: str, option: str) -> list[int]:
     try:
-        return numbers(spec)
+        units = numbers(spec)
     except ValueError:
-        raise InputError(f"--channels takes numbers and ranges like 0-7,12, got {spec!r}") from None
+        units = []
+    if not units:
+        raise InputError(f"{option} takes numbers and ranges like 0-7,12, got {spec!r}")
+    return units
 
 
 @placed
@@ -49,7 +55,7 @@ def viz_cmd(
     prompts (GCG, and soft) that excite a language model's units, beside their top dataset examples."""
     from ..vision import is_vision_spec
 
-    units = _units(channels)
+    units = _units(channels, "--channels/--units")
     target = out or Path("runs") / f"viz-{site.replace('.', '-')}"
     if not is_vision_spec(model):
         _prompts(site, model, place, units, harvest, target, steps=steps or 40, length=length,
@@ -59,9 +65,11 @@ def viz_cmd(
     from ..vision.runs import viz_run
 
     steps = 512 if steps is None else steps
-    if size < 16 or steps < 1:
-        raise InputError("--size must be at least 16 and --steps at least 1")
-    thresholds = _units(snapshots) if snapshots else []
+    if not 16 <= size <= MAX_SIZE or steps < 1:
+        raise InputError(
+            f"--size must be 16 to {MAX_SIZE} and --steps at least 1; got {size}, {steps}"
+        )
+    thresholds = _units(snapshots, "--snapshots") if snapshots else []
     m = load_vision(model, weights=weights, device=place.device, dtype=place.torch_dtype)
     results = viz_run(m, site.split(","), units, target, size=size, steps=steps,
                       thresholds=thresholds, seed=seed)  # fmt: skip

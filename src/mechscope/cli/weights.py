@@ -10,6 +10,7 @@ from rich.console import Console
 from ..display import lm_weights
 from ..errors import InputError
 from .options import Placement, placed
+from .viz import MAX_SIZE
 
 console = Console()
 weights_app = typer.Typer(
@@ -47,8 +48,10 @@ def conv_cmd(
     from .. import weights as w
     from ..vision import load_vision
 
-    if k < 1 or viz_steps < 0 or viz_size < 16:
-        raise InputError("--k must be at least 1, --viz-steps at least 0, --viz-size at least 16")
+    if k < 1 or viz_steps < 0 or not 16 <= viz_size <= MAX_SIZE:
+        raise InputError(
+            f"--k must be at least 1, --viz-steps at least 0, --viz-size 16 to {MAX_SIZE}"
+        )
     m = load_vision(model, weights=weights, device=place.device, dtype=place.torch_dtype)
     target = out or Path("runs") / f"weights-{dst.replace('.', '-')}-{unit}"
     result = w.conv_weights_run(m, src, dst, unit, target, k=k, viz_size=viz_size,

@@ -14,19 +14,20 @@ tokens from many windows so a batch is not a run of neighbours.
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
 import torch
 from jaxtyping import Float
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from .._arrays import atomic_file, is_partial_file, remove_partial_files, save_torch
 from ..corpus import Corpus, boundary_tokens, open_corpus, window_batches
 from ..errors import InputError
+from ..store import holding
 from .interventions import observe, stop
 from .model import Model
 
@@ -169,6 +170,11 @@ def store_activations(
 
     check_engine(engine, address=address, workers=workers, threads=threads)
     model.table[site]  # unknown site: error naming the closest ones, before any work
+    if tokens < 1:
+        raise InputError(f"tokens must be at least 1, got {tokens}")
+    if start_window < 0:
+        raise InputError(f"start_window must be >= 0 (the first corpus window), got {start_window}")
+    _check_folder(out)
     if engine == "ray":
         from ..engine.activations import store_activations_on_ray
 
@@ -178,10 +184,54 @@ def store_activations(
             dtype=dtype, progress=progress, address=address, workers=workers,
             threads=threads or 1,
         )  # fmt: skip
+    corpus = open_corpus(corpus) if isinstance(corpus, (str, Path)) else corpus  # before `out`
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
+    with holding(out):  # a second process storing into `out` at the same time refuses
+        return _store_local(
+            model, site, out, corpus, tokens=tokens, window=window, batch_windows=batch_windows,
+            start_window=start_window, shard_tokens=shard_tokens, dtype=dtype, progress=progress,
+        )  # fmt: skip
+
+
+def _check_folder(out: str | Path) -> None:
+    """`out` as a folder of shards to write: named, not a file, and new, empty or holding
+    stored activations (which are replaced)."""
+    text = str(out)
+    path = Path(text)
+    if not text.strip() or path.name in ("", ".", ".."):
+        raise InputError(
+            f"the activations folder (--out) must be named, e.g. acts/l15; got {text!r}"
+        )
+    if path.exists() and not path.is_dir():
+        raise InputError(f"--out {path} is a file; a folder for the shards is expected")
+    # a store killed during its first write left only a temporary file: it may start again
+    stored = (path / META_FILE).is_file() or any(path.glob("acts-*.safetensors"))
+    stored = stored or (path.is_dir() and any(is_partial_file(p.name) for p in path.iterdir()))
+    if path.is_dir() and not stored and any(path.iterdir()):
+        raise InputError(
+            f"--out {path} is a folder that holds no stored activations; it would be filled "
+            "with shards, so give a new or empty folder"
+        )
+
+
+def _store_local(
+    model: Model,
+    site: str,
+    out: Path,
+    corpus: Corpus | str,
+    *,
+    tokens: int,
+    window: int,
+    batch_windows: int,
+    start_window: int,
+    shard_tokens: int,
+    dtype: torch.dtype,
+    progress: bool,
+) -> Path:
     corpus = open_corpus(corpus) if isinstance(corpus, (str, Path)) else corpus
     (out / META_FILE).unlink(missing_ok=True)
+    remove_partial_files(out)  # what killed writes left: the shards are all written again
     pending: list[Tensor] = []
     held, n_shards, total = 0, 0, 0
 
@@ -206,6 +256,10 @@ def store_activations(
             pending, held = [buf[shard_tokens:]], held - shard_tokens
     if held:
         flush(torch.cat(pending))
+    for old in out.glob("acts-*.safetensors"):  # a larger store's shards, replaced by this one
+        index = old.name.removeprefix("acts-").removesuffix(".safetensors")
+        if index.isdigit() and int(index) >= n_shards:
+            old.unlink()
     write_meta(out, model, site, corpus, d_in=d_in, rows=total, shards=n_shards, tokens=tokens,
                window=window, start_window=start_window, dtype=dtype)  # fmt: skip
     return out
@@ -217,9 +271,8 @@ def write_shard(folder: Path, index: int, rows: Tensor, dtype: torch.dtype) -> N
     Example: ``write_shard(Path("acts"), 0, torch.randn(8, 576), torch.float16)`` writes
     ``acts/acts-00000.safetensors`` (the folder must exist).
     """
-    tmp = folder / f".acts-{index:05d}.tmp"
-    save_file({"acts": rows.to("cpu", dtype).contiguous()}, str(tmp))
-    os.replace(tmp, folder / f"acts-{index:05d}.safetensors")
+    with atomic_file(folder / f"acts-{index:05d}.safetensors") as tmp:
+        save_torch(tmp, {"acts": rows.to("cpu", dtype).contiguous()})
 
 
 def write_meta(
@@ -257,9 +310,8 @@ def write_meta(
         "dtype": str(dtype).removeprefix("torch."),
         **(extra or {}),
     }
-    tmp = out / f".{META_FILE}.tmp"
-    tmp.write_text(json.dumps(meta, indent=2))
-    os.replace(tmp, out / META_FILE)
+    with atomic_file(out / META_FILE) as tmp:
+        tmp.write_text(json.dumps(meta, indent=2))
 
 
 def activations_meta(folder: str | Path) -> dict[str, Any]:

@@ -76,6 +76,10 @@ class ActivationCache(Mapping[str, Tensor]):
         return torch.stack([self[s] for s in sites])
 
     def to(self, device: str | torch.device) -> ActivationCache:
+        """The same cache on `device` (one this machine has)."""
+        from .placement import parse_device
+
+        device = parse_device(device)
         return ActivationCache(
             {k: v.to(device) for k, v in self._tensors.items()},
             {k: v.to(device) for k, v in self.grads.items()},

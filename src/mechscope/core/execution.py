@@ -164,6 +164,16 @@ def _paired_source(value: Tensor, iv: Intervention, index: PairedIndex) -> Tenso
     return value[rows][(slice(None), *index[1:])] if len(index) > 1 else value[rows]
 
 
+def _cast(value: Tensor, x: Tensor, iv: Intervention) -> Tensor:
+    """`value` on the site's device and in its dtype; integers do not stand in for activations."""
+    if x.is_floating_point() and not value.is_floating_point():
+        raise InterventionError(
+            f"{iv.op} on {iv.site!r} got a {value.dtype} value for a {x.dtype} site; "
+            "pass a floating-point tensor"
+        )
+    return value.to(device=x.device, dtype=x.dtype)
+
+
 def _source_region(
     value: Tensor, x: Tensor, index: tuple[Tensor | slice, ...] | None, iv: Intervention
 ) -> Tensor:
@@ -172,7 +182,7 @@ def _source_region(
     A value with the site's full shape (batch may be 1) is indexed like the
     site; anything else must broadcast to the region's shape.
     """
-    value = value.to(device=x.device, dtype=x.dtype)
+    value = _cast(value, x, iv)
     full = value.ndim == x.ndim and value.shape[1:] == x.shape[1:]
     if iv.paired and index is not None and full:
         return _paired_source(value, iv, index)
@@ -250,7 +260,7 @@ def apply_intervention(
         new = _source_region(mean, x, index, iv)
     elif iv.op == "resample":
         assert isinstance(iv.value, Tensor)
-        source = iv.value.to(device=x.device, dtype=x.dtype)
+        source = _cast(iv.value, x, iv)
         if source.shape[1:] != x.shape[1:]:
             raise InterventionError(
                 f"shape mismatch at {iv.site!r}: resample needs source rows of shape "

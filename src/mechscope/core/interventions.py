@@ -16,10 +16,12 @@ Example::
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -96,9 +98,12 @@ class Intervention:
             raise InterventionError(f"scale on {self.site!r} needs a number or tensor factor")
         if self.op in ("fn", "observe") and not callable(self.fn):
             raise InterventionError(f"{self.op} on {self.site!r} needs a callable `fn`")
+        _check_value(self)
         selectors = [
             n for n in ("rows", "positions", "heads", "neurons") if getattr(self, n) is not None
         ]
+        for name in (*selectors, "source_rows"):
+            _check_selector(getattr(self, name), name, self.site)
         if self.mask is not None:
             if not (isinstance(self.mask, Tensor) and self.mask.dtype == torch.bool):
                 raise InterventionError(
@@ -140,6 +145,78 @@ class Intervention:
         if self.mask is not None:
             parts.append(f"mask={tuple(self.mask.shape)} ({int(self.mask.sum())} set)")
         return f"{self.op}({', '.join(parts)})"
+
+
+def _check_value(iv: Intervention) -> None:
+    """A value that can land on a floating-point site: real numbers, with data, no NaN.
+
+    Checked when the intervention is built, so the mistake fails on its own line
+    rather than inside the forward.
+    """
+    value = iv.value
+    if not isinstance(value, Tensor):
+        if isinstance(value, bool) or (isinstance(value, float) and math.isnan(value)):
+            raise InterventionError(f"{iv.op} on {iv.site!r} needs a number, got {value!r}")
+        return
+    if value.dtype == torch.bool or value.is_complex():
+        raise InterventionError(
+            f"{iv.op} on {iv.site!r} needs a real-valued tensor, got {value.dtype}"
+            + (" (a boolean selection goes in mask=)" if value.dtype == torch.bool else "")
+        )
+    if value.device.type == "meta":
+        raise InterventionError(
+            f"{iv.op} on {iv.site!r} got a tensor on the meta device, which holds no values"
+        )
+    if iv.op == "resample" and (value.ndim == 0 or value.shape[0] == 0):
+        raise InterventionError(
+            f"resample on {iv.site!r} needs source rows [n ≥ 1, …], got shape {tuple(value.shape)}"
+        )
+    if value.is_floating_point() and bool(torch.isnan(value).any()):
+        raise InterventionError(
+            f"{iv.op} on {iv.site!r} got a value holding NaN; every entry must be a number"
+        )
+
+
+_SELECTOR_FORMS = "an int, a list of ints, a slice of ints or an integer tensor"
+
+
+def _is_int(x: object) -> bool:
+    if isinstance(x, Tensor):
+        return x.ndim == 0 and _integer_dtype(x)
+    return isinstance(x, (int, np.integer)) and not isinstance(x, bool)
+
+
+def _integer_dtype(t: Tensor | np.ndarray) -> bool:
+    if isinstance(t, np.ndarray):
+        return t.dtype.kind in "iu"
+    return not (t.is_floating_point() or t.is_complex() or t.dtype == torch.bool)
+
+
+def _check_selector(sel: object, name: str, site: str) -> None:
+    """Selectors are integers (their range is checked against the site's sizes at run time)."""
+    if sel is None or _is_int(sel):
+        return
+    if isinstance(sel, slice):
+        parts = (sel.start, sel.stop, sel.step)
+        if all(p is None or _is_int(p) for p in parts) and sel.step != 0:
+            return
+    elif isinstance(sel, (Tensor, np.ndarray)):
+        if _integer_dtype(sel):
+            return
+        boolean = str(sel.dtype) in ("torch.bool", "bool")
+        raise InterventionError(
+            f"{name} on {site!r} must be {_SELECTOR_FORMS}, got a tensor of {sel.dtype}"
+            + (" (a boolean selection goes in mask=)" if boolean else "")
+        )
+    elif isinstance(sel, Sequence) and not isinstance(sel, (str, bytes)):
+        if all(_is_int(x) for x in sel):
+            return
+        bad = ", ".join(repr(x) for x in sel if not _is_int(x))
+        raise InterventionError(
+            f"{name} on {site!r} must be {_SELECTOR_FORMS}, got a {type(sel).__name__} holding "
+            f"{bad[:80]}"
+        )
+    raise InterventionError(f"{name} on {site!r} must be {_SELECTOR_FORMS}, got {sel!r}")
 
 
 def _short(sel: Index) -> str:

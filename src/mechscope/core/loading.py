@@ -258,6 +258,11 @@ def load_hf(
     cache_dir = Path(cache_dir).expanduser() if cache_dir else default_cache_dir()
     place = Placement.of(dtype, device, device_map, offload_folder, cache_dir)
     text = os.fspath(spec)
+    if not text.strip():
+        raise ModelLoadError(
+            f"the model spec is empty; give a built-in name ({_builtin_list()}), "
+            "an HF model folder, a .gguf file or a hub id"
+        )
 
     if text in BUILTIN_MODELS:
         path = BUILTIN_MODELS[text].gguf_path(text, cache_dir)

@@ -17,6 +17,7 @@ Example::
 from __future__ import annotations
 
 import contextlib
+import math
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, NamedTuple
@@ -161,14 +162,37 @@ class Model(Tokens):
     def _prepare(self, inputs: Inputs, prepend_bos: bool | None) -> tuple[Any, dict[str, Tensor]]:
         """Turn run inputs into the positional input and keyword arguments of the forward."""
         ids, kwargs = self._prepare_unchecked(inputs, prepend_bos)
+        if self.adapter is not None and isinstance(ids, Tensor):
+            self._check_ids(ids)
         if isinstance(ids, Tensor) and ids.ndim >= 2 and ids.dtype == torch.long:
             self.check_length(ids.shape[-1])
         return ids, kwargs
+
+    def _check_ids(self, ids: Tensor) -> None:
+        """Token ids a language model can embed: integers in [0, vocab), [batch, pos]."""
+        if ids.is_floating_point() or ids.is_complex() or ids.dtype == torch.bool:
+            raise InputError(f"token ids must be an integer tensor, got {ids.dtype}")
+        if ids.ndim != 2 or ids.numel() == 0:
+            raise InputError(
+                f"token ids must be [batch, pos] (or [pos]) and not empty, got shape "
+                f"{tuple(ids.shape)}"
+            )
+        vocab = self.hf.get_input_embeddings().num_embeddings
+        low, high = int(ids.min()), int(ids.max())
+        if low < 0 or high >= vocab:
+            bad = low if low < 0 else high
+            raise InputError(
+                f"token id {bad} out of range: {self.name}'s vocabulary is 0…{vocab - 1}"
+            )
 
     def _prepare_unchecked(
         self, inputs: Inputs, prepend_bos: bool | None
     ) -> tuple[Any, dict[str, Tensor]]:
         if isinstance(inputs, dict):
+            if not isinstance(inputs.get("input_ids"), Tensor):
+                raise InputError(
+                    f"a dict of inputs needs an 'input_ids' tensor, got keys {sorted(inputs)}"
+                )
             device = self.device
             kwargs = {k: v.to(device) if isinstance(v, Tensor) else v for k, v in inputs.items()}
             return kwargs.pop("input_ids"), kwargs
@@ -187,9 +211,13 @@ class Model(Tokens):
             if self.adapter is not None and inputs.dtype == torch.long and inputs.ndim == 1:
                 inputs = inputs[None]
             return inputs.to(self.device), {}
+        got = (
+            "an empty list"
+            if isinstance(inputs, Sequence) and not inputs
+            else type(inputs).__name__
+        )
         raise InputError(
-            f"inputs must be a string, a list of strings, a tensor or a dict of tensors, "
-            f"got {type(inputs).__name__}"
+            f"inputs must be a string, a list of strings, a tensor or a dict of tensors, got {got}"
         )
 
     # --- runs --------------------------------------------------------------------------
@@ -224,6 +252,12 @@ class Model(Tokens):
     def _interventions(
         self, save: str | Sequence[str], interventions: Sequence[Intervention]
     ) -> list[Intervention]:
+        if isinstance(interventions, Intervention) or not isinstance(interventions, Sequence):
+            raise InputError(
+                "interventions must be a list of Intervention objects (ms.add, ms.patch, …), "
+                f"got {type(interventions).__name__}"
+                + ("; wrap it in a list" if isinstance(interventions, Intervention) else "")
+            )
         ivs = list(interventions)
         for iv in ivs:
             if not isinstance(iv, Intervention):
@@ -398,11 +432,24 @@ class Model(Tokens):
         None reaches the generated tokens too.
         """
         single = isinstance(prompt, str)
+        if not single and not (
+            isinstance(prompt, Sequence) and prompt and all(isinstance(p, str) for p in prompt)
+        ):
+            raise InputError(
+                f"generate takes a prompt string or a non-empty list of them, got {prompt!r:.80}"
+            )
         prompts = [prompt] if single else list(prompt)
         tok = self._need_tokenizer()
+        if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int):
+            raise InputError(f"max_new_tokens must be an integer, got {max_new_tokens!r}")
         if max_new_tokens < 0:
             raise InputError(f"max_new_tokens must be 0 or more, got {max_new_tokens}")
-        ids, mask = self.pad([self.ids(p, prepend_bos) for p in prompts], side="left")
+        if do_sample and not (isinstance(temperature, (int, float)) and 0 < temperature < math.inf):
+            raise InputError(f"temperature must be a positive number, got {temperature!r}")
+        rows = [self.ids(p, prepend_bos) for p in prompts]
+        if any(len(r) == 0 for r in rows):
+            raise InputError("a prompt to generate from is empty (and no BOS token is prepended)")
+        ids, mask = self.pad(rows, side="left")
         width = ids.shape[1]
         self.check_length(width + max_new_tokens, f"the prompt plus {max_new_tokens} new tokens")
         torch.manual_seed(seed)

@@ -10,6 +10,7 @@ is a site too: the output of that module.
 from __future__ import annotations
 
 import fnmatch
+import math
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
@@ -17,7 +18,7 @@ from typing import Any, Literal, Protocol, runtime_checkable
 
 from torch import nn
 
-from ..errors import SiteError, closest
+from ..errors import InputError, SiteError, closest
 from .adapters import Adapter, Dims
 
 # How a site's tensor is reached:
@@ -157,6 +158,13 @@ class SiteTable:
                 f"{prefix!r} is already attached; detach it first or choose another name"
             )
         lead = site.axes[:2] if site.axes[:2] == ("batch", "pos") else site.axes[:1]
+        inner = site.sizes[len(lead) :]
+        d_in = getattr(getattr(dictionary, "cfg", None), "d_in", None)
+        if isinstance(d_in, int) and inner and None not in inner and math.prod(inner) != d_in:  # type: ignore[arg-type]
+            raise InputError(
+                f"the dictionary reads {d_in} values per position, but {base!r} has "
+                f"{math.prod(inner)} ({site.shape}); attach it to a site of its width"  # type: ignore[arg-type]
+            )
         width = int(dictionary.width)
         made = {
             "latents": replace(
@@ -215,6 +223,8 @@ class SiteTable:
             names = [names]
         out: list[str] = []
         for name in names:
+            if not isinstance(name, str):
+                raise SiteError(f"site names are strings, got {type(name).__name__} {name!r}")
             if any(ch in name for ch in "*?["):
                 pool = [*(list(self._canonical) or sorted(self._modules)), *self._attached]
                 found = fnmatch.filter(pool, name)

@@ -69,6 +69,8 @@ def block_module(model: Model, layer: int, path: str) -> nn.Module:
     """
     adapter = _adapter(model)
     assert model.dims is not None
+    if isinstance(layer, bool) or not isinstance(layer, int):
+        raise InputError(f"layer must be an integer, got {layer!r}")
     if not 0 <= layer < model.dims.n_layers:
         raise InputError(f"layer {layer} out of range: the model has {model.dims.n_layers} blocks")
     return model.hf.get_submodule(f"{adapter.layers}.{layer}.{path}")

@@ -33,6 +33,7 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from .._arrays import naming
 from ..core.model import Model
 from ..corpus import Corpus, boundary_tokens, open_corpus, window_batches
 from ..errors import InputError
@@ -114,17 +115,31 @@ def harvest(
         return HarvestStore(harvest_run(model, corpus, shard=shard, **common))
 
 
-def check_args(k: int, n_random: int, window: int, batch_size: int, tokens: int) -> None:
+def check_args(
+    k: int,
+    n_random: int,
+    window: int,
+    batch_size: int,
+    tokens: int,
+    checkpoint_batches: int | None = None,
+) -> None:
     """Raise InputError unless the harvest's sizes make sense.
 
     Example: ``check_args(k=20, n_random=10, window=64, batch_size=32, tokens=1_000_000)``
     passes; ``tokens=10`` (fewer than one window) raises.
     """
+    sizes = {"k": k, "n_random": n_random, "window": window, "batch_size": batch_size,
+             "tokens": tokens}  # fmt: skip
+    for name, value in sizes.items():
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise InputError(f"harvest's {name} must be an integer, got {value!r}")
     if k < 1 or n_random < 0 or window < 2 or batch_size < 1 or tokens < window:
         raise InputError(
             "harvest needs k ≥ 1, n_random ≥ 0, window ≥ 2, batch_size ≥ 1 and tokens ≥ window; "
             f"got k={k}, n_random={n_random}, window={window}, batch_size={batch_size}, tokens={tokens}"
         )
+    if checkpoint_batches is not None and checkpoint_batches < 1:
+        raise InputError(f"checkpoints are every N ≥ 1 batches, got {checkpoint_batches}")
 
 
 def harvest_run(
@@ -162,7 +177,8 @@ def harvest_run(
             checkpoint_seconds=120.0, checkpoint_batches=None, resume=True, progress=False,
             keep_state=True, features=None)    # Path("runs/h0")
     """
-    check_args(k, n_random, window, batch_size, tokens)
+    check_args(k, n_random, window, batch_size, tokens, checkpoint_batches)
+    model.check_length(window, "a harvest window")
     corpus = open_corpus(corpus) if isinstance(corpus, (str, Path)) else corpus
     readers = _readers(model, model.table.expand(sites) if sites else [], features or {})
     names = list(readers)
@@ -240,6 +256,12 @@ def _shard_range(n_windows: int, batch_size: int, shard: tuple[int, int] | None)
         raise InputError(f"shard must be (i, n) with 0 ≤ i < n, got {shard}")
     batches = -(-n_windows // batch_size)
     lo, hi = i * batches // n, (i + 1) * batches // n
+    if hi <= lo:
+        raise InputError(
+            f"shard {i}/{n} would be empty: {n_windows} windows make {batches} batches of "
+            f"{batch_size}, fewer than {n} shards; ask for more tokens, fewer shards or a "
+            "smaller batch size"
+        )
     return min(lo * batch_size, n_windows), min(hi * batch_size, n_windows)
 
 
@@ -305,12 +327,14 @@ def _loop(
     since_save = 0
     if report:
         report(done * window)
-    with open(folder / TOKENS_FILE, "ab") as token_file, model.hooks(hooks), torch.no_grad():
+    tokens = folder / TOKENS_FILE
+    with open(tokens, "ab") as token_file, model.hooks(hooks), torch.no_grad():
         for first, ids in _batches(model, corpus, window, start + done, stop, batch_size):
             state["ids"] = torch.arange(first, first + len(ids))
             with contextlib.suppress(StopForward):  # the last site was seen: skip the rest
                 model.hf(ids.to(model.device), use_cache=False)
-            token_file.write(ids.numpy().astype(np.int32).tobytes())
+            with naming(tokens):  # a full disk: one line naming the file
+                token_file.write(ids.numpy().astype(np.int32).tobytes())
             done = first + len(ids) - start
             bar.update(ids.numel())
             if report:
@@ -322,10 +346,12 @@ def _loop(
                 else time.perf_counter() - last_save > checkpoint_seconds
             )
             if due:
-                token_file.flush()
-                os.fsync(token_file.fileno())
+                with naming(tokens):
+                    token_file.flush()
+                    os.fsync(token_file.fileno())
                 save_state(folder, names, accs, done)
                 last_save, since_save = time.perf_counter(), 0
-        token_file.flush()
+        with naming(tokens):
+            token_file.flush()
     bar.close()
     save_state(folder, names, accs, done)

@@ -15,15 +15,15 @@ Example::
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 from torch import Tensor
 
+from .._arrays import atomic_file, read_header, save_torch
 from ..core.model import Model
 from ..errors import InputError
 from ..store import new_run, without_placement
@@ -43,10 +43,20 @@ def _load_checkpoint(
     hist_every: int,
     device: torch.device | str = "cpu",
 ) -> tuple[dict[str, UnitAccumulator], int]:
-    """Accumulators (on `device`) and windows done from the folder's checkpoint, or fresh ones."""
-    if (folder / STATE_FILE).exists():
-        accs, done = _read_state(folder, names, device)
-    else:
+    """Accumulators (on `device`) and windows done from the folder's checkpoint, or fresh ones.
+
+    A checkpoint that cannot be read back whole is started again, not resumed.
+    """
+    tokens = folder / TOKENS_FILE
+    try:
+        accs, done = (
+            _read_state(folder, names, device) if (folder / STATE_FILE).exists() else ({}, 0)
+        )
+        if (tokens.stat().st_size if tokens.exists() else 0) < done * window * 4:
+            raise InputError(f"{tokens} holds fewer windows than the checkpoint counts")
+    except InputError:
+        accs, done = {}, 0
+    if not accs:
         accs = {
             name: UnitAccumulator.empty(
                 sizes[name], k, n_random, window, salt=i, hist_every=hist_every, device=device
@@ -55,7 +65,6 @@ def _load_checkpoint(
         }
         done = 0
     # tokens written after the last checkpoint belong to batches that will be redone
-    tokens = folder / TOKENS_FILE
     with open(tokens, "ab") as f:
         f.truncate(done * window * 4)
     return accs, done
@@ -73,9 +82,8 @@ def save_state(
     for i, name in enumerate(names):
         for key, v in accs[name].state_dict().items():
             tensors[f"{i}.{key}"] = v.cpu().contiguous()  # the host only at checkpoints
-    tmp = folder / (STATE_FILE + ".tmp")
-    save_file(tensors, str(tmp), metadata={"sites": json.dumps(list(names))})
-    os.replace(tmp, folder / STATE_FILE)
+    with atomic_file(folder / STATE_FILE) as tmp:
+        save_torch(tmp, tensors, {"sites": json.dumps(list(names))})
 
 
 def merge_harvests(
@@ -103,9 +111,12 @@ def merge_harvests(
     """
     if not parts:
         raise InputError("merge_harvests needs at least one harvest run folder")
-    loaded = []
+    loaded, seen = [], set()
     for part in parts:
         folder = Path(part)
+        if folder.resolve() in seen:
+            raise InputError(f"harvest part {folder} is given twice: each shard counts once")
+        seen.add(folder.resolve())
         cfg_file, state_file = folder / "config.json", folder / STATE_FILE
         if not cfg_file.exists() or not state_file.exists():
             raise InputError(
@@ -161,11 +172,23 @@ def merge_harvests(
 def _read_state(
     folder: Path, names: list[str], device: torch.device | str = "cpu"
 ) -> tuple[dict[str, UnitAccumulator], int]:
-    state = load_file(str(folder / STATE_FILE))
-    accs = {}
-    for i, name in enumerate(names):
-        prefix = f"{i}."
-        accs[name] = UnitAccumulator.from_state(
-            {key[len(prefix) :]: v for key, v in state.items() if key.startswith(prefix)}, device
-        )
-    return accs, int(state["windows_done"])
+    """The accumulators and windows done in `folder`'s state file; one line if it is not one
+    written for `names`."""
+    path = folder / STATE_FILE
+    try:
+        meta, _ = read_header(path)
+        if json.loads(meta.get("sites", "null")) != list(names):
+            raise ValueError(f"it holds the sites {meta.get('sites')}, not {names}")
+        state = load_file(str(path))
+        accs = {}
+        for i, name in enumerate(names):
+            prefix = f"{i}."
+            accs[name] = UnitAccumulator.from_state(
+                {key[len(prefix) :]: v for key, v in state.items() if key.startswith(prefix)},
+                device,
+            )
+        return accs, int(state["windows_done"])
+    except OSError as e:
+        raise InputError(f"cannot read the harvest state {path}: {e.strerror or e}") from None
+    except Exception as e:  # a damaged file: safetensors' errors, missing or misshapen tensors
+        raise InputError(f"{path} is not a whole harvest state ({e})") from None

@@ -246,13 +246,25 @@ class HarvestStore:
         self.path = Path(path)
         if not (self.path / "units.parquet").exists():
             raise InputError(f"{self.path} is not a finished harvest (no units.parquet)")
-        self.config: dict[str, Any] = json.loads((self.path / "config.json").read_text())
-        self.run: dict[str, Any] = json.loads((self.path / "run.json").read_text())
-        hist = json.loads((self.path / "hist.json").read_text())
-        self.hist_edges: list[float] = hist["edges"]
-        self.hist_every: int = hist["every"]
-        self.sites: list[str] = list(self.config["sites"])
-        self._units: dict[str, int] = {s: int(n) for s, n in self.config["units"].items()}
+        self.config: dict[str, Any] = _record(self.path / "config.json")
+        self.run: dict[str, Any] = _record(self.path / "run.json")
+        hist = _record(self.path / "hist.json")
+        try:
+            self.hist_edges: list[float] = [float(e) for e in hist["edges"]]
+            self.hist_every: int = int(hist["every"])
+        except (KeyError, TypeError, ValueError) as e:
+            raise InputError(
+                f"{self.path / 'hist.json'} is not a harvest histogram ({e!r})"
+            ) from None
+        try:
+            self.sites: list[str] = [str(s) for s in self.config["sites"]]
+            self._units: dict[str, int] = {s: int(n) for s, n in self.config["units"].items()}
+        except (KeyError, TypeError, ValueError, AttributeError) as e:
+            raise InputError(
+                f"{self.path / 'config.json'} is not a harvest's config: no sites and units ({e!r})"
+            ) from None
+        for name, columns in COLUMNS.items():
+            _check_table(self.path / f"{name}.parquet", columns)
         self._con = duckdb.connect()
         for name in TABLES:
             file = str(self.path / f"{name}.parquet").replace("'", "''")
@@ -260,14 +272,22 @@ class HarvestStore:
 
     def __repr__(self) -> str:
         units = sum(self._units.values())
+        model = (self.config.get("model") or {}).get("name", "?")
+        corpus = (self.config.get("corpus") or {}).get("spec", "?")
         return (
-            f"HarvestStore({self.path.name}: {self.config['model']['name']}, {len(self.sites)} sites, "
-            f"{units} units, {self.config['tokens']} tokens of {self.config['corpus']['spec']!r})"
+            f"HarvestStore({self.path.name}: {model}, {len(self.sites)} sites, "
+            f"{units} units, {self.config.get('tokens', '?')} tokens of {corpus!r})"
         )
 
     def query(self, sql: str, params: list[Any] | None = None) -> Any:
         """Run SQL on the tables; returns a DuckDB relation/cursor (``.fetchall()``, ``.df()``)."""
-        return self._con.cursor().execute(sql, params or [])
+        import duckdb
+
+        try:
+            return self._con.cursor().execute(sql, params or [])
+        except duckdb.Error as e:  # a damaged table, or SQL that does not fit them
+            message = " ".join(str(e).split())
+            raise InputError(f"query on the harvest {self.path} failed: {message[:300]}") from None
 
     def n_units(self, site: str) -> int:
         """How many units `site` has."""
@@ -294,6 +314,8 @@ class HarvestStore:
             "WHERE site = ? AND unit = ?",
             [site, unit],
         ).fetchone()
+        if row is None:
+            raise InputError(f"{self.path / 'units.parquet'} has no row for {site} unit {unit}")
         return UnitStats(site, unit, int(row[0]), *map(float, row[1:5])), tuple(row[5:])
 
     def stats(self, site: str, unit: int) -> UnitStats:
@@ -402,6 +424,41 @@ class HarvestStore:
             [site, limit],
         ).fetchall()
         return [UnitStats(site, int(r[0]), int(r[1]), *map(float, r[2:])) for r in rows]
+
+
+COLUMNS = {
+    "units": ("site", "unit", "count", "mean", "std", "max", "frac_active", "hist"),
+    "examples": ("site", "unit", "kind", "rank", "window", "acts", "max_act", "max_pos"),
+    "windows": ("window", "token_ids", "tokens"),
+    "token_hits": ("token_id", "token", "site", "unit", "act", "window", "pos"),
+}
+
+
+def _record(path: Path) -> dict[str, Any]:
+    """A harvest's JSON record, or one line naming the file that is missing or not one."""
+    from ..store import read_json_object
+
+    record = read_json_object(path)
+    if record is None:
+        raise InputError(f"{path} is missing: {path.parent} is not a whole harvest")
+    return record
+
+
+def _check_table(path: Path, columns: tuple[str, ...]) -> None:
+    """Fail in one line unless `path` is a Parquet file with (at least) `columns`."""
+    if not path.is_file():
+        raise InputError(f"{path} is {'a folder' if path.is_dir() else 'missing'}, not a table")
+    try:
+        with open(path, "rb") as f:
+            if f.read(4) != b"PAR1":  # pyarrow reads the footer only: check the head too
+                raise ValueError("it does not start with Parquet's magic bytes")
+        names = pq.read_schema(path).names
+    except (OSError, pa.ArrowException, ValueError) as e:
+        message = " ".join(str(e).split())
+        raise InputError(f"{path} is not a readable Parquet table ({message[:200]})") from None
+    lacking = [c for c in columns if c not in names]
+    if lacking:
+        raise InputError(f"{path} is not a harvest table: it lacks columns {lacking}")
 
 
 def _trim_hist(edges: list[float], counts: list[int]) -> tuple[list[float], list[int]]:

@@ -116,8 +116,15 @@ def ioi_run(
     check_engine(engine, address=address, workers=workers, threads=threads)
     if model.dims is None:
         raise InputError("the IOI reproduction needs a transformer language model")
-    if n_prompts < 2 or sweep_prompts < 1 or resid_prompts < 1:
-        raise InputError("need at least 2 prompts and 1 sweep prompt")
+    for name, value, least in (
+        ("n_prompts", n_prompts, 2),
+        ("sweep_prompts", sweep_prompts, 1),
+        ("resid_prompts", resid_prompts, 1),
+    ):
+        if value < least:
+            raise InputError(f"{name} must be at least {least}, got {value}")
+    if not math.isfinite(threshold) or threshold < 0:
+        raise InputError(f"threshold must be a finite number ≥ 0, got {threshold}")
     console = console or Console()
     config = {
         "model": model_record(model),

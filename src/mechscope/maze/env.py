@@ -114,9 +114,10 @@ def generate(
     bad = [s for s in sizes if s % 2 == 0 or not 3 <= s <= GRID]
     if bad or not sizes:
         raise InputError(f"maze sizes must be odd numbers from 3 to {GRID}, got {list(sizes)}")
-    if region is not None and region < 1:
+    if region is not None and not 1 <= region <= max(sizes):
         raise InputError(
-            f"cheese region must be at least 1 square (or None for anywhere), got {region}"
+            f"cheese region must be 1 to {max(sizes)} squares (the largest maze's side; None "
+            f"for anywhere), got {region}"
         )
     grids = torch.zeros(n, GRID, GRID, dtype=torch.bool)
     size = torch.zeros(n, dtype=torch.long)

@@ -199,9 +199,22 @@ def steer_run(
     """
     if n < 10:
         raise InputError(f"steer over at least 10 mazes, got {n}")
+    for name, values in (("coeffs", coeffs), ("channel_counts", channel_counts),
+                         ("strengths", strengths)):  # fmt: skip
+        if not values:
+            raise InputError(f"{name} needs at least one value")
     model = policy_model(policy, device)
     for s in (site, retarget_site):
         model.table[s]  # an unknown site fails here, naming the closest ones
+    probe = generate(1, seed=seed, region=None)
+    width = (
+        model.run(probe.observe(probe.start), save=[retarget_site]).cache[retarget_site].shape[1]
+    )
+    if not all(1 <= c <= width for c in channel_counts):
+        raise InputError(
+            f"channel_counts must be 1 to {width} (the channels of {retarget_site}), "
+            f"got {list(channel_counts)}"
+        )
     config = {"model": model_record(model), "policy": model.source, "n": n, "site": site,
               "coeffs": list(coeffs), "retarget_site": retarget_site, "channel_counts": list(channel_counts),
               "strengths": list(strengths), "seed": seed}  # fmt: skip

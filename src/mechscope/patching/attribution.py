@@ -9,6 +9,7 @@ approximation for every head, MLP layer, neuron and residual position at once.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -52,6 +53,11 @@ def attribution_patching(
     corrupt_run = model.run(corrupt_x, save=sites, save_grad=sites, backward=backward)
     m_corrupt = corrupt_metric[0]
     denom = m_clean - m_corrupt
+    if not (math.isfinite(m_clean) and math.isfinite(m_corrupt)):
+        raise InputError(
+            f"the metric must be finite on the clean and corrupted runs, got {m_clean} and "
+            f"{m_corrupt}"
+        )
     if abs(denom) < 1e-12:
         raise InputError("clean and corrupted metrics are equal: nothing to attribute")
 

@@ -21,6 +21,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from ..core import interventions as iv
+from ..core.adapters import Dims
 from ..core.model import Inputs, Model
 from ..errors import InputError
 from .sweep import Metric, PatchResult, _per_prompt, _tokens
@@ -64,15 +65,14 @@ def path_patching(
         raise InputError(f"receiver_input must be 'q', 'k' or 'v', got {receiver_input!r}")
     n = clean_x.shape[0]
     to_logits = receivers == "logits"
-    receiver_list: list[Head] = [] if to_logits else [tuple(r) for r in receivers]  # type: ignore[misc]
-    for layer, head in receiver_list:
-        if not (0 <= layer < dims.n_layers and 0 <= head < dims.n_heads):
-            raise InputError(f"receiver ({layer}, {head}) is not a head of this model")
+    receiver_list = [] if to_logits else _heads(receivers, dims, "receiver")  # type: ignore[arg-type]
+    if not to_logits and not receiver_list:
+        raise InputError("receivers must name at least one (layer, head), or be 'logits'")
     top = dims.n_layers if to_logits else min(layer for layer, _ in receiver_list)
     sender_list = (
         [(layer, h) for layer in range(dims.n_layers) for h in range(dims.n_heads)]
         if senders is None
-        else [tuple(s) for s in senders]
+        else _heads(senders, dims, "sender")
     )
     sender_list = [s for s in sender_list if s[0] < top]
     if not sender_list:
@@ -163,6 +163,25 @@ def path_patching(
         m_corrupt,
         {"freeze_mlps": freeze_mlps, "senders": len(sender_list), "prompts": n},
     )
+
+
+def _heads(items: Sequence[Head], dims: Dims, what: str) -> list[Head]:
+    """(layer, head) pairs of the model, checked."""
+    if isinstance(items, str) or not isinstance(items, Sequence):
+        raise InputError(f"{what}s must be a list of (layer, head) pairs, got {items!r}")
+    out: list[Head] = []
+    for item in items:
+        pair = tuple(item) if isinstance(item, Sequence) and not isinstance(item, str) else ()
+        if len(pair) != 2 or any(isinstance(v, bool) or not isinstance(v, int) for v in pair):
+            raise InputError(f"a {what} is a (layer, head) pair of integers, got {item!r}")
+        layer, head = pair
+        if not (0 <= layer < dims.n_layers and 0 <= head < dims.n_heads):
+            raise InputError(
+                f"{what} ({layer}, {head}) is not a head of this model: layers "
+                f"0…{dims.n_layers - 1}, heads 0…{dims.n_heads - 1}"
+            )
+        out.append((layer, head))
+    return out
 
 
 def _freeze_heads(

@@ -19,6 +19,7 @@ memory budget.
 from __future__ import annotations
 
 import math
+import operator
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Literal
@@ -97,8 +98,10 @@ def activation_patching(
         raise InputError(f"direction must be 'denoise' or 'noise', got {direction!r}")
     n_prompts, n_pos = base_x.shape
     n_layers = model.dims.n_layers
-    layer_list = list(range(n_layers)) if layers is None else list(layers)
-    pos_list = list(range(n_pos)) if positions is None else [p % n_pos for p in positions]
+    layer_list = list(range(n_layers)) if layers is None else _indices(layers, n_layers, "layers")
+    pos_list = list(range(n_pos))
+    if positions is not None:
+        pos_list = [p % n_pos for p in _indices(positions, n_pos, "positions", negative=True)]
 
     sites = [f"blocks.{layer}.{site}" for layer in layer_list]
     base, context = model.capture(base_x, save=sites)
@@ -107,6 +110,11 @@ def activation_patching(
     m_base = _per_prompt(metric(view(base.logits)), n_prompts).mean().item()
     m_source = _per_prompt(metric(view(source.logits)), n_prompts).mean().item()
     m_clean, m_corrupt = (m_source, m_base) if direction == "denoise" else (m_base, m_source)
+    if not (math.isfinite(m_clean) and math.isfinite(m_corrupt)):
+        raise InputError(
+            f"the metric must be finite on the clean and corrupted runs, got {m_clean} and "
+            f"{m_corrupt}"
+        )
 
     experiments: list[_Experiment] = []
     for layer in layer_list:
@@ -181,8 +189,26 @@ def activation_patching(
     )
 
 
+def _indices(values: Sequence[int], size: int, what: str, negative: bool = False) -> list[int]:
+    """Integer indices into an axis of `size` entries (with `negative`, -1 is the last)."""
+    out = list(values) if isinstance(values, Sequence) and not isinstance(values, str) else None
+    if out is None or any(isinstance(v, bool) or not hasattr(type(v), "__index__") for v in out):
+        raise InputError(f"{what} must be a list of integers, got {values!r}")
+    out = [operator.index(v) for v in out]
+    low = -size if negative else 0
+    bad = [v for v in out if not low <= v < size]
+    if bad:
+        also = f" (or -{size}…-1)" if negative else ""
+        raise InputError(f"{what} {bad} out of range: valid 0…{size - 1}{also}")
+    return out
+
+
 def _tokens(model: Model, inputs: Inputs) -> Tensor:
     if isinstance(inputs, Tensor):
+        if inputs.ndim not in (1, 2):
+            raise InputError(
+                f"token ids must be [batch, pos] (or [pos]), got shape {tuple(inputs.shape)}"
+            )
         return inputs if inputs.ndim == 2 else inputs[None]
     if isinstance(inputs, str) or (isinstance(inputs, Sequence) and inputs):
         x = model.to_tokens(inputs)  # type: ignore[arg-type]

@@ -80,6 +80,24 @@ def hidden_states(
     return torch.cat(out[True]), torch.cat(out[False])
 
 
+def _check_states(what: str, pos: Tensor, neg: Tensor, labels: Tensor | None = None) -> None:
+    """Contrast states a probe can fit: φ(x+) and φ(x−) both [n, d], real, finite; labels [n]."""
+    for name, t in (("pos", pos), ("neg", neg)):
+        if not isinstance(t, Tensor) or not t.is_floating_point() or t.ndim != 2:
+            got = f"{t.dtype} {list(t.shape)}" if isinstance(t, Tensor) else type(t).__name__
+            raise InputError(f"{what}: {name} must be a float tensor [n, d], got {got}")
+        if not bool(torch.isfinite(t).all()):
+            raise InputError(f"{what}: {name} holds NaN or infinite entries")
+    if pos.shape != neg.shape or len(pos) < 1:
+        raise InputError(
+            f"{what}: pos and neg must be the same non-empty [n, d], got {list(pos.shape)} and "
+            f"{list(neg.shape)}"
+        )
+    if labels is not None and (not isinstance(labels, Tensor) or labels.shape != pos.shape[:1]):
+        got = list(labels.shape) if isinstance(labels, Tensor) else type(labels).__name__
+        raise InputError(f"{what}: labels must be [n] = [{len(pos)}], got {got}")
+
+
 def normalise(x: Float[Tensor, "n ... d"]) -> Float[Tensor, "n ... d"]:
     """Each feature centred and scaled over the data set (axis 0).
 
@@ -125,6 +143,7 @@ class CCSProbe(torch.nn.Module):
         """The probe with the lowest loss over `restarts` random starts, and that loss."""
         if restarts < 1:
             raise InputError("CCS needs at least one restart")
+        _check_states("CCS", pos, neg)
         best: tuple[CCSProbe, float] | None = None
         g = torch.Generator().manual_seed(seed)
         for _ in range(restarts):
@@ -178,6 +197,7 @@ def logistic_probe(
     Example: ``logistic_probe(p, n, labels).predict(p, n)`` → [n] booleans (p, n: normalised
     states [n, d]; labels: [n] booleans).
     """
+    _check_states("logistic probe", pos, neg, labels)
     x, y = pos - neg, labels.float()
     w = torch.zeros(x.shape[-1], requires_grad=True)
     b = torch.zeros((), requires_grad=True)
@@ -197,6 +217,7 @@ def mean_diff_probe(pos: Tensor, neg: Tensor, labels: Tensor) -> LinearDirection
 
     Example: ``mean_diff_probe(p, n, labels).predict(p, n)`` → [n] booleans.
     """
+    _check_states("difference of means", pos, neg, labels)
     x, y = pos - neg, labels.bool()
     if y.all() or not y.any():
         raise InputError("difference of means needs both true and false pairs")

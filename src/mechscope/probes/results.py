@@ -173,6 +173,12 @@ class LinearDirection(Result):
 
     def predict(self, pos: Array, neg: Array) -> Array:
         """On normalised states φ(x+), φ(x−): True where the probe says the statement is true."""
+        d = self.weight.shape[-1]
+        if pos.shape != neg.shape or not pos.shape or pos.shape[-1] != d:
+            raise InputError(
+                f"this direction reads states of width {d}; got pos {list(pos.shape)} and neg "
+                f"{list(neg.shape)}"
+            )
         return (pos - neg) @ self.weight + self.bias > 0
 
     def predict_raw(self, pos: Array, neg: Array) -> Array:

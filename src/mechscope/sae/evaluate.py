@@ -51,6 +51,14 @@ def evaluate_sae(
         ev = evaluate_sae(model, sae)     # SAEEval(blocks.15.resid_post: L0=32.0, …)
         ev.ce_recovered
     """
+    if site is not None and not site.strip():
+        raise InputError(
+            "site is empty; give a site such as blocks.15.resid_post (None: the SAE's)"
+        )
+    if tokens < 1:
+        raise InputError(f"tokens must be at least 1, got {tokens}")
+    if start_window < 0:
+        raise InputError(f"start_window must be >= 0 (the first corpus window), got {start_window}")
     site = site or sae.cfg.site
     if not site:
         raise InputError("the SAE records no site; pass site=… to say where it reads")

@@ -4,16 +4,19 @@ The first `eval_tokens` corpus tokens are held out (periodic FVU and L0, and
 the final evaluation with CE loss recovered); training reads the windows
 after them through a shuffling buffer, or a folder written by
 `store_activations`. The run folder holds ``sae/`` (weights and config),
-``checkpoints/``, ``history.safetensors`` (the `TrainingHistory`),
-``eval.safetensors`` (the `SAEEval`:
-metrics and each latent's firing frequency; a copy of the metrics is in
-``run.json``) and the figures (training curves, latent density), and is
-served by ``mechscope serve``.
+``checkpoints/`` (the SAE every `checkpoint_every` steps),
+``history.safetensors`` (the `TrainingHistory`), ``eval.safetensors`` (the
+`SAEEval`: metrics and each latent's firing frequency; a copy of the metrics
+is in ``run.json``) and the figures (training curves, latent density), and is
+served by ``mechscope serve``. A killed run started again with the same
+arguments resumes from its last checkpoint (the training state, kept in the
+unfinished folder until the run finishes) and ends as the uninterrupted run.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -33,6 +36,8 @@ from .evaluate import SAEEval, evaluate_sae
 from .model import SparseAutoencoder
 from .results import EVAL_FILE, HISTORY_FILE, TrainingHistory
 from .train import TrainConfig, TrainedSAE, config_dict, train_sae
+
+TRAIN_STATE_FILE = "train_state.safetensors"
 
 
 @dataclass(frozen=True)
@@ -106,6 +111,10 @@ def sae_run(
         run = sae_run(model, "blocks.15.resid_post", TrainConfig(width=4608, k=32), out="runs/sae")
         run.eval.ce_recovered
     """
+    if eval_tokens < 1:
+        raise InputError(f"eval_tokens must be at least 1 (the held-out tokens), got {eval_tokens}")
+    if harvest_tokens < 0:
+        raise InputError(f"harvest_tokens must be >= 0 (0: no harvest), got {harvest_tokens}")
     info = model.table[site]
     corpus = open_corpus(corpus) if isinstance(corpus, (str, Path)) else corpus
     held_out_windows = max(1, eval_tokens // window)
@@ -132,13 +141,14 @@ def sae_run(
             model, site, corpus, window=window, start_window=held_out_windows
         )
         batches = ShuffleBuffer(chunks, buffer_tokens, config.batch_size, seed=config.seed)
-    run = new_run("sae", out, record)
+    run = new_run("sae", out, record, resume=True)
     with run:
         started = time.perf_counter()
         held = torch.cat(
             list(stream_activations(model, site, corpus, tokens=eval_tokens, window=window))
         )
         d_in = held.shape[1]
+        _check_memory(config.width, d_in, torch.device(model.device))
 
         def checkpoint(sae: SparseAutoencoder, step: int) -> None:
             sae.save(run.dir / "checkpoints" / f"step-{step:06d}")
@@ -149,6 +159,7 @@ def sae_run(
             d_in=d_in,
             eval_batch=held,
             on_checkpoint=checkpoint,
+            state_file=run.dir / TRAIN_STATE_FILE,
             site=site,
             model_name=model.name,
             device=model.device,
@@ -170,10 +181,34 @@ def sae_run(
                             window=window, progress=progress)  # fmt: skip
             run.timed("harvest", t0)
         run.extra.update(
-            {"eval": ev.metrics(), "scale": trained.scale, "train_seconds": trained.seconds}
+            {
+                "eval": ev.metrics(),
+                "scale": trained.scale,
+                "train_seconds": trained.seconds,
+                "resumed_from_step": trained.started_at_step or None,
+            }
         )
+        (run.dir / TRAIN_STATE_FILE).unlink()  # Adam's moments: twice the SAE, not kept
         path = run.finish()
     return open_sae_run(path)
+
+
+def _check_memory(width: int, d_in: int, device: torch.device) -> None:
+    """Refuse a width whose SAE cannot be held where it trains (float32 weights, their gradients
+    and Adam's two moments: four copies of W_enc and W_dec) before it is allocated."""
+    need = 4 * 4 * 2 * width * d_in
+    try:
+        if device.type == "cuda":
+            room = torch.cuda.mem_get_info(device)[0]
+        else:
+            room = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError, RuntimeError):  # not known here: no guard
+        return
+    if need > room:
+        raise InputError(
+            f"width {width} needs {need / 2**30:,.1f} GiB to train on {device} ({d_in} inputs), "
+            f"more than its {room / 2**30:,.1f} GiB; give a smaller width"
+        )
 
 
 def harvest_latents(

@@ -20,15 +20,17 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
 import torch
 from jaxtyping import Float
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 from torch import Tensor, nn
 
+from .._arrays import write_safetensors
 from ..errors import InputError, MechscopeError
 from .results import read_sae_config
 
@@ -64,6 +66,10 @@ class SAEConfig:
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
             raise SAEError(f"unknown SAE kind {self.kind!r}; valid: {', '.join(KINDS)}")
+        for name in ("d_in", "width", "k"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise SAEError(f"the SAE's {name} must be an integer, got {value!r}")
         if self.d_in < 1 or self.width < 1:
             raise SAEError(f"d_in and width must be positive, got {self.d_in} and {self.width}")
         if self.kind == "topk" and not 1 <= self.k <= self.width:
@@ -129,6 +135,7 @@ class SparseAutoencoder(nn.Module):
 
     def encode(self, x: Float[Tensor, "... d_in"]) -> Float[Tensor, "... width"]:
         """The latents f (dense, mostly zero)."""
+        self._check_input(x, self.cfg.d_in, "encode", "activations")
         x = x.to(self.W_enc.dtype)
         pre = self.pre_activation(x)
         kind = self.cfg.kind
@@ -140,7 +147,18 @@ class SparseAutoencoder(nn.Module):
         return torch.zeros_like(pre).scatter_(-1, idx, torch.relu(vals))
 
     def decode(self, f: Float[Tensor, "... width"]) -> Float[Tensor, "... d_in"]:
+        self._check_input(f, self.cfg.width, "decode", "latents")
         return f @ self.W_dec + self.b_dec
+
+    def _check_input(self, x: Tensor, size: int, what: str, of: str) -> None:
+        if not isinstance(x, Tensor) or not x.is_floating_point() or x.ndim < 1:
+            got = f"{x.dtype} {list(x.shape)}" if isinstance(x, Tensor) else type(x).__name__
+            raise SAEError(f"{what} takes a float tensor of {of} [..., {size}], got {got}")
+        if x.shape[-1] != size:
+            raise SAEError(
+                f"{what} takes {of} [..., {size}], got [..., {x.shape[-1]}]: this SAE reads "
+                f"d_in={self.cfg.d_in}" + (f" at {self.cfg.site}" if self.cfg.site else "")
+            )
 
     def forward(self, x: Float[Tensor, "... d_in"]) -> Float[Tensor, "... d_in"]:
         """The reconstruction x̂, in x's dtype."""
@@ -173,10 +191,18 @@ class SparseAutoencoder(nn.Module):
     def save(self, folder: str | Path) -> Path:
         """Write ``sae.safetensors`` and ``sae.json`` into `folder`."""
         folder = Path(folder)
-        folder.mkdir(parents=True, exist_ok=True)
         tensors = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}
-        save_file(tensors, str(folder / WEIGHTS_FILE))
-        (folder / CONFIG_FILE).write_text(json.dumps(self.cfg.to_dict(), indent=2))
+        config = folder / f".{CONFIG_FILE}.partial"
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            # the config goes in last: a folder with sae.json holds a whole SAE
+            config.write_text(json.dumps(self.cfg.to_dict(), indent=2))
+            write_safetensors(folder / WEIGHTS_FILE, tensors, {})
+            os.replace(config, folder / CONFIG_FILE)
+        except OSError as e:
+            raise SAEError(f"cannot write the SAE to {folder}: {e}") from None
+        finally:
+            config.unlink(missing_ok=True)
         return folder
 
     @classmethod
@@ -192,10 +218,26 @@ class SparseAutoencoder(nn.Module):
         except InputError as e:
             raise SAEError(str(e)) from None
         assert data is not None
-        sae = cls(SAEConfig.from_dict(data))
-        state = load_file(str(folder / WEIGHTS_FILE))
+        try:
+            sae = cls(SAEConfig.from_dict(data))
+        except (SAEError, TypeError, ValueError) as e:  # unknown or missing keys, wrong values
+            raise SAEError(f"{folder / CONFIG_FILE} is not an SAE config: {e}") from None
+        try:
+            state = load_file(str(folder / WEIGHTS_FILE))
+        except Exception as e:  # safetensors' own error type, OSError, a folder in its place
+            raise SAEError(
+                f"{folder / WEIGHTS_FILE} is not a readable safetensors file ({e})"
+            ) from None
         missing = set(sae.state_dict()) - set(state)
         if missing:
             raise SAEError(f"{folder / WEIGHTS_FILE} lacks tensors {sorted(missing)}")
+        expected = {k: tuple(v.shape) for k, v in sae.state_dict().items()}
+        wrong = [k for k, v in state.items() if k in expected and tuple(v.shape) != expected[k]]
+        if wrong:
+            k = wrong[0]
+            raise SAEError(
+                f"{folder / WEIGHTS_FILE}: {k} is {list(state[k].shape)}, its {CONFIG_FILE} says "
+                f"{list(expected[k])}"
+            )
         sae.load_state_dict(state)
         return sae

@@ -155,8 +155,8 @@ def _check(n_features: int, d_hidden: int, sparsities: Sequence[float], steps: i
         raise InputError(
             f"sparsity S (the probability a feature is zero) must be in [0, 1); got {bad or 'none'}"
         )
-    if steps < 0:
-        raise InputError(f"steps must be >= 0, got {steps}")
+    if steps < 1:
+        raise InputError(f"steps must be >= 1, got {steps}")
 
 
 @contextlib.contextmanager

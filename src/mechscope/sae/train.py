@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import itertools
 import json
 import math
 import time
@@ -29,9 +30,11 @@ from typing import Any
 
 import torch
 from jaxtyping import Float
+from safetensors.torch import load_file
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from .._arrays import atomic_file, read_header, save_torch
 from .model import KINDS, Kind, SAEConfig, SAEError, SparseAutoencoder
 from .sparse import dense_decode, dense_topk_encode, sparse_decode, topk_encode
 
@@ -69,12 +72,26 @@ class TrainConfig:
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
             raise SAEError(f"unknown SAE kind {self.kind!r}; valid: {', '.join(KINDS)}")
+        for name in ("width", "batch_size"):
+            if getattr(self, name) < 1:
+                raise SAEError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if self.kind == "topk" and not 1 <= self.k <= self.width:
+            raise SAEError(f"k must be in 1..width={self.width}, got {self.k}")
+        if self.lr is not None and not (math.isfinite(self.lr) and self.lr > 0):
+            raise SAEError(
+                f"lr must be a finite number > 0 (None: 0.07/sqrt(width)), got {self.lr}"
+            )
+        for name in ("l1_coef", "l0_coef", "aux_coef"):
+            if not (math.isfinite(getattr(self, name)) and getattr(self, name) >= 0):
+                raise SAEError(f"{name} must be a finite number >= 0, got {getattr(self, name)}")
         if self.tokens < self.batch_size:
             raise SAEError(f"tokens ({self.tokens}) must be at least one batch ({self.batch_size})")
         if self.kernels not in ("sparse", "dense"):
             raise SAEError(f"kernels must be sparse or dense, got {self.kernels!r}")
         if not 0 <= self.decay_fraction <= 1:
             raise SAEError(f"decay_fraction must be in [0, 1], got {self.decay_fraction}")
+        if self.checkpoint_every is not None and self.checkpoint_every < 1:
+            raise SAEError(f"checkpoint_every must be at least 1 step, got {self.checkpoint_every}")
 
     @property
     def steps(self) -> int:
@@ -110,6 +127,7 @@ class TrainedSAE:
     scale: float  # activations were divided by this during training (folded into `sae`)
     history: list[dict[str, float]] = field(default_factory=list)
     seconds: float = 0.0
+    started_at_step: int = 0  # steps a checkpoint had done when training resumed (not saved)
 
     def __repr__(self) -> str:
         rows = [r for r in self.history if "step" in r]
@@ -277,6 +295,7 @@ def train_sae(
     eval_batch: Float[Tensor, "n d_in"] | None = None,
     on_eval: Callable[[SparseAutoencoder, int], dict[str, float]] | None = None,
     on_checkpoint: Callable[[SparseAutoencoder, int], None] | None = None,
+    state_file: str | Path | None = None,
     site: str = "",
     model_name: str = "",
     scale: float | None = None,
@@ -289,6 +308,12 @@ def train_sae(
     `on_eval(sae, step)` may add metrics (it receives the SAE folded to raw
     units). Training stops early, with a clear record, if `batches` runs out.
     Training runs on `device` (batches are moved there); the SAE returned is on the CPU.
+
+    With `state_file`, the whole training state (weights, Adam's moments, the
+    dead-latent counters, the history) is written there atomically every
+    `checkpoint_every` steps and at the end, and training resumes from it: the
+    batches it has trained on are read again and skipped, and the SAE is the
+    one of an uninterrupted run, bit for bit.
 
     Example::
 
@@ -307,91 +332,181 @@ def train_sae(
     base_lr = config.learning_rate()
     coef_target = config.l1_coef if config.kind == "relu" else config.l0_coef
     last_fired = torch.zeros(config.width, dtype=torch.long, device=device)
-    history: list[dict[str, float]] = []
-    seen = 0
-    bar = tqdm(total=config.steps * config.batch_size, unit="tok", unit_scale=True, desc="sae",
-               disable=not progress)  # fmt: skip
+    state = TrainState(0, 0, scale, [], False)
+    if state_file is not None and Path(state_file).exists():
+        state = _restore(Path(state_file), sae, opt, last_fired) or state
+    start, seen, scale, history = state.steps_done, state.seen, state.scale, state.history
+    seen_before = seen
+    bar = tqdm(total=config.steps * config.batch_size, initial=start * config.batch_size,
+               unit="tok", unit_scale=True, desc="sae", disable=not progress)  # fmt: skip
     started = time.perf_counter()
-    iterator = iter(batches)
-    trained = 0
-    for step in range(config.steps):
-        try:
-            raw = next(iterator)
-        except StopIteration:
-            break
-        trained = step + 1
-        if raw.shape != (config.batch_size, d_in):
-            raise SAEError(
-                f"batch {step} has shape {tuple(raw.shape)}; expected ({config.batch_size}, {d_in})"
+    trained = start
+    if not state.finished:
+        iterator = iter(batches)
+        if sum(1 for _ in itertools.islice(iterator, start)) < start:
+            raise SAEError(f"the training data ends before step {start}, where the checkpoint is")
+        for step in range(start, config.steps):
+            try:
+                raw = next(iterator)
+            except StopIteration:
+                break
+            trained = step + 1
+            if raw.shape != (config.batch_size, d_in):
+                raise SAEError(
+                    f"batch {step} has shape {tuple(raw.shape)}; expected ({config.batch_size}, {d_in})"
+                )
+            if scale is None:  # so that E‖x‖² = d_in
+                scale = float(raw.float().pow(2).sum(-1).mean().div(d_in).sqrt())
+            x = raw.to(device, torch.float32, non_blocking=True) / scale
+            if step == 0:
+                with torch.no_grad():
+                    sae.b_dec.copy_(x.mean(0))
+            for group in opt.param_groups:
+                group["lr"] = base_lr * config.schedule(step)
+            coef = coef_target * min(1.0, (step + 1) / max(1, config.steps // 20))
+            dead = (
+                (seen - last_fired) > config.dead_after_tokens
+                if seen > config.dead_after_tokens
+                else None
             )
-        if scale is None:  # so that E‖x‖² = d_in
-            scale = float(raw.float().pow(2).sum(-1).mean().div(d_in).sqrt())
-        x = raw.to(device, torch.float32, non_blocking=True) / scale
-        if step == 0:
-            with torch.no_grad():
-                sae.b_dec.copy_(x.mean(0))
-        for group in opt.param_groups:
-            group["lr"] = base_lr * config.schedule(step)
-        coef = coef_target * min(1.0, (step + 1) / max(1, config.steps // 20))
-        dead = (
-            (seen - last_fired) > config.dead_after_tokens
-            if seen > config.dead_after_tokens
-            else None
-        )
-        loss, parts, x_hat, fired = _losses(sae, x, config, coef, dead)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        with torch.no_grad():  # keep ‖W_dec,i‖ = 1: remove the gradient along each row
-            w, grad = sae.W_dec, sae.W_dec.grad
-            assert grad is not None
-            grad -= (grad * w).sum(1, keepdim=True) * w
-        opt.step()
-        sae.normalize_decoder()
-        seen += len(x)
-        last_fired[fired > 0] = seen
-        if (
-            config.kind != "topk"
-            and dead is not None
-            and step % config.resample_every == config.resample_every - 1
-        ):
-            n = _resample(sae, dead, x, x_hat.detach(), opt, config.seed + step)
-            if n:
-                last_fired[dead] = seen
-        bar.update(len(x))
-        last = step == config.steps - 1
-        if step % config.eval_every == 0 or last:
-            row = {"step": float(step), "tokens": float(seen), "lr": opt.param_groups[0]["lr"]}
-            row |= {name: float(v.detach()) for name, v in parts.items()}
-            row["loss"] = float(loss.detach())
-            row["dead"] = float(
-                ((seen - last_fired) > min(seen, config.dead_after_tokens)).float().mean()
+            loss, parts, x_hat, fired = _losses(sae, x, config, coef, dead)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            with torch.no_grad():  # keep ‖W_dec,i‖ = 1: remove the gradient along each row
+                w, grad = sae.W_dec, sae.W_dec.grad
+                assert grad is not None
+                grad -= (grad * w).sum(1, keepdim=True) * w
+            opt.step()
+            sae.normalize_decoder()
+            seen += len(x)
+            last_fired[fired > 0] = seen
+            if (
+                config.kind != "topk"
+                and dead is not None
+                and step % config.resample_every == config.resample_every - 1
+            ):
+                n = _resample(sae, dead, x, x_hat.detach(), opt, config.seed + step)
+                if n:
+                    last_fired[dead] = seen
+            bar.update(len(x))
+            last = step == config.steps - 1
+            if step % config.eval_every == 0 or last:
+                row = {"step": float(step), "tokens": float(seen), "lr": opt.param_groups[0]["lr"]}
+                row |= {name: float(v.detach()) for name, v in parts.items()}
+                row["loss"] = float(loss.detach())
+                row["dead"] = float(
+                    ((seen - last_fired) > min(seen, config.dead_after_tokens)).float().mean()
+                )
+                row["tokens_per_s"] = (seen - seen_before) / (time.perf_counter() - started)
+                folded = _folded(sae, scale)
+                if eval_batch is not None:
+                    row |= {
+                        f"eval_{k}": v
+                        for k, v in evaluate_batch(folded, eval_batch.to(device)).items()
+                    }
+                if on_eval is not None:
+                    row |= on_eval(folded, step)
+                history.append(row)
+                shown = {k: row[k] for k in ("loss", "eval_fvu", "eval_l0", "dead") if k in row}
+                bar.set_postfix({k: f"{v:.3g}" for k, v in shown.items()})
+            if config.checkpoint_every and step % config.checkpoint_every == 0 and step:
+                if on_checkpoint:
+                    on_checkpoint(_folded(sae, scale), step)
+                if state_file is not None:  # written last: the checkpoint is whole once it is
+                    state = TrainState(step + 1, seen, scale, history, False)
+                    _save(Path(state_file), sae, opt, last_fired, state)
+        if scale is None:
+            raise SAEError("no activations were given to train on")
+        if trained < config.steps:
+            history.append({"stopped_early_at_step": float(trained)})
+        if state_file is not None:
+            _save(
+                Path(state_file),
+                sae,
+                opt,
+                last_fired,
+                TrainState(trained, seen, scale, history, True),
             )
-            row["tokens_per_s"] = seen / (time.perf_counter() - started)
-            folded = _folded(sae, scale)
-            if eval_batch is not None:
-                row |= {
-                    f"eval_{k}": v for k, v in evaluate_batch(folded, eval_batch.to(device)).items()
-                }
-            if on_eval is not None:
-                row |= on_eval(folded, step)
-            history.append(row)
-            shown = {k: row[k] for k in ("loss", "eval_fvu", "eval_l0", "dead") if k in row}
-            bar.set_postfix({k: f"{v:.3g}" for k, v in shown.items()})
-        if (
-            on_checkpoint
-            and config.checkpoint_every
-            and step % config.checkpoint_every == 0
-            and step
-        ):
-            on_checkpoint(_folded(sae, scale), step)
     bar.close()
-    if scale is None:
-        raise SAEError("no activations were given to train on")
-    if trained < config.steps:
-        history.append({"stopped_early_at_step": float(trained)})
-    return TrainedSAE(
-        _folded(sae, scale).cpu(), config, scale, history, time.perf_counter() - started
-    )
+    assert scale is not None
+    seconds = time.perf_counter() - started
+    return TrainedSAE(_folded(sae, scale).cpu(), config, scale, history, seconds, start)
+
+
+@dataclass(frozen=True)
+class TrainState:
+    """Where a training run stands at a checkpoint, besides its tensors (saved with them).
+
+    Example: ``TrainState(steps_done=40, seen=81_920, scale=0.02, history=[], finished=False)``
+    is the state after 40 steps of 2048 tokens.
+    """
+
+    steps_done: int
+    seen: int  # training tokens
+    scale: float | None
+    history: list[dict[str, float]]
+    finished: bool  # the loop ended: nothing is left to train
+
+
+STATE_FORMAT = "mechscope.sae_train_state/1"
+
+
+def _save(
+    path: Path,
+    sae: SparseAutoencoder,
+    opt: torch.optim.Optimizer,
+    last_fired: Tensor,
+    state: TrainState,
+) -> None:
+    """Write the training state at `path` atomically: weights, Adam's state, the counters."""
+    tensors = {f"sae.{k}": v for k, v in sae.state_dict().items()}
+    names = {p: name for name, p in sae.named_parameters()}
+    for p, moments in opt.state.items():
+        for key, v in moments.items():
+            tensors[f"adam.{names[p]}.{key}"] = v
+    tensors["last_fired"] = last_fired
+    meta = {"format": STATE_FORMAT, "state": json.dumps(dataclasses.asdict(state))}
+    with atomic_file(path) as tmp:
+        save_torch(tmp, {k: v.detach().cpu().contiguous() for k, v in tensors.items()}, meta)
+
+
+def _restore(
+    path: Path, sae: SparseAutoencoder, opt: torch.optim.Optimizer, last_fired: Tensor
+) -> TrainState | None:
+    """Load the training state at `path` into `sae`, `opt` and `last_fired`; None (nothing
+    changed) when the file is not a whole state of this run, which then starts again."""
+    try:
+        meta, _ = read_header(path)
+        if meta.get("format") != STATE_FORMAT:
+            return None
+        state = TrainState(**json.loads(meta["state"]))
+        tensors = load_file(str(path))
+    except Exception:  # a damaged file: safetensors' or JSON's errors, a missing field
+        return None
+    weights = {k.removeprefix("sae."): v for k, v in tensors.items() if k.startswith("sae.")}
+    own = sae.state_dict()
+    params = [name for name, _ in sae.named_parameters()]
+    moments: dict[str, dict[str, Tensor]] = {name: {} for name in params}
+    for key, v in tensors.items():
+        if key.startswith("adam."):
+            name, _, field = key.removeprefix("adam.").rpartition(".")
+            moments.setdefault(name, {})[field] = v
+    fits = (
+        weights.keys() == own.keys()
+        and all(weights[k].shape == own[k].shape for k in own)
+        and moments.keys() == set(params)
+        and all(m.keys() == ({"step", "exp_avg", "exp_avg_sq"} if state.steps_done else set())
+                for m in moments.values())
+        and tensors.get("last_fired", torch.zeros(0)).shape == last_fired.shape
+    )  # fmt: skip
+    if not fits:
+        return None
+    sae.load_state_dict(weights)
+    optimizer = opt.state_dict()
+    optimizer["state"] = {i: moments[name] for i, name in enumerate(params) if moments[name]}
+    opt.load_state_dict(optimizer)
+    last_fired.copy_(tensors["last_fired"])
+    return state
 
 
 def _folded(sae: SparseAutoencoder, scale: float) -> SparseAutoencoder:

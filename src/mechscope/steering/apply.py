@@ -12,6 +12,7 @@ neutral prompts, KL(unsteered ‖ steered) averaged over their positions.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import torch
@@ -47,6 +48,7 @@ def steer(
         ivs = steer(v, 4.0)  # v: a SteeringVector
         model.generate("I went up to my friend and said", 30, ivs)
     """
+    _check_coef(coef)
     value = coef * vector.vector
     if not vector.front:
         return [iv_lib.add(vector.site, value[0], positions=positions)]
@@ -62,6 +64,16 @@ def steer(
         iv_lib.add(vector.site, value[:ki], rows=[row], positions=list(range(s, s + ki)))
         for row, (s, ki) in enumerate(zip(starts, ks, strict=True))
     ]
+
+
+def _check_coef(coef: object) -> None:
+    try:
+        number = not isinstance(coef, (bool, str, bytes))
+        finite = number and math.isfinite(float(coef))  # type: ignore[arg-type]
+    except (TypeError, ValueError):  # not a number (a tensor of several values, None…)
+        finite = False
+    if not finite:
+        raise InputError(f"the steering coefficient must be a finite number, got {coef!r}")
 
 
 def _check_fits(model: Model, vector: SteeringVector) -> None:

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from .._arrays import as_numpy
+from .._arrays import as_numpy, is_array
 from ..errors import InputError
 from ..results import Result, result
 
@@ -72,14 +72,28 @@ class SteeringVector(Result):
 
     def __post_init__(self) -> None:
         v = self.vector
+        if not is_array(v):
+            raise InputError(f"a steering vector is a tensor, got {type(v).__name__}")
         if len(v.shape) == 1:
             v = v[None]
         if len(v.shape) != 2 or v.shape[0] < 1:
             raise InputError(
                 f"a steering vector is [d_model] or [k, d_model], got {list(self.vector.shape)}"
             )
+        real = (
+            v.dtype.kind in "fiu"
+            if isinstance(v, np.ndarray)
+            else not (v.is_complex() or str(v.dtype) == "torch.bool")
+        )
+        if not real:
+            raise InputError(f"a steering vector holds real numbers, got {v.dtype}")
+        if isinstance(self.layer, bool) or not isinstance(self.layer, (int, np.integer)):
+            raise InputError(f"a steering vector's layer is an integer, got {self.layer!r}")
         v = v.astype(np.float32) if isinstance(v, np.ndarray) else v.detach().float().cpu()
+        if not np.isfinite(as_numpy(v)).all():
+            raise InputError("the steering vector holds NaN or infinite entries")
         object.__setattr__(self, "vector", v)
+        object.__setattr__(self, "layer", int(self.layer))
 
     @property
     def site(self) -> str:

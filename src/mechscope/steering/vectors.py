@@ -54,6 +54,8 @@ def check_layer(model: Model, layer: int) -> None:
     """
     if model.dims is None:
         raise InputError("steering needs a transformer language model")
+    if isinstance(layer, bool) or not isinstance(layer, int):
+        raise InputError(f"layer must be an integer, got {layer!r}")
     if not 0 <= layer < model.dims.n_layers:
         raise InputError(f"layer {layer} out of range: the model has {model.dims.n_layers} blocks")
 

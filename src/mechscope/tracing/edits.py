@@ -108,9 +108,19 @@ class Edit(Result):
         if self.applied:
             raise InputError("this edit is already applied; undo it first")
         down = _down(model, self.layer)
-        original = down.weight.detach().clone()
         value = torch.as_tensor(self.value).to(down.weight)
         key_dir = torch.as_tensor(self.key_dir).to(down.weight)
+        assert model.dims is not None  # _down checked it
+        for name, t, size, what in (("value", value, model.dims.d_model, "d_model"),
+                                    ("key_dir", key_dir, model.dims.d_mlp, "d_mlp")):  # fmt: skip
+            if tuple(t.shape) != (size,):
+                raise InputError(
+                    f"this edit's {name} has shape {tuple(t.shape)}, {model.name} needs "
+                    f"({size},) ({what}): it was made for another model"
+                )
+            if not bool(torch.isfinite(t).all()):
+                raise InputError(f"this edit's {name} holds NaN or infinite entries")
+        original = down.weight.detach().clone()
         with torch.no_grad():
             down.weight.add_(_rank_one(down, value, key_dir))
         self._hold(model, original)

@@ -15,6 +15,7 @@ viewer reads without it).
 from __future__ import annotations
 
 import random
+import string
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -76,6 +77,20 @@ class Fact:
     template: str
     object: str
     relation: str = "custom"
+
+    def __post_init__(self) -> None:
+        for name in ("subject", "template", "object", "relation"):
+            if not isinstance(getattr(self, name), str):
+                raise InputError(f"a fact's {name} is a string, got {getattr(self, name)!r}")
+        try:
+            fields = [f for _, f, _, _ in string.Formatter().parse(self.template) if f is not None]
+        except ValueError:
+            fields = []
+        if fields != [""]:
+            raise InputError(
+                f"a fact's template holds the subject as one '{{}}' (other braces doubled), "
+                f"got {self.template!r}"
+            )
 
     @property
     def prompt(self) -> str:

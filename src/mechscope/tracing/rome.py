@@ -266,6 +266,20 @@ def default_layer(model: Model) -> int:
     return max(0, round(model.dims.n_layers / 6))
 
 
+def check_edit(model: Model, fact: Fact, new_object: str, layer: int | None = None) -> int:
+    """The layer an edit of `fact` to `new_object` would rewrite, or one line saying why not.
+
+    Example: ``check_edit(model, france, "Rome")`` → ``5`` on SmolLM2 (its default layer).
+    """
+    if not new_object.strip():
+        raise InputError("the new object (--new) is empty")
+    if new_object.strip() == fact.object.strip():
+        raise InputError(f"the new object {new_object!r} is the fact's object already")
+    layer = default_layer(model) if layer is None else layer
+    _down(model, layer)
+    return layer
+
+
 def edit(
     model: Model,
     fact: Fact,
@@ -284,12 +298,17 @@ def edit(
             model.generate("The capital of France is the city of")
     """
     cfg = config or RomeConfig()
-    if not new_object.strip():
-        raise InputError("the new object is empty")
-    if new_object.strip() == fact.object.strip():
-        raise InputError(f"the new object {new_object!r} is the fact's object already")
-    layer = default_layer(model) if layer is None else layer
-    _down(model, layer)
+    layer = check_edit(model, fact, new_object, layer)
+    assert model.dims is not None  # check_edit checked it
+    if covariance is not None:
+        d_mlp = model.dims.d_mlp
+        if tuple(covariance.shape) != (d_mlp, d_mlp):
+            raise InputError(
+                f"the key covariance must be [d_mlp, d_mlp] = [{d_mlp}, {d_mlp}], got "
+                f"{list(covariance.shape)}"
+            )
+        if not bool(torch.isfinite(covariance).all()):
+            raise InputError("the key covariance holds NaN or infinite entries")
     subject_span(model, fact)  # the subject must be found
     t0 = time.perf_counter()
     cov = (

@@ -15,6 +15,7 @@ right token in the right rows. The result, `CausalTrace`, lives in
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import torch
@@ -86,11 +87,18 @@ def trace_fact(
         tr = trace_fact(model, Fact("The Eiffel Tower", "{} is located in the city of", "Paris"))
         tr.indirect_effect("mlp").amax()
     """
+    if isinstance(kinds, str):
+        raise InputError(f"kinds is a list of kinds, e.g. [{kinds!r}]; valid: {', '.join(KINDS)}")
     bad = [k for k in kinds if k not in KINDS]
     if bad or not kinds:
         raise InputError(f"unknown trace kinds {bad}; valid: {', '.join(KINDS)}")
-    if samples < 1 or window < 1:
-        raise InputError(f"samples and window must be at least 1, got {samples} and {window}")
+    for name, value in (("samples", samples), ("window", window), ("batch_size", batch_size)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise InputError(f"{name} must be an integer of at least 1, got {value!r}")
+    if noise is not None and not (isinstance(noise, (int, float)) and 0 <= noise < math.inf):
+        raise InputError(f"noise is a standard deviation: a finite number ≥ 0, got {noise!r}")
+    if not fact.object.strip():
+        raise InputError("the fact's object (the answer to trace) is empty")
     if model.dims is None:
         raise InputError("causal tracing needs a transformer with blocks (a supported LM)")
     n_layers = model.dims.n_layers

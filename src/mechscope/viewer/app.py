@@ -45,11 +45,17 @@ _BAD_ESCAPE = re.compile(r"%(?![0-9A-Fa-f]{2})")
 
 
 class QueryTooLong(InputError):
-    """A query string longer than `MAX_QUERY_CHARS` (answered with 414)."""
+    """A query string longer than `MAX_QUERY_CHARS` (answered with 414).
+
+    Example: ``parse_query("q=" + "x" * 10_000)`` raises ``QueryTooLong``.
+    """
 
 
 class MethodNotAllowed(MechscopeError):
-    """A method no page at this path answers (answered with 405 and an Allow header)."""
+    """A method no page at this path answers (answered with 405 and an Allow header).
+
+    Example: ``MethodNotAllowed("PUT", "/", ["GET", "HEAD"])`` → "PUT is not answered at /; use GET, HEAD".
+    """
 
     def __init__(self, method: str, path: str, allowed: list[str]) -> None:
         super().__init__(f"{method} is not answered at {path}; use {', '.join(allowed)}")

@@ -75,12 +75,15 @@ class Objective:
         return self + (-other)
 
 
-def _act(acts: dict[str, Tensor], site: str) -> Tensor:
+def _act(acts: dict[str, Tensor], site: str, cs: Sequence[int] = ()) -> Tensor:
     x = acts[site]
     if x.ndim not in (2, 4):
         raise InputError(
             f"{site!r} has shape {tuple(x.shape)}: expected [batch c] or [batch c h w]"
         )
+    bad = [c for c in cs if not 0 <= c < x.shape[1]]
+    if bad:
+        raise InputError(f"{site!r} has channels 0–{x.shape[1] - 1}; no channel {bad[0]}")
     return x
 
 
@@ -91,7 +94,7 @@ def channel(site: str, c: int) -> Objective:
     """
 
     def fn(a: dict[str, Tensor]) -> Tensor:
-        x = _act(a, site)
+        x = _act(a, site, [c])
         return x[:, c].reshape(len(x), -1).mean(-1)
 
     return Objective(fn, frozenset([site]), f"channel({site}:{c})")
@@ -105,7 +108,7 @@ def channels(site: str, cs: Sequence[int]) -> Objective:
     index = torch.tensor(list(cs))
 
     def fn(a: dict[str, Tensor]) -> Tensor:
-        x = _act(a, site)
+        x = _act(a, site, cs)
         if len(x) != len(index):
             raise InputError(f"{len(index)} channels need a batch of {len(index)}, got {len(x)}")
         return x[torch.arange(len(x)), index.to(x.device)].reshape(len(x), -1).mean(-1)
@@ -120,7 +123,7 @@ def neuron(site: str, c: int, x: int | None = None, y: int | None = None) -> Obj
     """
 
     def fn(a: dict[str, Tensor]) -> Tensor:
-        t = _act(a, site)
+        t = _act(a, site, [c])
         if t.ndim == 2:
             return t[:, c]
         h, w = t.shape[-2:]

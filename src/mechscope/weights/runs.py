@@ -125,6 +125,11 @@ def lm_weights_run(
     Example: ``lm_weights_run(model, "runs/wlm", heads=[(5, 1)], neurons=[(3, 100)])``.
     """
     neurons, heads = _pairs(neurons, "neuron"), _pairs(heads, "head")
+    vocab = model.dims.d_vocab if model.dims else None
+    if k < 1 or (vocab is not None and k > vocab):
+        raise InputError(
+            f"k (entries per ranking) must be 1 to the vocabulary size {vocab}, got {k}"
+        )
     tokens = list(tokens) if tokens is not None else _default_tokens(model)
     config = {"model": model_record(model), "neurons": neurons, "heads": heads,
               "tokens": list(tokens), "k": k, "via": via}  # fmt: skip
