@@ -451,6 +451,108 @@ class TrainState:
 STATE_FORMAT = "mechscope.sae_train_state/1"
 
 
+ADAM_KEYS = {"step", "exp_avg", "exp_avg_sq"}
+"""The per-parameter state of `torch.optim.Adam` once it has taken a step."""
+
+
+@dataclass(frozen=True)
+class StateKeys:
+    """Where one trained module's tensors lie in a training-state file: its weights under
+    `weights`, Adam's moments under `adam` (``PREFIX.PARAM.MOMENT``), its counters at `fired`.
+
+    Example: ``StateKeys("tc.3.", "adam.3.", "last_fired.3")`` (layer 3 of a transcoder set).
+    """
+
+    weights: str = "sae."
+    adam: str = "adam."
+    fired: str = "last_fired"
+
+    def pack(self, module: torch.nn.Module, opt: torch.optim.Optimizer, fired: Tensor) -> dict:
+        """The module's weights, Adam's moments and the counters, as named tensors.
+
+        Example: ``StateKeys().pack(sae, opt, last_fired)`` → ``{"sae.W_enc": …, …}``.
+        """
+        tensors = {f"{self.weights}{k}": v for k, v in module.state_dict().items()}
+        names = {p: name for name, p in module.named_parameters()}
+        for p, moments in opt.state.items():
+            for key, v in moments.items():
+                tensors[f"{self.adam}{names[p]}.{key}"] = v
+        tensors[self.fired] = fired
+        return tensors
+
+    def loader(
+        self,
+        tensors: dict[str, Tensor],
+        module: torch.nn.Module,
+        opt: torch.optim.Optimizer,
+        fired: Tensor,
+        *,
+        stepped: bool,
+    ) -> Callable[[], None] | None:
+        """What puts `tensors` back into `module`, `opt` and `fired`, or None (nothing changed)
+        when they are not exactly this module's (keys, shapes, Adam's moments once `stepped`).
+
+        Example: ``load = keys.loader(tensors, sae, opt, fired, stepped=True); load and load()``.
+        """
+        own = module.state_dict()
+        weights = {
+            k.removeprefix(self.weights): v
+            for k, v in tensors.items()
+            if k.startswith(self.weights)
+        }
+        params = [name for name, _ in module.named_parameters()]
+        moments: dict[str, dict[str, Tensor]] = {name: {} for name in params}
+        for key, v in tensors.items():
+            if key.startswith(self.adam):
+                name, _, moment = key.removeprefix(self.adam).rpartition(".")
+                moments.setdefault(name, {})[moment] = v
+        counters = tensors.get(self.fired)
+        fits = (
+            weights.keys() == own.keys()
+            and all(weights[k].shape == own[k].shape for k in own)
+            and moments.keys() == set(params)
+            and all(m.keys() == (ADAM_KEYS if stepped else set()) for m in moments.values())
+            and counters is not None
+            and counters.shape == fired.shape
+        )
+        if not fits:
+            return None
+
+        def load() -> None:
+            module.load_state_dict(weights)
+            saved = opt.state_dict()
+            saved["state"] = {i: moments[name] for i, name in enumerate(params) if moments[name]}
+            opt.load_state_dict(saved)
+            fired.copy_(counters)
+
+        return load
+
+
+def write_state(path: Path, fmt: str, state: Any, tensors: dict[str, Tensor]) -> None:
+    """Write a training state atomically: `tensors`, and the dataclass `state` as metadata.
+
+    Example: ``write_state(path, STATE_FORMAT, state, StateKeys().pack(sae, opt, fired))``.
+    """
+    meta = {"format": fmt, "state": json.dumps(dataclasses.asdict(state))}
+    with atomic_file(path) as tmp:
+        save_torch(tmp, {k: v.detach().cpu().contiguous() for k, v in tensors.items()}, meta)
+
+
+def read_state(path: Path, fmt: str, cls: type) -> tuple[Any, dict[str, Tensor]] | None:
+    """The `cls` state and the tensors of a training-state file of format `fmt`, or None when
+    the file is damaged or of another format (the run then starts again).
+
+    Example: ``state, tensors = read_state(path, STATE_FORMAT, TrainState) or (fresh, {})``.
+    """
+    try:
+        meta, _ = read_header(path)
+        if meta.get("format") != fmt:
+            return None
+        return cls(**json.loads(meta["state"])), load_file(str(path))
+    except Exception:  # a damaged file: safetensors' or JSON's errors, a missing field
+        return None
+
+
 def _save(
     path: Path,
     sae: SparseAutoencoder,
@@ -459,15 +561,7 @@ def _save(
     state: TrainState,
 ) -> None:
     """Write the training state at `path` atomically: weights, Adam's state, the counters."""
-    tensors = {f"sae.{k}": v for k, v in sae.state_dict().items()}
-    names = {p: name for name, p in sae.named_parameters()}
-    for p, moments in opt.state.items():
-        for key, v in moments.items():
-            tensors[f"adam.{names[p]}.{key}"] = v
-    tensors["last_fired"] = last_fired
-    meta = {"format": STATE_FORMAT, "state": json.dumps(dataclasses.asdict(state))}
-    with atomic_file(path) as tmp:
-        save_torch(tmp, {k: v.detach().cpu().contiguous() for k, v in tensors.items()}, meta)
+    write_state(path, STATE_FORMAT, state, StateKeys().pack(sae, opt, last_fired))
 
 
 def _restore(
@@ -475,37 +569,14 @@ def _restore(
 ) -> TrainState | None:
     """Load the training state at `path` into `sae`, `opt` and `last_fired`; None (nothing
     changed) when the file is not a whole state of this run, which then starts again."""
-    try:
-        meta, _ = read_header(path)
-        if meta.get("format") != STATE_FORMAT:
-            return None
-        state = TrainState(**json.loads(meta["state"]))
-        tensors = load_file(str(path))
-    except Exception:  # a damaged file: safetensors' or JSON's errors, a missing field
+    read = read_state(path, STATE_FORMAT, TrainState)
+    if read is None:
         return None
-    weights = {k.removeprefix("sae."): v for k, v in tensors.items() if k.startswith("sae.")}
-    own = sae.state_dict()
-    params = [name for name, _ in sae.named_parameters()]
-    moments: dict[str, dict[str, Tensor]] = {name: {} for name in params}
-    for key, v in tensors.items():
-        if key.startswith("adam."):
-            name, _, field = key.removeprefix("adam.").rpartition(".")
-            moments.setdefault(name, {})[field] = v
-    fits = (
-        weights.keys() == own.keys()
-        and all(weights[k].shape == own[k].shape for k in own)
-        and moments.keys() == set(params)
-        and all(m.keys() == ({"step", "exp_avg", "exp_avg_sq"} if state.steps_done else set())
-                for m in moments.values())
-        and tensors.get("last_fired", torch.zeros(0)).shape == last_fired.shape
-    )  # fmt: skip
-    if not fits:
+    state, tensors = read
+    load = StateKeys().loader(tensors, sae, opt, last_fired, stepped=bool(state.steps_done))
+    if load is None:
         return None
-    sae.load_state_dict(weights)
-    optimizer = opt.state_dict()
-    optimizer["state"] = {i: moments[name] for i, name in enumerate(params) if moments[name]}
-    opt.load_state_dict(optimizer)
-    last_fired.copy_(tensors["last_fired"])
+    load()
     return state
 
 

@@ -9,20 +9,18 @@ checkpoint whole or none.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file
 from torch import Tensor
 
-from .._arrays import atomic_file, read_header, save_torch
+from .._arrays import read_header
+from ..sae.train import StateKeys, read_state, write_state
 from .model import TranscoderSet
 
 STATE_FORMAT = "mechscope.transcoder_train_state/1"
-ADAM_KEYS = {"step", "exp_avg", "exp_avg_sq"}
 
 
 @dataclass(frozen=True)
@@ -54,6 +52,10 @@ def checkpoint_step(path: str | Path) -> int | None:
         return None
 
 
+def _keys(layer: int) -> StateKeys:
+    return StateKeys(f"tc.{layer}.", f"adam.{layer}.", f"last_fired.{layer}")
+
+
 def save_state(
     path: Path,
     transcoders: TranscoderSet,
@@ -67,15 +69,8 @@ def save_state(
     """
     tensors: dict[str, Tensor] = {}
     for layer, tc in transcoders.items():
-        tensors |= {f"tc.{layer}.{k}": v for k, v in tc.state_dict().items()}
-        names = {p: name for name, p in tc.named_parameters()}
-        for p, moments in optimizers[layer].state.items():
-            for key, v in moments.items():
-                tensors[f"adam.{layer}.{names[p]}.{key}"] = v
-        tensors[f"last_fired.{layer}"] = last_fired[layer]
-    meta = {"format": STATE_FORMAT, "state": json.dumps(dataclasses.asdict(state))}
-    with atomic_file(path) as tmp:
-        save_torch(tmp, {k: v.detach().cpu().contiguous() for k, v in tensors.items()}, meta)
+        tensors |= _keys(layer).pack(tc, optimizers[layer], last_fired[layer])
+    write_state(path, STATE_FORMAT, state, tensors)
 
 
 def restore_state(
@@ -89,46 +84,17 @@ def restore_state(
 
     Example: ``state = restore_state(path, tcs, opts, fired) or fresh_state``.
     """
-    try:
-        meta, _ = read_header(path)
-        if meta.get("format") != STATE_FORMAT:
-            return None
-        state = TrainState(**json.loads(meta["state"]))
-        tensors = load_file(str(path))
-    except Exception:  # a damaged file: safetensors' or JSON's errors, a missing field
+    read = read_state(path, STATE_FORMAT, TrainState)
+    if read is None or read[0].layers != transcoders.layers:
         return None
-    if state.layers != transcoders.layers:
-        return None
+    state, tensors = read
     loads = []
     for layer, tc in transcoders.items():
-        own = tc.state_dict()
-        weights = {k: tensors.get(f"tc.{layer}.{k}") for k in own}
-        params = [name for name, _ in tc.named_parameters()]
-        moments = {
-            name: {
-                key: tensors[f"adam.{layer}.{name}.{key}"]
-                for key in ADAM_KEYS
-                if f"adam.{layer}.{name}.{key}" in tensors
-            }
-            for name in params
-        }
-        fired = tensors.get(f"last_fired.{layer}")
-        fits = (
-            all(v is not None and v.shape == own[k].shape for k, v in weights.items())
-            and all(
-                m.keys() == (ADAM_KEYS if state.steps_done else set()) for m in moments.values()
-            )
-            and fired is not None
-            and fired.shape == last_fired[layer].shape
-        )
-        if not fits:
+        keys, stepped = _keys(layer), bool(state.steps_done)
+        load = keys.loader(tensors, tc, optimizers[layer], last_fired[layer], stepped=stepped)
+        if load is None:
             return None
-        loads.append((layer, tc, weights, params, moments, fired))
-    for layer, tc, weights, params, moments, fired in loads:  # all checked: now change things
-        tc.load_state_dict(weights)
-        opt = optimizers[layer]
-        saved = opt.state_dict()
-        saved["state"] = {i: moments[name] for i, name in enumerate(params) if moments[name]}
-        opt.load_state_dict(saved)
-        last_fired[layer].copy_(fired)
+        loads.append(load)
+    for load in loads:  # all checked: now change things
+        load()
     return state

@@ -20,7 +20,7 @@ import dataclasses
 import json
 import math
 import os
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -87,6 +87,19 @@ def check_layers(model: Model, layers: Sequence[int] | None) -> list[int]:
     return sorted(set(layers))
 
 
+def sae_checks(kind: str, checks: Callable[[], None]) -> None:
+    """Run a config's SAE `checks` for a transcoder of `kind`, their errors as TranscoderError.
+
+    Example: ``sae_checks(self.kind, super().__post_init__)`` in a config's ``__post_init__``.
+    """
+    if kind not in KINDS:
+        raise TranscoderError(f"unknown transcoder kind {kind!r}; valid: {', '.join(KINDS)}")
+    try:
+        checks()
+    except SAEError as e:
+        raise TranscoderError(str(e)) from None
+
+
 @dataclass(frozen=True)
 class TranscoderConfig(SAEConfig):
     """An `SAEConfig` (d_in, width, kind, k; `site` is the input site) plus the output side.
@@ -101,14 +114,7 @@ class TranscoderConfig(SAEConfig):
     output_site: str = ""
 
     def __post_init__(self) -> None:
-        if self.kind not in KINDS:
-            raise TranscoderError(
-                f"unknown transcoder kind {self.kind!r}; valid: {', '.join(KINDS)}"
-            )
-        try:
-            super().__post_init__()
-        except SAEError as e:
-            raise TranscoderError(str(e)) from None
+        sae_checks(self.kind, super().__post_init__)
         if self.d_out is None:
             object.__setattr__(self, "d_out", self.d_in)
         for name, low in (("d_out", 1), ("layer", 0)):

@@ -39,14 +39,13 @@ from tqdm.auto import tqdm
 from ..core.interventions import stop
 from ..core.model import Model
 from ..corpus import Corpus, boundary_tokens, open_corpus, window_batches
-from ..sae.model import SAEError
 from ..sae.results import HISTORY_FILE, TrainingHistory
 from ..sae.train import TrainConfig, config_dict
 from ..store import model_record, new_run
 from .checkpoint import TrainState, checkpoint_step, restore_state, save_state
 from .evaluate import evaluate_transcoders
 from .losses import fvu, resample_dead, transcoder_loss
-from .model import KINDS, TranscoderError, TranscoderSet, check_layers, mlp_sites
+from .model import TranscoderError, TranscoderSet, check_layers, mlp_sites, sae_checks
 from .results import EVAL_FILE, TABLE_FILE, TranscoderEval
 
 TRAIN_STATE_FILE = "train_state.safetensors"
@@ -70,14 +69,7 @@ class TranscoderTrainConfig(TrainConfig):
     window: int = 64
 
     def __post_init__(self) -> None:
-        if self.kind not in KINDS:
-            raise TranscoderError(
-                f"unknown transcoder kind {self.kind!r}; valid: {', '.join(KINDS)}"
-            )
-        try:
-            super().__post_init__()
-        except SAEError as e:
-            raise TranscoderError(str(e)) from None
+        sae_checks(self.kind, super().__post_init__)
         if self.window < 2 or self.batch_size % self.window:
             raise TranscoderError(
                 f"batch_size ({self.batch_size}) must be a whole number of windows of "
