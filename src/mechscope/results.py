@@ -75,6 +75,8 @@ FORMATS: dict[str, str] = {
     "mechscope.prompt_comparisons/1": "mechscope.prompts_results:PromptComparisons",
     "mechscope.sae_eval/1": "mechscope.sae.results:SAEEval",
     "mechscope.transcoder_eval/1": "mechscope.transcoders.results:TranscoderEval",
+    "mechscope.attribution_graph/1": "mechscope.graphs.results:AttributionGraph",
+    "mechscope.graph_check/1": "mechscope.graphs.validate:GraphCheck",
     "mechscope.toy/1": "mechscope.sae.results:ToyResult",
     "mechscope.unit/1": "mechscope.harvest.results:UnitRecord",
     "mechscope.explain_summary/1": "mechscope.autointerp.results:ExplainSummary",

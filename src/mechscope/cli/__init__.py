@@ -191,18 +191,21 @@ app.command()(serve_cmd)
 
 
 from .explain import explain_cmd  # noqa: E402
+from .graph import graph_cmd  # noqa: E402
 from .harvest import harvest_cmd, merge_cmd  # noqa: E402
 from .maze import maze_app  # noqa: E402
 from .sae import sae_app  # noqa: E402
 from .steer import probe_cmd, steer_cmd, steer_sweep_cmd  # noqa: E402
 from .toy import toy_cmd  # noqa: E402
 from .trace import edit_cmd, trace_cmd  # noqa: E402
+from .transcoders import transcoders_app  # noqa: E402
 from .viz import viz_cmd  # noqa: E402
 from .weights import weights_app  # noqa: E402
 
 app.command("harvest")(harvest_cmd)
 app.command("merge-harvests")(merge_cmd)
 app.command("explain")(explain_cmd)
+app.command("graph")(graph_cmd)
 app.command("toy")(toy_cmd)
 app.command("trace")(trace_cmd)
 app.command("edit")(edit_cmd)
@@ -211,6 +214,7 @@ app.command("steer")(steer_cmd)
 app.command("steer-sweep")(steer_sweep_cmd)
 app.command("viz")(viz_cmd)
 app.add_typer(sae_app, name="sae")
+app.add_typer(transcoders_app, name="transcoders")
 app.add_typer(weights_app, name="weights")
 app.add_typer(maze_app, name="maze")
 

@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 from rich.console import Console
 
 from ..errors import InputError
 from .options import EngineChoice, Placement, engined, placed
+
+if TYPE_CHECKING:
+    from ..core.model import Model
 
 console = Console()
 
@@ -23,6 +29,36 @@ def _shard(text: str | None) -> tuple[int, int] | None:
     return i, n
 
 
+def _check_transcoders(path: Path, engine: EngineChoice) -> None:
+    """Refuse a --transcoders that cannot work before any model loads."""
+    from ..transcoders.model import CONFIG_FILE
+
+    if engine.engine != "local":
+        raise InputError(
+            "--transcoders works with --engine local only: Ray workers load the model afresh, "
+            "without the attached transcoders"
+        )
+    if not path.is_dir():
+        what = "is a file" if path.exists() else "does not exist"
+        raise InputError(
+            f"--transcoders {path} {what}: give a transcoder run folder (holding transcoders/) "
+            f"or a set folder (holding {CONFIG_FILE})"
+        )
+
+
+@contextlib.contextmanager
+def _attached(model: Model, path: Path | None) -> Iterator[None]:
+    """The transcoder set at `path` attached to `model` for the block (nothing if None)."""
+    if path is None:
+        yield
+        return
+    from ..transcoders import TranscoderSet, attach_transcoders
+
+    with attach_transcoders(model, TranscoderSet.load(path, model=model)) as tc_sites:
+        console.print(repr(tc_sites), highlight=False)
+        yield
+
+
 @placed
 @engined
 def harvest_cmd(
@@ -34,7 +70,7 @@ def harvest_cmd(
         "or a .txt/.jsonl/.parquet file or a saved datasets folder.",
     ),
     sites: list[str] = typer.Option(
-        ["blocks.*.mlp.post"], "--sites", help="Sites or globs to harvest (repeatable)."
+        ["blocks.*.mlp.post"], "--sites", "--site", help="Sites or globs to harvest (repeatable)."
     ),
     tokens: int = typer.Option(1_000_000, "--tokens", help="Corpus tokens to harvest."),
     out: Path = typer.Option(Path("runs/harvest"), "--out", help="Run folder to write."),
@@ -47,6 +83,12 @@ def harvest_cmd(
     checkpoint_every: int = typer.Option(
         None, "--checkpoint-every", help="Checkpoint every N batches (default: every 120 s)."
     ),
+    transcoders: Path = typer.Option(
+        None,
+        "--transcoders",
+        help="A transcoder run folder (or set folder) to attach first, so that "
+        "blocks.L.mlp.tc.latents and blocks.L.mlp.tc.error are sites.",
+    ),
     *,
     place: Placement,
     engine: EngineChoice,
@@ -54,22 +96,25 @@ def harvest_cmd(
     """Harvest top-activating examples and statistics for every unit of SITES over a corpus."""
     from ..harvest import harvest
 
+    if transcoders is not None:
+        _check_transcoders(transcoders, engine)
     m = place.load(model)
-    store = harvest(
-        m,
-        corpus,
-        out=out,
-        sites=sites,
-        tokens=tokens,
-        window=window,
-        k=k,
-        n_random=n_random,
-        batch_size=batch_size,
-        shard=_shard(shard),
-        resume=not fresh,
-        checkpoint_batches=checkpoint_every,
-        **engine.kwargs(),
-    )
+    with _attached(m, transcoders):
+        store = harvest(
+            m,
+            corpus,
+            out=out,
+            sites=sites,
+            tokens=tokens,
+            window=window,
+            k=k,
+            n_random=n_random,
+            batch_size=batch_size,
+            shard=_shard(shard),
+            resume=not fresh,
+            checkpoint_batches=checkpoint_every,
+            **engine.kwargs(),
+        )
     run = store.run
     console.print(repr(store), highlight=False)
     if run.get("resumed_from_window"):

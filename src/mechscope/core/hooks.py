@@ -19,6 +19,7 @@ from typing import Any
 from torch import Tensor, nn
 from torch.utils.hooks import RemovableHandle
 
+from ..errors import SiteError
 from . import attention
 from .cache import ActivationCache
 from .execution import Step, apply_intervention
@@ -79,7 +80,13 @@ class HookSession:
         for iv in interventions:
             self.ops[iv.site].append(iv)
         self.grad_sites = set(save_grad)
-        names = table.order(list(dict.fromkeys([*self.ops, *self.grad_sites])))
+        wanted = list(dict.fromkeys([*self.ops, *self.grad_sites]))
+        # a dictionary that reads another site (a transcoder): that site's tensor of the same
+        # forward is captured, to encode; `_used` catches a capture left from an earlier forward
+        self._reads = dict.fromkeys(r for n in wanted if (r := _reads(table[n])))
+        self._captured: dict[str, Tensor] = {}
+        self._used: dict[str, set[str]] = {}
+        names = table.order(list(dict.fromkeys([*wanted, *self._reads])))
         self.sites: list[Site] = [table[n] for n in names]
         self._site_names = set(names)
 
@@ -106,6 +113,9 @@ class HookSession:
                 x = new
         if site.name in self.grad_sites:
             x = self._watch_grad(site.name, x)
+        if site.name in self._reads:  # the value the forward goes on with, as a dictionary reads it
+            self._captured[site.name] = x
+            self._used[site.name] = set()
         if stop:
             raise StopForward(site.name)
         return x
@@ -114,7 +124,9 @@ class HookSession:
         """x = decode(f) + error with f = encode(x): interventions on f and on the error.
 
         Both parts of one attachment are handled together, at whichever comes
-        first; with no change to either, x is returned untouched (exact).
+        first; with no change to either, x is returned untouched (exact). A
+        dictionary that ``reads`` another site encodes that site's tensor r of this
+        forward instead, and decodes with it: decode(f, r).
         """
         prefix, part = site.name.rsplit(".", 1)
         sibling = f"{prefix}.{'error' if part == 'latents' else 'latents'}"
@@ -123,8 +135,14 @@ class HookSession:
         dictionary = site.attachment
         lead = 2 if site.axes[:2] == ("batch", "pos") else 1
         flat = x.reshape(*x.shape[:lead], -1)  # e.g. attn.z: heads concatenated
-        f = dictionary.encode(flat)
-        x_hat = dictionary.decode(f).to(x.dtype)
+        source = self._source(site, prefix, flat, lead)
+
+        def decode(f: Tensor) -> Tensor:
+            out = dictionary.decode(f) if source is None else dictionary.decode(f, source)
+            return out.to(x.dtype)
+
+        f = dictionary.encode(flat if source is None else source)
+        x_hat = decode(f)
         err = flat - x_hat
         parts = {"latents": f, "error": err}
         changed = dict(parts)
@@ -132,16 +150,43 @@ class HookSession:
             if name in self._site_names:
                 short = name.rsplit(".", 1)[1]
                 plain = dataclasses.replace(self.table[name], base=None, attachment=None)
-                changed[short] = self._process(plain, parts[short])
+                value = parts[short]
+                if name in self.grad_sites and value.requires_grad:
+                    # a node of its own (same values) that the site is routed through, so the
+                    # site's gradient reaches it; its two routes back to `value` cancel, and
+                    # gradients further upstream stay the model's
+                    value = value.view_as(value)
+                changed[short] = self._process(plain, value)
         if changed["latents"] is f and changed["error"] is err:
             return x
         # x + the changes (not decode(f') + error), so untouched rows and positions stay exact
         new = flat
         if changed["latents"] is not f:
-            new = new + (dictionary.decode(changed["latents"]).to(x.dtype) - x_hat)
+            new = new + (decode(changed["latents"]) - x_hat)
         if changed["error"] is not err:
             new = new + (changed["error"] - err)
         return new.reshape(x.shape)
+
+    def _source(self, site: Site, prefix: str, flat: Tensor, lead: int) -> Tensor | None:
+        """The tensor a dictionary with ``reads`` encodes, captured earlier in this forward."""
+        reads = _reads(site)
+        if reads is None:
+            return None
+        if reads not in self._captured or prefix in self._used[reads]:
+            raise SiteError(
+                f"{prefix!r} reads {reads!r}, which this forward did not compute before "
+                f"{site.base!r}: a dictionary must read a site earlier in the forward than the "
+                "one it is attached to"
+            )
+        self._used[reads].add(prefix)
+        source = self._captured[reads]
+        source = source.reshape(*source.shape[:lead], -1)
+        if source.shape[:lead] != flat.shape[:lead]:
+            raise SiteError(
+                f"{prefix!r} reads {reads!r} of shape {list(source.shape)}, but {site.base!r} "
+                f"is {list(flat.shape)}: their leading (batch, position) axes must agree"
+            )
+        return source
 
     def _save(self, site: Site, x: Tensor) -> None:
         concat = None
@@ -231,6 +276,8 @@ class HookSession:
                 delattr(config, attention.PREVIOUS_ATTR)
         self._configs.clear()
         self._resid_pre.clear()
+        self._captured.clear()
+        self._used.clear()
 
     def _switch_attention(self) -> None:
         """Point every config of the model at mechscope's attention for this session."""
@@ -303,6 +350,13 @@ class HookSession:
             return x
 
         return {short: (lambda x, s=sites: run(x, s)) for short, sites in by_short.items()}
+
+
+def _reads(site: Site) -> str | None:
+    """The site an attached site's dictionary reads, when it is not the one attached to."""
+    if site.base is None:
+        return None
+    return getattr(site.attachment, "reads", None)
 
 
 class BlockInputs:

@@ -223,15 +223,24 @@ class Model(Tokens):
     # --- runs --------------------------------------------------------------------------
 
     def attach(
-        self, dictionary: Dictionary, site: str | None = None, name: str = "sae"
+        self,
+        dictionary: Dictionary,
+        site: str | None = None,
+        name: str = "sae",
+        *,
+        prefix: str | None = None,
     ) -> Attached:
         """Make a dictionary's (an SAE's) latents and error term sites of this model.
 
         Adds ``{site}.{name}.latents`` [batch pos latent] and ``{site}.{name}.error``
-        (site minus reconstruction). Saving them changes nothing; an intervention
-        on either makes the site read decode(latents) + error, so with the error
-        kept the rest of the forward sees only the change made. `site` defaults
-        to the one the SAE was trained on. Use as a context manager to detach.
+        (site minus reconstruction); with `prefix`, ``{prefix}.latents`` and
+        ``{prefix}.error`` instead (still read off `site`). Saving them changes
+        nothing; an intervention on either makes the site read decode(latents) +
+        error, so with the error kept the rest of the forward sees only the change
+        made. `site` defaults to the one the SAE was trained on. A dictionary with
+        a ``reads`` attribute (a transcoder) encodes that earlier site and stands for
+        `site`, which must then be given (see `Dictionary`). Use as a context
+        manager to detach.
 
         Example::
 
@@ -239,11 +248,17 @@ class Model(Tokens):
                 logits, cache = model.run(text, save=[sae_sites.latents])
                 model.run(text, interventions=[ms.zero_ablate(sae_sites.latents, neurons=[7])])
         """
+        reads = getattr(dictionary, "reads", None)
+        if site is None and reads is not None:
+            raise InputError(
+                f"this dictionary reads {reads!r} and stands for another site: pass site=… "
+                "(the site its reconstruction replaces)"
+            )
         site = site or getattr(getattr(dictionary, "cfg", None), "site", "") or ""
         if not site:
             raise InputError("the dictionary records no site; pass site=… to say where it reads")
-        names = self.table.attach(dictionary, site, name)
-        return Attached(self, f"{site}.{name}", names[0], names[1])
+        names = self.table.attach(dictionary, site, name, prefix)
+        return Attached(self, prefix or f"{site}.{name}", names[0], names[1])
 
     def detach(self, prefix: str) -> None:
         """Remove an attachment's sites, e.g. ``model.detach("blocks.15.resid_post.sae")``."""

@@ -93,6 +93,11 @@ _DOCS = {
 class Dictionary(Protocol):
     """What `Model.attach` needs of an SAE (or transcoder, or any dictionary): width, encode, decode.
 
+    A dictionary may also have ``reads``, the name of a site earlier in the forward than
+    the one it is attached to: its latents are then ``encode(x_reads)``, its
+    reconstruction ``decode(f, x_reads)`` (two arguments), and the error is the attached
+    site minus that reconstruction (a transcoder reads an MLP's input, stands for its output).
+
     Example: ``isinstance(sae, Dictionary)`` → True for a `mechscope.sae` SparseAutoencoder, so
     ``model.attach(sae, "blocks.3.resid_post")`` takes it.
     """
@@ -105,6 +110,8 @@ class Dictionary(Protocol):
 
 
 ATTACHED_PARTS = ("latents", "error")
+PATTERN_AXES = ("batch", "head", "q_pos", "k_pos")
+_PREFIX_RE = re.compile(r"^[A-Za-z0-9_]+(\.[A-Za-z0-9_]+)*$")
 
 
 class SiteTable:
@@ -143,43 +150,126 @@ class SiteTable:
         """Sites of attached dictionaries (``….sae.latents``, ``….sae.error``)."""
         return list(self._attached.values())
 
-    def attach(self, dictionary: Dictionary, base: str, name: str) -> list[str]:
-        """Add ``{base}.{name}.latents`` and ``{base}.{name}.error``; returns their names."""
-        if not name or not name.replace("_", "").isalnum():
-            raise SiteError(f"attachment name must be letters, digits or _, got {name!r}")
+    def attach(
+        self, dictionary: Dictionary, base: str, name: str = "sae", prefix: str | None = None
+    ) -> list[str]:
+        """Add ``{prefix}.latents`` and ``{prefix}.error`` (`prefix` defaults to
+        ``{base}.{name}``), read off `base`; returns their names."""
+        if prefix is None:
+            if not name or not name.replace("_", "").isalnum():
+                raise SiteError(f"attachment name must be letters, digits or _, got {name!r}")
+            prefix = f"{base}.{name}"
+        else:
+            self._check_prefix(prefix)
         site = self[base]
         if site.base is not None:
             raise SiteError(f"{base!r} is itself an attached site; attach to a model site")
-        if site.axes == ("batch", "head", "q_pos", "k_pos"):
+        if site.axes == PATTERN_AXES:
             raise SiteError(f"cannot attach a dictionary to attention patterns ({base!r})")
-        prefix = f"{base}.{name}"
         if any(n.startswith(prefix + ".") for n in self._attached):
             raise SiteError(
                 f"{prefix!r} is already attached; detach it first or choose another name"
             )
         lead = site.axes[:2] if site.axes[:2] == ("batch", "pos") else site.axes[:1]
         inner = site.sizes[len(lead) :]
-        d_in = getattr(getattr(dictionary, "cfg", None), "d_in", None)
-        if isinstance(d_in, int) and inner and None not in inner and math.prod(inner) != d_in:  # type: ignore[arg-type]
+        reads = self._reads_of(dictionary, base, lead)
+        cfg = getattr(dictionary, "cfg", None)
+        # with `reads`, the reconstruction stands for `base`: the output width is what must fit
+        d_site = getattr(cfg, "d_out" if reads else "d_in", None)
+        if isinstance(d_site, int) and inner and None not in inner and math.prod(inner) != d_site:  # type: ignore[arg-type]
+            what = "writes" if reads else "reads"
             raise InputError(
-                f"the dictionary reads {d_in} values per position, but {base!r} has "
+                f"the dictionary {what} {d_site} values per position, but {base!r} has "
                 f"{math.prod(inner)} ({site.shape}); attach it to a site of its width"  # type: ignore[arg-type]
             )
         width = int(dictionary.width)
+        label = prefix.rsplit(".", 1)[-1]
+        source = f"{reads}, standing for {base}" if reads else base
         made = {
             "latents": replace(
                 site, name=f"{prefix}.latents", axes=(*lead, "latent"),
                 sizes=(*site.sizes[: len(lead)], width), base=base, attachment=dictionary,
-                doc=f"latents of the dictionary {name!r} reading {base}",
+                doc=f"latents of the dictionary {label!r} reading {source}",
             ),
             "error": replace(
                 site, name=f"{prefix}.error", base=base, attachment=dictionary,
-                doc=f"{base} minus the reconstruction of {name!r} (the error term)",
+                doc=f"{base} minus the reconstruction of {label!r} (the error term)",
             ),
         }  # fmt: skip
         for s in made.values():
             self._attached[s.name] = s
         return [s.name for s in made.values()]
+
+    def _check_prefix(self, prefix: str) -> None:
+        """An explicit attachment prefix: dotted names, no site's name, under no attachment."""
+        if not isinstance(prefix, str) or not _PREFIX_RE.match(prefix):
+            raise SiteError(
+                "an attachment prefix is dot-separated names of letters, digits or _ "
+                f"(e.g. blocks.3.mlp.tc), got {prefix!r}"
+            )
+        for name in (prefix, f"{prefix}.latents", f"{prefix}.error"):
+            if name in self._canonical or name in self._modules:
+                raise SiteError(
+                    f"the attachment prefix {prefix!r} would shadow the site {name!r}; "
+                    "choose another prefix"
+                )
+        for other in dict.fromkeys(n.rsplit(".", 1)[0] for n in self._attached):
+            if other == prefix:
+                raise SiteError(
+                    f"{prefix!r} is already attached; detach it first or choose another prefix"
+                )
+            if prefix.startswith(other + ".") or other.startswith(prefix + "."):
+                raise SiteError(
+                    f"the attachment prefix {prefix!r} overlaps {other!r}, already attached; "
+                    "detach it first or choose another prefix"
+                )
+
+    def _reads_of(self, dictionary: Dictionary, base: str, lead: tuple[str, ...]) -> str | None:
+        """The site a dictionary with ``reads`` reads, checked; None for one reading `base`."""
+        reads = getattr(dictionary, "reads", None)
+        if reads is None:
+            return None
+        if not isinstance(reads, str) or not reads:
+            raise SiteError(
+                f"the dictionary attached at {base!r} has reads={reads!r}; reads must name "
+                "the site it reads (or be absent for a dictionary reading its own site)"
+            )
+        try:
+            source = self[reads]
+        except SiteError as e:
+            raise SiteError(f"the dictionary attached at {base!r} reads {reads!r}: {e}") from None
+        if reads == base:
+            raise SiteError(
+                f"the dictionary reads {base!r}, the site it is attached to: a dictionary "
+                "reading its own site needs no reads"
+            )
+        if source.base is not None:
+            raise SiteError(
+                f"the dictionary attached at {base!r} reads {reads!r}, itself an attached site; "
+                "it must read a site of the model"
+            )
+        order = {n: i for i, n in enumerate(self._canonical)}
+        if order.get(reads, -1) > order.get(base, len(order)):  # module paths: checked in the run
+            raise SiteError(
+                f"the dictionary attached at {base!r} reads {reads!r}, which comes later in the "
+                "forward; it must read a site computed before the one it is attached to"
+            )
+        if source.axes == PATTERN_AXES or (
+            len(source.axes) >= len(lead) > 1 and source.axes[: len(lead)] != lead
+        ):
+            raise SiteError(
+                f"the dictionary attached at {base!r} ({' '.join(lead)} …) reads {reads!r} "
+                f"({source.shape}): it must read a site with the same leading axes"
+            )
+        cfg = getattr(dictionary, "cfg", None)
+        d_in, inner = getattr(cfg, "d_in", None), source.sizes[len(lead) :]
+        known = len(source.axes) > len(lead) and None not in inner
+        if isinstance(d_in, int) and known and math.prod(inner) != d_in:  # type: ignore[arg-type]
+            raise InputError(
+                f"the dictionary reads {d_in} values per position, but {reads!r} (what it "
+                f"reads) has {math.prod(inner)} ({source.shape})"  # type: ignore[arg-type]
+            )
+        return reads
 
     def detach(self, prefix: str) -> None:
         """Remove the sites of the attachment ``{base}.{name}``."""

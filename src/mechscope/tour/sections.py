@@ -27,6 +27,7 @@ from .basics import (
     next_tokens,
     precision_and_dispatch,
 )
+from .circuits import circuit_tracing
 from .convnets import feature_visualisation, maze_agent
 from .features import autointerp, neuroscope, sparse_autoencoder, toy_superposition
 from .knowledge import probes_and_steering, tracing_and_rome
@@ -42,6 +43,7 @@ SECTIONS: list[tuple[str, Callable[[Model, Console], None]]] = [
     ("Automated explanations: explain, simulate, score", autointerp),
     ("Superposition: toy models", toy_superposition),
     ("Sparse autoencoder on the residual stream", sparse_autoencoder),
+    ("Circuit tracing: transcoders and an attribution graph", circuit_tracing),
     ("Causal tracing and ROME: where a fact lives, and rewriting it", tracing_and_rome),
     ("Latent knowledge and steering: CCS, probes, activation addition", probes_and_steering),
     ("Feature visualisation and circuits in the weights", feature_visualisation),

@@ -6,7 +6,8 @@ per layer, with the model's identity, saved as a folder); `train` fits a set
 from one streamed forward per step, in a run folder that checkpoints and
 resumes; `evaluate` splices the set into the forward (the replacement model,
 and with error terms the exact local replacement) and scores it;
-`results` holds `TranscoderEval`, readable without torch.
+`results` holds `TranscoderEval`, readable without torch; `attach` makes a set's
+latents and error terms sites of the model (``blocks.L.mlp.tc.latents``).
 
 Example::
 
@@ -23,6 +24,7 @@ from typing import TYPE_CHECKING
 from .._lazy import exports
 
 if TYPE_CHECKING:
+    from .attach import AttachedSet, attach_transcoders
     from .evaluate import (
         ErrorTerm,
         boundary_mask,

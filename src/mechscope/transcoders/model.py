@@ -180,6 +180,15 @@ class Transcoder(SparseAutoencoder):
             f"width={c.width}{extra}{skip})"
         )
 
+    @property
+    def reads(self) -> str:
+        """The site the transcoder reads (its MLP's input, ``cfg.site``), not the one it stands
+        for (``cfg.output_site``): what `Model.attach` encodes.
+
+        Example: ``tcs[1].reads`` → ``"model.layers.1.post_attention_layernorm"`` on a tiny Llama.
+        """
+        return self.cfg.site
+
     def pre_activation(self, x: Float[Tensor, "... d_in"]) -> Float[Tensor, "... width"]:
         return x @ self.W_enc + self.b_enc
 
