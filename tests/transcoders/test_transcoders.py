@@ -220,6 +220,26 @@ def test_killed_and_paused_runs_resume_bit_for_bit(corpus, tmp_path):
     assert not list(tmp_path.glob(".*partial"))
 
 
+def test_a_run_can_be_ended_early_where_it_is(corpus, tmp_path):
+    """A paused run resumed with finish_early ends at max_steps: the same weights as a run
+    paused there, saved and evaluated, and the history says where it stopped."""
+    model = tiny_model("llama")
+    cfg = _small(tokens=128 * 12, eval_every=2, checkpoint_every=2)
+    kw = {"corpus": corpus, "config": cfg, "eval_tokens": 256, "progress": False}
+    paused = train_transcoders(model, out=tmp_path / "a", max_steps=5, **kw)
+    assert not paused.finished
+    ended = train_transcoders(model, out=tmp_path / "b", max_steps=3, **kw)
+    ended = train_transcoders(model, out=tmp_path / "b", max_steps=5, finish_early=True, **kw)
+    assert ended.finished and ended.steps == 5 and ended.path == tmp_path / "b"
+    assert ended.eval is not None and ended.history[-1] == {"stopped_early_at_step": 5.0}
+    for layer in (0, 1):
+        a, b = paused.transcoders[layer].state_dict(), ended.transcoders[layer].state_dict()
+        assert all(torch.equal(a[n], b[n]) for n in a)
+    assert open_transcoder_run(tmp_path / "b").eval == ended.eval
+    with pytest.raises(InputError, match="max_steps"):
+        train_transcoders(model, out=tmp_path / "c", finish_early=True, **kw)
+
+
 def _one_line(excinfo: pytest.ExceptionInfo) -> str:
     message = str(excinfo.value)
     assert message and "\n" not in message

@@ -18,12 +18,20 @@ transcoders_app = typer.Typer(
 
 MODEL = typer.Option("smollm2-135m", "--model", help="Model spec (default: the built-in SmolLM2).")
 CORPUS = typer.Option("default", "--corpus", help="Corpus name, mix or file (as for harvest).")
+MAX_LAYERS = 10_000  # past any model's depth: a longer --layers range is a typo
 
 
 def layer_list(spec: str | None) -> list[int] | None:
     """``--layers`` as a list (None: every layer), or an InputError naming the forms it takes."""
     if spec is None or spec == "all":
         return None
+    for part in spec.split(","):  # `numbers` would list a range of 10¹¹ layers, one by one
+        low, _, high = part.partition("-")
+        if low.strip().isdigit() and high.strip().isdigit() and int(high) - int(low) > MAX_LAYERS:
+            raise InputError(
+                f"--layers {spec!r}: the range {part!r} is longer than any model "
+                f"(≤ {MAX_LAYERS} layers); give layers of the model, e.g. '0-29'"
+            )
     try:
         picked = numbers(spec)
     except ValueError as e:
@@ -53,6 +61,9 @@ def train_cmd(
     max_steps: int = typer.Option(
         None, "--max-steps", help="Pause after this many steps (run again to resume)."
     ),
+    finish_early: bool = typer.Option(
+        False, "--finish-early", help="With --max-steps: end the run there (save and evaluate)."
+    ),
     seed: int = typer.Option(0, "--seed"),
     out: Path = typer.Option(Path("runs/transcoders"), "--out", help="Run folder to write."),
     *,
@@ -67,10 +78,12 @@ def train_cmd(
         window=window, lr=lr, l0_coef=l0, seed=seed, checkpoint_every=checkpoint_every,
     )  # fmt: skip
     picked = layer_list(layers)
+    if finish_early and max_steps is None:
+        raise InputError("--finish-early needs --max-steps: the step to end the run at")
     m = place.load(model)
     trained = train_transcoders(
         m, corpus, layers=picked, config=config, out=out, eval_tokens=eval_tokens,
-        max_steps=max_steps,
+        max_steps=max_steps, finish_early=finish_early,
     )  # fmt: skip
     console.print(repr(trained), highlight=False)
     if not trained.finished:

@@ -200,9 +200,10 @@ def save_supernodes(path: str | Path, groups: list[list[str]]) -> Path:
     Example: ``save_supernodes("runs/graph", [["France", "3_11_4", "5_90_4"]])``.
     """
     path = Path(path)
-    graph, _ = open_graph_run(path) if (path / GRAPH_FILE).is_file() else (None, None)
-    if graph is None:
+    if not (path / GRAPH_FILE).is_file():
         raise InputError(f"{path} is not a graph run folder (no {GRAPH_FILE})")
+    # the graph alone: a damaged supernodes.json is replaced, not read
+    graph = AttributionGraph.load(path / GRAPH_FILE, arrays="numpy")
     if not isinstance(groups, list):
         raise InputError(f"supernodes are a list of [name, node id, …] groups, got {groups!r}")
     checked = graph.with_supernodes(groups).supernodes

@@ -26,6 +26,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import json
+import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -79,6 +80,9 @@ class TranscoderTrainConfig(TrainConfig):
             raise TranscoderError(f"width must be a positive integer, got {self.width!r}")
         if self.kind == "topk" and not 1 <= self.k <= self.width:
             raise TranscoderError(f"k must be in 1..width={self.width}, got {self.k}")
+        # each layer's generators are seeded seed + 1000 · layer + step: keep that in torch's range
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or abs(self.seed) > 2**62:
+            raise TranscoderError(f"seed must be an integer in -2**62..2**62, got {self.seed!r}")
 
     @property
     def windows_per_step(self) -> int:
@@ -130,6 +134,7 @@ def train_transcoders(
     max_steps: int | None = None,
     on_step: Callable[[int], None] | None = None,
     progress: bool = True,
+    finish_early: bool = False,
 ) -> TrainedTranscoders:
     """Train one transcoder per layer of `layers` (None: all) on `corpus`, all in one stream.
 
@@ -138,8 +143,10 @@ def train_transcoders(
     `evaluate_transcoders` at the end. With `out`, the run is a folder
     (``transcoders/``, ``eval.safetensors``, ``layers.parquet``,
     ``history.safetensors``) that checkpoints and resumes. `max_steps` pauses after that
-    many steps (a folder is kept to be resumed by the same call without it);
-    `on_step(steps_done)` is called after every step.
+    many steps (a folder is kept to be resumed by the same call without it), or with
+    `finish_early` ends the run there: the set as it is after `max_steps` steps is
+    saved and evaluated (the history records where it stopped); `on_step(steps_done)`
+    is called after every step.
 
     Example::
 
@@ -159,8 +166,17 @@ def train_transcoders(
     if max_steps is not None and (isinstance(max_steps, bool) or not isinstance(max_steps, int)
                                   or max_steps < 0):  # fmt: skip
         raise TranscoderError(f"max_steps must be an integer ≥ 0 or None, got {max_steps!r}")
+    if model.context is not None and config.window > model.context:
+        raise TranscoderError(
+            f"window={config.window} is longer than {model.name}'s context of "
+            f"{model.context} tokens; give a window of at most {model.context}"
+        )
+    _check_memory(model, config, len(layers))
     held = eval_tokens // config.window
+    if finish_early and max_steps is None:
+        raise TranscoderError("finish_early needs max_steps: the step to end the run at")
     go = _Training(model, corpus, layers, config, held, max_steps, on_step, progress)
+    go.finish_early = finish_early
     if out is None:
         trained = go.run(None)
         return (
@@ -260,6 +276,7 @@ class _Training:
         self.model, self.corpus, self.layers, self.config = model, corpus, layers, config
         self.held, self.max_steps, self.on_step, self.progress = held, max_steps, on_step, progress
         self.sites = {layer: mlp_sites(model, layer) for layer in layers}
+        self.finish_early = False
         self.skip = torch.tensor([t for t in boundary_tokens(model) if t is not None])
 
     def capture(self, ids: Tensor) -> dict[int, tuple[Tensor, Tensor]]:
@@ -341,10 +358,16 @@ class _Training:
                     self.on_step(self.done)
         bar.close()
         if self.scales is None:
-            raise TranscoderError("the corpus holds no whole batch of windows to train on")
-        finished = state.finished or exhausted or self.done >= cfg.steps
+            raise TranscoderError(
+                f"the corpus {self.corpus.spec!r} holds no whole batch of "
+                f"{cfg.windows_per_step} windows of {cfg.window} tokens to train on after the "
+                f"{self.held} windows held out for evaluation (eval_tokens); give a larger "
+                "corpus, or fewer eval_tokens or a smaller batch_size"
+            )
+        early = self.finish_early and self.done >= stop_at and self.done < cfg.steps
+        finished = state.finished or exhausted or early or self.done >= cfg.steps
         if not state.finished:
-            if exhausted:
+            if exhausted or early:
                 self.history.append({"stopped_early_at_step": float(self.done)})
             if state_file is not None:  # the end, or a pause: the next call goes on from here
                 save_state(state_file, self.tcs, self.opts, self.fired, where(finished))
@@ -424,6 +447,29 @@ class _Training:
             if values:
                 row[name] = sum(values) / len(values)
         return row
+
+
+def _check_memory(model: Model, config: TranscoderTrainConfig, n_layers: int) -> None:
+    """Refuse a width whose transcoders cannot be held where they train (float32 weights, their
+    gradients and Adam's two moments: four copies of W_enc, W_dec and the skip) before they are
+    allocated, rather than fail inside torch with the run folder half made."""
+    assert model.dims is not None
+    d = model.dims.d_model
+    need = 4 * 4 * n_layers * (2 * config.width * d + (d * d if config.skip else 0))
+    device = torch.device(model.device)
+    try:
+        if device.type == "cuda":
+            room = torch.cuda.mem_get_info(device)[0]
+        else:
+            room = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError, RuntimeError):  # not known here: no guard
+        return
+    if need > room:
+        raise TranscoderError(
+            f"width {config.width} needs {need / 2**30:,.1f} GiB to train {n_layers} layers on "
+            f"{device} (d_model {d}), more than its {room / 2**30:,.1f} GiB; give a smaller width "
+            "or fewer layers"
+        )
 
 
 def _rms(x: Tensor) -> float:

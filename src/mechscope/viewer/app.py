@@ -2,7 +2,7 @@
 
 `App.handle` turns (method, URL, form) into a `Response` and knows nothing
 about sockets (``server.py`` does); a malformed query string gets a 400 page,
-a method no page takes a 405; pages live in ``viewer/pages/``. Results
+a method no page takes (for the run's kind) a 405; pages live in ``viewer/pages/``. Results
 that are costly to open (a harvest's tables) are kept per app with
 `App.resource`, and `App.lock` serialises access to them across the server's
 threads.
@@ -165,11 +165,20 @@ class App:
 
     # ------------------------------------------------------------------ routing
 
-    def handle(self, method: str, target: str, form: dict[str, str] | None = None) -> Response:
-        """Answer one request; never raises (errors become error pages)."""
+    def handle(
+        self,
+        method: str,
+        target: str,
+        form: dict[str, str] | None = None,
+        body: bytes = b"",
+        content_type: str = "",
+    ) -> Response:
+        """Answer one request; never raises (errors become error pages). `body` is a POST's
+        raw body when sent as JSON (`content_type` ``application/json``); forms come as `form`."""
         split = urlsplit(target)
         path = "/" + "/".join(unquote(p) for p in split.path.split("/") if p)
         req = Request(self, method, split.path, {}, {}, form or {})
+        req.body, req.content_type = body, content_type
         try:
             req.query = parse_query(split.query)
             return self._dispatch(req, path)
@@ -212,6 +221,11 @@ class App:
             if run is None:
                 raise NotFound(f"no run named {params['run']!r}", self._run_list_hint())
             fitting = [(r, p) for r, p in found if r.accepts(run.kind)]
+            if not fitting and req.method not in ("GET", "HEAD"):
+                # a method taken here only for runs of other kinds (a graph run's POST):
+                # for this run, a method no page takes, as a method taken nowhere
+                others = [m for m in self.registry.methods_for(path) if m != req.method]
+                raise MethodNotAllowed(req.method, req.path, others)
             if not fitting:
                 kinds = sorted({k for r, _ in found for k in (r.kinds or ())})
                 raise NotFound(

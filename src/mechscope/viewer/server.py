@@ -55,21 +55,29 @@ def asgi(app: App) -> Starlette:
 
     async def endpoint(request: HTTPRequest) -> HTTPResponse:
         form: dict[str, str] = {}
+        body, content_type = b"", ""
         if request.method == "POST":
-            size = int(request.headers.get("content-length") or 0)
+            try:
+                size = int(request.headers.get("content-length") or 0)
+            except ValueError:
+                return PlainTextResponse("bad Content-Length", 400)
             if size > MAX_FORM_BYTES:
                 return PlainTextResponse("form too large", 413)
             raw = await request.body()
             if len(raw) > MAX_FORM_BYTES:
                 return PlainTextResponse("form too large", 413)
-            parsed = parse_qs(raw.decode("utf-8", "replace"), keep_blank_values=True)
-            form = {k: v[0] for k, v in parsed.items()}
+            content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+            if content_type == "application/json":
+                body = raw  # read by the page (`Request.json`); a form is parsed here
+            else:
+                parsed = parse_qs(raw.decode("utf-8", "replace"), keep_blank_values=True)
+                form = {k: v[0] for k, v in parsed.items()}
         # the path as sent (still percent-encoded): the app decodes it segment by segment
         raw_path = request.scope.get("raw_path") or request.url.path.encode()
         target = raw_path.decode("latin-1")
         if request.url.query:
             target += "?" + request.url.query
-        resp = await run_in_threadpool(app.handle, request.method, target, form)
+        resp = await run_in_threadpool(app.handle, request.method, target, form, body, content_type)
         return _http(resp)
 
     route = Route("/{path:path}", endpoint, methods=list(METHODS))
