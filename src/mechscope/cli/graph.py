@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import typer
@@ -11,6 +12,25 @@ from ..errors import InputError
 from .options import Placement, placed
 
 console = Console()
+
+
+def _check_options(
+    max_features: int,
+    batch: int,
+    node_threshold: float,
+    edge_threshold: float,
+    check_top: int,
+    heads: int,
+) -> None:
+    """The numbers of ``mechscope graph``, refused in one line naming the option before any work."""
+    for option, value, low in (("--max-features", max_features, 0), ("--batch", batch, 1),
+                               ("--check", check_top, 0), ("--heads", heads, 0)):  # fmt: skip
+        if value < low:
+            raise InputError(f"{option} must be an integer ≥ {low}, got {value}")
+    for option, share in (("--node-threshold", node_threshold),
+                          ("--edge-threshold", edge_threshold)):  # fmt: skip
+        if not (math.isfinite(share) and 0 < share <= 1):
+            raise InputError(f"{option} is a share of influence kept, in (0, 1]; got {share}")
 
 
 @placed
@@ -46,17 +66,40 @@ def graph_cmd(
     (replacement, completeness), check its top latents by intervention, and write it with
     its figure and Neuronpedia's JSON."""
     from ..graphs import graph_run, open_graph_run
+    from ..graphs.local import check_model
     from ..transcoders import TranscoderSet
+    from ..transcoders.evaluate import check_sites
 
+    _check_options(max_features, batch, node_threshold, edge_threshold, check_top, heads)
     if not transcoders.exists():
         raise InputError(f"--transcoders {transcoders}: no such folder")
     m = place.load(model)
     tcs = TranscoderSet.load(transcoders, model=m)
-    path = graph_run(
-        m, tcs, prompt, out, harvest=harvest, check_top=check_top, source=str(transcoders),
-        heads=heads, logits=logit or None, max_feature_nodes=max_features, batch=batch,
-        node_threshold=node_threshold, edge_threshold=edge_threshold,
-    )  # fmt: skip
+    check_model(m, tcs)  # a model whose graphs are not built here (post-norms, offload)
+    check_sites(m, tcs)  # a set of another family's model of the same shape
+    for text in logit or []:
+        try:
+            m.to_single_token(text)
+        except InputError as e:
+            raise InputError(f"--logit takes one token of {m.name}: {e}") from None
+    try:
+        path = graph_run(
+            m, tcs, prompt, out, harvest=harvest, check_top=check_top, source=str(transcoders),
+            heads=heads, logits=logit or None, max_feature_nodes=max_features, batch=batch,
+            node_threshold=node_threshold, edge_threshold=edge_threshold,
+        )  # fmt: skip
+    except InputError as e:  # the library names its keyword: say the option
+        message = str(e)
+        if message.startswith("batch "):
+            raise InputError(f"--{message}") from None
+        raise
+    except (MemoryError, RuntimeError) as e:  # torch's out-of-memory errors (CPU, CUDA, MPS)
+        if not isinstance(e, MemoryError) and "memory" not in str(e).lower():
+            raise
+        raise InputError(
+            f"out of memory building the graph with --batch {batch} target rows per backward "
+            "pass; give a smaller --batch (or --max-features)"
+        ) from None
     graph, check = open_graph_run(path)
     console.print(graph.summary(), highlight=False)
     for row in graph.top_features(8):

@@ -28,8 +28,17 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from ..errors import InputError
 from ..transcoders.model import TranscoderSet
-from .local import CleanRun, Forward, GraphError, LocalReplacement, check_model, clean_run
+from .local import (
+    CleanRun,
+    Forward,
+    GraphError,
+    LocalReplacement,
+    check_batch,
+    check_model,
+    clean_run,
+)
 from .prune import influence, prune, scores
 from .results import EMBEDDING, ERROR, FEATURE, LOGIT, AttributionGraph
 
@@ -43,8 +52,15 @@ def _prompt_ids(model: Model, prompt: str | Tensor) -> Tensor:
             prompt = prompt[None]
         if prompt.ndim != 2 or prompt.shape[0] != 1 or prompt.dtype not in (torch.long, torch.int):
             raise GraphError(
-                f"prompt ids must be one row of token ids [1, pos], got {list(prompt.shape)}"
+                "prompt ids must be one row of integer token ids [1, pos] (int64 or int32), "
+                f"got {str(prompt.dtype).replace('torch.', '')} {list(prompt.shape)}"
             )
+        vocab = model.dims.d_vocab if model.dims is not None else None
+        if prompt.numel() == 0:
+            raise GraphError("prompt ids are empty: give at least one token")
+        if vocab is not None and (int(prompt.min()) < 0 or int(prompt.max()) >= vocab):
+            bad = int(prompt.min()) if int(prompt.min()) < 0 else int(prompt.max())
+            raise GraphError(f"prompt ids must be token ids in 0..{vocab - 1}, got {bad}")
         return prompt.long()
     if not isinstance(prompt, str) or not prompt.strip():
         raise GraphError(f"prompt must be non-empty text or a row of token ids, got {prompt!r}")
@@ -55,8 +71,23 @@ def _logit_targets(
     model: Model, last: Tensor, logits: Sequence[str | int] | None, max_logits: int, mass: float
 ) -> tuple[list[int], list[float]]:
     probs = last.float().softmax(-1)
-    if logits:
-        toks = [t if isinstance(t, int) else model.to_single_token(t) for t in logits]
+    if logits is not None:
+        if isinstance(logits, (str, bytes)) or not isinstance(logits, Sequence) or not logits:
+            hint = f"; for one token: logits=[{logits!r}]" if isinstance(logits, str) else ""
+            raise GraphError(
+                "logits must be a non-empty list of output tokens (texts or token ids), "
+                f"got {logits!r}{hint}"
+            )
+        toks = []
+        for t in logits:
+            if isinstance(t, bool) or not isinstance(t, (int, str)):
+                raise GraphError(f"logits holds {t!r}: each entry is a token's text or its id")
+            if isinstance(t, str):
+                try:
+                    t = model.to_single_token(t)
+                except InputError as e:
+                    raise GraphError(f"logits: {e}") from None
+            toks.append(t)
         vocab = probs.shape[-1]
         for t in toks:
             if not 0 <= t < vocab:
@@ -110,11 +141,12 @@ def attribution_graph(
             raise GraphError(f"{name} must be an integer ≥ {low}, got {value!r}")
     for name, value in (("logit_mass", logit_mass), ("node_threshold", node_threshold),
                         ("edge_threshold", edge_threshold)):  # fmt: skip
-        if not isinstance(value, (int, float)) or not 0 < value <= 1:
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= 1:
             raise GraphError(f"{name} must be in (0, 1], got {value!r}")
     t0 = time.perf_counter()
     ids = _prompt_ids(model, prompt)
     model.check_length(ids.shape[1], "the prompt")
+    check_batch(model, batch, ids.shape[1])
     transcoders = transcoders.to(model.device)
     clean = clean_run(model, transcoders, ids)
     toks, probs = _logit_targets(model, clean.logits[-1], logits, max_logits, logit_mass)
@@ -140,7 +172,7 @@ class _Builder:
         assert model.dims is not None
         self.model, self.transcoders, self.clean = model, transcoders, clean
         self.n_layers, self.t = model.dims.n_layers, clean.ids.shape[1]
-        self.logit_tokens, self.batch, self.progress = logit_tokens, batch, progress
+        self.logit_tokens, self.progress = logit_tokens, progress
         # the active latents, ordered by (layer, position, index)
         layer, pos, index, act = [], [], [], []
         for lay in sorted(clean.latents):
@@ -156,6 +188,8 @@ class _Builder:
         self.f_index = cat(index, torch.long).cpu()
         self.f_act = cat(act, torch.float32).cpu()
         self.n_features = len(self.f_act)
+        # no more copies of the prompt than there are targets
+        self.batch = max(1, min(batch, self.n_features + len(logit_tokens)))
         self.n_sources = self.n_features + self.n_layers * self.t + self.t
         self.rows: dict[int, Tensor] = {}  # target (feature index, or -1 - logit number) → row
         self.values: dict[int, float] = {}

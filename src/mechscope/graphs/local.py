@@ -20,6 +20,7 @@ copies.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -31,6 +32,7 @@ from torch import Tensor
 from ..core.interventions import Intervention, apply, observe
 from ..core.weights import frozen_norm
 from ..errors import InputError
+from ..transcoders.evaluate import check_sites
 from ..transcoders.model import TranscoderSet, mlp_sites
 
 if TYPE_CHECKING:
@@ -70,6 +72,11 @@ def check_model(model: Model, transcoders: TranscoderSet) -> None:
 
     Example: ``check_model(tiny_model("gemma3"), tcs)`` raises GraphError.
     """
+    if not isinstance(transcoders, TranscoderSet):
+        raise GraphError(
+            "transcoders must be a TranscoderSet (mechscope.transcoders), got "
+            f"{type(transcoders).__name__}"
+        )
     if model.adapter is None or model.dims is None:
         raise GraphError(f"{model.name} is not a transformer language model mechscope knows")
     if model.adapter.post_norms:
@@ -80,7 +87,30 @@ def check_model(model: Model, transcoders: TranscoderSet) -> None:
         )
     if model.offloaded:
         raise GraphError("attribution graphs need every weight on a device (no disk offload)")
-    transcoders.check(model)
+    check_sites(model, transcoders)
+
+
+def check_batch(model: Model, batch: int, tokens: int) -> None:
+    """Refuse a `batch` of prompt copies whose kept forward cannot fit in memory (a rough
+    bound: some float32 tensors of the MLP's width per layer and token, kept for backwards).
+
+    Example: ``check_batch(model, 10**12, 12)`` raises GraphError naming the batch.
+    """
+    assert model.dims is not None
+    width = max(model.dims.d_model, model.dims.d_mlp)
+    need = 4 * 16 * batch * tokens * model.dims.n_layers * width
+    try:
+        if model.device.type == "cuda":
+            room = torch.cuda.mem_get_info(model.device)[0]
+        else:
+            room = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError, RuntimeError):  # not known here: no guard
+        return
+    if need > room:
+        raise GraphError(
+            f"batch {batch} keeps about {need / 2**30:,.0f} GiB of activations for {tokens} "
+            f"tokens, more than the {room / 2**30:,.1f} GiB of {model.device}; give a smaller batch"
+        )
 
 
 def _parallel(model: Model) -> bool:

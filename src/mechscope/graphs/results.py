@@ -18,6 +18,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import unicodedata
 from dataclasses import field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -240,6 +241,16 @@ class AttributionGraph(Result):
 
         Example: ``g.with_labels({"20_88_6": "Paris"})``.
         """
+        if not isinstance(labels, dict):
+            raise InputError(
+                f"labels must be a dict of node id → text, got {type(labels).__name__}"
+            )
+        ids = set(self.node_ids())
+        for key, text in labels.items():
+            if not isinstance(key, str) or key not in ids:
+                raise InputError(f"labels: no node {key!r} in this graph")
+            if not isinstance(text, str):
+                raise InputError(f"labels: the label of {key!r} must be text, got {text!r}")
         return dataclasses.replace(self, labels={**self.labels, **labels})
 
     def with_supernodes(self, groups: list[list[str]]) -> AttributionGraph:
@@ -247,13 +258,7 @@ class AttributionGraph(Result):
 
         Example: ``g.with_supernodes([["France", "3_11_4", "5_90_4"]])``.
         """
-        ids = set(self.node_ids())
-        for group in groups:
-            if not isinstance(group, list) or len(group) < 2 or not isinstance(group[0], str):
-                raise InputError(f"a supernode is [name, node id, …], got {group!r}")
-            missing = [g for g in group[1:] if g not in ids]
-            if missing:
-                raise InputError(f"supernode {group[0]!r}: no node {missing[0]!r} in the graph")
+        check_supernodes(groups, set(self.node_ids()))
         return dataclasses.replace(self, supernodes=[list(g) for g in groups])
 
     # --- export -----------------------------------------------------------------------
@@ -346,6 +351,50 @@ class AttributionGraph(Result):
             f"{s.get('completeness', math.nan):.3f} "
             f"(pruned {s.get('pruned_completeness', math.nan):.3f}); logits {logits})"
         )
+
+
+MAX_SUPERNODES = 500
+MAX_NAME = 200
+
+
+def check_supernodes(groups: Any, ids: set[str] | None = None) -> None:
+    """Refuse supernodes that are not a list of ``[name, node id, …]`` groups with unique
+    one-line names of 1..200 characters, at most 500 groups, each id once in its group (and,
+    with `ids`, a node of the graph).
+
+    Example: ``check_supernodes([["France", "3_11_4"]], {"3_11_4"})`` → None.
+    """
+    if not isinstance(groups, list):
+        raise InputError(
+            f"supernodes are a JSON list of [name, node id, …] groups, not a "
+            f"{type(groups).__name__}"
+        )
+    if len(groups) > MAX_SUPERNODES:
+        raise InputError(f"{len(groups)} supernodes; at most {MAX_SUPERNODES} are kept")
+    seen: set[str] = set()
+    for n, group in enumerate(groups, 1):
+        if not isinstance(group, list) or len(group) < 2:
+            raise InputError(
+                f"supernode {n}: a group is [name, node id, …] with a node or more, got "
+                f"{str(group)[:60]}"
+            )
+        name, members = group[0], group[1:]
+        if not isinstance(name, str) or not name.strip():
+            raise InputError(f"supernode {n}: its name must be text, got {str(group)[:60]}")
+        if len(name) > MAX_NAME:
+            raise InputError(f"supernode {n}: a name has at most {MAX_NAME} characters")
+        if any(unicodedata.category(ch) == "Cc" for ch in name):
+            raise InputError(f"supernode {n}: a name is one line of text, without controls")
+        if name in seen:
+            raise InputError(f"two supernodes are named {name[:60]!r}; give each its own name")
+        seen.add(name)
+        held: set[str] = set()
+        for m in members:
+            if not isinstance(m, str) or (ids is not None and m not in ids):
+                raise InputError(f"supernode {name[:60]!r}: no node {repr(m)[:60]} in this graph")
+            if m in held:
+                raise InputError(f"supernode {name[:60]!r} holds node {m!r} twice")
+            held.add(m)
 
 
 def _cantor(x: int, y: int) -> int:

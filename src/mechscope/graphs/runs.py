@@ -199,6 +199,8 @@ def save_supernodes(path: str | Path, groups: list[list[str]]) -> Path:
 
     Example: ``save_supernodes("runs/graph", [["France", "3_11_4", "5_90_4"]])``.
     """
+    if not isinstance(path, (str, Path)):
+        raise InputError(f"path must be a graph run folder, got {type(path).__name__}")
     path = Path(path)
     if not (path / GRAPH_FILE).is_file():
         raise InputError(f"{path} is not a graph run folder (no {GRAPH_FILE})")

@@ -182,6 +182,11 @@ def check_graph(
     from ..core.interventions import replace, scale
     from ..transcoders.attach import attach_transcoders
 
+    if not isinstance(graph, AttributionGraph):
+        raise InputError(
+            f"graph must be an AttributionGraph (attribution_graph, open_graph_run), got "
+            f"{type(graph).__name__}"
+        )
     if isinstance(top, bool) or not isinstance(top, int) or top < 1:
         raise InputError(f"top must be an integer ≥ 1, got {top!r}")
     if not isinstance(factor, (int, float)) or not np.isfinite(factor) or factor == 1:

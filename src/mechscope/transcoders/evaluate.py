@@ -55,6 +55,22 @@ class ErrorTerm(NamedTuple):
         return self.y - self.y_hat
 
 
+def check_sites(model: Model, transcoders: TranscoderSet) -> None:
+    """`TranscoderSet.check`, and that each transcoder reads its layer's MLP input in `model`
+    (a set of another family's model of the same shape would otherwise splice in silently).
+
+    Example: ``check_sites(tiny_model("llama"), gpt2_set)`` raises TranscoderError.
+    """
+    transcoders.check(model)
+    for layer, tc in transcoders.items():
+        site_in = mlp_sites(model, layer)[0]
+        if tc.reads and tc.reads != site_in:
+            raise TranscoderError(
+                f"the transcoder of layer {layer} reads {tc.reads!r}, but the MLP of layer "
+                f"{layer} of {model.name} reads {site_in!r}: a set of another model"
+            )
+
+
 def boundary_mask(model: Model, ids: Tensor) -> Bool[Tensor, "batch pos"]:
     """Where transcoders are spliced by default: not at position 0, nor on the window-first
     and separator tokens that training leaves out.
@@ -85,7 +101,7 @@ def replacement_interventions(
         ivs = replacement_interventions(model, tcs, keep=boundary_mask(model, ids))
         replaced = model.run(ids, interventions=ivs).logits    # the replacement model
     """
-    transcoders.check(model)
+    check_sites(model, transcoders)
     inputs: dict[int, Tensor] = {}
     out: list[Intervention] = []
     for layer, tc in transcoders.items():
@@ -125,7 +141,7 @@ def transcoder_errors(
     Example: ``clean, errors = transcoder_errors(model, tcs, "The capital of France is")``;
     ``errors[3].error.shape`` → [1, pos, d_model].
     """
-    transcoders.check(model)
+    check_sites(model, transcoders)
     sites = {layer: mlp_sites(model, layer) for layer in transcoders.layers}
     clean = model.run(inputs, save=[s for pair in sites.values() for s in pair])
     errors = {}
@@ -196,7 +212,16 @@ def evaluate_transcoders(
         ev = evaluate_transcoders(model, tcs, tokens=4096)   # TranscoderEval(…)
         ev.ce_recovered, ev.rows()
     """
-    transcoders.check(model)
+    for name, value, low in (("tokens", tokens, 1), ("window", window, 2),
+                             ("batch_windows", batch_windows, 1), ("start_window", start_window, 0)):  # fmt: skip
+        if isinstance(value, bool) or not isinstance(value, int) or value < low:
+            raise TranscoderError(f"{name} must be an integer ≥ {low}, got {value!r}")
+    if model.context is not None and window > model.context:
+        raise TranscoderError(
+            f"window={window} is longer than {model.name}'s context of {model.context} tokens; "
+            f"give a window of at most {model.context}"
+        )
+    check_sites(model, transcoders)
     layers = transcoders.layers
     corpus = open_corpus(corpus) if isinstance(corpus, (str, Path)) else corpus
     transcoders = transcoders.to(model.device)
@@ -229,7 +254,10 @@ def evaluate_transcoders(
     bar.close()
     preds = totals["preds"]
     if not preds or not all(a.n for a in acc.values()):
-        raise TranscoderError(f"no tokens to evaluate on (tokens={tokens}, window={window})")
+        raise TranscoderError(
+            f"no tokens to evaluate on in corpus {corpus.spec!r} from window {start_window} on "
+            f"(tokens={tokens}, window={window}); give a smaller start_window or a larger corpus"
+        )
     per_layer = [acc[layer].metrics() for layer in layers]
     return TranscoderEval(
         model=model.name,

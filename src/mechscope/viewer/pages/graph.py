@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import json
 import math
-import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -35,7 +34,12 @@ import numpy as np
 
 from ...errors import InputError, MechscopeError
 from ...graphs.prune import EMBEDDING, ERROR, FEATURE, LOGIT
-from ...graphs.results import GRAPH_FILE, KIND_NAMES, AttributionGraph
+from ...graphs.results import (
+    GRAPH_FILE,
+    KIND_NAMES,
+    AttributionGraph,
+    check_supernodes,
+)
 from ...graphs.runs import (
     NEURONPEDIA_FILE,
     SUPERNODES_FILE,
@@ -58,8 +62,6 @@ EXAMPLE_LATENTS = 300  # latents (by influence) whose harvest examples the hover
 EXAMPLES_PER_LATENT = 3
 CONTEXT = (12, 4)  # tokens shown before and after an example's peak
 MAX_SUPERNODE_BYTES = 256 * 1024
-MAX_GROUPS = 500
-MAX_NAME = 200
 
 ACT_NAMES = {
     FEATURE: "activation",
@@ -405,41 +407,15 @@ def graph_home(req: Request) -> Document:
 
 
 def parse_supernodes(data: Any, ids: set[str]) -> list[list[str]]:
-    """`data` (a POST's JSON) checked as supernodes of a graph with node `ids`: a list of at
-    most `MAX_GROUPS` ``[name, node id, …]`` groups, names unique one-line text of at most
-    `MAX_NAME` characters, each id one of the graph's, once per group."""
-    if not isinstance(data, list):
-        raise InputError(
-            f"supernodes are a JSON list of [name, node id, …] groups, not a {type(data).__name__}"
-        )
-    if len(data) > MAX_GROUPS:
-        raise InputError(f"{len(data)} supernodes; at most {MAX_GROUPS} are kept")
-    groups, names = [], set()
-    for n, group in enumerate(data):
-        if not isinstance(group, list) or len(group) < 2:
-            raise InputError(
-                f"supernode {n + 1}: a group is [name, node id, …] with a node or more"
-            )
-        name, members = group[0], group[1:]
-        if not isinstance(name, str) or not name.strip():
-            raise InputError(f"supernode {n + 1}: its name must be text, not {str(name)[:40]!r}")
-        name = name.strip()
-        if len(name) > MAX_NAME:
-            raise InputError(f"supernode {n + 1}: a name has at most {MAX_NAME} characters")
-        if any(unicodedata.category(ch) == "Cc" for ch in name):
-            raise InputError(f"supernode {n + 1}: a name is one line of text, without controls")
-        if name in names:
-            raise InputError(f"two supernodes are named {name[:60]!r}; give each its own name")
-        names.add(name)
-        seen: set[str] = set()
-        for m in members:
-            if not isinstance(m, str) or m not in ids:
-                raise InputError(f"supernode {name[:60]!r}: no node {str(m)[:60]!r} in this graph")
-            if m in seen:
-                raise InputError(f"supernode {name[:60]!r} holds node {m!r} twice")
-            seen.add(m)
-        groups.append([name, *members])
-    return groups
+    """`data` (a POST's JSON) checked as supernodes of a graph with node `ids` by the library's
+    `check_supernodes` (names stripped first)."""
+    if isinstance(data, list):
+        data = [
+            [g[0].strip(), *g[1:]] if isinstance(g, list) and g and isinstance(g[0], str) else g
+            for g in data
+        ]
+    check_supernodes(data, ids)
+    return [list(g) for g in data]
 
 
 def _json_response(data: Any, status: int = 200) -> Response:
