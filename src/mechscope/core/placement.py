@@ -200,3 +200,18 @@ def model_dtype(module: nn.Module) -> torch.dtype:
         if p.dtype.is_floating_point:
             return p.dtype
     return torch.float32
+
+
+def memory_room(device: torch.device | str) -> int | None:
+    """Bytes free on a CUDA `device`, or the machine's physical memory for any other; None
+    where it cannot be known (what size guards compare a job's need against).
+
+    Example: ``memory_room("cpu")`` → 25884786688 on a 24 GiB machine.
+    """
+    device = torch.device(device)
+    try:
+        if device.type == "cuda":
+            return int(torch.cuda.mem_get_info(device)[0])
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError, RuntimeError):  # not known here: no guard
+        return None

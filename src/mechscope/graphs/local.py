@@ -20,7 +20,6 @@ copies.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -30,6 +29,7 @@ from jaxtyping import Float
 from torch import Tensor
 
 from ..core.interventions import Intervention, apply, observe
+from ..core.placement import memory_room
 from ..core.weights import frozen_norm
 from ..errors import InputError
 from ..transcoders.evaluate import check_sites
@@ -99,12 +99,8 @@ def check_batch(model: Model, batch: int, tokens: int) -> None:
     assert model.dims is not None
     width = max(model.dims.d_model, model.dims.d_mlp)
     need = 4 * 16 * batch * tokens * model.dims.n_layers * width
-    try:
-        if model.device.type == "cuda":
-            room = torch.cuda.mem_get_info(model.device)[0]
-        else:
-            room = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    except (ValueError, OSError, AttributeError, RuntimeError):  # not known here: no guard
+    room = memory_room(model.device)
+    if room is None:  # not known here: no guard
         return
     if need > room:
         raise GraphError(

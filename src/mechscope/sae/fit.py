@@ -16,7 +16,6 @@ unfinished folder until the run finishes) and ends as the uninterrupted run.
 from __future__ import annotations
 
 import json
-import os
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -29,6 +28,7 @@ from torch import Tensor
 from .. import figures
 from ..core.activations import ShuffleBuffer, activations_meta, load_activations, stream_activations
 from ..core.model import Model
+from ..core.placement import memory_room
 from ..corpus import Corpus, open_corpus
 from ..errors import InputError
 from ..store import model_record, new_run
@@ -197,12 +197,8 @@ def _check_memory(width: int, d_in: int, device: torch.device) -> None:
     """Refuse a width whose SAE cannot be held where it trains (float32 weights, their gradients
     and Adam's two moments: four copies of W_enc and W_dec) before it is allocated."""
     need = 4 * 4 * 2 * width * d_in
-    try:
-        if device.type == "cuda":
-            room = torch.cuda.mem_get_info(device)[0]
-        else:
-            room = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    except (ValueError, OSError, AttributeError, RuntimeError):  # not known here: no guard
+    room = memory_room(device)
+    if room is None:  # not known here: no guard
         return
     if need > room:
         raise InputError(

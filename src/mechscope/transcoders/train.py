@@ -26,7 +26,6 @@ from __future__ import annotations
 import copy
 import dataclasses
 import json
-import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -39,6 +38,7 @@ from tqdm.auto import tqdm
 
 from ..core.interventions import stop
 from ..core.model import Model
+from ..core.placement import memory_room
 from ..corpus import Corpus, boundary_tokens, open_corpus, window_batches
 from ..sae.results import HISTORY_FILE, TrainingHistory
 from ..sae.train import TrainConfig, config_dict
@@ -457,12 +457,8 @@ def _check_memory(model: Model, config: TranscoderTrainConfig, n_layers: int) ->
     d = model.dims.d_model
     need = 4 * 4 * n_layers * (2 * config.width * d + (d * d if config.skip else 0))
     device = torch.device(model.device)
-    try:
-        if device.type == "cuda":
-            room = torch.cuda.mem_get_info(device)[0]
-        else:
-            room = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    except (ValueError, OSError, AttributeError, RuntimeError):  # not known here: no guard
+    room = memory_room(device)
+    if room is None:  # not known here: no guard
         return
     if need > room:
         raise TranscoderError(
