@@ -8,7 +8,8 @@ node). Both build the same graph (the adjacencies are compared); the ratio is
 their wall times, measured here one after the other on the same model,
 transcoder set and prompt.
 
-With ``--transcoders`` a trained set is used (a run folder from
+Both compute the same rows (the graph's logits and the latents it expanded),
+compared entry by entry. With ``--transcoders`` a trained set is used (a run folder from
 ``mechscope transcoders train``), else a freshly initialised set for every layer
 (the cost of a row does not depend on the weights, only on the number of
 active latents: `--k` per position and layer).
@@ -26,11 +27,25 @@ from mechscope.graphs import attribution_graph
 from mechscope.transcoders import TranscoderSet
 
 
-def timed(model: ms.Model, tcs: TranscoderSet, prompt: str, batch: int, nodes: int):
+def rows(model: ms.Model, tcs: TranscoderSet, graph, batch: int) -> tuple[float, torch.Tensor]:
+    """Seconds to compute the rows of the graph's logits and expanded latents with `batch`
+    rows per backward pass (the forward kept once), and the rows."""
+    from mechscope.graphs.attribute import _Builder
+    from mechscope.graphs.local import clean_run
+
+    ids = torch.tensor([graph.token_ids])
+    clean = clean_run(model, tcs, ids, first_as_error=graph.config["first_as_error"])
+    logits = [int(graph.index[i]) for i in graph.nodes_of(3)]
+    b = _Builder(model, tcs, clean, logits, batch, progress=False)
+    where = {(int(la), int(p), int(i)): k for k, (la, p, i) in
+             enumerate(zip(b.f_layer, b.f_pos, b.f_index, strict=True))}  # fmt: skip
+    latents = [where[(int(graph.layer[i]), int(graph.pos[i]), int(graph.index[i]))]
+               for i in graph.nodes_of(0)]  # fmt: skip
+    targets = [-1 - k for k in range(len(logits))] + latents
     started = time.perf_counter()
-    graph = attribution_graph(model, tcs, prompt, batch=batch, max_feature_nodes=nodes,
-                              progress=False)  # fmt: skip
-    return time.perf_counter() - started, graph
+    b.compute(targets)
+    seconds = time.perf_counter() - started
+    return seconds, torch.stack([b.rows[t] for t in targets])
 
 
 def main() -> None:
@@ -51,18 +66,20 @@ def main() -> None:
     n_tok = len(model.to_tokens(args.prompt)[0])
     print(f"{model.name}; torch {torch.__version__}; CPU, {torch.get_num_threads()} threads; "
           f"{len(tcs)} transcoders; prompt of {n_tok} tokens; {args.nodes} latents expanded")  # fmt: skip
-    timed(model, tcs, args.prompt, args.batch, 8)  # warm-up, untimed
-    batched, g_batched = timed(model, tcs, args.prompt, args.batch, args.nodes)
-    naive, g_naive = timed(model, tcs, args.prompt, 1, args.nodes)
-    same = g_batched.node_ids() == g_naive.node_ids()
-    diff = float((g_batched.adjacency - g_naive.adjacency).abs().max()) if same else float("nan")
-    rows = g_batched.config["expanded_features"] + int((g_batched.kind == 3).sum())
-    print(f"batched ({args.batch} rows per backward): {batched:.1f} s, "
-          f"{g_batched.config['backward_passes']} backward passes")  # fmt: skip
-    print(f"naive (one backward per node):    {naive:.1f} s, "
-          f"{g_naive.config['backward_passes']} backward passes for {rows} rows")  # fmt: skip
-    print(f"same graph: {same}, max |Δ edge| {diff:.2e}")
-    print(f"ratio naive / batched: {naive / batched:.1f}x")
+    started = time.perf_counter()
+    graph = attribution_graph(model, tcs, args.prompt, batch=args.batch,
+                              max_feature_nodes=args.nodes, progress=False)  # fmt: skip
+    whole = time.perf_counter() - started
+    n = graph.config["expanded_features"] + len(graph.nodes_of(3))
+    print(f"whole graph (clean run, {n} rows chosen by influence, pruning, scores): {whole:.1f} s")
+    rows(model, tcs, graph, args.batch)  # warm-up, untimed
+    batched, a = rows(model, tcs, graph, args.batch)
+    naive, b = rows(model, tcs, graph, 1)
+    print(f"the same {n} rows, {args.batch} per backward pass: {batched:.2f} s "
+          f"({-(-n // args.batch)} backward passes)")  # fmt: skip
+    print(f"the same {n} rows, one backward pass per node:  {naive:.2f} s ({n} backward passes)")
+    print(f"same rows: max |Δ edge| {float((a - b).abs().max()):.2e}")
+    print(f"ratio naive / batched: {naive / batched:.2f}x")
 
 
 if __name__ == "__main__":

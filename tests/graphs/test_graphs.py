@@ -166,7 +166,7 @@ def _write(
 ) -> tuple[int, torch.Tensor]:
     """Where node s writes (layer, or -1 for the embeddings) and its write vector [T, d]."""
     ids = torch.tensor([graph.token_ids])
-    clean = clean_run(model, tcs, ids)
+    clean = clean_run(model, tcs, ids, first_as_error=graph.config["first_as_error"])
     t, d = ids.shape[1], model.dims.d_model  # type: ignore[union-attr]
     write = torch.zeros(t, d)
     kind, layer, pos, index = (int(graph.kind[s]), int(graph.layer[s]), int(graph.pos[s]),
@@ -364,3 +364,19 @@ def test_head_contributions_split_a_cross_position_edge() -> None:
     assert shares[0, 0].abs().max() < 1e-6
     if same:  # a same-position edge keeps its residual path: the heads carry only part of it
         assert abs(float(shares[1].sum()) - float(adj[logit, same[0]])) > 1e-6
+
+
+def test_position_zero_latents_are_error_nodes_by_default() -> None:
+    model = tiny_model("llama")
+    tcs = _set(model, seed=6)
+    sink = attribution_graph(model, tcs, PROMPT, batch=16, progress=False)
+    kept = attribution_graph(model, tcs, PROMPT, batch=16, first_as_error=False, progress=False)
+    feats = sink.nodes_of(FEATURE)
+    assert feats and all(int(sink.pos[i]) > 0 for i in feats)
+    assert any(int(kept.pos[i]) == 0 for i in kept.nodes_of(FEATURE))
+    # the latents' part of position 0 moved to its error nodes: the same writes in total
+    errors0 = [i for i in sink.nodes_of(ERROR) if int(sink.pos[i]) == 0]
+    errors0_kept = [i for i in kept.nodes_of(ERROR) if int(kept.pos[i]) == 0]
+    assert not torch.allclose(sink.activation[errors0], kept.activation[errors0_kept])
+    logit = sink.nodes_of(LOGIT)[0]
+    assert float(sink.value[logit]) == pytest.approx(float(kept.value[kept.nodes_of(LOGIT)[0]]))

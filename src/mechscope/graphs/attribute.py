@@ -117,6 +117,7 @@ def attribution_graph(
     node_threshold: float = 0.8,
     edge_threshold: float = 0.98,
     source: str = "",
+    first_as_error: bool = True,
     progress: bool = True,
 ) -> AttributionGraph:
     """The attribution graph of `prompt` through `transcoders` (one per layer; a layer
@@ -125,7 +126,8 @@ def attribution_graph(
     `logits` names the output tokens to explain (default: the top ones up to
     `logit_mass`); `max_feature_nodes` caps the latents expanded as targets;
     `batch` is how many target rows one backward computes; `source` names the set
-    (its folder) in the result. The result holds the
+    (its folder) in the result. `first_as_error` (default) leaves position 0's latents
+    out: its MLP outputs are error nodes (`clean_run`). The result holds the
     whole adjacency and the pruned masks (`node_threshold`, `edge_threshold`: shares
     of influence kept), with the replacement and completeness scores of both.
 
@@ -148,10 +150,10 @@ def attribution_graph(
     model.check_length(ids.shape[1], "the prompt")
     check_batch(model, batch, ids.shape[1])
     transcoders = transcoders.to(model.device)
-    clean = clean_run(model, transcoders, ids)
+    clean = clean_run(model, transcoders, ids, first_as_error=first_as_error)
     toks, probs = _logit_targets(model, clean.logits[-1], logits, max_logits, logit_mass)
     builder = _Builder(model, transcoders, clean, toks, batch, progress)
-    builder.source = source
+    builder.source, builder.first_as_error = source, first_as_error
     builder.expand(max_feature_nodes)
     graph = builder.graph(probs, node_threshold, edge_threshold, time.perf_counter() - t0)
     return graph
@@ -385,6 +387,7 @@ class _Builder:
                 "expanded_features": nf,
                 "backward_passes": self.passes,
                 "batch": self.batch,
+                "first_as_error": self.first_as_error,
                 "seconds": seconds,
                 "logit_texts": {
                     str(t): (model.tokenizer.decode([t]) if model.tokenizer is not None else str(t))
@@ -426,7 +429,8 @@ def head_contributions(
     transcoders = transcoders.to(model.device)
     n_layers, n_heads = model.dims.n_layers, model.dims.n_heads
     ids = torch.tensor([graph.token_ids], device=model.device)
-    clean = clean_run(model, transcoders, ids)
+    first = bool(graph.config.get("first_as_error", False))
+    clean = clean_run(model, transcoders, ids, first_as_error=first)
     logits = graph.nodes_of(LOGIT)
     tokens = [int(graph.index[i]) for i in logits]
     b = _Builder(model, transcoders, clean, tokens, batch, progress=False)

@@ -114,8 +114,15 @@ def _parallel(model: Model) -> bool:
 
 
 @torch.no_grad()
-def clean_run(model: Model, transcoders: TranscoderSet, ids: Tensor) -> CleanRun:
+def clean_run(
+    model: Model, transcoders: TranscoderSet, ids: Tensor, *, first_as_error: bool = False
+) -> CleanRun:
     """The prompt's clean run (ids [1, T]) and the quantities the local replacement fixes.
+
+    With `first_as_error`, the latents of position 0 are left out (zero) and their part of
+    each MLP output goes to that position's error term: position 0 is the attention sink
+    of most language models (the BOS token where there is one), whose large, prompt-
+    independent latents circuit-tracer leaves out of its graphs the same way.
 
     Example: ``clean_run(model, tcs, model.to_tokens("The capital of France is"))``.
     """
@@ -131,6 +138,8 @@ def clean_run(model: Model, transcoders: TranscoderSet, ids: Tensor) -> CleanRun
         if layer in transcoders.layers:
             tc = transcoders[layer]
             f = tc.encode(x.to(tc.W_enc.dtype)).float()
+            if first_as_error:
+                f[0] = 0.0
             latents[layer] = f
             errors[layer] = y - tc.decode(f.to(tc.W_enc.dtype), x.to(tc.W_enc.dtype)).float()
         else:
