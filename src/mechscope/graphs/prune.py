@@ -26,7 +26,9 @@ import torch
 from jaxtyping import Bool, Float
 from torch import Tensor
 
-FEATURE, ERROR, EMBEDDING, LOGIT = 0, 1, 2, 3
+from .results import EMBEDDING, ERROR, FEATURE, LOGIT  # noqa: E402 (the kinds, light)
+
+__all__ = ["EMBEDDING", "ERROR", "FEATURE", "LOGIT", "influence", "normalized", "prune", "scores"]
 
 
 def normalized(adjacency: Float[Tensor, "node node"]) -> Float[Tensor, "node node"]:

@@ -28,12 +28,13 @@ import numpy as np
 from .._arrays import as_numpy, atomic_file
 from ..errors import InputError
 from ..results import Result, result
-from .prune import EMBEDDING, ERROR, FEATURE, LOGIT
 
 if TYPE_CHECKING:
     from jaxtyping import Bool, Float, Int
     from torch import Tensor
 
+FEATURE, ERROR, EMBEDDING, LOGIT = 0, 1, 2, 3
+"""The kinds of node (`AttributionGraph.kind`)."""
 FORMAT = "mechscope.attribution_graph/1"
 GRAPH_FILE = "graph.safetensors"
 KIND_NAMES = {FEATURE: "feature", ERROR: "error", EMBEDDING: "embedding", LOGIT: "logit"}

@@ -24,10 +24,8 @@ import numpy as np
 
 from .._arrays import as_numpy, atomic_file
 from ..errors import InputError
-from ..figures import save_html, save_static
 from ..store import model_record, new_run, read_json_list
-from .prune import EMBEDDING, ERROR, FEATURE, LOGIT
-from .results import GRAPH_FILE, AttributionGraph
+from .results import EMBEDDING, ERROR, FEATURE, GRAPH_FILE, LOGIT, AttributionGraph
 from .validate import CHECK_FILE, GraphCheck, check_graph
 
 if TYPE_CHECKING:
@@ -247,6 +245,8 @@ def plot_graph(graph: AttributionGraph, path: str | Path) -> dict[str, Path]:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     import plotly.graph_objects as go
+
+    from ..figures import save_html, save_static
 
     stem = Path(path)
     x, y = _layout(graph)

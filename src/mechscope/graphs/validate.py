@@ -30,13 +30,11 @@ from dataclasses import field
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
 
 from .._arrays import as_numpy
 from ..errors import InputError
 from ..results import Result, result
-from .prune import FEATURE, LOGIT
-from .results import AttributionGraph
+from .results import FEATURE, LOGIT, AttributionGraph
 
 if TYPE_CHECKING:
     from jaxtyping import Float
@@ -179,6 +177,8 @@ def check_graph(
         check = check_graph(model, tcs, g, top=10)      # zero-ablate the top 10
         check.logit_correlation, check.rows()
     """
+    import torch
+
     from ..core.interventions import replace, scale
     from ..transcoders.attach import attach_transcoders
 

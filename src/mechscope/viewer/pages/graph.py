@@ -33,10 +33,13 @@ from typing import Any
 import numpy as np
 
 from ...errors import InputError, MechscopeError
-from ...graphs.prune import EMBEDDING, ERROR, FEATURE, LOGIT
 from ...graphs.results import (
+    EMBEDDING,
+    ERROR,
+    FEATURE,
     GRAPH_FILE,
     KIND_NAMES,
+    LOGIT,
     AttributionGraph,
     check_supernodes,
 )

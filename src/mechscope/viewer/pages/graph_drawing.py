@@ -14,8 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from ...graphs.prune import EMBEDDING, ERROR, FEATURE, LOGIT
-from ...graphs.results import KIND_NAMES, AttributionGraph
+from ...graphs.results import EMBEDDING, ERROR, FEATURE, KIND_NAMES, LOGIT, AttributionGraph
 
 MAX_EDGES = 4000  # the strongest edges drawn
 # the drawing, in SVG user units
