@@ -68,15 +68,14 @@ def graph_cmd(
     from ..graphs import graph_run, open_graph_run
     from ..graphs.local import check_model
     from ..transcoders import TranscoderSet
-    from ..transcoders.evaluate import check_sites
 
     _check_options(max_features, batch, node_threshold, edge_threshold, check_top, heads)
     if not transcoders.exists():
         raise InputError(f"--transcoders {transcoders}: no such folder")
     m = place.load(model)
-    tcs = TranscoderSet.load(transcoders, model=m)
-    check_model(m, tcs)  # a model whose graphs are not built here (post-norms, offload)
-    check_sites(m, tcs)  # a set of another family's model of the same shape
+    tcs = TranscoderSet.load(transcoders)
+    # a model whose graphs are not built here (post-norms, offload), then a set not of it
+    check_model(m, tcs)
     for text in logit or []:
         try:
             m.to_single_token(text)

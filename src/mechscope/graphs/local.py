@@ -32,7 +32,6 @@ from ..core.interventions import Intervention, apply, observe
 from ..core.placement import memory_room
 from ..core.weights import frozen_norm
 from ..errors import InputError
-from ..transcoders.evaluate import check_sites
 from ..transcoders.model import TranscoderSet, mlp_sites
 
 if TYPE_CHECKING:
@@ -87,7 +86,7 @@ def check_model(model: Model, transcoders: TranscoderSet) -> None:
         )
     if model.offloaded:
         raise GraphError("attribution graphs need every weight on a device (no disk offload)")
-    check_sites(model, transcoders)
+    transcoders.check(model)
 
 
 def check_batch(model: Model, batch: int, tokens: int) -> None:

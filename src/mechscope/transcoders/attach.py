@@ -116,10 +116,10 @@ def attach_transcoders(model: Model, transcoders: TranscoderSet, name: str = "tc
     try:
         for layer, tc in transcoders.items():
             site_in, site_out = mlp_sites(model, layer)
-            if tc.reads != site_in:
+            if not tc.reads:  # check() compared the recorded sites; the core needs one
                 raise TranscoderError(
-                    f"the transcoder of layer {layer} reads {tc.reads or 'no recorded site'!r}, "
-                    f"but the MLP of layer {layer} of {model.name} reads {site_in!r}"
+                    f"the transcoder of layer {layer} records no input site, but the MLP of "
+                    f"layer {layer} of {model.name} reads {site_in!r}"
                 )
             tc.to(module_device(model.hf.get_submodule(model.table[site_out].module)))
             done[layer] = model.attach(tc, site_out, prefix=f"blocks.{layer}.mlp.{name}")

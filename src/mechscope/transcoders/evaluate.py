@@ -55,22 +55,6 @@ class ErrorTerm(NamedTuple):
         return self.y - self.y_hat
 
 
-def check_sites(model: Model, transcoders: TranscoderSet) -> None:
-    """`TranscoderSet.check`, and that each transcoder reads its layer's MLP input in `model`
-    (a set of another family's model of the same shape would otherwise splice in silently).
-
-    Example: ``check_sites(tiny_model("llama"), gpt2_set)`` raises TranscoderError.
-    """
-    transcoders.check(model)
-    for layer, tc in transcoders.items():
-        site_in = mlp_sites(model, layer)[0]
-        if tc.reads and tc.reads != site_in:
-            raise TranscoderError(
-                f"the transcoder of layer {layer} reads {tc.reads!r}, but the MLP of layer "
-                f"{layer} of {model.name} reads {site_in!r}: a set of another model"
-            )
-
-
 def boundary_mask(model: Model, ids: Tensor) -> Bool[Tensor, "batch pos"]:
     """Where transcoders are spliced by default: not at position 0, nor on the window-first
     and separator tokens that training leaves out.
@@ -101,7 +85,7 @@ def replacement_interventions(
         ivs = replacement_interventions(model, tcs, keep=boundary_mask(model, ids))
         replaced = model.run(ids, interventions=ivs).logits    # the replacement model
     """
-    check_sites(model, transcoders)
+    transcoders.check(model)
     inputs: dict[int, Tensor] = {}
     out: list[Intervention] = []
     for layer, tc in transcoders.items():
@@ -141,7 +125,7 @@ def transcoder_errors(
     Example: ``clean, errors = transcoder_errors(model, tcs, "The capital of France is")``;
     ``errors[3].error.shape`` → [1, pos, d_model].
     """
-    check_sites(model, transcoders)
+    transcoders.check(model)
     sites = {layer: mlp_sites(model, layer) for layer in transcoders.layers}
     clean = model.run(inputs, save=[s for pair in sites.values() for s in pair])
     errors = {}
@@ -221,7 +205,7 @@ def evaluate_transcoders(
             f"window={window} is longer than {model.name}'s context of {model.context} tokens; "
             f"give a window of at most {model.context}"
         )
-    check_sites(model, transcoders)
+    transcoders.check(model)
     layers = transcoders.layers
     corpus = open_corpus(corpus) if isinstance(corpus, (str, Path)) else corpus
     transcoders = transcoders.to(model.device)

@@ -373,8 +373,9 @@ class TranscoderSet(nn.Module):
         )
 
     def check(self, model: Model, *, same_weights: bool = True) -> None:
-        """Fail in one line unless this set fits `model` (its d_model, its layers, and with
-        `same_weights` the weights' hash when both record one).
+        """Fail in one line unless this set fits `model` (its d_model, its layers, the MLP
+        input each transcoder reads, and with `same_weights` the weights' hash when both
+        record one): a set of another family's model of the same shape is refused.
 
         Example: ``tcs.check(model)`` → None, or TranscoderError("… reads d_model=16 …").
         """
@@ -389,6 +390,12 @@ class TranscoderSet(nn.Module):
                 raise TranscoderError(
                     f"the transcoder of layer {layer} reads d_model={tc.cfg.d_in} and writes "
                     f"{tc.cfg.d_out}, but {model.name} has d_model={d}"
+                )
+            site_in = mlp_sites(model, layer)[0]
+            if tc.reads and tc.reads != site_in:
+                raise TranscoderError(
+                    f"the transcoder of layer {layer} reads {tc.reads!r}, but the MLP of layer "
+                    f"{layer} of {model.name} reads {site_in!r}: a set of another model"
                 )
         ours, theirs = self.identity.get("weights_sha256"), model.weights_sha256
         if same_weights and ours and theirs and ours != theirs:
