@@ -212,21 +212,28 @@ class _Builder:
         """The rows (direct effects of every source) of `targets`, one backward per batch."""
         for start in range(0, len(targets), self.batch):
             chunk = targets[start : start + self.batch]
-            with torch.enable_grad():
-                fwd = self._forward()
-                vals = self._target_values(fwd, chunk)
-                grads = torch.autograd.grad(
-                    vals.sum(), fwd.writes, retain_graph=True, allow_unused=True
-                )
-            rows = self._edges([
-                (torch.zeros_like(w) if g is None else g)[: len(chunk)].detach()
-                for g, w in zip(grads, fwd.writes, strict=True)
-            ])  # fmt: skip
+            vals, rows = self.backward(self._forward(), chunk, keep=True)
             for k, target in enumerate(chunk):
                 self.rows[target] = rows[k].cpu()
-                self.values[target] = float(vals[k].detach())
+                self.values[target] = float(vals[k])
             self.passes += 1
             self._bar.update(len(chunk))
+
+    def backward(
+        self, fwd: Forward, targets: list[int], keep: bool = False
+    ) -> tuple[Tensor, Tensor]:
+        """One backward pass through `fwd` for `targets` (row k of the batch is target k's):
+        their values [t] and rows [t, n_sources]; `keep` keeps the graph for more passes."""
+        with torch.enable_grad():
+            vals = self._target_values(fwd, targets)
+            grads = torch.autograd.grad(
+                vals.sum(), fwd.writes, retain_graph=keep, allow_unused=True
+            )
+        rows = self._edges([
+            (torch.zeros_like(w) if g is None else g)[: len(targets)].detach()
+            for g, w in zip(grads, fwd.writes, strict=True)
+        ])  # fmt: skip
+        return vals.detach(), rows
 
     def _target_values(self, fwd: Forward, targets: list[int]) -> Tensor:
         vals = []
@@ -467,12 +474,7 @@ def head_contributions(
             blocked = [(r, s[0], s[1]) for r, s in enumerate(chunk) if s is not None]
             with torch.enable_grad():
                 fwd = b.local.forward(len(chunk), blocked=blocked)
-                vals = b._target_values(fwd, [target_of(target)] * len(chunk))
-                grads = torch.autograd.grad(vals.sum(), fwd.writes, allow_unused=True)
-            rows.append(b._edges([
-                (torch.zeros_like(w) if g is None else g).detach()
-                for g, w in zip(grads, fwd.writes, strict=True)
-            ]))  # fmt: skip
+            rows.append(b.backward(fwd, [target_of(target)] * len(chunk))[1])
             bar.update(len(chunk))
         table = torch.cat(rows)  # [1 + heads, n_sources]
         for e, (s, t) in enumerate(edges):
